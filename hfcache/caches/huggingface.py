@@ -1,0 +1,699 @@
+"""The Hugging Face hub cache (``huggingface_hub``; used by transformers, diffusers, datasets, ...).
+
+Layout reference: ``CACHE-LAYOUTS.md`` sections 1 and 2. In short::
+
+    <root>/models--org--name/refs/<ref>              one 40-hex commit per file, nested (refs/pr/1)
+    <root>/models--org--name/snapshots/<commit>/...  symlinks ../../blobs/<etag> (or regular files)
+    <root>/models--org--name/blobs/<etag>            the data (or a symlink into the shared store)
+    <root>/blobs/<xx>/<xet hash>                     hub >= 1.32 cross-repo shared store (marked)
+    <root>/.locks/<repo folder>/<etag>.lock          per-blob download locks (flock)
+
+The scanner is our own rather than ``huggingface_hub.scan_cache_dir``: it lists each folder
+once with ``os.scandir``, stats each blob once, reads links with ``os.readlink`` (the first
+hop only, never ``resolve()``), never opens a blob (that would move its atime) and never
+writes. Its numbers equal ``scan_cache_dir``'s on every cache that function accepts; where
+``scan_cache_dir`` drops a whole repo as corrupted, we keep the repo, count what can be
+counted, and attach warnings that stop anything from deleting through it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat as stat_mod
+from collections import Counter, defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import NamedTuple
+
+from ..errors import CacheNotADirectory, CacheNotFound, CacheUnreadable, NotACache
+from ..locks import is_lock_held
+from ..model import CacheInventory, Item, OrphanFile, PartialFile, Revision, ScanWarning, SharedPayload
+
+KIND = "huggingface"
+
+REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space", "kernels": "kernel"}
+# OS litter the hub's own scanner skips everywhere.
+FILES_TO_IGNORE = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+# Entries of the cache root that belong there and are never items: locks, the cache-directory
+# tag, and the migration markers of transformers 4.22-4.48 and diffusers 0.14+ (never delete those).
+ROOT_ENTRIES_TO_SKIP = frozenset({".locks", "CACHEDIR.TAG", "version.txt", "version_diffusers_cache.txt"})
+REPO_SUBDIRS = frozenset({"refs", "snapshots", "blobs", ".no_exist", "trees"})
+SHARED_STORE_DIR = "blobs"
+SHARED_STORE_MARKER = ".huggingface-shared-blobs"
+SHARED_STORE_MARKER_CONTENT = b"1\n"
+
+_REPO_DIR_RE = re.compile(r"(models|datasets|spaces|kernels)--(.+)", re.DOTALL)
+_COMMIT_RE = re.compile(r"[0-9a-f]{40}")
+_REF_TMP_RE = re.compile(r"\.[0-9a-f]{8}\.tmp$")
+_INCOMPLETE_RE = re.compile(r"(?P<etag>.+?)(?P<token>\.[0-9a-f]{8})?\.incomplete", re.DOTALL)
+_TEMP_BLOB_RE = re.compile(r"tmp_[0-9a-f-]{32,36}|\..+\.[0-9a-f]{8}\.(?:new|old|shared)", re.DOTALL)
+_ROOT_TMP_RE = re.compile(r"tmp[a-z0-9_]{8}")  # tempfile.mkdtemp() probe folders
+_XET_HASH_RE = re.compile(r"[0-9a-f]{64}")
+_PREFIX_RE = re.compile(r"[0-9a-f]{2}")
+
+
+class _Blob(NamedTuple):
+    """What one blob key refers to. ``size`` is None when it cannot be counted (broken, outside the cache)."""
+
+    size: int | None
+    atime: float
+    mtime: float
+    store: str | None  # the shared-store payload it links to, if any
+    path: str
+
+
+@dataclass
+class _Roots:
+    """The cache root, resolved, plus the spelling it was given in (absolute symlinks may use either)."""
+
+    real: str
+    given: str
+    store: str
+    payloads: dict[str, _Blob] = field(default_factory=dict)
+    manifests: set[str] = field(default_factory=set)
+    store_marked: bool = False
+
+    def normalize(self, path: str) -> str:
+        """Map a path spelled under the given root onto the resolved root."""
+        if self.given != self.real and (path == self.given or path.startswith(self.given + os.sep)):
+            return self.real + path[len(self.given):]
+        return path
+
+    def contains(self, path: str) -> bool:
+        return path.startswith(self.real + os.sep)
+
+
+@dataclass
+class _RepoScan:
+    item: Item
+    blobs: dict[str, _Blob]
+    revision_keys: list[frozenset[str]]
+    partials: list[PartialFile]
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the cache is
+
+
+def _env_path(env: Mapping[str, str], name: str) -> str | None:
+    """An environment variable as huggingface_hub reads it; empty counts as unset (XDG's rule)."""
+    value = env.get(name)
+    return value if value else None
+
+
+def _expand(path: str, env: Mapping[str, str]) -> str:
+    """``os.path.expandvars(os.path.expanduser(path))``, as the hub does, but reading ``env``."""
+    if path.startswith("~"):
+        home = env.get("HOME") or os.path.expanduser("~")
+        head, sep, tail = path[1:].partition(os.sep)
+        if head == "":
+            path = home + sep + tail if tail or sep else home
+        else:
+            path = os.path.expanduser(path)
+    return re.sub(
+        r"\$(\w+)|\$\{(\w+)\}",
+        lambda m: env.get(m.group(1) or m.group(2), m.group(0)),
+        path,
+    )
+
+
+def default_hf_home(env: Mapping[str, str]) -> str:
+    """``$HF_HOME``, else ``$XDG_CACHE_HOME/huggingface``, else ``~/.cache/huggingface``."""
+    hf_home = _env_path(env, "HF_HOME")
+    if hf_home is None:
+        xdg = _env_path(env, "XDG_CACHE_HOME") or os.path.join(_expand("~", env), ".cache")
+        hf_home = os.path.join(xdg, "huggingface")
+    return os.path.abspath(_expand(hf_home, env))
+
+
+def default_root(env: Mapping[str, str]) -> str:
+    """Where huggingface_hub puts its cache, with the library's precedence.
+
+    ``HF_HUB_CACHE`` > ``HUGGINGFACE_HUB_CACHE`` > ``$HF_HOME/hub`` >
+    ``$XDG_CACHE_HOME/huggingface/hub`` > ``~/.cache/huggingface/hub``. Read from ``env`` at
+    call time, never at import.
+
+    >>> default_root({"HOME": "/home/me"})
+    '/home/me/.cache/huggingface/hub'
+    >>> default_root({"HOME": "/home/me", "HF_HOME": "/data/hf", "HUGGINGFACE_HUB_CACHE": "/legacy"})
+    '/legacy'
+    """
+    explicit = _env_path(env, "HF_HUB_CACHE") or _env_path(env, "HUGGINGFACE_HUB_CACHE")
+    if explicit is not None:
+        return os.path.abspath(_expand(explicit, env))
+    return os.path.join(default_hf_home(env), "hub")
+
+
+def _looks_like_cache(names: list[str], root: str) -> bool:
+    """Recognise a hub cache by what is in it: repo folders, ``.locks/``, ``CACHEDIR.TAG`` or the shared store."""
+    for name in names:
+        if _REPO_DIR_RE.fullmatch(name) or name in {".locks", "CACHEDIR.TAG"}:
+            return True
+        if name == SHARED_STORE_DIR and os.path.isfile(os.path.join(root, name, SHARED_STORE_MARKER)):
+            return True
+    return False
+
+
+def check_root(path: str, *, explicit: bool) -> str | None:
+    """Validate a root before scanning it; return its resolved path, or None for "nothing cached yet".
+
+    A default root that does not exist yet is normal (nothing was ever downloaded). An explicit
+    root that does not exist, is not a folder, cannot be read, or holds something that is not a
+    hub cache (a home directory, ``$HF_HOME`` instead of ``$HF_HOME/hub``) is an error.
+    """
+    given = os.path.abspath(path)
+    if not os.path.lexists(given):
+        if explicit:
+            raise CacheNotFound(f"cache directory not found: {given}", path=given)
+        return None
+    if not os.path.isdir(given):
+        if not os.path.exists(given):
+            raise CacheNotFound(f"cache directory is a broken symlink: {given}", path=given)
+        raise CacheNotADirectory(f"cache directory is not a directory: {given}", path=given)
+    real = os.path.realpath(given)
+    try:
+        names = os.listdir(real)
+    except OSError as e:
+        raise CacheUnreadable(f"cannot read cache directory {given}: {e.strerror or e}", path=given) from e
+    names = [n for n in names if n not in FILES_TO_IGNORE]
+    if names and not _looks_like_cache(names, real):
+        hint = ""
+        if os.path.isdir(os.path.join(real, "hub")):
+            hint = f" (did you mean {os.path.join(given, 'hub')}?)"
+        raise NotACache(
+            f"not a Hugging Face hub cache: {given} holds no repo folders, .locks/ or CACHEDIR.TAG{hint}",
+            path=given,
+        )
+    return real
+
+
+# ---------------------------------------------------------------------------------------------
+# Scanning
+
+
+def _stat_blob(st: os.stat_result, path: str, store: str | None = None) -> _Blob:
+    return _Blob(st.st_size, st.st_atime, st.st_mtime, store, path)
+
+
+def _broken(path: str) -> _Blob:
+    return _Blob(None, 0.0, 0.0, None, path)
+
+
+def _scan_store(roots: _Roots, warnings: list[ScanWarning]) -> None:
+    """Stat every payload of a marked shared store once; remember which have a ``.refs`` manifest."""
+    marker = os.path.join(roots.store, SHARED_STORE_MARKER)
+    try:
+        if not stat_mod.S_ISREG(os.lstat(marker).st_mode):
+            raise FileNotFoundError(marker)
+        # The marker is a 2-byte metadata file, not model data: reading it moves nothing that matters.
+        with open(marker, "rb") as f:
+            roots.store_marked = f.read(16) == SHARED_STORE_MARKER_CONTENT
+    except OSError:
+        roots.store_marked = False
+    if not roots.store_marked:
+        warnings.append(
+            ScanWarning(roots.store, "blobs/ folder without a valid shared-store marker; not a store, left alone", False)
+        )
+        return
+    try:
+        prefixes = [e for e in os.scandir(roots.store) if _PREFIX_RE.fullmatch(e.name) and e.is_dir(follow_symlinks=False)]
+    except OSError as e:
+        warnings.append(ScanWarning(roots.store, f"cannot read the shared store ({e.strerror or e})"))
+        return
+    for prefix in prefixes:
+        try:
+            entries = list(os.scandir(prefix.path))
+        except OSError as e:
+            warnings.append(ScanWarning(prefix.path, f"cannot read the shared store ({e.strerror or e})"))
+            continue
+        for entry in entries:
+            name = entry.name
+            if name.endswith(".refs"):
+                roots.manifests.add(entry.path[:-5])
+            elif _XET_HASH_RE.fullmatch(name) and name.startswith(prefix.name) and entry.is_file(follow_symlinks=False):
+                try:
+                    roots.payloads[entry.path] = _stat_blob(entry.stat(follow_symlinks=False), entry.path, entry.path)
+                except OSError:
+                    continue
+
+
+def _has_inner_dotdot(target: str) -> bool:
+    """True for links like ``a/../../b``, where lexical normalisation may disagree with the kernel."""
+    parts = target.split("/")
+    i = 0
+    while i < len(parts) and parts[i] == "..":
+        i += 1
+    return ".." in parts[i:]
+
+
+def _resolve_link(roots: _Roots, link_dir: str, target: str) -> str:
+    """Absolute, normalised path of a link's first hop (``os.readlink`` result), without touching the disk."""
+    if os.path.isabs(target):
+        return roots.normalize(os.path.normpath(target))
+    return roots.normalize(os.path.normpath(os.path.join(link_dir, target)))
+
+
+def _stat_foreign(roots: _Roots, path: str, lexical: str) -> _Blob | str:
+    """Stat a link target that is not where the hub puts blobs; a message instead if it must not be followed."""
+    if not roots.contains(lexical):
+        return "symlink leaves the cache, not followed"
+    real = os.path.realpath(path)
+    if not roots.contains(real):
+        return "symlink leaves the cache, not followed"
+    try:
+        st = os.stat(real)
+    except OSError:
+        return "broken symlink"
+    if not stat_mod.S_ISREG(st.st_mode):
+        return "symlink to something that is not a file"
+    return _stat_blob(st, real)
+
+
+def _scan_blob_link(roots: _Roots, entry: os.DirEntry[str], blobs_dir: str) -> tuple[_Blob, str | None]:
+    """A repo ``blobs/<etag>`` that is a symlink: into the shared store (hub >= 1.32), or odd."""
+    try:
+        target = os.readlink(entry.path)
+    except OSError:
+        return _broken(entry.path), "unreadable symlink"
+    path = _resolve_link(roots, blobs_dir, target)
+    if roots.store_marked and os.path.dirname(os.path.dirname(path)) == roots.store:
+        payload = roots.payloads.get(path)
+        if payload is not None:
+            return payload._replace(path=entry.path), None
+    found = _stat_foreign(roots, path, path if not _has_inner_dotdot(target) else os.path.realpath(path))
+    if isinstance(found, str):
+        return _broken(entry.path), found
+    return found._replace(path=entry.path), None
+
+
+def _scan_blobs_dir(
+    roots: _Roots, repo_dir: str, folder: str, item_id: str, warnings: list[ScanWarning]
+) -> tuple[dict[str, _Blob], list[PartialFile]]:
+    blobs_dir = os.path.join(repo_dir, "blobs")
+    blobs: dict[str, _Blob] = {}
+    partials: list[PartialFile] = []
+    for entry in os.scandir(blobs_dir):
+        name = entry.name
+        if name in FILES_TO_IGNORE:
+            continue
+        incomplete = _INCOMPLETE_RE.fullmatch(name)
+        if incomplete or _TEMP_BLOB_RE.fullmatch(name):
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            lock_path = None
+            scheme = "temporary"
+            if incomplete:
+                scheme = "per-process" if incomplete.group("token") else "resumable"
+                lock_path = os.path.join(roots.real, ".locks", folder, incomplete.group("etag") + ".lock")
+            partials.append(
+                PartialFile(
+                    path=entry.path,
+                    item_id=item_id,
+                    size_bytes=st.st_size,
+                    last_modified=st.st_mtime,
+                    scheme=scheme,
+                    lock_path=lock_path,
+                    lock_held=is_lock_held(lock_path) if lock_path else None,
+                )
+            )
+            continue
+        if entry.is_symlink():
+            blob, problem = _scan_blob_link(roots, entry, blobs_dir)
+            if problem and problem != "broken symlink":
+                warnings.append(ScanWarning(entry.path, f"blob {problem}"))
+            blobs["blobs/" + name] = blob
+        elif entry.is_file(follow_symlinks=False):
+            try:
+                blobs["blobs/" + name] = _stat_blob(entry.stat(follow_symlinks=False), entry.path)
+            except OSError:
+                continue
+        else:
+            warnings.append(ScanWarning(entry.path, "unexpected entry in blobs/ (not a file)"))
+    return blobs, partials
+
+
+def _scan_refs(refs_dir: str, warnings: list[ScanWarning]) -> dict[str, list[str]]:
+    """Map commit -> ref names, walking nested refs (``refs/pr/1``) and skipping atomic-write leftovers."""
+    refs: dict[str, list[str]] = defaultdict(list)
+    stack = [(refs_dir, "")]
+    while stack:
+        folder, prefix = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as e:
+            warnings.append(ScanWarning(folder, f"cannot read refs ({e.strerror or e})"))
+            continue
+        for entry in entries:
+            name = entry.name
+            if name in FILES_TO_IGNORE:
+                continue
+            if entry.is_symlink():
+                warnings.append(ScanWarning(entry.path, "ref is a symlink, not followed"))
+            elif entry.is_dir(follow_symlinks=False):
+                stack.append((entry.path, f"{prefix}{name}/"))
+            elif _REF_TMP_RE.search(name):
+                continue  # `refs/main.1a2b3c4d.tmp`: an interrupted atomic write, not a ref
+            else:
+                try:
+                    # A ref is a 40-byte pointer file, not model data.
+                    with open(entry.path, "rb") as f:
+                        content = f.read(256).decode("ascii", "replace").strip()
+                except OSError as e:
+                    warnings.append(ScanWarning(entry.path, f"cannot read ref ({e.strerror or e})"))
+                    continue
+                if _COMMIT_RE.fullmatch(content):
+                    refs[content].append(prefix + name)
+                else:
+                    warnings.append(ScanWarning(entry.path, "ref does not hold a commit hash"))
+    return refs
+
+
+def _scan_snapshot(
+    roots: _Roots, repo_dir: str, snapshot_dir: str, blobs: dict[str, _Blob], warnings: list[ScanWarning]
+) -> tuple[set[str], int]:
+    """Walk one snapshot: the set of blob keys it reaches, and its number of files."""
+    keys: set[str] = set()
+    nb_files = 0
+    blobs_prefix = repo_dir + os.sep + "blobs" + os.sep
+    cut = len(repo_dir) + 1
+    stack = [snapshot_dir]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as e:
+            warnings.append(ScanWarning(folder, f"cannot read snapshot folder ({e.strerror or e})"))
+            continue
+        for entry in entries:
+            if entry.is_symlink():
+                nb_files += 1
+                try:
+                    target = os.readlink(entry.path)
+                except OSError as e:
+                    warnings.append(ScanWarning(entry.path, f"unreadable symlink ({e.strerror or e})"))
+                    continue
+                path = _resolve_link(roots, folder, target)
+                if path.startswith(blobs_prefix) and os.sep not in path[len(blobs_prefix):] and not _has_inner_dotdot(target):
+                    key = "blobs/" + path[len(blobs_prefix):]
+                    blob = blobs.get(key)
+                    if blob is None or blob.size is None:
+                        warnings.append(ScanWarning(entry.path, "broken symlink (blob missing)"))
+                    else:
+                        keys.add(key)
+                    continue
+                found = _stat_foreign(roots, path, path if not _has_inner_dotdot(target) else os.path.realpath(path))
+                if isinstance(found, str):
+                    warnings.append(ScanWarning(entry.path, found))
+                else:
+                    warnings.append(ScanWarning(entry.path, "symlink points outside its repo's blobs/"))
+                    blobs.setdefault(found.path, found)
+                    keys.add(found.path)
+            elif entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+            elif entry.is_file(follow_symlinks=False):
+                # No-symlink mode (Windows, HF_HUB_DISABLE_SYMLINKS): the file is its own blob.
+                nb_files += 1
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                key = entry.path[cut:]
+                blobs[key] = _stat_blob(st, entry.path)
+                keys.add(key)
+            else:
+                warnings.append(ScanWarning(entry.path, "unexpected entry in snapshot (not a file or folder)"))
+    return keys, nb_files
+
+
+def _dir_times(path: str) -> tuple[float, float]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return 0.0, 0.0
+    return st.st_atime, st.st_mtime
+
+
+def _times(blobs: dict[str, _Blob], keys: set[str] | frozenset[str], fallback_dir: str) -> tuple[float, float]:
+    """Newest atime and mtime among ``keys``' blobs, or the folder's own times when it has none."""
+    sized = [blobs[k] for k in keys if blobs[k].size is not None]
+    if not sized:
+        return _dir_times(fallback_dir)
+    return max(b.atime for b in sized), max(b.mtime for b in sized)
+
+
+def _scan_repo(roots: _Roots, entry: os.DirEntry[str], repo_type: str, item_id: str) -> _RepoScan:
+    repo_dir = entry.path
+    warnings: list[ScanWarning] = []
+    blobs: dict[str, _Blob] = {}
+    partials: list[PartialFile] = []
+    revisions: list[tuple[str, str, set[str], int, list[ScanWarning]]] = []
+    refs: dict[str, list[str]] = {}
+
+    def finish() -> _RepoScan:
+        return _build_repo(roots, repo_dir, repo_type, item_id, warnings, blobs, partials, revisions, refs)
+
+    if entry.is_symlink():
+        warnings.append(ScanWarning(repo_dir, f"repo folder is a symlink (to {os.readlink(repo_dir)}), not followed"))
+        return finish()
+    if not entry.is_dir(follow_symlinks=False):
+        warnings.append(ScanWarning(repo_dir, "repo entry is not a folder"))
+        return finish()
+    try:
+        subdirs = {e.name: e for e in os.scandir(repo_dir)}
+    except OSError as e:
+        warnings.append(ScanWarning(repo_dir, f"cannot read repo folder ({e.strerror or e})"))
+        return finish()
+
+    for name, sub in sorted(subdirs.items()):
+        if name in FILES_TO_IGNORE:
+            continue
+        if name not in REPO_SUBDIRS:
+            warnings.append(ScanWarning(sub.path, "unexpected entry in repo folder"))
+        elif sub.is_symlink():
+            warnings.append(ScanWarning(sub.path, f"{name}/ is a symlink, not followed"))
+        elif not sub.is_dir(follow_symlinks=False):
+            warnings.append(ScanWarning(sub.path, f"{name} is not a folder"))
+
+    def usable(name: str) -> bool:
+        sub = subdirs.get(name)
+        return sub is not None and not sub.is_symlink() and sub.is_dir(follow_symlinks=False)
+
+    if usable("blobs"):
+        try:
+            blobs, partials = _scan_blobs_dir(roots, repo_dir, entry.name, item_id, warnings)
+        except OSError as e:
+            warnings.append(ScanWarning(os.path.join(repo_dir, "blobs"), f"cannot read blobs ({e.strerror or e})"))
+    if usable("refs"):
+        refs = _scan_refs(os.path.join(repo_dir, "refs"), warnings)
+    if "snapshots" not in subdirs:
+        # Normal after diffusers' cache migration or an interrupted delete: all blobs are orphans.
+        warnings.append(ScanWarning(os.path.join(repo_dir, "snapshots"), "no snapshots/ folder", blocks_deletion=False))
+    elif usable("snapshots"):
+        snapshots_dir = os.path.join(repo_dir, "snapshots")
+        try:
+            snapshot_entries = sorted(os.scandir(snapshots_dir), key=lambda e: e.name)
+        except OSError as e:
+            warnings.append(ScanWarning(snapshots_dir, f"cannot read snapshots ({e.strerror or e})"))
+            snapshot_entries = []
+        for snap in snapshot_entries:
+            if snap.name in FILES_TO_IGNORE:
+                continue
+            if snap.is_symlink():
+                warnings.append(ScanWarning(snap.path, "snapshot is a symlink, not followed"))
+                continue
+            if not snap.is_dir(follow_symlinks=False):
+                warnings.append(ScanWarning(snap.path, "unexpected file in snapshots/"))
+                continue
+            rev_warnings: list[ScanWarning] = []
+            if not _COMMIT_RE.fullmatch(snap.name):
+                rev_warnings.append(ScanWarning(snap.path, "snapshot folder is not named after a commit hash"))
+            keys, nb_files = _scan_snapshot(roots, repo_dir, snap.path, blobs, rev_warnings)
+            revisions.append((snap.name, snap.path, keys, nb_files, rev_warnings))
+    return finish()
+
+
+def _build_repo(
+    roots: _Roots,
+    repo_dir: str,
+    repo_type: str,
+    item_id: str,
+    warnings: list[ScanWarning],
+    blobs: dict[str, _Blob],
+    partials: list[PartialFile],
+    revisions: list[tuple[str, str, set[str], int, list[ScanWarning]]],
+    refs: dict[str, list[str]],
+) -> _RepoScan:
+    known = {name for name, *_ in revisions}
+    for commit, names in sorted(refs.items()):
+        if commit not in known:
+            warnings.append(
+                ScanWarning(os.path.join(repo_dir, "refs"), f"ref(s) {', '.join(sorted(names))} point to missing commit {commit}")
+            )
+    built: list[Revision] = []
+    all_keys: set[str] = set()
+    for name, path, keys, nb_files, rev_warnings in revisions:
+        all_keys |= keys
+        atime, mtime = _times(blobs, keys, path)
+        built.append(
+            Revision(
+                revision=name,
+                path=path,
+                refs=tuple(sorted(refs.get(name, ()))),
+                size_bytes=sum(blobs[k].size or 0 for k in keys),
+                last_accessed=atime,
+                last_modified=mtime,
+                nb_files=nb_files,
+                blobs=frozenset(keys),
+                warnings=tuple(rev_warnings),
+            )
+        )
+    atime, mtime = _times(blobs, all_keys, repo_dir)
+    item = Item(
+        kind=KIND,
+        id=item_id,
+        type=repo_type,
+        path=repo_dir,
+        size_bytes=sum(blobs[k].size or 0 for k in all_keys),
+        last_accessed=atime,
+        last_modified=mtime,
+        revisions=tuple(built),
+        nb_blobs=len(all_keys),
+        warnings=tuple(warnings),
+    )
+    return _RepoScan(item, blobs, [r.blobs for r in built], partials)
+
+
+def _reclaimable(
+    scans: list[_RepoScan], payload_refs: dict[str, list[tuple[int, str]]], payloads: dict[str, _Blob]
+) -> list[Item]:
+    """Fill in each revision's ``reclaimable_bytes``: what deleting it alone frees.
+
+    A blob is freed when no other revision of its repo reaches it; a shared-store payload
+    when, in addition, every repo blob in the whole cache that links to it goes too. When
+    the revision is the repo's last one the hub deletes the whole repo folder, so links
+    from that repo's orphan blobs go as well.
+    """
+    items = []
+    for index, scan_ in enumerate(scans):
+        use = Counter(k for keys in scan_.revision_keys for k in keys)
+        only_revision = len(scan_.revision_keys) == 1
+        new_revisions = []
+        for rev in scan_.item.revisions:
+            exclusive = {k for k in rev.blobs if use[k] == 1}
+            freed = 0
+            freed_payloads: set[str] = set()
+            for key in exclusive:
+                blob = scan_.blobs[key]
+                if blob.size is None:
+                    continue
+                if blob.store is None:
+                    freed += blob.size
+                elif all(i == index and (k in exclusive or only_revision) for i, k in payload_refs[blob.store]):
+                    freed_payloads.add(blob.store)
+            freed += sum(payloads[p].size or 0 for p in freed_payloads)
+            new_revisions.append(replace(rev, reclaimable_bytes=freed))
+        items.append(replace(scan_.item, revisions=tuple(new_revisions)))
+    return items
+
+
+def scan(root: str, *, explicit: bool = True) -> CacheInventory:
+    """Scan one hub cache root into a :class:`CacheInventory`. Never writes, never opens a blob.
+
+    Raises the errors of :func:`check_root`. Everything odd inside the cache becomes a
+    :class:`ScanWarning` and the scan goes on.
+
+    >>> import tempfile
+    >>> scan(tempfile.mkdtemp()).items
+    ()
+    """
+    real = check_root(root, explicit=explicit)
+    if real is None:
+        return CacheInventory(kind=KIND, root=os.path.abspath(root), exists=False)
+    roots = _Roots(real=real, given=os.path.abspath(root), store=os.path.join(real, SHARED_STORE_DIR))
+    cache_warnings: list[ScanWarning] = []
+    try:
+        entries = sorted(os.scandir(real), key=lambda e: e.name)
+    except OSError as e:  # pragma: no cover - check_root listed it a moment ago
+        raise CacheUnreadable(f"cannot read cache directory {real}: {e.strerror or e}", path=real) from e
+
+    partials: list[PartialFile] = []
+    scans: list[_RepoScan] = []
+    for entry in entries:
+        name = entry.name
+        if name in FILES_TO_IGNORE or name in ROOT_ENTRIES_TO_SKIP:
+            continue
+        if name == SHARED_STORE_DIR and entry.is_dir(follow_symlinks=False):
+            _scan_store(roots, cache_warnings)
+            continue
+        match = _REPO_DIR_RE.fullmatch(name)
+        if match:
+            repo_id = match.group(2).replace("--", "/")
+            scans.append(_scan_repo(roots, entry, REPO_TYPES[match.group(1)], repo_id))
+        elif _ROOT_TMP_RE.fullmatch(name) and entry.is_dir(follow_symlinks=False):
+            # huggingface_hub's symlink-support probe (SoftTemporaryDirectory); normally removed at once.
+            atime, mtime = _dir_times(entry.path)
+            partials.append(PartialFile(entry.path, None, 0, mtime, "temporary"))
+        else:
+            cache_warnings.append(ScanWarning(entry.path, "not a repo folder, left alone", blocks_deletion=False))
+
+    # Which repo blobs (referenced or orphan, in any repo) link to each shared payload.
+    payload_refs: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for index, scan_ in enumerate(scans):
+        for key, blob in scan_.blobs.items():
+            if blob.store is not None:
+                payload_refs[blob.store].append((index, key))
+    items = _reclaimable(scans, payload_refs, roots.payloads)
+
+    total = sum(p.size or 0 for p in roots.payloads.values())
+    foreign: dict[str, int] = {}
+    orphans: list[OrphanFile] = []
+    for scan_, item in zip(scans, items):
+        referenced = set().union(*scan_.revision_keys) if scan_.revision_keys else set()
+        for key in referenced:
+            blob = scan_.blobs[key]
+            if blob.size is None or blob.store is not None:
+                continue
+            if os.path.isabs(key):
+                foreign[key] = blob.size
+            else:
+                total += blob.size
+        for key, blob in scan_.blobs.items():
+            if key not in referenced and key.startswith("blobs/"):
+                orphans.append(
+                    OrphanFile(blob.path, item.id, blob.size or 0, blob.atime, blob.mtime, blob.store)
+                )
+        partials.extend(scan_.partials)
+    total += sum(foreign.values())
+
+    unreferenced = tuple(
+        SharedPayload(p.path, p.size or 0, p.atime, p.mtime, has_manifest=p.path in roots.manifests)
+        for path, p in sorted(roots.payloads.items())
+        if path not in payload_refs
+    )
+    return CacheInventory(
+        kind=KIND,
+        root=real,
+        size_bytes=total,
+        items=tuple(sorted(items, key=lambda i: i.path)),
+        partial_files=tuple(sorted(partials, key=lambda p: p.path)),
+        orphan_files=tuple(sorted(orphans, key=lambda o: o.path)),
+        unreferenced_payloads=unreferenced,
+        warnings=tuple(cache_warnings),
+        shared_store=roots.store_marked,
+    )
+
+
+class HuggingFaceHub:
+    """The hub cache as a cache kind (see :class:`hfcache.caches.CacheKind`)."""
+
+    kind = KIND
+    title = "Hugging Face hub cache"
+
+    def default_root(self, env: Mapping[str, str]) -> str:
+        return default_root(env)
+
+    def scan(self, root: str, *, explicit: bool = True) -> CacheInventory:
+        return scan(root, explicit=explicit)

@@ -1,0 +1,76 @@
+"""Domain errors. Each class carries its exit code; ``cli.main`` turns them into one line on stderr.
+
+Exit codes (also in ``man/hfcache.1``, EXIT STATUS):
+
+====  ==========================================================
+0     success, including "nothing cached yet"
+2     usage error: a bad option value (size, age, sort key, ...)
+3     an explicit cache root does not exist
+5     a cache root is not a directory
+6     a cache root is not recognised as a cache of its kind
+7     a cache root cannot be read (permission denied)
+70    internal error (a bug: please report it; HFCACHE_DEBUG=1 shows the traceback)
+130   interrupted (Ctrl-C)
+====  ==========================================================
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_INTERNAL = 70
+EXIT_INTERRUPTED = 130
+
+
+class HfcacheError(Exception):
+    """Base class: a message for the user and the exit code that goes with it."""
+
+    exit_code: int = EXIT_INTERNAL
+
+    def __init__(self, message: str, *, path: str | Path | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = None if path is None else str(path)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(HfcacheError):
+    """A command-line value that cannot be understood, e.g. ``--larger-than 5XB``."""
+
+    exit_code = 2
+
+
+class CacheNotFound(HfcacheError):
+    """A cache root given explicitly (``--cache-dir``) does not exist."""
+
+    exit_code = 3
+
+
+class CacheNotADirectory(HfcacheError):
+    """A cache root exists but is a file (or something else that is not a folder)."""
+
+    exit_code = 5
+
+
+class NotACache(HfcacheError):
+    """A folder that is not recognised as a cache of the requested kind (e.g. a home directory)."""
+
+    exit_code = 6
+
+
+class CacheUnreadable(HfcacheError):
+    """A cache root that cannot be listed, usually for lack of permission."""
+
+    exit_code = 7
+
+
+ERROR_CLASSES: tuple[type[HfcacheError], ...] = (
+    UsageError,
+    CacheNotFound,
+    CacheNotADirectory,
+    NotACache,
+    CacheUnreadable,
+)

@@ -1,0 +1,187 @@
+"""The inventory: frozen records a scanner produces and everything later reads.
+
+Raw numbers only (bytes as ``int``, times as epoch seconds ``float``); human text is made
+in ``render.py``. Paths are absolute strings: the scanner never builds ``Path`` objects in
+its hot loop, and strings are what the JSON output carries anyway.
+
+Example, for a cache with one model and two revisions::
+
+    Inventory(caches=(CacheInventory(kind="huggingface", root="/home/me/.cache/huggingface/hub",
+        size_bytes=5013, items=(Item(id="org/model", type="model", revisions=(
+            Revision(revision="73122f05...", refs=("v1.0",), size_bytes=5002, reclaimable_bytes=2, ...),
+            Revision(revision="8067c5ea...", refs=("main",), size_bytes=5007, reclaimable_bytes=7, ...)),
+        ...),), ...),), scanned_at=1795000000.0)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ScanWarning:
+    """Something odd found while scanning, with the path it concerns.
+
+    ``blocks_deletion`` marks what makes the enclosing item untrustworthy: nothing later
+    deletes through an item (or revision) that carries a blocking warning.
+
+    >>> str(ScanWarning("/c/models--a/snapshots/x/f", "broken symlink"))
+    'broken symlink: /c/models--a/snapshots/x/f'
+    """
+
+    path: str
+    message: str
+    blocks_deletion: bool = True
+
+    def __str__(self) -> str:
+        return f"{self.message}: {self.path}"
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One cached revision: for the hub, one ``snapshots/<commit>`` folder.
+
+    ``size_bytes`` counts each blob the revision reaches once (huggingface_hub's
+    ``CachedRevisionInfo.size_on_disk``). ``reclaimable_bytes`` is what deleting this
+    revision alone would free: blobs no other revision of the item uses, plus shared-store
+    payloads nothing else in the cache references. ``blobs`` holds the keys of the blobs
+    it reaches, relative to the item's folder (``blobs/<etag>``, or the snapshot file
+    itself in no-symlink mode).
+
+    >>> r = Revision("a" * 40, "/c/models--x/snapshots/" + "a" * 40, refs=("main",))
+    >>> r.detached
+    False
+    """
+
+    revision: str
+    path: str
+    refs: tuple[str, ...] = ()
+    size_bytes: int = 0
+    reclaimable_bytes: int = 0
+    last_accessed: float = 0.0
+    last_modified: float = 0.0
+    nb_files: int = 0
+    blobs: frozenset[str] = frozenset()
+    version: str | None = None
+    warnings: tuple[ScanWarning, ...] = ()
+
+    @property
+    def detached(self) -> bool:
+        """No ref points to this revision. Pinned-by-commit revisions are detached too: detached is not unused."""
+        return not self.refs
+
+
+@dataclass(frozen=True)
+class Item:
+    """One model (or dataset, space, kernel) of a cache: for the hub, one repo folder.
+
+    ``size_bytes`` counts each blob any revision reaches once (huggingface_hub's
+    ``CachedRepoInfo.size_on_disk``); orphan blobs and partial downloads are reported
+    separately on the cache. ``deletable`` is false as soon as anything odd was found in
+    the item: later commands never delete through it.
+    """
+
+    kind: str
+    id: str
+    type: str
+    path: str
+    size_bytes: int = 0
+    last_accessed: float = 0.0
+    last_modified: float = 0.0
+    revisions: tuple[Revision, ...] = ()
+    nb_blobs: int = 0
+    warnings: tuple[ScanWarning, ...] = ()
+
+    @property
+    def deletable(self) -> bool:
+        return not any(w.blocks_deletion for w in self.warnings) and not any(
+            w.blocks_deletion for r in self.revisions for w in r.warnings
+        )
+
+    @property
+    def refs(self) -> dict[str, Revision]:
+        """Ref name -> revision it points to."""
+        return {ref: rev for rev in self.revisions for ref in rev.refs}
+
+
+@dataclass(frozen=True)
+class PartialFile:
+    """A download that did not finish (or a temporary file an interrupted write left).
+
+    ``scheme`` says which: ``resumable`` (hub <= 1.17 ``<etag>.incomplete``, resumed by
+    the next download), ``per-process`` (hub >= 1.18 ``<etag>.<8 hex>.incomplete``,
+    never resumed) or ``temporary`` (``tmp_<uuid>``, ``.<etag>.<hex>.new`` and the like).
+    ``lock_held`` is True/False when the download lock could be tested, None when there is
+    no lock file or the test was impossible.
+    """
+
+    path: str
+    item_id: str | None
+    size_bytes: int
+    last_modified: float
+    scheme: str
+    lock_path: str | None = None
+    lock_held: bool | None = None
+
+
+@dataclass(frozen=True)
+class OrphanFile:
+    """A blob no revision reaches. ``shared_payload`` is set when it links into the shared store."""
+
+    path: str
+    item_id: str
+    size_bytes: int
+    last_accessed: float
+    last_modified: float
+    shared_payload: str | None = None
+
+
+@dataclass(frozen=True)
+class SharedPayload:
+    """A payload of the hub's cross-repo shared store that no repo blob links to."""
+
+    path: str
+    size_bytes: int
+    last_accessed: float
+    last_modified: float
+    has_manifest: bool
+
+
+@dataclass(frozen=True)
+class CacheInventory:
+    """Everything found under one cache root.
+
+    ``size_bytes`` is the cache total: every blob a revision reaches, with each payload of
+    the shared store counted once (huggingface_hub's ``HFCacheInfo.size_on_disk``).
+    ``exists`` is False for a default root that has not been created yet.
+    """
+
+    kind: str
+    root: str
+    exists: bool = True
+    size_bytes: int = 0
+    items: tuple[Item, ...] = ()
+    partial_files: tuple[PartialFile, ...] = ()
+    orphan_files: tuple[OrphanFile, ...] = ()
+    unreferenced_payloads: tuple[SharedPayload, ...] = ()
+    warnings: tuple[ScanWarning, ...] = ()
+    shared_store: bool = False
+
+    @property
+    def all_warnings(self) -> list[ScanWarning]:
+        """Cache-level warnings, then each item's and each revision's, in item order."""
+        out = list(self.warnings)
+        for item in self.items:
+            out.extend(item.warnings)
+            for rev in item.revisions:
+                out.extend(rev.warnings)
+        return out
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """The result of a scan: one :class:`CacheInventory` per root, and when it was taken."""
+
+    caches: tuple[CacheInventory, ...] = ()
+    scanned_at: float = 0.0
+    notes: tuple[str, ...] = field(default=())

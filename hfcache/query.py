@@ -1,0 +1,124 @@
+"""Selecting and ordering what a scan found: pure functions, the clock passed in.
+
+>>> sel = Selection(types=frozenset({"model"}), names=("meta-llama/*",), larger_than=10**9)
+>>> key, reverse = parse_sort("size")
+>>> reverse
+True
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from .errors import UsageError
+from .model import CacheInventory, Inventory, Item, Revision
+
+SORT_KEYS = ("name", "size", "accessed", "modified")
+# Newest and biggest first, names alphabetically: what `hf cache ls --sort` does.
+_DEFAULT_ORDER = {"name": "asc", "size": "desc", "accessed": "desc", "modified": "desc"}
+_SORT_RE = re.compile(r"(?P<key>[a-z]+)(?::(?P<order>asc|desc))?")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which items (or, with ``revisions``, which revisions) to show.
+
+    Every criterion given must hold. Sizes are bytes; ages are seconds before ``now``,
+    measured on last access (``age_by="atime"``) or last modification (``"mtime"``).
+    Name globs match the repo id case-insensitively (``meta-llama/*``, ``*bert*``).
+    """
+
+    types: frozenset[str] = frozenset()
+    names: tuple[str, ...] = ()
+    larger_than: int | None = None
+    smaller_than: int | None = None
+    older_than: float | None = None
+    newer_than: float | None = None
+    age_by: str = "atime"
+    revisions: bool = False
+
+    def matches_identity(self, item: Item) -> bool:
+        if self.types and item.type not in self.types:
+            return False
+        ident = item.id.lower()
+        return not self.names or any(fnmatch.fnmatchcase(ident, g.lower()) for g in self.names)
+
+    def matches_measures(self, size: int, atime: float, mtime: float, now: float) -> bool:
+        if self.larger_than is not None and size <= self.larger_than:
+            return False
+        if self.smaller_than is not None and size >= self.smaller_than:
+            return False
+        age = now - (atime if self.age_by == "atime" else mtime)
+        if self.older_than is not None and age <= self.older_than:
+            return False
+        return self.newer_than is None or age < self.newer_than
+
+    @property
+    def is_empty(self) -> bool:
+        return self == Selection(revisions=self.revisions, age_by=self.age_by)
+
+
+def parse_sort(text: str) -> tuple[str, bool]:
+    """``"size"``, ``"name:desc"`` -> (key, reverse). Raises :class:`UsageError` for anything else."""
+    match = _SORT_RE.fullmatch(text.strip().lower())
+    if not match or match.group("key") not in SORT_KEYS:
+        raise UsageError(f"invalid sort {text!r}: use one of {', '.join(SORT_KEYS)}, optionally with :asc or :desc")
+    key = match.group("key")
+    return key, (match.group("order") or _DEFAULT_ORDER[key]) == "desc"
+
+
+def _sort_value(key: str) -> Callable[[Item | Revision], object]:
+    if key == "size":
+        return lambda x: x.size_bytes
+    if key == "accessed":
+        return lambda x: x.last_accessed
+    if key == "modified":
+        return lambda x: x.last_modified
+    return lambda x: (x.id.lower(), x.type) if isinstance(x, Item) else x.revision
+
+
+def _select_cache(cache: CacheInventory, sel: Selection, now: float, key: str, reverse: bool) -> CacheInventory:
+    value = _sort_value(key)
+    items: list[Item] = []
+    identity_paths: list[str] = []
+    for item in cache.items:
+        if not sel.matches_identity(item):
+            continue
+        identity_paths.append(item.path + "/")
+        if sel.revisions:
+            revs = [r for r in item.revisions if sel.matches_measures(r.size_bytes, r.last_accessed, r.last_modified, now)]
+            if not revs:
+                continue
+            # Within an item revisions are ordered by the same key; by name means newest first.
+            if key == "name":
+                revs.sort(key=lambda r: r.last_modified, reverse=True)
+            else:
+                revs.sort(key=value, reverse=reverse)
+            items.append(replace(item, revisions=tuple(revs)))
+        elif sel.matches_measures(item.size_bytes, item.last_accessed, item.last_modified, now):
+            items.append(item)
+    items.sort(key=value, reverse=reverse)
+
+    def under_selected(path: str) -> bool:
+        return any(path.startswith(p) for p in identity_paths)
+
+    filtered = sel.types or sel.names
+    return replace(
+        cache,
+        items=tuple(items),
+        partial_files=tuple(p for p in cache.partial_files if not filtered or under_selected(p.path)),
+        orphan_files=tuple(o for o in cache.orphan_files if not filtered or under_selected(o.path)),
+    )
+
+
+def select(inventory: Inventory, sel: Selection, *, now: float, sort: str = "name") -> Inventory:
+    """The inventory restricted to ``sel`` and ordered by ``sort`` (see :func:`parse_sort`).
+
+    Cache totals stay those of the whole cache; partial downloads and orphan blobs follow the
+    type and name criteria (not size or age, which describe models).
+    """
+    key, reverse = parse_sort(sort)
+    return replace(inventory, caches=tuple(_select_cache(c, sel, now, key, reverse) for c in inventory.caches))

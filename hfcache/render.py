@@ -1,0 +1,153 @@
+"""Output: the only module that talks to Rich. Data goes to stdout, diagnostics to stderr.
+
+Tables are for people (humanized sizes, relative ages); ``--json`` output is the stable
+contract of :mod:`hfcache.serialize`. Rich honours ``NO_COLOR``; when stdout is not a
+terminal, tables are laid out wide instead of wrapped to 80 columns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import timedelta
+from typing import Any
+
+import humanize
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .model import CacheInventory, Inventory, ScanWarning
+
+MAX_WARNINGS_SHOWN = 20
+_TITLES = {"huggingface": "Hugging Face hub cache"}
+
+
+def _console(stream: Any) -> Console:
+    if stream.isatty():
+        return Console(file=stream, highlight=False)
+    width = max(int(os.environ.get("COLUMNS", "0") or 0), 200)
+    return Console(file=stream, highlight=False, width=width, no_color=True)
+
+
+def stdout() -> Console:
+    return _console(sys.stdout)
+
+
+def stderr() -> Console:
+    return _console(sys.stderr)
+
+
+def size(n: int) -> str:
+    """Bytes for people, decimal units as the hub prints them: ``5.0 GB``."""
+    return humanize.naturalsize(n)
+
+
+def ago(timestamp: float, now: float) -> str:
+    if not timestamp:
+        return "-"
+    return humanize.naturaltime(timedelta(seconds=max(0.0, now - timestamp)))
+
+
+def debug_enabled() -> bool:
+    """``HFCACHE_DEBUG=1`` shows tracebacks of internal errors."""
+    return os.environ.get("HFCACHE_DEBUG", "") not in ("", "0")
+
+
+def error(message: str) -> None:
+    stderr().print(Text("error: ", style="bold red") + Text(message))
+
+
+def note(message: str) -> None:
+    stderr().print(Text(message))
+
+
+def warnings(cache: CacheInventory, *, limit: int = MAX_WARNINGS_SHOWN) -> None:
+    """Each warning on stderr (up to ``limit``, then a count)."""
+    found: list[ScanWarning] = cache.all_warnings
+    console = stderr()
+    for w in found[:limit]:
+        console.print(Text("warning: ", style="yellow") + Text(str(w)))
+    if len(found) > limit:
+        console.print(Text(f"warning: ... and {len(found) - limit} more (all are listed by --json)", style="yellow"))
+
+
+def json_document(data: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _refs(refs: tuple[str, ...]) -> Text:
+    return Text(", ".join(refs)) if refs else Text("(detached)", style="dim")
+
+
+def _item_table(cache: CacheInventory, now: float) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for name, justify in (("ID", "left"), ("TYPE", "left"), ("SIZE", "right"), ("ACCESSED", "left"),
+                          ("MODIFIED", "left"), ("REVS", "right"), ("REFS", "left")):
+        table.add_column(name, justify=justify, no_wrap=name != "REFS")  # type: ignore[arg-type]
+    for item in cache.items:
+        refs = tuple(sorted({ref for rev in item.revisions for ref in rev.refs}))
+        ident = Text(item.id) if item.deletable else Text(item.id) + Text(" !", style="bold yellow")
+        table.add_row(ident, item.type, size(item.size_bytes), ago(item.last_accessed, now),
+                      ago(item.last_modified, now), str(len(item.revisions)), _refs(refs))
+    return table
+
+
+def _revision_table(cache: CacheInventory, now: float) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for name, justify in (("ID", "left"), ("REVISION", "left"), ("SIZE", "right"), ("RECLAIMABLE", "right"),
+                          ("ACCESSED", "left"), ("MODIFIED", "left"), ("FILES", "right"), ("REFS", "left")):
+        table.add_column(name, justify=justify, no_wrap=name != "REFS")  # type: ignore[arg-type]
+    for item in cache.items:
+        for rev in item.revisions:
+            ident = Text(item.id) if not rev.warnings else Text(item.id) + Text(" !", style="bold yellow")
+            table.add_row(ident, rev.revision, size(rev.size_bytes), size(rev.reclaimable_bytes),
+                          ago(rev.last_accessed, now), ago(rev.last_modified, now), str(rev.nb_files),
+                          _refs(rev.refs))
+    return table
+
+
+def scan_tables(inventory: Inventory, *, revisions: bool, filtered: bool) -> None:
+    """The human view of a scan: per cache a heading, a table and a totals line."""
+    out = stdout()
+    now = inventory.scanned_at
+    for index, cache in enumerate(inventory.caches):
+        if index:
+            out.print()
+        title = _TITLES.get(cache.kind, cache.kind)
+        out.print(Text(f"{title}: ", style="bold") + Text(cache.root))
+        if not cache.exists:
+            out.print("  nothing cached yet (the folder does not exist)")
+            continue
+        if cache.items:
+            out.print(_revision_table(cache, now) if revisions else _item_table(cache, now))
+        else:
+            out.print("  no matching repos" if filtered else "  no repos cached")
+        shown = sum(i.size_bytes for i in cache.items)
+        nrevs = sum(len(i.revisions) for i in cache.items)
+        line = f"{_plural(len(cache.items), 'repo')}, {_plural(nrevs, 'revision')}"
+        line += f" ({size(shown)}{' shown' if filtered else ''}); cache total {size(cache.size_bytes)}"
+        if cache.shared_store:
+            line += ", shared blobs counted once"
+        out.print(line)
+        extras = []
+        if cache.partial_files:
+            extras.append(f"{_plural(len(cache.partial_files), 'partial download')} "
+                          f"({size(sum(p.size_bytes for p in cache.partial_files))})")
+        if cache.orphan_files:
+            extras.append(f"{_plural(len(cache.orphan_files), 'orphan blob')} "
+                          f"({size(sum(o.size_bytes for o in cache.orphan_files))})")
+        if cache.unreferenced_payloads:
+            extras.append(f"{_plural(len(cache.unreferenced_payloads), 'unreferenced shared blob')} "
+                          f"({size(sum(s.size_bytes for s in cache.unreferenced_payloads))})")
+        if extras:
+            out.print("not in any revision: " + ", ".join(extras))
+        if any(not i.deletable for i in cache.items):
+            out.print(Text("! = something odd was found in this repo (see warnings); hfcache will not delete through it",
+                           style="dim"))

@@ -1,0 +1,114 @@
+"""The inventory as plain data: JSON contract version 1.
+
+Required fields (others may be added, none changes meaning)::
+
+    {"version": 1, "caches": [CACHE, ...]}
+    CACHE: {"kind", "root", "size_bytes", "items": [ITEM, ...], "warnings": [str, ...]}
+    ITEM:  {"id", "type", "path", "size_bytes", "last_accessed", "last_modified", "revisions": [REV, ...]}
+    REV:   {"revision", "refs", "size_bytes", "reclaimable_bytes", "path", "last_accessed", "last_modified"}
+
+Times are ISO 8601 strings in UTC, sizes integers (bytes).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from .model import CacheInventory, Inventory, Item, Revision
+
+JSON_VERSION = 1
+
+
+def iso(timestamp: float) -> str:
+    """Epoch seconds as ISO 8601 UTC with a ``Z``.
+
+    >>> iso(0)
+    '1970-01-01T00:00:00Z'
+    """
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def revision_to_dict(rev: Revision) -> dict[str, Any]:
+    return {
+        "revision": rev.revision,
+        "refs": list(rev.refs),
+        "detached": rev.detached,
+        "size_bytes": rev.size_bytes,
+        "reclaimable_bytes": rev.reclaimable_bytes,
+        "path": rev.path,
+        "last_accessed": iso(rev.last_accessed),
+        "last_modified": iso(rev.last_modified),
+        "nb_files": rev.nb_files,
+        "warnings": [str(w) for w in rev.warnings],
+    }
+
+
+def item_to_dict(item: Item) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "type": item.type,
+        "path": item.path,
+        "size_bytes": item.size_bytes,
+        "last_accessed": iso(item.last_accessed),
+        "last_modified": iso(item.last_modified),
+        "nb_blobs": item.nb_blobs,
+        "deletable": item.deletable,
+        "warnings": [str(w) for w in item.warnings],
+        "revisions": [revision_to_dict(r) for r in item.revisions],
+    }
+
+
+def cache_to_dict(cache: CacheInventory, now: float) -> dict[str, Any]:
+    return {
+        "kind": cache.kind,
+        "root": cache.root,
+        "exists": cache.exists,
+        "size_bytes": cache.size_bytes,
+        "shared_store": cache.shared_store,
+        "items": [item_to_dict(i) for i in cache.items],
+        "partial_files": [
+            {
+                "path": p.path,
+                "item_id": p.item_id,
+                "size_bytes": p.size_bytes,
+                "last_modified": iso(p.last_modified),
+                "age_seconds": max(0, int(now - p.last_modified)),
+                "scheme": p.scheme,
+                "lock_path": p.lock_path,
+                "lock_held": p.lock_held,
+            }
+            for p in cache.partial_files
+        ],
+        "orphan_files": [
+            {
+                "path": o.path,
+                "item_id": o.item_id,
+                "size_bytes": o.size_bytes,
+                "last_accessed": iso(o.last_accessed),
+                "last_modified": iso(o.last_modified),
+                "shared_payload": o.shared_payload,
+            }
+            for o in cache.orphan_files
+        ],
+        "unreferenced_payloads": [
+            {
+                "path": s.path,
+                "size_bytes": s.size_bytes,
+                "last_accessed": iso(s.last_accessed),
+                "last_modified": iso(s.last_modified),
+                "has_manifest": s.has_manifest,
+            }
+            for s in cache.unreferenced_payloads
+        ],
+        "warnings": [str(w) for w in cache.all_warnings],
+    }
+
+
+def inventory_to_dict(inventory: Inventory) -> dict[str, Any]:
+    """The whole inventory in the version-1 JSON contract."""
+    return {
+        "version": JSON_VERSION,
+        "scanned_at": iso(inventory.scanned_at),
+        "caches": [cache_to_dict(c, inventory.scanned_at) for c in inventory.caches],
+    }
