@@ -167,9 +167,13 @@ def check_root(path: str, *, explicit: bool) -> str | None:
         if explicit:
             raise CacheNotFound(f"cache directory not found: {given}", path=given)
         return None
-    if not os.path.isdir(given):
-        if not os.path.exists(given):
-            raise CacheNotFound(f"cache directory is a broken symlink: {given}", path=given)
+    try:
+        mode = os.stat(given).st_mode
+    except FileNotFoundError:
+        raise CacheNotFound(f"cache directory is a broken symlink: {given}", path=given) from None
+    except OSError as e:
+        raise CacheUnreadable(f"cannot read cache directory {given}: {e.strerror or e}", path=given) from e
+    if not stat_mod.S_ISDIR(mode):
         raise CacheNotADirectory(f"cache directory is not a directory: {given}", path=given)
     real = os.path.realpath(given)
     try:
@@ -458,11 +462,11 @@ def _scan_repo(roots: _Roots, entry: os.DirEntry[str], repo_type: str, item_id: 
     if entry.is_symlink():
         warnings.append(ScanWarning(repo_dir, f"repo folder is a symlink (to {os.readlink(repo_dir)}), not followed"))
         return finish()
-    if not entry.is_dir(follow_symlinks=False):
-        warnings.append(ScanWarning(repo_dir, "repo entry is not a folder"))
-        return finish()
     try:
         subdirs = {e.name: e for e in os.scandir(repo_dir)}
+    except NotADirectoryError:
+        warnings.append(ScanWarning(repo_dir, "repo entry is not a folder"))
+        return finish()
     except OSError as e:
         warnings.append(ScanWarning(repo_dir, f"cannot read repo folder ({e.strerror or e})"))
         return finish()

@@ -1,0 +1,49 @@
+"""Every test runs with HOME and every cache variable pointing into a temporary folder.
+
+The variables are also set when this module is imported, before any test imports
+huggingface_hub (which reads them at import time), so nothing ever sees the real home.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+
+CACHE_VARIABLES = (
+    "HF_HOME",
+    "HF_HUB_CACHE",
+    "HUGGINGFACE_HUB_CACHE",
+    "HF_ENDPOINT",
+    "HF_TOKEN",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_CACHE",
+    "HF_XET_CACHE",
+    "HFCACHE_CONFIG",
+    "HFCACHE_DEBUG",
+    "TORCH_HOME",
+    "KERAS_HOME",
+)
+
+_SESSION_HOME = tempfile.mkdtemp(prefix="hfcache-tests-home-")
+os.environ["HOME"] = _SESSION_HOME
+os.environ["XDG_CACHE_HOME"] = os.path.join(_SESSION_HOME, ".cache")
+for _var in CACHE_VARIABLES:
+    os.environ.pop(_var, None)
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+os.environ["HF_HUB_DISABLE_XET"] = "1"  # the loopback hub speaks plain HTTP only
+os.environ["HF_HUB_DISABLE_UPDATE_CHECK"] = "1"
+os.environ["NO_COLOR"] = "1"
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh HOME per test, with XDG_CACHE_HOME under it and no cache variable set."""
+    home = str(tmp_path_factory.mktemp("home"))
+    monkeypatch.setenv("HOME", home)
+    monkeypatch.setenv("XDG_CACHE_HOME", os.path.join(home, ".cache"))
+    for var in CACHE_VARIABLES:
+        monkeypatch.delenv(var, raising=False)
+    return home

@@ -1,0 +1,249 @@
+"""hfcache against huggingface_hub's own accounting, on caches the real client builds.
+
+The real ``hf_hub_download`` fetches from a loopback stand-in for the Hub (tests/fakehub.py);
+every repo, revision, ref, size, time and reclaimable figure hfcache reports must equal what
+``huggingface_hub.scan_cache_dir`` (and its delete strategy) says about the same cache.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import threading
+import time
+
+import pytest
+from huggingface_hub import file_download, hf_hub_download, scan_cache_dir
+from huggingface_hub.utils import _shared_blobs
+
+import hfcache
+from hfcache.model import CacheInventory
+from tests.fakehub import FakeHub
+
+
+@pytest.fixture
+def hub():
+    with FakeHub() as fake:
+        yield fake
+
+
+def payload(n: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(n)
+
+
+def get(hub: FakeHub, cache: str, repo_id: str, filename: str, revision: str | None = None, **kw) -> str:
+    return hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache, endpoint=hub.endpoint, **kw)
+
+
+def assert_same_as_hub(cache_dir: str) -> CacheInventory:
+    """Everything hfcache reports equals huggingface_hub's view of the same cache."""
+    ref = scan_cache_dir(cache_dir)
+    assert ref.warnings == [], ref.warnings
+    inv = hfcache.scan([cache_dir])
+    (ours,) = inv.caches
+    assert ours.root == str(ref.cache_dir)
+    assert ours.size_bytes == ref.size_on_disk
+    assert ours.all_warnings == []
+    by_key = {(i.type, i.id): i for i in ours.items}
+    assert by_key.keys() == {(r.repo_type, r.repo_id) for r in ref.repos}
+    for repo in ref.repos:
+        item = by_key[(repo.repo_type, repo.repo_id)]
+        assert item.deletable
+        assert item.path == str(repo.repo_path)
+        assert item.size_bytes == repo.size_on_disk
+        assert item.nb_blobs == repo.nb_files
+        assert item.last_accessed == repo.last_accessed
+        assert item.last_modified == repo.last_modified
+        revs = {r.revision: r for r in item.revisions}
+        assert revs.keys() == {r.commit_hash for r in repo.revisions}
+        for expected in repo.revisions:
+            got = revs[expected.commit_hash]
+            assert got.path == str(expected.snapshot_path)
+            assert set(got.refs) == set(expected.refs)
+            assert got.size_bytes == expected.size_on_disk
+            assert got.nb_files == expected.nb_files
+            assert got.last_modified == expected.last_modified
+            strategy = ref.delete_revisions(expected.commit_hash)
+            assert got.reclaimable_bytes == strategy.expected_freed_size, expected.commit_hash
+    assert {p.path for p in ours.partial_files if p.scheme != "temporary"} == {
+        str(f.file_path) for f in ref.incomplete_files}
+    assert {p.path: p.size_bytes for p in ours.unreferenced_payloads} == {
+        str(p): s for p, s in _shared_blobs.unreferenced_shared_blobs(cache_dir).items()}
+    return ours
+
+
+def build_rich_cache(hub: FakeHub, cache: str) -> dict[str, str]:
+    """Tags, a blob shared by two revisions, main moved on, nested and short refs, a pin, a dataset."""
+    c1 = hub.push("org/model", {"config.json": b'{"v": 1}', "model.safetensors": payload(3000, 1),
+                                "unet/diffusion_pytorch_model.bin": payload(2048, 2)})
+    hub.tag("org/model", "v1.0", c1)
+    for f in ("config.json", "model.safetensors", "unet/diffusion_pytorch_model.bin"):
+        get(hub, cache, "org/model", f, "v1.0")
+    c2 = hub.push("org/model", {"config.json": b'{"v": 2}'})  # model.safetensors unchanged: shared blob
+    hub.tag("org/model", "v1.1", c2)
+    get(hub, cache, "org/model", "config.json", "v1.1")
+    get(hub, cache, "org/model", "model.safetensors", "v1.1")
+    c3 = hub.push("org/model", {"model.safetensors": payload(4000, 3)})
+    get(hub, cache, "org/model", "model.safetensors")  # refs/main -> c3
+    get(hub, cache, "org/model", "config.json", c1[:8])  # short-hash ref
+    pr = hub.push("org/model", {"config.json": b'{"pr": 1}'}, branch="refs/pr/1")
+    get(hub, cache, "org/model", "config.json", "refs/pr/1")  # nested ref refs/refs/pr/1
+
+    d1 = hub.push("org/moving", {"weights.bin": payload(1500, 4)})
+    get(hub, cache, "org/moving", "weights.bin")
+    d2 = hub.push("org/moving", {"weights.bin": payload(1600, 5)})
+    get(hub, cache, "org/moving", "weights.bin")  # main moved on: d1 is detached now
+    pinned = hub.push("org/pinned", {"w.bin": payload(1200, 6)})
+    get(hub, cache, "org/pinned", "w.bin", pinned)  # pinned by full hash: no ref at all
+
+    hub.push("org/data", {"data/train.csv": b"a,b\n1,2\n", "README.md": b"# data"}, repo_type="dataset")
+    get(hub, cache, "org/data", "data/train.csv", repo_type="dataset")
+    get(hub, cache, "org/data", "README.md", repo_type="dataset")
+    hub.push("org/demo", {"app.py": b"print('hi')"}, repo_type="space")
+    get(hub, cache, "org/demo", "app.py", repo_type="space")
+    hub.push("org/copy", {"model.safetensors": payload(3000, 1)})  # same bytes as org/model@c1, other repo
+    get(hub, cache, "org/copy", "model.safetensors")
+    return {"c1": c1, "c2": c2, "c3": c3, "pr": pr, "d1": d1, "d2": d2, "pinned": pinned}
+
+
+def test_rich_cache_matches_scan_cache_dir(hub, tmp_path):
+    cache = str(tmp_path / "hub")
+    commits = build_rich_cache(hub, cache)
+    ours = assert_same_as_hub(cache)
+    model = next(i for i in ours.items if i.id == "org/model")
+    refs = {r.revision: set(r.refs) for r in model.revisions}
+    assert refs[commits["c1"]] == {"v1.0", commits["c1"][:8]}
+    assert refs[commits["c2"]] == {"v1.1"}
+    assert refs[commits["c3"]] == {"main"}
+    assert refs[commits["pr"]] == {"refs/pr/1"}
+    moving = next(i for i in ours.items if i.id == "org/moving")
+    assert {r.revision: r.detached for r in moving.revisions} == {commits["d1"]: True, commits["d2"]: False}
+    pinned = next(i for i in ours.items if i.id == "org/pinned")
+    assert pinned.revisions[0].detached
+    # The blob shared by c1 and c2 is counted once per repo, and freed by neither alone.
+    c1 = next(r for r in model.revisions if r.revision == commits["c1"])
+    assert c1.size_bytes == 3000 + 2048 + len(b'{"v": 1}')
+    assert c1.reclaimable_bytes == 2048 + len(b'{"v": 1}')
+    assert {i.type for i in ours.items} == {"model", "dataset", "space"}
+
+
+def test_no_symlink_mode_matches(hub, tmp_path, monkeypatch):
+    """The real client's no-symlink code path (Windows without developer mode)."""
+    cache = str(tmp_path / "hub")
+    monkeypatch.setattr(file_download, "are_symlinks_supported", lambda *a, **k: False)
+    c1 = hub.push("org/win", {"model.bin": payload(2500, 7), "config.json": b"{}"})
+    get(hub, cache, "org/win", "model.bin")
+    get(hub, cache, "org/win", "config.json")
+    hub.push("org/win", {"config.json": b'{"x": 1}'})
+    get(hub, cache, "org/win", "model.bin")  # copied again into the new snapshot
+    get(hub, cache, "org/win", "config.json")
+    monkeypatch.undo()
+    hub.push("org/win", {"extra.txt": b"linked"})
+    get(hub, cache, "org/win", "extra.txt")  # mixed: this one is a symlink
+    ours = assert_same_as_hub(cache)
+    win = ours.items[0]
+    assert len(win.revisions) == 3 and any(r.revision == c1 for r in win.revisions)
+    assert win.size_bytes == 2 * 2500 + 2 + len(b'{"x": 1}') + len(b"linked")
+
+
+def test_shared_store_matches(hub, tmp_path):
+    """The 2.x cross-repo shared store, built by huggingface_hub's own publishing code."""
+    cache = str(tmp_path / "hub")
+    same = payload(5000, 8)
+    for repo_id in ("org/a", "org/b", "org/gone"):
+        hub.push(repo_id, {"model.safetensors": same, "config.json": repo_id.encode()})
+        get(hub, cache, repo_id, "model.safetensors")
+        get(hub, cache, repo_id, "config.json")
+    solo = payload(3500, 9)
+    hub.push("org/a", {"extra.safetensors": solo})
+    get(hub, cache, "org/a", "extra.safetensors")
+    xet_same, xet_solo, xet_orphan = "a1" * 32, "b2" * 32, "c3" * 32
+    for repo_id in ("a", "b", "gone"):
+        folder = os.path.join(cache, f"models--org--{repo_id}")
+        blob = os.path.join(folder, "blobs", os.path.basename(os.readlink(
+            next(os.path.join(d, f) for d, _, fs in os.walk(os.path.join(folder, "snapshots")) for f in fs
+                 if f == "model.safetensors"))))
+        assert _shared_blobs.publish_blob_to_shared_store(
+            blob_path=blob, xet_hash=xet_same, cache_dir=cache, expected_size=len(same))
+    extra = next(os.path.join(d, f) for d, _, fs in os.walk(os.path.join(cache, "models--org--a", "snapshots"))
+                 for f in fs if f == "extra.safetensors")
+    assert _shared_blobs.publish_blob_to_shared_store(
+        blob_path=os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(extra))), "blobs",
+                               os.path.basename(os.readlink(extra))),
+        xet_hash=xet_solo, cache_dir=cache, expected_size=len(solo))
+    # A payload whose only repo was removed behind the hub's back: unreferenced, still on disk.
+    hub.push("org/lost", {"w.bin": payload(1700, 10)})
+    lost = get(hub, cache, "org/lost", "w.bin")
+    lost_blob = os.path.join(cache, "models--org--lost", "blobs", os.path.basename(os.readlink(lost)))
+    assert _shared_blobs.publish_blob_to_shared_store(
+        blob_path=lost_blob, xet_hash=xet_orphan, cache_dir=cache, expected_size=1700)
+    shutil.rmtree(os.path.join(cache, "models--org--lost"))
+
+    ours = assert_same_as_hub(cache)
+    assert ours.shared_store
+    assert [p.size_bytes for p in ours.unreferenced_payloads] == [1700]
+    per_repo = sum(i.size_bytes for i in ours.items)
+    assert ours.size_bytes == per_repo - 2 * 5000 + 1700  # the shared payload once, plus the unreferenced one
+    a = next(i for i in ours.items if i.id == "org/a")
+    newest = max(a.revisions, key=lambda r: r.last_modified)
+    assert newest.reclaimable_bytes == 3500  # its own payload, not the one b and gone still use
+
+
+def test_download_in_progress_is_a_partial_with_its_lock_held(hub, tmp_path):
+    cache = str(tmp_path / "hub")
+    hub.push("org/slow", {"big.bin": payload(200_000, 11)})
+    hub.delay = 3.0
+    done: list[str] = []
+    thread = threading.Thread(target=lambda: done.append(get(hub, cache, "org/slow", "big.bin")))
+    thread.start()
+    try:
+        deadline = time.time() + 10
+        partials = ()
+        while time.time() < deadline and not partials:
+            time.sleep(0.05)
+            if os.path.isdir(cache):
+                partials = hfcache.scan([cache]).caches[0].partial_files
+        assert len(partials) == 1
+        (p,) = partials
+        assert p.scheme == "per-process" and p.item_id == "org/slow"
+        assert p.lock_held is True
+    finally:
+        thread.join()
+    assert done and os.path.getsize(done[0]) == 200_000
+    after = assert_same_as_hub(cache)
+    assert after.partial_files == ()
+    # The lock file stays behind (filelock never deletes it) but is free now.
+    from hfcache.locks import is_lock_held
+    assert is_lock_held(p.lock_path) is False
+
+
+def _state(root: str) -> dict[str, tuple]:
+    out = {}
+    for d, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(d, name)
+            st = os.lstat(path)
+            out[path] = (st.st_mode, st.st_size, st.st_mtime_ns, st.st_atime_ns if not os.path.isdir(path) else 0)
+    return out
+
+
+def test_scanning_reads_no_blob_and_writes_nothing(hub, tmp_path):
+    cache = str(tmp_path / "hub")
+    build_rich_cache(hub, cache)
+    old = time.time() - 10 * 86400
+    for d, _, files in os.walk(cache):
+        for f in files:
+            p = os.path.join(d, f)
+            if "/blobs/" in p and not os.path.islink(p):
+                os.utime(p, (old, os.lstat(p).st_mtime))
+    before = _state(cache)
+    hfcache.scan([cache])
+    from typer.testing import CliRunner
+
+    from hfcache.cli import app
+    assert CliRunner().invoke(app, ["scan", "--cache-dir", cache, "--json"]).exit_code == 0
+    after = _state(cache)
+    blobs = [p for p in before if "/blobs/" in p and not os.path.islink(p)]
+    assert blobs and all(after[p][3] == before[p][3] for p in blobs), "a blob's atime moved"
+    assert {p: v[:3] for p, v in after.items()} == {p: v[:3] for p, v in before.items()}
