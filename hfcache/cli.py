@@ -137,7 +137,7 @@ def scan(
     if not quiet:
         for cache in inventory.caches:
             if not cache.exists:
-                render.note(f"No Hugging Face hub cache at {cache.root} yet: nothing is cached.")
+                render.note(f"No Hugging Face hub cache at {cache.root} yet: nothing cached.")
             render.warnings(cache)
 
 

@@ -1,0 +1,215 @@
+"""``hfcache scan`` end to end: options, output streams, JSON contract, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+import hfcache
+from hfcache.cli import app
+from tests.trees import commit, repo, write
+
+C1, C2, C3 = commit(1), commit(2), commit(3)
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+@pytest.fixture
+def cache(tmp_path) -> str:
+    """Three repos of known sizes and ages."""
+    root = str(tmp_path / "hub")
+    now = time.time()
+    big = repo(root, "models--meta-llama--Llama-3", snapshots={C1: {"model.bin": "w1", "config.json": "c1"},
+                                                               C2: {"model.bin": "w1", "config.json": "c2"}},
+               blobs={"w1": 3_000_000_000 // 1000, "c1": 100, "c2": 200}, refs={"main": C2, "v1.0": C1})
+    small = repo(root, "models--org--tiny", snapshots={C3: {"m.bin": "t"}}, blobs={"t": 1000}, refs={"main": C3})
+    data = repo(root, "datasets--org--data", snapshots={C1: {"d.csv": "d"}}, blobs={"d": 50_000}, refs={"main": C1})
+    for folder, age_days in ((big, 1), (small, 40), (data, 10)):
+        for name in os.listdir(os.path.join(folder, "blobs")):
+            t = now - age_days * 86400
+            os.utime(os.path.join(folder, "blobs", name), (t, t))
+    write(os.path.join(root, ".locks", "models--org--tiny", "t.lock"))
+    return root
+
+
+def test_table_lists_repos_and_totals(cache):
+    result = invoke("scan", "--cache-dir", cache)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert f"Hugging Face hub cache: {cache}" in out
+    for ident in ("meta-llama/Llama-3", "org/tiny", "org/data"):
+        assert ident in out
+    assert "3 repos, 4 revisions" in out
+    assert "main, v1.0" in out
+    assert "3.0 MB" in out  # 3,000,300 bytes, humanized
+    assert "cache total 3.1 MB" in out  # plus 1,000 and 50,000
+    assert "a month ago" in out  # org/tiny, 40 days
+    assert result.stderr == ""
+
+
+def test_revisions_view(cache):
+    result = invoke("scan", "--cache-dir", cache, "--revisions")
+    assert result.exit_code == 0
+    assert C1 in result.stdout and C2 in result.stdout and "RECLAIMABLE" in result.stdout
+
+
+def test_json_contract_version_1(cache):
+    result = invoke("scan", "--cache-dir", cache, "--json")
+    assert result.exit_code == 0
+    doc = json.loads(result.stdout)
+    assert doc["version"] == 1
+    (c,) = doc["caches"]
+    assert {"kind", "root", "size_bytes", "items", "warnings"} <= c.keys()
+    assert c["kind"] == "huggingface" and c["root"] == cache and c["warnings"] == []
+    assert c["size_bytes"] == 3_000_000 + 300 + 1000 + 50_000
+    item = next(i for i in c["items"] if i["id"] == "meta-llama/Llama-3")
+    assert {"id", "type", "path", "size_bytes", "last_accessed", "last_modified", "revisions"} <= item.keys()
+    assert item["type"] == "model" and item["size_bytes"] == 3_000_300
+    assert item["last_accessed"].endswith("Z") and "T" in item["last_accessed"]
+    rev = next(r for r in item["revisions"] if r["revision"] == C1)
+    assert {"revision", "refs", "size_bytes", "reclaimable_bytes", "path", "last_accessed", "last_modified"} <= rev.keys()
+    assert rev["refs"] == ["v1.0"] and rev["size_bytes"] == 3_000_100 and rev["reclaimable_bytes"] == 100
+    again = json.loads(invoke("scan", "--cache-dir", cache, "--format", "json").stdout)
+    assert again["caches"] == doc["caches"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--type", "dataset"], {"org/data"}),
+        (["--type", "model", "--type", "dataset"], {"org/data", "org/tiny", "meta-llama/Llama-3"}),
+        (["--name", "META-LLAMA/*"], {"meta-llama/Llama-3"}),
+        (["--name", "org/*", "--name", "*llama*"], {"org/data", "org/tiny", "meta-llama/Llama-3"}),
+        (["--larger-than", "1MB"], {"meta-llama/Llama-3"}),
+        (["--larger-than", "1000"], {"org/data", "meta-llama/Llama-3"}),  # strictly larger
+        (["--smaller-than", "48.9KiB"], {"org/tiny", "org/data"}),  # 48.9 KiB = 50073.6 bytes > 50000
+        (["--smaller-than", "48.8KiB"], {"org/tiny"}),  # 48.8 KiB = 49971.2 bytes < 50000
+        (["--smaller-than", "0.05MB"], {"org/tiny"}),  # exactly 50000 is not smaller
+        (["--older-than", "30d"], {"org/tiny"}),
+        (["--older-than", "5d", "--newer-than", "2w"], {"org/data"}),
+        (["--newer-than", "2d"], {"meta-llama/Llama-3"}),
+    ],
+)
+def test_selection(cache, args, expected):
+    result = invoke("scan", "--cache-dir", cache, "--json", *args)
+    assert result.exit_code == 0, result.output
+    assert {i["id"] for i in json.loads(result.stdout)["caches"][0]["items"]} == expected
+
+
+def test_selection_of_revisions(cache):
+    result = invoke("scan", "--cache-dir", cache, "--json", "--revisions", "--name", "meta-llama/*",
+                    "--smaller-than", "3000150")
+    (item,) = json.loads(result.stdout)["caches"][0]["items"]
+    assert [r["revision"] for r in item["revisions"]] == [C1]
+
+
+@pytest.mark.parametrize(
+    ("sort", "first"),
+    [("size", "meta-llama/Llama-3"), ("size:asc", "org/tiny"), ("name", "meta-llama/Llama-3"),
+     ("name:desc", "org/tiny"), ("accessed", "meta-llama/Llama-3"), ("accessed:asc", "org/tiny")],
+)
+def test_sort(cache, sort, first):
+    doc = json.loads(invoke("scan", "--cache-dir", cache, "--json", "--sort", sort).stdout)
+    assert doc["caches"][0]["items"][0]["id"] == first
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--larger-than", "5XB"], "invalid size '5XB'"),
+        (["--older-than", "30"], "invalid duration '30'"),
+        (["--sort", "colour"], "invalid sort 'colour'"),
+    ],
+)
+def test_bad_values_are_usage_errors(cache, args, fragment):
+    result = invoke("scan", "--cache-dir", cache, *args)
+    assert result.exit_code == 2
+    assert fragment in result.stderr and "Traceback" not in result.output
+    assert result.stdout == ""
+
+
+def test_bad_choice_is_a_usage_error(cache):
+    result = invoke("scan", "--cache-dir", cache, "--type", "checkpoint")
+    assert result.exit_code == 2
+
+
+def test_missing_default_cache_is_friendly(isolated_home):
+    result = invoke("scan")
+    assert result.exit_code == 0
+    expected_root = os.path.join(isolated_home, ".cache", "huggingface", "hub")
+    assert "nothing cached" in result.stderr and expected_root in result.stderr
+    doc = json.loads(invoke("scan", "--json").stdout)
+    assert doc["caches"][0] | {"items": []} == doc["caches"][0]
+    assert doc["caches"][0]["exists"] is False and doc["caches"][0]["root"] == expected_root
+
+
+def test_default_root_follows_the_environment(cache, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", cache)
+    doc = json.loads(invoke("scan", "--json").stdout)
+    assert doc["caches"][0]["root"] == cache and len(doc["caches"][0]["items"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("setup", "code", "fragment"),
+    [
+        ("missing", 3, "cache directory not found"),
+        ("file", 5, "is not a directory"),
+        ("home", 6, "not a Hugging Face hub cache"),
+    ],
+)
+def test_bad_cache_dir_exit_codes(tmp_path, setup, code, fragment):
+    path = str(tmp_path / "x")
+    if setup == "file":
+        write(path, b"not a folder")
+    elif setup == "home":
+        write(os.path.join(path, "Documents", "cv.pdf"), b"%PDF")
+    result = invoke("scan", "--cache-dir", path)
+    assert result.exit_code == code
+    assert fragment in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
+
+
+def test_corrupted_repo_warns_on_stderr_and_goes_on(cache):
+    os.unlink(os.path.join(cache, "models--org--tiny", "blobs", "t"))  # now a broken symlink
+    result = invoke("scan", "--cache-dir", cache)
+    assert result.exit_code == 0
+    assert "warning: broken symlink" in result.stderr
+    assert "org/tiny !" in result.stdout and "meta-llama/Llama-3" in result.stdout
+    doc = json.loads(invoke("scan", "--cache-dir", cache, "--json").stdout)
+    tiny = next(i for i in doc["caches"][0]["items"] if i["id"] == "org/tiny")
+    assert tiny["deletable"] is False and tiny["revisions"][0]["warnings"]
+    assert any("broken symlink" in w for w in doc["caches"][0]["warnings"])
+    assert invoke("scan", "--cache-dir", cache, "--quiet").stderr == ""
+
+
+def test_several_cache_dirs_and_duplicates(cache, tmp_path):
+    other = str(tmp_path / "other")
+    repo(other, "models--x--y", snapshots={C1: {"a": "e"}}, blobs={"e": 5}, refs={"main": C1})
+    os.symlink(cache, str(tmp_path / "alias"))
+    doc = json.loads(invoke("scan", "--cache-dir", cache, "--cache-dir", other, "--cache-dir",
+                            str(tmp_path / "alias"), "--json").stdout)
+    assert [c["root"] for c in doc["caches"]] == [cache, other]
+
+
+def test_version_and_python_m():
+    assert invoke("--version").stdout.strip() == f"hfcache {hfcache.__version__}"
+    done = subprocess.run([sys.executable, "-m", "hfcache", "--version"], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == f"hfcache {hfcache.__version__}"
+
+
+def test_installed_command_uses_env_and_never_tracebacks(cache, tmp_path):
+    env = dict(os.environ, HF_HOME=str(tmp_path / "nothing-here"))
+    done = subprocess.run([sys.executable, "-m", "hfcache", "scan"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and "nothing cached" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "hfcache", "scan", "--cache-dir", str(tmp_path / "nope")],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 3 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
