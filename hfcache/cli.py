@@ -77,16 +77,13 @@ def _root(
 def scan(
     cache_dir: Annotated[
         Optional[list[str]],
-        typer.Option("--cache-dir", metavar="PATH",
-                     help="Scan this hub cache root instead of the default one (repeatable)."),
+        typer.Option("--cache-dir", metavar="PATH", help="Scan this hub cache root instead of the default one (repeatable)."),
     ] = None,
     revisions: Annotated[bool, typer.Option("--revisions", help="One row per revision instead of per repo.")] = False,
     sort: Annotated[
         str, typer.Option("--sort", metavar="KEY[:asc|desc]", help="Order by name, size, accessed or modified.")
     ] = "name",
-    repo_type: Annotated[
-        Optional[list[RepoType]], typer.Option("--type", help="Only repos of this type (repeatable).")
-    ] = None,
+    repo_type: Annotated[Optional[list[RepoType]], typer.Option("--type", help="Only repos of this type (repeatable).")] = None,
     name: Annotated[
         Optional[list[str]],
         typer.Option("--name", metavar="GLOB", help="Only repo ids matching this glob, e.g. 'meta-llama/*' (repeatable)."),

@@ -15,7 +15,7 @@ Example, for a cache with one model and two revisions::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -184,4 +184,3 @@ class Inventory:
 
     caches: tuple[CacheInventory, ...] = ()
     scanned_at: float = 0.0
-    notes: tuple[str, ...] = field(default=())

@@ -88,28 +88,57 @@ def _refs(refs: tuple[str, ...]) -> Text:
 
 def _item_table(cache: CacheInventory, now: float) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for name, justify in (("ID", "left"), ("TYPE", "left"), ("SIZE", "right"), ("ACCESSED", "left"),
-                          ("MODIFIED", "left"), ("REVS", "right"), ("REFS", "left")):
+    for name, justify in (
+        ("ID", "left"),
+        ("TYPE", "left"),
+        ("SIZE", "right"),
+        ("ACCESSED", "left"),
+        ("MODIFIED", "left"),
+        ("REVS", "right"),
+        ("REFS", "left"),
+    ):
         table.add_column(name, justify=justify, no_wrap=name != "REFS")  # type: ignore[arg-type]
     for item in cache.items:
         refs = tuple(sorted({ref for rev in item.revisions for ref in rev.refs}))
         ident = Text(item.id) if item.deletable else Text(item.id) + Text(" !", style="bold yellow")
-        table.add_row(ident, item.type, size(item.size_bytes), ago(item.last_accessed, now),
-                      ago(item.last_modified, now), str(len(item.revisions)), _refs(refs))
+        table.add_row(
+            ident,
+            item.type,
+            size(item.size_bytes),
+            ago(item.last_accessed, now),
+            ago(item.last_modified, now),
+            str(len(item.revisions)),
+            _refs(refs),
+        )
     return table
 
 
 def _revision_table(cache: CacheInventory, now: float) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for name, justify in (("ID", "left"), ("REVISION", "left"), ("SIZE", "right"), ("RECLAIMABLE", "right"),
-                          ("ACCESSED", "left"), ("MODIFIED", "left"), ("FILES", "right"), ("REFS", "left")):
+    for name, justify in (
+        ("ID", "left"),
+        ("REVISION", "left"),
+        ("SIZE", "right"),
+        ("RECLAIMABLE", "right"),
+        ("ACCESSED", "left"),
+        ("MODIFIED", "left"),
+        ("FILES", "right"),
+        ("REFS", "left"),
+    ):
         table.add_column(name, justify=justify, no_wrap=name != "REFS")  # type: ignore[arg-type]
     for item in cache.items:
         for rev in item.revisions:
             ident = Text(item.id) if not rev.warnings else Text(item.id) + Text(" !", style="bold yellow")
-            table.add_row(ident, rev.revision, size(rev.size_bytes), size(rev.reclaimable_bytes),
-                          ago(rev.last_accessed, now), ago(rev.last_modified, now), str(rev.nb_files),
-                          _refs(rev.refs))
+            table.add_row(
+                ident,
+                rev.revision,
+                size(rev.size_bytes),
+                size(rev.reclaimable_bytes),
+                ago(rev.last_accessed, now),
+                ago(rev.last_modified, now),
+                str(rev.nb_files),
+                _refs(rev.refs),
+            )
     return table
 
 
@@ -138,16 +167,22 @@ def scan_tables(inventory: Inventory, *, revisions: bool, filtered: bool) -> Non
         out.print(line)
         extras = []
         if cache.partial_files:
-            extras.append(f"{_plural(len(cache.partial_files), 'partial download')} "
-                          f"({size(sum(p.size_bytes for p in cache.partial_files))})")
+            extras.append(
+                f"{_plural(len(cache.partial_files), 'partial download')} "
+                f"({size(sum(p.size_bytes for p in cache.partial_files))})"
+            )
         if cache.orphan_files:
-            extras.append(f"{_plural(len(cache.orphan_files), 'orphan blob')} "
-                          f"({size(sum(o.size_bytes for o in cache.orphan_files))})")
+            extras.append(
+                f"{_plural(len(cache.orphan_files), 'orphan blob')} ({size(sum(o.size_bytes for o in cache.orphan_files))})"
+            )
         if cache.unreferenced_payloads:
-            extras.append(f"{_plural(len(cache.unreferenced_payloads), 'unreferenced shared blob')} "
-                          f"({size(sum(s.size_bytes for s in cache.unreferenced_payloads))})")
+            extras.append(
+                f"{_plural(len(cache.unreferenced_payloads), 'unreferenced shared blob')} "
+                f"({size(sum(s.size_bytes for s in cache.unreferenced_payloads))})"
+            )
         if extras:
             out.print("not in any revision: " + ", ".join(extras))
         if any(not i.deletable for i in cache.items):
-            out.print(Text("! = something odd was found in this repo (see warnings); hfcache will not delete through it",
-                           style="dim"))
+            out.print(
+                Text("! = something odd was found in this repo (see warnings); hfcache will not delete through it", style="dim")
+            )

@@ -38,9 +38,7 @@ def parse_size(text: str) -> int:
     match = _SIZE_RE.fullmatch(text)
     unit = match.group(2).lower() if match else None
     if match is None or unit not in _SIZE_UNITS:
-        raise UsageError(
-            f"invalid size {text!r}: expected a number with an optional unit such as 500MB, 50GB or 1.5GiB"
-        )
+        raise UsageError(f"invalid size {text!r}: expected a number with an optional unit such as 500MB, 50GB or 1.5GiB")
     try:
         value = Decimal(match.group(1)) * _SIZE_UNITS[unit]
     except InvalidOperation as e:  # pragma: no cover - the regex only lets valid decimals through

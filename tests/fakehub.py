@@ -59,8 +59,9 @@ class FakeHub:
         self._server: ThreadingHTTPServer | None = None
 
     # -- repo management -------------------------------------------------
-    def push(self, repo_id: str, files: dict[str, bytes], *, repo_type: str = "model", branch: str = "main",
-             keep: bool = True) -> str:
+    def push(
+        self, repo_id: str, files: dict[str, bytes], *, repo_type: str = "model", branch: str = "main", keep: bool = True
+    ) -> str:
         """Add a commit on ``branch``; with ``keep`` the files of the branch's previous commit carry over."""
         repo = self.repos.setdefault((repo_type, repo_id), FakeRepo())
         previous = repo.commits.get(repo.refs.get(branch, ""), {}) if keep else {}
@@ -117,7 +118,7 @@ class FakeHub:
                 if hub.delay:
                     chunk = max(1, len(data) // 20)
                     for start in range(0, len(data), chunk):
-                        self.wfile.write(data[start:start + chunk])
+                        self.wfile.write(data[start : start + chunk])
                         self.wfile.flush()
                         time.sleep(hub.delay / 20)
                 else:
@@ -145,7 +146,7 @@ class FakeHub:
         if i + 2 >= len(parts) + 1 or len(parts) < i + 3:
             return "EntryNotFound"
         revision = unquote(parts[i + 1])
-        filename = unquote("/".join(parts[i + 2:]))
+        filename = unquote("/".join(parts[i + 2 :]))
         repo = self.repos.get((repo_type, repo_id))
         if repo is None:
             return "RepoNotFound"

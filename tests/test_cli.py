@@ -28,9 +28,13 @@ def cache(tmp_path) -> str:
     """Three repos of known sizes and ages."""
     root = str(tmp_path / "hub")
     now = time.time()
-    big = repo(root, "models--meta-llama--Llama-3", snapshots={C1: {"model.bin": "w1", "config.json": "c1"},
-                                                               C2: {"model.bin": "w1", "config.json": "c2"}},
-               blobs={"w1": 3_000_000_000 // 1000, "c1": 100, "c2": 200}, refs={"main": C2, "v1.0": C1})
+    big = repo(
+        root,
+        "models--meta-llama--Llama-3",
+        snapshots={C1: {"model.bin": "w1", "config.json": "c1"}, C2: {"model.bin": "w1", "config.json": "c2"}},
+        blobs={"w1": 3_000_000_000 // 1000, "c1": 100, "c2": 200},
+        refs={"main": C2, "v1.0": C1},
+    )
     small = repo(root, "models--org--tiny", snapshots={C3: {"m.bin": "t"}}, blobs={"t": 1000}, refs={"main": C3})
     data = repo(root, "datasets--org--data", snapshots={C1: {"d.csv": "d"}}, blobs={"d": 50_000}, refs={"main": C1})
     for folder, age_days in ((big, 1), (small, 40), (data, 10)):
@@ -106,16 +110,21 @@ def test_selection(cache, args, expected):
 
 
 def test_selection_of_revisions(cache):
-    result = invoke("scan", "--cache-dir", cache, "--json", "--revisions", "--name", "meta-llama/*",
-                    "--smaller-than", "3000150")
+    result = invoke("scan", "--cache-dir", cache, "--json", "--revisions", "--name", "meta-llama/*", "--smaller-than", "3000150")
     (item,) = json.loads(result.stdout)["caches"][0]["items"]
     assert [r["revision"] for r in item["revisions"]] == [C1]
 
 
 @pytest.mark.parametrize(
     ("sort", "first"),
-    [("size", "meta-llama/Llama-3"), ("size:asc", "org/tiny"), ("name", "meta-llama/Llama-3"),
-     ("name:desc", "org/tiny"), ("accessed", "meta-llama/Llama-3"), ("accessed:asc", "org/tiny")],
+    [
+        ("size", "meta-llama/Llama-3"),
+        ("size:asc", "org/tiny"),
+        ("name", "meta-llama/Llama-3"),
+        ("name:desc", "org/tiny"),
+        ("accessed", "meta-llama/Llama-3"),
+        ("accessed:asc", "org/tiny"),
+    ],
 )
 def test_sort(cache, sort, first):
     doc = json.loads(invoke("scan", "--cache-dir", cache, "--json", "--sort", sort).stdout)
@@ -195,8 +204,9 @@ def test_several_cache_dirs_and_duplicates(cache, tmp_path):
     other = str(tmp_path / "other")
     repo(other, "models--x--y", snapshots={C1: {"a": "e"}}, blobs={"e": 5}, refs={"main": C1})
     os.symlink(cache, str(tmp_path / "alias"))
-    doc = json.loads(invoke("scan", "--cache-dir", cache, "--cache-dir", other, "--cache-dir",
-                            str(tmp_path / "alias"), "--json").stdout)
+    doc = json.loads(
+        invoke("scan", "--cache-dir", cache, "--cache-dir", other, "--cache-dir", str(tmp_path / "alias"), "--json").stdout
+    )
     assert [c["root"] for c in doc["caches"]] == [cache, other]
 
 
@@ -210,6 +220,7 @@ def test_installed_command_uses_env_and_never_tracebacks(cache, tmp_path):
     env = dict(os.environ, HF_HOME=str(tmp_path / "nothing-here"))
     done = subprocess.run([sys.executable, "-m", "hfcache", "scan"], capture_output=True, text=True, env=env)
     assert done.returncode == 0 and "nothing cached" in done.stderr
-    done = subprocess.run([sys.executable, "-m", "hfcache", "scan", "--cache-dir", str(tmp_path / "nope")],
-                          capture_output=True, text=True, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "hfcache", "scan", "--cache-dir", str(tmp_path / "nope")], capture_output=True, text=True, env=env
+    )
     assert done.returncode == 3 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr

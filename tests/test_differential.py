@@ -66,17 +66,19 @@ def assert_same_as_hub(cache_dir: str) -> CacheInventory:
             assert got.last_modified == expected.last_modified
             strategy = ref.delete_revisions(expected.commit_hash)
             assert got.reclaimable_bytes == strategy.expected_freed_size, expected.commit_hash
-    assert {p.path for p in ours.partial_files if p.scheme != "temporary"} == {
-        str(f.file_path) for f in ref.incomplete_files}
+    assert {p.path for p in ours.partial_files if p.scheme != "temporary"} == {str(f.file_path) for f in ref.incomplete_files}
     assert {p.path: p.size_bytes for p in ours.unreferenced_payloads} == {
-        str(p): s for p, s in _shared_blobs.unreferenced_shared_blobs(cache_dir).items()}
+        str(p): s for p, s in _shared_blobs.unreferenced_shared_blobs(cache_dir).items()
+    }
     return ours
 
 
 def build_rich_cache(hub: FakeHub, cache: str) -> dict[str, str]:
     """Tags, a blob shared by two revisions, main moved on, nested and short refs, a pin, a dataset."""
-    c1 = hub.push("org/model", {"config.json": b'{"v": 1}', "model.safetensors": payload(3000, 1),
-                                "unet/diffusion_pytorch_model.bin": payload(2048, 2)})
+    c1 = hub.push(
+        "org/model",
+        {"config.json": b'{"v": 1}', "model.safetensors": payload(3000, 1), "unet/diffusion_pytorch_model.bin": payload(2048, 2)},
+    )
     hub.tag("org/model", "v1.0", c1)
     for f in ("config.json", "model.safetensors", "unet/diffusion_pytorch_model.bin"):
         get(hub, cache, "org/model", f, "v1.0")
@@ -161,23 +163,44 @@ def test_shared_store_matches(hub, tmp_path):
     xet_same, xet_solo, xet_orphan = "a1" * 32, "b2" * 32, "c3" * 32
     for repo_id in ("a", "b", "gone"):
         folder = os.path.join(cache, f"models--org--{repo_id}")
-        blob = os.path.join(folder, "blobs", os.path.basename(os.readlink(
-            next(os.path.join(d, f) for d, _, fs in os.walk(os.path.join(folder, "snapshots")) for f in fs
-                 if f == "model.safetensors"))))
+        blob = os.path.join(
+            folder,
+            "blobs",
+            os.path.basename(
+                os.readlink(
+                    next(
+                        os.path.join(d, f)
+                        for d, _, fs in os.walk(os.path.join(folder, "snapshots"))
+                        for f in fs
+                        if f == "model.safetensors"
+                    )
+                )
+            ),
+        )
         assert _shared_blobs.publish_blob_to_shared_store(
-            blob_path=blob, xet_hash=xet_same, cache_dir=cache, expected_size=len(same))
-    extra = next(os.path.join(d, f) for d, _, fs in os.walk(os.path.join(cache, "models--org--a", "snapshots"))
-                 for f in fs if f == "extra.safetensors")
+            blob_path=blob, xet_hash=xet_same, cache_dir=cache, expected_size=len(same)
+        )
+    extra = next(
+        os.path.join(d, f)
+        for d, _, fs in os.walk(os.path.join(cache, "models--org--a", "snapshots"))
+        for f in fs
+        if f == "extra.safetensors"
+    )
     assert _shared_blobs.publish_blob_to_shared_store(
-        blob_path=os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(extra))), "blobs",
-                               os.path.basename(os.readlink(extra))),
-        xet_hash=xet_solo, cache_dir=cache, expected_size=len(solo))
+        blob_path=os.path.join(
+            os.path.dirname(os.path.dirname(os.path.dirname(extra))), "blobs", os.path.basename(os.readlink(extra))
+        ),
+        xet_hash=xet_solo,
+        cache_dir=cache,
+        expected_size=len(solo),
+    )
     # A payload whose only repo was removed behind the hub's back: unreferenced, still on disk.
     hub.push("org/lost", {"w.bin": payload(1700, 10)})
     lost = get(hub, cache, "org/lost", "w.bin")
     lost_blob = os.path.join(cache, "models--org--lost", "blobs", os.path.basename(os.readlink(lost)))
     assert _shared_blobs.publish_blob_to_shared_store(
-        blob_path=lost_blob, xet_hash=xet_orphan, cache_dir=cache, expected_size=1700)
+        blob_path=lost_blob, xet_hash=xet_orphan, cache_dir=cache, expected_size=1700
+    )
     shutil.rmtree(os.path.join(cache, "models--org--lost"))
 
     ours = assert_same_as_hub(cache)
@@ -215,6 +238,7 @@ def test_download_in_progress_is_a_partial_with_its_lock_held(hub, tmp_path):
     assert after.partial_files == ()
     # The lock file stays behind (filelock never deletes it) but is free now.
     from hfcache.locks import is_lock_held
+
     assert is_lock_held(p.lock_path) is False
 
 
@@ -242,6 +266,7 @@ def test_scanning_reads_no_blob_and_writes_nothing(hub, tmp_path):
     from typer.testing import CliRunner
 
     from hfcache.cli import app
+
     assert CliRunner().invoke(app, ["scan", "--cache-dir", cache, "--json"]).exit_code == 0
     after = _state(cache)
     blobs = [p for p in before if "/blobs/" in p and not os.path.islink(p)]

@@ -9,7 +9,7 @@ import pytest
 from hfcache.caches import huggingface as hf
 from hfcache.errors import CacheNotADirectory, CacheNotFound, CacheUnreadable, NotACache
 from hfcache.model import CacheInventory, Item
-from tests.trees import commit, link, repo, share, sha256, shared_store, write
+from tests.trees import commit, link, repo, sha256, share, shared_store, write
 
 ROOT = "/cache/hub"
 C1, C2, C3 = commit(1), commit(2), commit(3)
@@ -32,14 +32,17 @@ def test_repo_ids_and_types_decoded_as_the_hub_does(fs):
     for folder in ("models--org--name", "models--gpt2", "datasets--org--data", "spaces--a--b", "kernels--k--n"):
         repo(ROOT, folder, snapshots={C1: {"f": "e1"}}, blobs={"e1": 1}, refs={"main": C1})
     got = {(i.type, i.id) for i in scan().items}
-    assert got == {("model", "org/name"), ("model", "gpt2"), ("dataset", "org/data"), ("space", "a/b"),
-                   ("kernel", "k/n")}
+    assert got == {("model", "org/name"), ("model", "gpt2"), ("dataset", "org/data"), ("space", "a/b"), ("kernel", "k/n")}
 
 
 def test_refs_nested_tags_short_hashes_and_detached(fs):
-    repo(ROOT, "models--org--m", snapshots={C1: {"a": "e1"}, C2: {"a": "e2"}, C3: {"a": "e3"}},
-         blobs={"e1": 1, "e2": 2, "e3": 3},
-         refs={"main": C1, "v1.0": C1, "refs/pr/1": C2, C1[:8]: C1})
+    repo(
+        ROOT,
+        "models--org--m",
+        snapshots={C1: {"a": "e1"}, C2: {"a": "e2"}, C3: {"a": "e3"}},
+        blobs={"e1": 1, "e2": 2, "e3": 3},
+        refs={"main": C1, "v1.0": C1, "refs/pr/1": C2, C1[:8]: C1},
+    )
     write(f"{ROOT}/models--org--m/refs/main.1a2b3c4d.tmp", C3.encode())  # interrupted atomic write: ignored
     item = only(scan())
     assert rev(item, C1).refs == (C1[:8], "main", "v1.0")
@@ -50,9 +53,13 @@ def test_refs_nested_tags_short_hashes_and_detached(fs):
 
 def test_blob_shared_by_two_revisions_counted_once(fs):
     big = sha256("weights")
-    repo(ROOT, "models--org--m", snapshots={C1: {"model.bin": big, "config.json": "c1"},
-                                            C2: {"model.bin": big, "config.json": "c2"}},
-         blobs={big: 5000, "c1": 10, "c2": 20}, refs={"main": C2})
+    repo(
+        ROOT,
+        "models--org--m",
+        snapshots={C1: {"model.bin": big, "config.json": "c1"}, C2: {"model.bin": big, "config.json": "c2"}},
+        blobs={big: 5000, "c1": 10, "c2": 20},
+        refs={"main": C2},
+    )
     item = only(scan())
     assert rev(item, C1).size_bytes == 5010
     assert rev(item, C2).size_bytes == 5020
@@ -64,8 +71,13 @@ def test_blob_shared_by_two_revisions_counted_once(fs):
 
 
 def test_files_in_subfolders_and_same_blob_twice_in_one_revision(fs):
-    repo(ROOT, "models--org--m", snapshots={C1: {"unet/model.bin": "e1", "vae/model.bin": "e1", "a/b/c.txt": "e2"}},
-         blobs={"e1": 100, "e2": 7}, refs={"main": C1})
+    repo(
+        ROOT,
+        "models--org--m",
+        snapshots={C1: {"unet/model.bin": "e1", "vae/model.bin": "e1", "a/b/c.txt": "e2"}},
+        blobs={"e1": 100, "e2": 7},
+        refs={"main": C1},
+    )
     r = only(scan()).revisions[0]
     assert r.nb_files == 3 and r.size_bytes == 107 and r.reclaimable_bytes == 107
 
@@ -90,8 +102,7 @@ def test_no_symlink_mode_and_mixed_mode(fs):
 def test_shared_store_payload_counted_once_in_cache_total(fs):
     store = shared_store(ROOT)
     x = sha256("xet-payload")
-    a = repo(ROOT, "models--org--a", snapshots={C1: {"m.bin": "ea", "cfg": "ca"}}, blobs={"ea": 0, "ca": 5},
-             refs={"main": C1})
+    a = repo(ROOT, "models--org--a", snapshots={C1: {"m.bin": "ea", "cfg": "ca"}}, blobs={"ea": 0, "ca": 5}, refs={"main": C1})
     b = repo(ROOT, "models--org--b", snapshots={C2: {"m.bin": "eb"}}, blobs={"eb": 0}, refs={"main": C2})
     share(ROOT, a, "ea", x, 4000)
     share(ROOT, b, "eb", x, 4000)
@@ -110,8 +121,9 @@ def test_shared_store_payload_counted_once_in_cache_total(fs):
 def test_payload_used_by_one_repo_only_is_reclaimable(fs):
     shared_store(ROOT)
     x = sha256("solo")
-    a = repo(ROOT, "models--org--a", snapshots={C1: {"m.bin": "ea"}, C2: {"cfg": "c2"}}, blobs={"ea": 0, "c2": 1},
-             refs={"main": C2})
+    a = repo(
+        ROOT, "models--org--a", snapshots={C1: {"m.bin": "ea"}, C2: {"cfg": "c2"}}, blobs={"ea": 0, "c2": 1}, refs={"main": C2}
+    )
     share(ROOT, a, "ea", x, 900)
     item = only(scan())
     assert rev(item, C1).reclaimable_bytes == 900
@@ -126,7 +138,8 @@ def test_unreferenced_payload_reported_and_counted_in_total(fs):
     write(f"{ROOT}/blobs/{y[:2]}/{y}.refs", b"models--org--gone/blobs/e\n")
     inv = scan()
     assert [(p.path, p.size_bytes, p.has_manifest) for p in inv.unreferenced_payloads] == [
-        (f"{ROOT}/blobs/{y[:2]}/{y}", 55, True)]
+        (f"{ROOT}/blobs/{y[:2]}/{y}", 55, True)
+    ]
     assert inv.size_bytes == 155  # huggingface_hub counts store-only payloads too
 
 
@@ -174,8 +187,7 @@ def test_repo_with_blobs_but_no_snapshots(fs):
 
 
 def test_times_are_newest_blob_times(fs):
-    repo(ROOT, "models--org--m", snapshots={C1: {"a": "e1"}, C2: {"a": "e2"}}, blobs={"e1": 1, "e2": 2},
-         refs={"main": C2})
+    repo(ROOT, "models--org--m", snapshots={C1: {"a": "e1"}, C2: {"a": "e2"}}, blobs={"e1": 1, "e2": 2}, refs={"main": C2})
     os.utime(f"{ROOT}/models--org--m/blobs/e1", (5000, 100))
     os.utime(f"{ROOT}/models--org--m/blobs/e2", (3000, 200))
     item = only(scan())
@@ -185,6 +197,7 @@ def test_times_are_newest_blob_times(fs):
 
 
 # --- odd things: a warning on the repo, the scan goes on, nothing deletes through it ---------------
+
 
 def _assert_odd(inv: CacheInventory, repo_id: str, fragment: str) -> Item:
     item = next(i for i in inv.items if i.id == repo_id)
@@ -234,8 +247,7 @@ def test_root_markers_are_quiet_and_stray_root_entries_warn(healthy):
     write(f"{ROOT}/.locks/models--org--healthy/e.lock")
     write(f"{ROOT}/random.bin", 5)
     inv = scan()
-    assert [(os.path.basename(w.path), w.message) for w in inv.warnings] == [
-        ("random.bin", "not a repo folder, left alone")]
+    assert [(os.path.basename(w.path), w.message) for w in inv.warnings] == [("random.bin", "not a repo folder, left alone")]
     assert [i.id for i in inv.items] == ["org/healthy"]
 
 
@@ -287,6 +299,7 @@ def test_absolute_links_through_a_symlinked_root(fs):
 
 
 # --- roots ---------------------------------------------------------------------------------------
+
 
 def test_missing_default_root_means_nothing_cached(fs):
     inv = hf.scan("/nowhere/hub", explicit=False)

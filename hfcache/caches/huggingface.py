@@ -77,7 +77,7 @@ class _Roots:
     def normalize(self, path: str) -> str:
         """Map a path spelled under the given root onto the resolved root."""
         if self.given != self.real and (path == self.given or path.startswith(self.given + os.sep)):
-            return self.real + path[len(self.given):]
+            return self.real + path[len(self.given) :]
         return path
 
     def contains(self, path: str) -> bool:
@@ -400,8 +400,8 @@ def _scan_snapshot(
                     warnings.append(ScanWarning(entry.path, f"unreadable symlink ({e.strerror or e})"))
                     continue
                 path = _resolve_link(roots, folder, target)
-                if path.startswith(blobs_prefix) and os.sep not in path[len(blobs_prefix):] and not _has_inner_dotdot(target):
-                    key = "blobs/" + path[len(blobs_prefix):]
+                if path.startswith(blobs_prefix) and os.sep not in path[len(blobs_prefix) :] and not _has_inner_dotdot(target):
+                    key = "blobs/" + path[len(blobs_prefix) :]
                     blob = blobs.get(key)
                     if blob is None or blob.size is None:
                         warnings.append(ScanWarning(entry.path, "broken symlink (blob missing)"))
@@ -654,7 +654,7 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
     total = sum(p.size or 0 for p in roots.payloads.values())
     foreign: dict[str, int] = {}
     orphans: list[OrphanFile] = []
-    for scan_, item in zip(scans, items):
+    for scan_, item in zip(scans, items, strict=True):
         referenced = set().union(*scan_.revision_keys) if scan_.revision_keys else set()
         for key in referenced:
             blob = scan_.blobs[key]
@@ -666,9 +666,7 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
                 total += blob.size
         for key, blob in scan_.blobs.items():
             if key not in referenced and key.startswith("blobs/"):
-                orphans.append(
-                    OrphanFile(blob.path, item.id, blob.size or 0, blob.atime, blob.mtime, blob.store)
-                )
+                orphans.append(OrphanFile(blob.path, item.id, blob.size or 0, blob.atime, blob.mtime, blob.store))
         partials.extend(scan_.partials)
     total += sum(foreign.values())
 

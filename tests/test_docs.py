@@ -1,0 +1,92 @@
+"""The documentation covers the CLI, and CI runs exactly the README's commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from hfcache.cli import app
+from tests.trees import commit, repo
+
+ROOT = Path(__file__).parent.parent
+README = (ROOT / "README.md").read_text()
+MAN = (ROOT / "man" / "hfcache.1").read_text()
+
+
+def _man_text() -> str:
+    return MAN.replace("\\-", "-")
+
+
+def _commands():
+    return typer.main.get_command(app).commands
+
+
+def test_every_command_and_option_is_in_the_man_page_and_readme():
+    man = _man_text()
+    for name, command in _commands().items():
+        assert f"hfcache {name}" in man and f"hfcache {name}" in README, name
+        for param in command.params:
+            for opt in param.opts + param.secondary_opts:
+                if opt.startswith("-") and opt not in ("--help",):
+                    assert opt in man, f"{name} {opt} missing from man/hfcache.1"
+    for opt in ("--version", "--install-completion", "--show-completion", "--help"):
+        assert opt in man
+
+
+def _setup_commands() -> list[str]:
+    blocks = re.findall(r"```bash\n(.*?)```", README, re.DOTALL)
+    return [blocks[0].strip(), blocks[1].strip()]
+
+
+def test_ci_runs_the_readme_test_command():
+    install_and_run, test = _setup_commands()
+    assert install_and_run == "pip install . && hfcache scan"
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert test in ci.splitlines()
+    assert "set -euo pipefail" in ci and "python3 -m venv" in ci
+
+
+@pytest.mark.skipif(shutil.which("man") is None, reason="man is not installed")
+def test_man_page_renders_without_warnings():
+    done = subprocess.run(
+        ["man", "--warnings", "-l", str(ROOT / "man" / "hfcache.1")],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, MANWIDTH="80"),
+    )
+    assert done.returncode == 0 and done.stderr == ""
+
+
+def test_man_page_is_installed_with_the_package():
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert '"man/hfcache.1" = "share/man/man1/hfcache.1"' in pyproject
+
+
+def test_example_reads_the_json(tmp_path):
+    cache = str(tmp_path / "hub")
+    repo(
+        cache,
+        "models--org--m",
+        snapshots={commit(1): {"a": "e1"}, commit(2): {"a": "e2"}},
+        blobs={"e1": 2_000_000, "e2": 1_000_000},
+        refs={"main": commit(2)},
+    )
+    doc = CliRunner().invoke(app, ["scan", "--cache-dir", cache, "--json"]).stdout
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "largest_revisions.py"), "1"],
+        input=doc,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.split() == ["0.002", "GB", "org/m", commit(1)[:12], "(detached)"]
+    assert json.loads(doc)["version"] == 1
