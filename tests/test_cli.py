@@ -224,3 +224,14 @@ def test_installed_command_uses_env_and_never_tracebacks(cache, tmp_path):
         [sys.executable, "-m", "hfcache", "scan", "--cache-dir", str(tmp_path / "nope")], capture_output=True, text=True, env=env
     )
     assert done.returncode == 3 and done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+
+
+def test_unreadable_cache_dir_exit_code():
+    from pyfakefs.fake_filesystem_unittest import Patcher
+
+    with Patcher(allow_root_user=False) as patcher:
+        patcher.fs.create_file("/locked/hub/CACHEDIR.TAG")
+        os.chmod("/locked/hub", 0o000)
+        result = invoke("scan", "--cache-dir", "/locked/hub")
+    assert result.exit_code == 7
+    assert "cannot read cache directory /locked/hub" in result.stderr and "Traceback" not in result.output

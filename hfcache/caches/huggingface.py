@@ -301,8 +301,9 @@ def _scan_blobs_dir(
         name = entry.name
         if name in FILES_TO_IGNORE:
             continue
-        incomplete = _INCOMPLETE_RE.fullmatch(name)
-        if incomplete or _TEMP_BLOB_RE.fullmatch(name):
+        # Cheap tests first: almost every entry is a plain blob.
+        incomplete = _INCOMPLETE_RE.fullmatch(name) if name.endswith(".incomplete") else None
+        if incomplete or (name[0] in "t." and _TEMP_BLOB_RE.fullmatch(name)):
             try:
                 st = entry.stat(follow_symlinks=False)
             except OSError:
@@ -383,9 +384,13 @@ def _scan_snapshot(
     nb_files = 0
     blobs_prefix = repo_dir + os.sep + "blobs" + os.sep
     cut = len(repo_dir) + 1
-    stack = [snapshot_dir]
+    # Folders and how deep they are below the repo folder (snapshots/<commit> is 2): the hub's
+    # own links from there are exactly "../" * depth + "blobs/<etag>", recognised without
+    # normalising a path (the hot loop of a large scan).
+    stack = [(snapshot_dir, 2)]
     while stack:
-        folder = stack.pop()
+        folder, depth = stack.pop()
+        standard = "../" * depth + "blobs/"
         try:
             entries = list(os.scandir(folder))
         except OSError as e:
@@ -399,15 +404,24 @@ def _scan_snapshot(
                 except OSError as e:
                     warnings.append(ScanWarning(entry.path, f"unreadable symlink ({e.strerror or e})"))
                     continue
-                path = _resolve_link(roots, folder, target)
-                if path.startswith(blobs_prefix) and os.sep not in path[len(blobs_prefix) :] and not _has_inner_dotdot(target):
-                    key = "blobs/" + path[len(blobs_prefix) :]
+                key = None
+                if target.startswith(standard):
+                    name = target[len(standard) :]
+                    if name and "/" not in name and name not in (".", ".."):
+                        key = "blobs/" + name
+                else:
+                    path = _resolve_link(roots, folder, target)
+                    name = path[len(blobs_prefix) :]
+                    if path.startswith(blobs_prefix) and os.sep not in name and not _has_inner_dotdot(target):
+                        key = "blobs/" + name
+                if key is not None:
                     blob = blobs.get(key)
                     if blob is None or blob.size is None:
                         warnings.append(ScanWarning(entry.path, "broken symlink (blob missing)"))
                     else:
                         keys.add(key)
                     continue
+                path = _resolve_link(roots, folder, target)
                 found = _stat_foreign(roots, path, path if not _has_inner_dotdot(target) else os.path.realpath(path))
                 if isinstance(found, str):
                     warnings.append(ScanWarning(entry.path, found))
@@ -416,7 +430,7 @@ def _scan_snapshot(
                     blobs.setdefault(found.path, found)
                     keys.add(found.path)
             elif entry.is_dir(follow_symlinks=False):
-                stack.append(entry.path)
+                stack.append((entry.path, depth + 1))
             elif entry.is_file(follow_symlinks=False):
                 # No-symlink mode (Windows, HF_HUB_DISABLE_SYMLINKS): the file is its own blob.
                 nb_files += 1
