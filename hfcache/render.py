@@ -86,21 +86,27 @@ def _refs(refs: tuple[str, ...]) -> Text:
     return Text(", ".join(refs)) if refs else Text("(detached)", style="dim")
 
 
-def _item_table(cache: CacheInventory, now: float) -> Table:
+_NUMERIC_COLUMNS = frozenset({"SIZE", "RECLAIMABLE", "REVS", "FILES"})
+
+
+def _table(*columns: str) -> Table:
+    """A borderless table; numbers right-aligned, only the refs column may wrap."""
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for name, justify in (
-        ("ID", "left"),
-        ("TYPE", "left"),
-        ("SIZE", "right"),
-        ("ACCESSED", "left"),
-        ("MODIFIED", "left"),
-        ("REVS", "right"),
-        ("REFS", "left"),
-    ):
-        table.add_column(name, justify=justify, no_wrap=name != "REFS")  # type: ignore[arg-type]
+    for name in columns:
+        table.add_column(name, justify="right" if name in _NUMERIC_COLUMNS else "left", no_wrap=name != "REFS")
+    return table
+
+
+def _ident(ident: str, odd: bool) -> Text:
+    """The id, marked with ``!`` when something odd was found in it."""
+    return Text(ident) + Text(" !", style="bold yellow") if odd else Text(ident)
+
+
+def _item_table(cache: CacheInventory, now: float) -> Table:
+    table = _table("ID", "TYPE", "SIZE", "ACCESSED", "MODIFIED", "REVS", "REFS")
     for item in cache.items:
         refs = tuple(sorted({ref for rev in item.revisions for ref in rev.refs}))
-        ident = Text(item.id) if item.deletable else Text(item.id) + Text(" !", style="bold yellow")
+        ident = _ident(item.id, not item.deletable)
         table.add_row(
             ident,
             item.type,
@@ -114,21 +120,10 @@ def _item_table(cache: CacheInventory, now: float) -> Table:
 
 
 def _revision_table(cache: CacheInventory, now: float) -> Table:
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for name, justify in (
-        ("ID", "left"),
-        ("REVISION", "left"),
-        ("SIZE", "right"),
-        ("RECLAIMABLE", "right"),
-        ("ACCESSED", "left"),
-        ("MODIFIED", "left"),
-        ("FILES", "right"),
-        ("REFS", "left"),
-    ):
-        table.add_column(name, justify=justify, no_wrap=name != "REFS")  # type: ignore[arg-type]
+    table = _table("ID", "REVISION", "SIZE", "RECLAIMABLE", "ACCESSED", "MODIFIED", "FILES", "REFS")
     for item in cache.items:
         for rev in item.revisions:
-            ident = Text(item.id) if not rev.warnings else Text(item.id) + Text(" !", style="bold yellow")
+            ident = _ident(item.id, not item.deletable)
             table.add_row(
                 ident,
                 rev.revision,

@@ -204,6 +204,15 @@ def _broken(path: str) -> _Blob:
     return _Blob(None, 0.0, 0.0, None, path)
 
 
+def _list(folder: str, what: str, warnings: list[ScanWarning]) -> list[os.DirEntry[str]]:
+    """The entries of ``folder``; on failure a warning ("cannot read <what>") and nothing."""
+    try:
+        return list(os.scandir(folder))
+    except OSError as e:
+        warnings.append(ScanWarning(folder, f"cannot read {what} ({e.strerror or e})"))
+        return []
+
+
 def _scan_store(roots: _Roots, warnings: list[ScanWarning]) -> None:
     """Stat every payload of a marked shared store once; remember which have a ``.refs`` manifest."""
     marker = os.path.join(roots.store, SHARED_STORE_MARKER)
@@ -220,18 +229,10 @@ def _scan_store(roots: _Roots, warnings: list[ScanWarning]) -> None:
             ScanWarning(roots.store, "blobs/ folder without a valid shared-store marker; not a store, left alone", False)
         )
         return
-    try:
-        prefixes = [e for e in os.scandir(roots.store) if _PREFIX_RE.fullmatch(e.name) and e.is_dir(follow_symlinks=False)]
-    except OSError as e:
-        warnings.append(ScanWarning(roots.store, f"cannot read the shared store ({e.strerror or e})"))
-        return
-    for prefix in prefixes:
-        try:
-            entries = list(os.scandir(prefix.path))
-        except OSError as e:
-            warnings.append(ScanWarning(prefix.path, f"cannot read the shared store ({e.strerror or e})"))
+    for prefix in _list(roots.store, "the shared store", warnings):
+        if not (_PREFIX_RE.fullmatch(prefix.name) and prefix.is_dir(follow_symlinks=False)):
             continue
-        for entry in entries:
+        for entry in _list(prefix.path, "the shared store", warnings):
             name = entry.name
             if name.endswith(".refs"):
                 roots.manifests.add(entry.path[:-5])
@@ -346,12 +347,7 @@ def _scan_refs(refs_dir: str, warnings: list[ScanWarning]) -> dict[str, list[str
     stack = [(refs_dir, "")]
     while stack:
         folder, prefix = stack.pop()
-        try:
-            entries = list(os.scandir(folder))
-        except OSError as e:
-            warnings.append(ScanWarning(folder, f"cannot read refs ({e.strerror or e})"))
-            continue
-        for entry in entries:
+        for entry in _list(folder, "refs", warnings):
             name = entry.name
             if name in FILES_TO_IGNORE:
                 continue
@@ -391,12 +387,7 @@ def _scan_snapshot(
     while stack:
         folder, depth = stack.pop()
         standard = "../" * depth + "blobs/"
-        try:
-            entries = list(os.scandir(folder))
-        except OSError as e:
-            warnings.append(ScanWarning(folder, f"cannot read snapshot folder ({e.strerror or e})"))
-            continue
-        for entry in entries:
+        for entry in _list(folder, "snapshot folder", warnings):
             if entry.is_symlink():
                 nb_files += 1
                 try:
@@ -511,12 +502,7 @@ def _scan_repo(roots: _Roots, entry: os.DirEntry[str], repo_type: str, item_id: 
         warnings.append(ScanWarning(os.path.join(repo_dir, "snapshots"), "no snapshots/ folder", blocks_deletion=False))
     elif usable("snapshots"):
         snapshots_dir = os.path.join(repo_dir, "snapshots")
-        try:
-            snapshot_entries = sorted(os.scandir(snapshots_dir), key=lambda e: e.name)
-        except OSError as e:
-            warnings.append(ScanWarning(snapshots_dir, f"cannot read snapshots ({e.strerror or e})"))
-            snapshot_entries = []
-        for snap in snapshot_entries:
+        for snap in sorted(_list(snapshots_dir, "snapshots", warnings), key=lambda e: e.name):
             if snap.name in FILES_TO_IGNORE:
                 continue
             if snap.is_symlink():
