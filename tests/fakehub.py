@@ -99,6 +99,14 @@ class FakeHub:
             def _answer(self, body: bool) -> None:
                 hub.requests.append((self.command, self.path))
                 found = hub._lookup(self.path.split("?", 1)[0])
+                if isinstance(found, tuple) and found[1] is None:  # the revision exists, the file does not
+                    self.send_response(404)
+                    self.send_header("X-Error-Code", "EntryNotFound")
+                    self.send_header("X-Error-Message", "EntryNotFound")
+                    self.send_header("X-Repo-Commit", found[0])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if isinstance(found, str):
                     self.send_response(404)
                     self.send_header("X-Error-Code", found)
@@ -134,7 +142,8 @@ class FakeHub:
         self._server.shutdown()
         self._server.server_close()
 
-    def _lookup(self, path: str) -> tuple[str, bytes, str] | str:
+    def _lookup(self, path: str) -> tuple[str, bytes | None, str] | str:
+        """(commit, data, etag); data None when the commit exists but not the file; an error code otherwise."""
         parts = path.lstrip("/").split("/")
         repo_type = "model"
         if parts and parts[0] in _TYPE_PREFIXES:
@@ -155,5 +164,5 @@ class FakeHub:
             return "RevisionNotFound"
         data = repo.commits[commit].get(filename)
         if data is None:
-            return "EntryNotFound"
+            return commit, None, ""
         return commit, data, etag_for(data, lfs=len(data) >= repo.lfs_threshold)

@@ -15,6 +15,7 @@ import time
 
 import pytest
 from huggingface_hub import file_download, hf_hub_download, scan_cache_dir
+from huggingface_hub.errors import EntryNotFoundError
 from huggingface_hub.utils import _shared_blobs
 
 import hfcache
@@ -106,6 +107,11 @@ def build_rich_cache(hub: FakeHub, cache: str) -> dict[str, str]:
     get(hub, cache, "org/demo", "app.py", repo_type="space")
     hub.push("org/copy", {"model.safetensors": payload(3000, 1)})  # same bytes as org/model@c1, other repo
     get(hub, cache, "org/copy", "model.safetensors")
+    # Probing for optional files, as transformers does, records them in .no_exist/<commit>/.
+    for optional in ("adapter_config.json", "processor_config.json"):
+        with pytest.raises(EntryNotFoundError):
+            get(hub, cache, "org/model", optional)
+    assert os.path.isfile(os.path.join(cache, "models--org--model", ".no_exist", c3, "adapter_config.json"))
     return {"c1": c1, "c2": c2, "c3": c3, "pr": pr, "d1": d1, "d2": d2, "pinned": pinned}
 
 
@@ -272,3 +278,23 @@ def test_scanning_reads_no_blob_and_writes_nothing(hub, tmp_path):
     blobs = [p for p in before if "/blobs/" in p and not os.path.islink(p)]
     assert blobs and all(after[p][3] == before[p][3] for p in blobs), "a blob's atime moved"
     assert {p: v[:3] for p, v in after.items()} == {p: v[:3] for p, v in before.items()}
+
+
+def test_probe_for_a_missing_file_moves_main_to_a_commit_without_snapshot(hub, tmp_path):
+    """huggingface_hub writes refs/main for a 404 probe; its own scanner then drops the repo as corrupted.
+
+    It is a normal state (the ref has no snapshot yet, ``.no_exist/<commit>`` says why): hfcache
+    keeps the repo and its size and notes it, without marking the repo as damaged.
+    """
+    cache = str(tmp_path / "hub")
+    c1 = hub.push("org/p", {"config.json": b"{}"})
+    get(hub, cache, "org/p", "config.json")
+    c2 = hub.push("org/p", {"config.json": b'{"v": 2}'})
+    with pytest.raises(EntryNotFoundError):
+        get(hub, cache, "org/p", "generation_config.json")
+    ref = scan_cache_dir(cache)
+    assert ref.repos == frozenset() and len(ref.warnings) == 1
+    (item,) = hfcache.scan([cache]).caches[0].items
+    assert [r.revision for r in item.revisions] == [c1] and item.revisions[0].refs == ()
+    assert item.size_bytes == 2 and item.deletable
+    assert any(f"point to commit {c2}, known only from .no_exist/" in w.message for w in item.warnings)

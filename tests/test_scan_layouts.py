@@ -227,6 +227,13 @@ def test_ref_to_missing_commit(healthy):
     _assert_odd(scan(), "org/odd", f"point to missing commit {C2}")
 
 
+def test_ref_to_a_commit_known_only_from_no_exist_is_not_damage(healthy):
+    repo(ROOT, "models--org--probe", snapshots={C1: {"a": "e1"}}, blobs={"e1": 1}, refs={"main": C2})
+    write(f"{ROOT}/models--org--probe/.no_exist/{C2}/adapter_config.json")
+    item = next(i for i in scan().items if i.id == "org/probe")
+    assert item.deletable and [w.blocks_deletion for w in item.warnings] == [False]
+
+
 def test_ref_with_garbage(healthy):
     repo(ROOT, "models--org--odd", snapshots={C1: {"a": "e1"}}, blobs={"e1": 1}, refs={"main": "not a hash"})
     _assert_odd(scan(), "org/odd", "does not hold a commit hash")

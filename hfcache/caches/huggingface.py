@@ -532,10 +532,17 @@ def _build_repo(
 ) -> _RepoScan:
     known = {name for name, *_ in revisions}
     for commit, names in sorted(refs.items()):
-        if commit not in known:
-            warnings.append(
-                ScanWarning(os.path.join(repo_dir, "refs"), f"ref(s) {', '.join(sorted(names))} point to missing commit {commit}")
-            )
+        if commit in known:
+            continue
+        refs_dir = os.path.join(repo_dir, "refs")
+        if os.path.isdir(os.path.join(repo_dir, ".no_exist", commit)):
+            # The hub writes the ref when a probe for a missing file (transformers does many) is the
+            # first request at a new commit: a normal state, not damage. The ref just has no snapshot yet.
+            message = f"ref(s) {', '.join(sorted(names))} point to commit {commit}, known only from .no_exist/"
+            warnings.append(ScanWarning(refs_dir, message, blocks_deletion=False))
+        else:
+            message = f"ref(s) {', '.join(sorted(names))} point to missing commit {commit}"
+            warnings.append(ScanWarning(refs_dir, message))
     built: list[Revision] = []
     all_keys: set[str] = set()
     for name, path, keys, nb_files, rev_warnings in revisions:
