@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -138,11 +139,20 @@ def scan(
             render.warnings(cache)
 
 
+class _Interrupted(BaseException):
+    """Ctrl-C, raised past Typer: its own handling would exit 1, which means "partial" here."""
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    raise _Interrupted
+
+
 def main() -> None:
     """Entry point of the ``hfcache`` command and ``python -m hfcache``."""
+    signal.signal(signal.SIGINT, _on_sigint)
     try:
         app()
-    except KeyboardInterrupt:
+    except (_Interrupted, KeyboardInterrupt):
         render.error("interrupted")
         sys.exit(EXIT_INTERRUPTED)
     except HfcacheError as e:  # raised outside a command body (should not happen, but never a traceback)

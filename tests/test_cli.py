@@ -235,3 +235,39 @@ def test_unreadable_cache_dir_exit_code():
         result = invoke("scan", "--cache-dir", "/locked/hub")
     assert result.exit_code == 7
     assert "cannot read cache directory /locked/hub" in result.stderr and "Traceback" not in result.output
+
+
+def test_ctrl_c_exits_130_without_traceback(cache, monkeypatch, capsys):
+    import signal
+
+    from hfcache import cli
+
+    def interrupted_scan(*args, **kwargs):
+        signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(cli, "scan_caches", interrupted_scan)
+    monkeypatch.setattr(sys, "argv", ["hfcache", "scan", "--cache-dir", cache])
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(SystemExit) as exited:
+            cli.main()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert exited.value.code == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "Traceback" not in err
+
+
+def test_internal_error_is_one_line_with_code_70(cache, monkeypatch, capsys):
+    from hfcache import cli
+
+    def broken_scan(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cli, "scan_caches", broken_scan)
+    monkeypatch.setattr(sys, "argv", ["hfcache", "scan", "--cache-dir", cache])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 70
+    err = capsys.readouterr().err
+    assert "internal error: RuntimeError: boom" in err and "Traceback" not in err

@@ -630,14 +630,16 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
     except OSError as e:  # pragma: no cover - check_root listed it a moment ago
         raise CacheUnreadable(f"cannot read cache directory {real}: {e.strerror or e}", path=real) from e
 
+    # The shared store first: repo blobs that link into it take their sizes and times from it.
+    store = next((e for e in entries if e.name == SHARED_STORE_DIR and e.is_dir(follow_symlinks=False)), None)
+    if store is not None:
+        _scan_store(roots, cache_warnings)
+
     partials: list[PartialFile] = []
     scans: list[_RepoScan] = []
     for entry in entries:
         name = entry.name
-        if name in FILES_TO_IGNORE or name in ROOT_ENTRIES_TO_SKIP:
-            continue
-        if name == SHARED_STORE_DIR and entry.is_dir(follow_symlinks=False):
-            _scan_store(roots, cache_warnings)
+        if name in FILES_TO_IGNORE or name in ROOT_ENTRIES_TO_SKIP or entry is store:
             continue
         match = _REPO_DIR_RE.fullmatch(name)
         if match:
@@ -645,8 +647,7 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
             scans.append(_scan_repo(roots, entry, REPO_TYPES[match.group(1)], repo_id))
         elif _ROOT_TMP_RE.fullmatch(name) and entry.is_dir(follow_symlinks=False):
             # huggingface_hub's symlink-support probe (SoftTemporaryDirectory); normally removed at once.
-            atime, mtime = _dir_times(entry.path)
-            partials.append(PartialFile(entry.path, None, 0, mtime, "temporary"))
+            partials.append(PartialFile(entry.path, None, 0, _dir_times(entry.path)[1], "temporary"))
         else:
             cache_warnings.append(ScanWarning(entry.path, "not a repo folder, left alone", blocks_deletion=False))
 
