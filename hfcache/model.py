@@ -62,7 +62,6 @@ class Revision:
     last_modified: float = 0.0
     nb_files: int = 0
     blobs: frozenset[str] = frozenset()
-    version: str | None = None
     warnings: tuple[ScanWarning, ...] = ()
 
     @property
