@@ -259,9 +259,13 @@ def _resolve_link(roots: _Roots, link_dir: str, target: str) -> str:
     return roots.normalize(os.path.normpath(os.path.join(link_dir, target)))
 
 
-def _stat_foreign(roots: _Roots, path: str, lexical: str) -> _Blob | str:
-    """Stat a link target that is not where the hub puts blobs; a message instead if it must not be followed."""
-    if not roots.contains(lexical):
+def _stat_foreign(roots: _Roots, path: str, target: str) -> _Blob | str:
+    """Stat a link's first hop ``path`` (read as ``target``) that is not where the hub puts blobs.
+
+    Returns a message instead when it must not be followed. The lexical test is skipped for
+    targets like ``a/../../b``, where only the resolved path can be trusted.
+    """
+    if not _has_inner_dotdot(target) and not roots.contains(path):
         return "symlink leaves the cache, not followed"
     real = os.path.realpath(path)
     if not roots.contains(real):
@@ -286,7 +290,7 @@ def _scan_blob_link(roots: _Roots, entry: os.DirEntry[str], blobs_dir: str) -> t
         payload = roots.payloads.get(path)
         if payload is not None:
             return payload._replace(path=entry.path), None
-    found = _stat_foreign(roots, path, path if not _has_inner_dotdot(target) else os.path.realpath(path))
+    found = _stat_foreign(roots, path, target)
     if isinstance(found, str):
         return _broken(entry.path), found
     return found._replace(path=entry.path), None
@@ -395,7 +399,7 @@ def _scan_snapshot(
                 except OSError as e:
                     warnings.append(ScanWarning(entry.path, f"unreadable symlink ({e.strerror or e})"))
                     continue
-                key = None
+                key = path = None
                 if target.startswith(standard):
                     name = target[len(standard) :]
                     if name and "/" not in name and name not in (".", ".."):
@@ -412,8 +416,7 @@ def _scan_snapshot(
                     else:
                         keys.add(key)
                     continue
-                path = _resolve_link(roots, folder, target)
-                found = _stat_foreign(roots, path, path if not _has_inner_dotdot(target) else os.path.realpath(path))
+                found = _stat_foreign(roots, path or _resolve_link(roots, folder, target), target)
                 if isinstance(found, str):
                     warnings.append(ScanWarning(entry.path, found))
                 else:
