@@ -155,58 +155,30 @@ def test_no_symlink_mode_matches(hub, tmp_path, monkeypatch):
     assert win.size_bytes == 2 * 2500 + 2 + len(b'{"x": 1}') + len(b"linked")
 
 
+def publish(cache: str, pointer: str, xet_hash: str, size: int) -> None:
+    """Move the repo blob behind a snapshot pointer into the shared store, with huggingface_hub's own code."""
+    blob = os.path.normpath(os.path.join(os.path.dirname(pointer), os.readlink(pointer)))
+    assert _shared_blobs.publish_blob_to_shared_store(blob_path=blob, xet_hash=xet_hash, cache_dir=cache, expected_size=size)
+
+
 def test_shared_store_matches(hub, tmp_path):
     """The 2.x cross-repo shared store, built by huggingface_hub's own publishing code."""
     cache = str(tmp_path / "hub")
     same = payload(5000, 8)
+    weights = {}
     for repo_id in ("org/a", "org/b", "org/gone"):
         hub.push(repo_id, {"model.safetensors": same, "config.json": repo_id.encode()})
-        get(hub, cache, repo_id, "model.safetensors")
+        weights[repo_id] = get(hub, cache, repo_id, "model.safetensors")
         get(hub, cache, repo_id, "config.json")
     solo = payload(3500, 9)
     hub.push("org/a", {"extra.safetensors": solo})
-    get(hub, cache, "org/a", "extra.safetensors")
-    xet_same, xet_solo, xet_orphan = "a1" * 32, "b2" * 32, "c3" * 32
-    for repo_id in ("a", "b", "gone"):
-        folder = os.path.join(cache, f"models--org--{repo_id}")
-        blob = os.path.join(
-            folder,
-            "blobs",
-            os.path.basename(
-                os.readlink(
-                    next(
-                        os.path.join(d, f)
-                        for d, _, fs in os.walk(os.path.join(folder, "snapshots"))
-                        for f in fs
-                        if f == "model.safetensors"
-                    )
-                )
-            ),
-        )
-        assert _shared_blobs.publish_blob_to_shared_store(
-            blob_path=blob, xet_hash=xet_same, cache_dir=cache, expected_size=len(same)
-        )
-    extra = next(
-        os.path.join(d, f)
-        for d, _, fs in os.walk(os.path.join(cache, "models--org--a", "snapshots"))
-        for f in fs
-        if f == "extra.safetensors"
-    )
-    assert _shared_blobs.publish_blob_to_shared_store(
-        blob_path=os.path.join(
-            os.path.dirname(os.path.dirname(os.path.dirname(extra))), "blobs", os.path.basename(os.readlink(extra))
-        ),
-        xet_hash=xet_solo,
-        cache_dir=cache,
-        expected_size=len(solo),
-    )
+    extra = get(hub, cache, "org/a", "extra.safetensors")
+    for pointer in weights.values():
+        publish(cache, pointer, "a1" * 32, len(same))
+    publish(cache, extra, "b2" * 32, len(solo))
     # A payload whose only repo was removed behind the hub's back: unreferenced, still on disk.
     hub.push("org/lost", {"w.bin": payload(1700, 10)})
-    lost = get(hub, cache, "org/lost", "w.bin")
-    lost_blob = os.path.join(cache, "models--org--lost", "blobs", os.path.basename(os.readlink(lost)))
-    assert _shared_blobs.publish_blob_to_shared_store(
-        blob_path=lost_blob, xet_hash=xet_orphan, cache_dir=cache, expected_size=1700
-    )
+    publish(cache, get(hub, cache, "org/lost", "w.bin"), "c3" * 32, 1700)
     shutil.rmtree(os.path.join(cache, "models--org--lost"))
 
     ours = assert_same_as_hub(cache)
