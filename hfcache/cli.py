@@ -12,15 +12,15 @@ from typing import Annotated, Optional
 import typer
 
 from . import __version__, render
-from .caches import scan_caches
-from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, HfcacheError
+from .caches import registry, scan_caches
+from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, HfcacheError, UsageError
 from .query import Selection, parse_sort, select
 from .serialize import inventory_to_dict
 from .units import parse_duration, parse_size
 
 app = typer.Typer(
     name="hfcache",
-    help="Inventory and housekeeping for local ML model caches (Hugging Face hub first).",
+    help="Inventory and housekeeping for local ML model caches (Hugging Face hub, torch hub, Keras and more).",
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
@@ -31,13 +31,6 @@ app = typer.Typer(
 class OutputFormat(str, Enum):
     table = "table"
     json = "json"
-
-
-class RepoType(str, Enum):
-    model = "model"
-    dataset = "dataset"
-    space = "space"
-    kernel = "kernel"
 
 
 class AgeBy(str, Enum):
@@ -74,20 +67,60 @@ def _root(
     """
 
 
+def _complete_kind(incomplete: str) -> list[str]:
+    return [k for k in registry().kinds if k.startswith(incomplete)]
+
+
+def _complete_type(incomplete: str) -> list[str]:
+    types = dict.fromkeys(t for k in registry().kinds.values() for t in k.types)
+    return [t for t in types if t.startswith(incomplete)]
+
+
+def _check_types(types: list[str], kinds: list[str] | None) -> frozenset[str]:
+    """Refuse an item type none of the selected kinds has (a typo would silently show nothing)."""
+    chosen = [registry().kinds[k] for k in kinds] if kinds else list(registry().kinds.values())
+    known = dict.fromkeys(t for k in chosen for t in k.types)
+    for t in types:
+        if t not in known:
+            raise UsageError(f"unknown item type {t!r}; known here: {', '.join(known)}")
+    return frozenset(types)
+
+
 @app.command()
 def scan(
     cache_dir: Annotated[
         Optional[list[str]],
-        typer.Option("--cache-dir", metavar="PATH", help="Scan this hub cache root instead of the default one (repeatable)."),
+        typer.Option(
+            "--cache-dir",
+            metavar="PATH",
+            help="Scan this cache root instead of the default ones; its kind is recognised, or set by --kind (repeatable).",
+        ),
+    ] = None,
+    kind: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--kind",
+            metavar="NAME",
+            autocompletion=_complete_kind,
+            help="Only this kind (repeatable): huggingface, torch, keras, xet, datasets, kagglehub, transformers-legacy.",
+        ),
     ] = None,
     revisions: Annotated[bool, typer.Option("--revisions", help="One row per revision instead of per repo.")] = False,
     sort: Annotated[
         str, typer.Option("--sort", metavar="KEY[:asc|desc]", help="Order by name, size, accessed or modified.")
     ] = "name",
-    repo_type: Annotated[Optional[list[RepoType]], typer.Option("--type", help="Only repos of this type (repeatable).")] = None,
+    item_type: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--type",
+            metavar="TYPE",
+            autocompletion=_complete_type,
+            help="Only items of this type: model, dataset, space, kernel, checkpoint, hub-repo, ... (repeatable).",
+        ),
+    ] = None,
     name: Annotated[
         Optional[list[str]],
-        typer.Option("--name", metavar="GLOB", help="Only repo ids matching this glob, e.g. 'meta-llama/*' (repeatable)."),
+        typer.Option("--name", metavar="GLOB", help="Only item ids matching this glob, e.g. 'meta-llama/*' (repeatable)."),
     ] = None,
     larger_than: Annotated[
         Optional[str], typer.Option("--larger-than", metavar="SIZE", help="Only entries bigger than SIZE (500MB, 2GiB).")
@@ -110,13 +143,19 @@ def scan(
     as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No warnings or notes on stderr.")] = False,
 ) -> None:
-    """Show what the Hugging Face hub cache holds: repos, revisions, refs, sizes and ages.
+    """Show what the model caches hold: models, revisions, refs, versions, sizes and ages.
 
-    Example: hfcache scan --revisions --larger-than 1GB --sort size
+    Every kind of cache found is shown (Hugging Face hub, torch hub, Keras, Xet, datasets,
+    kagglehub, transformers < 4.22), each where its library would put it.
+
+    Example: hfcache scan --kind torch --revisions --larger-than 1GB --sort size
     """
     with _user_errors():
+        for name_ in kind or ():
+            if name_ not in registry().kinds:
+                raise UsageError(f"unknown cache kind {name_!r}; known: {', '.join(registry().kinds)}")
         selection = Selection(
-            types=frozenset(t.value for t in repo_type or ()),
+            types=_check_types(item_type or [], kind),
             names=tuple(name or ()),
             larger_than=parse_size(larger_than) if larger_than is not None else None,
             smaller_than=parse_size(smaller_than) if smaller_than is not None else None,
@@ -126,17 +165,27 @@ def scan(
             revisions=revisions,
         )
         parse_sort(sort)  # refuse a bad key before the (possibly long) scan
-        inventory = scan_caches(cache_dir or None)
+        inventory = scan_caches(cache_dir or None, kinds=kind or None)
         shown = select(inventory, selection, now=inventory.scanned_at, sort=sort)
+    everything = not kind and not cache_dir
     if as_json or output_format is OutputFormat.json:
         render.json_document(inventory_to_dict(shown))
     else:
-        render.scan_tables(shown, revisions=revisions, filtered=not selection.is_empty)
-    if not quiet:
-        for cache in inventory.caches:
-            if not cache.exists:
-                render.note(f"No Hugging Face hub cache at {cache.root} yet: nothing cached.")
-            render.warnings(cache)
+        render.scan_tables(shown, revisions=revisions, filtered=not selection.is_empty, show_missing=not everything)
+    if quiet:
+        return
+    for problem in registry().problems:
+        render.warning(problem)
+    missing = [c for c in inventory.caches if not c.exists]
+    if everything and len(missing) == len(inventory.caches):
+        render.note("No model caches found: nothing cached yet. Looked in:")
+        for cache in missing:
+            render.note(f"  {cache.root} ({cache.title or cache.kind})")
+    elif not everything:
+        for cache in missing:
+            render.note(f"No {cache.title or cache.kind} at {cache.root} yet: nothing cached.")
+    for cache in inventory.caches:
+        render.warnings(cache)
 
 
 class _Interrupted(BaseException):

@@ -63,6 +63,13 @@ class Revision:
     nb_files: int = 0
     blobs: frozenset[str] = frozenset()
     warnings: tuple[ScanWarning, ...] = ()
+    version: str | None = None
+    paths: tuple[str, ...] = ()
+
+    @property
+    def unit_paths(self) -> tuple[str, ...]:
+        """The files and folders that make up this revision's deletion unit (``path`` unless told otherwise)."""
+        return self.paths or (self.path,)
 
     @property
     def detached(self) -> bool:
@@ -73,6 +80,12 @@ class Revision:
 @dataclass(frozen=True)
 class Item:
     """One model (or dataset, space, kernel) of a cache: for the hub, one repo folder.
+
+    ``type`` says what it is (``model``, ``dataset``, ``checkpoint``, ``hub-repo``, ...;
+    ``unknown`` for what a scanner could not classify: shown and counted, never deletable).
+    ``path`` is where the item lives. Items whose revisions are loose files in a shared
+    folder (torch checkpoints, Keras files) have that folder as ``path`` and list their
+    files in ``paths``: delete ``unit_paths``, never ``path``, for such items.
 
     ``size_bytes`` counts each blob any revision reaches once (huggingface_hub's
     ``CachedRepoInfo.size_on_disk``); orphan blobs and partial downloads are reported
@@ -90,6 +103,12 @@ class Item:
     revisions: tuple[Revision, ...] = ()
     nb_blobs: int = 0
     warnings: tuple[ScanWarning, ...] = ()
+    paths: tuple[str, ...] = ()
+
+    @property
+    def unit_paths(self) -> tuple[str, ...]:
+        """What deleting the whole item removes: ``path``, or every revision's unit when they share a folder."""
+        return self.paths or (self.path,)
 
     @property
     def deletable(self) -> bool:
@@ -109,7 +128,9 @@ class PartialFile:
 
     ``scheme`` says which: ``resumable`` (hub <= 1.17 ``<etag>.incomplete``, resumed by
     the next download), ``per-process`` (hub >= 1.18 ``<etag>.<8 hex>.incomplete``,
-    never resumed) or ``temporary`` (``tmp_<uuid>``, ``.<etag>.<hex>.new`` and the like).
+    never resumed), ``temporary`` (``tmp_<uuid>``, ``.<etag>.<hex>.new``, torch's
+    ``*.partial`` and the like), ``extracting`` (an archive or folder left half-way through
+    unpacking) or ``unmarked`` (a folder its library has not marked complete: kagglehub).
     ``lock_held`` is True/False when the download lock could be tested, None when there is
     no lock file or the test was impossible.
     """
@@ -152,7 +173,11 @@ class CacheInventory:
 
     ``size_bytes`` is the cache total: every blob a revision reaches, with each payload of
     the shared store counted once (huggingface_hub's ``HFCacheInfo.size_on_disk``).
-    ``exists`` is False for a default root that has not been created yet.
+    ``exists`` is False for a default root that has not been created yet. Kinds other than
+    the hub share nothing between items, so their total is the sum of their items. Partial
+    downloads are listed apart and are not in the total. ``protected`` lists paths the
+    owning library needs (the root, ``checkpoints/``, ``keras.json``, ``trusted_list``):
+    nothing may ever delete them.
     """
 
     kind: str
@@ -165,6 +190,8 @@ class CacheInventory:
     unreferenced_payloads: tuple[SharedPayload, ...] = ()
     warnings: tuple[ScanWarning, ...] = ()
     shared_store: bool = False
+    title: str = ""
+    protected: tuple[str, ...] = ()
 
     @property
     def all_warnings(self) -> list[ScanWarning]:

@@ -83,11 +83,11 @@ def _sort_value(key: str) -> Callable[[Item | Revision], object]:
 def _select_cache(cache: CacheInventory, sel: Selection, now: float, key: str, reverse: bool) -> CacheInventory:
     value = _sort_value(key)
     items: list[Item] = []
-    identity_paths: list[str] = []
+    identities: set[str] = set()
     for item in cache.items:
         if not sel.matches_identity(item):
             continue
-        identity_paths.append(item.path + "/")
+        identities.add(item.id)
         if sel.revisions:
             revs = [r for r in item.revisions if sel.matches_measures(r.size_bytes, r.last_accessed, r.last_modified, now)]
             if not revs:
@@ -102,15 +102,12 @@ def _select_cache(cache: CacheInventory, sel: Selection, now: float, key: str, r
             items.append(item)
     items.sort(key=value, reverse=reverse)
 
-    def under_selected(path: str) -> bool:
-        return any(path.startswith(p) for p in identity_paths)
-
     filtered = sel.types or sel.names
     return replace(
         cache,
         items=tuple(items),
-        partial_files=tuple(p for p in cache.partial_files if not filtered or under_selected(p.path)),
-        orphan_files=tuple(o for o in cache.orphan_files if not filtered or under_selected(o.path)),
+        partial_files=tuple(p for p in cache.partial_files if not filtered or p.item_id in identities),
+        orphan_files=tuple(o for o in cache.orphan_files if not filtered or o.item_id in identities),
     )
 
 

@@ -21,7 +21,6 @@ from rich.text import Text
 from .model import CacheInventory, Inventory, ScanWarning
 
 MAX_WARNINGS_SHOWN = 20
-_TITLES = {"huggingface": "Hugging Face hub cache"}
 
 
 def _console(stream: Any) -> Console:
@@ -63,6 +62,10 @@ def note(message: str) -> None:
     stderr().print(Text(message))
 
 
+def warning(message: str) -> None:
+    stderr().print(Text("warning: ", style="yellow") + Text(message))
+
+
 def warnings(cache: CacheInventory, *, limit: int = MAX_WARNINGS_SHOWN) -> None:
     """Each warning on stderr (up to ``limit``, then a count)."""
     found: list[ScanWarning] = cache.all_warnings
@@ -87,13 +90,14 @@ def _refs(refs: tuple[str, ...]) -> Text:
 
 
 _NUMERIC_COLUMNS = frozenset({"SIZE", "RECLAIMABLE", "REVS", "FILES"})
+_WRAPPING_COLUMNS = frozenset({"REFS", "VERSIONS"})
 
 
 def _table(*columns: str) -> Table:
     """A borderless table; numbers right-aligned, only the refs column may wrap."""
     table = Table(box=None, pad_edge=False, header_style="bold")
     for name in columns:
-        table.add_column(name, justify="right" if name in _NUMERIC_COLUMNS else "left", no_wrap=name != "REFS")
+        table.add_column(name, justify="right" if name in _NUMERIC_COLUMNS else "left", no_wrap=name not in _WRAPPING_COLUMNS)
     return table
 
 
@@ -102,60 +106,80 @@ def _ident(ident: str, odd: bool) -> Text:
     return Text(ident) + Text(" !", style="bold yellow") if odd else Text(ident)
 
 
+def _has_refs(cache: CacheInventory) -> bool:
+    """The hub names revisions by refs; other kinds mostly by versions, and "(detached)" means nothing there."""
+    return cache.kind == "huggingface" or any(r.refs for i in cache.items for r in i.revisions)
+
+
+def _versions(versions: list[str | None]) -> Text:
+    shown = [v for v in versions if v is not None]
+    return Text(", ".join(shown)) if shown else Text("-", style="dim")
+
+
 def _item_table(cache: CacheInventory, now: float) -> Table:
-    table = _table("ID", "TYPE", "SIZE", "ACCESSED", "MODIFIED", "REVS", "REFS")
+    with_refs = _has_refs(cache)
+    table = _table("ID", "TYPE", "SIZE", "ACCESSED", "MODIFIED", "REVS", "REFS" if with_refs else "VERSIONS")
     for item in cache.items:
-        refs = tuple(sorted({ref for rev in item.revisions for ref in rev.refs}))
-        ident = _ident(item.id, not item.deletable)
+        if with_refs:
+            last = _refs(tuple(sorted({ref for rev in item.revisions for ref in rev.refs})))
+        else:
+            last = _versions([rev.version for rev in item.revisions])
         table.add_row(
-            ident,
+            _ident(item.id, not item.deletable),
             item.type,
             size(item.size_bytes),
             ago(item.last_accessed, now),
             ago(item.last_modified, now),
             str(len(item.revisions)),
-            _refs(refs),
+            last,
         )
     return table
 
 
 def _revision_table(cache: CacheInventory, now: float) -> Table:
-    table = _table("ID", "REVISION", "SIZE", "RECLAIMABLE", "ACCESSED", "MODIFIED", "FILES", "REFS")
+    with_refs = _has_refs(cache)
+    columns = ["ID", "REVISION", "VERSION", "SIZE", "RECLAIMABLE", "ACCESSED", "MODIFIED", "FILES"]
+    table = _table(*columns, *(["REFS"] if with_refs else []))
     for item in cache.items:
         for rev in item.revisions:
-            ident = _ident(item.id, not item.deletable)
-            table.add_row(
-                ident,
-                rev.revision,
+            row = [
+                _ident(item.id, not item.deletable),
+                Text(rev.revision),
+                _versions([rev.version]),
                 size(rev.size_bytes),
                 size(rev.reclaimable_bytes),
                 ago(rev.last_accessed, now),
                 ago(rev.last_modified, now),
                 str(rev.nb_files),
-                _refs(rev.refs),
-            )
+            ]
+            table.add_row(*row, *([_refs(rev.refs)] if with_refs else []))
     return table
 
 
-def scan_tables(inventory: Inventory, *, revisions: bool, filtered: bool) -> None:
-    """The human view of a scan: per cache a heading, a table and a totals line."""
+def scan_tables(inventory: Inventory, *, revisions: bool, filtered: bool, show_missing: bool = True) -> None:
+    """The human view of a scan: per cache a heading, a table and a totals line.
+
+    Caches whose folder does not exist get a one-line heading, or nothing at all when not
+    ``show_missing`` (a scan of every kind shows the caches found, not the ones absent).
+    """
     out = stdout()
     now = inventory.scanned_at
-    for index, cache in enumerate(inventory.caches):
+    shown_caches = [c for c in inventory.caches if c.exists or show_missing]
+    for index, cache in enumerate(shown_caches):
         if index:
             out.print()
-        title = _TITLES.get(cache.kind, cache.kind)
-        out.print(Text(f"{title}: ", style="bold") + Text(cache.root))
+        out.print(Text(f"{cache.title or cache.kind}: ", style="bold") + Text(cache.root))
         if not cache.exists:
             out.print("  nothing cached yet (the folder does not exist)")
             continue
+        noun = "repo" if cache.kind == "huggingface" else "item"
         if cache.items:
             out.print(_revision_table(cache, now) if revisions else _item_table(cache, now))
         else:
-            out.print("  no matching repos" if filtered else "  no repos cached")
+            out.print(f"  no matching {noun}s" if filtered else f"  no {noun}s cached")
         shown = sum(i.size_bytes for i in cache.items)
         nrevs = sum(len(i.revisions) for i in cache.items)
-        line = f"{_plural(len(cache.items), 'repo')}, {_plural(nrevs, 'revision')}"
+        line = f"{_plural(len(cache.items), noun)}, {_plural(nrevs, 'revision')}"
         line += f" ({size(shown)}{' shown' if filtered else ''}); cache total {size(cache.size_bytes)}"
         if cache.shared_store:
             line += ", shared blobs counted once"
@@ -179,5 +203,7 @@ def scan_tables(inventory: Inventory, *, revisions: bool, filtered: bool) -> Non
             out.print("not in any revision: " + ", ".join(extras))
         if any(not i.deletable for i in cache.items):
             out.print(
-                Text("! = something odd was found in this repo (see warnings); hfcache will not delete through it", style="dim")
+                Text(
+                    f"! = something odd was found in this {noun} (see warnings); hfcache will not delete through it", style="dim"
+                )
             )

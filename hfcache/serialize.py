@@ -5,9 +5,13 @@ Required fields (others may be added, none changes meaning)::
     {"version": 1, "caches": [CACHE, ...]}
     CACHE: {"kind", "root", "size_bytes", "items": [ITEM, ...], "warnings": [str, ...]}
     ITEM:  {"id", "type", "path", "size_bytes", "last_accessed", "last_modified", "revisions": [REV, ...]}
-    REV:   {"revision", "refs", "size_bytes", "reclaimable_bytes", "path", "last_accessed", "last_modified"}
+    REV:   {"revision", "refs", "size_bytes", "reclaimable_bytes", "version", "path", "last_accessed",
+            "last_modified"}
 
-Times are ISO 8601 strings in UTC, sizes integers (bytes).
+``kind`` is one of ``huggingface``, ``torch``, ``keras``, ``xet``, ``datasets``, ``kagglehub``,
+``transformers-legacy`` or a plug-in's name. ``version`` is a normalised version string or
+null. ``paths`` (items and revisions) lists what deleting them removes; ``protected`` (caches)
+lists what must never be deleted. Times are ISO 8601 strings in UTC, sizes integers (bytes).
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ def revision_to_dict(rev: Revision) -> dict[str, Any]:
         "detached": rev.detached,
         "size_bytes": rev.size_bytes,
         "reclaimable_bytes": rev.reclaimable_bytes,
+        "version": rev.version,
         "path": rev.path,
+        "paths": list(rev.unit_paths),
         "last_accessed": iso(rev.last_accessed),
         "last_modified": iso(rev.last_modified),
         "nb_files": rev.nb_files,
@@ -49,6 +55,7 @@ def item_to_dict(item: Item) -> dict[str, Any]:
         "id": item.id,
         "type": item.type,
         "path": item.path,
+        "paths": list(item.unit_paths),
         "size_bytes": item.size_bytes,
         "last_accessed": iso(item.last_accessed),
         "last_modified": iso(item.last_modified),
@@ -62,10 +69,12 @@ def item_to_dict(item: Item) -> dict[str, Any]:
 def cache_to_dict(cache: CacheInventory, now: float) -> dict[str, Any]:
     return {
         "kind": cache.kind,
+        "title": cache.title,
         "root": cache.root,
         "exists": cache.exists,
         "size_bytes": cache.size_bytes,
         "shared_store": cache.shared_store,
+        "protected": list(cache.protected),
         "items": [item_to_dict(i) for i in cache.items],
         "partial_files": [
             {

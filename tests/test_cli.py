@@ -147,7 +147,7 @@ def test_bad_values_are_usage_errors(cache, args, fragment):
 
 
 def test_bad_choice_is_a_usage_error(cache):
-    result = invoke("scan", "--cache-dir", cache, "--type", "checkpoint")
+    result = invoke("scan", "--cache-dir", cache, "--type", "banana")
     assert result.exit_code == 2
 
 

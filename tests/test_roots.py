@@ -58,6 +58,6 @@ def test_read_at_call_time_not_import(monkeypatch, tmp_path):
     from hfcache.caches import KINDS
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "a"))
-    first = KINDS["huggingface"].default_root(os.environ)
+    first = KINDS["huggingface"].default_roots(os.environ)[0]
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "b"))
-    assert first != KINDS["huggingface"].default_root(os.environ) == str(tmp_path / "b")
+    assert first != KINDS["huggingface"].default_roots(os.environ)[0] == str(tmp_path / "b")

@@ -1,8 +1,15 @@
-"""Cache kinds behind one small protocol, and the scan over all selected roots.
+"""Cache kinds behind one small protocol, their registry, and the scan over all selected roots.
 
-Each kind knows where its library puts its cache (read from the environment at call
-time) and how to scan a root into the common inventory model. Today there is one kind,
-the Hugging Face hub cache; torch hub, Keras and others plug in here.
+A kind knows where its library puts its cache (read from the environment at call time),
+how to recognise and scan a root into the common inventory model, and through that model
+what its deletion units are (each revision's ``unit_paths``) and what must never be deleted
+(``CacheInventory.protected``). Built-in kinds: the Hugging Face hub, torch hub, Keras, Xet,
+datasets, kagglehub and the pre-4.22 transformers cache. Other packages add kinds through
+the entry-point group ``hfcache.caches``; an entry point names a class (instantiated with no
+arguments) or an instance::
+
+    [project.entry-points."hfcache.caches"]
+    ollama = "hfcache_ollama:OllamaCache"
 """
 
 from __future__ import annotations
@@ -10,19 +17,38 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Mapping
-from typing import Protocol
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib.metadata import EntryPoint, entry_points
+from typing import Protocol, runtime_checkable
 
-from ..errors import UsageError
-from ..model import CacheInventory, Inventory
+from ..errors import CacheNotADirectory, CacheNotFound, CacheUnreadable, HfcacheError, NotACache, UsageError
+from ..model import CacheInventory, Inventory, ScanWarning
+from .datasets import Datasets
 from .huggingface import HuggingFaceHub
+from .kagglehub import KaggleHub
+from .keras import Keras
+from .torch import TorchHub
+from .transformers_legacy import TransformersLegacy
+from .xet import Xet
+
+ENTRY_POINT_GROUP = "hfcache.caches"
 
 
+@runtime_checkable
 class CacheKind(Protocol):
+    """What every cache kind provides. ``kind`` is the name used by ``--kind`` and in JSON."""
+
     kind: str
     title: str
+    types: tuple[str, ...]
 
-    def default_root(self, env: Mapping[str, str]) -> str:
-        """Where the owning library would put its cache, given these environment variables."""
+    def default_roots(self, env: Mapping[str, str]) -> list[str]:
+        """Where the owning library puts its cache, given these environment variables (most used first)."""
+        ...
+
+    def recognizes(self, root: str) -> bool:
+        """Whether an existing folder looks like this kind's cache (to pick the kind of a ``--cache-dir``)."""
         ...
 
     def scan(self, root: str, *, explicit: bool = True) -> CacheInventory:
@@ -30,37 +56,112 @@ class CacheKind(Protocol):
         ...
 
 
-KINDS: dict[str, CacheKind] = {k.kind: k for k in (HuggingFaceHub(),)}
+BUILTIN: tuple[CacheKind, ...] = (HuggingFaceHub(), TorchHub(), Keras(), Xet(), Datasets(), KaggleHub(), TransformersLegacy())
+KINDS: dict[str, CacheKind] = {k.kind: k for k in BUILTIN}
+
+
+@dataclass(frozen=True)
+class Registry:
+    """The kinds available, built-in first, and what went wrong loading plug-ins (one line each)."""
+
+    kinds: dict[str, CacheKind] = field(default_factory=dict)
+    problems: tuple[str, ...] = ()
+
+
+def _load_plugin(ep: EntryPoint) -> CacheKind:
+    obj = ep.load()
+    kind = obj() if isinstance(obj, type) else obj
+    if not isinstance(kind, CacheKind):
+        raise TypeError("it does not provide kind, title, types, default_roots, recognizes and scan")
+    return kind
+
+
+def load_registry(plugins: Iterable[EntryPoint] | None = None) -> Registry:
+    """Built-in kinds plus those of the ``hfcache.caches`` entry points.
+
+    A plug-in that fails to load, is not a cache kind, or reuses a taken name is left out,
+    and the reason is kept in ``problems``: one broken plug-in never stops a scan.
+    """
+    kinds = dict(KINDS)
+    problems: list[str] = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP) if plugins is None else plugins:
+        try:
+            kind = _load_plugin(ep)
+        except Exception as e:  # noqa: BLE001 - third-party code: any failure is reported, never fatal
+            problems.append(f"cache plug-in {ep.name!r} ({ep.value}) not loaded: {type(e).__name__}: {e}")
+            continue
+        if kind.kind in kinds:
+            problems.append(f"cache plug-in {ep.name!r} ({ep.value}) not loaded: kind {kind.kind!r} already exists")
+            continue
+        kinds[kind.kind] = kind
+    return Registry(kinds, tuple(problems))
+
+
+@lru_cache(maxsize=1)
+def registry() -> Registry:
+    """The registry of this process (entry points are read once)."""
+    return load_registry()
+
+
+def _choose_kind(root: str, allowed: list[CacheKind]) -> CacheKind:
+    """The kind of an explicit root: the first allowed kind that recognises it, else the first allowed one."""
+    if len(allowed) > 1 and os.path.isdir(root):
+        for kind in allowed:
+            if kind.recognizes(root):
+                return kind
+    return allowed[0]
+
+
+def _failed(kind: CacheKind, root: str, error: HfcacheError) -> CacheInventory:
+    """A default root that cannot be scanned, while scanning every kind: a warning, not the end of the scan."""
+    warning = ScanWarning(os.path.abspath(root), f"not scanned: {error}")
+    return CacheInventory(kind=kind.kind, title=kind.title, root=os.path.abspath(root), warnings=(warning,))
 
 
 def scan_caches(
     cache_dirs: Iterable[str | os.PathLike[str]] | None = None,
     *,
-    kind: str = "huggingface",
+    kinds: Iterable[str] | None = None,
     env: Mapping[str, str] | None = None,
     now: float | None = None,
+    kind_registry: Registry | None = None,
 ) -> Inventory:
-    """Scan the default root of ``kind`` (from ``env``, default ``os.environ``), or the given roots instead.
+    """Scan the default roots of ``kinds`` (all when None), or the given roots instead.
 
-    Roots given twice (also through different spellings or symlinks) are scanned once.
+    Default roots come from ``env`` (default ``os.environ``). A given root is scanned as
+    the first of ``kinds`` that recognises it (the hub cache when none does, so its error
+    explains what is wrong). Roots given twice (also through different spellings or
+    symlinks) are scanned once. When every kind is scanned by default, one kind's unreadable
+    or unrecognisable root becomes a warning on that cache; otherwise it is an error.
 
     >>> import tempfile
     >>> inv = scan_caches([tempfile.mkdtemp()])
-    >>> [c.items for c in inv.caches]
-    [()]
+    >>> [(c.kind, c.items) for c in inv.caches]
+    [('huggingface', ())]
     """
-    if kind not in KINDS:
-        raise UsageError(f"unknown cache kind {kind!r}; known: {', '.join(sorted(KINDS))}")
-    cache_kind = KINDS[kind]
+    reg = registry() if kind_registry is None else kind_registry
+    names = list(dict.fromkeys(kinds)) if kinds is not None else list(reg.kinds)
+    unknown = [n for n in names if n not in reg.kinds]
+    if unknown:
+        raise UsageError(f"unknown cache kind {unknown[0]!r}; known: {', '.join(reg.kinds)}")
+    allowed = [reg.kinds[n] for n in names]
     scanned_at = time.time() if now is None else now
+    environ = os.environ if env is None else env
+    jobs: list[tuple[CacheKind, str, bool]]
     if cache_dirs is None:
-        roots = [(cache_kind.default_root(os.environ if env is None else env), False)]
+        jobs = [(k, root, False) for k in allowed for root in k.default_roots(environ)]
     else:
-        roots = [(os.fspath(d), True) for d in cache_dirs]
+        jobs = [(_choose_kind(os.fspath(d), allowed), os.fspath(d), True) for d in cache_dirs]
+    forgiving = cache_dirs is None and kinds is None
     caches: list[CacheInventory] = []
     seen: set[str] = set()
-    for root, explicit in roots:
-        inventory = cache_kind.scan(root, explicit=explicit)
+    for kind, root, explicit in jobs:
+        try:
+            inventory = kind.scan(root, explicit=explicit)
+        except (NotACache, CacheUnreadable, CacheNotADirectory, CacheNotFound) as e:
+            if not forgiving:
+                raise
+            inventory = _failed(kind, root, e)
         if inventory.root in seen:
             continue
         seen.add(inventory.root)

@@ -26,15 +26,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
-from ..errors import CacheNotADirectory, CacheNotFound, CacheUnreadable, NotACache
+from ..errors import CacheUnreadable, NotACache
 from ..locks import is_lock_held
 from ..model import CacheInventory, Item, OrphanFile, PartialFile, Revision, ScanWarning, SharedPayload
+from ..versions import parse_version, version_key
+from ._common import FILES_TO_IGNORE, check_dir, env_path, expanduser, expandvars, xdg_cache_home
 
 KIND = "huggingface"
+TITLE = "Hugging Face hub cache"
 
 REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space", "kernels": "kernel"}
-# OS litter the hub's own scanner skips everywhere.
-FILES_TO_IGNORE = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
 # Entries of the cache root that belong there and are never items: locks, the cache-directory
 # tag, and the migration markers of transformers 4.22-4.48 and diffusers 0.14+ (never delete those).
 ROOT_ENTRIES_TO_SKIP = frozenset({".locks", "CACHEDIR.TAG", "version.txt", "version_diffusers_cache.txt"})
@@ -96,34 +97,16 @@ class _RepoScan:
 # Where the cache is
 
 
-def _env_path(env: Mapping[str, str], name: str) -> str | None:
-    """An environment variable as huggingface_hub reads it; empty counts as unset (XDG's rule)."""
-    value = env.get(name)
-    return value if value else None
-
-
 def _expand(path: str, env: Mapping[str, str]) -> str:
     """``os.path.expandvars(os.path.expanduser(path))``, as the hub does, but reading ``env``."""
-    if path.startswith("~"):
-        home = env.get("HOME") or os.path.expanduser("~")
-        head, sep, tail = path[1:].partition(os.sep)
-        if head == "":
-            path = home + sep + tail if tail or sep else home
-        else:
-            path = os.path.expanduser(path)
-    return re.sub(
-        r"\$(\w+)|\$\{(\w+)\}",
-        lambda m: env.get(m.group(1) or m.group(2), m.group(0)),
-        path,
-    )
+    return expandvars(expanduser(path, env), env)
 
 
 def default_hf_home(env: Mapping[str, str]) -> str:
     """``$HF_HOME``, else ``$XDG_CACHE_HOME/huggingface``, else ``~/.cache/huggingface``."""
-    hf_home = _env_path(env, "HF_HOME")
+    hf_home = env_path(env, "HF_HOME")
     if hf_home is None:
-        xdg = _env_path(env, "XDG_CACHE_HOME") or os.path.join(_expand("~", env), ".cache")
-        hf_home = os.path.join(xdg, "huggingface")
+        hf_home = os.path.join(xdg_cache_home(env), "huggingface")
     return os.path.abspath(_expand(hf_home, env))
 
 
@@ -139,7 +122,7 @@ def default_root(env: Mapping[str, str]) -> str:
     >>> default_root({"HOME": "/home/me", "HF_HOME": "/data/hf", "HUGGINGFACE_HUB_CACHE": "/legacy"})
     '/legacy'
     """
-    explicit = _env_path(env, "HF_HUB_CACHE") or _env_path(env, "HUGGINGFACE_HUB_CACHE")
+    explicit = env_path(env, "HF_HUB_CACHE") or env_path(env, "HUGGINGFACE_HUB_CACHE")
     if explicit is not None:
         return os.path.abspath(_expand(explicit, env))
     return os.path.join(default_hf_home(env), "hub")
@@ -162,20 +145,10 @@ def check_root(path: str, *, explicit: bool) -> str | None:
     root that does not exist, is not a folder, cannot be read, or holds something that is not a
     hub cache (a home directory, ``$HF_HOME`` instead of ``$HF_HOME/hub``) is an error.
     """
-    given = os.path.abspath(path)
-    if not os.path.lexists(given):
-        if explicit:
-            raise CacheNotFound(f"cache directory not found: {given}", path=given)
+    real = check_dir(path, explicit=explicit, title="cache directory")
+    if real is None:
         return None
-    try:
-        mode = os.stat(given).st_mode
-    except FileNotFoundError:
-        raise CacheNotFound(f"cache directory is a broken symlink: {given}", path=given) from None
-    except OSError as e:
-        raise CacheUnreadable(f"cannot read cache directory {given}: {e.strerror or e}", path=given) from e
-    if not stat_mod.S_ISDIR(mode):
-        raise CacheNotADirectory(f"cache directory is not a directory: {given}", path=given)
-    real = os.path.realpath(given)
+    given = os.path.abspath(path)
     try:
         names = os.listdir(real)
     except OSError as e:
@@ -551,11 +524,13 @@ def _build_repo(
     for name, path, keys, nb_files, rev_warnings in revisions:
         all_keys |= keys
         atime, mtime = _times(blobs, keys, path)
+        rev_refs = tuple(sorted(refs.get(name, ())))
         built.append(
             Revision(
                 revision=name,
                 path=path,
-                refs=tuple(sorted(refs.get(name, ()))),
+                refs=rev_refs,
+                version=tag_version(rev_refs),
                 size_bytes=sum(blobs[k].size or 0 for k in keys),
                 last_accessed=atime,
                 last_modified=mtime,
@@ -578,6 +553,16 @@ def _build_repo(
         warnings=tuple(warnings),
     )
     return _RepoScan(item, blobs, [r.blobs for r in built], partials)
+
+
+def tag_version(refs: tuple[str, ...]) -> str | None:
+    """The highest version among a revision's refs (tags such as ``v1.2.0``), else None.
+
+    >>> tag_version(("main", "v1.2.0", "v1.10")), tag_version(("main",))
+    ('1.10', None)
+    """
+    versions = [v for v in (parse_version(r.rsplit("/", 1)[-1]) for r in refs) if v is not None]
+    return max(versions, key=version_key) if versions else None
 
 
 def _reclaimable(
@@ -625,7 +610,7 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
     """
     real = check_root(root, explicit=explicit)
     if real is None:
-        return CacheInventory(kind=KIND, root=os.path.abspath(root), exists=False)
+        return CacheInventory(kind=KIND, title=TITLE, root=os.path.abspath(root), exists=False)
     roots = _Roots(real=real, given=os.path.abspath(root), store=os.path.join(real, SHARED_STORE_DIR))
     cache_warnings: list[ScanWarning] = []
     try:
@@ -688,7 +673,9 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
     )
     return CacheInventory(
         kind=KIND,
+        title=TITLE,
         root=real,
+        protected=(real, os.path.join(real, ".locks"), roots.store),
         size_bytes=total,
         items=tuple(sorted(items, key=lambda i: i.path)),
         partial_files=tuple(sorted(partials, key=lambda p: p.path)),
@@ -703,10 +690,17 @@ class HuggingFaceHub:
     """The hub cache as a cache kind (see :class:`hfcache.caches.CacheKind`)."""
 
     kind = KIND
-    title = "Hugging Face hub cache"
+    title = TITLE
+    types = tuple(REPO_TYPES.values())
 
-    def default_root(self, env: Mapping[str, str]) -> str:
-        return default_root(env)
+    def default_roots(self, env: Mapping[str, str]) -> list[str]:
+        return [default_root(env)]
+
+    def recognizes(self, root: str) -> bool:
+        try:
+            return _looks_like_cache(os.listdir(root), root)
+        except OSError:
+            return False
 
     def scan(self, root: str, *, explicit: bool = True) -> CacheInventory:
         return scan(root, explicit=explicit)

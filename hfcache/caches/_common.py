@@ -1,0 +1,246 @@
+"""What every cache kind needs: environment lookup, root checks, measuring trees, building items.
+
+Kinds other than the hub cache are plain trees of files and folders, with no sharing
+between units. Their scanners find the *units* (what is deleted together) and hand them to
+:func:`build_item`, which measures them the same way for every kind: ``lstat`` only, never
+following a symlink, never opening a file, hard links counted once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat as stat_mod
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from ..errors import CacheNotADirectory, CacheNotFound, CacheUnreadable
+from ..model import Item, Revision, ScanWarning
+from ..versions import version_key
+
+# OS litter every scanner skips.
+FILES_TO_IGNORE = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+
+
+def env_path(env: Mapping[str, str], name: str) -> str | None:
+    """An environment variable naming a folder; empty counts as unset (XDG's rule).
+
+    Libraries differ here (torch would take ``TORCH_HOME=""`` as the current folder); a
+    housekeeping tool must never mistake the current folder for a cache.
+    """
+    value = env.get(name)
+    return value if value else None
+
+
+def expanduser(path: str, env: Mapping[str, str]) -> str:
+    """``os.path.expanduser``, reading ``HOME`` from ``env``.
+
+    >>> expanduser("~/.keras", {"HOME": "/home/me"})
+    '/home/me/.keras'
+    """
+    if path.startswith("~"):
+        home = env.get("HOME") or os.path.expanduser("~")
+        head, sep, tail = path[1:].partition(os.sep)
+        if head == "":
+            return home + sep + tail if tail or sep else home
+        return os.path.expanduser(path)
+    return path
+
+
+def expandvars(path: str, env: Mapping[str, str]) -> str:
+    """``os.path.expandvars``, reading ``env``."""
+    return re.sub(r"\$(\w+)|\$\{(\w+)\}", lambda m: env.get(m.group(1) or m.group(2), m.group(0)), path)
+
+
+def xdg_cache_home(env: Mapping[str, str]) -> str:
+    """``$XDG_CACHE_HOME``, else ``~/.cache``."""
+    return expanduser(env_path(env, "XDG_CACHE_HOME") or "~/.cache", env)
+
+
+def check_dir(path: str, *, explicit: bool, title: str) -> str | None:
+    """Validate a root before scanning it; return its resolved path, or None for "nothing cached yet".
+
+    A default root that does not exist yet is normal. An explicit one that does not exist,
+    is not a folder or cannot be read is an error with its own exit code.
+    """
+    given = os.path.abspath(path)
+    if not os.path.lexists(given):
+        if explicit:
+            raise CacheNotFound(f"{title} not found: {given}", path=given)
+        return None
+    try:
+        mode = os.stat(given).st_mode
+    except FileNotFoundError:
+        raise CacheNotFound(f"{title} is a broken symlink: {given}", path=given) from None
+    except OSError as e:
+        raise CacheUnreadable(f"cannot read {title} {given}: {e.strerror or e}", path=given) from e
+    if not stat_mod.S_ISDIR(mode):
+        raise CacheNotADirectory(f"{title} is not a directory: {given}", path=given)
+    real = os.path.realpath(given)
+    if not os.access(real, os.R_OK | os.X_OK):
+        raise CacheUnreadable(f"cannot read {title} {given}: permission denied", path=given)
+    return real
+
+
+def list_dir(folder: str, warnings: list[ScanWarning]) -> list[os.DirEntry[str]]:
+    """The entries of ``folder`` sorted by name, OS litter left out; on failure a warning and nothing."""
+    try:
+        with os.scandir(folder) as it:
+            return sorted((e for e in it if e.name not in FILES_TO_IGNORE), key=lambda e: e.name)
+    except OSError as e:
+        warnings.append(ScanWarning(folder, f"cannot read folder ({e.strerror or e})"))
+        return []
+
+
+def is_dir(entry: os.DirEntry[str]) -> bool:
+    """A real folder (a symlink to one is not: scanners never follow links)."""
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
+
+
+class Measure(NamedTuple):
+    size: int
+    atime: float
+    mtime: float
+    nb_files: int
+
+
+def measure(path: str, seen: set[tuple[int, int]], warnings: list[ScanWarning]) -> Measure:
+    """Apparent size, newest atime and mtime, and file count of a file or a whole tree.
+
+    ``lstat`` only: symlinks count as themselves (a few bytes), never as their target.
+    A file with several hard links is counted once per ``seen`` set. A folder with no
+    files takes its own times.
+    """
+    try:
+        st = os.lstat(path)
+    except OSError as e:
+        warnings.append(ScanWarning(path, f"cannot stat ({e.strerror or e})"))
+        return Measure(0, 0.0, 0.0, 0)
+    if not stat_mod.S_ISDIR(st.st_mode):
+        return Measure(_counted(st, seen), st.st_atime, st.st_mtime, 1)
+    size, atime, mtime, count = 0, 0.0, 0.0, 0
+    stack = [path]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError as e:
+            warnings.append(ScanWarning(folder, f"cannot read folder ({e.strerror or e})"))
+            continue
+        for entry in entries:
+            try:
+                est = entry.stat(follow_symlinks=False)
+            except OSError as e:
+                warnings.append(ScanWarning(entry.path, f"cannot stat ({e.strerror or e})"))
+                continue
+            if stat_mod.S_ISDIR(est.st_mode):
+                stack.append(entry.path)
+                continue
+            size += _counted(est, seen)
+            atime = max(atime, est.st_atime)
+            mtime = max(mtime, est.st_mtime)
+            count += 1
+    if not count:
+        atime, mtime = st.st_atime, st.st_mtime
+    return Measure(size, atime, mtime, count)
+
+
+def _counted(st: os.stat_result, seen: set[tuple[int, int]]) -> int:
+    if st.st_nlink > 1:
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            return 0
+        seen.add(key)
+    return st.st_size
+
+
+@dataclass
+class Unit:
+    """One deletion unit a scanner found: a revision of some item.
+
+    ``paths[0]`` is the revision's main path; the others go with it (markers, an archive's
+    extraction folder, metadata files). ``warnings`` with ``blocks_deletion`` keep
+    anything from deleting through it.
+    """
+
+    revision: str
+    paths: tuple[str, ...]
+    version: str | None = None
+    refs: tuple[str, ...] = ()
+    warnings: list[ScanWarning] = field(default_factory=list)
+
+
+def build_revision(unit: Unit, seen: set[tuple[int, int]], warnings: list[ScanWarning]) -> Revision:
+    size, atime, mtime, count = 0, 0.0, 0.0, 0
+    for path in unit.paths:
+        m = measure(path, seen, warnings)
+        size += m.size
+        atime, mtime, count = max(atime, m.atime), max(mtime, m.mtime), count + m.nb_files
+    return Revision(
+        revision=unit.revision,
+        path=unit.paths[0],
+        refs=unit.refs,
+        size_bytes=size,
+        reclaimable_bytes=size,
+        last_accessed=atime,
+        last_modified=mtime,
+        nb_files=count,
+        warnings=tuple(unit.warnings),
+        version=unit.version,
+        paths=unit.paths if len(unit.paths) > 1 else (),
+    )
+
+
+def revision_order(rev: Revision) -> tuple[int, object, float, str]:
+    """Oldest first: versioned revisions by version, then the rest by modification time."""
+    if rev.version is not None:
+        return (1, version_key(rev.version), rev.last_modified, rev.revision)
+    return (0, 0, rev.last_modified, rev.revision)
+
+
+def build_item(
+    kind: str,
+    item_id: str,
+    item_type: str,
+    path: str,
+    units: Iterable[Unit],
+    seen: set[tuple[int, int]],
+    *,
+    warnings: Iterable[ScanWarning] = (),
+    owns_path: bool = False,
+) -> Item:
+    """Measure every unit and assemble the item; revisions come newest first.
+
+    ``owns_path``: ``path`` is the item's own folder, and deleting the item deletes it.
+    Otherwise the item's ``paths`` list every unit's files and folders, so nothing ever
+    deletes ``path`` itself (a shared folder such as ``checkpoints/``).
+    """
+    item_warnings = list(warnings)
+    revs = [build_revision(u, seen, item_warnings) for u in units]
+    revs.sort(key=revision_order, reverse=True)
+    members = () if owns_path else tuple(p for r in revs for p in r.unit_paths)
+    return Item(
+        kind=kind,
+        id=item_id,
+        type=item_type,
+        path=path,
+        size_bytes=sum(r.size_bytes for r in revs),
+        last_accessed=max((r.last_accessed for r in revs), default=0.0),
+        last_modified=max((r.last_modified for r in revs), default=0.0),
+        revisions=tuple(revs),
+        nb_blobs=sum(r.nb_files for r in revs),
+        warnings=tuple(item_warnings),
+        paths=members if members != (path,) else (),
+    )
+
+
+def unknown_item(kind: str, path: str, root: str, seen: set[tuple[int, int]], why: str) -> Item:
+    """Something a scanner could not classify: shown and counted, never deletable."""
+    item_id = os.path.relpath(path, root)
+    warning = ScanWarning(path, f"{why}; reported, never deleted")
+    return build_item(kind, item_id, "unknown", path, [Unit(os.path.basename(path), (path,), warnings=[warning])], seen)

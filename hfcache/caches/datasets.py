@@ -1,0 +1,208 @@
+"""The Hugging Face ``datasets`` library's own cache: prepared Arrow datasets and non-Hub downloads.
+
+Layout reference: ``CACHE-LAYOUTS.md`` section 7.1, checked against datasets 5.2.0::
+
+    <root>/<ns>___<name>/<config>/<version>/<hash>/        a prepared dataset (Arrow files)
+    <root>/<ns>___<name>/<config>/<version>/<hash>.incomplete/   being prepared
+    <root>/<ns>___<name>/<config>/<version>/<hash>_builder.lock  flock held while preparing
+    <root>/_<abs path with / -> _>.lock                     per-dataset flock (left in place)
+    <root>/downloads/<sha256(url)>[.<sha256(etag)>][.py]    + .json {"url", "etag"} + .lock + .incomplete
+    <root>/downloads/extracted/<sha256(abs path of archive)>/
+
+Files of Hub repos are not here: ``datasets`` sends them to the hub cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping
+
+from ..errors import NotACache
+from ..locks import is_lock_held
+from ..model import CacheInventory, Item, PartialFile, ScanWarning
+from ..versions import parse_version
+from ._common import Unit, build_item, check_dir, env_path, expanduser, is_dir, list_dir, measure, unknown_item, xdg_cache_home
+
+KIND = "datasets"
+TITLE = "Hugging Face datasets cache"
+DOWNLOADS = "downloads"
+EXTRACTED = "extracted"
+_DOWNLOAD_RE = re.compile(r"(?P<url>[0-9a-f]{64})(?:\.(?P<etag>[0-9a-f]{64}))?(?P<py>\.py)?")
+_HASH_RE = re.compile(r"[0-9a-f]{64}")
+_TMP_RE = re.compile(r"tmp[a-z0-9_]{8}")
+
+
+def default_root(env: Mapping[str, str]) -> str:
+    """``$HF_DATASETS_CACHE``, else ``$HF_HOME/datasets`` (datasets only expands ``~``).
+
+    >>> default_root({"HOME": "/home/me"})
+    '/home/me/.cache/huggingface/datasets'
+    """
+    explicit = env_path(env, "HF_DATASETS_CACHE")
+    if explicit is not None:
+        return os.path.abspath(explicit)
+    hf_home = env_path(env, "HF_HOME") or os.path.join(xdg_cache_home(env), "huggingface")
+    return os.path.abspath(os.path.join(expanduser(hf_home, env), "datasets"))
+
+
+def read_small_json(path: str) -> dict[str, object] | None:
+    """A metadata file written next to a download (tens of bytes), read without moving its atime where the OS allows."""
+    flags = os.O_RDONLY | getattr(os, "O_NOATIME", 0)
+    try:
+        try:
+            fd = os.open(path, flags)
+        except PermissionError:  # O_NOATIME needs ownership of the file
+            fd = os.open(path, os.O_RDONLY)
+        with os.fdopen(fd, "rb") as f:
+            data = json.loads(f.read(65536))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class _Scan:
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.seen: set[tuple[int, int]] = set()
+        self.warnings: list[ScanWarning] = []
+        self.items: list[Item] = []
+        self.partials: list[PartialFile] = []
+
+    def partial(self, path: str, item_id: str | None, scheme: str, lock: str | None = None) -> None:
+        m = measure(path, self.seen, self.warnings)
+        held = is_lock_held(lock) if lock and os.path.exists(lock) else None
+        self.partials.append(PartialFile(path, item_id, m.size, m.mtime, scheme, lock if held is not None else None, held))
+
+    def dataset(self, folder: os.DirEntry[str]) -> None:
+        """``<ns>___<name>/<config>/<version>/<hash>/`` -> one item, a revision per prepared folder."""
+        item_id = folder.name.replace("___", "/", 1)
+        units: list[Unit] = []
+        for config in list_dir(folder.path, self.warnings):
+            if not is_dir(config):
+                self.items.append(unknown_item(KIND, config.path, self.root, self.seen, "not a dataset config folder"))
+                continue
+            for version in list_dir(config.path, self.warnings):
+                if not is_dir(version):
+                    self.items.append(unknown_item(KIND, version.path, self.root, self.seen, "not a dataset version folder"))
+                    continue
+                for entry in list_dir(version.path, self.warnings):
+                    name = entry.name
+                    if name.endswith(".lock"):
+                        continue
+                    lock = os.path.join(version.path, name.split(".", 1)[0] + "_builder.lock")
+                    if name.endswith(".incomplete") and is_dir(entry):
+                        self.partial(entry.path, item_id, "temporary", lock)
+                    elif is_dir(entry):
+                        revision = f"{config.name}/{version.name}/{name}"
+                        unit = Unit(revision, (entry.path,), version=parse_version(version.name))
+                        if os.path.exists(lock) and is_lock_held(lock):
+                            unit.warnings.append(ScanWarning(entry.path, "being prepared (builder lock held)"))
+                        units.append(unit)
+                    else:
+                        self.items.append(
+                            unknown_item(KIND, entry.path, self.root, self.seen, "loose file in a dataset version folder")
+                        )
+        if units:
+            self.items.append(build_item(KIND, item_id, "dataset", folder.path, units, self.seen, owns_path=True))
+
+    def downloads(self, folder: str) -> None:
+        entries = list_dir(folder, self.warnings)
+        names = {e.name for e in entries}
+        extracted_dir = os.path.join(folder, EXTRACTED)
+        extracted = {e.name: e.path for e in list_dir(extracted_dir, self.warnings)} if EXTRACTED in names else {}
+        for entry in entries:
+            name = entry.name
+            if name == EXTRACTED or name.endswith((".json", ".lock")):
+                continue
+            if name.endswith(".incomplete"):
+                target = os.path.join(folder, name[: -len(".incomplete")])
+                self.partial(entry.path, None, "resumable", target + ".lock")
+                continue
+            if _TMP_RE.fullmatch(name):
+                self.partial(entry.path, None, "temporary")
+                continue
+            match = _DOWNLOAD_RE.fullmatch(name)
+            if not match or is_dir(entry):
+                self.items.append(unknown_item(KIND, entry.path, self.root, self.seen, "not a datasets download"))
+                continue
+            meta = read_small_json(entry.path + ".json") if name + ".json" in names else None
+            url = meta.get("url") if meta else None
+            paths = [entry.path, *(entry.path + s for s in (".json", ".lock") if name + s in names)]
+            # Extraction folders are named after the archive's absolute path: pair them with it.
+            for spelling in {entry.path, os.path.join(os.path.realpath(folder), name)}:
+                key = hashlib.sha256(spelling.encode("utf-8")).hexdigest()
+                if key in extracted:
+                    paths.append(extracted.pop(key))
+            item_id = url if isinstance(url, str) else f"downloads/{name}"
+            unit = Unit(match.group("etag") or name, tuple(paths))
+            self.items.append(build_item(KIND, item_id, "download", entry.path, [unit], self.seen))
+        for name, path in sorted(extracted.items()):
+            if _HASH_RE.fullmatch(name):
+                unit = Unit(name, (path,))
+                self.items.append(build_item(KIND, f"downloads/extracted/{name}", "extracted", path, [unit], self.seen))
+            else:
+                self.items.append(unknown_item(KIND, path, self.root, self.seen, "not a datasets extraction folder"))
+
+
+def looks_like_cache(root: str) -> bool:
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return False
+    return DOWNLOADS in names or any(n.endswith(".lock") or "___" in n for n in names)
+
+
+def scan(root: str, *, explicit: bool = True) -> CacheInventory:
+    """Scan one datasets cache folder.
+
+    >>> import tempfile
+    >>> scan(tempfile.mkdtemp()).items
+    ()
+    """
+    real = check_dir(root, explicit=explicit, title="datasets cache folder")
+    if real is None:
+        return CacheInventory(kind=KIND, title=TITLE, root=os.path.abspath(root), exists=False)
+    state = _Scan(real)
+    entries = list_dir(real, state.warnings)
+    if entries and not looks_like_cache(real):
+        raise NotACache(f"not a datasets cache: {root} holds no downloads/, dataset folders or locks", path=root)
+    for entry in entries:
+        name = entry.name
+        if name.endswith(".lock") and not is_dir(entry):
+            continue  # per-dataset flock files: datasets leaves them, and they cost nothing
+        if name == DOWNLOADS and is_dir(entry):
+            state.downloads(entry.path)
+        elif is_dir(entry):
+            state.dataset(entry)
+        else:
+            state.items.append(unknown_item(KIND, entry.path, real, state.seen, "not written by datasets"))
+    return CacheInventory(
+        kind=KIND,
+        title=TITLE,
+        root=real,
+        size_bytes=sum(i.size_bytes for i in state.items),
+        items=tuple(sorted(state.items, key=lambda i: (i.type, i.id))),
+        partial_files=tuple(sorted(state.partials, key=lambda p: p.path)),
+        warnings=tuple(state.warnings),
+        protected=(real, os.path.join(real, DOWNLOADS), os.path.join(real, DOWNLOADS, EXTRACTED)),
+    )
+
+
+class Datasets:
+    """The datasets cache as a cache kind (see :class:`hfcache.caches.CacheKind`)."""
+
+    kind = KIND
+    title = TITLE
+    types = ("dataset", "download", "extracted", "unknown")
+
+    def default_roots(self, env: Mapping[str, str]) -> list[str]:
+        return [default_root(env)]
+
+    def recognizes(self, root: str) -> bool:
+        return looks_like_cache(root)
+
+    def scan(self, root: str, *, explicit: bool = True) -> CacheInventory:
+        return scan(root, explicit=explicit)

@@ -1,0 +1,148 @@
+"""Keras (``keras.utils.get_file``): weights in ``models/``, data in ``datasets/``.
+
+Layout reference: ``CACHE-LAYOUTS.md`` section 5::
+
+    <root>/keras.json                               user config (never an item, never deleted)
+    <root>/models/resnet50_weights_tf_..._notop.h5  one file per download
+    <root>/datasets/mnist.npz
+    <root>/datasets/foo.tar.gz + foo_extracted/     Keras 3, extract=True, fname with a "."
+    <root>/datasets/flowers.tgz_archive + flowers.tgz/   Keras 3, extract=True, no fname / fname without "."
+    <root>/datasets/bar.tar.gz + bar/               Keras 2, untar=True
+
+An archive and its extraction folder are one unit. Items group the files whose names are
+equal once their version token is removed (``..._no_top.h5`` and ``..._no_top_v2.h5``).
+Keras takes no locks and writes straight to the final name, so a killed download looks like
+a finished file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Mapping
+
+from ..errors import NotACache
+from ..model import CacheInventory, Item, ScanWarning
+from ..versions import split_extension, split_version
+from ._common import Unit, build_item, check_dir, env_path, expanduser, is_dir, list_dir, unknown_item
+
+KIND = "keras"
+TITLE = "Keras cache"
+SUBDIRS = {"models": "model", "datasets": "dataset"}
+CONFIG = "keras.json"
+# Where Keras 3 and tf-keras fall back when the home folder is not writable (a literal "/tmp").
+TMP_FALLBACK = "/tmp/.keras"
+
+
+def default_root(env: Mapping[str, str]) -> str:
+    """Keras 3's ``keras_home()``: ``$KERAS_HOME``, else ``~/.keras``.
+
+    >>> default_root({"HOME": "/home/me"}), default_root({"HOME": "/home/me", "KERAS_HOME": "~/k"})
+    ('/home/me/.keras', '/home/me/k')
+    """
+    return os.path.abspath(expanduser(env_path(env, "KERAS_HOME") or "~/.keras", env))
+
+
+def default_roots(env: Mapping[str, str], tmp_fallback: str = TMP_FALLBACK) -> list[str]:
+    """Keras 3's root, then ``~/.keras`` when ``KERAS_HOME`` moved it (tf-keras always downloads
+    there), then the ``/tmp/.keras`` fallback; the last two only when they exist."""
+    roots = [default_root(env)]
+    for extra in (os.path.abspath(expanduser("~/.keras", env)), tmp_fallback):
+        if extra not in roots and os.path.isdir(extra):
+            roots.append(extra)
+    return roots
+
+
+def _units(folder: str, entries: list[os.DirEntry[str]]) -> tuple[list[tuple[str, Unit]], list[str]]:
+    """Pair archives with their extraction folders; return ``(name, unit)`` pairs and the lone folders."""
+    files = {e.name: e for e in entries if not is_dir(e)}
+    dirs = {e.name: e for e in entries if is_dir(e)}
+    paired: set[str] = set()
+    units: list[tuple[str, Unit]] = []
+    for name, entry in files.items():
+        partner = None
+        if name.endswith("_archive") and name[: -len("_archive")] in dirs:
+            partner = name[: -len("_archive")]  # Keras 3: <name>_archive + <name>/
+        elif "." in name and name[: name.find(".")] + "_extracted" in dirs:
+            partner = name[: name.find(".")] + "_extracted"  # Keras 3: <stem>.<ext> + <stem>_extracted/
+        elif name.endswith(".tar.gz") and name[: -len(".tar.gz")] in dirs:
+            partner = name[: -len(".tar.gz")]  # Keras 2 untar: <name>.tar.gz + <name>/
+        paths = (entry.path,)
+        if partner is not None and partner not in paired:
+            paired.add(partner)
+            paths = (entry.path, dirs[partner].path)
+        display = name[: -len("_archive")] if name.endswith("_archive") else name
+        # Items group names equal once the version token is gone: x_no_top.h5 and x_no_top_v2.h5.
+        group, version = split_version(display)
+        unit = Unit(name, paths, version=version)
+        units.append((group + split_extension(display)[1], unit))
+    lone = [e.path for n, e in dirs.items() if n not in paired]
+    return units, lone
+
+
+def looks_like_cache(root: str) -> bool:
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return False
+    return CONFIG in names or any(os.path.isdir(os.path.join(root, s)) for s in SUBDIRS)
+
+
+def scan(root: str, *, explicit: bool = True) -> CacheInventory:
+    """Scan one Keras folder (``~/.keras``). Never writes, never opens a file.
+
+    >>> import tempfile
+    >>> scan(tempfile.mkdtemp()).items
+    ()
+    """
+    real = check_dir(root, explicit=explicit, title="Keras folder")
+    if real is None:
+        return CacheInventory(kind=KIND, title=TITLE, root=os.path.abspath(root), exists=False)
+    warnings: list[ScanWarning] = []
+    entries = list_dir(real, warnings)
+    if entries and not looks_like_cache(real):
+        raise NotACache(f"not a Keras cache: {root} holds no keras.json, models/ or datasets/", path=root)
+    seen: set[tuple[int, int]] = set()
+    items: list[Item] = []
+    for entry in entries:
+        if entry.name == CONFIG:
+            continue
+        item_type = SUBDIRS.get(entry.name)
+        if item_type is None or not is_dir(entry):
+            warnings.append(ScanWarning(entry.path, "not written by keras.utils.get_file, left alone", blocks_deletion=False))
+            continue
+        units, lone = _units(entry.path, list_dir(entry.path, warnings))
+        groups: dict[str, list[Unit]] = defaultdict(list)
+        for group, unit in units:
+            groups[group].append(unit)
+        for group, members in sorted(groups.items()):
+            path = members[0].paths[0] if len(members) == 1 else entry.path
+            items.append(build_item(KIND, group, item_type, path, members, seen))
+        for path in lone:
+            items.append(unknown_item(KIND, path, real, seen, "folder without its archive"))
+    return CacheInventory(
+        kind=KIND,
+        title=TITLE,
+        root=real,
+        size_bytes=sum(i.size_bytes for i in items),
+        items=tuple(sorted(items, key=lambda i: (i.type, i.id))),
+        warnings=tuple(warnings),
+        protected=(real, os.path.join(real, CONFIG), *(os.path.join(real, s) for s in SUBDIRS)),
+    )
+
+
+class Keras:
+    """Keras as a cache kind (see :class:`hfcache.caches.CacheKind`)."""
+
+    kind = KIND
+    title = TITLE
+    types = ("model", "dataset", "unknown")
+
+    def default_roots(self, env: Mapping[str, str]) -> list[str]:
+        return default_roots(env)
+
+    def recognizes(self, root: str) -> bool:
+        return looks_like_cache(root)
+
+    def scan(self, root: str, *, explicit: bool = True) -> CacheInventory:
+        return scan(root, explicit=explicit)

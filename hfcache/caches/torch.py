@@ -1,0 +1,242 @@
+"""PyTorch Hub (``torch/hub.py``): weight checkpoints and GitHub repo snapshots.
+
+Layout reference: ``CACHE-LAYOUTS.md`` section 4::
+
+    <hub>/trusted_list                         one owner_repo per line (never an item, never deleted)
+    <hub>/<owner>_<repo>_<ref>/hubconf.py ...  torch.hub.load("owner/repo:ref"): item owner/repo, revision ref
+    <hub>/checkpoints/<stem>-<hex>.<ext>       load_state_dict_from_url: item stem, revision hex
+    <hub>/checkpoints/<file>.<32 hex>.partial  download_url_to_file in progress (or killed)
+    <hub>/<ref>.zip, <hub>/<zipball top>/      a repo being fetched or unpacked
+
+torch takes no locks; whether a partial download is still running is judged by its age.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import defaultdict
+from collections.abc import Mapping
+
+from ..errors import NotACache
+from ..model import CacheInventory, Item, PartialFile, ScanWarning
+from ..versions import parse_version, split_version, strip_name
+from ._common import Unit, build_item, check_dir, env_path, expanduser, is_dir, list_dir, measure, unknown_item, xdg_cache_home
+
+KIND = "torch"
+TITLE = "PyTorch hub cache"
+CHECKPOINTS = "checkpoints"
+TRUSTED_LIST = "trusted_list"
+
+# torch's HASH_REGEX is r"-([a-f0-9]*)\." (first match); we require 8+ hex digits, or "-224." would match.
+_HASH_RE = re.compile(r"-([a-f0-9]{8,})\.")
+_PARTIAL_RE = re.compile(r"(?P<target>.+)\.[0-9a-f]{32}\.partial")
+_TMP_RE = re.compile(r"tmp[a-z0-9_]{8}")  # torch 1.x NamedTemporaryFile(dir=checkpoints)
+# GitHub zipball top folders look like owner-repo-<sha>; final folders are owner_repo_ref.
+_ZIPBALL_DIR_RE = re.compile(r"[A-Za-z0-9.-]+-[0-9a-f]{7,40}")
+
+
+def torch_home(env: Mapping[str, str]) -> str:
+    """``$TORCH_HOME``, else ``$XDG_CACHE_HOME/torch``, else ``~/.cache/torch`` (torch: ``expanduser`` only)."""
+    explicit = env_path(env, "TORCH_HOME")
+    if explicit is not None:
+        return os.path.abspath(expanduser(explicit, env))
+    return os.path.abspath(os.path.join(xdg_cache_home(env), "torch"))
+
+
+def default_root(env: Mapping[str, str]) -> str:
+    """``torch.hub.get_dir()``: ``<torch home>/hub``.
+
+    >>> default_root({"HOME": "/home/me"})
+    '/home/me/.cache/torch/hub'
+    >>> default_root({"HOME": "/home/me", "TORCH_HOME": "~/t", "XDG_CACHE_HOME": "/x"})
+    '/home/me/t/hub'
+    """
+    return os.path.join(torch_home(env), "hub")
+
+
+def _read_trusted(root: str) -> list[str]:
+    """The ``owner_repo`` lines of ``trusted_list`` (a tiny text file torch itself reads on every load)."""
+    try:
+        with open(os.path.join(root, TRUSTED_LIST), encoding="utf-8", errors="replace") as f:
+            return [line.strip() for line in f if line.strip()]
+    except OSError:
+        return []
+
+
+def split_repo_folder(name: str, trusted: list[str]) -> tuple[str, str, bool] | None:
+    """``owner_repo_ref`` -> ``("owner/repo", "ref", certain)``; None when it is not of that form.
+
+    The owner ends at the first ``_`` (GitHub owners cannot contain one). Repo and ref may both
+    contain ``_``: the longest ``owner_repo`` of ``trusted_list`` decides; failing that, a single
+    remaining ``_`` is certain and anything else is a guess at the last ``_``.
+
+    >>> split_repo_folder("pytorch_vision_v0.10.0", [])
+    ('pytorch/vision', 'v0.10.0', True)
+    >>> split_repo_folder("me_my_repo_main", ["me_my_repo"])
+    ('me/my_repo', 'main', True)
+    >>> split_repo_folder("me_my_repo_main", [])
+    ('me/my_repo', 'main', False)
+    >>> split_repo_folder("checkpoints", []) is None
+    True
+    """
+    owner, sep, rest = name.partition("_")
+    if not sep or not owner or "_" not in rest:
+        return None
+    prefixes = [t for t in trusted if name.startswith(t + "_") and t.startswith(owner + "_") and len(t) > len(owner) + 1]
+    if prefixes:
+        best = max(prefixes, key=len)
+        ref = name[len(best) + 1 :]
+        if ref:
+            return f"{owner}/{best[len(owner) + 1 :]}", ref, True
+    repo, _, ref = rest.rpartition("_")
+    if not repo or not ref:
+        return None
+    return f"{owner}/{repo}", ref, rest.count("_") == 1
+
+
+def _scan_checkpoints(
+    folder: str, seen: set[tuple[int, int]], warnings: list[ScanWarning], partials: list[PartialFile], root: str
+) -> list[Item]:
+    groups: dict[str, list[tuple[str, str, str]]] = defaultdict(list)  # stem -> (revision, name, path)
+    items: list[Item] = []
+    for entry in list_dir(folder, warnings):
+        name = entry.name
+        partial = _PARTIAL_RE.fullmatch(name)
+        if partial or _TMP_RE.fullmatch(name):
+            m = measure(entry.path, seen, warnings)
+            stem = _stem(partial.group("target"))[0] if partial else None
+            partials.append(PartialFile(entry.path, stem, m.size, m.mtime, "temporary"))
+            continue
+        if is_dir(entry):
+            items.append(unknown_item(KIND, entry.path, root, seen, "folder in checkpoints/ (torch only writes files there)"))
+            continue
+        stem, revision = _stem(name)
+        groups[stem].append((revision, name, entry.path))
+    for stem, files in sorted(groups.items()):
+        revisions = [r for r, _, _ in files]
+        units = [
+            # Two files with one hash (resnet-abc.pth, resnet-abc.pt): fall back to the file names.
+            Unit(name if revisions.count(rev) > 1 else rev, (path,), version=split_version(name)[1])
+            for rev, name, path in files
+        ]
+        path = files[0][2] if len(files) == 1 else folder
+        items.append(build_item(KIND, stem, "checkpoint", path, units, seen))
+    return items
+
+
+def _stem(name: str) -> tuple[str, str]:
+    """A checkpoint file name -> (model, revision): ``resnet18-5c106cde.pth`` -> ``(resnet18, 5c106cde)``.
+
+    Without a hash of 8+ hex digits the model is the name without its extension and the
+    revision is the whole file name.
+    """
+    match = _HASH_RE.search(name)
+    if match:
+        return name[: match.start()], match.group(1)
+    return strip_name(name) or name, name
+
+
+def _scan_repo_folder(
+    entry: os.DirEntry[str], trusted: list[str], seen: set[tuple[int, int]], root: str
+) -> tuple[str, Unit] | Item:
+    split = split_repo_folder(entry.name, trusted)
+    if split is None:
+        return unknown_item(KIND, entry.path, root, seen, "not a torch hub folder (<owner>_<repo>_<ref>)")
+    if not os.path.isfile(os.path.join(entry.path, "hubconf.py")):
+        return unknown_item(KIND, entry.path, root, seen, "no hubconf.py: not a torch hub repo")
+    repo_id, ref, certain = split
+    unit = Unit(ref, (entry.path,), version=parse_version(ref), refs=(ref,))
+    if not certain:
+        unit.warnings.append(
+            ScanWarning(
+                entry.path,
+                f"repo and ref split guessed as {repo_id}:{ref} (not in trusted_list)",
+                blocks_deletion=False,
+            )
+        )
+    return repo_id, unit
+
+
+def looks_like_cache(root: str) -> bool:
+    """A torch hub folder holds ``checkpoints/``, ``trusted_list`` or repo folders with a ``hubconf.py``."""
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return False
+    if CHECKPOINTS in names or TRUSTED_LIST in names:
+        return True
+    return any(split_repo_folder(n, []) is not None and os.path.isfile(os.path.join(root, n, "hubconf.py")) for n in names)
+
+
+def scan(root: str, *, explicit: bool = True) -> CacheInventory:
+    """Scan one torch hub folder. Never writes, never opens a checkpoint.
+
+    >>> import tempfile
+    >>> scan(tempfile.mkdtemp()).items
+    ()
+    """
+    real = check_dir(root, explicit=explicit, title="torch hub folder")
+    if real is None:
+        return CacheInventory(kind=KIND, title=TITLE, root=os.path.abspath(root), exists=False)
+    warnings: list[ScanWarning] = []
+    entries = list_dir(real, warnings)
+    if entries and not looks_like_cache(real):
+        hint = f" (did you mean {os.path.join(root, 'hub')}?)" if os.path.isdir(os.path.join(real, "hub")) else ""
+        raise NotACache(f"not a torch hub cache: {root} holds no checkpoints/, trusted_list or hub repos{hint}", path=root)
+    seen: set[tuple[int, int]] = set()
+    trusted = _read_trusted(real)
+    items: list[Item] = []
+    partials: list[PartialFile] = []
+    repos: dict[str, list[Unit]] = defaultdict(list)
+    zips = any(e.name.endswith(".zip") for e in entries)
+    for entry in entries:
+        name = entry.name
+        if name == TRUSTED_LIST:
+            continue
+        if name == CHECKPOINTS and is_dir(entry):
+            items.extend(_scan_checkpoints(entry.path, seen, warnings, partials, real))
+        elif name.endswith((".zip", ".partial")) and not is_dir(entry):
+            m = measure(entry.path, seen, warnings)
+            partials.append(PartialFile(entry.path, None, m.size, m.mtime, "temporary"))
+        elif is_dir(entry) and "_" not in name and (zips or _ZIPBALL_DIR_RE.fullmatch(name)):
+            m = measure(entry.path, seen, warnings)
+            partials.append(PartialFile(entry.path, None, m.size, m.mtime, "extracting"))
+        elif is_dir(entry):
+            found = _scan_repo_folder(entry, trusted, seen, real)
+            if isinstance(found, Item):
+                items.append(found)
+            else:
+                repos[found[0]].append(found[1])
+        else:
+            items.append(unknown_item(KIND, entry.path, real, seen, "file torch hub does not write"))
+    for repo_id, units in repos.items():
+        path = units[0].paths[0] if len(units) == 1 else real
+        items.append(build_item(KIND, repo_id, "hub-repo", path, units, seen))
+    return CacheInventory(
+        kind=KIND,
+        title=TITLE,
+        root=real,
+        size_bytes=sum(i.size_bytes for i in items),
+        items=tuple(sorted(items, key=lambda i: (i.type, i.id))),
+        partial_files=tuple(sorted(partials, key=lambda p: p.path)),
+        warnings=tuple(warnings),
+        protected=(real, os.path.join(real, CHECKPOINTS), os.path.join(real, TRUSTED_LIST)),
+    )
+
+
+class TorchHub:
+    """torch hub as a cache kind (see :class:`hfcache.caches.CacheKind`)."""
+
+    kind = KIND
+    title = TITLE
+    types = ("checkpoint", "hub-repo", "unknown")
+
+    def default_roots(self, env: Mapping[str, str]) -> list[str]:
+        return [default_root(env)]
+
+    def recognizes(self, root: str) -> bool:
+        return looks_like_cache(root)
+
+    def scan(self, root: str, *, explicit: bool = True) -> CacheInventory:
+        return scan(root, explicit=explicit)
