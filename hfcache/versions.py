@@ -97,21 +97,57 @@ def split_version(name: str) -> tuple[str, str | None]:
     >>> [split_version(n)[1] for n in ("resnet50.h5", "efficientnetb0_notop.h5", "llama-8b", "vgg16-397923af.pth")]
     [None, None, None, None]
     """
+    readings = _candidates(name)
+    return readings[0] if readings else (strip_name(name), None)
+
+
+def _candidates(name: str) -> list[tuple[str, str]]:
+    """Every way to read a version token out of ``name``: ``(remainder, version)``, last token first."""
     base = strip_name(name)
     matches = list(_V_TOKEN_RE.finditer(base)) or list(_DOTTED_TOKEN_RE.finditer(base))
-    if not matches:
-        return base, None
-    match = matches[-1]
-    version = _normalise(match.group(2) if match.re is _V_TOKEN_RE else match.group(1))
-    if version is None:  # pragma: no cover - the patterns only admit valid versions
-        return base, None
-    start, end = match.span(1)
-    # Drop the token and the separator before it (or after it, when it starts the name).
-    if start > 0:
-        start -= 1
-    elif end < len(base):
-        end += 1
-    return base[:start] + base[end:], version
+    out = []
+    for match in reversed(matches):
+        version = _normalise(match.group(2) if match.re is _V_TOKEN_RE else match.group(1))
+        if version is None:  # pragma: no cover - the patterns only admit valid versions
+            continue
+        start, end = match.span(1)
+        if start > 0:
+            start -= 1
+        elif end < len(base):
+            end += 1
+        out.append((base[:start] + base[end:], version))
+    return out
+
+
+def group_versions(names: list[str]) -> dict[str, tuple[str | None, str | None]]:
+    """Which names are versions of one model: ``name -> (group, version)``, group None when alone.
+
+    Names group when they are equal once one version token is removed (or one has no token
+    at all), so an architecture generation (``mobilenet_v3``) does not split a family whose
+    real version comes later (``..._no_top_v2``). A name that groups with nothing keeps the
+    version :func:`split_version` reads in it.
+
+    >>> g = group_versions(["m_v3_large_no_top.h5", "m_v3_large_no_top_v2.h5", "mobilenet_v2_1.0_224.h5"])
+    >>> g["m_v3_large_no_top.h5"], g["m_v3_large_no_top_v2.h5"]
+    (('m_v3_large_no_top', None), ('m_v3_large_no_top', '2'))
+    >>> g["mobilenet_v2_1.0_224.h5"]
+    (None, '2')
+    """
+    readings = {n: _candidates(n) for n in names}
+    counts: dict[str, int] = {}
+    for n in names:
+        for key in {strip_name(n), *(r for r, _ in readings[n])}:
+            counts[key] = counts.get(key, 0) + 1
+    out: dict[str, tuple[str | None, str | None]] = {}
+    for n in names:
+        shared = next(((r, v) for r, v in readings[n] if counts[r] > 1), None)
+        if shared is not None:
+            out[n] = shared
+        elif counts[strip_name(n)] > 1:
+            out[n] = (strip_name(n), None)
+        else:
+            out[n] = (None, split_version(n)[1])
+    return out
 
 
 def version_key(version: str) -> Version:

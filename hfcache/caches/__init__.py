@@ -5,8 +5,8 @@ how to recognise and scan a root into the common inventory model, and through th
 what its deletion units are (each revision's ``unit_paths``) and what must never be deleted
 (``CacheInventory.protected``). Built-in kinds: the Hugging Face hub, torch hub, Keras, Xet,
 datasets, kagglehub and the pre-4.22 transformers cache. Other packages add kinds through
-the entry-point group ``hfcache.caches``; an entry point names a class (instantiated with no
-arguments) or an instance::
+the entry-point group ``hfcache.caches``; an entry point names a class or factory (called
+with no arguments) or an instance::
 
     [project.entry-points."hfcache.caches"]
     ollama = "hfcache_ollama:OllamaCache"
@@ -70,7 +70,8 @@ class Registry:
 
 def _load_plugin(ep: EntryPoint) -> CacheKind:
     obj = ep.load()
-    kind = obj() if isinstance(obj, type) else obj
+    # A class or a factory function is called with no arguments; an instance is used as is.
+    kind = obj() if isinstance(obj, type) or (callable(obj) and not isinstance(obj, CacheKind)) else obj
     if not isinstance(kind, CacheKind):
         raise TypeError("it does not provide kind, title, types, default_roots, recognizes and scan")
     return kind

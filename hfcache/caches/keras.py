@@ -23,7 +23,7 @@ from collections.abc import Mapping
 
 from ..errors import NotACache
 from ..model import CacheInventory, Item, ScanWarning
-from ..versions import split_extension, split_version
+from ..versions import group_versions, split_extension
 from ._common import Unit, build_item, check_dir, env_path, expanduser, is_dir, list_dir, unknown_item
 
 KIND = "keras"
@@ -59,6 +59,8 @@ def _units(folder: str, entries: list[os.DirEntry[str]]) -> tuple[list[tuple[str
     dirs = {e.name: e for e in entries if is_dir(e)}
     paired: set[str] = set()
     units: list[tuple[str, Unit]] = []
+    displays = {name: name.removesuffix("_archive") for name in files}
+    versions = group_versions(list(displays.values()))
     for name, entry in files.items():
         partner = None
         if name.endswith("_archive") and name[: -len("_archive")] in dirs:
@@ -71,11 +73,11 @@ def _units(folder: str, entries: list[os.DirEntry[str]]) -> tuple[list[tuple[str
         if partner is not None and partner not in paired:
             paired.add(partner)
             paths = (entry.path, dirs[partner].path)
-        display = name[: -len("_archive")] if name.endswith("_archive") else name
-        # Items group names equal once the version token is gone: x_no_top.h5 and x_no_top_v2.h5.
-        group, version = split_version(display)
+        # Items group names equal once a version token is gone: x_no_top.h5 and x_no_top_v2.h5.
+        display = displays[name]
+        group, version = versions[display]
         unit = Unit(name, paths, version=version)
-        units.append((group + split_extension(display)[1], unit))
+        units.append((display if group is None else group + split_extension(display)[1], unit))
     lone = [e.path for n, e in dirs.items() if n not in paired]
     return units, lone
 

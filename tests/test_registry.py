@@ -1,0 +1,191 @@
+"""The cache-kind registry, third-party kinds through entry points, and scanning every kind at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import textwrap
+from importlib.metadata import EntryPoint
+
+import pytest
+from typer.testing import CliRunner
+
+from hfcache.caches import ENTRY_POINT_GROUP, KINDS, load_registry, scan_caches
+from hfcache.cli import app
+from hfcache.errors import CacheNotADirectory, NotACache, UsageError
+
+from .trees import commit, repo, write
+
+PLUGIN = textwrap.dedent(
+    """
+    import os
+    from hfcache.model import CacheInventory, Item, Revision
+
+    class Ollama:
+        kind = "ollama"
+        title = "Ollama models"
+        types = ("model",)
+
+        def default_roots(self, env):
+            return [os.path.join(env.get("HOME", "/"), ".ollama", "models")]
+
+        def recognizes(self, root):
+            return os.path.isdir(os.path.join(root, "manifests"))
+
+        def scan(self, root, *, explicit=True):
+            rev = Revision("latest", root, size_bytes=1, reclaimable_bytes=1)
+            item = Item(kind=self.kind, id="llama3", type="model", path=root, size_bytes=1, revisions=(rev,))
+            return CacheInventory(kind=self.kind, title=self.title, root=root, size_bytes=1, items=(item,))
+
+    class NotAKind:
+        pass
+
+    def broken():
+        raise RuntimeError("plug-in bug")
+    """
+)
+
+
+@pytest.fixture
+def plugin_dist(tmp_path, monkeypatch):
+    """An installed distribution declaring hfcache.caches entry points (a real .dist-info on sys.path)."""
+    site = tmp_path / "site"
+    write(str(site / "hfcache_test_plugin.py"), PLUGIN.encode())
+    dist = site / "hfcache_test_plugin-1.0.dist-info"
+    write(str(dist / "METADATA"), b"Metadata-Version: 2.1\nName: hfcache-test-plugin\nVersion: 1.0\n")
+    entry_points = f"[{ENTRY_POINT_GROUP}]\nollama = hfcache_test_plugin:Ollama\n"
+    write(str(dist / "entry_points.txt"), entry_points.encode())
+    monkeypatch.syspath_prepend(str(site))
+    yield site
+    sys.modules.pop("hfcache_test_plugin", None)
+
+
+def test_builtin_kinds_are_the_documented_ones():
+    assert list(KINDS) == ["huggingface", "torch", "keras", "xet", "datasets", "kagglehub", "transformers-legacy"]
+
+
+def test_plugin_from_an_installed_distribution_is_scanned(plugin_dist, isolated_home):
+    registry = load_registry()
+    assert "ollama" in registry.kinds and registry.problems == ()
+    write(os.path.join(isolated_home, ".ollama", "models", "manifests", "x"), 3)
+    inventory = scan_caches(kinds=["ollama"], kind_registry=registry)
+    assert [(c.kind, [i.id for i in c.items]) for c in inventory.caches] == [("ollama", ["llama3"])]
+
+
+def test_broken_plugins_are_reported_not_fatal(plugin_dist):
+    eps = [
+        EntryPoint("bad", "hfcache_test_plugin:broken", ENTRY_POINT_GROUP),
+        EntryPoint("missing", "no_such_module:Kind", ENTRY_POINT_GROUP),
+        EntryPoint("shape", "hfcache_test_plugin:NotAKind", ENTRY_POINT_GROUP),
+        EntryPoint("torch", "hfcache_test_plugin:Ollama", ENTRY_POINT_GROUP),
+        EntryPoint("again", "hfcache_test_plugin:Ollama", ENTRY_POINT_GROUP),
+    ]
+    registry = load_registry(eps)
+    assert list(registry.kinds)[-1] == "ollama" and len(registry.kinds) == len(KINDS) + 1
+    problems = "\n".join(registry.problems)
+    assert "'bad'" in problems and "plug-in bug" in problems
+    assert "'missing'" in problems and "ModuleNotFoundError" in problems
+    assert "'shape'" in problems and "does not provide" in problems
+    assert "'again'" in problems and "already exists" in problems
+    assert len(registry.problems) == 4
+
+
+def test_unknown_kind_is_a_usage_error():
+    with pytest.raises(UsageError, match="unknown cache kind 'pytorch'"):
+        scan_caches(kinds=["pytorch"])
+
+
+def make_machine(home: str) -> dict[str, str]:
+    """One small cache of every built-in kind, at each library's default place."""
+    c1 = commit(1)
+    hub = os.path.join(home, ".cache", "huggingface", "hub")
+    repo(hub, "models--org--m", snapshots={c1: {"w": "e"}}, blobs={"e": 100}, refs={"main": c1})
+    write(os.path.join(home, ".cache", "huggingface", "token"), b"hf_secret")
+    write(os.path.join(home, ".cache", "huggingface", "xet", "ep-x", "shard-cache", "a.mdb"), 10)
+    write(os.path.join(home, ".cache", "huggingface", "datasets", "o___d", "cfg", "1.0.0", "h", "d.arrow"), 20)
+    write(os.path.join(home, ".cache", "huggingface", "transformers", f"{'a' * 64}.{'b' * 64}"), 30)
+    write(os.path.join(home, ".cache", "torch", "hub", "trusted_list"), b"pytorch_vision\n")
+    write(os.path.join(home, ".cache", "torch", "hub", "checkpoints", "resnet18-5c106cde.pth"), 40)
+    write(os.path.join(home, ".cache", "torch", "hub", "pytorch_vision_v0.10.0", "hubconf.py"), 50)
+    write(os.path.join(home, ".keras", "keras.json"), b"{}")
+    write(os.path.join(home, ".keras", "models", "resnet50.h5"), 60)
+    kh = os.path.join(home, ".cache", "kagglehub", "models", "keras", "gemma", "keras", "2b")
+    write(os.path.join(kh, "3", "w.h5"), 70)
+    write(os.path.join(kh, "3.complete"))
+    return {"hub": hub}
+
+
+def test_scan_every_kind_at_its_default_place(isolated_home):
+    make_machine(isolated_home)
+    result = CliRunner().invoke(app, ["scan", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    found = {c["kind"]: c for c in doc["caches"] if c["exists"]}
+    assert set(found) == set(KINDS)
+    ids = {kind: {(i["type"], i["id"]) for i in c["items"]} for kind, c in found.items()}
+    assert ids["torch"] == {("checkpoint", "resnet18"), ("hub-repo", "pytorch/vision")}
+    assert ids["keras"] == {("model", "resnet50.h5")}
+    assert ids["kagglehub"] == {("model", "keras/gemma/keras/2b")}
+    assert {k: c["size_bytes"] for k, c in found.items()} == {
+        "huggingface": 100,
+        "xet": 10,
+        "datasets": 20,
+        "transformers-legacy": 30,
+        "torch": 90,
+        "keras": 60,
+        "kagglehub": 70,
+    }
+    vision = next(i for i in found["torch"]["items"] if i["id"] == "pytorch/vision")
+    assert vision["revisions"][0]["version"] == "0.10.0" and vision["revisions"][0]["refs"] == ["v0.10.0"]
+    # What a library needs to start is never an item.
+    every_path = [p for c in found.values() for i in c["items"] for p in i["paths"]]
+    for needed in ("keras.json", "trusted_list", "token", ".locks"):
+        assert not any(os.path.basename(p) == needed for p in every_path)
+
+    table = CliRunner().invoke(app, ["scan"])
+    for title in ("Hugging Face hub cache", "PyTorch hub cache", "Keras cache", "kagglehub cache", "Xet cache"):
+        assert title in table.stdout
+    only = json.loads(CliRunner().invoke(app, ["scan", "--kind", "torch", "--kind", "keras", "--json"]).stdout)
+    assert [c["kind"] for c in only["caches"]] == ["torch", "keras"]
+    checkpoints = json.loads(CliRunner().invoke(app, ["scan", "--type", "checkpoint", "--json"]).stdout)
+    assert [i["id"] for c in checkpoints["caches"] for i in c["items"]] == ["resnet18"]
+
+
+def test_cache_dir_kind_is_recognised_or_chosen(isolated_home, tmp_path):
+    make_machine(isolated_home)
+    torch_hub = os.path.join(isolated_home, ".cache", "torch", "hub")
+    doc = json.loads(CliRunner().invoke(app, ["scan", "--cache-dir", torch_hub, "--json"]).stdout)
+    assert [c["kind"] for c in doc["caches"]] == ["torch"]
+    empty = str(tmp_path / "empty")
+    os.makedirs(empty)
+    doc = json.loads(CliRunner().invoke(app, ["scan", "--cache-dir", empty, "--kind", "keras", "--json"]).stdout)
+    assert [c["kind"] for c in doc["caches"]] == ["keras"]
+    with pytest.raises(NotACache):
+        scan_caches([torch_hub], kinds=["keras"])
+
+
+def test_one_unreadable_default_root_does_not_stop_the_others(isolated_home):
+    make_machine(isolated_home)
+    shutil.rmtree(os.path.join(isolated_home, ".cache", "kagglehub"))
+    write(os.path.join(isolated_home, ".cache", "kagglehub"), b"a file, not a folder")
+    inventory = scan_caches()
+    kaggle = next(c for c in inventory.caches if c.kind == "kagglehub")
+    assert "not scanned" in kaggle.warnings[0].message and not kaggle.items
+    assert any(c.kind == "torch" and c.items for c in inventory.caches)
+    with pytest.raises(CacheNotADirectory):
+        scan_caches(kinds=["kagglehub"])
+
+
+def test_nothing_found_anywhere_says_where_it_looked(isolated_home):
+    result = CliRunner().invoke(app, ["scan"])
+    assert result.exit_code == 0
+    assert "No model caches found" in result.stderr
+    assert os.path.join(isolated_home, ".cache", "torch", "hub") in result.stderr
+
+
+def test_unknown_kind_and_type_exit_2():
+    assert CliRunner().invoke(app, ["scan", "--kind", "pytorch"]).exit_code == 2
+    result = CliRunner().invoke(app, ["scan", "--kind", "keras", "--type", "checkpoint"])
+    assert result.exit_code == 2 and "unknown item type 'checkpoint'" in result.stderr
