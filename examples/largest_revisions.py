@@ -13,6 +13,13 @@ import json
 import sys
 
 
+def _label(cache: dict, rev: dict) -> str:
+    """Refs for the hub ("(detached)" when none), the version elsewhere."""
+    if cache["kind"] == "huggingface":
+        return ",".join(rev["refs"]) or "(detached)"
+    return rev.get("version") or "-"
+
+
 def main() -> int:
     limit = int(sys.argv[1]) if len(sys.argv) > 1 else 10
     doc = json.load(sys.stdin)
@@ -20,7 +27,7 @@ def main() -> int:
         print(f"unsupported hfcache JSON version {doc.get('version')!r}", file=sys.stderr)
         return 2
     rows = [
-        (rev["reclaimable_bytes"], item["id"], rev["revision"][:12], ",".join(rev["refs"]) or "(detached)")
+        (rev["reclaimable_bytes"], item["id"], rev["revision"][:12], _label(cache, rev))
         for cache in doc["caches"]
         for item in cache["items"]
         for rev in item["revisions"]

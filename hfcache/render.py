@@ -107,8 +107,8 @@ def _ident(ident: str, odd: bool) -> Text:
 
 
 def _has_refs(cache: CacheInventory) -> bool:
-    """The hub names revisions by refs; other kinds mostly by versions, and "(detached)" means nothing there."""
-    return cache.kind == "huggingface" or any(r.refs for i in cache.items for r in i.revisions)
+    """The hub names revisions by refs; other kinds by versions, and "(detached)" means nothing there."""
+    return cache.kind == "huggingface"
 
 
 def _versions(versions: list[str | None]) -> Text:

@@ -33,11 +33,12 @@ def iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def revision_to_dict(rev: Revision) -> dict[str, Any]:
+def revision_to_dict(rev: Revision, *, has_refs: bool = True) -> dict[str, Any]:
+    """``detached`` is null for kinds without refs (everything but the hub): no ref can point there."""
     return {
         "revision": rev.revision,
         "refs": list(rev.refs),
-        "detached": rev.detached,
+        "detached": rev.detached if has_refs else None,
         "size_bytes": rev.size_bytes,
         "reclaimable_bytes": rev.reclaimable_bytes,
         "version": rev.version,
@@ -51,6 +52,7 @@ def revision_to_dict(rev: Revision) -> dict[str, Any]:
 
 
 def item_to_dict(item: Item) -> dict[str, Any]:
+    has_refs = item.kind == "huggingface"
     return {
         "id": item.id,
         "type": item.type,
@@ -62,7 +64,7 @@ def item_to_dict(item: Item) -> dict[str, Any]:
         "nb_blobs": item.nb_blobs,
         "deletable": item.deletable,
         "warnings": [str(w) for w in item.warnings],
-        "revisions": [revision_to_dict(r) for r in item.revisions],
+        "revisions": [revision_to_dict(r, has_refs=has_refs) for r in item.revisions],
     }
 
 

@@ -138,7 +138,8 @@ def test_scan_every_kind_at_its_default_place(isolated_home):
         "kagglehub": 70,
     }
     vision = next(i for i in found["torch"]["items"] if i["id"] == "pytorch/vision")
-    assert vision["revisions"][0]["version"] == "0.10.0" and vision["revisions"][0]["refs"] == ["v0.10.0"]
+    assert vision["revisions"][0]["version"] == "0.10.0" and vision["revisions"][0]["revision"] == "v0.10.0"
+    assert vision["revisions"][0]["detached"] is None  # no refs outside the hub: "detached" means nothing there
     # What a library needs to start is never an item.
     every_path = [p for c in found.values() for i in c["items"] for p in i["paths"]]
     for needed in ("keras.json", "trusted_list", "token", ".locks"):

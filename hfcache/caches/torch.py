@@ -146,7 +146,7 @@ def _scan_repo_folder(
     if not os.path.isfile(os.path.join(entry.path, "hubconf.py")):
         return unknown_item(KIND, entry.path, root, seen, "no hubconf.py: not a torch hub repo")
     repo_id, ref, certain = split
-    unit = Unit(ref, (entry.path,), version=parse_version(ref), refs=(ref,))
+    unit = Unit(ref, (entry.path,), version=parse_version(ref))
     if not certain:
         unit.warnings.append(
             ScanWarning(
