@@ -24,6 +24,10 @@ CACHE_VARIABLES = (
     "HFCACHE_DEBUG",
     "TORCH_HOME",
     "KERAS_HOME",
+    "HF_DATASETS_CACHE",
+    "KAGGLEHUB_CACHE",
+    "PYTORCH_TRANSFORMERS_CACHE",
+    "PYTORCH_PRETRAINED_BERT_CACHE",
 )
 
 _SESSION_HOME = tempfile.mkdtemp(prefix="hfcache-tests-home-")
@@ -46,4 +50,8 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     monkeypatch.setenv("XDG_CACHE_HOME", os.path.join(home, ".cache"))
     for var in CACHE_VARIABLES:
         monkeypatch.delenv(var, raising=False)
+    # Keras's fallback is a literal /tmp/.keras: point it into this test's home as well.
+    from hfcache.caches import keras
+
+    monkeypatch.setattr(keras, "TMP_FALLBACK", os.path.join(home, "tmp", ".keras"))
     return home

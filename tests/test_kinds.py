@@ -334,3 +334,16 @@ def test_each_kind_refuses_a_home_folder_and_accepts_a_missing_default(fs, modul
         module.scan("/home/me")
     missing = module.scan("/nowhere", explicit=False)
     assert not missing.exists and missing.items == ()
+
+
+def test_keras_fallback_folder_is_scanned_when_it_exists(isolated_home):
+    from hfcache.caches import scan_caches
+
+    fallback = keras.TMP_FALLBACK  # pointed into this test's home by conftest
+    write(os.path.join(fallback, "models", "vgg16.h5"), 12)
+    inventory = scan_caches(kinds=["keras"])
+    assert [(c.root, c.exists) for c in inventory.caches] == [
+        (os.path.join(isolated_home, ".keras"), False),
+        (fallback, True),
+    ]
+    assert inventory.caches[1].items[0].id == "vgg16.h5"

@@ -43,11 +43,11 @@ def default_root(env: Mapping[str, str]) -> str:
     return os.path.abspath(expanduser(env_path(env, "KERAS_HOME") or "~/.keras", env))
 
 
-def default_roots(env: Mapping[str, str], tmp_fallback: str = TMP_FALLBACK) -> list[str]:
+def default_roots(env: Mapping[str, str], tmp_fallback: str | None = None) -> list[str]:
     """Keras 3's root, then ``~/.keras`` when ``KERAS_HOME`` moved it (tf-keras always downloads
     there), then the ``/tmp/.keras`` fallback; the last two only when they exist."""
     roots = [default_root(env)]
-    for extra in (os.path.abspath(expanduser("~/.keras", env)), tmp_fallback):
+    for extra in (os.path.abspath(expanduser("~/.keras", env)), tmp_fallback or TMP_FALLBACK):
         if extra not in roots and os.path.isdir(extra):
             roots.append(extra)
     return roots
