@@ -24,13 +24,13 @@ from typing import Protocol, runtime_checkable
 
 from ..errors import CacheNotADirectory, CacheNotFound, CacheUnreadable, HfcacheError, NotACache, UsageError
 from ..model import CacheInventory, Inventory, ScanWarning
-from .datasets import Datasets
-from .huggingface import HuggingFaceHub
-from .kagglehub import KaggleHub
-from .keras import Keras
-from .torch import TorchHub
-from .transformers_legacy import TransformersLegacy
-from .xet import Xet
+from .datasets import DATASETS
+from .huggingface import HUB
+from .kagglehub import KAGGLEHUB
+from .keras import KERAS
+from .torch import TORCH
+from .transformers_legacy import TRANSFORMERS_LEGACY
+from .xet import XET
 
 ENTRY_POINT_GROUP = "hfcache.caches"
 
@@ -56,7 +56,7 @@ class CacheKind(Protocol):
         ...
 
 
-BUILTIN: tuple[CacheKind, ...] = (HuggingFaceHub(), TorchHub(), Keras(), Xet(), Datasets(), KaggleHub(), TransformersLegacy())
+BUILTIN: tuple[CacheKind, ...] = (HUB, TORCH, KERAS, XET, DATASETS, KAGGLEHUB, TRANSFORMERS_LEGACY)
 KINDS: dict[str, CacheKind] = {k.kind: k for k in BUILTIN}
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 import re
 import stat as stat_mod
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ..errors import CacheNotADirectory, CacheNotFound, CacheUnreadable
-from ..model import Item, Revision, ScanWarning
+from ..errors import CacheNotADirectory, CacheNotFound, CacheUnreadable, NotACache
+from ..model import CacheInventory, Item, PartialFile, Revision, ScanWarning
 from ..versions import version_key
 
 # OS litter every scanner skips.
@@ -81,6 +81,81 @@ def check_dir(path: str, *, explicit: bool, title: str) -> str | None:
     if not os.access(real, os.R_OK | os.X_OK):
         raise CacheUnreadable(f"cannot read {title} {given}: permission denied", path=given)
     return real
+
+
+def names_in(folder: str) -> list[str]:
+    """The names in a folder, or none when it cannot be listed (for ``recognizes``)."""
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
+
+
+def open_root(
+    root: str, *, explicit: bool, title: str, recognise: Callable[[str], bool], refusal: str
+) -> tuple[str, list[os.DirEntry[str]], list[ScanWarning]] | None:
+    """Check and list a root: ``(resolved root, its entries, warnings so far)``, None when absent.
+
+    A non-empty folder that ``recognise`` refuses is :class:`NotACache`, with ``refusal``
+    saying what it lacks.
+    """
+    real = check_dir(root, explicit=explicit, title=f"{title} folder")
+    if real is None:
+        return None
+    warnings: list[ScanWarning] = []
+    entries = list_dir(real, warnings)
+    if entries and not recognise(real):
+        raise NotACache(f"not a {title}: {root} {refusal}", path=root)
+    return real, entries, warnings
+
+
+def absent(kind: str, title: str, root: str) -> CacheInventory:
+    """A default root that does not exist yet: nothing cached."""
+    return CacheInventory(kind=kind, title=title, root=os.path.abspath(root), exists=False)
+
+
+def inventory(
+    kind: str,
+    title: str,
+    root: str,
+    items: Iterable[Item],
+    warnings: Iterable[ScanWarning],
+    protected: Iterable[str],
+    partials: Iterable[PartialFile] = (),
+) -> CacheInventory:
+    """The inventory of a kind whose items share nothing: the total is the sum of the items."""
+    found = sorted(items, key=lambda i: (i.type, i.id))
+    return CacheInventory(
+        kind=kind,
+        title=title,
+        root=root,
+        size_bytes=sum(i.size_bytes for i in found),
+        items=tuple(found),
+        partial_files=tuple(sorted(partials, key=lambda p: p.path)),
+        warnings=tuple(warnings),
+        protected=(root, *protected),
+    )
+
+
+@dataclass(frozen=True)
+class FunctionKind:
+    """A cache kind made of a module's functions (see :class:`hfcache.caches.CacheKind`)."""
+
+    kind: str
+    title: str
+    types: tuple[str, ...]
+    roots: Callable[[Mapping[str, str]], list[str]]
+    recognise: Callable[[str], bool]
+    scan_root: Callable[..., CacheInventory]
+
+    def default_roots(self, env: Mapping[str, str]) -> list[str]:
+        return self.roots(env)
+
+    def recognizes(self, root: str) -> bool:
+        return self.recognise(root)
+
+    def scan(self, root: str, *, explicit: bool = True) -> CacheInventory:
+        return self.scan_root(root, explicit=explicit)
 
 
 def list_dir(folder: str, warnings: list[ScanWarning]) -> list[os.DirEntry[str]]:

@@ -20,11 +20,25 @@ import os
 import re
 from collections.abc import Mapping
 
-from ..errors import NotACache
 from ..locks import is_lock_held
 from ..model import CacheInventory, Item, PartialFile, ScanWarning
 from ..versions import parse_version
-from ._common import Unit, build_item, check_dir, env_path, expanduser, is_dir, list_dir, measure, unknown_item, xdg_cache_home
+from ._common import (
+    FunctionKind,
+    Unit,
+    absent,
+    build_item,
+    env_path,
+    expanduser,
+    inventory,
+    is_dir,
+    list_dir,
+    measure,
+    names_in,
+    open_root,
+    unknown_item,
+    xdg_cache_home,
+)
 
 KIND = "datasets"
 TITLE = "Hugging Face datasets cache"
@@ -64,10 +78,10 @@ def read_small_json(path: str) -> dict[str, object] | None:
 
 
 class _Scan:
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, warnings: list[ScanWarning]) -> None:
         self.root = root
         self.seen: set[tuple[int, int]] = set()
-        self.warnings: list[ScanWarning] = []
+        self.warnings = warnings
         self.items: list[Item] = []
         self.partials: list[PartialFile] = []
 
@@ -148,10 +162,7 @@ class _Scan:
 
 
 def looks_like_cache(root: str) -> bool:
-    try:
-        names = os.listdir(root)
-    except OSError:
-        return False
+    names = names_in(root)
     return DOWNLOADS in names or any(n.endswith(".lock") or "___" in n for n in names)
 
 
@@ -162,13 +173,12 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
     >>> scan(tempfile.mkdtemp()).items
     ()
     """
-    real = check_dir(root, explicit=explicit, title="datasets cache folder")
-    if real is None:
-        return CacheInventory(kind=KIND, title=TITLE, root=os.path.abspath(root), exists=False)
-    state = _Scan(real)
-    entries = list_dir(real, state.warnings)
-    if entries and not looks_like_cache(real):
-        raise NotACache(f"not a datasets cache: {root} holds no downloads/, dataset folders or locks", path=root)
+    refusal = "holds no downloads/, dataset folders or locks"
+    opened = open_root(root, explicit=explicit, title=TITLE, recognise=looks_like_cache, refusal=refusal)
+    if opened is None:
+        return absent(KIND, TITLE, root)
+    real, entries, warnings = opened
+    state = _Scan(real, warnings)
     for entry in entries:
         name = entry.name
         if name.endswith(".lock") and not is_dir(entry):
@@ -179,30 +189,10 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
             state.dataset(entry)
         else:
             state.items.append(unknown_item(KIND, entry.path, real, state.seen, "not written by datasets"))
-    return CacheInventory(
-        kind=KIND,
-        title=TITLE,
-        root=real,
-        size_bytes=sum(i.size_bytes for i in state.items),
-        items=tuple(sorted(state.items, key=lambda i: (i.type, i.id))),
-        partial_files=tuple(sorted(state.partials, key=lambda p: p.path)),
-        warnings=tuple(state.warnings),
-        protected=(real, os.path.join(real, DOWNLOADS), os.path.join(real, DOWNLOADS, EXTRACTED)),
-    )
+    protected = (os.path.join(real, DOWNLOADS), os.path.join(real, DOWNLOADS, EXTRACTED))
+    return inventory(KIND, TITLE, real, state.items, warnings, protected, state.partials)
 
 
-class Datasets:
-    """The datasets cache as a cache kind (see :class:`hfcache.caches.CacheKind`)."""
-
-    kind = KIND
-    title = TITLE
-    types = ("dataset", "download", "extracted", "unknown")
-
-    def default_roots(self, env: Mapping[str, str]) -> list[str]:
-        return [default_root(env)]
-
-    def recognizes(self, root: str) -> bool:
-        return looks_like_cache(root)
-
-    def scan(self, root: str, *, explicit: bool = True) -> CacheInventory:
-        return scan(root, explicit=explicit)
+DATASETS = FunctionKind(
+    KIND, TITLE, ("dataset", "download", "extracted", "unknown"), lambda env: [default_root(env)], looks_like_cache, scan
+)

@@ -30,7 +30,7 @@ from ..errors import CacheUnreadable, NotACache
 from ..locks import is_lock_held
 from ..model import CacheInventory, Item, OrphanFile, PartialFile, Revision, ScanWarning, SharedPayload
 from ..versions import parse_version, version_key
-from ._common import FILES_TO_IGNORE, check_dir, env_path, expanduser, expandvars, xdg_cache_home
+from ._common import FILES_TO_IGNORE, FunctionKind, check_dir, env_path, expanduser, expandvars, names_in, xdg_cache_home
 
 KIND = "huggingface"
 TITLE = "Hugging Face hub cache"
@@ -686,21 +686,11 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
     )
 
 
-class HuggingFaceHub:
-    """The hub cache as a cache kind (see :class:`hfcache.caches.CacheKind`)."""
-
-    kind = KIND
-    title = TITLE
-    types = tuple(REPO_TYPES.values())
-
-    def default_roots(self, env: Mapping[str, str]) -> list[str]:
-        return [default_root(env)]
-
-    def recognizes(self, root: str) -> bool:
-        try:
-            return _looks_like_cache(os.listdir(root), root)
-        except OSError:
-            return False
-
-    def scan(self, root: str, *, explicit: bool = True) -> CacheInventory:
-        return scan(root, explicit=explicit)
+HUB = FunctionKind(
+    KIND,
+    TITLE,
+    tuple(REPO_TYPES.values()),
+    lambda env: [default_root(env)],
+    lambda root: _looks_like_cache(names_in(root), root),
+    scan,
+)

@@ -18,10 +18,23 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from ..errors import NotACache
 from ..model import CacheInventory, Item, PartialFile, ScanWarning
 from ..versions import parse_version
-from ._common import Unit, build_item, check_dir, env_path, expanduser, is_dir, list_dir, measure, unknown_item
+from ._common import (
+    FunctionKind,
+    Unit,
+    absent,
+    build_item,
+    env_path,
+    expanduser,
+    inventory,
+    is_dir,
+    list_dir,
+    measure,
+    names_in,
+    open_root,
+    unknown_item,
+)
 
 KIND = "kagglehub"
 TITLE = "kagglehub cache"
@@ -39,10 +52,10 @@ def default_root(env: Mapping[str, str]) -> str:
 
 
 class _Scan:
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, warnings: list[ScanWarning]) -> None:
         self.root = root
         self.seen: set[tuple[int, int]] = set()
-        self.warnings: list[ScanWarning] = []
+        self.warnings = warnings
         self.items: list[Item] = []
         self.partials: list[PartialFile] = []
 
@@ -119,11 +132,7 @@ class _Scan:
 
 
 def looks_like_cache(root: str) -> bool:
-    try:
-        names = os.listdir(root)
-    except OSError:
-        return False
-    return any(n in SECTIONS for n in names)
+    return any(n in SECTIONS for n in names_in(root))
 
 
 def scan(root: str, *, explicit: bool = True) -> CacheInventory:
@@ -133,42 +142,21 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
     >>> scan(tempfile.mkdtemp()).items
     ()
     """
-    real = check_dir(root, explicit=explicit, title="kagglehub cache folder")
-    if real is None:
-        return CacheInventory(kind=KIND, title=TITLE, root=os.path.abspath(root), exists=False)
-    state = _Scan(real)
-    entries = list_dir(real, state.warnings)
-    if entries and not looks_like_cache(real):
-        raise NotACache(f"not a kagglehub cache: {root} holds no models/, datasets/ or competitions/", path=root)
+    refusal = "holds no models/, datasets/ or competitions/"
+    opened = open_root(root, explicit=explicit, title=TITLE, recognise=looks_like_cache, refusal=refusal)
+    if opened is None:
+        return absent(KIND, TITLE, root)
+    real, entries, warnings = opened
+    state = _Scan(real, warnings)
     for entry in entries:
         if entry.name in SECTIONS and is_dir(entry):
             getattr(state, entry.name)(entry.path)
         else:
             state.warnings.append(ScanWarning(entry.path, "not written by kagglehub, left alone", blocks_deletion=False))
-    return CacheInventory(
-        kind=KIND,
-        title=TITLE,
-        root=real,
-        size_bytes=sum(i.size_bytes for i in state.items),
-        items=tuple(sorted(state.items, key=lambda i: (i.type, i.id))),
-        partial_files=tuple(sorted(state.partials, key=lambda p: p.path)),
-        warnings=tuple(state.warnings),
-        protected=(real, *(os.path.join(real, s) for s in SECTIONS)),
-    )
+    protected = [os.path.join(real, s) for s in SECTIONS]
+    return inventory(KIND, TITLE, real, state.items, warnings, protected, state.partials)
 
 
-class KaggleHub:
-    """kagglehub as a cache kind (see :class:`hfcache.caches.CacheKind`)."""
-
-    kind = KIND
-    title = TITLE
-    types = ("model", "dataset", "competition", "unknown")
-
-    def default_roots(self, env: Mapping[str, str]) -> list[str]:
-        return [default_root(env)]
-
-    def recognizes(self, root: str) -> bool:
-        return looks_like_cache(root)
-
-    def scan(self, root: str, *, explicit: bool = True) -> CacheInventory:
-        return scan(root, explicit=explicit)
+KAGGLEHUB = FunctionKind(
+    KIND, TITLE, ("model", "dataset", "competition", "unknown"), lambda env: [default_root(env)], looks_like_cache, scan
+)

@@ -21,10 +21,22 @@ import os
 from collections import defaultdict
 from collections.abc import Mapping
 
-from ..errors import NotACache
 from ..model import CacheInventory, Item, ScanWarning
 from ..versions import group_versions, split_extension
-from ._common import Unit, build_item, check_dir, env_path, expanduser, is_dir, list_dir, unknown_item
+from ._common import (
+    FunctionKind,
+    Unit,
+    absent,
+    build_item,
+    env_path,
+    expanduser,
+    inventory,
+    is_dir,
+    list_dir,
+    names_in,
+    open_root,
+    unknown_item,
+)
 
 KIND = "keras"
 TITLE = "Keras cache"
@@ -83,10 +95,7 @@ def _units(folder: str, entries: list[os.DirEntry[str]]) -> tuple[list[tuple[str
 
 
 def looks_like_cache(root: str) -> bool:
-    try:
-        names = os.listdir(root)
-    except OSError:
-        return False
+    names = names_in(root)
     return CONFIG in names or any(os.path.isdir(os.path.join(root, s)) for s in SUBDIRS)
 
 
@@ -97,13 +106,11 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
     >>> scan(tempfile.mkdtemp()).items
     ()
     """
-    real = check_dir(root, explicit=explicit, title="Keras folder")
-    if real is None:
-        return CacheInventory(kind=KIND, title=TITLE, root=os.path.abspath(root), exists=False)
-    warnings: list[ScanWarning] = []
-    entries = list_dir(real, warnings)
-    if entries and not looks_like_cache(real):
-        raise NotACache(f"not a Keras cache: {root} holds no keras.json, models/ or datasets/", path=root)
+    refusal = "holds no keras.json, models/ or datasets/"
+    opened = open_root(root, explicit=explicit, title=TITLE, recognise=looks_like_cache, refusal=refusal)
+    if opened is None:
+        return absent(KIND, TITLE, root)
+    real, entries, warnings = opened
     seen: set[tuple[int, int]] = set()
     items: list[Item] = []
     for entry in entries:
@@ -122,29 +129,8 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
             items.append(build_item(KIND, group, item_type, path, members, seen))
         for path in lone:
             items.append(unknown_item(KIND, path, real, seen, "folder without its archive"))
-    return CacheInventory(
-        kind=KIND,
-        title=TITLE,
-        root=real,
-        size_bytes=sum(i.size_bytes for i in items),
-        items=tuple(sorted(items, key=lambda i: (i.type, i.id))),
-        warnings=tuple(warnings),
-        protected=(real, os.path.join(real, CONFIG), *(os.path.join(real, s) for s in SUBDIRS)),
-    )
+    protected = (os.path.join(real, CONFIG), *(os.path.join(real, s) for s in SUBDIRS))
+    return inventory(KIND, TITLE, real, items, warnings, protected)
 
 
-class Keras:
-    """Keras as a cache kind (see :class:`hfcache.caches.CacheKind`)."""
-
-    kind = KIND
-    title = TITLE
-    types = ("model", "dataset", "unknown")
-
-    def default_roots(self, env: Mapping[str, str]) -> list[str]:
-        return default_roots(env)
-
-    def recognizes(self, root: str) -> bool:
-        return looks_like_cache(root)
-
-    def scan(self, root: str, *, explicit: bool = True) -> CacheInventory:
-        return scan(root, explicit=explicit)
+KERAS = FunctionKind(KIND, TITLE, ("model", "dataset", "unknown"), default_roots, looks_like_cache, scan)

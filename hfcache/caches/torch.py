@@ -18,10 +18,24 @@ import re
 from collections import defaultdict
 from collections.abc import Mapping
 
-from ..errors import NotACache
 from ..model import CacheInventory, Item, PartialFile, ScanWarning
 from ..versions import parse_version, split_version, strip_name
-from ._common import Unit, build_item, check_dir, env_path, expanduser, is_dir, list_dir, measure, unknown_item, xdg_cache_home
+from ._common import (
+    FunctionKind,
+    Unit,
+    absent,
+    build_item,
+    env_path,
+    expanduser,
+    inventory,
+    is_dir,
+    list_dir,
+    measure,
+    names_in,
+    open_root,
+    unknown_item,
+    xdg_cache_home,
+)
 
 KIND = "torch"
 TITLE = "PyTorch hub cache"
@@ -160,10 +174,7 @@ def _scan_repo_folder(
 
 def looks_like_cache(root: str) -> bool:
     """A torch hub folder holds ``checkpoints/``, ``trusted_list`` or repo folders with a ``hubconf.py``."""
-    try:
-        names = os.listdir(root)
-    except OSError:
-        return False
+    names = names_in(root)
     if CHECKPOINTS in names or TRUSTED_LIST in names:
         return True
     return any(split_repo_folder(n, []) is not None and os.path.isfile(os.path.join(root, n, "hubconf.py")) for n in names)
@@ -176,14 +187,12 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
     >>> scan(tempfile.mkdtemp()).items
     ()
     """
-    real = check_dir(root, explicit=explicit, title="torch hub folder")
-    if real is None:
-        return CacheInventory(kind=KIND, title=TITLE, root=os.path.abspath(root), exists=False)
-    warnings: list[ScanWarning] = []
-    entries = list_dir(real, warnings)
-    if entries and not looks_like_cache(real):
-        hint = f" (did you mean {os.path.join(root, 'hub')}?)" if os.path.isdir(os.path.join(real, "hub")) else ""
-        raise NotACache(f"not a torch hub cache: {root} holds no checkpoints/, trusted_list or hub repos{hint}", path=root)
+    hint = f" (did you mean {os.path.join(root, 'hub')}?)" if os.path.isdir(os.path.join(root, "hub")) else ""
+    refusal = f"holds no checkpoints/, trusted_list or hub repos{hint}"
+    opened = open_root(root, explicit=explicit, title=TITLE, recognise=looks_like_cache, refusal=refusal)
+    if opened is None:
+        return absent(KIND, TITLE, root)
+    real, entries, warnings = opened
     seen: set[tuple[int, int]] = set()
     trusted = _read_trusted(real)
     items: list[Item] = []
@@ -213,30 +222,8 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
     for repo_id, units in repos.items():
         path = units[0].paths[0] if len(units) == 1 else real
         items.append(build_item(KIND, repo_id, "hub-repo", path, units, seen))
-    return CacheInventory(
-        kind=KIND,
-        title=TITLE,
-        root=real,
-        size_bytes=sum(i.size_bytes for i in items),
-        items=tuple(sorted(items, key=lambda i: (i.type, i.id))),
-        partial_files=tuple(sorted(partials, key=lambda p: p.path)),
-        warnings=tuple(warnings),
-        protected=(real, os.path.join(real, CHECKPOINTS), os.path.join(real, TRUSTED_LIST)),
-    )
+    protected = (os.path.join(real, CHECKPOINTS), os.path.join(real, TRUSTED_LIST))
+    return inventory(KIND, TITLE, real, items, warnings, protected, partials)
 
 
-class TorchHub:
-    """torch hub as a cache kind (see :class:`hfcache.caches.CacheKind`)."""
-
-    kind = KIND
-    title = TITLE
-    types = ("checkpoint", "hub-repo", "unknown")
-
-    def default_roots(self, env: Mapping[str, str]) -> list[str]:
-        return [default_root(env)]
-
-    def recognizes(self, root: str) -> bool:
-        return looks_like_cache(root)
-
-    def scan(self, root: str, *, explicit: bool = True) -> CacheInventory:
-        return scan(root, explicit=explicit)
+TORCH = FunctionKind(KIND, TITLE, ("checkpoint", "hub-repo", "unknown"), lambda env: [default_root(env)], looks_like_cache, scan)

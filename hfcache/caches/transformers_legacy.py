@@ -20,10 +20,22 @@ import re
 from collections import defaultdict
 from collections.abc import Mapping
 
-from ..errors import NotACache
 from ..locks import is_lock_held
 from ..model import CacheInventory, Item, PartialFile, ScanWarning
-from ._common import Unit, build_item, check_dir, env_path, expanduser, expandvars, list_dir, measure, unknown_item
+from ._common import (
+    FunctionKind,
+    Unit,
+    absent,
+    build_item,
+    env_path,
+    expanduser,
+    expandvars,
+    inventory,
+    measure,
+    names_in,
+    open_root,
+    unknown_item,
+)
 from .datasets import read_small_json
 from .huggingface import _REPO_DIR_RE, default_hf_home
 from .torch import torch_home
@@ -70,11 +82,11 @@ def _identity(url: str | None, name: str) -> tuple[str, tuple[str, ...]]:
 
 
 def looks_like_cache(root: str) -> bool:
-    try:
-        names = os.listdir(root)
-    except OSError:
-        return False
-    return any(_FILE_RE.fullmatch(n.removesuffix(".json").removesuffix(".lock")) or n == "version.txt" for n in names)
+    names = names_in(root)
+    hub_folders = any(_REPO_DIR_RE.fullmatch(n) for n in names)  # TRANSFORMERS_CACHE of transformers >= 4.22
+    return hub_folders or any(
+        _FILE_RE.fullmatch(n.removesuffix(".json").removesuffix(".lock")) or n == "version.txt" for n in names
+    )
 
 
 def scan(root: str, *, explicit: bool = True) -> CacheInventory:
@@ -84,14 +96,12 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
     >>> scan(tempfile.mkdtemp()).items
     ()
     """
-    real = check_dir(root, explicit=explicit, title="transformers cache folder")
-    if real is None:
-        return CacheInventory(kind=KIND, title=TITLE, root=os.path.abspath(root), exists=False)
-    warnings: list[ScanWarning] = []
-    entries = list_dir(real, warnings)
+    refusal = "holds no <hash>.<hash> files"
+    opened = open_root(root, explicit=explicit, title=TITLE, recognise=looks_like_cache, refusal=refusal)
+    if opened is None:
+        return absent(KIND, TITLE, root)
+    real, entries, warnings = opened
     names = {e.name for e in entries}
-    if entries and not looks_like_cache(real) and not any(_REPO_DIR_RE.fullmatch(n) for n in names):
-        raise NotACache(f"not a transformers < 4.22 cache: {root} holds no <hash>.<hash> files", path=root)
     seen: set[tuple[int, int]] = set()
     items: list[Item] = []
     partials: list[PartialFile] = []
@@ -130,30 +140,7 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
     for item_id, units in sorted(groups.items()):
         path = units[0].paths[0] if len(units) == 1 else real
         items.append(build_item(KIND, item_id, "file", path, units, seen))
-    return CacheInventory(
-        kind=KIND,
-        title=TITLE,
-        root=real,
-        size_bytes=sum(i.size_bytes for i in items),
-        items=tuple(sorted(items, key=lambda i: (i.type, i.id))),
-        partial_files=tuple(sorted(partials, key=lambda p: p.path)),
-        warnings=tuple(warnings),
-        protected=(real,),
-    )
+    return inventory(KIND, TITLE, real, items, warnings, (), partials)
 
 
-class TransformersLegacy:
-    """The pre-4.22 transformers cache as a cache kind (see :class:`hfcache.caches.CacheKind`)."""
-
-    kind = KIND
-    title = TITLE
-    types = ("file", "unknown")
-
-    def default_roots(self, env: Mapping[str, str]) -> list[str]:
-        return default_roots(env)
-
-    def recognizes(self, root: str) -> bool:
-        return looks_like_cache(root)
-
-    def scan(self, root: str, *, explicit: bool = True) -> CacheInventory:
-        return scan(root, explicit=explicit)
+TRANSFORMERS_LEGACY = FunctionKind(KIND, TITLE, ("file", "unknown"), default_roots, looks_like_cache, scan)

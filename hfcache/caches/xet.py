@@ -17,9 +17,22 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from ..errors import NotACache
 from ..model import CacheInventory, Item, ScanWarning
-from ._common import Unit, build_item, check_dir, env_path, expanduser, expandvars, is_dir, list_dir, unknown_item
+from ._common import (
+    FunctionKind,
+    Unit,
+    absent,
+    build_item,
+    env_path,
+    expanduser,
+    expandvars,
+    inventory,
+    is_dir,
+    list_dir,
+    names_in,
+    open_root,
+    unknown_item,
+)
 from .huggingface import default_hf_home
 
 KIND = "xet"
@@ -48,10 +61,7 @@ def _is_endpoint(path: str) -> bool:
 
 
 def looks_like_cache(root: str) -> bool:
-    try:
-        names = os.listdir(root)
-    except OSError:
-        return False
+    names = names_in(root)
     return "logs" in names or any(_is_endpoint(os.path.join(root, n)) for n in names)
 
 
@@ -62,13 +72,11 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
     >>> scan(tempfile.mkdtemp()).items
     ()
     """
-    real = check_dir(root, explicit=explicit, title="Xet cache folder")
-    if real is None:
-        return CacheInventory(kind=KIND, title=TITLE, root=os.path.abspath(root), exists=False)
-    warnings: list[ScanWarning] = []
-    entries = list_dir(real, warnings)
-    if entries and not looks_like_cache(real):
-        raise NotACache(f"not a Xet cache: {root} holds no endpoint folders or logs/", path=root)
+    refusal = "holds no endpoint folders or logs/"
+    opened = open_root(root, explicit=explicit, title=TITLE, recognise=looks_like_cache, refusal=refusal)
+    if opened is None:
+        return absent(KIND, TITLE, root)
+    real, entries, warnings = opened
     seen: set[tuple[int, int]] = set()
     items: list[Item] = []
     for entry in entries:
@@ -87,29 +95,7 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
             items.append(build_item(KIND, entry.name, "xet-endpoint", entry.path, units, seen, owns_path=True))
         else:
             items.append(unknown_item(KIND, entry.path, real, seen, "not an endpoint folder"))
-    return CacheInventory(
-        kind=KIND,
-        title=TITLE,
-        root=real,
-        size_bytes=sum(i.size_bytes for i in items),
-        items=tuple(items),
-        warnings=tuple(warnings),
-        protected=(real,),
-    )
+    return inventory(KIND, TITLE, real, items, warnings, ())
 
 
-class Xet:
-    """The Xet cache as a cache kind (see :class:`hfcache.caches.CacheKind`)."""
-
-    kind = KIND
-    title = TITLE
-    types = ("xet-endpoint", "logs", "unknown")
-
-    def default_roots(self, env: Mapping[str, str]) -> list[str]:
-        return [default_root(env)]
-
-    def recognizes(self, root: str) -> bool:
-        return looks_like_cache(root)
-
-    def scan(self, root: str, *, explicit: bool = True) -> CacheInventory:
-        return scan(root, explicit=explicit)
+XET = FunctionKind(KIND, TITLE, ("xet-endpoint", "logs", "unknown"), lambda env: [default_root(env)], looks_like_cache, scan)
