@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from ..errors import CacheNotADirectory, CacheNotFound, CacheUnreadable, NotACache
+from ..locks import is_lock_held
 from ..model import CacheInventory, Item, PartialFile, Revision, ScanWarning
 from ..versions import version_key
 
@@ -223,6 +224,20 @@ def measure(path: str, seen: set[tuple[int, int]], warnings: list[ScanWarning]) 
     if not count:
         atime, mtime = st.st_atime, st.st_mtime
     return Measure(size, atime, mtime, count)
+
+
+def partial_file(
+    path: str,
+    item_id: str | None,
+    scheme: str,
+    seen: set[tuple[int, int]],
+    warnings: list[ScanWarning],
+    lock: str | None = None,
+) -> PartialFile:
+    """A leftover or in-progress download, measured; its flock tested when it has a lock file."""
+    m = measure(path, seen, warnings)
+    held = is_lock_held(lock) if lock else None
+    return PartialFile(path, item_id, m.size, m.mtime, scheme, lock if held is not None else None, held)
 
 
 def _counted(st: os.stat_result, seen: set[tuple[int, int]]) -> int:

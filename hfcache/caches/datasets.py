@@ -33,9 +33,9 @@ from ._common import (
     inventory,
     is_dir,
     list_dir,
-    measure,
     names_in,
     open_root,
+    partial_file,
     unknown_item,
     xdg_cache_home,
 )
@@ -86,9 +86,7 @@ class _Scan:
         self.partials: list[PartialFile] = []
 
     def partial(self, path: str, item_id: str | None, scheme: str, lock: str | None = None) -> None:
-        m = measure(path, self.seen, self.warnings)
-        held = is_lock_held(lock) if lock and os.path.exists(lock) else None
-        self.partials.append(PartialFile(path, item_id, m.size, m.mtime, scheme, lock if held is not None else None, held))
+        self.partials.append(partial_file(path, item_id, scheme, self.seen, self.warnings, lock))
 
     def dataset(self, folder: os.DirEntry[str]) -> None:
         """``<ns>___<name>/<config>/<version>/<hash>/`` -> one item, a revision per prepared folder."""
@@ -112,7 +110,7 @@ class _Scan:
                     elif is_dir(entry):
                         revision = f"{config.name}/{version.name}/{name}"
                         unit = Unit(revision, (entry.path,), version=parse_version(version.name))
-                        if os.path.exists(lock) and is_lock_held(lock):
+                        if is_lock_held(lock):
                             unit.warnings.append(ScanWarning(entry.path, "being prepared (builder lock held)"))
                         units.append(unit)
                     else:

@@ -30,9 +30,9 @@ from ._common import (
     inventory,
     is_dir,
     list_dir,
-    measure,
     names_in,
     open_root,
+    partial_file,
     unknown_item,
 )
 
@@ -60,8 +60,7 @@ class _Scan:
         self.partials: list[PartialFile] = []
 
     def partial(self, path: str, item_id: str, scheme: str) -> None:
-        m = measure(path, self.seen, self.warnings)
-        self.partials.append(PartialFile(path, item_id, m.size, m.mtime, scheme))
+        self.partials.append(partial_file(path, item_id, scheme, self.seen, self.warnings))
 
     def unknown(self, path: str, why: str) -> None:
         self.items.append(unknown_item(KIND, path, self.root, self.seen, why))

@@ -30,9 +30,9 @@ from ._common import (
     inventory,
     is_dir,
     list_dir,
-    measure,
     names_in,
     open_root,
+    partial_file,
     unknown_item,
     xdg_cache_home,
 )
@@ -118,9 +118,8 @@ def _scan_checkpoints(
         name = entry.name
         partial = _PARTIAL_RE.fullmatch(name)
         if partial or _TMP_RE.fullmatch(name):
-            m = measure(entry.path, seen, warnings)
             stem = _stem(partial.group("target"))[0] if partial else None
-            partials.append(PartialFile(entry.path, stem, m.size, m.mtime, "temporary"))
+            partials.append(partial_file(entry.path, stem, "temporary", seen, warnings))
             continue
         if is_dir(entry):
             items.append(unknown_item(KIND, entry.path, root, seen, "folder in checkpoints/ (torch only writes files there)"))
@@ -206,11 +205,9 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
         if name == CHECKPOINTS and is_dir(entry):
             items.extend(_scan_checkpoints(entry.path, seen, warnings, partials, real))
         elif name.endswith((".zip", ".partial")) and not is_dir(entry):
-            m = measure(entry.path, seen, warnings)
-            partials.append(PartialFile(entry.path, None, m.size, m.mtime, "temporary"))
+            partials.append(partial_file(entry.path, None, "temporary", seen, warnings))
         elif is_dir(entry) and "_" not in name and (zips or _ZIPBALL_DIR_RE.fullmatch(name)):
-            m = measure(entry.path, seen, warnings)
-            partials.append(PartialFile(entry.path, None, m.size, m.mtime, "extracting"))
+            partials.append(partial_file(entry.path, None, "extracting", seen, warnings))
         elif is_dir(entry):
             found = _scan_repo_folder(entry, trusted, seen, real)
             if isinstance(found, Item):

@@ -31,9 +31,9 @@ from ._common import (
     expanduser,
     expandvars,
     inventory,
-    measure,
     names_in,
     open_root,
+    partial_file,
     unknown_item,
 )
 from .datasets import read_small_json
@@ -119,10 +119,8 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
             continue
         if name.endswith(".incomplete") or _TMP_RE.fullmatch(name):
             lock = os.path.join(real, name.removesuffix(".incomplete") + ".lock") if name.endswith(".incomplete") else None
-            held = is_lock_held(lock) if lock and os.path.exists(lock) else None
-            m = measure(entry.path, seen, warnings)
             scheme = "resumable" if name.endswith(".incomplete") else "temporary"
-            partials.append(PartialFile(entry.path, None, m.size, m.mtime, scheme, lock if held is not None else None, held))
+            partials.append(partial_file(entry.path, None, scheme, seen, warnings, lock))
             continue
         match = _FILE_RE.fullmatch(name)
         if not match:
@@ -134,7 +132,7 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
         paths = (entry.path, *(entry.path + s for s in (".json", ".lock") if name + s in names))
         unit = Unit(match.group("etag"), paths, refs=refs)
         lock = entry.path + ".lock"
-        if os.path.exists(lock) and is_lock_held(lock):
+        if is_lock_held(lock):
             unit.warnings.append(ScanWarning(lock, "lock held: a process is using this file"))
         groups[item_id].append(unit)
     for item_id, units in sorted(groups.items()):
