@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -115,6 +116,11 @@ def test_torch_checkpoints_and_an_unfinished_download(files, tmp_path):
     worker.start()
     try:
         assert files.stalled.wait(30)
+        # The server has sent half the bytes; wait until torch has written some of them.
+        deadline = time.monotonic() + 30
+        while not any(n.endswith(".partial") and os.path.getsize(os.path.join(model_dir, n)) for n in os.listdir(model_dir)):
+            assert time.monotonic() < deadline, "torch never wrote its .partial file"
+            time.sleep(0.05)
         cache = scan_caches([hub], kinds=["torch"]).caches[0]
     finally:
         files.release.set()
