@@ -329,6 +329,24 @@ def build_item(
     )
 
 
+class ScanState:
+    """What a scanner collects under one root: items, partial downloads, warnings, inodes seen."""
+
+    def __init__(self, kind: str, root: str, warnings: list[ScanWarning]) -> None:
+        self.kind = kind
+        self.root = root
+        self.seen: set[tuple[int, int]] = set()
+        self.warnings = warnings
+        self.items: list[Item] = []
+        self.partials: list[PartialFile] = []
+
+    def partial(self, path: str, item_id: str | None, scheme: str, lock: str | None = None) -> None:
+        self.partials.append(partial_file(path, item_id, scheme, self.seen, self.warnings, lock))
+
+    def unknown(self, path: str, why: str) -> None:
+        self.items.append(unknown_item(self.kind, path, self.root, self.seen, why))
+
+
 def unknown_item(kind: str, path: str, root: str, seen: set[tuple[int, int]], why: str) -> Item:
     """Something a scanner could not classify: shown and counted, never deletable."""
     item_id = os.path.relpath(path, root)

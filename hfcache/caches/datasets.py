@@ -21,10 +21,11 @@ import re
 from collections.abc import Mapping
 
 from ..locks import is_lock_held
-from ..model import CacheInventory, Item, PartialFile, ScanWarning
+from ..model import CacheInventory, ScanWarning
 from ..versions import parse_version
 from ._common import (
     FunctionKind,
+    ScanState,
     Unit,
     absent,
     build_item,
@@ -35,8 +36,6 @@ from ._common import (
     list_dir,
     names_in,
     open_root,
-    partial_file,
-    unknown_item,
     xdg_cache_home,
 )
 
@@ -77,28 +76,18 @@ def read_small_json(path: str) -> dict[str, object] | None:
     return data if isinstance(data, dict) else None
 
 
-class _Scan:
-    def __init__(self, root: str, warnings: list[ScanWarning]) -> None:
-        self.root = root
-        self.seen: set[tuple[int, int]] = set()
-        self.warnings = warnings
-        self.items: list[Item] = []
-        self.partials: list[PartialFile] = []
-
-    def partial(self, path: str, item_id: str | None, scheme: str, lock: str | None = None) -> None:
-        self.partials.append(partial_file(path, item_id, scheme, self.seen, self.warnings, lock))
-
+class _Scan(ScanState):
     def dataset(self, folder: os.DirEntry[str]) -> None:
         """``<ns>___<name>/<config>/<version>/<hash>/`` -> one item, a revision per prepared folder."""
         item_id = folder.name.replace("___", "/", 1)
         units: list[Unit] = []
         for config in list_dir(folder.path, self.warnings):
             if not is_dir(config):
-                self.items.append(unknown_item(KIND, config.path, self.root, self.seen, "not a dataset config folder"))
+                self.unknown(config.path, "not a dataset config folder")
                 continue
             for version in list_dir(config.path, self.warnings):
                 if not is_dir(version):
-                    self.items.append(unknown_item(KIND, version.path, self.root, self.seen, "not a dataset version folder"))
+                    self.unknown(version.path, "not a dataset version folder")
                     continue
                 for entry in list_dir(version.path, self.warnings):
                     name = entry.name
@@ -114,9 +103,7 @@ class _Scan:
                             unit.warnings.append(ScanWarning(entry.path, "being prepared (builder lock held)"))
                         units.append(unit)
                     else:
-                        self.items.append(
-                            unknown_item(KIND, entry.path, self.root, self.seen, "loose file in a dataset version folder")
-                        )
+                        self.unknown(entry.path, "loose file in a dataset version folder")
         if units:
             self.items.append(build_item(KIND, item_id, "dataset", folder.path, units, self.seen, owns_path=True))
 
@@ -138,7 +125,7 @@ class _Scan:
                 continue
             match = _DOWNLOAD_RE.fullmatch(name)
             if not match or is_dir(entry):
-                self.items.append(unknown_item(KIND, entry.path, self.root, self.seen, "not a datasets download"))
+                self.unknown(entry.path, "not a datasets download")
                 continue
             meta = read_small_json(entry.path + ".json") if name + ".json" in names else None
             url = meta.get("url") if meta else None
@@ -156,7 +143,7 @@ class _Scan:
                 unit = Unit(name, (path,))
                 self.items.append(build_item(KIND, f"downloads/extracted/{name}", "extracted", path, [unit], self.seen))
             else:
-                self.items.append(unknown_item(KIND, path, self.root, self.seen, "not a datasets extraction folder"))
+                self.unknown(path, "not a datasets extraction folder")
 
 
 def looks_like_cache(root: str) -> bool:
@@ -176,7 +163,7 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
     if opened is None:
         return absent(KIND, TITLE, root)
     real, entries, warnings = opened
-    state = _Scan(real, warnings)
+    state = _Scan(KIND, real, warnings)
     for entry in entries:
         name = entry.name
         if name.endswith(".lock") and not is_dir(entry):
@@ -186,7 +173,7 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
         elif is_dir(entry):
             state.dataset(entry)
         else:
-            state.items.append(unknown_item(KIND, entry.path, real, state.seen, "not written by datasets"))
+            state.unknown(entry.path, "not written by datasets")
     protected = (os.path.join(real, DOWNLOADS), os.path.join(real, DOWNLOADS, EXTRACTED))
     return inventory(KIND, TITLE, real, state.items, warnings, protected, state.partials)
 

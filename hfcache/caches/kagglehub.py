@@ -18,10 +18,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from ..model import CacheInventory, Item, PartialFile, ScanWarning
+from ..model import CacheInventory, ScanWarning
 from ..versions import parse_version
 from ._common import (
     FunctionKind,
+    ScanState,
     Unit,
     absent,
     build_item,
@@ -32,8 +33,6 @@ from ._common import (
     list_dir,
     names_in,
     open_root,
-    partial_file,
-    unknown_item,
 )
 
 KIND = "kagglehub"
@@ -51,20 +50,7 @@ def default_root(env: Mapping[str, str]) -> str:
     return os.path.abspath(expanduser(env_path(env, "KAGGLEHUB_CACHE") or "~/.cache/kagglehub", env))
 
 
-class _Scan:
-    def __init__(self, root: str, warnings: list[ScanWarning]) -> None:
-        self.root = root
-        self.seen: set[tuple[int, int]] = set()
-        self.warnings = warnings
-        self.items: list[Item] = []
-        self.partials: list[PartialFile] = []
-
-    def partial(self, path: str, item_id: str, scheme: str) -> None:
-        self.partials.append(partial_file(path, item_id, scheme, self.seen, self.warnings))
-
-    def unknown(self, path: str, why: str) -> None:
-        self.items.append(unknown_item(KIND, path, self.root, self.seen, why))
-
+class _Scan(ScanState):
     def versions(self, item_id: str, item_type: str, versions_dir: str, marker_dir: str) -> None:
         """One item from the integer-named version folders in ``versions_dir``; markers live in ``marker_dir``."""
         units = []
@@ -146,7 +132,7 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
     if opened is None:
         return absent(KIND, TITLE, root)
     real, entries, warnings = opened
-    state = _Scan(real, warnings)
+    state = _Scan(KIND, real, warnings)
     for entry in entries:
         if entry.name in SECTIONS and is_dir(entry):
             getattr(state, entry.name)(entry.path)
