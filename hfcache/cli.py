@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import __version__, render
-from .caches import registry, scan_caches
+from .caches import registry, scan_caches, select_kinds
 from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, HfcacheError, UsageError
 from .query import Selection, parse_sort, select
 from .serialize import inventory_to_dict
@@ -78,8 +78,7 @@ def _complete_type(incomplete: str) -> list[str]:
 
 def _check_types(types: list[str], kinds: list[str] | None) -> frozenset[str]:
     """Refuse an item type none of the selected kinds has (a typo would silently show nothing)."""
-    chosen = [registry().kinds[k] for k in kinds] if kinds else list(registry().kinds.values())
-    known = dict.fromkeys(t for k in chosen for t in k.types)
+    known = dict.fromkeys(t for k in select_kinds(kinds or None, registry()) for t in k.types)
     for t in types:
         if t not in known:
             raise UsageError(f"unknown item type {t!r}; known here: {', '.join(known)}")
@@ -151,9 +150,6 @@ def scan(
     Example: hfcache scan --kind torch --revisions --larger-than 1GB --sort size
     """
     with _user_errors():
-        for name_ in kind or ():
-            if name_ not in registry().kinds:
-                raise UsageError(f"unknown cache kind {name_!r}; known: {', '.join(registry().kinds)}")
         selection = Selection(
             types=_check_types(item_type or [], kind),
             names=tuple(name or ()),

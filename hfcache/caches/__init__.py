@@ -104,6 +104,17 @@ def registry() -> Registry:
     return load_registry()
 
 
+def select_kinds(names: Iterable[str] | None, reg: Registry) -> list[CacheKind]:
+    """The kinds named (each once, in order), or every kind when None; an unknown name is a :class:`UsageError`."""
+    if names is None:
+        return list(reg.kinds.values())
+    chosen = list(dict.fromkeys(names))
+    for name in chosen:
+        if name not in reg.kinds:
+            raise UsageError(f"unknown cache kind {name!r}; known: {', '.join(reg.kinds)}")
+    return [reg.kinds[n] for n in chosen]
+
+
 def _choose_kind(root: str, allowed: list[CacheKind]) -> CacheKind:
     """The kind of an explicit root: the first allowed kind that recognises it, else the first allowed one."""
     if len(allowed) > 1 and os.path.isdir(root):
@@ -141,11 +152,7 @@ def scan_caches(
     [('huggingface', ())]
     """
     reg = registry() if kind_registry is None else kind_registry
-    names = list(dict.fromkeys(kinds)) if kinds is not None else list(reg.kinds)
-    unknown = [n for n in names if n not in reg.kinds]
-    if unknown:
-        raise UsageError(f"unknown cache kind {unknown[0]!r}; known: {', '.join(reg.kinds)}")
-    allowed = [reg.kinds[n] for n in names]
+    allowed = select_kinds(kinds, reg)
     scanned_at = time.time() if now is None else now
     environ = os.environ if env is None else env
     jobs: list[tuple[CacheKind, str, bool]]

@@ -8,6 +8,7 @@ following a symlink, never opening a file, hard links counted once.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat as stat_mod
@@ -224,6 +225,21 @@ def measure(path: str, seen: set[tuple[int, int]], warnings: list[ScanWarning]) 
     if not count:
         atime, mtime = st.st_atime, st.st_mtime
     return Measure(size, atime, mtime, count)
+
+
+def read_small_json(path: str) -> dict[str, object] | None:
+    """A metadata file written next to a download (tens of bytes), read without moving its atime where the OS allows."""
+    flags = os.O_RDONLY | getattr(os, "O_NOATIME", 0)
+    try:
+        try:
+            fd = os.open(path, flags)
+        except PermissionError:  # O_NOATIME needs ownership of the file
+            fd = os.open(path, os.O_RDONLY)
+        with os.fdopen(fd, "rb") as f:
+            data = json.loads(f.read(65536))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def partial_file(

@@ -15,7 +15,6 @@ Files of Hub repos are not here: ``datasets`` sends them to the hub cache.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from collections.abc import Mapping
@@ -36,6 +35,7 @@ from ._common import (
     list_dir,
     names_in,
     open_root,
+    read_small_json,
     xdg_cache_home,
 )
 
@@ -59,21 +59,6 @@ def default_root(env: Mapping[str, str]) -> str:
         return os.path.abspath(explicit)
     hf_home = env_path(env, "HF_HOME") or os.path.join(xdg_cache_home(env), "huggingface")
     return os.path.abspath(os.path.join(expanduser(hf_home, env), "datasets"))
-
-
-def read_small_json(path: str) -> dict[str, object] | None:
-    """A metadata file written next to a download (tens of bytes), read without moving its atime where the OS allows."""
-    flags = os.O_RDONLY | getattr(os, "O_NOATIME", 0)
-    try:
-        try:
-            fd = os.open(path, flags)
-        except PermissionError:  # O_NOATIME needs ownership of the file
-            fd = os.open(path, os.O_RDONLY)
-        with os.fdopen(fd, "rb") as f:
-            data = json.loads(f.read(65536))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 class _Scan(ScanState):

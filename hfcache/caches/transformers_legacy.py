@@ -34,9 +34,9 @@ from ._common import (
     names_in,
     open_root,
     partial_file,
+    read_small_json,
     unknown_item,
 )
-from .datasets import read_small_json
 from .huggingface import _REPO_DIR_RE, default_hf_home
 from .torch import torch_home
 
