@@ -18,6 +18,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def uses_refs(kind: str) -> bool:
+    """Only the hub names revisions by refs (branches, tags); elsewhere "detached" means nothing.
+
+    >>> uses_refs("huggingface"), uses_refs("torch")
+    (True, False)
+    """
+    return kind == "huggingface"
+
+
 @dataclass(frozen=True)
 class ScanWarning:
     """Something odd found while scanning, with the path it concerns.

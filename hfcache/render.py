@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .model import CacheInventory, Inventory, ScanWarning
+from .model import CacheInventory, Inventory, ScanWarning, uses_refs
 
 MAX_WARNINGS_SHOWN = 20
 
@@ -106,18 +106,13 @@ def _ident(ident: str, odd: bool) -> Text:
     return Text(ident) + Text(" !", style="bold yellow") if odd else Text(ident)
 
 
-def _has_refs(cache: CacheInventory) -> bool:
-    """The hub names revisions by refs; other kinds by versions, and "(detached)" means nothing there."""
-    return cache.kind == "huggingface"
-
-
 def _versions(versions: list[str | None]) -> Text:
     shown = [v for v in versions if v is not None]
     return Text(", ".join(shown)) if shown else Text("-", style="dim")
 
 
 def _item_table(cache: CacheInventory, now: float) -> Table:
-    with_refs = _has_refs(cache)
+    with_refs = uses_refs(cache.kind)
     table = _table("ID", "TYPE", "SIZE", "ACCESSED", "MODIFIED", "REVS", "REFS" if with_refs else "VERSIONS")
     for item in cache.items:
         if with_refs:
@@ -137,7 +132,7 @@ def _item_table(cache: CacheInventory, now: float) -> Table:
 
 
 def _revision_table(cache: CacheInventory, now: float) -> Table:
-    with_refs = _has_refs(cache)
+    with_refs = uses_refs(cache.kind)
     columns = ["ID", "REVISION", "VERSION", "SIZE", "RECLAIMABLE", "ACCESSED", "MODIFIED", "FILES"]
     table = _table(*columns, *(["REFS"] if with_refs else []))
     for item in cache.items:
@@ -172,7 +167,7 @@ def scan_tables(inventory: Inventory, *, revisions: bool, filtered: bool, show_m
         if not cache.exists:
             out.print("  nothing cached yet (the folder does not exist)")
             continue
-        noun = "repo" if cache.kind == "huggingface" else "item"
+        noun = "repo" if uses_refs(cache.kind) else "item"
         if cache.items:
             out.print(_revision_table(cache, now) if revisions else _item_table(cache, now))
         else:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from .model import CacheInventory, Inventory, Item, Revision
+from .model import CacheInventory, Inventory, Item, Revision, uses_refs
 
 JSON_VERSION = 1
 
@@ -52,7 +52,7 @@ def revision_to_dict(rev: Revision, *, has_refs: bool = True) -> dict[str, Any]:
 
 
 def item_to_dict(item: Item) -> dict[str, Any]:
-    has_refs = item.kind == "huggingface"
+    has_refs = uses_refs(item.kind)
     return {
         "id": item.id,
         "type": item.type,
