@@ -13,9 +13,13 @@ import typer
 
 from . import __version__, render
 from .caches import registry, scan_caches, select_kinds
-from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, HfcacheError, UsageError
+from .config import MinFree, Settings
+from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PARTIAL, ConfirmationRequired, HfcacheError, UsageError
+from .model import Inventory
+from .plan import Plan
+from .prune import build_policy, check_access_times, plan_prune, read_plan, run_plan, write_plan
 from .query import Selection, parse_sort, select
-from .serialize import inventory_to_dict
+from .serialize import inventory_to_dict, plan_to_dict
 from .units import parse_duration, parse_size
 
 app = typer.Typer(
@@ -85,25 +89,33 @@ def _check_types(types: list[str], kinds: list[str] | None) -> frozenset[str]:
     return frozenset(types)
 
 
+CacheDirOption = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--cache-dir",
+        metavar="PATH",
+        help="Use this cache root instead of the default ones; its kind is recognised, or set by --kind (repeatable).",
+    ),
+]
+KindOption = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--kind",
+        metavar="NAME",
+        autocompletion=_complete_kind,
+        help="Only this kind (repeatable): huggingface, torch, keras, xet, datasets, kagglehub, transformers-legacy.",
+    ),
+]
+FormatOption = Annotated[OutputFormat, typer.Option("--format", help="table for people, json for programs.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Same as --format json.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No warnings or notes on stderr.")]
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking (needed when there is no terminal).")]
+
+
 @app.command()
 def scan(
-    cache_dir: Annotated[
-        Optional[list[str]],
-        typer.Option(
-            "--cache-dir",
-            metavar="PATH",
-            help="Scan this cache root instead of the default ones; its kind is recognised, or set by --kind (repeatable).",
-        ),
-    ] = None,
-    kind: Annotated[
-        Optional[list[str]],
-        typer.Option(
-            "--kind",
-            metavar="NAME",
-            autocompletion=_complete_kind,
-            help="Only this kind (repeatable): huggingface, torch, keras, xet, datasets, kagglehub, transformers-legacy.",
-        ),
-    ] = None,
+    cache_dir: CacheDirOption = None,
+    kind: KindOption = None,
     revisions: Annotated[bool, typer.Option("--revisions", help="One row per revision instead of per repo.")] = False,
     sort: Annotated[
         str, typer.Option("--sort", metavar="KEY[:asc|desc]", help="Order by name, size, accessed or modified.")
@@ -136,11 +148,9 @@ def scan(
     age_by: Annotated[
         AgeBy, typer.Option("--age-by", help="Measure age by last access (atime) or last modification (mtime).")
     ] = AgeBy.atime,
-    output_format: Annotated[OutputFormat, typer.Option("--format", help="table for people, json for programs.")] = (
-        OutputFormat.table
-    ),
-    as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No warnings or notes on stderr.")] = False,
+    output_format: FormatOption = OutputFormat.table,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Show what the model caches hold: models, revisions, refs, versions, sizes and ages.
 
@@ -182,6 +192,153 @@ def scan(
             render.note(f"No {cache.title or cache.kind} at {cache.root} yet: nothing cached.")
     for cache in inventory.caches:
         render.warnings(cache)
+
+
+class KeepPer(str, Enum):
+    major = "major"
+    minor = "minor"
+
+
+def _emit(plan: Plan, as_json: bool, *, show_keep: bool = True) -> None:
+    if as_json:
+        render.json_document(plan_to_dict(plan))
+    else:
+        render.plan_tables(plan, show_keep=show_keep)
+
+
+def _confirm_and_run(plan: Plan, inventory: Inventory | None, *, yes: bool, as_json: bool) -> None:
+    """Ask on a terminal (unless --yes), refuse without one, then execute and report; exit 1 when units failed."""
+    if not plan.delete:
+        _emit(plan, as_json)
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            _emit(plan, as_json)
+            raise ConfirmationRequired(
+                "refusing to delete without confirmation: no terminal to ask on; add --yes (or use --dry-run)"
+            )
+        render.plan_tables(plan)
+        if not typer.confirm(f"Delete these {len(plan.delete)} units?", default=False):
+            render.note("Nothing deleted.")
+            return
+        inventory = None  # time passed while the question was open: check against a fresh scan
+    result = run_plan(plan, inventory)
+    _emit(result, as_json, show_keep=False)
+    if result.failed:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+@app.command()
+def prune(
+    cache_dir: CacheDirOption = None,
+    kind: KindOption = None,
+    max_age: Annotated[
+        Optional[str],
+        typer.Option("--max-age", metavar="AGE", help="Delete revisions not used for AGE (30d, 12h, 2w; s m h d w)."),
+    ] = None,
+    keep: Annotated[
+        Optional[int],
+        typer.Option("--keep", metavar="N", help="Per model, keep the N latest revisions (by version, else by date) and main."),
+    ] = None,
+    keep_per: Annotated[
+        Optional[KeepPer], typer.Option("--keep-per", help="With --keep: keep N in each major or minor version series.")
+    ] = None,
+    max_size: Annotated[
+        Optional[str],
+        typer.Option("--max-size", metavar="SIZE", help="Then evict least recently used until each cache is under SIZE."),
+    ] = None,
+    min_free: Annotated[
+        Optional[str],
+        typer.Option(
+            "--min-free", metavar="SIZE|PCT", help="Then evict until the file system has SIZE (20GB) or PCT (10%) free."
+        ),
+    ] = None,
+    junk: Annotated[
+        bool, typer.Option("--junk", help="Delete stale partial downloads, orphan blobs, unreferenced payloads, leftovers.")
+    ] = False,
+    junk_grace: Annotated[
+        Optional[str], typer.Option("--junk-grace", metavar="AGE", help="Junk younger than AGE stays (default 24h).")
+    ] = None,
+    protect: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--protect", metavar="GLOB", help="Never delete models whose id matches GLOB, e.g. 'meta-llama/*' (repeatable)."
+        ),
+    ] = None,
+    age_by: Annotated[
+        Optional[AgeBy], typer.Option("--age-by", help="Age and LRU order by last access (atime, default) or modification.")
+    ] = None,
+    allow_remove_all: Annotated[
+        bool, typer.Option("--allow-remove-all", help="Let --keep-less policies (quotas) remove a model's last revision.")
+    ] = False,
+    config: Annotated[
+        Optional[str],
+        typer.Option("--config", metavar="FILE", help="Policy file (YAML); default $HFCACHE_CONFIG, then the usual places."),
+    ] = None,
+    no_config: Annotated[bool, typer.Option("--no-config", help="Ignore policy files: only the command line counts.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Show the plan, delete nothing.")] = False,
+    yes: YesOption = False,
+    plan_out: Annotated[
+        Optional[str], typer.Option("--plan-out", metavar="FILE", help="Also save the plan as JSON, for 'hfcache apply'.")
+    ] = None,
+    output_format: FormatOption = OutputFormat.table,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Delete what retention policies select, after showing the plan with a reason for every unit.
+
+    A unit goes when at least one policy selects it and no protection or keep rule saves
+    it; --max-size and --min-free run last, over what survives.
+
+    Example: hfcache prune --keep 2 --max-age 90d --protect 'meta-llama/*' --dry-run
+    """
+    as_json = as_json or output_format is OutputFormat.json
+    with _user_errors():
+        overrides = Settings(
+            max_age=float(parse_duration(max_age)) if max_age is not None else None,
+            keep=keep,
+            keep_per=keep_per.value if keep_per else None,
+            age_by=age_by.value if age_by else None,
+            max_size=parse_size(max_size) if max_size is not None else None,
+            min_free=MinFree.parse(min_free) if min_free is not None else None,
+            junk=True if junk else None,
+            junk_grace=float(parse_duration(junk_grace)) if junk_grace is not None else None,
+            allow_remove_all=True if allow_remove_all else None,
+        )
+        policy = build_policy(overrides, protect=tuple(protect or ()), config=config, use_config=not no_config)
+        inventory = scan_caches(cache_dir or None, kinds=kind or None)
+        notes = check_access_times(inventory, policy)
+        plan = plan_prune(inventory, policy)
+        if plan_out:
+            write_plan(plan, plan_out)
+        if not quiet:
+            for message in notes:
+                render.warning(message)
+        if dry_run:
+            _emit(plan, as_json)
+        else:
+            _confirm_and_run(plan, inventory, yes=yes, as_json=as_json)
+
+
+@app.command()
+def apply(
+    plan_file: Annotated[str, typer.Argument(metavar="FILE", help="A plan saved by 'hfcache prune --plan-out FILE'.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Show the saved plan, delete nothing.")] = False,
+    yes: YesOption = False,
+    output_format: FormatOption = OutputFormat.table,
+    as_json: JsonOption = False,
+) -> None:
+    """Execute a saved plan: each unit only if the cache still holds it unchanged (else it is skipped).
+
+    Example: hfcache prune --max-age 30d --plan-out plan.json --dry-run && hfcache apply plan.json --yes
+    """
+    as_json = as_json or output_format is OutputFormat.json
+    with _user_errors():
+        plan = read_plan(plan_file)
+        if dry_run:
+            _emit(plan, as_json)
+        else:
+            _confirm_and_run(plan, None, yes=yes, as_json=as_json)
 
 
 class _Interrupted(BaseException):

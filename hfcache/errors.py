@@ -3,10 +3,13 @@
 Exit codes (also in ``man/hfcache.1``, EXIT STATUS):
 
 ====  ==========================================================
-0     success, including "nothing cached yet"
-2     usage error: a bad option value (size, age, sort key, ...)
+0     success, including "nothing cached yet", dry runs and "nothing to delete"
+1     partial: a run finished but some units failed to delete (see each unit's error)
+2     usage error: a bad option value (size, age, sort key, ...), a bad policy file or plan file,
+      an empty policy, or no --yes where there is no terminal to ask on
 3     an explicit cache root does not exist
 5     a cache root is not a directory
+4     unsafe plan refused before anything was deleted (a target outside its root, behind a symlink, ...)
 6     a cache root is not recognised as a cache of its kind
 7     a cache root cannot be read (permission denied)
 70    internal error (a bug: please report it; HFCACHE_DEBUG=1 shows the traceback)
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+EXIT_PARTIAL = 1
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 
@@ -40,6 +44,24 @@ class UsageError(HfcacheError):
     """A command-line value that cannot be understood, e.g. ``--larger-than 5XB``."""
 
     exit_code = 2
+
+
+class ConfirmationRequired(UsageError):
+    """A real prune with nobody to ask and no ``--yes``: refused, nothing deleted (never hangs in cron)."""
+
+
+class ConfigError(UsageError):
+    """A policy file that cannot be used: ``file:line: key: what is wrong``."""
+
+
+class PlanFileError(UsageError):
+    """A saved plan that cannot be read back: not JSON, another version, a unit missing a field."""
+
+
+class UnsafePlan(HfcacheError):
+    """A plan that would delete outside a cache, through a symlink, or something a cache needs: refused whole."""
+
+    exit_code = 4
 
 
 class CacheNotFound(HfcacheError):
@@ -68,6 +90,10 @@ class CacheUnreadable(HfcacheError):
 
 ERROR_CLASSES: tuple[type[HfcacheError], ...] = (
     UsageError,
+    ConfirmationRequired,
+    ConfigError,
+    PlanFileError,
+    UnsafePlan,
     CacheNotFound,
     CacheNotADirectory,
     NotACache,

@@ -15,7 +15,8 @@ Example, for a cache with one model and two revisions::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 
 def uses_refs(kind: str) -> bool:
@@ -177,6 +178,35 @@ class SharedPayload:
 
 
 @dataclass(frozen=True)
+class Leftover:
+    """What a removed hub revision leaves in its repo: ``.no_exist/<commit>/`` or ``trees/<commit>.json``.
+
+    Listed only for commits that no snapshot holds and no ref points to: a ref to a commit
+    known only from ``.no_exist/`` is the hub's normal state after a probe, not a leftover.
+    """
+
+    path: str
+    item_id: str
+    commit: str
+    size_bytes: int
+    last_modified: float
+
+
+@dataclass(frozen=True)
+class BlobLedger:
+    """Which bytes each hub blob stands for, so a plan can count what a set of deletions frees.
+
+    ``blobs`` maps an item's path to its blob keys (those of :attr:`Revision.blobs`, plus
+    orphan blobs) and, for each, its size and the shared-store payload it links to (or
+    None). ``payloads`` maps each payload of the shared store to its size. Caches without
+    shared data (every kind but the hub) have no ledger: their revisions free their own size.
+    """
+
+    blobs: Mapping[str, Mapping[str, tuple[int, str | None]]]
+    payloads: Mapping[str, int]
+
+
+@dataclass(frozen=True)
 class CacheInventory:
     """Everything found under one cache root.
 
@@ -186,7 +216,8 @@ class CacheInventory:
     the hub share nothing between items, so their total is the sum of their items. Partial
     downloads are listed apart and are not in the total. ``protected`` lists paths the
     owning library needs (the root, ``checkpoints/``, ``keras.json``, ``trusted_list``):
-    nothing may ever delete them.
+    nothing may ever delete them. ``ledger`` (hub only) says which blob and payload bytes
+    each revision stands for.
     """
 
     kind: str
@@ -201,6 +232,8 @@ class CacheInventory:
     shared_store: bool = False
     title: str = ""
     protected: tuple[str, ...] = ()
+    leftovers: tuple[Leftover, ...] = ()
+    ledger: BlobLedger | None = field(default=None, repr=False, compare=False)
 
     @property
     def all_warnings(self) -> list[ScanWarning]:

@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .model import CacheInventory, Inventory, ScanWarning, uses_refs
+from .plan import Plan, PlanUnit
 
 MAX_WARNINGS_SHOWN = 20
 
@@ -89,8 +90,8 @@ def _refs(refs: tuple[str, ...]) -> Text:
     return Text(", ".join(refs)) if refs else Text("(detached)", style="dim")
 
 
-_NUMERIC_COLUMNS = frozenset({"SIZE", "RECLAIMABLE", "REVS", "FILES"})
-_WRAPPING_COLUMNS = frozenset({"REFS", "VERSIONS"})
+_NUMERIC_COLUMNS = frozenset({"SIZE", "RECLAIMABLE", "REVS", "FILES", "FREES", "FREED"})
+_WRAPPING_COLUMNS = frozenset({"REFS", "VERSIONS", "WHY"})
 
 
 def _table(*columns: str) -> Table:
@@ -202,3 +203,62 @@ def scan_tables(inventory: Inventory, *, revisions: bool, filtered: bool, show_m
                     f"! = something odd was found in this {noun} (see warnings); hfcache will not delete through it", style="dim"
                 )
             )
+
+
+_STATUS_STYLE = {"deleted": "green", "skipped": "yellow", "failed": "bold red"}
+
+
+def _unit_name(unit: PlanUnit) -> Text:
+    if unit.what == "revision":
+        rev = unit.revision or ""
+        label = rev[:12] if len(rev) == 40 else rev
+        if unit.version and unit.version not in label:
+            label += f" ({unit.version})"
+        if unit.refs:
+            label += f" [{', '.join(unit.refs)}]"
+        return Text(label)
+    return Text(f"{unit.what}: {os.path.basename(unit.path)}", style="dim")
+
+
+def _plan_table(units: tuple[PlanUnit, ...], *, ran: bool, keep: bool) -> Table:
+    columns = ["KIND", "ID", "REVISION", "STATUS", "FREED", "WHY"] if ran else ["KIND", "ID", "REVISION", "FREES", "WHY"]
+    if keep:
+        columns = ["KIND", "ID", "REVISION", "WHY"]
+    table = _table(*columns)
+    for u in units:
+        row: list[Text | str] = [u.kind, Text(u.id or "-"), _unit_name(u)]
+        if ran and not keep:
+            row += [Text(u.status or "-", style=_STATUS_STYLE.get(u.status or "", "")), size(u.freed_bytes or 0)]
+        elif not keep:
+            row.append(size(u.reclaim_bytes))
+        why = "; ".join(u.reasons)
+        if u.error:
+            why += f" ({u.error})"
+        row.append(why)
+        table.add_row(*row)
+    return table
+
+
+def plan_tables(plan: Plan, *, show_keep: bool = True) -> None:
+    """The human view of a plan (or of a run): what goes and why, what stays and why, the totals."""
+    out = stdout()
+    ran = not plan.dry_run
+    for line in plan.policy:
+        out.print(Text("policy ", style="dim") + Text(line))
+    if plan.delete:
+        out.print(Text("Deleted:" if ran else "Would delete:", style="bold"))
+        out.print(_plan_table(plan.delete, ran=ran, keep=False))
+    else:
+        out.print("Nothing to delete.")
+    if plan.keep and show_keep:
+        out.print(Text("Kept (a policy selected them, a rule saved them):", style="bold"))
+        out.print(_plan_table(plan.keep, ran=False, keep=True))
+    units = _plural(len(plan.delete), "unit")
+    if ran:
+        counts = {s: sum(1 for u in plan.delete if u.status == s) for s in ("deleted", "skipped", "failed")}
+        detail = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+        out.print(f"Freed {size(plan.freed_bytes or 0)} of {size(plan.reclaim_bytes)} planned ({units}: {detail or 'none'}).")
+    elif plan.delete:
+        out.print(f"Would free {size(plan.reclaim_bytes)} ({units}).")
+    for w in plan.warnings:
+        warning(w)

@@ -19,7 +19,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from .errors import PlanFileError
 from .model import CacheInventory, Inventory, Item, Revision, uses_refs
+from .plan import PLAN_VERSION, WHATS, Plan, PlanUnit
 
 JSON_VERSION = 1
 
@@ -112,6 +114,16 @@ def cache_to_dict(cache: CacheInventory, now: float) -> dict[str, Any]:
             }
             for s in cache.unreferenced_payloads
         ],
+        "leftovers": [
+            {
+                "path": lo.path,
+                "item_id": lo.item_id,
+                "commit": lo.commit,
+                "size_bytes": lo.size_bytes,
+                "last_modified": iso(lo.last_modified),
+            }
+            for lo in cache.leftovers
+        ],
         "warnings": [str(w) for w in cache.all_warnings],
     }
 
@@ -123,3 +135,109 @@ def inventory_to_dict(inventory: Inventory) -> dict[str, Any]:
         "scanned_at": iso(inventory.scanned_at),
         "caches": [cache_to_dict(c, inventory.scanned_at) for c in inventory.caches],
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Plans: JSON contract version 1
+#
+#   {"version": 1, "dry_run": bool, "reclaim_bytes": int, "delete": [UNIT, ...], "keep": [UNIT, ...]}
+#   UNIT: {"kind", "id", "revision", "path", "reclaim_bytes", "reasons": [str, ...]}
+#   after a real run, each delete UNIT also has "status" (deleted | skipped | failed) and
+#   "freed_bytes", and the plan has "freed_bytes".
+# Also written (and read back by ``hfcache apply``): "root", "what", "type", "version", "refs",
+# "size_bytes", "item_removed", and the times both as ISO strings and as epoch seconds.
+
+
+def unit_to_dict(unit: PlanUnit) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "kind": unit.kind,
+        "id": unit.id,
+        "revision": unit.revision,
+        "path": unit.path,
+        "reclaim_bytes": unit.reclaim_bytes,
+        "reasons": list(unit.reasons),
+        "root": unit.root,
+        "what": unit.what,
+        "type": unit.type,
+        "version": unit.version,
+        "refs": list(unit.refs),
+        "size_bytes": unit.size_bytes,
+        "item_removed": unit.item_removed,
+        "last_accessed": iso(unit.last_accessed),
+        "last_modified": iso(unit.last_modified),
+        "last_accessed_epoch": unit.last_accessed,
+        "last_modified_epoch": unit.last_modified,
+    }
+    if unit.status is not None:
+        out.update(status=unit.status, freed_bytes=unit.freed_bytes, error=unit.error)
+    return out
+
+
+def plan_to_dict(plan: Plan) -> dict[str, Any]:
+    """A plan (or a run's result) in the version-1 plan contract."""
+    out: dict[str, Any] = {
+        "version": PLAN_VERSION,
+        "dry_run": plan.dry_run,
+        "reclaim_bytes": plan.reclaim_bytes,
+        "created_at": iso(plan.created_at),
+        "created_at_epoch": plan.created_at,
+        "policy": list(plan.policy),
+        "caches": [{"kind": k, "root": r} for k, r in plan.caches],
+        "warnings": list(plan.warnings),
+        "delete": [unit_to_dict(u) for u in plan.delete],
+        "keep": [unit_to_dict(u) for u in plan.keep],
+    }
+    if not plan.dry_run:
+        out["freed_bytes"] = plan.freed_bytes
+        out["failed"] = len(plan.failed)
+    return out
+
+
+def _unit_from_dict(data: Any, where: str) -> PlanUnit:
+    if not isinstance(data, dict):
+        raise PlanFileError(f"{where}: expected an object")
+    try:
+        unit = PlanUnit(
+            kind=str(data["kind"]),
+            root=str(data["root"]),
+            id=None if data["id"] is None else str(data["id"]),
+            revision=None if data["revision"] is None else str(data["revision"]),
+            path=str(data["path"]),
+            reclaim_bytes=int(data["reclaim_bytes"]),
+            reasons=tuple(str(r) for r in data["reasons"]),
+            what=str(data.get("what", "revision")),
+            type=data.get("type"),
+            version=data.get("version"),
+            refs=tuple(str(r) for r in data.get("refs", ())),
+            size_bytes=int(data.get("size_bytes", 0)),
+            last_accessed=float(data["last_accessed_epoch"]),
+            last_modified=float(data["last_modified_epoch"]),
+            item_removed=bool(data.get("item_removed", False)),
+        )
+    except KeyError as e:
+        raise PlanFileError(f"{where}: missing field {e.args[0]!r}") from None
+    except (TypeError, ValueError) as e:
+        raise PlanFileError(f"{where}: {e}") from None
+    if unit.what not in WHATS:
+        raise PlanFileError(f"{where}: unknown unit kind {unit.what!r}")
+    return unit
+
+
+def plan_from_dict(data: Any, *, source: str = "plan") -> Plan:
+    """Read back a plan written by :func:`plan_to_dict` (``hfcache prune --plan-out``)."""
+    if not isinstance(data, dict) or data.get("version") != PLAN_VERSION or "delete" not in data:
+        raise PlanFileError(f"{source}: not an hfcache plan (version {PLAN_VERSION})")
+    if not data.get("dry_run", True):
+        raise PlanFileError(f"{source}: this is the record of a run, not a plan to apply")
+    try:
+        caches = tuple((str(c["kind"]), str(c["root"])) for c in data.get("caches", ()))
+    except (KeyError, TypeError) as e:
+        raise PlanFileError(f"{source}: bad caches list ({e})") from None
+    return Plan(
+        delete=tuple(_unit_from_dict(u, f"{source}: delete[{i}]") for i, u in enumerate(data["delete"])),
+        keep=tuple(_unit_from_dict(u, f"{source}: keep[{i}]") for i, u in enumerate(data.get("keep", ()))),
+        created_at=float(data.get("created_at_epoch", 0.0)),
+        policy=tuple(str(p) for p in data.get("policy", ())),
+        caches=caches,
+        warnings=tuple(str(w) for w in data.get("warnings", ())),
+    )

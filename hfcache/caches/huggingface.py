@@ -28,9 +28,19 @@ from typing import NamedTuple
 
 from ..errors import CacheUnreadable, NotACache
 from ..locks import is_lock_held
-from ..model import CacheInventory, Item, OrphanFile, PartialFile, Revision, ScanWarning, SharedPayload
+from ..model import BlobLedger, CacheInventory, Item, Leftover, OrphanFile, PartialFile, Revision, ScanWarning, SharedPayload
 from ..versions import parse_version, version_key
-from ._common import FILES_TO_IGNORE, FunctionKind, check_dir, env_path, expanduser, expandvars, names_in, xdg_cache_home
+from ._common import (
+    FILES_TO_IGNORE,
+    FunctionKind,
+    check_dir,
+    env_path,
+    expanduser,
+    expandvars,
+    measure,
+    names_in,
+    xdg_cache_home,
+)
 
 KIND = "huggingface"
 TITLE = "Hugging Face hub cache"
@@ -91,6 +101,7 @@ class _RepoScan:
     blobs: dict[str, _Blob]
     revision_keys: list[frozenset[str]]
     partials: list[PartialFile]
+    leftovers: list[Leftover]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -436,9 +447,12 @@ def _scan_repo(roots: _Roots, entry: os.DirEntry[str], repo_type: str, item_id: 
     partials: list[PartialFile] = []
     revisions: list[tuple[str, str, set[str], int, list[ScanWarning]]] = []
     refs: dict[str, list[str]] = {}
+    traces: dict[str, list[str]] = {}
 
     def finish() -> _RepoScan:
-        return _build_repo(roots, repo_dir, repo_type, item_id, warnings, blobs, partials, revisions, refs)
+        scan_ = _build_repo(roots, repo_dir, repo_type, item_id, warnings, blobs, partials, revisions, refs)
+        scan_.leftovers.extend(_leftovers(item_id, traces, {r[0] for r in revisions}, refs))
+        return scan_
 
     if entry.is_symlink():
         warnings.append(ScanWarning(repo_dir, f"repo folder is a symlink (to {os.readlink(repo_dir)}), not followed"))
@@ -473,6 +487,12 @@ def _scan_repo(roots: _Roots, entry: os.DirEntry[str], repo_type: str, item_id: 
             warnings.append(ScanWarning(os.path.join(repo_dir, "blobs"), f"cannot read blobs ({e.strerror or e})"))
     if usable("refs"):
         refs = _scan_refs(os.path.join(repo_dir, "refs"), warnings)
+    for folder, suffix in ((".no_exist", ""), ("trees", ".json")):
+        if usable(folder):
+            for e in _list(os.path.join(repo_dir, folder), folder, warnings):
+                commit = e.name[: len(e.name) - len(suffix)] if e.name.endswith(suffix) else ""
+                if _COMMIT_RE.fullmatch(commit):
+                    traces.setdefault(commit, []).append(e.path)
     if "snapshots" not in subdirs:
         # Normal after diffusers' cache migration or an interrupted delete: all blobs are orphans.
         warnings.append(ScanWarning(os.path.join(repo_dir, "snapshots"), "no snapshots/ folder", blocks_deletion=False))
@@ -552,7 +572,19 @@ def _build_repo(
         nb_blobs=len(all_keys),
         warnings=tuple(warnings),
     )
-    return _RepoScan(item, blobs, [r.blobs for r in built], partials)
+    return _RepoScan(item, blobs, [r.blobs for r in built], partials, [])
+
+
+def _leftovers(item_id: str, traces: dict[str, list[str]], snapshots: set[str], refs: dict[str, list[str]]) -> list[Leftover]:
+    """``.no_exist/<commit>`` and ``trees/<commit>.json`` of commits no snapshot holds and no ref names."""
+    out = []
+    for commit, paths in sorted(traces.items()):
+        if commit in snapshots or commit in refs:
+            continue
+        for path in paths:
+            m = measure(path, set(), [])
+            out.append(Leftover(path, item_id, commit, m.size, m.mtime))
+    return out
 
 
 def tag_version(refs: tuple[str, ...]) -> str | None:
@@ -665,6 +697,13 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
                 orphans.append(OrphanFile(blob.path, item.id, blob.size or 0, blob.atime, blob.mtime, blob.store))
         partials.extend(scan_.partials)
     total += sum(foreign.values())
+    ledger = BlobLedger(
+        blobs={
+            item.path: {k: (b.size or 0, b.store) for k, b in scan_.blobs.items()}
+            for scan_, item in zip(scans, items, strict=True)
+        },
+        payloads={p: b.size or 0 for p, b in roots.payloads.items()},
+    )
 
     unreferenced = tuple(
         SharedPayload(p.path, p.size or 0, p.atime, p.mtime, has_manifest=p.path in roots.manifests)
@@ -683,6 +722,8 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
         unreferenced_payloads=unreferenced,
         warnings=tuple(cache_warnings),
         shared_store=roots.store_marked,
+        leftovers=tuple(lo for scan_ in scans for lo in scan_.leftovers),
+        ledger=ledger,
     )
 
 

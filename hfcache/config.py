@@ -1,0 +1,368 @@
+"""Policy settings: from a YAML policy file and from command-line flags, merged into one :class:`Policy`.
+
+The file is found the way :func:`find_config` says (``--config``, ``$HFCACHE_CONFIG``, the
+user config dir, ``/etc/hfcache/config.yaml``). Its format (``man 5 hfcache.yaml``)::
+
+    version: 1
+    max_age: 30d              # top-level settings apply to every cache
+    keep: 2
+    junk: true
+    protect: ["meta-llama/*"] # model-id globs never deleted by any policy
+    models:                   # per model glob, first match wins
+      "org/core-*": {protect: true}
+    caches:                   # per cache kind
+      huggingface:
+        max_size: 200GB
+        models:
+          "*": {max_age: 7d}
+
+Settings resolve from the general to the specific: top level, then ``caches.<kind>``,
+then the first matching glob of ``models``, then the first matching glob of
+``caches.<kind>.models``, then the command line, which overrides everything. Errors name
+the file, the line and the key.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import platformdirs
+import yaml
+
+from .errors import ConfigError, UsageError
+from .policies import AGE_BY, KEEP_PER, describe_age
+from .units import parse_duration, parse_size
+
+CONFIG_ENV = "HFCACHE_CONFIG"
+SYSTEM_CONFIG = "/etc/hfcache/config.yaml"
+CONFIG_NAME = "config.yaml"
+DEFAULT_JUNK_GRACE = 24 * 3600.0
+
+# Settings that make sense per model; the others are per cache (a quota is a cache's, not a model's).
+ITEM_KEYS = ("max_age", "keep", "keep_per", "protect")
+CACHE_KEYS = ("age_by", "max_size", "min_free", "junk", "junk_grace", "allow_remove_all")
+POLICY_KEYS = ("max_age", "keep", "max_size", "min_free", "junk")
+
+
+@dataclass(frozen=True)
+class MinFree:
+    """A free-space target: bytes, or a percentage of the file system's size.
+
+    >>> MinFree.parse("10%").target(total=500), MinFree.parse("20GB").target(total=500)
+    (50, 20000000000)
+    """
+
+    bytes: int | None = None
+    percent: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> MinFree:
+        text = str(text).strip()
+        if text.endswith("%"):
+            try:
+                percent = float(text[:-1])
+            except ValueError:
+                percent = -1.0
+            if not 0 < percent < 100:
+                raise UsageError(f"invalid free-space target {text!r}: a percentage must be between 0 and 100")
+            return cls(percent=percent)
+        return cls(bytes=parse_size(text))
+
+    def target(self, *, total: int) -> int:
+        return self.bytes if self.bytes is not None else int(total * (self.percent or 0) / 100)
+
+    def __str__(self) -> str:
+        return f"{self.percent:g}%" if self.percent is not None else f"{self.bytes} bytes"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every policy knob, each None when not set at this level (see :meth:`over`)."""
+
+    max_age: float | None = None
+    keep: int | None = None
+    keep_per: str | None = None
+    protect: bool | None = None
+    age_by: str | None = None
+    max_size: int | None = None
+    min_free: MinFree | None = None
+    junk: bool | None = None
+    junk_grace: float | None = None
+    allow_remove_all: bool | None = None
+
+    def over(self, base: Settings) -> Settings:
+        """``base`` with every setting given here replacing its value.
+
+        >>> merged = Settings(keep=2).over(Settings(keep=5, max_age=60.0))
+        >>> merged.keep, merged.max_age
+        (2, 60.0)
+        """
+        return replace(base, **{f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None})
+
+    @property
+    def has_policy(self) -> bool:
+        return any(getattr(self, k) is not None for k in POLICY_KEYS if k != "junk") or bool(self.junk)
+
+
+@dataclass(frozen=True)
+class ModelRule:
+    glob: str
+    settings: Settings
+
+    def matches(self, item_id: str) -> bool:
+        return fnmatch.fnmatchcase(item_id.lower(), self.glob.lower())
+
+
+@dataclass(frozen=True)
+class CacheRules:
+    settings: Settings = Settings()
+    models: tuple[ModelRule, ...] = ()
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The whole retention policy: file settings, command-line overrides, protections.
+
+    >>> p = Policy(defaults=Settings(max_age=86400.0), overrides=Settings(keep=2), protect=("org/*",))
+    >>> p.for_item("huggingface", "org/a").keep, p.protected_by("huggingface", "ORG/a")
+    (2, 'org/*')
+    """
+
+    defaults: Settings = Settings()
+    models: tuple[ModelRule, ...] = ()
+    caches: Mapping[str, CacheRules] = field(default_factory=dict)
+    protect: tuple[str, ...] = ()
+    overrides: Settings = Settings()
+    sources: tuple[str, ...] = ()
+
+    def for_cache(self, kind: str) -> Settings:
+        """The settings of a cache kind, before any model rule (what quotas and junk use)."""
+        return self.overrides.over(self.caches.get(kind, CacheRules()).settings.over(self.defaults))
+
+    def for_item(self, kind: str, item_id: str) -> Settings:
+        settings = self.caches.get(kind, CacheRules()).settings.over(self.defaults)
+        for rules in (self.models, self.caches.get(kind, CacheRules()).models):
+            rule = next((r for r in rules if r.matches(item_id)), None)
+            if rule is not None:
+                settings = rule.settings.over(settings)
+        return self.overrides.over(settings)
+
+    def protected_by(self, kind: str, item_id: str) -> str | None:
+        """The glob (or model rule) that protects this model from every policy, if any."""
+        hit = next((g for g in self.protect if fnmatch.fnmatchcase(item_id.lower(), g.lower())), None)
+        if hit is not None:
+            return hit
+        if self.for_item(kind, item_id).protect:
+            rules = (*self.caches.get(kind, CacheRules()).models, *self.models)
+            return next((r.glob for r in rules if r.matches(item_id) and r.settings.protect), "a model rule")
+        return None
+
+    @property
+    def is_empty(self) -> bool:
+        """No policy anywhere: nothing to do (never "delete everything")."""
+        levels = [self.defaults, self.overrides, *(r.settings for r in self.models)]
+        for rules in self.caches.values():
+            levels.append(rules.settings)
+            levels.extend(r.settings for r in rules.models)
+        return not any(s.has_policy for s in levels)
+
+    def describe(self) -> list[str]:
+        """One line per level that sets something, for the plan's header."""
+        lines = []
+
+        def show(where: str, s: Settings) -> None:
+            given = {f.name: getattr(s, f.name) for f in fields(s) if getattr(s, f.name) is not None}
+            if given:
+                lines.append(f"{where}: " + ", ".join(f"{k}={_show(v)}" for k, v in given.items()))
+
+        show("defaults", self.defaults)
+        for r in self.models:
+            show(f"models {r.glob!r}", r.settings)
+        for kind, rules in self.caches.items():
+            show(f"caches.{kind}", rules.settings)
+            for r in rules.models:
+                show(f"caches.{kind}.models {r.glob!r}", r.settings)
+        if self.protect:
+            lines.append("protect: " + ", ".join(self.protect))
+        show("command line", self.overrides)
+        return lines
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float):
+        return describe_age(value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def validate(settings: Settings, *, where: str = "") -> None:
+    """Refuse settings that contradict each other or make no sense, before anything is scanned."""
+    prefix = f"{where}: " if where else ""
+    if settings.keep is not None and settings.keep < 1:
+        raise UsageError(f"{prefix}keep must be at least 1 (to remove whole models use max_age with allow_remove_all)")
+    if settings.keep_per is not None and settings.keep_per not in KEEP_PER:
+        raise UsageError(f"{prefix}keep_per must be one of {', '.join(KEEP_PER)}")
+    if settings.age_by is not None and settings.age_by not in AGE_BY:
+        raise UsageError(f"{prefix}age_by must be one of {', '.join(AGE_BY)}")
+    if settings.max_age is not None and settings.max_age <= 0:
+        raise UsageError(f"{prefix}max_age must be longer than 0s")
+
+
+# ---------------------------------------------------------------------------------------------
+# The YAML file, with line numbers for every error
+
+
+def _fail(path: str, node: yaml.Node, key: str, message: str) -> ConfigError:
+    return ConfigError(f"{path}:{node.start_mark.line + 1}: {key}: {message}", path=path)
+
+
+def _scalar(path: str, node: yaml.Node, key: str) -> str:
+    if not isinstance(node, yaml.ScalarNode):
+        raise _fail(path, node, key, "expected a single value")
+    return str(node.value)
+
+
+def _bool(path: str, node: yaml.Node, key: str) -> bool:
+    value = _scalar(path, node, key).lower()
+    if value in ("true", "yes", "on"):
+        return True
+    if value in ("false", "no", "off"):
+        return False
+    raise _fail(path, node, key, f"expected true or false, got {value!r}")
+
+
+def _setting(path: str, key: str, node: yaml.Node) -> Any:
+    text = _scalar(path, node, key)
+    try:
+        if key in ("max_age", "junk_grace"):
+            return float(parse_duration(text))
+        if key == "keep":
+            if not text.isdigit():
+                raise UsageError(f"expected a whole number, got {text!r}")
+            return int(text)
+        if key == "max_size":
+            return parse_size(text)
+        if key == "min_free":
+            return MinFree.parse(text)
+        if key in ("protect", "junk", "allow_remove_all"):
+            return _bool(path, node, key)
+        return text  # keep_per, age_by: checked by validate()
+    except ConfigError:
+        raise
+    except UsageError as e:
+        raise _fail(path, node, key, str(e)) from None
+
+
+def _mapping(path: str, node: yaml.Node, key: str) -> list[tuple[yaml.Node, yaml.Node]]:
+    if not isinstance(node, yaml.MappingNode):
+        raise _fail(path, node, key, "expected a mapping of keys to values")
+    return node.value
+
+
+def _settings(path: str, node: yaml.Node, where: str, allowed: tuple[str, ...]) -> tuple[Settings, dict[str, yaml.Node]]:
+    """Read the settings of one level; returns them and the nested sections (``models``, ...) left."""
+    values: dict[str, Any] = {}
+    rest: dict[str, yaml.Node] = {}
+    for knode, vnode in _mapping(path, node, where):
+        key = _scalar(path, knode, where)
+        name = key.replace("-", "_")
+        full = f"{where}.{key}" if where else key
+        if name in allowed:
+            values[name] = _setting(path, full, vnode)
+        elif name in ("models", "caches", "protect", "version") and name in rest:
+            raise _fail(path, knode, full, "given twice")
+        elif name in ("models", "caches", "protect", "version"):
+            rest[name] = vnode
+        else:
+            known = ", ".join(allowed)
+            if name in CACHE_KEYS:
+                raise _fail(path, knode, full, f"{key} is set per cache, not per model; allowed here: {known}")
+            raise _fail(path, knode, full, f"unknown setting; allowed here: {known}")
+        if name in values:
+            try:
+                validate(Settings(**{name: values[name]}))
+            except UsageError as e:
+                raise _fail(path, vnode, full, str(e)) from None
+    return Settings(**values), rest
+
+
+def _models(path: str, node: yaml.Node, where: str) -> tuple[ModelRule, ...]:
+    rules = []
+    for knode, vnode in _mapping(path, node, where):
+        glob = _scalar(path, knode, where)
+        settings, rest = _settings(path, vnode, f"{where}.{glob}", ITEM_KEYS)
+        if rest:
+            raise _fail(path, vnode, f"{where}.{glob}", f"unknown setting {next(iter(rest))!r} in a model rule")
+        rules.append(ModelRule(glob, settings))
+    return tuple(rules)
+
+
+def parse_config(text: str, path: str, *, kinds: tuple[str, ...] | None = None) -> Policy:
+    """A :class:`Policy` from the YAML text of ``path``. Raises :class:`ConfigError` naming line and key.
+
+    >>> parse_config("keep: 2\\ncaches:\\n  torch:\\n    max_size: 1GB\\n", "p.yaml").for_cache("torch").max_size
+    1000000000
+    >>> parse_config("keep: two\\n", "p.yaml")
+    Traceback (most recent call last):
+    hfcache.config.ConfigError: p.yaml:1: keep: expected a whole number, got 'two'
+    """
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f"{mark.line + 1}:" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(f"{path}:{line} not valid YAML: {problem}", path=path) from None
+    if root is None:
+        return Policy(sources=(path,))
+    defaults, rest = _settings(path, root, "", ITEM_KEYS + CACHE_KEYS)
+    if "version" in rest and _scalar(path, rest["version"], "version") != "1":
+        raise _fail(path, rest["version"], "version", "only version 1 is understood")
+    protect: list[str] = []
+    if "protect" in rest:
+        node = rest["protect"]
+        if not isinstance(node, yaml.SequenceNode):
+            raise _fail(path, node, "protect", "expected a list of model-id globs")
+        protect = [_scalar(path, n, "protect") for n in node.value]
+    models = _models(path, rest["models"], "models") if "models" in rest else ()
+    caches: dict[str, CacheRules] = {}
+    for knode, vnode in _mapping(path, rest["caches"], "caches") if "caches" in rest else ():
+        kind = _scalar(path, knode, "caches")
+        if kinds is not None and kind not in kinds:
+            raise _fail(path, knode, f"caches.{kind}", f"unknown cache kind; known: {', '.join(kinds)}")
+        settings, sub = _settings(path, vnode, f"caches.{kind}", ITEM_KEYS + CACHE_KEYS)
+        if set(sub) - {"models"}:
+            raise _fail(path, vnode, f"caches.{kind}", f"{next(iter(set(sub) - {'models'}))} belongs at the top level")
+        caches[kind] = CacheRules(settings, _models(path, sub["models"], f"caches.{kind}.models") if sub else ())
+    return Policy(defaults=defaults, models=models, caches=caches, protect=tuple(protect), sources=(path,))
+
+
+def find_config(explicit: str | None, env: Mapping[str, str] | None = None) -> str | None:
+    """The policy file to read: ``--config``, else ``$HFCACHE_CONFIG``, else the user's, else the system's.
+
+    An explicit file (or ``$HFCACHE_CONFIG``) must exist; the two default places are used
+    only when they do.
+    """
+    env = os.environ if env is None else env
+    for given in (explicit, env.get(CONFIG_ENV) or None):
+        if given:
+            if not os.path.isfile(given):
+                raise ConfigError(f"policy file not found: {given}", path=given)
+            return given
+    user = os.path.join(platformdirs.user_config_dir("hfcache"), CONFIG_NAME)
+    for candidate in (user, SYSTEM_CONFIG):
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def load_config(path: str, *, kinds: tuple[str, ...] | None = None) -> Policy:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeError) as e:
+        raise ConfigError(f"cannot read policy file {path}: {getattr(e, 'strerror', None) or e}", path=path) from None
+    return parse_config(text, path, kinds=kinds)

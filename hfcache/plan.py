@@ -1,0 +1,403 @@
+"""Plans: which units a policy deletes, which it keeps, why, and exactly how many bytes go.
+
+:func:`make_plan` combines the policies of :mod:`hfcache.policies` the way borg's
+``do_prune`` does, and the way README and ``man hfcache`` document it:
+
+1. every policy given (``keep``, ``max_age``, ``junk``) selects units on its own;
+2. a unit is deleted when at least one policy selects it and nothing keeps it: a
+   protection (``--protect``, a protected model rule), a keep rule (the ``N`` latest
+   revisions and ``main``), or damage the scan found (a blocking warning);
+3. removing the last revision of a model needs ``allow_remove_all``, except when
+   ``max_age`` selected every one of them (or for junk);
+4. quotas run last, over what survives: ``max_size`` per cache, then ``min_free`` per
+   file system, evicting the least recently used units until the target is met.
+
+The plan is a value; :mod:`hfcache.execute` carries it out. Its ``reclaim_bytes`` is
+counted by :class:`hfcache.accounting.Reclaim`, so a byte shared with a unit that stays
+is not counted, and no byte is counted twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import NamedTuple
+
+from .accounting import Reclaim
+from .config import DEFAULT_JUNK_GRACE, Policy
+from .model import CacheInventory, Inventory, Item, Revision, uses_refs
+from .policies import Candidate, Decision, describe_age, evict_lru, keep_latest, lru_order, max_age
+
+PLAN_VERSION = 1
+WHATS = ("revision", "partial", "orphan", "payload", "leftover")
+
+
+@dataclass(frozen=True)
+class PlanUnit:
+    """One unit of a plan: a revision (``what="revision"``) or a piece of junk.
+
+    ``reclaim_bytes`` is what deleting it frees on top of the units before it in the plan
+    (so the plan's units add up exactly). ``item_removed`` says the model's last revision
+    goes too, so its whole folder is removed. ``status``, ``freed_bytes`` and ``error``
+    are filled in by a real run.
+    """
+
+    kind: str
+    root: str
+    id: str | None
+    revision: str | None
+    path: str
+    reclaim_bytes: int
+    reasons: tuple[str, ...]
+    what: str = "revision"
+    type: str | None = None
+    version: str | None = None
+    refs: tuple[str, ...] = ()
+    size_bytes: int = 0
+    last_accessed: float = 0.0
+    last_modified: float = 0.0
+    item_removed: bool = False
+    status: str | None = None
+    freed_bytes: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a policy does to the scanned caches: units to delete and units kept, with reasons."""
+
+    delete: tuple[PlanUnit, ...] = ()
+    keep: tuple[PlanUnit, ...] = ()
+    dry_run: bool = True
+    created_at: float = 0.0
+    policy: tuple[str, ...] = ()
+    caches: tuple[tuple[str, str], ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def reclaim_bytes(self) -> int:
+        return sum(u.reclaim_bytes for u in self.delete)
+
+    @property
+    def freed_bytes(self) -> int | None:
+        """What actually left the disk, once executed (None before)."""
+        if all(u.freed_bytes is None for u in self.delete) and self.dry_run:
+            return None
+        return sum(u.freed_bytes or 0 for u in self.delete)
+
+    @property
+    def failed(self) -> tuple[PlanUnit, ...]:
+        return tuple(u for u in self.delete if u.status == "failed")
+
+
+class Disk(NamedTuple):
+    """The file system holding a cache root: an identity (``st_dev``), its size and free bytes."""
+
+    device: int
+    total: int
+    free: int
+
+
+def is_default_revision(item: Item, rev: Revision) -> bool:
+    """What a library loads when asked for no revision: the hub's ``main``, a torch hub repo's default branch."""
+    if uses_refs(item.kind):
+        return "main" in rev.refs
+    return item.type == "hub-repo" and rev.revision in ("main", "master")
+
+
+def candidate(item: Item, rev: Revision) -> Candidate:
+    return Candidate(
+        path=rev.path,
+        item_id=item.id,
+        revision=rev.revision,
+        kind=item.kind,
+        version=rev.version,
+        refs=rev.refs,
+        last_accessed=rev.last_accessed,
+        last_modified=rev.last_modified,
+        size_bytes=rev.size_bytes,
+        default=is_default_revision(item, rev),
+    )
+
+
+class _CachePlan:
+    """The decisions for one cache while a plan is made (see :func:`make_plan`)."""
+
+    def __init__(self, cache: CacheInventory, policy: Policy, now: float) -> None:
+        self.cache = cache
+        self.policy = policy
+        self.now = now
+        self.settings = policy.for_cache(cache.kind)
+        self.age_by = self.settings.age_by or "atime"
+        self.sim = Reclaim(cache)
+        self.selects: dict[str, list[Decision]] = {}
+        self.vetoes: dict[str, list[Decision]] = {}
+        self.kept_by_rule: set[str] = set()
+        self.going: dict[str, int] = {}  # path -> reclaim bytes, in the order the bytes were counted
+        self.units: dict[str, tuple[Item, Revision]] = {}
+        self.cands: dict[str, Candidate] = {}
+        self.junk: list[PlanUnit] = []
+        self.junk_kept: list[PlanUnit] = []
+        self.warnings: list[str] = []
+
+    def add(self, decisions: Mapping[str, Decision]) -> None:
+        for path, d in decisions.items():
+            (self.vetoes if d.keep else self.selects).setdefault(path, []).append(d)
+            if d.keep and d.policy not in ("protect", "damaged"):
+                self.kept_by_rule.add(path)  # listed in the plan's keep even when nothing selected it
+
+    def decide_revisions(self) -> None:
+        for item in self.cache.items:
+            settings = self.policy.for_item(item.kind, item.id)
+            cands = [candidate(item, rev) for rev in item.revisions]
+            for c, rev in zip(cands, item.revisions, strict=True):
+                self.units[c.path] = (item, rev)
+                self.cands[c.path] = c
+            if settings.keep:
+                self.add(keep_latest(cands, n=settings.keep, per=settings.keep_per))
+            if settings.max_age:
+                self.add(max_age(cands, now=self.now, older_than=settings.max_age, age_by=self.age_by))
+            glob = self.policy.protected_by(item.kind, item.id)
+            if glob is not None:
+                self.add({c.path: Decision("protect", f"model matches {glob!r}", keep=True) for c in cands})
+            if not item.deletable:
+                everything = (*item.warnings, *(w for r in item.revisions for w in r.warnings))
+                blocking = next(w for w in everything if w.blocks_deletion)
+                self.add({c.path: Decision("damaged", f"not deletable: {blocking}", keep=True) for c in cands})
+
+    def last_revision_rule(self) -> None:
+        """Keep one revision of a model every policy would empty, unless allowed (or max-age took them all)."""
+        if self.settings.allow_remove_all:
+            return
+        for item in self.cache.items:
+            paths = [r.path for r in item.revisions]
+            if not paths or not all(p in self.selects and p not in self.vetoes for p in paths):
+                continue
+            if all(any(d.policy == "max-age" for d in self.selects[p]) for p in paths):
+                continue
+            spare = [p for p in paths if not any(d.policy == "max-age" for d in self.selects[p])]
+            newest = max(spare, key=lambda p: (self.cands[p].last_modified, p))
+            reason = f"last revision of {item.id}: pass --allow-remove-all to remove it"
+            self.add({newest: Decision("last-revision", reason, keep=True)})
+
+    def decide_junk(self) -> None:
+        if not self.settings.junk:
+            return
+        grace = self.settings.junk_grace if self.settings.junk_grace is not None else DEFAULT_JUNK_GRACE
+        cache = self.cache
+        items = {i.id: i for i in cache.items}
+
+        def unit(path: str, what: str, item_id: str | None, size: int, mtime: float, reason: str, keep: str | None) -> None:
+            glob = self.policy.protected_by(cache.kind, item_id) if item_id else None
+            if glob is not None:
+                keep = f"protect: model matches {glob!r}"
+            pu = PlanUnit(
+                cache.kind,
+                cache.root,
+                item_id,
+                None,
+                path,
+                0,
+                (f"junk: {reason}",),
+                what=what,
+                size_bytes=size,
+                last_modified=mtime,
+            )
+            if keep is not None:
+                self.junk_kept.append(replace(pu, reasons=(*pu.reasons, keep)))
+                return
+            if what == "orphan":
+                freed = self.sim.remove_orphan(orphans[path], items.get(item_id or ""))
+            else:
+                freed = size
+            self.junk.append(replace(pu, reclaim_bytes=freed))
+
+        def young(mtime: float) -> str | None:
+            age = self.now - mtime
+            if age > grace:
+                return None
+            return f"keep: modified {describe_age(age)} ago, within the {describe_age(grace)} grace period"
+
+        for p in cache.partial_files:
+            age = describe_age(self.now - p.last_modified)
+            lock = {True: "lock held", False: "lock free", None: "no lock"}[p.lock_held]
+            keep = "keep: its download lock is held" if p.lock_held else young(p.last_modified)
+            reason = f"{p.scheme} partial download, {age} old, {lock}"
+            unit(p.path, "partial", p.item_id, p.size_bytes, p.last_modified, reason, keep)
+        orphans = {o.path: o for o in cache.orphan_files}
+        for o in cache.orphan_files:
+            unit(o.path, "orphan", o.item_id, o.size_bytes, o.last_modified, "blob no revision uses", young(o.last_modified))
+        for s in cache.unreferenced_payloads:
+            keep = young(s.last_modified) or (None if s.has_manifest else "keep: no .refs manifest (the hub never deletes those)")
+            unit(s.path, "payload", None, s.size_bytes, s.last_modified, "shared-store payload no repo links to", keep)
+        for lo in cache.leftovers:
+            reason = f"left by removed revision {lo.commit[:12]}"
+            unit(lo.path, "leftover", lo.item_id, lo.size_bytes, lo.last_modified, reason, None)
+
+    def count_going(self) -> None:
+        """Count the bytes of the revisions selected so far, in path order."""
+        for path in sorted(self.selects):
+            if path not in self.vetoes and path not in self.going:
+                item, rev = self.units[path]
+                self.going[path] = self.sim.remove_revision(item, rev)
+
+    def evictable(self) -> list[Candidate]:
+        """Revisions still staying that a quota may evict, least recently used first."""
+        free = [c for p, c in self.cands.items() if p not in self.going and p not in self.vetoes]
+        return lru_order(free, age_by=self.age_by)
+
+    def may_evict(self, policy: str) -> Callable[[Candidate], Decision | None]:
+        def allowed(c: Candidate) -> Decision | None:
+            item, _ = self.units[c.path]
+            if not self.settings.allow_remove_all and len(self.sim.remaining(item)) <= 1:
+                return Decision(policy, f"last revision of {item.id} kept: pass --allow-remove-all to evict it", keep=True)
+            return None
+
+        return allowed
+
+    def evict(self, c: Candidate) -> int:
+        item, rev = self.units[c.path]
+        freed = self.sim.remove_revision(item, rev)
+        self.going[c.path] = freed
+        return freed
+
+    def quota(self) -> None:
+        limit = self.settings.max_size
+        if limit is None or self.sim.total <= limit:
+            return
+        verb = "accessed" if self.age_by == "atime" else "modified"
+
+        def decision(c: Candidate) -> Decision:
+            age = describe_age(self.now - c.time(self.age_by))
+            return Decision("max-size", f"least recently used ({verb} {age} ago) while the cache is over {limit} bytes")
+
+        selected, saved, left = evict_lru(
+            self.evictable(),
+            excess=self.sim.total - limit,
+            free=self.evict,
+            decision=decision,
+            allowed=self.may_evict("max-size"),
+        )
+        self.add(selected)
+        self.add(saved)
+        if left > 0:
+            self.warnings.append(
+                f"{self.cache.root}: stays {left} bytes over max_size {limit}: everything left is kept by a rule"
+            )
+
+
+def _min_free(plans: list[_CachePlan], disks: Mapping[str, Disk], now: float) -> list[str]:
+    """Evict across the caches of each file system until it has ``min_free`` free, counting the plan so far."""
+    by_device: dict[int, list[_CachePlan]] = {}
+    for cp in plans:
+        if cp.settings.min_free is not None and cp.cache.root in disks:
+            by_device.setdefault(disks[cp.cache.root].device, []).append(cp)
+    warnings = [_free_space(group, disks[group[0].cache.root], now) for group in by_device.values()]
+    return [w for w in warnings if w]
+
+
+def _free_space(group: list[_CachePlan], disk: Disk, now: float) -> str | None:
+    target = max(cp.settings.min_free.target(total=disk.total) for cp in group if cp.settings.min_free)
+    planned = sum(sum(cp.going.values()) + sum(u.reclaim_bytes for u in cp.junk) for cp in group)
+    excess = target - disk.free - planned
+    if excess <= 0:
+        return None
+    owner: dict[str, _CachePlan] = {}
+    for cp in group:
+        owner.update((c.path, cp) for c in cp.evictable())
+    merged = sorted(
+        (c for cp in group for c in cp.evictable()),
+        key=lambda c: (c.time(owner[c.path].age_by), c.last_modified, c.path),
+    )
+
+    def decision(c: Candidate) -> Decision:
+        cp = owner[c.path]
+        verb = "accessed" if cp.age_by == "atime" else "modified"
+        age = describe_age(now - c.time(cp.age_by))
+        return Decision("min-free", f"least recently used ({verb} {age} ago) until {target} bytes are free")
+
+    selected, saved, left = evict_lru(
+        merged,
+        excess=excess,
+        free=lambda c: owner[c.path].evict(c),
+        decision=decision,
+        allowed=lambda c: owner[c.path].may_evict("min-free")(c),
+    )
+    for path, d in {**selected, **saved}.items():
+        owner[path].add({path: d})
+    if left > 0:
+        roots = ", ".join(cp.cache.root for cp in group)
+        return f"{roots}: the file system stays {left} bytes short of min_free: everything left is kept"
+    return None
+
+
+def _revision_unit(cp: _CachePlan, path: str, reasons: list[Decision], reclaim: int, removed: bool) -> PlanUnit:
+    item, rev = cp.units[path]
+    return PlanUnit(
+        kind=item.kind,
+        root=cp.cache.root,
+        id=item.id,
+        revision=rev.revision,
+        path=rev.path,
+        reclaim_bytes=reclaim,
+        reasons=tuple(str(d) for d in reasons),
+        type=item.type,
+        version=rev.version,
+        refs=rev.refs,
+        size_bytes=rev.size_bytes,
+        last_accessed=rev.last_accessed,
+        last_modified=rev.last_modified,
+        item_removed=removed,
+    )
+
+
+def make_plan(
+    inventory: Inventory,
+    policy: Policy,
+    *,
+    now: float,
+    disks: Mapping[str, Disk] | None = None,
+) -> Plan:
+    """The plan ``policy`` makes for ``inventory`` at time ``now``. Pure: reads no disk, no clock.
+
+    ``disks`` gives each cache root's file system (needed by ``min_free`` only). Raises
+    ``ValueError`` for an empty policy: nothing to do never means "delete everything".
+    """
+    if policy.is_empty:
+        raise ValueError("empty policy")
+    plans = []
+    for cache in inventory.caches:
+        if not cache.exists:
+            continue
+        cp = _CachePlan(cache, policy, now)
+        cp.decide_revisions()
+        cp.last_revision_rule()
+        cp.decide_junk()
+        cp.count_going()
+        cp.quota()
+        plans.append(cp)
+    warnings = _min_free(plans, disks or {}, now) if any(cp.settings.min_free for cp in plans) else []
+
+    delete: list[PlanUnit] = []
+    keep: list[PlanUnit] = []
+    for cp in plans:
+        warnings.extend(cp.warnings)
+        removed = {item.path for item in cp.cache.items if item.revisions and all(r.path in cp.going for r in item.revisions)}
+        for path, reclaim in cp.going.items():
+            item, _ = cp.units[path]
+            delete.append(_revision_unit(cp, path, cp.selects.get(path, []), reclaim, item.path in removed))
+        for path, vetoes in cp.vetoes.items():
+            if path in cp.going or not (path in cp.selects or path in cp.kept_by_rule):
+                continue
+            keep.append(_revision_unit(cp, path, [*cp.selects.get(path, []), *vetoes], 0, False))
+        delete.extend(cp.junk)
+        keep.extend(cp.junk_kept)
+    order = lambda u: (u.root, u.path)  # noqa: E731 - hf's export_as_table sorts by path too
+    return Plan(
+        delete=tuple(sorted(delete, key=order)),
+        keep=tuple(sorted(keep, key=order)),
+        created_at=now,
+        policy=tuple(policy.describe()),
+        caches=tuple((c.kind, c.root) for c in inventory.caches if c.exists),
+        warnings=tuple(warnings),
+    )

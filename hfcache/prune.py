@@ -1,0 +1,144 @@
+"""The prune workflow as a library: policy, scan, checks, plan, saved plans, execution.
+
+``hfcache prune`` and ``hfcache apply`` are thin layers over these functions::
+
+    >>> from hfcache.config import Settings
+    >>> policy = build_policy(Settings(keep=2), use_config=False)
+    >>> policy.for_item("huggingface", "org/model").keep
+    2
+
+The reading of the system (mount options, free space) happens here, so that
+:func:`hfcache.plan.make_plan` stays pure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import replace
+
+from .caches import registry, scan_caches
+from .config import Policy, Settings, find_config, load_config, validate
+from .errors import PlanFileError, UsageError
+from .execute import execute_plan
+from .model import Inventory
+from .plan import Disk, Plan, make_plan
+from .serialize import plan_from_dict, plan_to_dict
+from .system import disk_of, mount_of
+
+NO_POLICY = (
+    "no policy given: use --keep, --max-age, --max-size, --min-free or --junk, or a policy file "
+    "(--config); nothing to do is never 'delete everything'"
+)
+
+
+def build_policy(
+    overrides: Settings,
+    *,
+    protect: tuple[str, ...] = (),
+    config: str | None = None,
+    use_config: bool = True,
+) -> Policy:
+    """The policy file found (see :func:`hfcache.config.find_config`) with the command line on top.
+
+    Raises :class:`UsageError` (exit 2) for bad values or an empty policy, before any scan.
+    """
+    validate(overrides, where="command line")
+    if overrides.keep_per and not overrides.keep:
+        raise UsageError("--keep-per needs --keep N (how many to keep in each series)")
+    path = find_config(config) if use_config else None
+    policy = load_config(path, kinds=tuple(registry().kinds)) if path else Policy()
+    policy = replace(policy, overrides=overrides, protect=(*policy.protect, *protect))
+    if path:
+        policy = replace(policy, sources=(path,))
+    if policy.is_empty:
+        raise UsageError(NO_POLICY)
+    return policy
+
+
+def _uses_max_age(policy: Policy, kind: str) -> bool:
+    rules = policy.caches.get(kind)
+    levels = [policy.for_cache(kind), *(r.settings for r in policy.models), *(r.settings for r in rules.models if rules)]
+    return any(s.max_age for s in levels)
+
+
+def check_access_times(inventory: Inventory, policy: Policy) -> list[str]:
+    """Refuse an atime policy on a ``noatime`` mount; returns warnings for lesser problems.
+
+    Under ``noatime`` access times never move, so "not accessed for 30 days" would select
+    models read every day. ``relatime`` (Linux's default) moves atime at most once a day,
+    which is fine for ages counted in days. Quotas order by atime too: there they fall back
+    on nothing, so a warning says the order is by age of download.
+    """
+    warnings = []
+    for cache in inventory.caches:
+        if not cache.exists or (policy.for_cache(cache.kind).age_by or "atime") != "atime":
+            continue
+        mount = mount_of(cache.root)
+        if mount is None or "noatime" not in mount[1]:
+            continue
+        where = f"{cache.root} is on a noatime mount ({mount[0]})"
+        if _uses_max_age(policy, cache.kind):
+            raise UsageError(f"{where}: access times never change there, so max-age by atime is refused; use --age-by mtime")
+        settings = policy.for_cache(cache.kind)
+        if settings.max_size or settings.min_free:
+            warnings.append(f"{where}: least-recently-used order is by download time there (use --age-by mtime to say so)")
+    return warnings
+
+
+def plan_prune(inventory: Inventory, policy: Policy) -> Plan:
+    """The plan for ``inventory``, with the free space of each root's file system when ``min_free`` needs it."""
+    disks: dict[str, Disk] = {}
+    for cache in inventory.caches:
+        if cache.exists and policy.for_cache(cache.kind).min_free is not None:
+            disks[cache.root] = disk_of(cache.root)
+    plan = make_plan(inventory, policy, now=inventory.scanned_at, disks=disks)
+    if policy.sources:
+        plan = replace(plan, policy=(f"file: {', '.join(policy.sources)}", *plan.policy))
+    return plan
+
+
+def rescan(plan: Plan) -> Inventory:
+    """A fresh scan of exactly the caches a plan names (each as its kind)."""
+    caches = []
+    scanned_at = 0.0
+    for kind, root in plan.caches:
+        inv = scan_caches([root], kinds=[kind])
+        caches.extend(inv.caches)
+        scanned_at = inv.scanned_at
+    return Inventory(caches=tuple(caches), scanned_at=scanned_at)
+
+
+def run_plan(plan: Plan, inventory: Inventory | None = None) -> Plan:
+    """Execute ``plan`` against ``inventory`` (a fresh scan of its caches when None)."""
+    return execute_plan(plan, rescan(plan) if inventory is None else inventory)
+
+
+def write_plan(plan: Plan, path: str) -> None:
+    """Save a plan as JSON, atomically (a reader never sees half a plan)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".hfcache-plan.", dir=folder)
+    except OSError as e:
+        raise UsageError(f"cannot write plan to {path}: {e.strerror or e}", path=path) from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(plan_to_dict(plan), f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        os.unlink(tmp)
+        raise UsageError(f"cannot write plan to {path}: {e.strerror or e}", path=path) from None
+
+
+def read_plan(path: str) -> Plan:
+    """Read a plan saved by ``--plan-out``; one clear error for anything that is not one."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except OSError as e:
+        raise PlanFileError(f"cannot read plan {path}: {e.strerror or e}", path=path) from None
+    except (ValueError, UnicodeError) as e:
+        raise PlanFileError(f"{path}: not JSON ({e})", path=path) from None
+    return plan_from_dict(data, source=path)
