@@ -234,20 +234,21 @@ def _bool(path: str, node: yaml.Node, key: str) -> bool:
     raise _fail(path, node, key, f"expected true or false, got {value!r}")
 
 
-def _setting(path: str, key: str, node: yaml.Node) -> Any:
+def _setting(path: str, name: str, key: str, node: yaml.Node) -> Any:
+    """The value of setting ``name`` (written ``key`` in the file, for messages)."""
     text = _scalar(path, node, key)
     try:
-        if key in ("max_age", "junk_grace"):
+        if name in ("max_age", "junk_grace"):
             return float(parse_duration(text))
-        if key == "keep":
+        if name == "keep":
             if not text.isdigit():
                 raise UsageError(f"expected a whole number, got {text!r}")
             return int(text)
-        if key == "max_size":
+        if name == "max_size":
             return parse_size(text)
-        if key == "min_free":
+        if name == "min_free":
             return MinFree.parse(text)
-        if key in ("protect", "junk", "allow_remove_all"):
+        if name in ("protect", "junk", "allow_remove_all"):
             return _bool(path, node, key)
         return text  # keep_per, age_by: checked by validate()
     except ConfigError:
@@ -271,7 +272,7 @@ def _settings(path: str, node: yaml.Node, where: str, allowed: tuple[str, ...]) 
         name = key.replace("-", "_")
         full = f"{where}.{key}" if where else key
         if name in allowed:
-            values[name] = _setting(path, full, vnode)
+            values[name] = _setting(path, name, full, vnode)
         elif name in ("models", "caches", "protect", "version") and name in rest:
             raise _fail(path, knode, full, "given twice")
         elif name in ("models", "caches", "protect", "version"):

@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import replace
 
 from .caches import registry, scan_caches
-from .config import Policy, Settings, find_config, load_config, validate
+from .config import CacheRules, Policy, Settings, find_config, load_config, validate
 from .errors import PlanFileError, UsageError
 from .execute import execute_plan
 from .model import Inventory
@@ -58,8 +58,8 @@ def build_policy(
 
 
 def _uses_max_age(policy: Policy, kind: str) -> bool:
-    rules = policy.caches.get(kind)
-    levels = [policy.for_cache(kind), *(r.settings for r in policy.models), *(r.settings for r in rules.models if rules)]
+    rules = policy.caches.get(kind, CacheRules())
+    levels = [policy.for_cache(kind), *(r.settings for r in (*policy.models, *rules.models))]
     return any(s.max_age for s in levels)
 
 
