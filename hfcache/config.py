@@ -308,7 +308,7 @@ def parse_config(text: str, path: str, *, kinds: tuple[str, ...] | None = None) 
     1000000000
     >>> parse_config("keep: two\\n", "p.yaml")
     Traceback (most recent call last):
-    hfcache.config.ConfigError: p.yaml:1: keep: expected a whole number, got 'two'
+    hfcache.errors.ConfigError: p.yaml:1: keep: expected a whole number, got 'two'
     """
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -319,7 +319,9 @@ def parse_config(text: str, path: str, *, kinds: tuple[str, ...] | None = None) 
         raise ConfigError(f"{path}:{line} not valid YAML: {problem}", path=path) from None
     if root is None:
         return Policy(sources=(path,))
-    defaults, rest = _settings(path, root, "", ITEM_KEYS + CACHE_KEYS)
+    # At the top level ``protect`` is the list of protected globs, not a yes/no.
+    top_keys = tuple(k for k in ITEM_KEYS + CACHE_KEYS if k != "protect")
+    defaults, rest = _settings(path, root, "", top_keys)
     if "version" in rest and _scalar(path, rest["version"], "version") != "1":
         raise _fail(path, rest["version"], "version", "only version 1 is understood")
     protect: list[str] = []
