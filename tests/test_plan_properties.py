@@ -1,0 +1,140 @@
+"""Properties of plans on random hub caches (hypothesis), checked against huggingface_hub and the disk.
+
+A plan never contains a protected unit or a path outside its root, never counts a byte
+twice (its total equals huggingface_hub's ``expected_freed_size`` for the same revisions),
+and executing it lowers the deduplicated total by exactly its ``reclaim_bytes``, leaving a
+cache huggingface_hub still reads without a warning.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from huggingface_hub import scan_cache_dir
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import hfcache
+from hfcache.config import Policy, Settings
+from hfcache.execute import check_target, remove_path
+from hfcache.model import CacheInventory
+from hfcache.plan import make_plan
+from hfcache.prune import run_plan
+from tests.trees import commit, link, repo, sha256, share, shared_store, write
+
+repo_spec = st.fixed_dictionaries(
+    {
+        "blobs": st.lists(st.integers(1, 5000), min_size=1, max_size=5),
+        "revisions": st.lists(st.lists(st.integers(0, 4), min_size=1, max_size=4, unique=True), min_size=1, max_size=4),
+        "tags": st.lists(st.booleans(), min_size=4, max_size=4),
+        "main": st.integers(0, 3),
+    }
+)
+cache_spec = st.fixed_dictionaries(
+    {
+        "repos": st.lists(repo_spec, min_size=1, max_size=3),
+        "shared": st.booleans(),  # the first blob of every repo is one cross-repo shared payload
+        "keep": st.one_of(st.none(), st.integers(1, 3)),
+        "max_size": st.one_of(st.none(), st.integers(0, 20000)),
+        "allow_remove_all": st.booleans(),
+        "protect": st.one_of(st.none(), st.integers(0, 2)),
+    }
+)
+
+
+def build(root: str, spec: dict) -> list[str]:
+    """A hub cache from ``spec``; returns the repo ids."""
+    ids = []
+    if spec["shared"]:
+        shared_store(root)
+    for r, rs in enumerate(spec["repos"]):
+        ident = f"org/m{r}"
+        etags = {f"{r}{i:039x}": size for i, size in enumerate(rs["blobs"])}
+        names = list(etags)
+        snapshots, refs = {}, {}
+        for v, picks in enumerate(rs["revisions"]):
+            files = {f"f{i}.bin": names[i % len(names)] for i in picks}
+            snapshots[commit(f"{r}-{v}")] = files
+            if rs["tags"][v]:
+                refs[f"v{v}.0"] = commit(f"{r}-{v}")
+        refs["main"] = commit(f"{r}-{min(rs['main'], len(rs['revisions']) - 1)}")
+        repo_dir = repo(root, f"models--org--m{r}", snapshots=snapshots, blobs=etags, refs=refs)
+        if spec["shared"]:
+            share(root, repo_dir, names[0], sha256("shared"), 4321)
+        ids.append(ident)
+    # mtimes in a known order, so "latest" is defined: later revisions are newer
+    for r, rs in enumerate(spec["repos"]):
+        for v in range(len(rs["revisions"])):
+            path = os.path.join(root, f"models--org--m{r}", "snapshots", commit(f"{r}-{v}"))
+            for name in os.listdir(path):
+                os.utime(os.path.realpath(os.path.join(path, name)), (1e9 + v, 1e9 + v))
+    return ids
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cache_spec)
+def test_plans_are_exact_safe_and_do_what_they_say(spec):
+    if spec["keep"] is None and spec["max_size"] is None:
+        spec["keep"] = 1
+    with tempfile.TemporaryDirectory() as tmp:
+        root = os.path.join(tmp, "hub")
+        ids = build(root, spec)
+        protected = ids[spec["protect"]] if spec["protect"] is not None and spec["protect"] < len(ids) else None
+        policy = Policy(
+            overrides=Settings(keep=spec["keep"], max_size=spec["max_size"], allow_remove_all=spec["allow_remove_all"] or None),
+            protect=(protected,) if protected else (),
+        )
+        inventory = hfcache.scan([root])
+        (cache,) = inventory.caches
+        plan = make_plan(inventory, policy, now=2e9)
+
+        for unit in plan.delete:
+            assert unit.id != protected
+            assert unit.path.startswith(cache.root + os.sep)
+            assert check_target(unit.path, cache) is None
+        revisions = [u.revision for u in plan.delete]
+        assert len(revisions) == len(set(revisions))
+        expected = scan_cache_dir(root).delete_revisions(*revisions).expected_freed_size if revisions else 0
+        assert plan.reclaim_bytes == expected
+        if spec["max_size"] is not None and not plan.warnings:
+            assert cache.size_bytes - plan.reclaim_bytes <= spec["max_size"]
+
+        result = run_plan(plan)
+        assert {u.status for u in result.delete} <= {"deleted"}
+        after = hfcache.scan([root]).caches[0]
+        assert cache.size_bytes - after.size_bytes == plan.reclaim_bytes
+        assert scan_cache_dir(root).warnings == []
+        assert {(i.id, r.revision) for i in after.items for r in i.revisions} == {
+            (i.id, r.revision) for i in cache.items for r in i.revisions if r.revision not in revisions
+        }
+
+
+def test_deleting_never_follows_a_symlink_out_of_the_cache(tmp_path):
+    outside = tmp_path / "personal"
+    keep_me = write(str(outside / "thesis.tex"), b"years of work")
+    root = str(tmp_path / "hub")
+    repo_dir = repo(root, "models--org--m", snapshots={commit(1): {"a.bin": "e1"}}, blobs={"e1": 10}, refs={"main": commit(1)})
+    snap = os.path.join(repo_dir, "snapshots", commit(1))
+    link(os.path.join(snap, "escape"), str(outside))  # a snapshot entry that is a symlink to a folder outside
+    link(os.path.join(snap, "file-escape"), keep_me)
+    freed, error = remove_path(repo_dir)
+    assert error is None and freed == 10 + 40  # the blob and refs/main; links count nothing
+    assert not os.path.exists(repo_dir)
+    assert open(keep_me, "rb").read() == b"years of work"
+
+
+def test_targets_outside_the_root_or_through_symlinks_are_refused(tmp_path):
+    root = tmp_path / "hub"
+    (root / "models--org--m").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", root / "models--org--x")
+    cache = CacheInventory("huggingface", str(root), protected=(str(root), str(root / ".locks")))
+    assert check_target(str(root / "models--org--m"), cache) is None
+    assert "outside the cache root" in check_target(str(tmp_path / "elsewhere"), cache)
+    assert "outside the cache root" in check_target(str(root), cache)
+    assert "through a symlink" in check_target(str(root / "models--org--x" / "snapshots"), cache)
+    assert "not a normalised absolute path" in check_target(str(root) + "/models--org--m/../../x", cache)
+    assert "the cache needs" in check_target(str(root / ".locks"), cache)
+    home = CacheInventory("huggingface", os.path.expanduser("~"))
+    assert "home folder" in check_target(os.path.expanduser("~/x"), home)
