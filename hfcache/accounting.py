@@ -116,7 +116,3 @@ class Reclaim:
             self._gone.setdefault(item.path, set()).add(key)
             return orphan.size_bytes
         return self._unlink_blob(item.path, key)
-
-    def freed_by(self, item: Item, revisions: list[Revision]) -> int:
-        """Bytes freed by removing ``revisions`` of ``item`` (all at once, on top of what went before)."""
-        return sum(self.remove_revision(item, r) for r in revisions)

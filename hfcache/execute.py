@@ -148,7 +148,7 @@ class _Work:
     revisions: dict[str, tuple[Item, list[tuple[PlanUnit, Revision]]]] = field(default_factory=dict)
 
 
-def _match_revision(unit: PlanUnit, cache: CacheInventory, revs: dict[str, tuple[Item, Revision]]) -> str | None:
+def _match_revision(unit: PlanUnit, revs: dict[str, tuple[Item, Revision]]) -> str | None:
     found = revs.get(unit.path)
     if found is None:
         return "no longer in the cache"
@@ -206,7 +206,7 @@ def _prepare(plan: Plan, inventory: Inventory) -> tuple[list[_Work], dict[str, s
             if key not in revisions:
                 revisions[key] = {r.path: (i, r) for i in cache.items for r in i.revisions}
             revs = revisions[key]
-            reason = _match_revision(unit, cache, revs)
+            reason = _match_revision(unit, revs)
             if reason is None:
                 item, rev = revs[unit.path]
                 reason = _repo_lock_held(cache, item)

@@ -44,10 +44,17 @@ os.environ["NO_COLOR"] = "1"
 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh HOME per test, with XDG_CACHE_HOME under it and no cache variable set."""
+    """A fresh HOME per test, with the XDG folders under it, no cache variable and no policy file set."""
     home = str(tmp_path_factory.mktemp("home"))
     monkeypatch.setenv("HOME", home)
     monkeypatch.setenv("XDG_CACHE_HOME", os.path.join(home, ".cache"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", os.path.join(home, ".config"))
+    monkeypatch.setenv("XDG_STATE_HOME", os.path.join(home, ".local", "state"))
+    monkeypatch.delenv("HFCACHE_CONFIG", raising=False)
+    # A real /etc/hfcache/config.yaml on the test machine must not change any plan.
+    from hfcache import config
+
+    monkeypatch.setattr(config, "SYSTEM_CONFIG", os.path.join(home, "etc", "hfcache", "config.yaml"))
     for var in CACHE_VARIABLES:
         monkeypatch.delenv(var, raising=False)
     # Keras's fallback is a literal /tmp/.keras: point it into this test's home as well.
