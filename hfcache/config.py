@@ -24,7 +24,6 @@ the file, the line and the key.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -35,6 +34,7 @@ import yaml
 
 from .errors import ConfigError, UsageError
 from .policies import AGE_BY, KEEP_PER, describe_age
+from .query import matching_glob
 from .units import parse_duration, parse_size
 
 CONFIG_ENV = "HFCACHE_CONFIG"
@@ -114,7 +114,7 @@ class ModelRule:
     settings: Settings
 
     def matches(self, item_id: str) -> bool:
-        return fnmatch.fnmatchcase(item_id.lower(), self.glob.lower())
+        return matching_glob(item_id, (self.glob,)) is not None
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ class Policy:
 
     def protected_by(self, kind: str, item_id: str) -> str | None:
         """The glob (or model rule) that protects this model from every policy, if any."""
-        hit = next((g for g in self.protect if fnmatch.fnmatchcase(item_id.lower(), g.lower())), None)
+        hit = matching_glob(item_id, self.protect)
         if hit is not None:
             return hit
         if self.for_item(kind, item_id).protect:
@@ -161,14 +161,19 @@ class Policy:
             return next((r.glob for r in rules if r.matches(item_id) and r.settings.protect), "a model rule")
         return None
 
+    def levels(self, kind: str | None = None) -> list[Settings]:
+        """The settings of every level (of one cache kind's, when ``kind`` is given), unmerged."""
+        levels = [self.defaults, self.overrides, *(r.settings for r in self.models)]
+        for name, rules in self.caches.items():
+            if kind is None or name == kind:
+                levels.append(rules.settings)
+                levels.extend(r.settings for r in rules.models)
+        return levels
+
     @property
     def is_empty(self) -> bool:
         """No policy anywhere: nothing to do (never "delete everything")."""
-        levels = [self.defaults, self.overrides, *(r.settings for r in self.models)]
-        for rules in self.caches.values():
-            levels.append(rules.settings)
-            levels.extend(r.settings for r in rules.models)
-        return not any(s.has_policy for s in levels)
+        return not any(s.has_policy for s in self.levels())
 
     def describe(self) -> list[str]:
         """One line per level that sets something, for the plan's header."""

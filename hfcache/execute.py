@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import stat as stat_mod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -87,22 +87,22 @@ def remove_path(path: str) -> tuple[int, str | None]:
             errors.extend([err] if err else [])
         for name in dirs:
             sub = os.path.join(folder, name)
-            try:
-                if os.path.islink(sub):
-                    os.unlink(sub)
-                else:
-                    os.rmdir(sub)
-            except FileNotFoundError:
-                pass
-            except OSError as e:
-                errors.append(f"{sub}: {e.strerror or e}")
+            err = _remove_dir_entry(sub, os.unlink if os.path.islink(sub) else os.rmdir)
+            errors.extend([err] if err else [])
+    err = _remove_dir_entry(path, os.rmdir)
+    errors.extend([err] if err else [])
+    return freed, (errors[0] if errors else None)
+
+
+def _remove_dir_entry(path: str, remove: Callable[[str], None]) -> str | None:
+    """Remove an emptied folder (or a link to one); a path already gone is not an error."""
     try:
-        os.rmdir(path)
+        remove(path)
     except FileNotFoundError:
         pass
     except OSError as e:
-        errors.append(f"{path}: {e.strerror or e}")
-    return freed, (errors[0] if errors else None)
+        return f"{path}: {e.strerror or e}"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -81,7 +81,7 @@ class Plan:
     @property
     def freed_bytes(self) -> int | None:
         """What actually left the disk, once executed (None before)."""
-        if all(u.freed_bytes is None for u in self.delete) and self.dry_run:
+        if self.dry_run:
             return None
         return sum(u.freed_bytes or 0 for u in self.delete)
 
@@ -186,6 +186,7 @@ class _CachePlan:
         grace = self.settings.junk_grace if self.settings.junk_grace is not None else DEFAULT_JUNK_GRACE
         cache = self.cache
         items = {i.id: i for i in cache.items}
+        orphans = {o.path: o for o in cache.orphan_files}
 
         def unit(path: str, what: str, item_id: str | None, size: int, mtime: float, reason: str, keep: str | None) -> None:
             glob = self.policy.protected_by(cache.kind, item_id) if item_id else None
@@ -224,7 +225,6 @@ class _CachePlan:
             keep = "keep: its download lock is held" if p.lock_held else young(p.last_modified)
             reason = f"{p.scheme} partial download, {age} old, {lock}"
             unit(p.path, "partial", p.item_id, p.size_bytes, p.last_modified, reason, keep)
-        orphans = {o.path: o for o in cache.orphan_files}
         for o in cache.orphan_files:
             unit(o.path, "orphan", o.item_id, o.size_bytes, o.last_modified, "blob no revision uses", young(o.last_modified))
         for s in cache.unreferenced_payloads:
@@ -303,12 +303,12 @@ def _free_space(group: list[_CachePlan], disk: Disk, now: float) -> str | None:
     if excess <= 0:
         return None
     owner: dict[str, _CachePlan] = {}
+    merged: list[Candidate] = []
     for cp in group:
-        owner.update((c.path, cp) for c in cp.evictable())
-    merged = sorted(
-        (c for cp in group for c in cp.evictable()),
-        key=lambda c: (c.time(owner[c.path].age_by), c.last_modified, c.path),
-    )
+        for c in cp.evictable():
+            owner[c.path] = cp
+            merged.append(c)
+    merged.sort(key=lambda c: (c.time(owner[c.path].age_by), c.last_modified, c.path))
 
     def decision(c: Candidate) -> Decision:
         cp = owner[c.path]

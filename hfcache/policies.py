@@ -17,13 +17,13 @@ or the environment; empty input gives ``{}``. How they combine is :mod:`hfcache.
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import groupby
 
 from packaging.version import Version
 
+from .query import matching_glob
 from .versions import version_key
 
 KEEP_PER = ("major", "minor")
@@ -151,11 +151,10 @@ def protect(candidates: Iterable[Candidate], *, globs: Iterable[str]) -> dict[st
     >>> list(protect([Candidate("/c/x", "Meta-Llama/L3", "a")], globs=["meta-llama/*"]).values())[0].reason
     "model matches 'meta-llama/*'"
     """
-    patterns = [g for g in globs]
+    patterns = tuple(globs)
     out = {}
     for c in candidates:
-        ident = c.item_id.lower()
-        hit = next((g for g in patterns if fnmatch.fnmatchcase(ident, g.lower())), None)
+        hit = matching_glob(c.item_id, patterns)
         if hit is not None:
             out[c.path] = Decision("protect", f"model matches {hit!r}", keep=True)
     return out

@@ -19,7 +19,7 @@ import tempfile
 from dataclasses import replace
 
 from .caches import registry, scan_caches
-from .config import CacheRules, Policy, Settings, find_config, load_config, validate
+from .config import Policy, Settings, find_config, load_config, validate
 from .errors import PlanFileError, UsageError
 from .execute import execute_plan
 from .model import Inventory
@@ -57,12 +57,6 @@ def build_policy(
     return policy
 
 
-def _uses_max_age(policy: Policy, kind: str) -> bool:
-    rules = policy.caches.get(kind, CacheRules())
-    levels = [policy.for_cache(kind), *(r.settings for r in (*policy.models, *rules.models))]
-    return any(s.max_age for s in levels)
-
-
 def check_access_times(inventory: Inventory, policy: Policy) -> list[str]:
     """Refuse an atime policy on a ``noatime`` mount; returns warnings for lesser problems.
 
@@ -79,7 +73,7 @@ def check_access_times(inventory: Inventory, policy: Policy) -> list[str]:
         if mount is None or "noatime" not in mount[1]:
             continue
         where = f"{cache.root} is on a noatime mount ({mount[0]})"
-        if _uses_max_age(policy, cache.kind):
+        if any(s.max_age for s in policy.levels(cache.kind)):
             raise UsageError(f"{where}: access times never change there, so max-age by atime is refused; use --age-by mtime")
         settings = policy.for_cache(cache.kind)
         if settings.max_size or settings.min_free:

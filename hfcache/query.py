@@ -10,13 +10,25 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from .errors import UsageError
 from .model import CacheInventory, Inventory, Item, Revision
 
 SORT_KEYS = ("name", "size", "accessed", "modified")
+
+
+def matching_glob(ident: str, globs: Iterable[str]) -> str | None:
+    """The first of ``globs`` matching the id ``ident``, case-insensitively (``meta-llama/*``), or None.
+
+    >>> matching_glob("Meta-Llama/L3", ["org/*", "meta-llama/*"])
+    'meta-llama/*'
+    """
+    ident = ident.lower()
+    return next((g for g in globs if fnmatch.fnmatchcase(ident, g.lower())), None)
+
+
 # Newest and biggest first, names alphabetically: what `hf cache ls --sort` does.
 _DEFAULT_ORDER = {"name": "asc", "size": "desc", "accessed": "desc", "modified": "desc"}
 _SORT_RE = re.compile(r"(?P<key>[a-z]+)(?::(?P<order>asc|desc))?")
@@ -43,8 +55,7 @@ class Selection:
     def matches_identity(self, item: Item) -> bool:
         if self.types and item.type not in self.types:
             return False
-        ident = item.id.lower()
-        return not self.names or any(fnmatch.fnmatchcase(ident, g.lower()) for g in self.names)
+        return not self.names or matching_glob(item.id, self.names) is not None
 
     def matches_measures(self, size: int, atime: float, mtime: float, now: float) -> bool:
         if self.larger_than is not None and size <= self.larger_than:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from hfcache.caches import registry
 from hfcache.config import SYSTEM_CONFIG, MinFree, Settings, find_config, load_config, parse_config
 from hfcache.errors import ConfigError
+from hfcache.model import Inventory
 from hfcache.plan import make_plan
 from hfcache.prune import build_policy
 from tests.test_policies import DAY, NOW, THREE
@@ -25,8 +27,6 @@ def test_the_examples_exist():
 def test_every_example_policy_is_valid_and_plans(path):
     policy = load_config(str(path), kinds=KINDS)
     assert not policy.is_empty
-    from hfcache.model import Inventory
-
     plan = make_plan(Inventory((THREE,), NOW), policy, now=NOW)
     assert all(u.reasons for u in (*plan.delete, *plan.keep))
 
@@ -69,8 +69,6 @@ caches:
     ],
 )
 def test_precedence(kind, item, overrides, expected):
-    from dataclasses import replace
-
     policy = replace(parse_config(POLICY, "p.yaml", kinds=KINDS), overrides=overrides)
     settings = policy.for_item(kind, item)
     assert (settings.keep, settings.max_age) == expected
