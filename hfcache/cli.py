@@ -6,6 +6,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import Enum
 from typing import Annotated, Optional
 
@@ -110,6 +111,18 @@ FormatOption = Annotated[OutputFormat, typer.Option("--format", help="table for 
 JsonOption = Annotated[bool, typer.Option("--json", help="Same as --format json.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No warnings or notes on stderr.")]
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking (needed when there is no terminal).")]
+LockWaitOption = Annotated[
+    str,
+    typer.Option(
+        "--lock-wait",
+        metavar="AGE",
+        help="Wait this long (10s, 5m) for another prune of the same cache to finish, then exit 75 (busy).",
+    ),
+]
+LogOption = Annotated[
+    Optional[str],
+    typer.Option("--log", metavar="FILE", help="Append the audit log (one JSON line per deleted unit) here instead."),
+]
 
 
 @app.command()
@@ -206,26 +219,35 @@ def _emit(plan: Plan, as_json: bool, *, show_keep: bool = True) -> None:
         render.plan_tables(plan, show_keep=show_keep)
 
 
-def _confirm_and_run(plan: Plan, inventory: Inventory | None, *, yes: bool, as_json: bool) -> None:
-    """Ask on a terminal (unless --yes), refuse without one, then execute and report; exit 1 when units failed."""
-    if not plan.delete:
-        _emit(plan, as_json)
-        return
-    if not yes:
-        if not sys.stdin.isatty():
-            _emit(plan, as_json)
-            raise ConfirmationRequired(
-                "refusing to delete without confirmation: no terminal to ask on; add --yes (or use --dry-run)"
-            )
-        render.plan_tables(plan)
-        if not typer.confirm(f"Delete these {len(plan.delete)} units?", default=False):
-            render.note("Nothing deleted.")
+@dataclass(frozen=True)
+class _Run:
+    """How ``prune`` and ``apply`` carry out a plan: confirmation, lock wait, audit log."""
+
+    yes: bool
+    as_json: bool
+    lock_wait: float
+    log: str | None
+
+    def __call__(self, plan: Plan, inventory: Inventory | None) -> None:
+        """Ask on a terminal (unless --yes), refuse without one, then execute and report; exit 1 when units failed."""
+        if not plan.delete:
+            _emit(plan, self.as_json)
             return
-        inventory = None  # time passed while the question was open: check against a fresh scan
-    result = run_plan(plan, inventory)
-    _emit(result, as_json, show_keep=False)
-    if result.failed:
-        raise typer.Exit(EXIT_PARTIAL)
+        if not self.yes:
+            if not sys.stdin.isatty():
+                _emit(plan, self.as_json)
+                raise ConfirmationRequired(
+                    "refusing to delete without confirmation: no terminal to ask on; add --yes (or use --dry-run)"
+                )
+            render.plan_tables(plan)
+            if not typer.confirm(f"Delete these {len(plan.delete)} units?", default=False):
+                render.note("Nothing deleted.")
+                return
+            inventory = None  # time passed while the question was open: check against a fresh scan
+        result = run_plan(plan, inventory, lock_wait=self.lock_wait, log=self.log)
+        _emit(result, self.as_json, show_keep=False)
+        if result.failed:
+            raise typer.Exit(EXIT_PARTIAL)
 
 
 @app.command()
@@ -281,6 +303,8 @@ def prune(
     plan_out: Annotated[
         Optional[str], typer.Option("--plan-out", metavar="FILE", help="Also save the plan as JSON, for 'hfcache apply'.")
     ] = None,
+    lock_wait: LockWaitOption = "10s",
+    log: LogOption = None,
     output_format: FormatOption = OutputFormat.table,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
@@ -306,6 +330,7 @@ def prune(
             allow_remove_all=True if allow_remove_all else None,
         )
         policy = build_policy(overrides, protect=tuple(protect or ()), config=config, use_config=not no_config)
+        run = _Run(yes=yes, as_json=as_json, lock_wait=float(parse_duration(lock_wait)), log=log)
         inventory = scan_caches(cache_dir or None, kinds=kind or None)
         notes = check_access_times(inventory, policy)
         plan = plan_prune(inventory, policy)
@@ -317,7 +342,7 @@ def prune(
         if dry_run:
             _emit(plan, as_json)
         else:
-            _confirm_and_run(plan, inventory, yes=yes, as_json=as_json)
+            run(plan, inventory)
 
 
 @app.command()
@@ -325,6 +350,8 @@ def apply(
     plan_file: Annotated[str, typer.Argument(metavar="FILE", help="A plan saved by 'hfcache prune --plan-out FILE'.")],
     dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Show the saved plan, delete nothing.")] = False,
     yes: YesOption = False,
+    lock_wait: LockWaitOption = "10s",
+    log: LogOption = None,
     output_format: FormatOption = OutputFormat.table,
     as_json: JsonOption = False,
 ) -> None:
@@ -334,11 +361,12 @@ def apply(
     """
     as_json = as_json or output_format is OutputFormat.json
     with _user_errors():
+        run = _Run(yes=yes, as_json=as_json, lock_wait=float(parse_duration(lock_wait)), log=log)
         plan = read_plan(plan_file)
         if dry_run:
             _emit(plan, as_json)
         else:
-            _confirm_and_run(plan, None, yes=yes, as_json=as_json)
+            run(plan, None)
 
 
 class _Interrupted(BaseException):

@@ -8,11 +8,13 @@ Exit codes (also in ``man/hfcache.1``, EXIT STATUS):
 2     usage error: a bad option value (size, age, sort key, ...), a bad policy file or plan file,
       an empty policy, or no --yes where there is no terminal to ask on
 3     an explicit cache root does not exist
+4     unsafe plan refused before anything was deleted (a target outside its root, behind a symlink,
+      of an unexpected shape; a root that is /, a home folder or no longer a cache)
 5     a cache root is not a directory
-4     unsafe plan refused before anything was deleted (a target outside its root, behind a symlink, ...)
 6     a cache root is not recognised as a cache of its kind
 7     a cache root cannot be read (permission denied)
 70    internal error (a bug: please report it; HFCACHE_DEBUG=1 shows the traceback)
+75    busy: another hfcache prune holds the cache's lock (nothing deleted; try again later)
 130   interrupted (Ctrl-C)
 ====  ==========================================================
 """
@@ -64,6 +66,15 @@ class UnsafePlan(HfcacheError):
     exit_code = 4
 
 
+class CacheBusy(HfcacheError):
+    """Another prune holds a cache root's lock for longer than ``--lock-wait``: nothing was deleted.
+
+    75 is ``EX_TEMPFAIL`` (sysexits.h): a scheduler may simply try again later.
+    """
+
+    exit_code = 75
+
+
 class CacheNotFound(HfcacheError):
     """A cache root given explicitly (``--cache-dir``) does not exist."""
 
@@ -94,6 +105,7 @@ ERROR_CLASSES: tuple[type[HfcacheError], ...] = (
     ConfigError,
     PlanFileError,
     UnsafePlan,
+    CacheBusy,
     CacheNotFound,
     CacheNotADirectory,
     NotACache,

@@ -3,30 +3,37 @@
 :func:`execute_plan` takes a :class:`~hfcache.plan.Plan` and a fresh scan of its caches:
 
 1. every unit is matched against the fresh scan; one that vanished, changed, was read
-   since the plan or is locked by a download is *skipped* with a reason (a plan is never
-   widened: what stays in the scan but not in the plan is never touched);
-2. every path that would be removed is checked before the first deletion: strictly
-   inside its cache root, not reached through a symlink, not the root nor anything the
-   cache kind protects. One failure refuses the whole plan (:class:`UnsafePlan`);
+   since the plan or is now damaged is *skipped* with a reason (a plan is never widened:
+   what stays in the scan but not in the plan is never touched);
+2. every root and every path that could be removed is checked before the first deletion
+   (:func:`check_plan`, :mod:`hfcache.checks`): a root that is ``/``, a home folder or no
+   longer a cache of its kind, a path outside the root, behind a symlink or of a shape the
+   kind never deletes refuses the whole plan (:class:`UnsafePlan`);
 3. junk goes first (partial downloads, orphan blobs, unreferenced payloads, leftovers),
-   then, per model, as huggingface_hub's ``DeleteCacheStrategy.execute`` does: the refs
-   naming a revision, its snapshot, the blobs no remaining revision uses, the rest of the
-   repo folder when no revision remains, and last the shared-store payloads, swept by
-   huggingface_hub's own ``sweep_shared_blob`` under the payload's lock;
+   then model by model. Just before a model's units go, the live-use checks run (a
+   download running into the repo, a file open or mapped by a process, a read since the
+   plan); a unit that fails one is skipped. The rest go in huggingface_hub's
+   ``DeleteCacheStrategy.execute`` order (:func:`hub_steps`), the shared-store payloads
+   last, swept by huggingface_hub's own ``sweep_shared_blob`` under the payload's lock;
 4. nothing follows a symlink: a link is unlinked, never its target. ``freed_bytes`` is
-   what actually left the disk (files whose last link we removed), never the estimate.
+   what actually left the disk (files whose last link we removed), never the estimate;
+   a unit whose removal hit an error is ``failed``, with the first error.
 """
 
 from __future__ import annotations
 
 import os
 import stat as stat_mod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
+from .audit import AuditLog
+from .caches import CacheKind, registry
+from .checks import LiveChecks, home_dirs, root_problem, target_problem
+from .config import DEFAULT_JUNK_GRACE
 from .errors import UnsafePlan
-from .locks import is_lock_held
 from .model import CacheInventory, Inventory, Item, Revision
 from .plan import Plan, PlanUnit
 
@@ -106,36 +113,6 @@ def _remove_dir_entry(path: str, remove: Callable[[str], None]) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Checks before the first deletion
-
-
-def _inside(path: str, root: str) -> bool:
-    return path.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def check_target(path: str, cache: CacheInventory) -> str | None:
-    """Why ``path`` may not be deleted from ``cache``, or None when it may.
-
-    It must be absolute, strictly inside the (resolved) root, reached without any symlink
-    on the way (its parent resolves to itself), and neither a protected path nor above one.
-    """
-    root = os.path.realpath(cache.root)
-    if root in ("/", os.path.realpath(os.path.expanduser("~"))):
-        return f"cache root {root} is / or a home folder"
-    if not os.path.isabs(path) or os.path.normpath(path) != path:
-        return f"{path}: not a normalised absolute path"
-    if not _inside(path, root):
-        return f"{path}: outside the cache root {root}"
-    parent = os.path.dirname(path)
-    if os.path.realpath(parent) != parent:
-        return f"{path}: reached through a symlink ({parent} resolves to {os.path.realpath(parent)})"
-    for kept in cache.protected:
-        if path == kept or _inside(kept, path):
-            return f"{path}: the cache needs {kept}"
-    return None
-
-
-# ---------------------------------------------------------------------------------------------
 # Matching the plan against a fresh scan
 
 
@@ -174,27 +151,13 @@ def _match_junk(unit: PlanUnit, found: object | None) -> str | None:
     return None
 
 
-def _repo_lock_held(cache: CacheInventory, item: Item) -> str | None:
-    """A held download lock under ``.locks/<repo folder>/``: a download into this repo is running."""
-    if cache.kind != "huggingface":
-        return None
-    folder = os.path.join(cache.root, ".locks", os.path.basename(item.path))
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return None
-    for name in names:
-        if name.endswith(".lock") and is_lock_held(os.path.join(folder, name)):
-            return f"a download into this repo is running (lock held: {name})"
-    return None
-
-
 def _prepare(plan: Plan, inventory: Inventory) -> tuple[list[_Work], dict[str, str]]:
     """Match each delete unit to the fresh scan; returns the work per cache and the skip reasons."""
     caches = {(c.kind, c.root): c for c in inventory.caches if c.exists}
     work: dict[tuple[str, str], _Work] = {}
     skipped: dict[str, str] = {}
     revisions: dict[tuple[str, str], dict[str, tuple[Item, Revision]]] = {}
+    junk: dict[tuple[str, str, str], dict[str, object]] = {}
     for unit in plan.delete:
         cache = caches.get((unit.kind, unit.root))
         if cache is None:
@@ -209,17 +172,18 @@ def _prepare(plan: Plan, inventory: Inventory) -> tuple[list[_Work], dict[str, s
             reason = _match_revision(unit, revs)
             if reason is None:
                 item, rev = revs[unit.path]
-                reason = _repo_lock_held(cache, item)
-            if reason is None:
                 w.revisions.setdefault(item.path, (item, []))[1].append((unit, rev))
         else:
-            pool: Iterable[object] = {
-                "partial": cache.partial_files,
-                "orphan": cache.orphan_files,
-                "payload": cache.unreferenced_payloads,
-                "leftover": cache.leftovers,
-            }.get(unit.what, ())
-            found = next((x for x in pool if getattr(x, "path", None) == unit.path), None)
+            key3 = (unit.kind, unit.root, unit.what)
+            if key3 not in junk:
+                pool: Iterable[object] = {
+                    "partial": cache.partial_files,
+                    "orphan": cache.orphan_files,
+                    "payload": cache.unreferenced_payloads,
+                    "leftover": cache.leftovers,
+                }.get(unit.what, ())
+                junk[key3] = {str(getattr(x, "path", "")): x for x in pool}
+            found = junk[key3].get(unit.path)
             reason = _match_junk(unit, found)
             if reason is None:
                 w.junk.append((unit, found))
@@ -228,61 +192,54 @@ def _prepare(plan: Plan, inventory: Inventory) -> tuple[list[_Work], dict[str, s
     return list(work.values()), skipped
 
 
-def _targets(w: _Work) -> list[str]:
-    """Every path the work may remove (blobs are checked through their repo folder)."""
-    paths = [u.path for u, _ in w.junk]
-    for item, units in w.revisions.values():
-        paths.append(item.path)
-        for _, rev in units:
-            paths.extend(rev.unit_paths)
-        if len(units) == len(item.revisions):
-            paths.extend(item.unit_paths)
-    return paths
 
 
 # ---------------------------------------------------------------------------------------------
-# Deleting
+# What deleting a unit removes, in order
 
 
-def _sweep(store: str, root: str) -> tuple[int, str | None]:
-    if sweep_shared_blob is None:  # pragma: no cover - older hub
-        return 0, None
-    return sweep_shared_blob(Path(store), cache_dir=root), None
+class Step(NamedTuple):
+    """One removal: ``op`` is ``ref`` (unlink if it still names ``commit``), ``remove`` or ``sweep``.
+
+    ``unit`` is the path of the plan unit whose ``freed_bytes`` the step counts to.
+    """
+
+    unit: str
+    op: str
+    path: str
+    commit: str | None = None
 
 
-def _delete_hub_item(cache: CacheInventory, item: Item, units: list[tuple[PlanUnit, Revision]], out: dict[str, _Outcome]) -> None:
-    """Refs, then snapshots, then blobs no remaining revision uses, then the folder if emptied, then payloads."""
+def hub_steps(cache: CacheInventory, item: Item, units: list[tuple[PlanUnit, Revision]]) -> list[Step]:
+    """Refs, snapshots, blobs no remaining revision uses, the folder if emptied, then payloads.
+
+    This is ``DeleteCacheStrategy.execute``'s order, so an interruption leaves unreferenced
+    data, never a dangling reference: first every ref that names a going revision, then its
+    snapshot (and ``.no_exist/C``, ``trees/C.json``), then the blobs only going revisions
+    used, then the repo folder when no revision remains, and last the shared-store payloads
+    those blobs linked to, swept by the hub's own ``sweep_shared_blob``.
+    """
     going = {rev.revision for _, rev in units}
     remaining = [r for r in item.revisions if r.revision not in going]
     ledger = cache.ledger.blobs.get(item.path, {}) if cache.ledger else {}
+    steps: list[Step] = []
     for unit, rev in units:
-        o = out[unit.path]
-        for ref in rev.refs:
-            ref_path = os.path.join(item.path, "refs", ref)
-            try:
-                with open(ref_path, encoding="utf-8") as f:
-                    if f.read().strip() != rev.revision:
-                        continue  # the ref moved since the scan: it now names a revision we keep
-            except OSError:
-                continue
-            o.add(*_unlink(ref_path))
-        o.add(*remove_path(rev.path))
-        for leftover in (
-            os.path.join(item.path, ".no_exist", rev.revision),
-            os.path.join(item.path, "trees", rev.revision + ".json"),
-        ):
-            o.add(*remove_path(leftover))
+        steps.extend(Step(unit.path, "ref", os.path.join(item.path, "refs", ref), rev.revision) for ref in rev.refs)
+    for unit, rev in units:
+        steps.append(Step(unit.path, "remove", rev.path))
+        steps.append(Step(unit.path, "remove", os.path.join(item.path, ".no_exist", rev.revision)))
+        steps.append(Step(unit.path, "remove", os.path.join(item.path, "trees", rev.revision + ".json")))
     kept = set().union(*(r.blobs for r in remaining)) if remaining else set()
     stores: dict[str, str] = {}
-    owner: dict[str, str] = {}
+    owner: set[str] = set()
     # A blob shared by several going revisions is freed by the last of them, as the plan counted it.
     for unit, rev in reversed(units):
         for key in sorted(rev.blobs - kept):
             if key in owner or os.path.isabs(key):
                 continue
-            owner[key] = unit.path
+            owner.add(key)
             if key.startswith("blobs/"):
-                out[unit.path].add(*_unlink(os.path.join(item.path, key)))
+                steps.append(Step(unit.path, "remove", os.path.join(item.path, key)))
             store = ledger.get(key, (0, None))[1]
             if store:
                 stores.setdefault(store, unit.path)
@@ -291,57 +248,154 @@ def _delete_hub_item(cache: CacheInventory, item: Item, units: list[tuple[PlanUn
         for _, store in ledger.values():
             if store:
                 stores.setdefault(store, last)
-        out[last].add(*remove_path(item.path))
-    for store, unit_path in stores.items():
-        out[unit_path].add(*_sweep(store, cache.root))
+        steps.append(Step(last, "remove", item.path))
+    steps.extend(Step(unit_path, "sweep", store) for store, unit_path in stores.items())
+    return steps
 
 
-def _delete_item(item: Item, units: list[tuple[PlanUnit, Revision]], out: dict[str, _Outcome]) -> None:
-    """Kinds that share nothing: each revision's files, then the item's own folder when none remains."""
-    for unit, rev in units:
-        for path in rev.unit_paths:
-            out[unit.path].add(*remove_path(path))
+def item_steps(item: Item, units: list[tuple[PlanUnit, Revision]]) -> list[Step]:
+    """Kinds that share nothing: each revision's files, then the item's own paths when none remains."""
+    steps = [Step(unit.path, "remove", path) for unit, rev in units for path in rev.unit_paths]
     if len(units) == len(item.revisions):
-        for path in item.unit_paths:
-            out[units[-1][0].path].add(*remove_path(path))
+        steps.extend(Step(units[-1][0].path, "remove", path) for path in item.unit_paths)
+    return steps
 
 
-def _delete_junk(cache: CacheInventory, unit: PlanUnit, found: object, o: _Outcome) -> None:
+def junk_steps(unit: PlanUnit, found: object) -> list[Step]:
+    """A partial download, orphan blob or leftover; a payload (and an orphan's payload) is swept."""
     if unit.what == "payload":
-        o.add(*_sweep(unit.path, cache.root))
-        return
-    o.add(*remove_path(unit.path))
+        return [Step(unit.path, "sweep", unit.path)]
+    steps = [Step(unit.path, "remove", unit.path)]
     store = getattr(found, "shared_payload", None)
     if store:
-        o.add(*_sweep(store, cache.root))
+        steps.append(Step(unit.path, "sweep", store))
+    return steps
 
 
-def execute_plan(plan: Plan, inventory: Inventory) -> Plan:
+def _steps(cache: CacheInventory, item: Item, units: list[tuple[PlanUnit, Revision]]) -> list[Step]:
+    return hub_steps(cache, item, units) if cache.kind == "huggingface" else item_steps(item, units)
+
+
+def _sweep(store: str, root: str) -> tuple[int, str | None]:
+    if sweep_shared_blob is None:  # pragma: no cover - older hub
+        return 0, None
+    try:
+        return sweep_shared_blob(Path(store), cache_dir=root), None
+    except OSError as e:
+        return 0, f"{store}: {e.strerror or e}"
+
+
+def _unlink_ref(step: Step) -> tuple[int, str | None]:
+    """Unlink a ref only if it still names the revision (it may have moved to a kept one since)."""
+    try:
+        with open(step.path, encoding="utf-8") as f:
+            if f.read().strip() != step.commit:
+                return 0, None
+    except OSError:
+        return 0, None
+    return _unlink(step.path)
+
+
+def _run(steps: list[Step], root: str, out: dict[str, _Outcome]) -> None:
+    for step in steps:
+        if step.op == "ref":
+            result = _unlink_ref(step)
+        elif step.op == "sweep":
+            result = _sweep(step.path, root)
+        else:
+            result = remove_path(step.path)
+        out[step.unit].add(*result)
+
+
+# ---------------------------------------------------------------------------------------------
+# Carrying out a plan
+
+
+def check_plan(work: list[_Work], *, kinds: Mapping[str, CacheKind], keep: Iterable[str] = ()) -> list[str]:
+    """Every reason the plan may not run (empty when it may): roots, then every path it could remove."""
+    homes = home_dirs()
+    keep = tuple(keep)
+    problems = []
+    for w in work:
+        kind = kinds.get(w.cache.kind)
+        problem = root_problem(w.cache, getattr(kind, "recognizes", None), homes)
+        if problem:
+            problems.append(problem)
+            continue
+        shapes = tuple(getattr(kind, "shapes", ()))
+        steps = [s for unit, found in w.junk for s in junk_steps(unit, found)]
+        steps += [s for item, units in w.revisions.values() for s in _steps(w.cache, item, units)]
+        problems.extend(p for p in (target_problem(s.path, w.cache, shapes, keep) for s in steps) if p)
+    return problems
+
+
+def _result(unit: PlanUnit, o: _Outcome, skipped: str | None) -> PlanUnit:
+    if skipped is not None:
+        return replace(unit, status="skipped", freed_bytes=0, error=skipped)
+    if o.errors:
+        return replace(unit, status="failed", freed_bytes=o.freed, error=o.errors[0])
+    return replace(unit, status="deleted", freed_bytes=o.freed)
+
+
+def execute_plan(
+    plan: Plan,
+    inventory: Inventory,
+    *,
+    live: LiveChecks | None = None,
+    audit: AuditLog | None = None,
+    failed: Mapping[str, str] | None = None,
+) -> Plan:
     """Carry out ``plan`` against ``inventory`` (a fresh scan of its caches); returns the plan with outcomes.
 
-    Raises :class:`UnsafePlan`, before deleting anything, when any target fails the checks.
+    Raises :class:`UnsafePlan`, before deleting anything, when any root or target fails
+    :func:`check_plan`. Then, cache by cache and model by model, each unit passes the
+    live-use checks of ``live`` just before it goes, or is skipped with the reason.
+    ``audit`` gets a line per unit handled; ``failed`` maps roots that may not be touched
+    (their prune lock could not be taken) to the reason, and fails their units.
     """
     work, skipped = _prepare(plan, inventory)
-    problems = [p for w in work for p in (check_target(t, w.cache) for t in _targets(w)) if p]
+    problems = check_plan(work, kinds=registry().kinds, keep=[audit.path] if audit else [])
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise UnsafePlan(f"plan refused, nothing deleted: {problems[0]}{more}")
+    live = live or LiveChecks([w.cache.root for w in work])
+    graces = {(c.kind, c.root): c.junk_grace for c in plan.caches}
     out = {u.path: _Outcome() for u in plan.delete}
+    done: dict[str, PlanUnit] = {}
+
+    def finish(unit: PlanUnit) -> None:
+        done[unit.path] = result = _result(unit, out[unit.path], skipped.get(unit.path))
+        if audit is not None and result.status != "skipped":
+            audit.record(result)
+
     for w in work:
+        if failed and w.cache.root in failed:
+            for unit, _ in w.junk:
+                out[unit.path].errors.append(failed[w.cache.root])
+            for _, units in w.revisions.values():
+                for unit, _ in units:
+                    out[unit.path].errors.append(failed[w.cache.root])
+            continue
+        grace = graces.get((w.cache.kind, w.cache.root), DEFAULT_JUNK_GRACE)
         for unit, found in w.junk:
-            _delete_junk(w.cache, unit, found, out[unit.path])
-        for item, units in w.revisions.values():
-            if w.cache.kind == "huggingface":
-                _delete_hub_item(w.cache, item, units, out)
+            reason = live.junk_busy(unit, found)
+            if reason:
+                skipped[unit.path] = reason
             else:
-                _delete_item(item, units, out)
-    done = []
-    for unit in plan.delete:
-        o = out[unit.path]
-        if unit.path in skipped:
-            done.append(replace(unit, status="skipped", freed_bytes=0, error=skipped[unit.path]))
-        elif o.errors:
-            done.append(replace(unit, status="failed", freed_bytes=o.freed, error=o.errors[0]))
-        else:
-            done.append(replace(unit, status="deleted", freed_bytes=o.freed))
-    return replace(plan, delete=tuple(done), dry_run=False)
+                _run(junk_steps(unit, found), w.cache.root, out)
+            finish(unit)
+        for item, units in w.revisions.values():
+            busy = live.item_busy(w.cache, item, grace)
+            going = []
+            for unit, rev in units:
+                reason = busy or live.revision_busy(w.cache, unit, rev)
+                if reason:
+                    skipped[unit.path] = reason
+                else:
+                    going.append((unit, rev))
+            if going:
+                _run(_steps(w.cache, item, going), w.cache.root, out)
+            for unit, _ in units:
+                finish(unit)
+    results = tuple(done.get(u.path) or _result(u, out[u.path], skipped.get(u.path)) for u in plan.delete)
+    return replace(plan, delete=results, dry_run=False, warnings=(*plan.warnings, *live.notes))

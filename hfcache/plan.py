@@ -62,6 +62,14 @@ class PlanUnit:
     error: str | None = None
 
 
+class PlanCache(NamedTuple):
+    """A cache a plan covers, and the grace period its junk (and live-use checks) used."""
+
+    kind: str
+    root: str
+    junk_grace: float = DEFAULT_JUNK_GRACE
+
+
 @dataclass(frozen=True)
 class Plan:
     """What a policy does to the scanned caches: units to delete and units kept, with reasons."""
@@ -71,7 +79,7 @@ class Plan:
     dry_run: bool = True
     created_at: float = 0.0
     policy: tuple[str, ...] = ()
-    caches: tuple[tuple[str, str], ...] = ()
+    caches: tuple[PlanCache, ...] = ()
     warnings: tuple[str, ...] = ()
 
     @property
@@ -129,6 +137,7 @@ class _CachePlan:
         self.now = now
         self.settings = policy.for_cache(cache.kind)
         self.age_by = self.settings.age_by or "atime"
+        self.grace = self.settings.junk_grace if self.settings.junk_grace is not None else DEFAULT_JUNK_GRACE
         self.sim = Reclaim(cache)
         self.selects: dict[str, list[Decision]] = {}
         self.vetoes: dict[str, list[Decision]] = {}
@@ -183,7 +192,7 @@ class _CachePlan:
     def decide_junk(self) -> None:
         if not self.settings.junk:
             return
-        grace = self.settings.junk_grace if self.settings.junk_grace is not None else DEFAULT_JUNK_GRACE
+        grace = self.grace
         cache = self.cache
         items = {i.id: i for i in cache.items}
         orphans = {o.path: o for o in cache.orphan_files}
@@ -398,6 +407,6 @@ def make_plan(
         keep=tuple(sorted(keep, key=order)),
         created_at=now,
         policy=tuple(policy.describe()),
-        caches=tuple((c.kind, c.root) for c in inventory.caches if c.exists),
+        caches=tuple(PlanCache(cp.cache.kind, cp.cache.root, cp.grace) for cp in plans),
         warnings=tuple(warnings),
     )

@@ -18,10 +18,13 @@ import os
 import tempfile
 from dataclasses import replace
 
+from .audit import AuditLog
 from .caches import registry, scan_caches
+from .caches._common import PRUNE_LOCK
 from .config import Policy, Settings, find_config, load_config, validate
 from .errors import PlanFileError, UsageError
 from .execute import execute_plan
+from .locks import DEFAULT_LOCK_WAIT, PruneLocks
 from .model import Inventory
 from .plan import Disk, Plan, make_plan
 from .serialize import plan_from_dict, plan_to_dict
@@ -97,16 +100,42 @@ def rescan(plan: Plan) -> Inventory:
     """A fresh scan of exactly the caches a plan names (each as its kind)."""
     caches = []
     scanned_at = 0.0
-    for kind, root in plan.caches:
+    for kind, root, _ in plan.caches:
         inv = scan_caches([root], kinds=[kind])
         caches.extend(inv.caches)
         scanned_at = inv.scanned_at
     return Inventory(caches=tuple(caches), scanned_at=scanned_at)
 
 
-def run_plan(plan: Plan, inventory: Inventory | None = None) -> Plan:
-    """Execute ``plan`` against ``inventory`` (a fresh scan of its caches when None)."""
-    return execute_plan(plan, rescan(plan) if inventory is None else inventory)
+def lock_files(plan: Plan) -> dict[str, str]:
+    """The prune lock file of each root the plan deletes from (where its kind keeps it)."""
+    kinds = registry().kinds
+    roots = {u.root for u in plan.delete}
+    return {
+        c.root: os.path.join(c.root, getattr(kinds.get(c.kind), "lock_file", PRUNE_LOCK))
+        for c in plan.caches
+        if c.root in roots
+    }
+
+
+def run_plan(
+    plan: Plan,
+    inventory: Inventory | None = None,
+    *,
+    lock_wait: float = DEFAULT_LOCK_WAIT,
+    log: str | None = None,
+) -> Plan:
+    """Execute ``plan`` against ``inventory`` (a fresh scan of its caches when None).
+
+    The audit log (``log``, default :func:`hfcache.audit.default_log_path`) is opened
+    first: a log that cannot be written stops the run before anything is deleted. Then the
+    prune lock of every root is taken, waiting up to ``lock_wait`` seconds
+    (:class:`~hfcache.errors.CacheBusy` after that). When another prune held one, the
+    caches are scanned again, since the scan behind ``inventory`` is stale.
+    """
+    with AuditLog(log) as audit, PruneLocks(lock_files(plan), lock_wait) as locks:
+        fresh = rescan(plan) if inventory is None or locks.waited else inventory
+        return execute_plan(plan, fresh, audit=audit, failed=locks.failed)
 
 
 def write_plan(plan: Plan, path: str) -> None:

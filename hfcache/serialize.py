@@ -21,7 +21,8 @@ from typing import Any
 
 from .errors import PlanFileError
 from .model import CacheInventory, Inventory, Item, Revision, uses_refs
-from .plan import PLAN_VERSION, WHATS, Plan, PlanUnit
+from .config import DEFAULT_JUNK_GRACE
+from .plan import PLAN_VERSION, WHATS, Plan, PlanCache, PlanUnit
 
 JSON_VERSION = 1
 
@@ -182,7 +183,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "created_at": iso(plan.created_at),
         "created_at_epoch": plan.created_at,
         "policy": list(plan.policy),
-        "caches": [{"kind": k, "root": r} for k, r in plan.caches],
+        "caches": [{"kind": c.kind, "root": c.root, "junk_grace": c.junk_grace} for c in plan.caches],
         "warnings": list(plan.warnings),
         "delete": [unit_to_dict(u) for u in plan.delete],
         "keep": [unit_to_dict(u) for u in plan.keep],
@@ -230,8 +231,11 @@ def plan_from_dict(data: Any, *, source: str = "plan") -> Plan:
     if not data.get("dry_run", True):
         raise PlanFileError(f"{source}: this is the record of a run, not a plan to apply")
     try:
-        caches = tuple((str(c["kind"]), str(c["root"])) for c in data.get("caches", ()))
-    except (KeyError, TypeError) as e:
+        caches = tuple(
+            PlanCache(str(c["kind"]), str(c["root"]), float(c.get("junk_grace", DEFAULT_JUNK_GRACE)))
+            for c in data.get("caches", ())
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise PlanFileError(f"{source}: bad caches list ({e})") from None
     return Plan(
         delete=tuple(_unit_from_dict(u, f"{source}: delete[{i}]") for i, u in enumerate(data["delete"])),

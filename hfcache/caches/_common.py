@@ -21,8 +21,11 @@ from ..locks import is_lock_held
 from ..model import CacheInventory, Item, PartialFile, Revision, ScanWarning
 from ..versions import version_key
 
-# OS litter every scanner skips.
-FILES_TO_IGNORE = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+# hfcache's own lock against two prunes of one root (kinds whose root may hold it).
+PRUNE_LOCK = ".hfcache-prune.lock"
+
+# OS litter every scanner skips, and hfcache's own lock file.
+FILES_TO_IGNORE = frozenset({".DS_Store", "Thumbs.db", "desktop.ini", PRUNE_LOCK})
 
 
 def env_path(env: Mapping[str, str], name: str) -> str | None:
@@ -141,7 +144,12 @@ def inventory(
 
 @dataclass(frozen=True)
 class FunctionKind:
-    """A cache kind made of a module's functions (see :class:`hfcache.caches.CacheKind`)."""
+    """A cache kind made of a module's functions (see :class:`hfcache.caches.CacheKind`).
+
+    ``shapes`` are regular expressions over a path relative to the root (``/``-separated):
+    every path a prune removes must match one of them. ``lock_file`` is where, relative to
+    the root, hfcache's own prune lock lives.
+    """
 
     kind: str
     title: str
@@ -149,6 +157,8 @@ class FunctionKind:
     roots: Callable[[Mapping[str, str]], list[str]]
     recognise: Callable[[str], bool]
     scan_root: Callable[..., CacheInventory]
+    shapes: tuple[str, ...] = ()
+    lock_file: str = PRUNE_LOCK
 
     def default_roots(self, env: Mapping[str, str]) -> list[str]:
         return self.roots(env)

@@ -164,5 +164,16 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
 
 
 DATASETS = FunctionKind(
-    KIND, TITLE, ("dataset", "download", "extracted", "unknown"), lambda env: [default_root(env)], looks_like_cache, scan
+    KIND,
+    TITLE,
+    ("dataset", "download", "extracted", "unknown"),
+    lambda env: [default_root(env)],
+    looks_like_cache,
+    scan,
+    shapes=(
+        r"[^/]+",  # a dataset folder, once its last prepared version goes
+        r"[^/]+/[^/]+/[^/]+/[^/]+",  # <dataset>/<config>/<version>/<hash>[.incomplete]
+        rf"{DOWNLOADS}/[^/]+",  # a download, its .json and .lock, a partial
+        rf"{DOWNLOADS}/{EXTRACTED}/[^/]+",
+    ),
 )

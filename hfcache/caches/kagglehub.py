@@ -143,5 +143,11 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
 
 
 KAGGLEHUB = FunctionKind(
-    KIND, TITLE, ("model", "dataset", "competition", "unknown"), lambda env: [default_root(env)], looks_like_cache, scan
+    KIND,
+    TITLE,
+    ("model", "dataset", "competition", "unknown"),
+    lambda env: [default_root(env)],
+    looks_like_cache,
+    scan,
+    shapes=(rf"(?:{'|'.join(SECTIONS)})/[^/]+/.+",),  # versions, markers, archives under models|datasets|competitions
 )

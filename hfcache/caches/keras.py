@@ -133,4 +133,12 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
     return inventory(KIND, TITLE, real, items, warnings, protected)
 
 
-KERAS = FunctionKind(KIND, TITLE, ("model", "dataset", "unknown"), default_roots, looks_like_cache, scan)
+KERAS = FunctionKind(
+    KIND,
+    TITLE,
+    ("model", "dataset", "unknown"),
+    default_roots,
+    looks_like_cache,
+    scan,
+    shapes=(rf"(?:{'|'.join(SUBDIRS)})/[^/]+",),  # a download, an archive's extraction folder
+)

@@ -223,4 +223,13 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
     return inventory(KIND, TITLE, real, items, warnings, protected, partials)
 
 
-TORCH = FunctionKind(KIND, TITLE, ("checkpoint", "hub-repo", "unknown"), lambda env: [default_root(env)], looks_like_cache, scan)
+TORCH = FunctionKind(
+    KIND,
+    TITLE,
+    ("checkpoint", "hub-repo", "unknown"),
+    lambda env: [default_root(env)],
+    looks_like_cache,
+    scan,
+    # a weight file (or its partial), a repo folder, a zipball being fetched or unpacked
+    shapes=(rf"{CHECKPOINTS}/[^/]+", r"[^/]+"),
+)

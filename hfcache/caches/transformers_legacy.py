@@ -141,4 +141,12 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
     return inventory(KIND, TITLE, real, items, warnings, (), partials)
 
 
-TRANSFORMERS_LEGACY = FunctionKind(KIND, TITLE, ("file", "unknown"), default_roots, looks_like_cache, scan)
+TRANSFORMERS_LEGACY = FunctionKind(
+    KIND,
+    TITLE,
+    ("file", "unknown"),
+    default_roots,
+    looks_like_cache,
+    scan,
+    shapes=(r"[^/]+",),  # a file with its .json and .lock, a partial
+)

@@ -98,4 +98,12 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
     return inventory(KIND, TITLE, real, items, warnings, ())
 
 
-XET = FunctionKind(KIND, TITLE, ("xet-endpoint", "logs", "unknown"), lambda env: [default_root(env)], looks_like_cache, scan)
+XET = FunctionKind(
+    KIND,
+    TITLE,
+    ("xet-endpoint", "logs", "unknown"),
+    lambda env: [default_root(env)],
+    looks_like_cache,
+    scan,
+    shapes=(r"[^/]+", r"[^/]+/[^/]+"),  # logs/ or an endpoint folder; one of its subfolders
+)

@@ -1,0 +1,281 @@
+"""The safety checks of a prune: where a path may be deleted, and whether a unit may go now.
+
+Two kinds of check, run at two moments by :mod:`hfcache.execute`:
+
+* **Before the first deletion**, over the whole plan (:func:`root_problem`,
+  :func:`target_problem`): the root is a cache of its kind and not ``/`` or a home
+  folder; every path to remove is normalised, strictly inside the resolved root, reached
+  through no symlink, of a shape its kind deletes (``models--*/snapshots/<40 hex>`` for
+  the hub), and neither something the cache needs nor hfcache's own log. One failure
+  refuses the whole plan.
+* **Just before each unit goes** (:class:`LiveChecks`): a download into the same repo
+  (its lock held, or a partial file younger than the grace period), a file of the unit
+  open or memory-mapped by a running process, an access since the plan. A unit that fails
+  one is skipped with the reason, and the plan is never widened.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import re
+import stat as stat_mod
+import time
+from collections.abc import Callable, Collection, Iterable
+from functools import lru_cache
+
+from .locks import is_lock_held
+from .model import CacheInventory, Item, PartialFile, Revision
+from .plan import PlanUnit
+from .policies import describe_age
+from .system import OpenFiles, open_files
+
+# ---------------------------------------------------------------------------------------------
+# Before the first deletion
+
+
+def home_dirs() -> set[str]:
+    """Every account's home folder (resolved), plus ``$HOME`` and ``~``: never a cache root."""
+    homes = {os.path.expanduser("~"), os.environ.get("HOME") or "/"}
+    try:
+        homes.update(p.pw_dir for p in pwd.getpwall() if p.pw_dir)
+    except OSError:  # pragma: no cover - no passwd database
+        pass
+    return {os.path.realpath(h) for h in homes}
+
+
+def _inside(path: str, root: str) -> bool:
+    return path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def root_problem(cache: CacheInventory, recognizes: Callable[[str], bool] | None, homes: Collection[str]) -> str | None:
+    """Why nothing may be deleted from ``cache`` at all, or None.
+
+    The root must be positively identified as a cache of its kind (``recognizes``), and
+    must be neither ``/``, a home folder, nor a folder above one: a cache variable set to
+    ``$HOME`` must never turn a prune into deleting a home.
+    """
+    root = os.path.realpath(cache.root)
+    if root == os.sep:
+        return f"cache root {root} is the root of the file system"
+    for home in homes:
+        if root == home or _inside(home, root):
+            return f"cache root {root} is a home folder or holds one ({home})"
+    if recognizes is None:
+        return f"no cache kind {cache.kind!r} is installed to recognise {root}"
+    if not recognizes(root):
+        return f"{root} is no longer recognisable as a {cache.title or cache.kind}"
+    return None
+
+
+@lru_cache(maxsize=64)
+def _compiled(shapes: tuple[str, ...]) -> re.Pattern[str] | None:
+    return re.compile("|".join(f"(?:{s})" for s in shapes), re.DOTALL) if shapes else None
+
+
+def target_problem(path: str, cache: CacheInventory, shapes: tuple[str, ...], keep: Iterable[str] = ()) -> str | None:
+    """Why ``path`` may not be deleted from ``cache``, or None when it may.
+
+    It must be absolute and normalised, strictly inside the (resolved) root, reached
+    without any symlink on the way (its parent resolves to itself), shaped like a unit of
+    the kind (``shapes``: regular expressions over the ``/``-separated path relative to the
+    root), and neither a protected path nor above one; nor may it be or hold one of ``keep``
+    (hfcache's own log).
+    """
+    root = os.path.realpath(cache.root)
+    if not os.path.isabs(path) or os.path.normpath(path) != path:
+        return f"{path}: not a normalised absolute path"
+    if not _inside(path, root):
+        return f"{path}: outside the cache root {root}"
+    parent = os.path.dirname(path)
+    if os.path.realpath(parent) != parent:
+        return f"{path}: reached through a symlink ({parent} resolves to {os.path.realpath(parent)})"
+    pattern = _compiled(tuple(shapes))
+    relative = path[len(root.rstrip(os.sep)) + 1 :].replace(os.sep, "/")
+    if pattern is None or not pattern.fullmatch(relative):
+        return f"{path}: not something a {cache.title or cache.kind} deletes (unexpected shape {relative!r})"
+    for kept in cache.protected:
+        if path == kept or _inside(kept, path):
+            return f"{path}: the cache needs {kept}"
+    for kept in keep:
+        kept = os.path.abspath(kept)
+        if path == kept or _inside(kept, path) or os.path.realpath(kept) == os.path.realpath(path):
+            return f"{path}: it holds hfcache's own log {kept}"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Just before a unit goes
+
+# How stale the table of open files may get: rebuilt when older than this, or than a few
+# times what building it took (on a machine with thousands of processes).
+OPEN_FILES_MAX_AGE = 1.0
+# A unit counts as read since the plan when its newest access time moved by more than this.
+ATIME_SLACK = 1.0
+
+
+class _Files:
+    """What a unit's files look like now: identities (``st_dev, st_ino``) and the newest access time."""
+
+    def __init__(self) -> None:
+        self.ids: set[tuple[int, int]] = set()
+        self.atime: float | None = None
+
+    def add(self, st: os.stat_result) -> None:
+        if stat_mod.S_ISREG(st.st_mode):
+            self.ids.add((st.st_dev, st.st_ino))
+            self.atime = st.st_atime if self.atime is None else max(self.atime, st.st_atime)
+
+
+def unit_files(paths: Iterable[str], *, follow: bool) -> _Files:
+    """The regular files of ``paths`` (files or trees; folders are never followed through links).
+
+    ``follow`` stats each file through its symlinks (a hub snapshot entry, whose data and
+    access time are its blob's); otherwise links count as themselves, as the scanners do.
+    """
+    files = _Files()
+    stack: list[str] = []
+    for path in paths:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if stat_mod.S_ISDIR(st.st_mode):
+            stack.append(path)
+        else:
+            _add_entry(files, path, st, follow)
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if stat_mod.S_ISDIR(st.st_mode):
+                stack.append(entry.path)
+            else:
+                _add_entry(files, entry.path, st, follow)
+    return files
+
+
+def _add_entry(files: _Files, path: str, st: os.stat_result, follow: bool) -> None:
+    if follow and stat_mod.S_ISLNK(st.st_mode):
+        try:
+            st = os.stat(path)
+        except OSError:
+            return  # a broken link holds no data
+    files.add(st)
+
+
+class LiveChecks:
+    """Whether a unit may go *now*; ``notes`` says what could not be checked.
+
+    ``clock`` and ``list_open_files`` are parameters so that tests (and library users) can
+    pass their own; by default the wall clock and psutil.
+    """
+
+    def __init__(
+        self,
+        roots: Iterable[str],
+        *,
+        clock: Callable[[], float] = time.time,
+        list_open_files: Callable[[Iterable[str]], OpenFiles] = open_files,
+    ) -> None:
+        self.roots = tuple(sorted({os.path.realpath(r) for r in roots}))
+        self.clock = clock
+        self.list_open_files = list_open_files
+        self._table: OpenFiles | None = None
+        self._built_at = 0.0
+        self._build_time = 0.0
+        self.denied = 0
+
+    @property
+    def notes(self) -> list[str]:
+        if not self.denied:
+            return []
+        return [
+            f"the open files of {self.denied} process(es) could not be read (permission denied): "
+            "a unit one of them uses may have been deleted; run as root (or as the cache's only user) to check all"
+        ]
+
+    def _open(self) -> OpenFiles:
+        now = time.monotonic()
+        if self._table is None or now - self._built_at > max(OPEN_FILES_MAX_AGE, 4 * self._build_time):
+            self._table = self.list_open_files(self.roots)
+            self._built_at = time.monotonic()
+            self._build_time = self._built_at - now
+            self.denied = max(self.denied, self._table.denied)
+        return self._table
+
+    def in_use(self, files: _Files) -> str | None:
+        users = self._open().users
+        for key in files.ids:
+            if key in users:
+                return f"in use: a file of it is open or memory-mapped by {users[key]}"
+        return None
+
+    def item_busy(self, cache: CacheInventory, item: Item, grace: float) -> str | None:
+        """A download running into ``item`` (hub: a held lock or a young partial in its repo)."""
+        now = self.clock()
+        if cache.kind == "huggingface":
+            folder = os.path.join(cache.root, ".locks", os.path.basename(item.path))
+            for name in _names(folder):
+                if name.endswith(".lock") and is_lock_held(os.path.join(folder, name)):
+                    return f"a download into this repo is running (lock held: {name})"
+            blobs = os.path.join(item.path, "blobs")
+            for name in _names(blobs):
+                if name.endswith(".incomplete"):
+                    young = _young(os.path.join(blobs, name), now, grace)
+                    if young:
+                        return f"a download into this repo may be running ({name} modified {young} ago)"
+            return None
+        for partial in cache.partial_files:
+            if partial.item_id == item.id:
+                if partial.lock_path and is_lock_held(partial.lock_path):
+                    return f"a download of it is running (lock held: {partial.lock_path})"
+                young = _young(partial.path, now, grace)
+                if young:
+                    return f"a download of it may be running ({os.path.basename(partial.path)} modified {young} ago)"
+        return None
+
+    def revision_busy(self, cache: CacheInventory, unit: PlanUnit, rev: Revision) -> str | None:
+        """The revision vanished, was read since the plan, or a process holds one of its files."""
+        if not os.path.lexists(rev.path):
+            return "no longer in the cache"
+        files = unit_files(rev.unit_paths, follow=cache.kind == "huggingface")
+        if files.atime is not None and files.atime > unit.last_accessed + ATIME_SLACK:
+            return f"read since the plan was made ({describe_age(max(0.0, self.clock() - files.atime))} ago)"
+        return self.in_use(files)
+
+    def junk_busy(self, unit: PlanUnit, found: object) -> str | None:
+        """A piece of junk vanished, was modified since the plan, is being downloaded or is open."""
+        try:
+            st = os.lstat(unit.path)
+        except OSError:
+            return "no longer in the cache"
+        if st.st_mtime > unit.last_modified + ATIME_SLACK and not stat_mod.S_ISDIR(st.st_mode):
+            return "modified since the plan was made"
+        if isinstance(found, PartialFile) and found.lock_path and is_lock_held(found.lock_path):
+            return "its download lock is held"
+        return self.in_use(unit_files([unit.path], follow=True))
+
+
+def _names(folder: str) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
+
+
+def _young(path: str, now: float, grace: float) -> str | None:
+    """How old ``path`` is, when younger than ``grace`` (a download may still be writing it)."""
+    try:
+        age = now - os.lstat(path).st_mtime
+    except OSError:
+        return None
+    return describe_age(max(0.0, age)) if age < grace else None
