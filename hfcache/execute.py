@@ -13,7 +13,7 @@
    then model by model. Just before a model's units go, the live-use checks run (a
    download running into the repo, a file open or mapped by a process, a read since the
    plan); a unit that fails one is skipped. The rest go in huggingface_hub's
-   ``DeleteCacheStrategy.execute`` order (:func:`hub_steps`), the shared-store payloads
+   ``DeleteCacheStrategy.execute`` order (:func:`all_steps`), the shared-store payloads
    last, swept by huggingface_hub's own ``sweep_shared_blob`` under the payload's lock;
 4. nothing follows a symlink: a link is unlinked, never its target. ``freed_bytes`` is
    what actually left the disk (files whose last link we removed), never the estimate;
@@ -192,14 +192,12 @@ def _prepare(plan: Plan, inventory: Inventory) -> tuple[list[_Work], dict[str, s
     return list(work.values()), skipped
 
 
-
-
 # ---------------------------------------------------------------------------------------------
 # What deleting a unit removes, in order
 
 
 class Step(NamedTuple):
-    """One removal: ``op`` is ``ref`` (unlink if it still names ``commit``), ``remove`` or ``sweep``.
+    """One removal: ``op`` is ``ref`` (unlink if it still names ``commit``), ``remove``, ``repo`` or ``sweep``.
 
     ``unit`` is the path of the plan unit whose ``freed_bytes`` the step counts to.
     """
@@ -210,30 +208,44 @@ class Step(NamedTuple):
     commit: str | None = None
 
 
-def hub_steps(cache: CacheInventory, item: Item, units: list[tuple[PlanUnit, Revision]]) -> list[Step]:
-    """Refs, snapshots, blobs no remaining revision uses, the folder if emptied, then payloads.
+Going = list[tuple[PlanUnit, Revision]]
 
-    This is ``DeleteCacheStrategy.execute``'s order, so an interruption leaves unreferenced
-    data, never a dangling reference: first every ref that names a going revision, then its
-    snapshot (and ``.no_exist/C``, ``trees/C.json``), then the blobs only going revisions
-    used, then the repo folder when no revision remains, and last the shared-store payloads
-    those blobs linked to, swept by the hub's own ``sweep_shared_blob``.
+
+def unit_steps(cache: CacheInventory, item: Item, unit: PlanUnit, rev: Revision) -> list[Step]:
+    """What one revision removes on its own, in order; a failed step stops the rest of the list.
+
+    For the hub: the refs that name it, then its snapshot, ``.no_exist/C`` and
+    ``trees/C.json`` (a ref is never left pointing at a missing snapshot). For the other
+    kinds: its files and folders.
     """
-    going = {rev.revision for _, rev in units}
-    remaining = [r for r in item.revisions if r.revision not in going]
+    if cache.kind != "huggingface":
+        return [Step(unit.path, "remove", path) for path in rev.unit_paths]
+    steps = [Step(unit.path, "ref", os.path.join(item.path, "refs", ref), rev.revision) for ref in rev.refs]
+    steps.append(Step(unit.path, "remove", rev.path))
+    steps.append(Step(unit.path, "remove", os.path.join(item.path, ".no_exist", rev.revision)))
+    steps.append(Step(unit.path, "remove", os.path.join(item.path, "trees", rev.revision + ".json")))
+    return steps
+
+
+def shared_steps(cache: CacheInventory, item: Item, gone: Going, stay: list[Revision]) -> list[Step]:
+    """What goes once the revisions ``gone`` are gone and ``stay`` remain (they may include failed ones).
+
+    For the hub: the blobs no staying revision uses (each counted to the last going unit
+    that used it, as the plan counted it), the repo folder when nothing stays, then the
+    shared-store payloads those blobs linked to. For the other kinds: the item's own paths
+    when nothing stays.
+    """
+    if not gone:
+        return []
+    last = gone[-1][0].path
+    if cache.kind != "huggingface":
+        return [] if stay else [Step(last, "remove", path) for path in item.unit_paths]
     ledger = cache.ledger.blobs.get(item.path, {}) if cache.ledger else {}
+    kept = set().union(*(r.blobs for r in stay)) if stay else set()
     steps: list[Step] = []
-    for unit, rev in units:
-        steps.extend(Step(unit.path, "ref", os.path.join(item.path, "refs", ref), rev.revision) for ref in rev.refs)
-    for unit, rev in units:
-        steps.append(Step(unit.path, "remove", rev.path))
-        steps.append(Step(unit.path, "remove", os.path.join(item.path, ".no_exist", rev.revision)))
-        steps.append(Step(unit.path, "remove", os.path.join(item.path, "trees", rev.revision + ".json")))
-    kept = set().union(*(r.blobs for r in remaining)) if remaining else set()
     stores: dict[str, str] = {}
     owner: set[str] = set()
-    # A blob shared by several going revisions is freed by the last of them, as the plan counted it.
-    for unit, rev in reversed(units):
+    for unit, rev in reversed(gone):
         for key in sorted(rev.blobs - kept):
             if key in owner or os.path.isabs(key):
                 continue
@@ -243,26 +255,28 @@ def hub_steps(cache: CacheInventory, item: Item, units: list[tuple[PlanUnit, Rev
             store = ledger.get(key, (0, None))[1]
             if store:
                 stores.setdefault(store, unit.path)
-    if not remaining:
-        last = units[-1][0].path
+    if not stay:
         for _, store in ledger.values():
             if store:
                 stores.setdefault(store, last)
-        steps.append(Step(last, "remove", item.path))
+        steps.append(Step(last, "repo", item.path))
     steps.extend(Step(unit_path, "sweep", store) for store, unit_path in stores.items())
     return steps
 
 
-def item_steps(item: Item, units: list[tuple[PlanUnit, Revision]]) -> list[Step]:
-    """Kinds that share nothing: each revision's files, then the item's own paths when none remains."""
-    steps = [Step(unit.path, "remove", path) for unit, rev in units for path in rev.unit_paths]
-    if len(units) == len(item.revisions):
-        steps.extend(Step(units[-1][0].path, "remove", path) for path in item.unit_paths)
-    return steps
+def all_steps(cache: CacheInventory, item: Item, units: Going) -> list[Step]:
+    """Every step deleting ``units`` of ``item`` can take (what :func:`check_plan` checks).
+
+    For the hub this is ``DeleteCacheStrategy.execute``'s order, so an interruption leaves
+    unreferenced data, never a dangling reference.
+    """
+    going = {rev.revision for _, rev in units}
+    stay = [r for r in item.revisions if r.revision not in going]
+    return [s for unit, rev in units for s in unit_steps(cache, item, unit, rev)] + shared_steps(cache, item, units, stay)
 
 
 def junk_steps(unit: PlanUnit, found: object) -> list[Step]:
-    """A partial download, orphan blob or leftover; a payload (and an orphan's payload) is swept."""
+    """A partial download, orphan blob or leftover, then the payload an orphan linked to; a payload is swept."""
     if unit.what == "payload":
         return [Step(unit.path, "sweep", unit.path)]
     steps = [Step(unit.path, "remove", unit.path)]
@@ -270,10 +284,6 @@ def junk_steps(unit: PlanUnit, found: object) -> list[Step]:
     if store:
         steps.append(Step(unit.path, "sweep", store))
     return steps
-
-
-def _steps(cache: CacheInventory, item: Item, units: list[tuple[PlanUnit, Revision]]) -> list[Step]:
-    return hub_steps(cache, item, units) if cache.kind == "huggingface" else item_steps(item, units)
 
 
 def _sweep(store: str, root: str) -> tuple[int, str | None]:
@@ -296,15 +306,65 @@ def _unlink_ref(step: Step) -> tuple[int, str | None]:
     return _unlink(step.path)
 
 
-def _run(steps: list[Step], root: str, out: dict[str, _Outcome]) -> None:
+def _remove_repo(path: str) -> tuple[int, str | None]:
+    """Remove a repo folder whose revisions are gone, ``snapshots/`` last.
+
+    Until the final two ``rmdir`` calls it stays a repo with no revisions, which the hub
+    reads without complaint; a repo folder without ``snapshots/`` would be a warning.
+    """
+    freed, errors = 0, []
+    try:
+        names = sorted(os.listdir(path), key=lambda n: n == "snapshots")
+    except FileNotFoundError:
+        return 0, None
+    except OSError as e:
+        return 0, f"{path}: {e.strerror or e}"
+    for name in names:
+        got, err = remove_path(os.path.join(path, name))
+        freed += got
+        errors.extend([err] if err else [])
+    if not errors:
+        err = _remove_dir_entry(path, os.rmdir)
+        errors.extend([err] if err else [])
+    return freed, (errors[0] if errors else None)
+
+
+def _run(steps: list[Step], root: str, out: dict[str, _Outcome], *, stop: bool = False) -> bool:
+    """Take the steps in order; with ``stop``, stop at the first error. True when none failed."""
+    ok = True
     for step in steps:
         if step.op == "ref":
-            result = _unlink_ref(step)
+            freed, error = _unlink_ref(step)
         elif step.op == "sweep":
-            result = _sweep(step.path, root)
+            freed, error = _sweep(step.path, root)
+        elif step.op == "repo":
+            freed, error = _remove_repo(step.path)
         else:
-            result = remove_path(step.path)
-        out[step.unit].add(*result)
+            freed, error = remove_path(step.path)
+        out[step.unit].add(freed, error)
+        if error:
+            ok = False
+            if stop:
+                break
+    return ok
+
+
+def _delete_item(cache: CacheInventory, item: Item, going: Going, out: dict[str, _Outcome]) -> None:
+    """Each revision's own steps (a failure stops that revision, which then stays), then the shared ones."""
+    gone: Going = []
+    failed: list[Revision] = []
+    for unit, rev in going:
+        if _run(unit_steps(cache, item, unit, rev), cache.root, out, stop=True):
+            gone.append((unit, rev))
+        else:
+            failed.append(rev)
+    leaving = {rev.revision for _, rev in going}
+    stay = [r for r in item.revisions if r.revision not in leaving] + failed
+    _run(shared_steps(cache, item, gone, stay), cache.root, out)
+
+
+def _delete_junk(cache: CacheInventory, unit: PlanUnit, found: object, out: dict[str, _Outcome]) -> None:
+    _run(junk_steps(unit, found), cache.root, out, stop=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,7 +384,7 @@ def check_plan(work: list[_Work], *, kinds: Mapping[str, CacheKind], keep: Itera
             continue
         shapes = tuple(getattr(kind, "shapes", ()))
         steps = [s for unit, found in w.junk for s in junk_steps(unit, found)]
-        steps += [s for item, units in w.revisions.values() for s in _steps(w.cache, item, units)]
+        steps += [s for item, units in w.revisions.values() for s in all_steps(w.cache, item, units)]
         problems.extend(p for p in (target_problem(s.path, w.cache, shapes, keep) for s in steps) if p)
     return problems
 
@@ -382,7 +442,7 @@ def execute_plan(
             if reason:
                 skipped[unit.path] = reason
             else:
-                _run(junk_steps(unit, found), w.cache.root, out)
+                _delete_junk(w.cache, unit, found, out)
             finish(unit)
         for item, units in w.revisions.values():
             busy = live.item_busy(w.cache, item, grace)
@@ -394,7 +454,7 @@ def execute_plan(
                 else:
                     going.append((unit, rev))
             if going:
-                _run(_steps(w.cache, item, going), w.cache.root, out)
+                _delete_item(w.cache, item, going, out)
             for unit, _ in units:
                 finish(unit)
     results = tuple(done.get(u.path) or _result(u, out[u.path], skipped.get(u.path)) for u in plan.delete)

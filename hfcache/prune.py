@@ -112,9 +112,7 @@ def lock_files(plan: Plan) -> dict[str, str]:
     kinds = registry().kinds
     roots = {u.root for u in plan.delete}
     return {
-        c.root: os.path.join(c.root, getattr(kinds.get(c.kind), "lock_file", PRUNE_LOCK))
-        for c in plan.caches
-        if c.root in roots
+        c.root: os.path.join(c.root, getattr(kinds.get(c.kind), "lock_file", PRUNE_LOCK)) for c in plan.caches if c.root in roots
     }
 
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+from .config import DEFAULT_JUNK_GRACE
 from .errors import PlanFileError
 from .model import CacheInventory, Inventory, Item, Revision, uses_refs
-from .config import DEFAULT_JUNK_GRACE
 from .plan import PLAN_VERSION, WHATS, Plan, PlanCache, PlanUnit
 
 JSON_VERSION = 1

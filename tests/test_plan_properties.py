@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import hfcache
-from hfcache.config import Policy, Settings
 from hfcache.caches.huggingface import HUB
 from hfcache.checks import target_problem
+from hfcache.config import Policy, Settings
 from hfcache.execute import remove_path
 from hfcache.plan import make_plan
 from hfcache.prune import run_plan
