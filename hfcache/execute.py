@@ -320,6 +320,8 @@ def _remove_repo(path: str) -> tuple[int, str | None]:
     except OSError as e:
         return 0, f"{path}: {e.strerror or e}"
     for name in names:
+        if name == "snapshots" and errors:
+            break  # something is left: stay a (revision-less) repo the hub can read
         got, err = remove_path(os.path.join(path, name))
         freed += got
         errors.extend([err] if err else [])
@@ -369,6 +371,22 @@ def _delete_junk(cache: CacheInventory, unit: PlanUnit, found: object, out: dict
 
 # ---------------------------------------------------------------------------------------------
 # Carrying out a plan
+
+
+def check_roots(plan: Plan) -> None:
+    """Refuse a plan that would delete from ``/``, a home folder, or a root that is not a cache of its kind.
+
+    Cheap, and run before anything else (the prune lock and the audit log are created only
+    after it); :func:`execute_plan` checks again, with every path.
+    """
+    kinds = registry().kinds
+    homes = home_dirs()
+    roots = {(u.kind, u.root) for u in plan.delete}
+    for kind, root in sorted(roots):
+        cache = CacheInventory(kind=kind, root=root)
+        problem = root_problem(cache, getattr(kinds.get(kind), "recognizes", None), homes)
+        if problem:
+            raise UnsafePlan(f"plan refused, nothing deleted: {problem}")
 
 
 def check_plan(work: list[_Work], *, kinds: Mapping[str, CacheKind], keep: Iterable[str] = ()) -> list[str]:

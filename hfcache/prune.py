@@ -23,7 +23,7 @@ from .caches import registry, scan_caches
 from .caches._common import PRUNE_LOCK
 from .config import Policy, Settings, find_config, load_config, validate
 from .errors import PlanFileError, UsageError
-from .execute import execute_plan
+from .execute import check_roots, execute_plan
 from .locks import DEFAULT_LOCK_WAIT, PruneLocks
 from .model import Inventory
 from .plan import Disk, Plan, make_plan
@@ -131,6 +131,7 @@ def run_plan(
     (:class:`~hfcache.errors.CacheBusy` after that). When another prune held one, the
     caches are scanned again, since the scan behind ``inventory`` is stale.
     """
+    check_roots(plan)
     with AuditLog(log) as audit, PruneLocks(lock_files(plan), lock_wait) as locks:
         fresh = rescan(plan) if inventory is None or locks.waited else inventory
         return execute_plan(plan, fresh, audit=audit, failed=locks.failed)

@@ -55,16 +55,19 @@ def debug_enabled() -> bool:
     return os.environ.get("HFCACHE_DEBUG", "") not in ("", "0")
 
 
+# Diagnostics are never wrapped by us (soft_wrap): one message stays one line in a log or a pipe.
+
+
 def error(message: str) -> None:
-    stderr().print(Text("error: ", style="bold red") + Text(message))
+    stderr().print(Text("error: ", style="bold red") + Text(message), soft_wrap=True)
 
 
 def note(message: str) -> None:
-    stderr().print(Text(message))
+    stderr().print(Text(message), soft_wrap=True)
 
 
 def warning(message: str) -> None:
-    stderr().print(Text("warning: ", style="yellow") + Text(message))
+    stderr().print(Text("warning: ", style="yellow") + Text(message), soft_wrap=True)
 
 
 def warnings(cache: CacheInventory, *, limit: int = MAX_WARNINGS_SHOWN) -> None:
@@ -72,7 +75,7 @@ def warnings(cache: CacheInventory, *, limit: int = MAX_WARNINGS_SHOWN) -> None:
     found: list[ScanWarning] = cache.all_warnings
     console = stderr()
     for w in found[:limit]:
-        console.print(Text("warning: ", style="yellow") + Text(str(w)))
+        console.print(Text("warning: ", style="yellow") + Text(str(w)), soft_wrap=True)
     if len(found) > limit:
         console.print(Text(f"warning: ... and {len(found) - limit} more (all are listed by --json)", style="yellow"))
 
