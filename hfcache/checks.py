@@ -17,7 +17,6 @@ Two kinds of check, run at two moments by :mod:`hfcache.execute`:
 from __future__ import annotations
 
 import os
-import pwd
 import re
 import stat as stat_mod
 import time
@@ -25,10 +24,15 @@ from collections.abc import Callable, Collection, Iterable
 from functools import lru_cache
 
 from .locks import is_lock_held
-from .model import CacheInventory, Item, PartialFile, Revision
+from .model import CacheInventory, Item, Leftover, PartialFile, Revision
 from .plan import PlanUnit
 from .policies import describe_age
 from .system import OpenFiles, open_files
+
+try:
+    import pwd
+except ImportError:  # pragma: no cover - Windows: only $HOME and ~ are known
+    pwd = None  # type: ignore[assignment]
 
 # ---------------------------------------------------------------------------------------------
 # Before the first deletion
@@ -37,10 +41,8 @@ from .system import OpenFiles, open_files
 def home_dirs() -> set[str]:
     """Every account's home folder (resolved), plus ``$HOME`` and ``~``: never a cache root."""
     homes = {os.path.expanduser("~"), os.environ.get("HOME") or "/"}
-    try:
+    if pwd is not None:
         homes.update(p.pw_dir for p in pwd.getpwall() if p.pw_dir)
-    except OSError:  # pragma: no cover - no passwd database
-        pass
     return {os.path.realpath(h) for h in homes}
 
 
@@ -252,12 +254,15 @@ class LiveChecks:
             return f"read since the plan was made ({describe_age(max(0.0, self.clock() - files.atime))} ago)"
         return self.in_use(files)
 
-    def junk_busy(self, unit: PlanUnit, found: object) -> str | None:
+    def junk_busy(self, cache: CacheInventory, unit: PlanUnit, found: object, grace: float) -> str | None:
         """A piece of junk vanished, was modified since the plan, is being downloaded or is open."""
         try:
             st = os.lstat(unit.path)
         except OSError:
             return "no longer in the cache"
+        if isinstance(found, Leftover) and found.commit is None:  # an emptied repo folder a download may refill
+            item = Item(kind=cache.kind, id=found.item_id, type="model", path=unit.path)
+            return self.item_busy(cache, item, grace)
         if st.st_mtime > unit.last_modified + ATIME_SLACK and not stat_mod.S_ISDIR(st.st_mode):
             return "modified since the plan was made"
         if isinstance(found, PartialFile) and found.lock_path and is_lock_held(found.lock_path):

@@ -34,7 +34,7 @@ from .caches import CacheKind, registry
 from .checks import LiveChecks, home_dirs, root_problem, target_problem
 from .config import DEFAULT_JUNK_GRACE
 from .errors import UnsafePlan
-from .model import CacheInventory, Inventory, Item, Revision
+from .model import CacheInventory, Inventory, Item, Leftover, Revision
 from .plan import Plan, PlanUnit
 
 try:  # the hub's own garbage collection of its shared store (huggingface_hub >= 1.32)
@@ -279,6 +279,8 @@ def junk_steps(unit: PlanUnit, found: object) -> list[Step]:
     """A partial download, orphan blob or leftover, then the payload an orphan linked to; a payload is swept."""
     if unit.what == "payload":
         return [Step(unit.path, "sweep", unit.path)]
+    if isinstance(found, Leftover) and found.commit is None:
+        return [Step(unit.path, "repo", unit.path)]  # an emptied repo folder, snapshots/ last
     steps = [Step(unit.path, "remove", unit.path)]
     store = getattr(found, "shared_payload", None)
     if store:
@@ -456,7 +458,7 @@ def execute_plan(
             continue
         grace = graces.get((w.cache.kind, w.cache.root), DEFAULT_JUNK_GRACE)
         for unit, found in w.junk:
-            reason = live.junk_busy(unit, found)
+            reason = live.junk_busy(w.cache, unit, found, grace)
             if reason:
                 skipped[unit.path] = reason
             else:

@@ -183,11 +183,13 @@ class Leftover:
 
     Listed only for commits that no snapshot holds and no ref points to: a ref to a commit
     known only from ``.no_exist/`` is the hub's normal state after a probe, not a leftover.
+    ``commit`` is None for a whole repo folder with no revision, ref, blob or partial
+    download left in it (what an interrupted removal of the repo leaves).
     """
 
     path: str
     item_id: str
-    commit: str
+    commit: str | None
     size_bytes: int
     last_modified: float
 

@@ -240,8 +240,11 @@ class _CachePlan:
             keep = young(s.last_modified) or (None if s.has_manifest else "keep: no .refs manifest (the hub never deletes those)")
             unit(s.path, "payload", None, s.size_bytes, s.last_modified, "shared-store payload no repo links to", keep)
         for lo in cache.leftovers:
-            reason = f"left by removed revision {lo.commit[:12]}"
-            unit(lo.path, "leftover", lo.item_id, lo.size_bytes, lo.last_modified, reason, None)
+            if lo.commit is None:  # a download may be about to fill a fresh repo folder: the grace applies
+                reason, keep = "repo folder with no revision, ref or blob left", young(lo.last_modified)
+            else:
+                reason, keep = f"left by removed revision {lo.commit[:12]}", None
+            unit(lo.path, "leftover", lo.item_id, lo.size_bytes, lo.last_modified, reason, keep)
 
     def count_going(self) -> None:
         """Count the bytes of the revisions selected so far, in path order."""

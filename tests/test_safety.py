@@ -614,3 +614,24 @@ def test_a_repo_folder_that_cannot_be_emptied_stays_a_valid_repo(tmp_path, undel
     assert ("org/a", "failed") in status and ("org/b", "deleted") in status
     assert os.path.isdir(os.path.join(repos["org--a"], "snapshots"))
     assert scan_cache_dir(root).warnings == []
+
+
+def test_an_emptied_repo_folder_is_junk_once_its_grace_period_is_over(tmp_path):
+    """What a removal of a whole repo killed half-way leaves: folders, no revision, ref or blob."""
+    root = str(tmp_path / "hub")
+    small_cache(root)
+    shell = os.path.join(root, "models--org--gone")
+    for sub in ("snapshots", "blobs", "refs", os.path.join(".no_exist", commit("gone"))):
+        os.makedirs(os.path.join(shell, sub))
+    write(os.path.join(shell, ".no_exist", commit("gone"), "missing.txt"), b"")
+    (cache,) = hfcache.scan([root]).caches
+    assert [(lo.path, lo.commit) for lo in cache.leftovers] == [(shell, None)]
+    code, done = cli("prune", "--cache-dir", root, "--junk", "--yes", "--json")
+    assert code == 0 and done["delete"] == [], done  # just emptied: a download may be about to fill it
+    old = time.time() - 2 * DAY
+    for folder, _, names in os.walk(shell):
+        for path in (folder, *(os.path.join(folder, n) for n in names)):
+            os.utime(path, (old, old))
+    code, done = cli("prune", "--cache-dir", root, "--junk", "--yes", "--json")
+    assert [(u["path"], u["status"]) for u in done["delete"]] == [(shell, "deleted")], done
+    assert not os.path.exists(shell) and scan_cache_dir(root).warnings == []

@@ -448,10 +448,18 @@ def _scan_repo(roots: _Roots, entry: os.DirEntry[str], repo_type: str, item_id: 
     revisions: list[tuple[str, str, set[str], int, list[ScanWarning]]] = []
     refs: dict[str, list[str]] = {}
     traces: dict[str, list[str]] = {}
+    subdirs: dict[str, os.DirEntry[str]] = {}
 
     def finish() -> _RepoScan:
         scan_ = _build_repo(roots, repo_dir, repo_type, item_id, warnings, blobs, partials, revisions, refs)
-        scan_.leftovers.extend(_leftovers(item_id, traces, {r[0] for r in revisions}, refs))
+        if not (revisions or refs or blobs or partials or any(w.blocks_deletion for w in warnings)):
+            # An emptied shell (an interrupted removal of the whole repo): it goes as one leftover.
+            m = measure(repo_dir, set(), [])
+            folders = [repo_dir, *(e.path for e in subdirs.values() if e.is_dir(follow_symlinks=False))]
+            newest = max(_dir_times(d)[1] for d in folders)
+            scan_.leftovers.append(Leftover(repo_dir, item_id, None, m.size, max(newest, m.mtime)))
+        else:
+            scan_.leftovers.extend(_leftovers(item_id, traces, {r[0] for r in revisions}, refs))
         return scan_
 
     if entry.is_symlink():
