@@ -174,6 +174,7 @@ def test_paths_of_an_unexpected_shape_are_refused(tmp_path):
     assert "through a symlink" in why(f"{r}/models--org--x/snapshots/{c}")
     assert "not a normalised absolute path" in why(f"{r}/models--org--m/../models--org--n")
     assert "the cache needs" in target_problem(f"{r}/.locks", cache, (".*",))
+    assert "unexpected shape" in target_problem(f"{r}/models--org--m", cache, ())  # a kind declaring no shapes
     log = f"{r}/models--org--m/blobs/audit.log"
     assert "hfcache's own log" in why(f"{r}/models--org--m", keep=[log])
     assert "hfcache's own log" in why(log, keep=[log])
@@ -635,3 +636,15 @@ def test_an_emptied_repo_folder_is_junk_once_its_grace_period_is_over(tmp_path):
     code, done = cli("prune", "--cache-dir", root, "--junk", "--yes", "--json")
     assert [(u["path"], u["status"]) for u in done["delete"]] == [(shell, "deleted")], done
     assert not os.path.exists(shell) and scan_cache_dir(root).warnings == []
+
+
+def test_a_cache_whose_lock_cannot_be_created_fails_its_units_and_deletes_nothing(tmp_path, undeletable):
+    root = str(tmp_path / "hub")
+    small_cache(root)
+    before = contents(root)
+    undeletable(root)  # no .locks/ can be made in it (nor anything deleted from it)
+    code, done = cli("prune", "--cache-dir", root, "--max-age", "30d", "--yes", "--json")
+    assert code == 1, done
+    assert {u["status"] for u in done["delete"]} == {"failed"} and done["freed_bytes"] == 0
+    assert all("cannot take the prune lock" in u["error"] for u in done["delete"])
+    assert contents(root) == before
