@@ -13,14 +13,17 @@ from typing import Annotated, Optional
 import typer
 
 from . import __version__, render
+from .audit import read_log
 from .caches import registry, scan_caches, select_kinds
 from .config import MinFree, Settings
 from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PARTIAL, ConfirmationRequired, HfcacheError, UsageError
+from .metrics import last_prunes, render_metrics, write_textfile
 from .model import Inventory
 from .plan import Plan
 from .prune import build_policy, check_access_times, plan_prune, read_plan, run_plan, write_plan
 from .query import Selection, parse_sort, select
 from .serialize import inventory_to_dict, plan_to_dict
+from .system import disk_of
 from .units import parse_duration, parse_size
 
 app = typer.Typer(
@@ -367,6 +370,36 @@ def apply(
             _emit(plan, as_json)
         else:
             run(plan, None)
+
+
+@app.command()
+def metrics(
+    cache_dir: CacheDirOption = None,
+    kind: KindOption = None,
+    textfile: Annotated[
+        Optional[str],
+        typer.Option(
+            "--textfile",
+            metavar="PATH",
+            help="Write atomically to PATH (for node_exporter's textfile collector, *.prom) instead of stdout.",
+        ),
+    ] = None,
+    log: Annotated[
+        Optional[str], typer.Option("--log", metavar="FILE", help="The audit log to read the last prunes from.")
+    ] = None,
+) -> None:
+    """The inventory as Prometheus metrics: bytes per cache and model, partial downloads, free space, last prune.
+
+    Example: hfcache metrics --textfile /var/lib/node_exporter/textfile_collector/hfcache.prom
+    """
+    with _user_errors():
+        inventory = scan_caches(cache_dir or None, kinds=kind or None)
+        disks = {c.root: disk_of(c.root) for c in inventory.caches if c.exists}
+        text = render_metrics(inventory, disks, last_prunes(read_log(log)))
+        if textfile:
+            write_textfile(text, textfile)
+        else:
+            render.raw(text)
 
 
 class _Interrupted(BaseException):

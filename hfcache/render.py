@@ -81,7 +81,12 @@ def warnings(cache: CacheInventory, *, limit: int = MAX_WARNINGS_SHOWN) -> None:
 
 
 def json_document(data: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    raw(json.dumps(data, indent=2) + "\n")
+
+
+def raw(text: str) -> None:
+    """Text for programs (JSON, Prometheus exposition), written as is."""
+    sys.stdout.write(text)
     sys.stdout.flush()
 
 

@@ -1,0 +1,118 @@
+"""The inventory as Prometheus metrics (text exposition format 0.0.4), for node_exporter's textfile collector.
+
+:func:`render_metrics` is pure: the scan, each root's file system and the audit log's
+records come in, the text goes out. Names follow Prometheus conventions (base units,
+``_bytes``, ``_seconds``, ``_total`` only for counters), so Grafana panels can sum
+``hfcache_cache_size_bytes`` by ``kind`` or chart ``hfcache_model_size_bytes`` per model.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+
+from .errors import UsageError
+from .model import Inventory
+from .plan import Disk
+
+# name -> (type, help)
+METRICS: dict[str, tuple[str, str]] = {
+    "hfcache_cache_size_bytes": ("gauge", "Bytes of each cache, shared files counted once (huggingface_hub's size_on_disk)."),
+    "hfcache_cache_models": ("gauge", "Models (repos, checkpoints, downloads) in each cache."),
+    "hfcache_cache_revisions": ("gauge", "Revisions in each cache."),
+    "hfcache_cache_warnings": ("gauge", "Problems the scan found in each cache (damaged models are never pruned)."),
+    "hfcache_partial_downloads": ("gauge", "Partial or interrupted downloads in each cache."),
+    "hfcache_partial_download_bytes": ("gauge", "Bytes held by partial downloads in each cache."),
+    "hfcache_model_size_bytes": ("gauge", "Bytes of each model (every revision; shared blobs once per model)."),
+    "hfcache_model_revisions": ("gauge", "Revisions of each model."),
+    "hfcache_model_last_access_timestamp_seconds": ("gauge", "When each model was last read (newest atime of its files)."),
+    "hfcache_filesystem_free_bytes": ("gauge", "Free bytes of the file system holding each cache root."),
+    "hfcache_filesystem_size_bytes": ("gauge", "Size of the file system holding each cache root."),
+    "hfcache_last_prune_timestamp_seconds": ("gauge", "When a prune last deleted from each cache (from the audit log)."),
+    "hfcache_last_prune_freed_bytes": ("gauge", "Bytes the last prune of each cache freed (from the audit log)."),
+    "hfcache_scan_timestamp_seconds": ("gauge", "When these figures were taken."),
+}
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _sample(name: str, labels: Mapping[str, str], value: float) -> str:
+    inner = ",".join(f'{k}="{_escape(str(v))}"' for k, v in labels.items())
+    number = repr(float(value)) if isinstance(value, float) and not value.is_integer() else str(int(value))
+    return f"{name}{{{inner}}} {number}" if inner else f"{name} {number}"
+
+
+def last_prunes(records: Iterable[Mapping[str, object]]) -> dict[str, tuple[float, int]]:
+    """Per cache root, the time and freed bytes of the last run that deleted from it."""
+    runs: dict[str, dict[str, tuple[float, int]]] = {}
+    for r in records:
+        root, run = r.get("root"), r.get("run")
+        if not isinstance(root, str) or not isinstance(run, str) or r.get("status") not in ("deleted", "failed"):
+            continue
+        when = float(r.get("time_epoch") or 0.0)  # type: ignore[arg-type]
+        freed = int(r.get("bytes") or 0)  # type: ignore[call-overload]
+        seen, total = runs.setdefault(root, {}).get(run, (0.0, 0))
+        runs[root][run] = (max(seen, when), total + freed)
+    return {root: max(by_run.values()) for root, by_run in runs.items()}
+
+
+def render_metrics(
+    inventory: Inventory,
+    disks: Mapping[str, Disk],
+    prunes: Mapping[str, tuple[float, int]],
+) -> str:
+    """The exposition text for ``inventory``; ``disks`` and ``prunes`` are keyed by cache root."""
+    samples: dict[str, list[str]] = {name: [] for name in METRICS}
+
+    def add(name: str, labels: Mapping[str, str], value: float) -> None:
+        samples[name].append(_sample(name, labels, value))
+
+    for cache in inventory.caches:
+        if not cache.exists:
+            continue
+        where = {"kind": cache.kind, "root": cache.root}
+        add("hfcache_cache_size_bytes", where, cache.size_bytes)
+        add("hfcache_cache_models", where, len(cache.items))
+        add("hfcache_cache_revisions", where, sum(len(i.revisions) for i in cache.items))
+        add("hfcache_cache_warnings", where, len(cache.all_warnings))
+        add("hfcache_partial_downloads", where, len(cache.partial_files))
+        add("hfcache_partial_download_bytes", where, sum(p.size_bytes for p in cache.partial_files))
+        for item in cache.items:
+            model = {**where, "model": item.id, "type": item.type}
+            add("hfcache_model_size_bytes", model, item.size_bytes)
+            add("hfcache_model_revisions", model, len(item.revisions))
+            add("hfcache_model_last_access_timestamp_seconds", model, item.last_accessed)
+        disk = disks.get(cache.root)
+        if disk is not None:
+            add("hfcache_filesystem_free_bytes", where, disk.free)
+            add("hfcache_filesystem_size_bytes", where, disk.total)
+        if cache.root in prunes:
+            when, freed = prunes[cache.root]
+            add("hfcache_last_prune_timestamp_seconds", where, when)
+            add("hfcache_last_prune_freed_bytes", where, freed)
+    add("hfcache_scan_timestamp_seconds", {}, inventory.scanned_at)
+    lines = []
+    for name, (kind, text) in METRICS.items():
+        if samples[name]:
+            lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", *samples[name]]
+    return "\n".join(lines) + "\n"
+
+
+def write_textfile(text: str, path: str) -> None:
+    """Write ``text`` to ``path`` atomically (node_exporter never reads half a file), mode 0644."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".hfcache-metrics.", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise UsageError(f"cannot write metrics to {path}: {e.strerror or e}", path=path) from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as e:
+        os.unlink(tmp)
+        raise UsageError(f"cannot write metrics to {path}: {e.strerror or e}", path=path) from None
