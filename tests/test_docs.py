@@ -14,7 +14,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from hfcache.caches import KINDS
 from hfcache.cli import app
+from hfcache.config import CACHE_KEYS, ITEM_KEYS, load_config
 from tests.trees import commit, repo
 
 ROOT = Path(__file__).parent.parent
@@ -56,9 +58,10 @@ def test_ci_runs_the_readme_test_command():
 
 
 @pytest.mark.skipif(shutil.which("man") is None, reason="man is not installed")
-def test_man_page_renders_without_warnings():
+@pytest.mark.parametrize("page", ["hfcache.1", "hfcache.yaml.5"])
+def test_man_page_renders_without_warnings(page):
     done = subprocess.run(
-        ["man", "--warnings", "-l", str(ROOT / "man" / "hfcache.1")],
+        ["man", "--warnings", "-l", str(ROOT / "man" / page)],
         capture_output=True,
         text=True,
         env=dict(os.environ, MANWIDTH="80"),
@@ -66,9 +69,22 @@ def test_man_page_renders_without_warnings():
     assert done.returncode == 0 and done.stderr == ""
 
 
-def test_man_page_is_installed_with_the_package():
+def test_man_pages_are_installed_with_the_package():
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert '"man/hfcache.1" = "share/man/man1/hfcache.1"' in pyproject
+    assert '"man/hfcache.yaml.5" = "share/man/man5/hfcache.yaml.5"' in pyproject
+
+
+def test_the_policy_file_page_covers_every_key_and_its_examples_load(tmp_path):
+    page = (ROOT / "man" / "hfcache.yaml.5").read_text().replace("\\-", "-")
+    for key in (*ITEM_KEYS, *CACHE_KEYS, "version", "protect", "models", "caches"):
+        assert f".B {key}" in page or f".BR {key}:" in page or f".BI {key}:" in page, key
+    examples = [b for b in re.findall(r"\n\.nf\n(.*?)\n\.fi\n", page, re.S) if b.startswith("version: 1")]
+    assert len(examples) == 2
+    for i, text in enumerate(examples):
+        path = tmp_path / f"example{i}.yaml"
+        path.write_text(text + "\n")
+        assert not load_config(str(path), kinds=tuple(KINDS)).is_empty
 
 
 def test_example_reads_the_json(tmp_path):
