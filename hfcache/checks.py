@@ -24,7 +24,7 @@ from collections.abc import Callable, Collection, Iterable
 from functools import lru_cache
 
 from .locks import is_lock_held
-from .model import CacheInventory, Item, Leftover, PartialFile, Revision
+from .model import CacheInventory, Leftover, PartialFile, Revision
 from .plan import PlanUnit
 from .policies import describe_age
 from .system import OpenFiles, open_files
@@ -221,15 +221,15 @@ class LiveChecks:
                 return f"in use: a file of it is open or memory-mapped by {users[key]}"
         return None
 
-    def item_busy(self, cache: CacheInventory, item: Item, grace: float) -> str | None:
-        """A download running into ``item`` (hub: a held lock or a young partial in its repo)."""
+    def item_busy(self, cache: CacheInventory, path: str, item_id: str | None, grace: float) -> str | None:
+        """A download running into the item at ``path`` (hub: a held lock or a young partial in its repo)."""
         now = self.clock()
         if cache.kind == "huggingface":
-            folder = os.path.join(cache.root, ".locks", os.path.basename(item.path))
+            folder = os.path.join(cache.root, ".locks", os.path.basename(path))
             for name in _names(folder):
                 if name.endswith(".lock") and is_lock_held(os.path.join(folder, name)):
                     return f"a download into this repo is running (lock held: {name})"
-            blobs = os.path.join(item.path, "blobs")
+            blobs = os.path.join(path, "blobs")
             for name in _names(blobs):
                 if name.endswith(".incomplete"):
                     young = _young(os.path.join(blobs, name), now, grace)
@@ -237,7 +237,7 @@ class LiveChecks:
                         return f"a download into this repo may be running ({name} modified {young} ago)"
             return None
         for partial in cache.partial_files:
-            if partial.item_id == item.id:
+            if partial.item_id == item_id:
                 if partial.lock_path and is_lock_held(partial.lock_path):
                     return f"a download of it is running (lock held: {partial.lock_path})"
                 young = _young(partial.path, now, grace)
@@ -261,8 +261,7 @@ class LiveChecks:
         except OSError:
             return "no longer in the cache"
         if isinstance(found, Leftover) and found.commit is None:  # an emptied repo folder a download may refill
-            item = Item(kind=cache.kind, id=found.item_id, type="model", path=unit.path)
-            return self.item_busy(cache, item, grace)
+            return self.item_busy(cache, unit.path, found.item_id, grace)
         if st.st_mtime > unit.last_modified + ATIME_SLACK and not stat_mod.S_ISDIR(st.st_mode):
             return "modified since the plan was made"
         if isinstance(found, PartialFile) and found.lock_path and is_lock_held(found.lock_path):

@@ -47,7 +47,6 @@ except ImportError:  # pragma: no cover - older hub: payloads are left behind (l
 class _Outcome:
     freed: int = 0
     errors: list[str] = field(default_factory=list)
-    skipped: str | None = None
 
     def add(self, freed: int, error: str | None) -> None:
         self.freed += freed
@@ -465,7 +464,7 @@ def execute_plan(
                 _delete_junk(w.cache, unit, found, out)
             finish(unit)
         for item, units in w.revisions.values():
-            busy = live.item_busy(w.cache, item, grace)
+            busy = live.item_busy(w.cache, item.path, item.id, grace)
             going = []
             for unit, rev in units:
                 reason = busy or live.revision_busy(w.cache, unit, rev)
