@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import __version__, render
+from . import __version__, progress, render
 from .audit import read_log
 from .caches import registry, scan_caches, select_kinds
 from .config import MinFree, Settings
@@ -39,6 +39,7 @@ app = typer.Typer(
 class OutputFormat(str, Enum):
     table = "table"
     json = "json"
+    markdown = "markdown"
 
 
 class AgeBy(str, Enum):
@@ -47,13 +48,25 @@ class AgeBy(str, Enum):
 
 
 @contextmanager
-def _user_errors() -> Iterator[None]:
-    """Domain errors become one line on stderr and their exit code, never a traceback."""
+def _user_errors(*, verbose: int = 0) -> Iterator[None]:
+    """Domain errors become one line on stderr and their exit code, never a traceback; sets up ``--verbose``."""
+    render.setup_logging(verbose)
     try:
         yield
     except HfcacheError as e:
         render.error(str(e))
         raise typer.Exit(e.exit_code) from None
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[None]:
+    """A progress bar on stderr (when it is a terminal) for the work inside, gone before any output."""
+    with render.progress_bar(enabled) as listener, progress.listening(listener):
+        yield
+
+
+def _format(output_format: OutputFormat, as_json: bool) -> OutputFormat:
+    return OutputFormat.json if as_json else output_format
 
 
 def _version(value: bool) -> None:
@@ -110,9 +123,18 @@ KindOption = Annotated[
         help="Only this kind (repeatable): huggingface, torch, keras, xet, datasets, kagglehub, transformers-legacy.",
     ),
 ]
-FormatOption = Annotated[OutputFormat, typer.Option("--format", help="table for people, json for programs.")]
+FormatOption = Annotated[
+    OutputFormat,
+    typer.Option("--format", help="table for people, json for programs, markdown for a CI job summary."),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Same as --format json.")]
-QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No warnings or notes on stderr.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No warnings, notes or progress bar on stderr.")]
+VerboseOption = Annotated[
+    int,
+    typer.Option(
+        "--verbose", "-v", count=True, help="Log what is done to stderr: -v each cache and unit, -vv every file operation."
+    ),
+]
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking (needed when there is no terminal).")]
 LockWaitOption = Annotated[
     str,
@@ -167,6 +189,7 @@ def scan(
     output_format: FormatOption = OutputFormat.table,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
+    verbose: VerboseOption = 0,
 ) -> None:
     """Show what the model caches hold: models, revisions, refs, versions, sizes and ages.
 
@@ -175,7 +198,8 @@ def scan(
 
     Example: hfcache scan --kind torch --revisions --larger-than 1GB --sort size
     """
-    with _user_errors():
+    fmt = _format(output_format, as_json)
+    with _user_errors(verbose=verbose):
         selection = Selection(
             types=_check_types(item_type or [], kind),
             names=tuple(name or ()),
@@ -187,13 +211,20 @@ def scan(
             revisions=revisions,
         )
         parse_sort(sort)  # refuse a bad key before the (possibly long) scan
-        inventory = scan_caches(cache_dir or None, kinds=kind or None)
+        with _progress(not quiet):
+            inventory = scan_caches(cache_dir or None, kinds=kind or None)
         shown = select(inventory, selection, now=inventory.scanned_at, sort=sort)
     everything = not kind and not cache_dir
-    if as_json or output_format is OutputFormat.json:
+    if fmt is OutputFormat.json:
         render.json_document(inventory_to_dict(shown))
     else:
-        render.scan_tables(shown, revisions=revisions, filtered=not selection.is_empty, show_missing=not everything)
+        render.scan_tables(
+            shown,
+            revisions=revisions,
+            filtered=not selection.is_empty,
+            show_missing=not everything,
+            markdown=fmt is OutputFormat.markdown,
+        )
     if quiet:
         return
     for problem in registry().problems:
@@ -215,11 +246,13 @@ class KeepPer(str, Enum):
     minor = "minor"
 
 
-def _emit(plan: Plan, as_json: bool, *, show_keep: bool = True) -> None:
-    if as_json:
+def _emit(plan: Plan, fmt: OutputFormat, *, show_keep: bool = True, quiet: bool = False) -> None:
+    if fmt is OutputFormat.json:
         render.json_document(plan_to_dict(plan))
     else:
-        render.plan_tables(plan, show_keep=show_keep)
+        render.plan_tables(plan, show_keep=show_keep, markdown=fmt is OutputFormat.markdown)
+    if not quiet:
+        render.plan_warnings(plan)
 
 
 @dataclass(frozen=True)
@@ -227,28 +260,34 @@ class _Run:
     """How ``prune`` and ``apply`` carry out a plan: confirmation, lock wait, audit log."""
 
     yes: bool
-    as_json: bool
+    fmt: OutputFormat
+    quiet: bool
     lock_wait: float
     log: str | None
+
+    def emit(self, plan: Plan, *, show_keep: bool = True) -> None:
+        _emit(plan, self.fmt, show_keep=show_keep, quiet=self.quiet)
 
     def __call__(self, plan: Plan, inventory: Inventory | None) -> None:
         """Ask on a terminal (unless --yes), refuse without one, then execute and report; exit 1 when units failed."""
         if not plan.delete:
-            _emit(plan, self.as_json)
+            self.emit(plan)
             return
         if not self.yes:
             if not sys.stdin.isatty():
-                _emit(plan, self.as_json)
+                self.emit(plan)
                 raise ConfirmationRequired(
                     "refusing to delete without confirmation: no terminal to ask on; add --yes (or use --dry-run)"
                 )
             render.plan_tables(plan)
+            render.plan_warnings(plan)
             if not typer.confirm(f"Delete these {len(plan.delete)} units?", default=False):
                 render.note("Nothing deleted.")
                 return
             inventory = None  # time passed while the question was open: check against a fresh scan
-        result = run_plan(plan, inventory, lock_wait=self.lock_wait, log=self.log)
-        _emit(result, self.as_json, show_keep=False)
+        with _progress(not self.quiet):
+            result = run_plan(plan, inventory, lock_wait=self.lock_wait, log=self.log)
+        self.emit(result, show_keep=False)
         if result.failed:
             raise typer.Exit(EXIT_PARTIAL)
 
@@ -311,6 +350,7 @@ def prune(
     output_format: FormatOption = OutputFormat.table,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
+    verbose: VerboseOption = 0,
 ) -> None:
     """Delete what retention policies select, after showing the plan with a reason for every unit.
 
@@ -319,8 +359,8 @@ def prune(
 
     Example: hfcache prune --keep 2 --max-age 90d --protect 'meta-llama/*' --dry-run
     """
-    as_json = as_json or output_format is OutputFormat.json
-    with _user_errors():
+    fmt = _format(output_format, as_json)
+    with _user_errors(verbose=verbose):
         overrides = Settings(
             max_age=float(parse_duration(max_age)) if max_age is not None else None,
             keep=keep,
@@ -333,8 +373,9 @@ def prune(
             allow_remove_all=True if allow_remove_all else None,
         )
         policy = build_policy(overrides, protect=tuple(protect or ()), config=config, use_config=not no_config)
-        run = _Run(yes=yes, as_json=as_json, lock_wait=float(parse_duration(lock_wait)), log=log)
-        inventory = scan_caches(cache_dir or None, kinds=kind or None)
+        run = _Run(yes=yes, fmt=fmt, quiet=quiet, lock_wait=float(parse_duration(lock_wait)), log=log)
+        with _progress(not quiet):
+            inventory = scan_caches(cache_dir or None, kinds=kind or None)
         notes = check_access_times(inventory, policy)
         plan = plan_prune(inventory, policy)
         if plan_out:
@@ -343,7 +384,7 @@ def prune(
             for message in notes:
                 render.warning(message)
         if dry_run:
-            _emit(plan, as_json)
+            run.emit(plan)
         else:
             run(plan, inventory)
 
@@ -357,17 +398,18 @@ def apply(
     log: LogOption = None,
     output_format: FormatOption = OutputFormat.table,
     as_json: JsonOption = False,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = 0,
 ) -> None:
     """Execute a saved plan: each unit only if the cache still holds it unchanged (else it is skipped).
 
     Example: hfcache prune --max-age 30d --plan-out plan.json --dry-run && hfcache apply plan.json --yes
     """
-    as_json = as_json or output_format is OutputFormat.json
-    with _user_errors():
-        run = _Run(yes=yes, as_json=as_json, lock_wait=float(parse_duration(lock_wait)), log=log)
+    with _user_errors(verbose=verbose):
+        run = _Run(yes=yes, fmt=_format(output_format, as_json), quiet=quiet, lock_wait=float(parse_duration(lock_wait)), log=log)
         plan = read_plan(plan_file)
         if dry_run:
-            _emit(plan, as_json)
+            run.emit(plan)
         else:
             run(plan, None)
 
@@ -387,12 +429,13 @@ def metrics(
     log: Annotated[
         Optional[str], typer.Option("--log", metavar="FILE", help="The audit log to read the last prunes from.")
     ] = None,
+    verbose: VerboseOption = 0,
 ) -> None:
     """The inventory as Prometheus metrics: bytes per cache and model, partial downloads, free space, last prune.
 
     Example: hfcache metrics --textfile /var/lib/node_exporter/textfile_collector/hfcache.prom
     """
-    with _user_errors():
+    with _user_errors(verbose=verbose):
         inventory = scan_caches(cache_dir or None, kinds=kind or None)
         disks = {c.root: disk_of(c.root) for c in inventory.caches if c.exists}
         text = render_metrics(inventory, disks, last_prunes(read_log(log)))

@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import stat as stat_mod
 from collections.abc import Callable, Iterable, Mapping
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
+from . import progress
 from .audit import AuditLog
 from .caches import CacheKind, registry
 from .checks import LiveChecks, home_dirs, root_problem, target_problem
@@ -41,6 +43,8 @@ try:  # the hub's own garbage collection of its shared store (huggingface_hub >=
     from huggingface_hub.utils._shared_blobs import sweep_shared_blob
 except ImportError:  # pragma: no cover - older hub: payloads are left behind (leaked, never lost)
     sweep_shared_blob = None
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -345,6 +349,7 @@ def _run(steps: list[Step], root: str, out: dict[str, _Outcome], *, stop: bool =
         else:
             freed, error = remove_path(step.path)
         out[step.unit].add(freed, error)
+        log.debug("%s %s: %s", step.op, step.path, error or f"done, {freed} bytes freed")
         if error:
             ok = False
             if stop:
@@ -446,6 +451,9 @@ def execute_plan(
         done[unit.path] = result = _result(unit, out[unit.path], skipped.get(unit.path))
         if audit is not None and result.status != "skipped":
             audit.record(result)
+        why = result.error or "; ".join(result.reasons)
+        log.info("%s %s %s: %s (%s)", result.status, unit.what, unit.path, why, f"{result.freed_bytes or 0} bytes freed")
+        progress.report("deleting", len(done), len(plan.delete))
 
     for w in work:
         if failed and w.cache.root in failed:

@@ -14,6 +14,7 @@ The reading of the system (mount options, free space) happens here, so that
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from dataclasses import replace
@@ -29,6 +30,8 @@ from .model import Inventory
 from .plan import Disk, Plan, make_plan
 from .serialize import plan_from_dict, plan_to_dict
 from .system import disk_of, mount_of
+
+logger = logging.getLogger(__name__)
 
 NO_POLICY = (
     "no policy given: use --keep, --max-age, --max-size, --min-free or --junk, or a policy file "
@@ -51,6 +54,7 @@ def build_policy(
     if overrides.keep_per and not overrides.keep:
         raise UsageError("--keep-per needs --keep N (how many to keep in each series)")
     path = find_config(config) if use_config else None
+    logger.info("policy file: %s", path or "none")
     policy = load_config(path, kinds=tuple(registry().kinds)) if path else Policy()
     policy = replace(policy, overrides=overrides, protect=(*policy.protect, *protect))
     if path:
@@ -133,6 +137,9 @@ def run_plan(
     """
     check_roots(plan)
     with AuditLog(log) as audit, PruneLocks(lock_files(plan), lock_wait) as locks:
+        logger.info("audit log: %s; prune locks: %s", audit.path, ", ".join(sorted(lock_files(plan).values())))
+        if locks.waited:
+            logger.info("waited for another prune of the same cache: scanning again")
         fresh = rescan(plan) if inventory is None or locks.waited else inventory
         return execute_plan(plan, fresh, audit=audit, failed=locks.failed)
 

@@ -1,20 +1,27 @@
 """Output: the only module that talks to Rich. Data goes to stdout, diagnostics to stderr.
 
-Tables are for people (humanized sizes, relative ages); ``--json`` output is the stable
+Tables are for people (humanized sizes, relative ages), in the terminal or as GitHub-flavoured
+Markdown (``--format markdown``, for a CI job summary); ``--json`` output is the stable
 contract of :mod:`hfcache.serialize`. Rich honours ``NO_COLOR``; when stdout is not a
-terminal, tables are laid out wide instead of wrapped to 80 columns.
+terminal, tables are laid out wide instead of wrapped to 80 columns. Logging (``--verbose``)
+and the progress bar go to stderr, the bar only when stderr is a terminal.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
+from typing import Any, TextIO
 
 import humanize
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -35,8 +42,12 @@ def stdout() -> Console:
     return _console(sys.stdout)
 
 
+# While a progress bar is drawn, diagnostics and log lines go through its console, above the bar.
+_live: Console | None = None
+
+
 def stderr() -> Console:
-    return _console(sys.stderr)
+    return _live or _console(sys.stderr)
 
 
 def size(n: int) -> str:
@@ -80,6 +91,64 @@ def warnings(cache: CacheInventory, *, limit: int = MAX_WARNINGS_SHOWN) -> None:
         console.print(Text(f"warning: ... and {len(found) - limit} more (all are listed by --json)", style="yellow"))
 
 
+def setup_logging(verbosity: int) -> None:
+    """``-v``: what each step does (INFO); ``-vv``: every file operation (DEBUG). All on stderr.
+
+    On a terminal through Rich; otherwise one plain, timestamped line per record, for
+    journald, cron mail and CI logs.
+    """
+    logger = logging.getLogger("hfcache")
+    logger.handlers[:] = []
+    logger.propagate = verbosity <= 0  # quiet: records go wherever the host program sends them
+    if verbosity <= 0:
+        logger.setLevel(logging.NOTSET)
+        return
+    handler: logging.Handler
+    if sys.stderr.isatty():
+        handler = RichHandler(console=stderr(), show_path=False, markup=False, rich_tracebacks=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO)
+
+
+@contextmanager
+def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A listener for :mod:`hfcache.progress` drawing a transient bar on stderr, or None off a terminal.
+
+    One bar per label (a cache being scanned, a plan being executed); it disappears when done.
+    """
+    global _live
+    if not (enabled and sys.stderr.isatty()) or _live is not None:
+        yield None
+        return
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=stderr(),
+        transient=True,
+        redirect_stdout=False,  # data on stdout stays exactly what was asked for
+        redirect_stderr=False,
+    )
+    tasks: dict[str, TaskID] = {}
+
+    def update(label: str, done: int, total: int) -> None:
+        if label not in tasks:
+            tasks[label] = bar.add_task(label, total=total)
+        bar.update(tasks[label], completed=done, total=total)
+
+    _live = bar.console
+    try:
+        with bar:
+            yield update
+    finally:
+        _live = None
+
+
 def json_document(data: dict[str, Any]) -> None:
     raw(json.dumps(data, indent=2) + "\n")
 
@@ -88,6 +157,63 @@ def raw(text: str) -> None:
     """Text for programs (JSON, Prometheus exposition), written as is."""
     sys.stdout.write(text)
     sys.stdout.flush()
+
+
+class _Terminal:
+    """Human output through Rich: headings in bold, tables as laid out by Rich."""
+
+    def __init__(self) -> None:
+        self.console = stdout()
+
+    def heading(self, text: Text) -> None:
+        self.console.print(text)
+
+    def line(self, text: Text | str) -> None:
+        self.console.print(text)
+
+    def table(self, table: Table) -> None:
+        self.console.print(table)
+
+    def gap(self) -> None:
+        self.console.print()
+
+
+def _cell(value: RenderableType) -> str:
+    text = value.plain if isinstance(value, Text) else str(value)
+    return " ".join(text.split()).replace("\\", "\\\\").replace("|", "\\|") or " "
+
+
+class _Markdown:
+    """The same output as GitHub-flavoured Markdown (a CI job summary, a PR comment)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text + "\n\n")
+
+    def heading(self, text: Text) -> None:
+        self._write(f"#### {_cell(text)}")
+
+    def line(self, text: Text | str) -> None:
+        self._write(_cell(text))
+
+    def table(self, table: Table) -> None:
+        columns = table.columns
+        rows = [
+            "| " + " | ".join(_cell(c.header) for c in columns) + " |",
+            "|" + "|".join("---:" if c.justify == "right" else "---" for c in columns) + "|",
+        ]
+        for cells in zip(*(list(c.cells) for c in columns), strict=True):
+            rows.append("| " + " | ".join(_cell(v) for v in cells) + " |")
+        self._write("\n".join(rows))
+
+    def gap(self) -> None:
+        pass
+
+
+def _writer(markdown: bool) -> _Terminal | _Markdown:
+    return _Markdown(sys.stdout) if markdown else _Terminal()
 
 
 def _plural(n: int, word: str) -> str:
@@ -160,34 +286,36 @@ def _revision_table(cache: CacheInventory, now: float) -> Table:
     return table
 
 
-def scan_tables(inventory: Inventory, *, revisions: bool, filtered: bool, show_missing: bool = True) -> None:
+def scan_tables(
+    inventory: Inventory, *, revisions: bool, filtered: bool, show_missing: bool = True, markdown: bool = False
+) -> None:
     """The human view of a scan: per cache a heading, a table and a totals line.
 
     Caches whose folder does not exist get a one-line heading, or nothing at all when not
     ``show_missing`` (a scan of every kind shows the caches found, not the ones absent).
     """
-    out = stdout()
+    out = _writer(markdown)
     now = inventory.scanned_at
     shown_caches = [c for c in inventory.caches if c.exists or show_missing]
     for index, cache in enumerate(shown_caches):
         if index:
-            out.print()
-        out.print(Text(f"{cache.title or cache.kind}: ", style="bold") + Text(cache.root))
+            out.gap()
+        out.heading(Text(f"{cache.title or cache.kind}: ", style="bold") + Text(cache.root))
         if not cache.exists:
-            out.print("  nothing cached yet (the folder does not exist)")
+            out.line("  nothing cached yet (the folder does not exist)")
             continue
         noun = "repo" if uses_refs(cache.kind) else "item"
         if cache.items:
-            out.print(_revision_table(cache, now) if revisions else _item_table(cache, now))
+            out.table(_revision_table(cache, now) if revisions else _item_table(cache, now))
         else:
-            out.print(f"  no matching {noun}s" if filtered else f"  no {noun}s cached")
+            out.line(f"  no matching {noun}s" if filtered else f"  no {noun}s cached")
         shown = sum(i.size_bytes for i in cache.items)
         nrevs = sum(len(i.revisions) for i in cache.items)
         line = f"{_plural(len(cache.items), noun)}, {_plural(nrevs, 'revision')}"
         line += f" ({size(shown)}{' shown' if filtered else ''}); cache total {size(cache.size_bytes)}"
         if cache.shared_store:
             line += ", shared blobs counted once"
-        out.print(line)
+        out.line(line)
         extras = []
         if cache.partial_files:
             extras.append(
@@ -204,9 +332,9 @@ def scan_tables(inventory: Inventory, *, revisions: bool, filtered: bool, show_m
                 f"({size(sum(s.size_bytes for s in cache.unreferenced_payloads))})"
             )
         if extras:
-            out.print("not in any revision: " + ", ".join(extras))
+            out.line("not in any revision: " + ", ".join(extras))
         if any(not i.deletable for i in cache.items):
-            out.print(
+            out.line(
                 Text(
                     f"! = something odd was found in this {noun} (see warnings); hfcache will not delete through it", style="dim"
                 )
@@ -247,26 +375,32 @@ def _plan_table(units: tuple[PlanUnit, ...], *, ran: bool, keep: bool) -> Table:
     return table
 
 
-def plan_tables(plan: Plan, *, show_keep: bool = True) -> None:
-    """The human view of a plan (or of a run): what goes and why, what stays and why, the totals."""
-    out = stdout()
+def plan_tables(plan: Plan, *, show_keep: bool = True, markdown: bool = False) -> None:
+    """The human view of a plan (or of a run): what goes and why, what stays and why, the totals.
+
+    The plan's warnings are not part of it: :func:`plan_warnings` puts them on stderr.
+    """
+    out = _writer(markdown)
     ran = not plan.dry_run
     for line in plan.policy:
-        out.print(Text("policy ", style="dim") + Text(line))
+        out.line(Text("policy ", style="dim") + Text(line))
     if plan.delete:
-        out.print(Text("Deleted:" if ran else "Would delete:", style="bold"))
-        out.print(_plan_table(plan.delete, ran=ran, keep=False))
+        out.heading(Text("Deleted:" if ran else "Would delete:", style="bold"))
+        out.table(_plan_table(plan.delete, ran=ran, keep=False))
     else:
-        out.print("Nothing to delete.")
+        out.line("Nothing to delete.")
     if plan.keep and show_keep:
-        out.print(Text("Kept (a policy selected them, a rule saved them):", style="bold"))
-        out.print(_plan_table(plan.keep, ran=False, keep=True))
+        out.heading(Text("Kept (a policy selected them, a rule saved them):", style="bold"))
+        out.table(_plan_table(plan.keep, ran=False, keep=True))
     units = _plural(len(plan.delete), "unit")
     if ran:
         counts = {s: sum(1 for u in plan.delete if u.status == s) for s in ("deleted", "skipped", "failed")}
         detail = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-        out.print(f"Freed {size(plan.freed_bytes or 0)} of {size(plan.reclaim_bytes)} planned ({units}: {detail or 'none'}).")
+        out.line(f"Freed {size(plan.freed_bytes or 0)} of {size(plan.reclaim_bytes)} planned ({units}: {detail or 'none'}).")
     elif plan.delete:
-        out.print(f"Would free {size(plan.reclaim_bytes)} ({units}).")
+        out.line(f"Would free {size(plan.reclaim_bytes)} ({units}).")
+
+
+def plan_warnings(plan: Plan) -> None:
     for w in plan.warnings:
         warning(w)

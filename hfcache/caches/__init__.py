@@ -14,6 +14,7 @@ with no arguments) or an instance::
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Iterable, Mapping
@@ -31,6 +32,8 @@ from .keras import KERAS
 from .torch import TORCH
 from .transformers_legacy import TRANSFORMERS_LEGACY
 from .xet import XET
+
+log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "hfcache.caches"
 
@@ -164,12 +167,26 @@ def scan_caches(
     caches: list[CacheInventory] = []
     seen: set[str] = set()
     for kind, root, explicit in jobs:
+        started = time.monotonic()
         try:
             inventory = kind.scan(root, explicit=explicit)
         except (NotACache, CacheUnreadable, CacheNotADirectory, CacheNotFound) as e:
             if not forgiving:
                 raise
             inventory = _failed(kind, root, e)
+        if not inventory.exists:
+            log.info("%s: %s does not exist (nothing cached yet)", kind.kind, root)
+        else:
+            log.info(
+                "%s: scanned %s in %.2fs: %d items, %d revisions, %d bytes, %d warnings",
+                kind.kind,
+                inventory.root,
+                time.monotonic() - started,
+                len(inventory.items),
+                sum(len(i.revisions) for i in inventory.items),
+                inventory.size_bytes,
+                len(inventory.all_warnings),
+            )
         if inventory.root in seen:
             continue
         seen.add(inventory.root)

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
+from .. import progress
 from ..errors import CacheUnreadable, NotACache
 from ..locks import is_lock_held
 from ..model import BlobLedger, CacheInventory, Item, Leftover, OrphanFile, PartialFile, Revision, ScanWarning, SharedPayload
@@ -665,7 +666,9 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
 
     partials: list[PartialFile] = []
     scans: list[_RepoScan] = []
-    for entry in entries:
+    label = f"scanning {root}"
+    for done, entry in enumerate(entries, 1):
+        progress.report(label, done, len(entries))
         name = entry.name
         if name in FILES_TO_IGNORE or name in ROOT_ENTRIES_TO_SKIP or entry is store:
             continue

@@ -1,0 +1,247 @@
+"""Output for machines and people (issue 6): --format markdown, --quiet, --verbose, the progress bar, the prompt.
+
+The terminal cases run the real command in a child process with stdin and stderr on a
+pseudo-terminal, since Rich and the prompt decide by ``isatty()``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import select
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from hfcache.cli import app
+from tests.test_safety import SLOW_CLI, many_repos, small_cache
+
+ROW = re.compile(r"^\| (.*) \|$")
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def markdown_tables(text: str) -> list[list[list[str]]]:
+    """Every GitHub-flavoured Markdown table in ``text``: rows of cells, header first, separator checked."""
+    tables: list[list[list[str]]] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        if ROW.match(lines[i]) and i + 1 < len(lines) and re.fullmatch(r"\|(-{3}:?\|)+", lines[i + 1]):
+            header = _cells(lines[i])
+            assert lines[i + 1].count("|") == len(header) + 1, "separator and header disagree"
+            rows = [header]
+            i += 2
+            while i < len(lines) and ROW.match(lines[i]):
+                rows.append(_cells(lines[i]))
+                assert len(rows[-1]) == len(header), lines[i]
+                i += 1
+            tables.append(rows)
+        else:
+            i += 1
+    return tables
+
+
+def _cells(line: str) -> list[str]:
+    inner = ROW.match(line).group(1)  # type: ignore[union-attr]
+    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\) \| ", inner)]
+
+
+@pytest.fixture
+def hub(tmp_path) -> str:
+    root = str(tmp_path / "hub|cache")  # a | in the root, which Markdown must escape
+    os.makedirs(root)
+    small_cache(root)
+    return root
+
+
+def test_scan_as_markdown_matches_the_json(hub):
+    md = invoke("scan", "--cache-dir", hub, "--format", "markdown", "--revisions")
+    data = json.loads(invoke("scan", "--cache-dir", hub, "--json").stdout)
+    assert md.exit_code == 0, md.output
+    assert f"#### Hugging Face hub cache: {hub.replace('|', chr(92) + '|')}" in md.stdout
+    [table] = markdown_tables(md.stdout)
+    header, *rows = table
+    assert header[:4] == ["ID", "REVISION", "VERSION", "SIZE"]
+    revisions = sorted((i["id"], r["revision"][:12]) for c in data["caches"] for i in c["items"] for r in i["revisions"])
+    assert sorted((r[0], r[1][:12]) for r in rows) == revisions
+    assert "2 repos, 4 revisions" in md.stdout
+
+
+def test_prune_as_markdown_lists_the_plan_and_then_the_outcome(hub):
+    planned = json.loads(invoke("prune", "--cache-dir", hub, "--max-age", "30d", "--dry-run", "--json").stdout)
+    md = invoke("prune", "--cache-dir", hub, "--max-age", "30d", "--dry-run", "--format", "markdown")
+    assert md.exit_code == 0, md.output
+    [table] = markdown_tables(md.stdout)
+    assert table[0] == ["KIND", "ID", "REVISION", "FREES", "WHY"]
+    assert sorted(r[1] for r in table[1:]) == sorted(u["id"] for u in planned["delete"])
+    assert all(r[4].startswith("max-age: not accessed for 60d") for r in table[1:])
+
+    ran = invoke("prune", "--cache-dir", hub, "--max-age", "30d", "--yes", "--format", "markdown")
+    assert ran.exit_code == 0, ran.output
+    [table] = markdown_tables(ran.stdout)
+    assert table[0] == ["KIND", "ID", "REVISION", "STATUS", "FREED", "WHY"]
+    assert [r[3] for r in table[1:]] == ["deleted", "deleted"]
+    assert "Freed 2.0 kB of 2.0 kB planned (2 units: 2 deleted)." in ran.stdout
+
+
+def test_apply_takes_the_same_formats(hub, tmp_path):
+    plan = str(tmp_path / "plan.json")
+    assert invoke("prune", "--cache-dir", hub, "--max-age", "30d", "--dry-run", "--plan-out", plan, "-q").exit_code == 0
+    md = invoke("apply", plan, "--dry-run", "--format", "markdown")
+    assert len(markdown_tables(md.stdout)[0]) == 3
+    as_json = invoke("apply", plan, "--dry-run", "--format", "json")
+    assert json.loads(as_json.stdout)["delete"] == json.loads(open(plan).read())["delete"]
+
+
+def test_verbose_logs_each_cache_and_unit_to_stderr_and_quiet_says_nothing(hub):
+    quiet = invoke("prune", "--cache-dir", hub, "--max-age", "30d", "--dry-run", "--json", "--quiet")
+    assert quiet.stderr == ""
+    json.loads(quiet.stdout)
+
+    plain = invoke("prune", "--cache-dir", hub, "--max-age", "30d", "--yes", "--json")
+    assert " INFO " not in plain.stderr
+
+
+def test_verbose_levels(tmp_path):
+    for level, expected, absent in (("-v", " INFO ", " DEBUG "), ("-vv", " DEBUG ", None)):
+        root = str(tmp_path / level)
+        os.makedirs(root)
+        small_cache(root)
+        result = invoke("prune", "--cache-dir", root, "--max-age", "30d", "--yes", "--json", level)
+        assert result.exit_code == 0, result.output
+        json.loads(result.stdout)  # logging never mixes into the data on stdout
+        log = result.stderr
+        assert re.search(rf"INFO hfcache.caches: huggingface: scanned {re.escape(root)} in [\d.]+s: 2 items, 4 revisions", log)
+        deleted = [line for line in log.splitlines() if "INFO hfcache.execute: deleted revision" in line]
+        assert len(deleted) == 2 and all("max-age" in line and "1000 bytes freed" in line for line in deleted)
+        assert expected in log
+        if absent:
+            assert absent not in log
+        else:
+            assert re.search(r"DEBUG hfcache.execute: remove \S+/blobs/org--a-e1: done, 1000 bytes freed", log)
+
+
+# ---------------------------------------------------------------------------------------------
+# On a terminal
+
+
+def on_a_terminal(args: list[str], *, answer: bytes = b"", code: str | None = None, timeout: float = 60):
+    """Run the command with stdin and stderr on a pseudo-terminal; returns (exit code, stdout, terminal text)."""
+    master, slave = pty.openpty()
+    env = {**os.environ, "TERM": "xterm", "COLUMNS": "120"}
+    command = [sys.executable, "-c", code, *args] if code else [sys.executable, "-m", "hfcache", *args]
+    proc = subprocess.Popen(command, stdin=slave, stdout=subprocess.PIPE, stderr=slave, env=env)
+    os.close(slave)
+    if answer:
+        os.write(master, answer)
+    seen = bytearray()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed its end
+                break
+            if not data:
+                break
+            seen += data
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    out = proc.stdout.read().decode()  # type: ignore[union-attr]
+    proc.stdout.close()  # type: ignore[union-attr]
+    return proc.wait(timeout=timeout), out, seen.decode(errors="replace")
+
+
+def test_a_progress_bar_on_a_terminal_only_and_not_with_quiet(tmp_path):
+    root = str(tmp_path / "hub")
+    policy = many_repos(root, 30)
+    # Each removal slowed to 10 ms, so the bar is drawn while the plan executes.
+    code, out, terminal = on_a_terminal(["0.01", "prune", "--cache-dir", root, "--config", policy, "--yes"], code=SLOW_CLI)
+    assert code == 0, terminal
+    assert f"scanning {root}" in terminal
+    assert re.search(r"deleting .*\d+/\d+", terminal), terminal
+    assert "Deleted:" in out and "scanning" not in out
+
+    code, out, terminal = on_a_terminal(["scan", "--cache-dir", root, "--quiet"])
+    assert code == 0 and "scanning" not in terminal and "org/new-1" in out
+
+    # Off a terminal (CliRunner's stderr is a pipe): no bar at all.
+    assert "scanning" not in invoke("scan", "--cache-dir", root).stderr
+
+
+@pytest.mark.parametrize(("answer", "deleted"), [(b"y\n", True), (b"n\n", False), (b"\n", False)])
+def test_prune_asks_on_a_terminal_and_does_only_what_it_is_told(hub, answer, deleted):
+    going = json.loads(invoke("prune", "--cache-dir", hub, "--max-age", "30d", "--dry-run", "--json").stdout)["delete"]
+    code, out, terminal = on_a_terminal(["prune", "--cache-dir", hub, "--max-age", "30d"], answer=answer)
+    assert code == 0, terminal
+    assert "Would delete:" in out and "Delete these 2 units? [y/N]" in out
+    assert all(os.path.exists(u["path"]) != deleted for u in going)
+    if deleted:
+        assert "Deleted:" in out and "Freed 2.0 kB" in out
+    else:
+        assert "Nothing deleted." in terminal
+
+
+# ---------------------------------------------------------------------------------------------
+# Shell completion, as the README installs it
+
+
+# The installed command (pip puts it beside the interpreter): completion keys on its name.
+HFCACHE = os.path.join(os.path.dirname(sys.executable), "hfcache")
+
+
+def completion(shell: str, **env: str) -> str:
+    return subprocess.run([HFCACHE], env={**os.environ, **env}, capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.skipif(not shutil.which("bash"), reason="needs bash")
+def test_bash_completion_from_the_installed_script(tmp_path):
+    script = tmp_path / "hfcache.bash"
+    script.write_text(completion("bash", _HFCACHE_COMPLETE="source_bash"))
+    probe = f"""
+source {script}
+complete -p hfcache
+for line in "hfcache pr" "hfcache scan --ki" "hfcache scan --kind t" "hfcache scan --format m"; do
+  read -r -a COMP_WORDS <<< "$line"
+  [[ "$line" == *" " ]] && COMP_WORDS+=("")
+  COMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 ))
+  _hfcache_completion hfcache
+  echo "$line => ${{COMPREPLY[*]}}"
+done
+"""
+    env = {**os.environ, "PATH": f"{os.path.dirname(HFCACHE)}{os.pathsep}{os.environ['PATH']}"}
+    out = subprocess.run(["bash", "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
+    assert "-F _hfcache_completion hfcache" in out
+    assert "hfcache pr => prune" in out
+    assert "hfcache scan --ki => --kind" in out
+    assert "hfcache scan --kind t => torch transformers-legacy" in out
+    assert "hfcache scan --format m => markdown" in out
+
+
+def test_zsh_and_fish_scripts_and_their_answers():
+    zsh = completion("zsh", _HFCACHE_COMPLETE="source_zsh")
+    assert zsh.startswith("\n#compdef hfcache") or zsh.lstrip().startswith("#compdef hfcache")
+    assert "_HFCACHE_COMPLETE=complete_zsh" in zsh
+    answer = completion("zsh", _HFCACHE_COMPLETE="complete_zsh", _TYPER_COMPLETE_ARGS="hfcache scan --kind k")
+    assert "kagglehub" in answer and "keras" in answer and "torch" not in answer
+
+    fish = completion("fish", _HFCACHE_COMPLETE="source_fish")
+    assert fish.startswith("complete --command hfcache")
+    answer = completion(
+        "fish",
+        _HFCACHE_COMPLETE="complete_fish",
+        _TYPER_COMPLETE_FISH_ACTION="get-args",
+        _TYPER_COMPLETE_ARGS="hfcache prune --keep-per ",
+    )
+    assert answer.split() == ["major", "minor"]
