@@ -16,17 +16,17 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import humanize
 from rich.console import Console, RenderableType
-from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from .model import CacheInventory, Inventory, ScanWarning, uses_refs
-from .plan import Plan, PlanUnit
+
+if TYPE_CHECKING:
+    from .plan import Plan, PlanUnit
 
 MAX_WARNINGS_SHOWN = 20
 
@@ -103,6 +103,8 @@ def setup_logging(verbosity: int) -> None:
     if verbosity <= 0:
         logger.setLevel(logging.NOTSET)
         return
+    from rich.logging import RichHandler
+
     handler: logging.Handler
     if sys.stderr.isatty():
         handler = RichHandler(console=stderr(), show_path=False, markup=False, rich_tracebacks=False)
@@ -124,6 +126,8 @@ def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], Non
     if not (enabled and sys.stderr.isatty()) or _live is not None:
         yield None
         return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -150,7 +154,12 @@ def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], Non
 
 
 def json_document(data: dict[str, Any]) -> None:
-    raw(json.dumps(data, indent=2) + "\n")
+    """Indented for a person at a terminal; one compact line for a program (as ``gh`` does).
+
+    The compact form uses the json module's C encoder: on a 100,000-file cache that is
+    about a tenth of the time of the indented (pure Python) one.
+    """
+    raw((json.dumps(data, indent=2) if sys.stdout.isatty() else json.dumps(data, separators=(",", ":"))) + "\n")
 
 
 def raw(text: str) -> None:

@@ -140,6 +140,7 @@ def scan_caches(
     env: Mapping[str, str] | None = None,
     now: float | None = None,
     kind_registry: Registry | None = None,
+    jobs: int = 1,
 ) -> Inventory:
     """Scan the default roots of ``kinds`` (all when None), or the given roots instead.
 
@@ -148,6 +149,7 @@ def scan_caches(
     explains what is wrong). Roots given twice (also through different spellings or
     symlinks) are scanned once. When every kind is scanned by default, one kind's unreadable
     or unrecognisable root becomes a warning on that cache; otherwise it is an error.
+    ``jobs`` > 1 is passed on to kinds that scan in parallel (``parallel``: the hub's).
 
     >>> import tempfile
     >>> inv = scan_caches([tempfile.mkdtemp()])
@@ -158,18 +160,21 @@ def scan_caches(
     allowed = select_kinds(kinds, reg)
     scanned_at = time.time() if now is None else now
     environ = os.environ if env is None else env
-    jobs: list[tuple[CacheKind, str, bool]]
+    roots: list[tuple[CacheKind, str, bool]]
     if cache_dirs is None:
-        jobs = [(k, root, False) for k in allowed for root in k.default_roots(environ)]
+        roots = [(k, root, False) for k in allowed for root in k.default_roots(environ)]
     else:
-        jobs = [(_choose_kind(os.fspath(d), allowed), os.fspath(d), True) for d in cache_dirs]
+        roots = [(_choose_kind(os.fspath(d), allowed), os.fspath(d), True) for d in cache_dirs]
     forgiving = cache_dirs is None and kinds is None
     caches: list[CacheInventory] = []
     seen: set[str] = set()
-    for kind, root, explicit in jobs:
+    for kind, root, explicit in roots:
         started = time.monotonic()
         try:
-            inventory = kind.scan(root, explicit=explicit)
+            if jobs > 1 and getattr(kind, "parallel", False):
+                inventory = kind.scan(root, explicit=explicit, jobs=jobs)
+            else:
+                inventory = kind.scan(root, explicit=explicit)
         except (NotACache, CacheUnreadable, CacheNotADirectory, CacheNotFound) as e:
             if not forgiving:
                 raise

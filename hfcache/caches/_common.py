@@ -148,7 +148,8 @@ class FunctionKind:
 
     ``shapes`` are regular expressions over a path relative to the root (``/``-separated):
     every path a prune removes must match one of them. ``lock_file`` is where, relative to
-    the root, hfcache's own prune lock lives.
+    the root, hfcache's own prune lock lives. A kind with ``parallel`` takes ``jobs=N`` in
+    ``scan`` (a thread pool, for network file systems).
     """
 
     kind: str
@@ -159,6 +160,7 @@ class FunctionKind:
     scan_root: Callable[..., CacheInventory]
     shapes: tuple[str, ...] = ()
     lock_file: str = PRUNE_LOCK
+    parallel: bool = False
 
     def default_roots(self, env: Mapping[str, str]) -> list[str]:
         return self.roots(env)
@@ -166,8 +168,8 @@ class FunctionKind:
     def recognizes(self, root: str) -> bool:
         return self.recognise(root)
 
-    def scan(self, root: str, *, explicit: bool = True) -> CacheInventory:
-        return self.scan_root(root, explicit=explicit)
+    def scan(self, root: str, *, explicit: bool = True, **options: int) -> CacheInventory:
+        return self.scan_root(root, explicit=explicit, **options)
 
 
 def list_dir(folder: str, warnings: list[ScanWarning]) -> list[os.DirEntry[str]]:
