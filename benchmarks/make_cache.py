@@ -103,9 +103,9 @@ def make_cache(root: str, files: int, seed: int = 0) -> int:
     os.makedirs(root)
     written = index = 0
     while written < files:
-        revisions = rng.choice((1, 1, 2, 3, 4))
-        per = min(FILES_PER_REVISION + rng.randint(-15, 15), max(1, (files - written) // revisions) or 1)
-        written += write_repo(root, rng, index, revisions, max(per, 1))
+        revisions = min(rng.choice((1, 1, 2, 3, 4)), files - written)
+        per = max(1, min(FILES_PER_REVISION + rng.randint(-15, 15), (files - written) // revisions))
+        written += write_repo(root, rng, index, revisions, per)
         index += 1
     return index
 
