@@ -680,8 +680,9 @@ def scan(root: str, *, explicit: bool = True, jobs: int = 1) -> CacheInventory:
 
     Raises the errors of :func:`check_root`. Everything odd inside the cache becomes a
     :class:`ScanWarning` and the scan goes on. ``jobs`` > 1 scans that many repos at a time
-    in threads: it pays where each file system call waits on a network (NFS, Lustre), not on
-    a local disk, where the threads only contend for the interpreter (benchmarks/README.md).
+    in threads: meant for network file systems (NFS, Lustre), where each call waits on a round
+    trip; on a local disk the threads only contend for the interpreter and are slower
+    (benchmarks/README.md). The result is the same for any ``jobs``.
 
     >>> import tempfile
     >>> scan(tempfile.mkdtemp()).items
