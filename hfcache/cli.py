@@ -295,8 +295,7 @@ class _Run:
                 raise ConfirmationRequired(
                     "refusing to delete without confirmation: no terminal to ask on; add --yes (or use --dry-run)"
                 )
-            render.plan_tables(plan)
-            render.plan_warnings(plan)
+            _emit(plan, OutputFormat.table)  # a question on a terminal: always the table
             if not typer.confirm(f"Delete these {len(plan.delete)} units?", default=False):
                 render.note("Nothing deleted.")
                 return

@@ -452,7 +452,7 @@ def execute_plan(
         if audit is not None and result.status != "skipped":
             audit.record(result)
         why = result.error or "; ".join(result.reasons)
-        log.info("%s %s %s: %s (%s)", result.status, unit.what, unit.path, why, f"{result.freed_bytes or 0} bytes freed")
+        log.info("%s %s %s: %s (%d bytes freed)", result.status, unit.what, unit.path, why, result.freed_bytes or 0)
         progress.report("deleting", len(done), len(plan.delete))
 
     for w in work:

@@ -136,8 +136,9 @@ def run_plan(
     caches are scanned again, since the scan behind ``inventory`` is stale.
     """
     check_roots(plan)
-    with AuditLog(log) as audit, PruneLocks(lock_files(plan), lock_wait) as locks:
-        logger.info("audit log: %s; prune locks: %s", audit.path, ", ".join(sorted(lock_files(plan).values())))
+    locks_needed = lock_files(plan)
+    with AuditLog(log) as audit, PruneLocks(locks_needed, lock_wait) as locks:
+        logger.info("audit log: %s; prune locks: %s", audit.path, ", ".join(sorted(locks_needed.values())))
         if locks.waited:
             logger.info("waited for another prune of the same cache: scanning again")
         fresh = rescan(plan) if inventory is None or locks.waited else inventory

@@ -50,13 +50,8 @@ def real_cache(root: str, *, aged_days: float = 90) -> None:
 
 
 def plan_of(command: list[str], env: dict[str, str]) -> dict:
-    """What ``command`` (a prune) would delete: the same command as a dry run."""
-    dry = [*command, "--dry-run", "--format", "json"]
-    dry = [a for a in dry if a not in ("--yes", "--format=markdown")]
-    if "markdown" in dry:
-        i = dry.index("markdown")
-        del dry[i - 1 : i + 1]
-    out = subprocess.run(dry, env=env, capture_output=True, text=True)
+    """What ``command`` (a prune) would delete: the same command as a dry run (the last --format wins)."""
+    out = subprocess.run([*command, "--dry-run", "--format", "json"], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 

@@ -201,14 +201,14 @@ def test_prune_asks_on_a_terminal_and_does_only_what_it_is_told(hub, answer, del
 HFCACHE = os.path.join(os.path.dirname(sys.executable), "hfcache")
 
 
-def completion(shell: str, **env: str) -> str:
+def completion(**env: str) -> str:
     return subprocess.run([HFCACHE], env={**os.environ, **env}, capture_output=True, text=True, check=True).stdout
 
 
 @pytest.mark.skipif(not shutil.which("bash"), reason="needs bash")
 def test_bash_completion_from_the_installed_script(tmp_path):
     script = tmp_path / "hfcache.bash"
-    script.write_text(completion("bash", _HFCACHE_COMPLETE="source_bash"))
+    script.write_text(completion(_HFCACHE_COMPLETE="source_bash"))
     probe = f"""
 source {script}
 complete -p hfcache
@@ -230,16 +230,15 @@ done
 
 
 def test_zsh_and_fish_scripts_and_their_answers():
-    zsh = completion("zsh", _HFCACHE_COMPLETE="source_zsh")
+    zsh = completion(_HFCACHE_COMPLETE="source_zsh")
     assert zsh.startswith("\n#compdef hfcache") or zsh.lstrip().startswith("#compdef hfcache")
     assert "_HFCACHE_COMPLETE=complete_zsh" in zsh
-    answer = completion("zsh", _HFCACHE_COMPLETE="complete_zsh", _TYPER_COMPLETE_ARGS="hfcache scan --kind k")
+    answer = completion(_HFCACHE_COMPLETE="complete_zsh", _TYPER_COMPLETE_ARGS="hfcache scan --kind k")
     assert "kagglehub" in answer and "keras" in answer and "torch" not in answer
 
-    fish = completion("fish", _HFCACHE_COMPLETE="source_fish")
+    fish = completion(_HFCACHE_COMPLETE="source_fish")
     assert fish.startswith("complete --command hfcache")
     answer = completion(
-        "fish",
         _HFCACHE_COMPLETE="complete_fish",
         _TYPER_COMPLETE_FISH_ACTION="get-args",
         _TYPER_COMPLETE_ARGS="hfcache prune --keep-per ",

@@ -181,7 +181,7 @@ def scan_caches(
             inventory = _failed(kind, root, e)
         if not inventory.exists:
             log.info("%s: %s does not exist (nothing cached yet)", kind.kind, root)
-        else:
+        elif log.isEnabledFor(logging.INFO):  # the counts below walk every item: only for -v
             log.info(
                 "%s: scanned %s in %.2fs: %d items, %d revisions, %d bytes, %d warnings",
                 kind.kind,

@@ -395,15 +395,19 @@ def _scan_refs(refs_dir: str, warnings: list[ScanWarning]) -> dict[str, list[str
 
 
 def _scan_snapshot(
-    roots: _Roots, repo_dir: str, snapshot_dir: str, blobs: dict[str, _Blob], warnings: list[ScanWarning]
+    roots: _Roots,
+    repo_dir: str,
+    snapshot_dir: str,
+    blobs: dict[str, _Blob],
+    canonical: dict[str, str],
+    warnings: list[ScanWarning],
 ) -> tuple[set[str], int]:
     """Walk one snapshot: the set of blob keys it reaches, and its number of files.
 
-    The keys in the set are the ``blobs`` dict's own string objects, not equal copies: on a
-    100,000-file cache that is 10 MB less.
+    ``canonical`` maps each key of ``blobs`` to itself, so the set holds the dict's own
+    string objects, not an equal copy per link: on a 100,000-file cache that is 10 MB less.
     """
     keys: set[str] = set()
-    canonical = {k: k for k in blobs}
     nb_files = 0
     blobs_prefix = repo_dir + os.sep + "blobs" + os.sep
     cut = len(repo_dir) + 1
@@ -545,6 +549,7 @@ def _scan_repo(roots: _Roots, entry: os.DirEntry[str], repo_type: str, item_id: 
         warnings.append(ScanWarning(os.path.join(repo_dir, "snapshots"), "no snapshots/ folder", blocks_deletion=False))
     elif usable("snapshots"):
         snapshots_dir = os.path.join(repo_dir, "snapshots")
+        canonical = {k: k for k in blobs}
         for snap in sorted(_list(snapshots_dir, "snapshots", warnings), key=lambda e: e.name):
             if snap.name in FILES_TO_IGNORE:
                 continue
@@ -557,7 +562,7 @@ def _scan_repo(roots: _Roots, entry: os.DirEntry[str], repo_type: str, item_id: 
             rev_warnings: list[ScanWarning] = []
             if not _COMMIT_RE.fullmatch(snap.name):
                 rev_warnings.append(ScanWarning(snap.path, "snapshot folder is not named after a commit hash"))
-            keys, nb_files = _scan_snapshot(roots, repo_dir, snap.path, blobs, rev_warnings)
+            keys, nb_files = _scan_snapshot(roots, repo_dir, snap.path, blobs, canonical, rev_warnings)
             revisions.append((snap.name, snap.path, keys, nb_files, rev_warnings))
     return finish()
 
