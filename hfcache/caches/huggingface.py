@@ -22,13 +22,12 @@ import os
 import re
 import stat as stat_mod
 from collections import Counter, defaultdict
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
+from itertools import chain
 from typing import NamedTuple
 
-from .. import progress
+from .. import parallel
 from ..errors import CacheUnreadable, NotACache
 from ..locks import is_lock_held
 from ..model import BlobLedger, CacheInventory, Item, Leftover, OrphanFile, PartialFile, Revision, ScanWarning, SharedPayload
@@ -100,13 +99,16 @@ class _Roots:
 
 @dataclass
 class _RepoScan:
-    item: Item
+    item: Item  # its revisions' reclaimable_bytes count plain blobs only; see store_exclusive
     blobs: dict[str, _Blob]
-    revision_keys: list[frozenset[str]]
     partials: list[PartialFile]
     leftovers: list[Leftover]
+    # Revision index -> keys only that revision uses that link into the shared store: what
+    # deleting them frees depends on other repos, so the whole-cache step finishes their count.
+    store_exclusive: list[tuple[int, list[str]]] = field(default_factory=list)
     # Filled by _settle, which also shrinks ``blobs`` to the ledger's (size, payload) pairs.
     counted: dict[str, tuple[int, str | None]] = field(default_factory=dict)
+    store_links: list[tuple[str, str]] = field(default_factory=list)  # (key, payload) of blobs linking into the store
     own_bytes: int = 0  # referenced blobs in the repo's blobs/ (not shared-store links)
     foreign: dict[str, int] = field(default_factory=dict)  # referenced files elsewhere in the cache
     orphans: list[OrphanFile] = field(default_factory=list)
@@ -118,21 +120,24 @@ def _settle(scan_: _RepoScan) -> _RepoScan:
     The totals, the orphans (with their times) and the ledger's ``(size, payload)`` pairs;
     the full per-blob records go, so a 100,000-file scan never holds them all at once.
     """
-    referenced = set().union(*scan_.revision_keys) if scan_.revision_keys else set()
+    blobs = scan_.blobs
     item = scan_.item
-    for key, blob in scan_.blobs.items():
-        size = blob.size or 0
-        scan_.counted[key] = (size, blob.store)
-        if key in referenced:
-            if blob.size is None or blob.store is not None:
-                continue
-            if os.path.isabs(key):
-                scan_.foreign[key] = size
-            else:
-                scan_.own_bytes += size
-        elif key.startswith("blobs/"):
+    scan_.counted = {k: (b.size or 0, b.store) for k, b in blobs.items()}
+    scan_.store_links = [(k, b.store) for k, b in blobs.items() if b.store is not None]
+    referenced: set[str] = set().union(*(r.blobs for r in item.revisions))
+    for key in referenced:  # every referenced key is a counted blob (the snapshot walk sees to it)
+        blob = blobs[key]
+        if blob.size is None or blob.store is not None:
+            continue
+        if os.path.isabs(key):
+            scan_.foreign[key] = blob.size
+        else:
+            scan_.own_bytes += blob.size
+    for key in blobs.keys() - referenced:
+        if key.startswith("blobs/"):
+            blob = blobs[key]
             path = blob.path or os.path.join(item.path, key)
-            scan_.orphans.append(OrphanFile(path, item.id, size, blob.atime, blob.mtime, blob.store))
+            scan_.orphans.append(OrphanFile(path, item.id, blob.size or 0, blob.atime, blob.mtime, blob.store))
     scan_.blobs = {}
     return scan_
 
@@ -394,30 +399,38 @@ def _scan_refs(refs_dir: str, warnings: list[ScanWarning]) -> dict[str, list[str
     return refs
 
 
+def _link_table(blobs: dict[str, _Blob], depth: int, tables: dict[int, dict[str, str]]) -> dict[str, str]:
+    """The hub's own link target for each counted blob, ``"../" * depth + "blobs/<etag>"``, mapped to its key.
+
+    Made once per repo and folder depth (snapshots/<commit> is 2; 0 maps each key to itself),
+    so the hot loop of a scan recognises a link with one dict lookup, and the sets of keys it
+    builds hold the dict's own string objects, not an equal copy per link.
+    """
+    table = tables.get(depth)
+    if table is None:
+        up = "../" * depth
+        table = tables[depth] = {up + k: k for k, b in blobs.items() if b.size is not None and k.startswith("blobs/")}
+    return table
+
+
 def _scan_snapshot(
     roots: _Roots,
     repo_dir: str,
     snapshot_dir: str,
     blobs: dict[str, _Blob],
-    canonical: dict[str, str],
+    tables: dict[int, dict[str, str]],
     warnings: list[ScanWarning],
 ) -> tuple[set[str], int]:
-    """Walk one snapshot: the set of blob keys it reaches, and its number of files.
-
-    ``canonical`` maps each key of ``blobs`` to itself, so the set holds the dict's own
-    string objects, not an equal copy per link: on a 100,000-file cache that is 10 MB less.
-    """
+    """Walk one snapshot: the set of blob keys it reaches, and its number of files."""
     keys: set[str] = set()
     nb_files = 0
     blobs_prefix = repo_dir + os.sep + "blobs" + os.sep
     cut = len(repo_dir) + 1
-    # Folders and how deep they are below the repo folder (snapshots/<commit> is 2): the hub's
-    # own links from there are exactly "../" * depth + "blobs/<etag>", recognised without
-    # normalising a path (the hot loop of a large scan).
+    # Folders and how deep they are below the repo folder (snapshots/<commit> is 2).
     stack = [(snapshot_dir, 2)]
     while stack:
         folder, depth = stack.pop()
-        standard = "../" * depth + "blobs/"
+        hub_links = _link_table(blobs, depth, tables)
         for entry in _list(folder, "snapshot folder", warnings):
             if entry.is_symlink():
                 nb_files += 1
@@ -426,24 +439,20 @@ def _scan_snapshot(
                 except OSError as e:
                     warnings.append(ScanWarning(entry.path, f"unreadable symlink ({e.strerror or e})"))
                     continue
-                key = path = None
-                if target.startswith(standard):
-                    name = target[len(standard) :]
-                    if name and "/" not in name and name not in (".", ".."):
-                        key = "blobs/" + name
-                else:
-                    path = _resolve_link(roots, folder, target)
-                    name = path[len(blobs_prefix) :]
-                    if path.startswith(blobs_prefix) and os.sep not in name and not _has_inner_dotdot(target):
-                        key = "blobs/" + name
-                if key is not None:
-                    blob = blobs.get(key)
-                    if blob is None or blob.size is None:
+                key = hub_links.get(target)
+                if key is not None:  # almost every link: exactly what the hub writes, to a counted blob
+                    keys.add(key)
+                    continue
+                path = _resolve_link(roots, folder, target)
+                name = path[len(blobs_prefix) :]
+                if path.startswith(blobs_prefix) and os.sep not in name and not _has_inner_dotdot(target):
+                    key = _link_table(blobs, 0, tables).get("blobs/" + name)
+                    if key is None:
                         warnings.append(ScanWarning(entry.path, "broken symlink (blob missing)"))
                     else:
-                        keys.add(canonical[key])
+                        keys.add(key)
                     continue
-                found = _stat_foreign(roots, path or _resolve_link(roots, folder, target), target)
+                found = _stat_foreign(roots, path, target)
                 if isinstance(found, str):
                     warnings.append(ScanWarning(entry.path, found))
                 else:
@@ -475,12 +484,17 @@ def _dir_times(path: str) -> tuple[float, float]:
     return st.st_atime, st.st_mtime
 
 
-def _times(blobs: dict[str, _Blob], keys: set[str] | frozenset[str], fallback_dir: str) -> tuple[float, float]:
-    """Newest atime and mtime among ``keys``' blobs, or the folder's own times when it has none."""
+def _totals(blobs: dict[str, _Blob], keys: Collection[str], fallback_dir: str) -> tuple[int, float, float]:
+    """Bytes of ``keys``' blobs and their newest atime and mtime (the folder's own times when none counts)."""
+    if keys:
+        # Columns of the blobs' records: sum() and max() then run in C (the hot path of a big scan).
+        sizes, atimes, mtimes, _, _ = zip(*map(blobs.__getitem__, keys), strict=True)
+        if None not in sizes:
+            return sum(sizes), max(atimes), max(mtimes)
     sized = [blobs[k] for k in keys if blobs[k].size is not None]
     if not sized:
-        return _dir_times(fallback_dir)
-    return max(b.atime for b in sized), max(b.mtime for b in sized)
+        return 0, *_dir_times(fallback_dir)
+    return sum(b.size or 0 for b in sized), max(b.atime for b in sized), max(b.mtime for b in sized)
 
 
 def _scan_repo(roots: _Roots, entry: os.DirEntry[str], repo_type: str, item_id: str) -> _RepoScan:
@@ -549,7 +563,7 @@ def _scan_repo(roots: _Roots, entry: os.DirEntry[str], repo_type: str, item_id: 
         warnings.append(ScanWarning(os.path.join(repo_dir, "snapshots"), "no snapshots/ folder", blocks_deletion=False))
     elif usable("snapshots"):
         snapshots_dir = os.path.join(repo_dir, "snapshots")
-        canonical = {k: k for k in blobs}
+        tables: dict[int, dict[str, str]] = {}
         for snap in sorted(_list(snapshots_dir, "snapshots", warnings), key=lambda e: e.name):
             if snap.name in FILES_TO_IGNORE:
                 continue
@@ -562,7 +576,7 @@ def _scan_repo(roots: _Roots, entry: os.DirEntry[str], repo_type: str, item_id: 
             rev_warnings: list[ScanWarning] = []
             if not _COMMIT_RE.fullmatch(snap.name):
                 rev_warnings.append(ScanWarning(snap.path, "snapshot folder is not named after a commit hash"))
-            keys, nb_files = _scan_snapshot(roots, repo_dir, snap.path, blobs, canonical, rev_warnings)
+            keys, nb_files = _scan_snapshot(roots, repo_dir, snap.path, blobs, tables, rev_warnings)
             revisions.append((snap.name, snap.path, keys, nb_files, rev_warnings))
     return finish()
 
@@ -593,9 +607,21 @@ def _build_repo(
             warnings.append(ScanWarning(refs_dir, message))
     built: list[Revision] = []
     all_keys: set[str] = set()
-    for name, path, keys, nb_files, rev_warnings in revisions:
+    store_exclusive: list[tuple[int, list[str]]] = []
+    links_to_store = any(b.store is not None for b in blobs.values())
+    # How many revisions use each blob: deleting a revision frees the blobs only it uses.
+    use = Counter(chain.from_iterable(keys for _, _, keys, _, _ in revisions)) if len(revisions) > 1 else None
+    for index, (name, path, keys, nb_files, rev_warnings) in enumerate(revisions):
         all_keys |= keys
-        atime, mtime = _times(blobs, keys, path)
+        size, atime, mtime = _totals(blobs, keys, path)
+        exclusive = keys if use is None else [k for k in keys if use[k] == 1]
+        if links_to_store:
+            in_store = [k for k in exclusive if blobs[k].store is not None]
+            if in_store:
+                store_exclusive.append((index, in_store))
+            freed = sum(blobs[k].size or 0 for k in exclusive if blobs[k].store is None)
+        else:
+            freed = size if exclusive is keys else _totals(blobs, exclusive, path)[0]
         rev_refs = tuple(sorted(refs.get(name, ())))
         built.append(
             Revision(
@@ -603,7 +629,8 @@ def _build_repo(
                 path=path,
                 refs=rev_refs,
                 version=tag_version(rev_refs),
-                size_bytes=sum(blobs[k].size or 0 for k in keys),
+                size_bytes=size,
+                reclaimable_bytes=freed,
                 last_accessed=atime,
                 last_modified=mtime,
                 nb_files=nb_files,
@@ -611,20 +638,20 @@ def _build_repo(
                 warnings=tuple(rev_warnings),
             )
         )
-    atime, mtime = _times(blobs, all_keys, repo_dir)
+    size, atime, mtime = _totals(blobs, all_keys, repo_dir)
     item = Item(
         kind=KIND,
         id=item_id,
         type=repo_type,
         path=repo_dir,
-        size_bytes=sum(blobs[k].size or 0 for k in all_keys),
+        size_bytes=size,
         last_accessed=atime,
         last_modified=mtime,
         revisions=tuple(built),
         nb_blobs=len(all_keys),
         warnings=tuple(warnings),
     )
-    return _RepoScan(item, blobs, [r.blobs for r in built], partials, [])
+    return _RepoScan(item, blobs, partials, [], store_exclusive)
 
 
 def _leftovers(item_id: str, traces: dict[str, list[str]], snapshots: set[str], refs: dict[str, list[str]]) -> list[Leftover]:
@@ -649,34 +676,38 @@ def tag_version(refs: tuple[str, ...]) -> str | None:
     return max(versions, key=version_key) if versions else None
 
 
-def _reclaimable(
-    scans: list[_RepoScan], payload_refs: dict[str, list[tuple[int, str]]], payloads: dict[str, _Blob]
-) -> list[Item]:
-    """Fill in each revision's ``reclaimable_bytes``: what deleting it alone frees.
+def _add_store_reclaim(scans: list[_RepoScan], payloads: dict[str, _Blob]) -> list[Item]:
+    """Finish each revision's ``reclaimable_bytes`` with the shared-store payloads deleting it alone frees.
 
-    A blob is freed when no other revision of its repo reaches it; a shared-store payload
-    when, in addition, every repo blob in the whole cache that links to it goes too. When
-    the revision is the repo's last one the hub deletes the whole repo folder, so links
-    from that repo's orphan blobs go as well.
+    A payload goes when every repo blob in the whole cache that links to it goes too: the
+    blobs only this revision uses, or, when the revision is its repo's last one (the hub then
+    deletes the whole repo folder), any blob of that repo, orphans included. The plain blobs
+    only the revision uses are already counted, per repo, by :func:`_build_repo`.
     """
+    # Which repo blobs (referenced or orphan, in any repo) link to each shared payload.
+    payload_refs: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for index, scan_ in enumerate(scans):
+        for key, store in scan_.store_links:
+            payload_refs[store].append((index, key))
     items = []
     for index, scan_ in enumerate(scans):
-        use = Counter(k for keys in scan_.revision_keys for k in keys)
-        only_revision = len(scan_.revision_keys) == 1
-        new_revisions = []
-        for rev in scan_.item.revisions:
-            exclusive = {k for k in rev.blobs if use[k] == 1}
-            freed = 0
-            freed_payloads: set[str] = set()
-            for key in exclusive:
-                size, store = scan_.counted[key]
-                if store is None:
-                    freed += size
-                elif all(i == index and (k in exclusive or only_revision) for i, k in payload_refs[store]):
-                    freed_payloads.add(store)
-            freed += sum(payloads[p].size or 0 for p in freed_payloads)
-            new_revisions.append(replace(rev, reclaimable_bytes=freed))
-        items.append(replace(scan_.item, revisions=tuple(new_revisions)))
+        if not scan_.store_exclusive:
+            items.append(scan_.item)
+            continue
+        only_revision = len(scan_.item.revisions) == 1
+        revisions = list(scan_.item.revisions)
+        for rev_index, keys in scan_.store_exclusive:
+            exclusive = set(keys)
+            freed_payloads = {
+                store
+                for store in (scan_.counted[k][1] for k in keys)
+                if store is not None
+                and all(i == index and (k in exclusive or only_revision) for i, k in payload_refs[store])
+            }
+            rev = revisions[rev_index]
+            extra = sum(payloads[p].size or 0 for p in freed_payloads)
+            revisions[rev_index] = replace(rev, reclaimable_bytes=rev.reclaimable_bytes + extra)
+        items.append(replace(scan_.item, revisions=tuple(revisions)))
     return items
 
 
@@ -684,10 +715,9 @@ def scan(root: str, *, explicit: bool = True, jobs: int = 1) -> CacheInventory:
     """Scan one hub cache root into a :class:`CacheInventory`. Never writes, never opens a blob.
 
     Raises the errors of :func:`check_root`. Everything odd inside the cache becomes a
-    :class:`ScanWarning` and the scan goes on. ``jobs`` > 1 scans that many repos at a time
-    in threads: meant for network file systems (NFS, Lustre), where each call waits on a round
-    trip; on a local disk the threads only contend for the interpreter and are slower
-    (benchmarks/README.md). The result is the same for any ``jobs``.
+    :class:`ScanWarning` and the scan goes on. ``jobs`` > 1 scans up to that many repos at a
+    time (:func:`hfcache.parallel.ordered_map`: forked worker processes on Linux, else threads);
+    the result is the same for any ``jobs``.
 
     >>> import tempfile
     >>> scan(tempfile.mkdtemp()).items
@@ -726,21 +756,8 @@ def scan(root: str, *, explicit: bool = True, jobs: int = 1) -> CacheInventory:
     def scan_repo(repo: tuple[os.DirEntry[str], str, str]) -> _RepoScan:
         return _settle(_scan_repo(roots, *repo))
 
-    label = f"scanning {root}"
-    scans: list[_RepoScan] = []
-    with ThreadPoolExecutor(jobs) if jobs > 1 else nullcontext() as pool:
-        found = pool.map(scan_repo, repos, chunksize=8) if pool else map(scan_repo, repos)
-        for done, scan_ in enumerate(found, 1):
-            scans.append(scan_)
-            progress.report(label, done, len(repos))
-
-    # Which repo blobs (referenced or orphan, in any repo) link to each shared payload.
-    payload_refs: dict[str, list[tuple[int, str]]] = defaultdict(list)
-    for index, scan_ in enumerate(scans):
-        for key, (_, store) in scan_.counted.items():
-            if store is not None:
-                payload_refs[store].append((index, key))
-    items = _reclaimable(scans, payload_refs, roots.payloads)
+    scans = parallel.ordered_map(scan_repo, repos, jobs, label=f"scanning {root}")
+    items = _add_store_reclaim(scans, roots.payloads)
 
     total = sum(p.size or 0 for p in roots.payloads.values())
     foreign: dict[str, int] = {}
@@ -756,10 +773,11 @@ def scan(root: str, *, explicit: bool = True, jobs: int = 1) -> CacheInventory:
         payloads={p: b.size or 0 for p, b in roots.payloads.items()},
     )
 
+    linked = {store for scan_ in scans for _, store in scan_.store_links}
     unreferenced = tuple(
         SharedPayload(p.path, p.size or 0, p.atime, p.mtime, has_manifest=p.path in roots.manifests)
         for path, p in sorted(roots.payloads.items())
-        if path not in payload_refs
+        if path not in linked
     )
     return CacheInventory(
         kind=KIND,
