@@ -16,6 +16,7 @@ import typer
 from . import __version__, progress, render
 from .caches import registry, scan_caches, select_kinds
 from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PARTIAL, ConfirmationRequired, HfcacheError, UsageError
+from .parallel import auto_jobs
 from .query import Selection, parse_sort, select
 from .units import parse_duration, parse_size
 
@@ -62,6 +63,11 @@ def _progress(enabled: bool) -> Iterator[None]:
     """A progress bar on stderr (when it is a terminal) for the work inside, gone before any output."""
     with render.progress_bar(enabled) as listener, progress.listening(listener):
         yield
+
+
+def _jobs(jobs: int) -> int:
+    """``--jobs``: 0 picks the default from the machine (:func:`hfcache.parallel.auto_jobs`)."""
+    return jobs or auto_jobs()
 
 
 def _format(output_format: OutputFormat, as_json: bool) -> OutputFormat:
@@ -140,9 +146,9 @@ JobsOption = Annotated[
     typer.Option(
         "--jobs",
         "-j",
-        min=1,
+        min=0,
         metavar="N",
-        help="Scan N hub repos at a time (threads): for caches on NFS or Lustre; no faster on a local disk.",
+        help="Scan hub repos with N worker processes; 0 (default): one per CPU, at most 8; 1: none.",
     ),
 ]
 LockWaitOption = Annotated[
@@ -199,7 +205,7 @@ def scan(
     as_json: JsonOption = False,
     quiet: QuietOption = False,
     verbose: VerboseOption = 0,
-    jobs: JobsOption = 1,
+    jobs: JobsOption = 0,
 ) -> None:
     """Show what the model caches hold: models, revisions, refs, versions, sizes and ages.
 
@@ -224,7 +230,7 @@ def scan(
         )
         parse_sort(sort)  # refuse a bad key before the (possibly long) scan
         with _progress(not quiet):
-            inventory = scan_caches(cache_dir or None, kinds=kind or None, jobs=jobs)
+            inventory = scan_caches(cache_dir or None, kinds=kind or None, jobs=_jobs(jobs))
         shown = select(inventory, selection, now=inventory.scanned_at, sort=sort)
     everything = not kind and not cache_dir
     if fmt is OutputFormat.json:
@@ -366,7 +372,7 @@ def prune(
     as_json: JsonOption = False,
     quiet: QuietOption = False,
     verbose: VerboseOption = 0,
-    jobs: JobsOption = 1,
+    jobs: JobsOption = 0,
 ) -> None:
     """Delete what retention policies select, after showing the plan with a reason for every unit.
 
@@ -394,7 +400,7 @@ def prune(
         policy = build_policy(overrides, protect=tuple(protect or ()), config=config, use_config=not no_config)
         run = _Run(yes=yes, fmt=fmt, quiet=quiet, lock_wait=float(parse_duration(lock_wait)), log=log)
         with _progress(not quiet):
-            inventory = scan_caches(cache_dir or None, kinds=kind or None, jobs=jobs)
+            inventory = scan_caches(cache_dir or None, kinds=kind or None, jobs=_jobs(jobs))
         notes = check_access_times(inventory, policy)
         plan = plan_prune(inventory, policy)
         if plan_out:
@@ -451,7 +457,7 @@ def metrics(
         Optional[str], typer.Option("--log", metavar="FILE", help="The audit log to read the last prunes from.")
     ] = None,
     verbose: VerboseOption = 0,
-    jobs: JobsOption = 1,
+    jobs: JobsOption = 0,
 ) -> None:
     """The inventory as Prometheus metrics: bytes per cache and model, partial downloads, free space, last prune.
 
@@ -462,7 +468,7 @@ def metrics(
     from .system import disk_of
 
     with _user_errors(verbose=verbose):
-        inventory = scan_caches(cache_dir or None, kinds=kind or None, jobs=jobs)
+        inventory = scan_caches(cache_dir or None, kinds=kind or None, jobs=_jobs(jobs))
         disks = {c.root: disk_of(c.root) for c in inventory.caches if c.exists}
         text = render_metrics(inventory, disks, last_prunes(read_log(log)))
         if textfile:

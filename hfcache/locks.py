@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import errno
 import os
-
-import filelock
+from typing import TYPE_CHECKING
 
 from .errors import CacheBusy
+
+if TYPE_CHECKING:
+    import filelock
 
 try:
     import fcntl
@@ -81,6 +83,8 @@ class PruneLocks:
         return self
 
     def _take(self, root: str, path: str) -> None:
+        import filelock  # only prune takes locks: scans start without it
+
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             lock = filelock.FileLock(path, mode=0o664)

@@ -6,22 +6,26 @@ processes really run side by side (``benchmarks/README.md`` has the numbers). On
 file system each call waits on a round trip instead, and any kind of worker overlaps those.
 
 Workers are forked, not spawned: they start in a millisecond with everything already
-imported and send back only their results (pickled one input at a time as it is done, so a
-worker holds its share only in that compact form). A fork is used only on Linux and only while this process runs no
-other thread (a thread could hold a lock the child would then wait on forever); otherwise the
-same work runs in threads. A worker that dies or fails is not trusted: its share is done
-again here, so the result never depends on how the work was split.
+imported. Inputs wait in a queue (a pipe of chunk numbers) that every worker, the parent too,
+takes from, so a slow chunk never leaves the others idle. Each result goes back pickled as
+soon as it is done, and the parent unpickles what has arrived between its own inputs. A fork
+is used only on Linux and only while this process runs no other thread (a thread could hold a
+lock the child would then wait on forever); otherwise the same work runs in threads. A worker
+that dies or fails is not trusted: whatever it did not send is done again here, so the result
+never depends on how the work was split.
 """
 
 from __future__ import annotations
 
-import io
+import logging
 import os
 import pickle
+import select
 import signal
+import struct
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -29,6 +33,8 @@ from . import progress
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+log = logging.getLogger(__name__)
 
 MAX_AUTO_JOBS = 8
 MIN_SHARE = 16  # inputs per worker below which another worker is not worth its fork
@@ -54,9 +60,7 @@ def can_fork() -> bool:
     return sys.platform.startswith("linux") and hasattr(os, "fork") and threading.active_count() == 1
 
 
-def ordered_map(
-    func: Callable[[T], R], inputs: Sequence[T], jobs: int, *, label: str = "", processes: bool = True
-) -> list[R]:
+def ordered_map(func: Callable[[T], R], inputs: Sequence[T], jobs: int, *, label: str = "", processes: bool = True) -> list[R]:
     """``[func(x) for x in inputs]``, spread over up to ``jobs`` workers; reports progress under ``label``.
 
     ``func`` must not write anything a worker could share (each forked worker has its own
@@ -80,115 +84,140 @@ def ordered_map(
         return results
 
 
-class _Worker:
-    """A forked child working on ``share`` (indexes into the inputs)."""
+_RECORD = struct.Struct("<II")  # a result: input index, pickle length
+_TASK = struct.Struct("<I")  # a task: index of the first input of a chunk
+MAX_CHUNKS = 8192  # tasks in the queue pipe: 32 KiB, within a pipe's default 64 KiB
+RESULT_PIPE_BYTES = 1 << 20  # results are drained between inputs; a bigger pipe seldom blocks a child
+READ_BYTES = 1 << 16  # per read: under malloc's mmap threshold
 
-    def __init__(self, share: range, func: Callable[[T], R], inputs: Sequence[T], ticks: bool) -> None:
-        self.share = share
-        result_r, result_w = os.pipe()
-        tick_r, tick_w = os.pipe() if ticks else (-1, -1)
+
+class _Queue:
+    """The inputs, in chunks, as fixed-size records in a pipe every worker reads from.
+
+    Reads of one record are atomic between processes, so each chunk goes to exactly one
+    worker, and whoever is free takes the next: the work balances itself.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.size = -(-total // MAX_CHUNKS)  # ceil: at most MAX_CHUNKS chunks
+        self.total = total
+        self.fd, write = os.pipe()
+        try:
+            os.write(write, b"".join(_TASK.pack(i) for i in range(0, total, self.size)))
+        finally:
+            os.close(write)  # all written: an empty pipe now reads as the end
+
+    def chunks(self) -> Iterator[range]:
+        while record := os.read(self.fd, _TASK.size):
+            (start,) = _TASK.unpack(record)
+            yield range(start, min(start + self.size, self.total))
+
+
+class _Worker:
+    """A forked child taking chunks from the queue and streaming back one record per input."""
+
+    def __init__(self, func: Callable[[T], R], inputs: Sequence[T], queue: _Queue) -> None:
+        read, write = os.pipe()
         self.pid = os.fork()
         if self.pid == 0:  # pragma: no cover - runs in the child (coverage does not follow forks)
-            os.close(result_r)
-            if ticks:
-                os.close(tick_r)
-            _child(func, inputs, share, result_w, tick_w)
-        os.close(result_w)
-        if ticks:
-            os.close(tick_w)
-            os.set_blocking(tick_r, False)
-        self.results = os.fdopen(result_r, "rb")
-        self.tick_fd = tick_r
-        self.ticks = 0
+            os.close(read)
+            _child(func, inputs, queue, write)
+        os.close(write)
+        import fcntl  # Linux only, as forking is
 
-    def poll_ticks(self) -> None:
-        """Count the inputs the child has finished so far, without waiting."""
-        if self.tick_fd < 0:
-            return
         try:
-            got = os.read(self.tick_fd, 65536)
-        except BlockingIOError:
-            return
-        if not got:
-            os.close(self.tick_fd)
-            self.tick_fd = -1
-        self.ticks += len(got)
+            fcntl.fcntl(read, fcntl.F_SETPIPE_SZ, RESULT_PIPE_BYTES)
+        except OSError:  # pragma: no cover - over the user's pipe-max-size: the default size works too
+            pass
+        os.set_blocking(read, False)
+        self.fd = read
+        self.buffer = bytearray()
+        self.eof = False
 
-    def collect(self) -> list[R] | None:
-        """The child's results, or None when it died or failed (it is then reaped either way)."""
-        results: list[R] | None = []
-        try:
-            for _ in self.share:
-                results.append(pickle.load(self.results))  # type: ignore[union-attr]
-        except Exception:  # noqa: BLE001 - a short or garbled stream: the share is redone here
-            results = None
-        if self.reap() != 0:
-            results = None
-        return results
+    def drain(self, results: dict[int, R], wait: bool = False) -> None:
+        """Read what the child has sent so far (or, with ``wait``, all it will send) into ``results``."""
+        while not self.eof:
+            try:
+                got = os.read(self.fd, READ_BYTES)
+            except BlockingIOError:
+                if not wait:
+                    break
+                select.select([self.fd], [], [])
+                continue
+            if not got:
+                self.eof = True
+            self.buffer += got
+        view = memoryview(self.buffer)
+        offset = 0
+        while len(view) - offset >= _RECORD.size:
+            index, length = _RECORD.unpack_from(view, offset)
+            end = offset + _RECORD.size + length
+            if end > len(view):
+                break
+            try:
+                results[index] = pickle.loads(view[offset + _RECORD.size : end])
+            except Exception:  # noqa: BLE001 - garbled: that input is done again here
+                pass
+            offset = end
+        view.release()
+        del self.buffer[:offset]
 
     def reap(self, kill: bool = False) -> int:
-        """Wait for the child (after killing it when asked) and close the pipes; its exit status."""
+        """Wait for the child (after killing it when asked) and close its pipe; its exit status."""
         if kill:
             try:
                 os.kill(self.pid, signal.SIGKILL)
             except ProcessLookupError:  # pragma: no cover - already gone
                 pass
-        self.results.close()
-        if self.tick_fd >= 0:
-            os.close(self.tick_fd)
-            self.tick_fd = -1
+        os.close(self.fd)
         _, status = os.waitpid(self.pid, 0)
         return os.waitstatus_to_exitcode(status)
 
 
-def _child(func: Callable[[T], R], inputs: Sequence[T], share: range, result_fd: int, tick_fd: int) -> None:  # pragma: no cover
-    """The worker's whole life: its results go down the pipe, one pickle per input; then ``_exit``."""
+def _child(func: Callable[[T], R], inputs: Sequence[T], queue: _Queue, out: int) -> None:  # pragma: no cover
+    """The worker's whole life: chunks from the queue, a record per input down the pipe; then ``_exit``."""
     code = 1
     try:
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C: the parent reports it, the child just goes
         progress.silence()
-        # Kept here, pickled, until the share is done: the parent reads only after its own share,
-        # and a child blocked on a full pipe would do nothing meanwhile.
-        buffer = io.BytesIO()
-        for i in share:
-            pickle.dump(func(inputs[i]), buffer, protocol=pickle.HIGHEST_PROTOCOL)
-            if tick_fd >= 0:
-                os.write(tick_fd, b".")
-        with os.fdopen(result_fd, "wb") as out:
-            out.write(buffer.getbuffer())
+        for chunk in queue.chunks():
+            for i in chunk:
+                data = pickle.dumps(func(inputs[i]), protocol=pickle.HIGHEST_PROTOCOL)
+                record = _RECORD.pack(i, len(data)) + data
+                while record:
+                    record = record[os.write(out, record) :]
         code = 0
-    except BaseException:  # noqa: BLE001 - anything: the parent redoes this share
+    except BaseException:  # noqa: BLE001 - anything: the parent does what is missing itself
         pass
     finally:
         os._exit(code)  # no atexit handlers, no flushing of the parent's buffers
 
 
 def _fork_map(func: Callable[[T], R], inputs: Sequence[T], workers: int, label: str) -> list[R]:
+    """The parent is a worker too: between its own inputs it unpickles what the children sent."""
     total = len(inputs)
-    ticks = progress.active()
+    results: dict[int, R] = {}
+    queue = _Queue(total)
     children: list[_Worker] = []
-    results: list[R | None] = [None] * total
     try:
-        for w in range(1, workers):
-            children.append(_Worker(range(w, total, workers), func, inputs, ticks))
-        done = 0
-        for i in range(0, total, workers):
-            results[i] = func(inputs[i])
-            done += 1
-            if ticks:
+        children = [_Worker(func, inputs, queue) for _ in range(workers - 1)]
+        for chunk in queue.chunks():
+            for i in chunk:
+                results[i] = func(inputs[i])
                 for child in children:
-                    child.poll_ticks()
-                progress.report(label, done + sum(c.ticks for c in children), total)
-        while children:
-            child = children.pop(0)
-            got = child.collect()
-            if got is None:
-                got = [func(inputs[i]) for i in child.share]
-            for i, result in zip(child.share, got, strict=True):
-                results[i] = result
-            done += len(child.share)
-            progress.report(label, done + sum(c.ticks for c in children), total)
+                    child.drain(results)
+                progress.report(label, len(results), total)
+        for child in children:
+            child.drain(results, wait=True)
+            if child.reap() != 0:
+                log.info("scan worker %d failed; what it did not send is done here", child.pid)
+            progress.report(label, len(results), total)
+        children = []
     finally:
+        os.close(queue.fd)
         for child in children:  # only after an exception here (Ctrl-C, a bug): stop the rest
             child.reap(kill=True)
-    return results  # type: ignore[return-value]
+    for i in range(total):  # what a failed child took but never sent
+        if i not in results:
+            results[i] = func(inputs[i])
+    return [results[i] for i in range(total)]

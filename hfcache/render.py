@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -137,13 +138,21 @@ def progress_bar(enabled: bool = True) -> Iterator[Callable[[str, int, int], Non
         transient=True,
         redirect_stdout=False,  # data on stdout stays exactly what was asked for
         redirect_stderr=False,
+        # Redrawn from update() below, not by a thread of Rich's own: with no other thread
+        # running, a scan may fork its workers (hfcache.parallel).
+        auto_refresh=False,
     )
     tasks: dict[str, TaskID] = {}
+    drawn = [0.0]
 
     def update(label: str, done: int, total: int) -> None:
         if label not in tasks:
             tasks[label] = bar.add_task(label, total=total)
         bar.update(tasks[label], completed=done, total=total)
+        now = time.monotonic()
+        if now - drawn[0] >= 0.1 or done >= total:
+            drawn[0] = now
+            bar.refresh()
 
     _live = bar.console
     try:

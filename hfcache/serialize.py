@@ -16,13 +16,17 @@ lists what must never be deleted. Times are ISO 8601 strings in UTC, sizes integ
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
-from .config import DEFAULT_JUNK_GRACE
 from .errors import PlanFileError
 from .model import CacheInventory, Inventory, Item, Revision, uses_refs
-from .plan import PLAN_VERSION, WHATS, Plan, PlanCache, PlanUnit
+
+if TYPE_CHECKING:
+    from .plan import Plan, PlanUnit
+
+# The plan functions import .plan (and with it the policy file reader and yaml) when first
+# called: `hfcache scan --json` does not need them (issue 7: every import is start-up time).
 
 JSON_VERSION = 1
 
@@ -33,7 +37,7 @@ def iso(timestamp: float) -> str:
     >>> iso(0)
     '1970-01-01T00:00:00Z'
     """
-    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
 
 
 def revision_to_dict(rev: Revision, *, has_refs: bool = True) -> dict[str, Any]:
@@ -176,6 +180,8 @@ def unit_to_dict(unit: PlanUnit) -> dict[str, Any]:
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
     """A plan (or a run's result) in the version-1 plan contract."""
+    from .plan import PLAN_VERSION
+
     out: dict[str, Any] = {
         "version": PLAN_VERSION,
         "dry_run": plan.dry_run,
@@ -195,6 +201,8 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
 
 
 def _unit_from_dict(data: Any, where: str) -> PlanUnit:
+    from .plan import WHATS, PlanUnit
+
     if not isinstance(data, dict):
         raise PlanFileError(f"{where}: expected an object")
     try:
@@ -226,6 +234,9 @@ def _unit_from_dict(data: Any, where: str) -> PlanUnit:
 
 def plan_from_dict(data: Any, *, source: str = "plan") -> Plan:
     """Read back a plan written by :func:`plan_to_dict` (``hfcache prune --plan-out``)."""
+    from .config import DEFAULT_JUNK_GRACE
+    from .plan import PLAN_VERSION, Plan, PlanCache
+
     if not isinstance(data, dict) or data.get("version") != PLAN_VERSION or "delete" not in data:
         raise PlanFileError(f"{source}: not an hfcache plan (version {PLAN_VERSION})")
     if not data.get("dry_run", True):

@@ -701,8 +701,7 @@ def _add_store_reclaim(scans: list[_RepoScan], payloads: dict[str, _Blob]) -> li
             freed_payloads = {
                 store
                 for store in (scan_.counted[k][1] for k in keys)
-                if store is not None
-                and all(i == index and (k in exclusive or only_revision) for i, k in payload_refs[store])
+                if store is not None and all(i == index and (k in exclusive or only_revision) for i, k in payload_refs[store])
             }
             rev = revisions[rev_index]
             extra = sum(payloads[p].size or 0 for p in freed_payloads)
