@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import logging
+import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -506,3 +508,26 @@ def main() -> None:
             raise
         render.error(f"internal error: {type(e).__name__}: {e} (set HFCACHE_DEBUG=1 for the traceback)")
         sys.exit(EXIT_INTERNAL)
+
+
+def run() -> None:
+    """The ``hfcache`` command: :func:`main`, then out without tearing the interpreter down.
+
+    Freeing a big inventory object by object at exit takes tens of milliseconds (about 3%
+    of `hfcache scan --json` on a 100,000-file cache) and nothing needs it: every output is
+    flushed and every file hfcache writes (plans, the audit log) is closed by then.
+    """
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        if e.code is not None and not isinstance(e.code, int):
+            raise  # a message to print: the interpreter's own exit does that
+        code = e.code or 0
+    logging.shutdown()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BrokenPipeError:  # the reader left (`| head`): exit 1, as Rich does when a table hits it
+        code = code or 1
+    os._exit(code)

@@ -20,19 +20,30 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TextIO
 
 import humanize
-from rich.console import Console, RenderableType
-from rich.table import Table
-from rich.text import Text
 
 from .model import CacheInventory, Inventory, ScanWarning, uses_refs
 
 if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+    from rich.table import Table
+    from rich.text import Text
+
     from .plan import Plan, PlanUnit
 
 MAX_WARNINGS_SHOWN = 20
 
 
+def _import_rich() -> None:
+    """Import Rich on first use: JSON and other raw output never pays its ~25 ms (issue 7)."""
+    global Console, Table, Text
+    if "Text" not in globals():
+        from rich.console import Console
+        from rich.table import Table
+        from rich.text import Text
+
+
 def _console(stream: Any) -> Console:
+    _import_rich()
     if stream.isatty():
         return Console(file=stream, highlight=False)
     width = max(int(os.environ.get("COLUMNS", "0") or 0), 200)
@@ -85,6 +96,8 @@ def warning(message: str) -> None:
 def warnings(cache: CacheInventory, *, limit: int = MAX_WARNINGS_SHOWN) -> None:
     """Each warning on stderr (up to ``limit``, then a count)."""
     found: list[ScanWarning] = cache.all_warnings
+    if not found:
+        return
     console = stderr()
     for w in found[:limit]:
         console.print(Text("warning: ", style="yellow") + Text(str(w)), soft_wrap=True)
@@ -312,6 +325,7 @@ def scan_tables(
     Caches whose folder does not exist get a one-line heading, or nothing at all when not
     ``show_missing`` (a scan of every kind shows the caches found, not the ones absent).
     """
+    _import_rich()
     out = _writer(markdown)
     now = inventory.scanned_at
     shown_caches = [c for c in inventory.caches if c.exists or show_missing]
@@ -398,6 +412,7 @@ def plan_tables(plan: Plan, *, show_keep: bool = True, markdown: bool = False) -
 
     The plan's warnings are not part of it: :func:`plan_warnings` puts them on stderr.
     """
+    _import_rich()
     out = _writer(markdown)
     ran = not plan.dry_run
     for line in plan.policy:
@@ -420,5 +435,6 @@ def plan_tables(plan: Plan, *, show_keep: bool = True, markdown: bool = False) -
 
 
 def plan_warnings(plan: Plan) -> None:
+    _import_rich()
     for w in plan.warnings:
         warning(w)

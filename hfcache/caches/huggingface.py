@@ -64,6 +64,8 @@ _TEMP_BLOB_RE = re.compile(r"tmp_[0-9a-f-]{32,36}|\..+\.[0-9a-f]{8}\.(?:new|old|
 _ROOT_TMP_RE = re.compile(r"tmp[a-z0-9_]{8}")  # tempfile.mkdtemp() probe folders
 _XET_HASH_RE = re.compile(r"[0-9a-f]{64}")
 _PREFIX_RE = re.compile(r"[0-9a-f]{2}")
+# A folder opened to list it and read its entries relative to it (never through a symlink).
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 class _Blob(NamedTuple):
@@ -129,10 +131,10 @@ def _settle(scan_: _RepoScan) -> _RepoScan:
         blob = blobs[key]
         if blob.size is None or blob.store is not None:
             continue
-        if os.path.isabs(key):
-            scan_.foreign[key] = blob.size
-        else:
+        if key.startswith("blobs/") or not os.path.isabs(key):  # the first test settles almost every key
             scan_.own_bytes += blob.size
+        else:
+            scan_.foreign[key] = blob.size
     for key in blobs.keys() - referenced:
         if key.startswith("blobs/"):
             blob = blobs[key]
@@ -218,6 +220,9 @@ def check_root(path: str, *, explicit: bool) -> str | None:
 # Scanning
 
 
+_new_blob = tuple.__new__  # _Blob(...) without the Python-level __new__ of a NamedTuple (the hot loop)
+
+
 def _stat_blob(st: os.stat_result, path: str, store: str | None = None) -> _Blob:
     return _Blob(st.st_size, st.st_atime, st.st_mtime, store, path)
 
@@ -301,21 +306,21 @@ def _stat_foreign(roots: _Roots, path: str, target: str) -> _Blob | str:
     return _stat_blob(st, real)
 
 
-def _scan_blob_link(roots: _Roots, entry: os.DirEntry[str], blobs_dir: str) -> tuple[_Blob, str | None]:
+def _scan_blob_link(roots: _Roots, link: str, blobs_dir: str) -> tuple[_Blob, str | None]:
     """A repo ``blobs/<etag>`` that is a symlink: into the shared store (hub >= 1.32), or odd."""
     try:
-        target = os.readlink(entry.path)
+        target = os.readlink(link)
     except OSError:
-        return _broken(entry.path), "unreadable symlink"
+        return _broken(link), "unreadable symlink"
     path = _resolve_link(roots, blobs_dir, target)
     if roots.store_marked and os.path.dirname(os.path.dirname(path)) == roots.store:
         payload = roots.payloads.get(path)
         if payload is not None:
-            return payload._replace(path=entry.path), None
+            return payload._replace(path=link), None
     found = _stat_foreign(roots, path, target)
     if isinstance(found, str):
-        return _broken(entry.path), found
-    return found._replace(path=entry.path), None
+        return _broken(link), found
+    return found._replace(path=link), None
 
 
 def _scan_blobs_dir(
@@ -324,48 +329,58 @@ def _scan_blobs_dir(
     blobs_dir = os.path.join(repo_dir, "blobs")
     blobs: dict[str, _Blob] = {}
     partials: list[PartialFile] = []
-    for entry in os.scandir(blobs_dir):
-        name = entry.name
-        if name in FILES_TO_IGNORE:
-            continue
-        # Cheap tests first: almost every entry is a plain blob.
-        incomplete = _INCOMPLETE_RE.fullmatch(name) if name.endswith(".incomplete") else None
-        if incomplete or (name[0] in "t." and _TEMP_BLOB_RE.fullmatch(name)):
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
+    # Names and one lstat each, relative to the open folder: no DirEntry or path string per
+    # blob, and the kernel resolves one name instead of the whole path (the hot loop).
+    fd = os.open(blobs_dir, _DIR_FLAGS)
+    try:
+        for name in os.listdir(fd):
+            if name in FILES_TO_IGNORE:
                 continue
-            lock_path = None
-            scheme = "temporary"
-            if incomplete:
-                scheme = "per-process" if incomplete.group("token") else "resumable"
-                lock_path = os.path.join(roots.real, ".locks", folder, incomplete.group("etag") + ".lock")
-            partials.append(
-                PartialFile(
-                    path=entry.path,
-                    item_id=item_id,
-                    size_bytes=st.st_size,
-                    last_modified=st.st_mtime,
-                    scheme=scheme,
-                    lock_path=lock_path,
-                    lock_held=is_lock_held(lock_path) if lock_path else None,
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except OSError:
+                continue  # gone since it was listed
+            # Cheap tests first: almost every entry is a plain blob.
+            incomplete = _INCOMPLETE_RE.fullmatch(name) if name.endswith(".incomplete") else None
+            if incomplete or (name[0] in "t." and _TEMP_BLOB_RE.fullmatch(name)):
+                lock_path = None
+                scheme = "temporary"
+                if incomplete:
+                    scheme = "per-process" if incomplete.group("token") else "resumable"
+                    lock_path = os.path.join(roots.real, ".locks", folder, incomplete.group("etag") + ".lock")
+                partials.append(
+                    PartialFile(
+                        path=os.path.join(blobs_dir, name),
+                        item_id=item_id,
+                        size_bytes=st.st_size,
+                        last_modified=st.st_mtime,
+                        scheme=scheme,
+                        lock_path=lock_path,
+                        lock_held=is_lock_held(lock_path) if lock_path else None,
+                    )
                 )
-            )
-            continue
-        if entry.is_symlink():
-            blob, problem = _scan_blob_link(roots, entry, blobs_dir)
-            if problem and problem != "broken symlink":
-                warnings.append(ScanWarning(entry.path, f"blob {problem}"))
-            blobs["blobs/" + name] = blob
-        elif entry.is_file(follow_symlinks=False):
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            blobs["blobs/" + name] = _Blob(st.st_size, st.st_atime, st.st_mtime, None, "")
-        else:
-            warnings.append(ScanWarning(entry.path, "unexpected entry in blobs/ (not a file)"))
+            elif stat_mod.S_ISREG(st.st_mode):
+                blobs["blobs/" + name] = _new_blob(_Blob, (st.st_size, st.st_atime, st.st_mtime, None, ""))
+            elif stat_mod.S_ISLNK(st.st_mode):
+                link = os.path.join(blobs_dir, name)
+                blob, problem = _scan_blob_link(roots, link, blobs_dir)
+                if problem and problem != "broken symlink":
+                    warnings.append(ScanWarning(link, f"blob {problem}"))
+                blobs["blobs/" + name] = blob
+            else:
+                warnings.append(ScanWarning(os.path.join(blobs_dir, name), "unexpected entry in blobs/ (not a file)"))
+    finally:
+        os.close(fd)
     return blobs, partials
+
+
+def _read_small(path: str, limit: int = 256) -> bytes:
+    """The first ``limit`` bytes of a small file (a ref), without a Python file object."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
 
 
 def _scan_refs(refs_dir: str, warnings: list[ScanWarning]) -> dict[str, list[str]]:
@@ -387,8 +402,7 @@ def _scan_refs(refs_dir: str, warnings: list[ScanWarning]) -> dict[str, list[str
             else:
                 try:
                     # A ref is a 40-byte pointer file, not model data.
-                    with open(entry.path, "rb") as f:
-                        content = f.read(256).decode("ascii", "replace").strip()
+                    content = _read_small(entry.path).decode("ascii", "replace").strip()
                 except OSError as e:
                     warnings.append(ScanWarning(entry.path, f"cannot read ref ({e.strerror or e})"))
                     continue
@@ -413,6 +427,45 @@ def _link_table(blobs: dict[str, _Blob], depth: int, tables: dict[int, dict[str,
     return table
 
 
+def _not_a_link(
+    folder: str,
+    name: str,
+    fd: int,
+    error: OSError,
+    depth: int,
+    cut: int,
+    blobs: dict[str, _Blob],
+    keys: set[str],
+    stack: list[tuple[str, int]],
+    warnings: list[ScanWarning],
+) -> int:
+    """A snapshot entry ``readlink`` refused (``error``): how many files it counts for (0 or 1).
+
+    A folder is walked (pushed on ``stack``); a regular file is its own blob (the no-symlink
+    mode of Windows or ``HF_HUB_DISABLE_SYMLINKS``); a link that cannot be read, or anything
+    else, is a warning, which keeps the revision from being deleted.
+    """
+    path = os.path.join(folder, name)
+    try:
+        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except OSError as e:
+        warnings.append(ScanWarning(path, f"cannot read snapshot entry ({e.strerror or e})"))
+        return 0
+    if stat_mod.S_ISDIR(st.st_mode):
+        stack.append((path, depth + 1))
+        return 0
+    if stat_mod.S_ISREG(st.st_mode):
+        key = path[cut:]
+        blobs[key] = _stat_blob(st, path)
+        keys.add(key)
+        return 1
+    if stat_mod.S_ISLNK(st.st_mode):
+        warnings.append(ScanWarning(path, f"unreadable symlink ({error.strerror or error})"))
+        return 1
+    warnings.append(ScanWarning(path, "unexpected entry in snapshot (not a file or folder)"))
+    return 0
+
+
 def _scan_snapshot(
     roots: _Roots,
     repo_dir: str,
@@ -431,48 +484,49 @@ def _scan_snapshot(
     while stack:
         folder, depth = stack.pop()
         hub_links = _link_table(blobs, depth, tables)
-        for entry in _list(folder, "snapshot folder", warnings):
-            if entry.is_symlink():
-                nb_files += 1
+        # Names, and links read relative to the open folder: no DirEntry or path string per
+        # file, and the kernel resolves one name instead of the whole path (the hot loop).
+        try:
+            fd = os.open(folder, _DIR_FLAGS)
+        except OSError as e:
+            warnings.append(ScanWarning(folder, f"cannot read snapshot folder ({e.strerror or e})"))
+            continue
+        try:
+            try:
+                names = os.listdir(fd)
+            except OSError as e:
+                warnings.append(ScanWarning(folder, f"cannot read snapshot folder ({e.strerror or e})"))
+                continue
+            for name in names:
                 try:
-                    target = os.readlink(entry.path)
-                except OSError as e:
-                    warnings.append(ScanWarning(entry.path, f"unreadable symlink ({e.strerror or e})"))
+                    target = os.readlink(name, dir_fd=fd)
+                except OSError as e:  # not a link (a folder, a file), or an unreadable one
+                    nb_files += _not_a_link(folder, name, fd, e, depth, cut, blobs, keys, stack, warnings)
                     continue
+                nb_files += 1
                 key = hub_links.get(target)
                 if key is not None:  # almost every link: exactly what the hub writes, to a counted blob
                     keys.add(key)
                     continue
+                link = os.path.join(folder, name)
                 path = _resolve_link(roots, folder, target)
-                name = path[len(blobs_prefix) :]
-                if path.startswith(blobs_prefix) and os.sep not in name and not _has_inner_dotdot(target):
-                    key = _link_table(blobs, 0, tables).get("blobs/" + name)
+                rest = path[len(blobs_prefix) :]
+                if path.startswith(blobs_prefix) and os.sep not in rest and not _has_inner_dotdot(target):
+                    key = _link_table(blobs, 0, tables).get("blobs/" + rest)
                     if key is None:
-                        warnings.append(ScanWarning(entry.path, "broken symlink (blob missing)"))
+                        warnings.append(ScanWarning(link, "broken symlink (blob missing)"))
                     else:
                         keys.add(key)
                     continue
                 found = _stat_foreign(roots, path, target)
                 if isinstance(found, str):
-                    warnings.append(ScanWarning(entry.path, found))
+                    warnings.append(ScanWarning(link, found))
                 else:
-                    warnings.append(ScanWarning(entry.path, "symlink points outside its repo's blobs/"))
+                    warnings.append(ScanWarning(link, "symlink points outside its repo's blobs/"))
                     blobs.setdefault(found.path, found)
                     keys.add(found.path)
-            elif entry.is_dir(follow_symlinks=False):
-                stack.append((entry.path, depth + 1))
-            elif entry.is_file(follow_symlinks=False):
-                # No-symlink mode (Windows, HF_HUB_DISABLE_SYMLINKS): the file is its own blob.
-                nb_files += 1
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                key = entry.path[cut:]
-                blobs[key] = _stat_blob(st, entry.path)
-                keys.add(key)
-            else:
-                warnings.append(ScanWarning(entry.path, "unexpected entry in snapshot (not a file or folder)"))
+        finally:
+            os.close(fd)
     return keys, nb_files
 
 
