@@ -6,7 +6,8 @@
 
 Each round runs the three commands once, in a rotating order (interleaved, so a change in
 the machine's load hits all three alike), each as a fresh process with its output thrown
-away; one warm-up round is not counted (the page cache is warm for all three). Prints the
+away; one warm-up round is not counted. Before each run the whole tree is read into the page
+cache (``--no-prime`` skips it), so every command runs warm whatever ran before it. Prints the
 median and minimum wall time, the median peak RSS (``wait4``'s ``ru_maxrss``: the largest
 single process), for hfcache also the peak memory of all its processes together (one more,
 untimed run, sampling each process's PSS), the ratios, and the targets of issue 7: hfcache at
@@ -123,7 +124,25 @@ def same_totals(root: str) -> int:
     return total
 
 
-def bench(root: str, runs: int, jobs: int | None) -> dict[str, dict[str, float]]:
+def prime(root: str) -> None:
+    """Bring everything any of the three commands reads into the page cache: entries, inodes, link targets.
+
+    Some machines page out cold page cache within seconds (this benchmark's own VM does:
+    DAMON-based reclaim), and then a run's time depends on what ran before it. Priming
+    right before each timed run gives all three the same warm cache.
+    """
+    stack = [root]
+    while stack:
+        for entry in os.scandir(stack.pop()):
+            st = entry.stat(follow_symlinks=False)
+            if entry.is_symlink():
+                os.readlink(entry.path)
+            elif entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+            del st
+
+
+def bench(root: str, runs: int, jobs: int | None, prime_each: bool = True) -> dict[str, dict[str, float]]:
     cmds = commands(root, jobs)
     names = list(cmds)
     times: dict[str, list[float]] = {n: [] for n in names}
@@ -131,6 +150,8 @@ def bench(root: str, runs: int, jobs: int | None) -> dict[str, dict[str, float]]
     for round_ in range(runs + 1):
         order = names[round_ % len(names) :] + names[: round_ % len(names)]
         for name in order:
+            if prime_each:
+                prime(root)
             elapsed, peak, _ = run_once(cmds[name])
             if round_:  # round 0 warms the page cache
                 times[name].append(elapsed)
@@ -140,6 +161,8 @@ def bench(root: str, runs: int, jobs: int | None) -> dict[str, dict[str, float]]
     }
     if os.path.exists("/proc/self/smaps_rollup"):  # one more, untimed run of hfcache for the memory of all its processes
         ours = results["hfcache scan --json"]
+        if prime_each:
+            prime(root)
         ours["tree_pss_mb"] = run_once(cmds["hfcache scan --json"], sample=True)[2]  # type: ignore[assignment]
     return results
 
@@ -155,6 +178,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="timed rounds (default 5)")
     parser.add_argument("--jobs", type=int, help="pass --jobs N to hfcache scan")
     parser.add_argument("--keep", action="store_true", help="keep the generated cache")
+    parser.add_argument(
+        "--no-prime", action="store_true", help="do not read the whole tree into the page cache before each timed run"
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
@@ -169,7 +195,7 @@ def main() -> None:
     try:
         total = same_totals(root)
         files = count_files(root)
-        results = bench(root, args.runs, args.jobs)
+        results = bench(root, args.runs, args.jobs, prime_each=not args.no_prime)
     finally:
         if made and not args.keep:
             shutil.rmtree(made)

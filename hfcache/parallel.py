@@ -60,22 +60,20 @@ def can_fork() -> bool:
     return sys.platform.startswith("linux") and hasattr(os, "fork") and threading.active_count() == 1
 
 
-def ordered_map(func: Callable[[T], R], inputs: Sequence[T], jobs: int, *, label: str = "", processes: bool = True) -> list[R]:
+def ordered_map(func: Callable[[T], R], inputs: Sequence[T], jobs: int, *, label: str = "") -> list[R]:
     """``[func(x) for x in inputs]``, spread over up to ``jobs`` workers; reports progress under ``label``.
 
     ``func`` must not write anything a worker could share (each forked worker has its own
-    copy of memory) and its results must pickle. ``processes=False`` always uses threads.
+    copy of memory) and its results must pickle.
     """
     total = len(inputs)
     workers = max(1, min(jobs, total // MIN_SHARE))
     if workers == 1:
-        results = []
-        for done, x in enumerate(inputs, 1):
-            results.append(func(x))
-            progress.report(label, done, total)
-        return results
-    if processes and can_fork():
+        return _serial_map(func, inputs, label)
+    if can_fork():
+        log.debug("%s: %d inputs, %d worker processes", label, total, workers)
         return _fork_map(func, inputs, workers, label)
+    log.debug("%s: %d inputs, %d threads", label, total, workers)
     with ThreadPoolExecutor(workers) as pool:
         results = []
         for done, result in enumerate(pool.map(func, inputs, chunksize=8), 1):
@@ -84,9 +82,17 @@ def ordered_map(func: Callable[[T], R], inputs: Sequence[T], jobs: int, *, label
         return results
 
 
+def _serial_map(func: Callable[[T], R], inputs: Sequence[T], label: str) -> list[R]:
+    results = []
+    for done, x in enumerate(inputs, 1):
+        results.append(func(x))
+        progress.report(label, done, len(inputs))
+    return results
+
+
 _RECORD = struct.Struct("<II")  # a result: input index, pickle length
 _TASK = struct.Struct("<I")  # a task: index of the first input of a chunk
-MAX_CHUNKS = 8192  # tasks in the queue pipe: 32 KiB, within a pipe's default 64 KiB
+MAX_CHUNKS = 1024  # tasks in the queue pipe: 4 KiB, what even a one-page pipe holds (over pipe-user-pages-soft)
 RESULT_PIPE_BYTES = 1 << 20  # results are drained between inputs; a bigger pipe seldom blocks a child
 READ_BYTES = 1 << 16  # per read: under malloc's mmap threshold
 
@@ -101,9 +107,15 @@ class _Queue:
     def __init__(self, total: int) -> None:
         self.size = -(-total // MAX_CHUNKS)  # ceil: at most MAX_CHUNKS chunks
         self.total = total
+        tasks = b"".join(_TASK.pack(i) for i in range(0, total, self.size))
         self.fd, write = os.pipe()
         try:
-            os.write(write, b"".join(_TASK.pack(i) for i in range(0, total, self.size)))
+            os.set_blocking(write, False)  # never wait here: there is no reader yet
+            if os.write(write, tasks) != len(tasks):
+                raise OSError(f"the task pipe took only part of {len(tasks)} bytes")
+        except OSError:
+            os.close(self.fd)
+            raise
         finally:
             os.close(write)  # all written: an empty pipe now reads as the end
 
@@ -118,7 +130,12 @@ class _Worker:
 
     def __init__(self, func: Callable[[T], R], inputs: Sequence[T], queue: _Queue) -> None:
         read, write = os.pipe()
-        self.pid = os.fork()
+        try:
+            self.pid = os.fork()
+        except OSError:
+            os.close(read)
+            os.close(write)
+            raise
         if self.pid == 0:  # pragma: no cover - runs in the child (coverage does not follow forks)
             os.close(read)
             _child(func, inputs, queue, write)
@@ -133,6 +150,7 @@ class _Worker:
         self.fd = read
         self.buffer = bytearray()
         self.eof = False
+        self.status: int | None = None
 
     def drain(self, results: dict[int, R], wait: bool = False) -> None:
         """Read what the child has sent so far (or, with ``wait``, all it will send) into ``results``."""
@@ -164,6 +182,8 @@ class _Worker:
 
     def reap(self, kill: bool = False) -> int:
         """Wait for the child (after killing it when asked) and close its pipe; its exit status."""
+        if self.status is not None:
+            return self.status
         if kill:
             try:
                 os.kill(self.pid, signal.SIGKILL)
@@ -171,7 +191,8 @@ class _Worker:
                 pass
         os.close(self.fd)
         _, status = os.waitpid(self.pid, 0)
-        return os.waitstatus_to_exitcode(status)
+        self.status = os.waitstatus_to_exitcode(status)
+        return self.status
 
 
 def _child(func: Callable[[T], R], inputs: Sequence[T], queue: _Queue, out: int) -> None:  # pragma: no cover
@@ -197,10 +218,19 @@ def _fork_map(func: Callable[[T], R], inputs: Sequence[T], workers: int, label: 
     """The parent is a worker too: between its own inputs it unpickles what the children sent."""
     total = len(inputs)
     results: dict[int, R] = {}
-    queue = _Queue(total)
+    try:
+        queue = _Queue(total)
+    except OSError as e:
+        log.info("no task queue for workers (%s); working alone", e.strerror or e)
+        return _serial_map(func, inputs, label)
     children: list[_Worker] = []
     try:
-        children = [_Worker(func, inputs, queue) for _ in range(workers - 1)]
+        for _ in range(workers - 1):
+            try:
+                children.append(_Worker(func, inputs, queue))
+            except OSError as e:  # out of processes or file descriptors: go on with fewer workers
+                log.info("cannot start another worker (%s); going on with %d", e.strerror or e, len(children) + 1)
+                break
         for chunk in queue.chunks():
             for i in chunk:
                 results[i] = func(inputs[i])
@@ -212,10 +242,9 @@ def _fork_map(func: Callable[[T], R], inputs: Sequence[T], workers: int, label: 
             if child.reap() != 0:
                 log.info("scan worker %d failed; what it did not send is done here", child.pid)
             progress.report(label, len(results), total)
-        children = []
     finally:
         os.close(queue.fd)
-        for child in children:  # only after an exception here (Ctrl-C, a bug): stop the rest
+        for child in children:  # reaped already, unless an exception (Ctrl-C, a bug) came first
             child.reap(kill=True)
     for i in range(total):  # what a failed child took but never sent
         if i not in results:

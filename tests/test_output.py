@@ -180,6 +180,18 @@ def test_a_progress_bar_on_a_terminal_only_and_not_with_quiet(tmp_path):
     assert "scanning" not in invoke("scan", "--cache-dir", root).stderr
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers are forked on Linux only")
+def test_the_progress_bar_counts_what_forked_workers_scan(tmp_path):
+    root = str(tmp_path / "hub")
+    many_repos(root, 40)
+    code, out, terminal = on_a_terminal(["scan", "--cache-dir", root, "--jobs", "2", "-vv"])
+    assert code == 0, terminal
+    plain = re.sub(r"\s+", " ", re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", terminal))  # no colours, no line wraps
+    assert f"scanning {root}: 40 inputs, 2 worker processes" in plain, plain
+    assert re.search(r"━ 40/40", plain), plain  # the bar reached the end: every repo counted once
+    assert "org/new-39" in out and "org/old-0" in out
+
+
 @pytest.mark.parametrize(("answer", "deleted"), [(b"y\n", True), (b"n\n", False), (b"\n", False)])
 def test_prune_asks_on_a_terminal_and_does_only_what_it_is_told(hub, answer, deleted):
     going = json.loads(invoke("prune", "--cache-dir", hub, "--max-age", "30d", "--dry-run", "--json").stdout)["delete"]

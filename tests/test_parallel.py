@@ -156,6 +156,35 @@ def test_a_failed_worker_loses_nothing():
     alone(check_failed_workers)
 
 
+def check_fork_refused() -> None:
+    handler = Lines()
+    logging.getLogger("hfcache.parallel").addHandler(handler)
+    logging.getLogger("hfcache.parallel").setLevel(logging.INFO)
+    real_fork, forked = os.fork, []
+
+    def fork_once() -> int:  # the second fork fails, as at the process limit (EAGAIN)
+        if forked:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        forked.append(1)
+        return real_fork()
+
+    os.fork = fork_once
+    try:
+        got = parallel.ordered_map(square_with_pid, range(300), 3)
+    finally:
+        os.fork = real_fork
+    assert [r for r, _ in got] == [x * x for x in range(300)]
+    assert len({pid for _, pid in got}) == 2  # the parent and the one child it could start
+    expected = "cannot start another worker (Resource temporarily unavailable); going on with 2"
+    assert any(expected in line for line in handler.lines)
+    assert no_children_left()
+
+
+@linux_only
+def test_when_fork_fails_the_scan_goes_on_with_fewer_workers():
+    alone(check_fork_refused)
+
+
 def fails_in_parent(x: int) -> int:
     time.sleep(0.001)
     if x >= 100 and os.getpid() == PARENT[0]:
