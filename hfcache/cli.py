@@ -150,7 +150,7 @@ JobsOption = Annotated[
         "-j",
         min=0,
         metavar="N",
-        help="Scan hub repos with N worker processes; 0 (default): one per CPU, at most 8; 1: none.",
+        help="Scan hub repos with N worker processes; 0 (default): one per CPU, at least 4, at most 8; 1: none.",
     ),
 ]
 LockWaitOption = Annotated[
