@@ -232,7 +232,7 @@ def scan(
         )
         parse_sort(sort)  # refuse a bad key before the (possibly long) scan
         with _progress(not quiet):
-            inventory = scan_caches(cache_dir or None, kinds=kind or None, jobs=_jobs(jobs))
+            inventory = scan_caches(cache_dir or None, kinds=kind or None, jobs=_jobs(jobs), ledger=False)
         shown = select(inventory, selection, now=inventory.scanned_at, sort=sort)
     everything = not kind and not cache_dir
     if fmt is OutputFormat.json:
@@ -470,7 +470,7 @@ def metrics(
     from .system import disk_of
 
     with _user_errors(verbose=verbose):
-        inventory = scan_caches(cache_dir or None, kinds=kind or None, jobs=_jobs(jobs))
+        inventory = scan_caches(cache_dir or None, kinds=kind or None, jobs=_jobs(jobs), ledger=False)
         disks = {c.root: disk_of(c.root) for c in inventory.caches if c.exists}
         text = render_metrics(inventory, disks, last_prunes(read_log(log)))
         if textfile:

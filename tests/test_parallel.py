@@ -231,6 +231,12 @@ def check_hub_scan(rich: str, many: str) -> None:
     assert forks == [2]  # the big cache forked (33 repos: two workers); the rich one (6 repos) is too small
     assert dataclasses.asdict(one) == dataclasses.asdict(several)
     assert [c.ledger for c in one.caches] == [c.ledger for c in several.caches]
+    # What `hfcache scan` and `metrics` ask for: everything but the ledger, which only a plan reads.
+    shown = scan_caches([rich, many], now=0.0, jobs=3, ledger=False)
+    assert [c.ledger for c in shown.caches] == [None, None]
+    assert [dataclasses.asdict(dataclasses.replace(c, ledger=None)) for c in one.caches] == [
+        dataclasses.asdict(c) for c in shown.caches
+    ]
 
 
 @linux_only

@@ -141,6 +141,7 @@ def scan_caches(
     now: float | None = None,
     kind_registry: Registry | None = None,
     jobs: int = 1,
+    ledger: bool = True,
 ) -> Inventory:
     """Scan the default roots of ``kinds`` (all when None), or the given roots instead.
 
@@ -149,7 +150,8 @@ def scan_caches(
     explains what is wrong). Roots given twice (also through different spellings or
     symlinks) are scanned once. When every kind is scanned by default, one kind's unreadable
     or unrecognisable root becomes a warning on that cache; otherwise it is an error.
-    ``jobs`` > 1 is passed on to kinds that scan in parallel (``parallel``: the hub's).
+    ``jobs`` > 1 and ``ledger=False`` (no blob ledger: for an inventory that is only shown,
+    not planned with) are passed on to kinds that take them (``parallel``: the hub's).
 
     >>> import tempfile
     >>> inv = scan_caches([tempfile.mkdtemp()])
@@ -171,8 +173,11 @@ def scan_caches(
     for kind, root, explicit in roots:
         started = time.monotonic()
         try:
-            if jobs > 1 and getattr(kind, "parallel", False):
-                inventory = kind.scan(root, explicit=explicit, jobs=jobs)
+            options = {"jobs": jobs} if jobs > 1 else {}
+            if not ledger:
+                options["ledger"] = False
+            if options and getattr(kind, "parallel", False):
+                inventory = kind.scan(root, explicit=explicit, **options)
             else:
                 inventory = kind.scan(root, explicit=explicit)
         except (NotACache, CacheUnreadable, CacheNotADirectory, CacheNotFound) as e:

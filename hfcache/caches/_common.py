@@ -148,8 +148,8 @@ class FunctionKind:
 
     ``shapes`` are regular expressions over a path relative to the root (``/``-separated):
     every path a prune removes must match one of them. ``lock_file`` is where, relative to
-    the root, hfcache's own prune lock lives. A kind with ``parallel`` takes ``jobs=N`` in
-    ``scan`` (a thread pool, for network file systems).
+    the root, hfcache's own prune lock lives. A kind with ``parallel`` takes ``jobs=N`` (worker
+    processes) and ``ledger=False`` (no :class:`~hfcache.model.BlobLedger`) in ``scan``.
     """
 
     kind: str

@@ -116,15 +116,17 @@ class _RepoScan:
     orphans: list[OrphanFile] = field(default_factory=list)
 
 
-def _settle(scan_: _RepoScan) -> _RepoScan:
+def _settle(scan_: _RepoScan, ledger: bool = True) -> _RepoScan:
     """Reduce a repo's blobs to what the rest of the scan needs, as soon as the repo is scanned.
 
-    The totals, the orphans (with their times) and the ledger's ``(size, payload)`` pairs;
-    the full per-blob records go, so a 100,000-file scan never holds them all at once.
+    The totals, the orphans (with their times) and, with ``ledger``, the ledger's
+    ``(size, payload)`` pairs; the full per-blob records go, so a 100,000-file scan never
+    holds them all at once.
     """
     blobs = scan_.blobs
     item = scan_.item
-    scan_.counted = {k: (b.size or 0, b.store) for k, b in blobs.items()}
+    if ledger:
+        scan_.counted = {k: (b.size or 0, b.store) for k, b in blobs.items()}
     scan_.store_links = [(k, b.store) for k, b in blobs.items() if b.store is not None]
     referenced: set[str] = set().union(*(r.blobs for r in item.revisions))
     for key in referenced:  # every referenced key is a counted blob (the snapshot walk sees to it)
@@ -750,12 +752,13 @@ def _add_store_reclaim(scans: list[_RepoScan], payloads: dict[str, _Blob]) -> li
             continue
         only_revision = len(scan_.item.revisions) == 1
         revisions = list(scan_.item.revisions)
+        store_of = dict(scan_.store_links)
         for rev_index, keys in scan_.store_exclusive:
             exclusive = set(keys)
             freed_payloads = {
                 store
-                for store in (scan_.counted[k][1] for k in keys)
-                if store is not None and all(i == index and (k in exclusive or only_revision) for i, k in payload_refs[store])
+                for store in (store_of[k] for k in keys)
+                if all(i == index and (k in exclusive or only_revision) for i, k in payload_refs[store])
             }
             rev = revisions[rev_index]
             extra = sum(payloads[p].size or 0 for p in freed_payloads)
@@ -764,13 +767,15 @@ def _add_store_reclaim(scans: list[_RepoScan], payloads: dict[str, _Blob]) -> li
     return items
 
 
-def scan(root: str, *, explicit: bool = True, jobs: int = 1) -> CacheInventory:
+def scan(root: str, *, explicit: bool = True, jobs: int = 1, ledger: bool = True) -> CacheInventory:
     """Scan one hub cache root into a :class:`CacheInventory`. Never writes, never opens a blob.
 
     Raises the errors of :func:`check_root`. Everything odd inside the cache becomes a
     :class:`ScanWarning` and the scan goes on. ``jobs`` > 1 scans up to that many repos at a
     time (:func:`hfcache.parallel.ordered_map`: forked worker processes on Linux, else threads);
-    the result is the same for any ``jobs``.
+    the result is the same for any ``jobs``. ``ledger=False`` leaves out the
+    :class:`BlobLedger` (each blob's size and payload), which only planning needs: a scan that
+    is only shown saves its memory and, with workers, the time to send it back.
 
     >>> import tempfile
     >>> scan(tempfile.mkdtemp()).items
@@ -807,7 +812,7 @@ def scan(root: str, *, explicit: bool = True, jobs: int = 1) -> CacheInventory:
             cache_warnings.append(ScanWarning(entry.path, "not a repo folder, left alone", blocks_deletion=False))
 
     def scan_repo(repo: tuple[os.DirEntry[str], str, str]) -> _RepoScan:
-        return _settle(_scan_repo(roots, *repo))
+        return _settle(_scan_repo(roots, *repo), ledger)
 
     scans = parallel.ordered_map(scan_repo, repos, jobs, label=f"scanning {root}")
     items = _add_store_reclaim(scans, roots.payloads)
@@ -821,9 +826,13 @@ def scan(root: str, *, explicit: bool = True, jobs: int = 1) -> CacheInventory:
         orphans.extend(scan_.orphans)
         partials.extend(scan_.partials)
     total += sum(foreign.values())
-    ledger = BlobLedger(
-        blobs={item.path: scan_.counted for scan_, item in zip(scans, items, strict=True)},
-        payloads={p: b.size or 0 for p, b in roots.payloads.items()},
+    blob_ledger = (
+        BlobLedger(
+            blobs={item.path: scan_.counted for scan_, item in zip(scans, items, strict=True)},
+            payloads={p: b.size or 0 for p, b in roots.payloads.items()},
+        )
+        if ledger
+        else None
     )
 
     linked = {store for scan_ in scans for _, store in scan_.store_links}
@@ -845,7 +854,7 @@ def scan(root: str, *, explicit: bool = True, jobs: int = 1) -> CacheInventory:
         warnings=tuple(cache_warnings),
         shared_store=roots.store_marked,
         leftovers=tuple(lo for scan_ in scans for lo in scan_.leftovers),
-        ledger=ledger,
+        ledger=blob_ledger,
     )
 
 
