@@ -37,11 +37,6 @@ def report(label: str, done: int, total: int) -> None:
         _listener(label, done, total)
 
 
-def active() -> bool:
-    """Whether anyone listens (workers then bother to say how far they are)."""
-    return _listener is not None
-
-
 def silence() -> None:
     """Drop the listener for good: for a forked worker, whose parent does the reporting."""
     global _listener
