@@ -222,6 +222,19 @@ def check_root(path: str, *, explicit: bool) -> str | None:
 # Scanning
 
 
+def _open_folder(folder: str) -> tuple[int, list[str]]:
+    """An fd of ``folder`` (never through a symlink) and its entry names, to read them relative to it.
+
+    The caller closes the fd; when listing fails it is closed here and the OSError raised.
+    """
+    fd = os.open(folder, _DIR_FLAGS)
+    try:
+        return fd, os.listdir(fd)
+    except OSError:
+        os.close(fd)
+        raise
+
+
 _new_blob = tuple.__new__  # _Blob(...) without the Python-level __new__ of a NamedTuple (the hot loop)
 
 
@@ -333,9 +346,9 @@ def _scan_blobs_dir(
     partials: list[PartialFile] = []
     # Names and one lstat each, relative to the open folder: no DirEntry or path string per
     # blob, and the kernel resolves one name instead of the whole path (the hot loop).
-    fd = os.open(blobs_dir, _DIR_FLAGS)
+    fd, names = _open_folder(blobs_dir)
     try:
-        for name in os.listdir(fd):
+        for name in names:
             if name in FILES_TO_IGNORE:
                 continue
             try:
@@ -489,16 +502,11 @@ def _scan_snapshot(
         # Names, and links read relative to the open folder: no DirEntry or path string per
         # file, and the kernel resolves one name instead of the whole path (the hot loop).
         try:
-            fd = os.open(folder, _DIR_FLAGS)
+            fd, names = _open_folder(folder)
         except OSError as e:
             warnings.append(ScanWarning(folder, f"cannot read snapshot folder ({e.strerror or e})"))
             continue
         try:
-            try:
-                names = os.listdir(fd)
-            except OSError as e:
-                warnings.append(ScanWarning(folder, f"cannot read snapshot folder ({e.strerror or e})"))
-                continue
             for name in names:
                 try:
                     target = os.readlink(name, dir_fd=fd)
