@@ -2,10 +2,15 @@
 
 Default place: ``platformdirs.user_state_dir("hfcache")/audit.log`` (on Linux
 ``$XDG_STATE_HOME/hfcache/audit.log``, else ``~/.local/state/hfcache/audit.log``);
-``--log FILE`` moves it. Each line is a complete record, written with one ``write`` on a
-file opened for appending, right after its unit was handled: a prune killed half-way
-leaves the record of exactly what went. hfcache never deletes its own log (a plan whose
-targets would include it is refused).
+``--log FILE`` moves it (never through a symlink: it is opened with ``O_NOFOLLOW``). Each
+line is a complete record, written with one ``write`` on a file opened for appending. A
+unit gets two: ``"status": "started"`` (with its refs and version), flushed to disk
+(``fdatasync``) before its first step, and its outcome (``deleted`` or ``failed``) once
+it is done, flushed before the next unit starts. A prune killed half-way leaves a
+``started`` line without an outcome for the one unit it was on, and lines for every unit
+that went. A write that fails (a full disk) raises :class:`AuditError`: execution stops
+before the next unit. hfcache never deletes its own log (a plan whose targets would
+include it is refused).
 
 A line::
 
@@ -26,7 +31,7 @@ from collections.abc import Iterator
 
 import platformdirs
 
-from .errors import UsageError
+from .errors import AuditError, UsageError
 from .plan import PlanUnit
 from .serialize import iso
 
@@ -58,7 +63,8 @@ class AuditLog:
     def __enter__(self) -> AuditLog:
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+            self._fd = os.open(self.path, flags, 0o644)
         except OSError as e:
             raise UsageError(
                 f"cannot open the audit log {self.path}: {e.strerror or e} (choose another with --log FILE)", path=self.path
@@ -74,8 +80,23 @@ class AuditLog:
             os.close(self._fd)
             self._fd = None
 
-    def record(self, unit: PlanUnit) -> None:
+    def start(self, unit: PlanUnit) -> None:
+        """Record, durably, that ``unit`` is about to go (before its first step)."""
+        self._write(unit, "started", sync=True)
+
+    def record(self, unit: PlanUnit, *, sync: bool = False) -> None:
         """Append the outcome of one unit (deleted, or failed part-way) as one line."""
+        self._write(unit, unit.status or "unknown", sync=sync)
+
+    def sync(self) -> None:
+        """Flush the lines written so far to disk."""
+        assert self._fd is not None, "AuditLog used outside its with block"
+        try:
+            os.fdatasync(self._fd) if hasattr(os, "fdatasync") else os.fsync(self._fd)
+        except OSError as e:
+            raise AuditError(f"cannot write the audit log {self.path}: {e.strerror or e}", path=self.path) from None
+
+    def _write(self, unit: PlanUnit, status: str, *, sync: bool) -> None:
         assert self._fd is not None, "AuditLog used outside its with block"
         now = time.time()
         line = {
@@ -90,12 +111,22 @@ class AuditLog:
             "revision": unit.revision,
             "what": unit.what,
             "path": unit.path,
-            "status": unit.status,
+            "status": status,
             "bytes": unit.freed_bytes or 0,
             "reasons": list(unit.reasons),
             "error": unit.error,
         }
-        os.write(self._fd, (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8"))
+        if status == "started":
+            line.update(refs=list(unit.refs), version=unit.version, planned_bytes=unit.reclaim_bytes)
+        data = (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")
+        try:
+            written = os.write(self._fd, data)
+        except OSError as e:
+            raise AuditError(f"cannot write the audit log {self.path}: {e.strerror or e}", path=self.path) from None
+        if written != len(data):
+            raise AuditError(f"cannot write the audit log {self.path}: short write (disk full?)", path=self.path)
+        if sync:
+            self.sync()
 
 
 def read_log(path: str | None = None) -> Iterator[dict[str, object]]:

@@ -22,9 +22,14 @@ import stat as stat_mod
 import time
 from collections.abc import Callable, Collection, Iterable
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from .locks import is_lock_held
 from .model import CacheInventory, Leftover, PartialFile, Revision
+
+if TYPE_CHECKING:
+    from .deletion import Deletion
+    from .fsops import Tree
 from .plan import PlanUnit
 from .policies import describe_age
 from .system import OpenFiles, open_files
@@ -221,65 +226,37 @@ class LiveChecks:
                 return f"in use: a file of it is open or memory-mapped by {users[key]}"
         return None
 
-    def item_busy(self, cache: CacheInventory, path: str, item_id: str | None, grace: float) -> str | None:
-        """A download running into the item at ``path`` (hub: a held lock or a young partial in its repo)."""
-        now = self.clock()
-        if cache.kind == "huggingface":
-            folder = os.path.join(cache.root, ".locks", os.path.basename(path))
-            for name in _names(folder):
-                if name.endswith(".lock") and is_lock_held(os.path.join(folder, name)):
-                    return f"a download into this repo is running (lock held: {name})"
-            blobs = os.path.join(path, "blobs")
-            for name in _names(blobs):
-                if name.endswith(".incomplete"):
-                    young = _young(os.path.join(blobs, name), now, grace)
-                    if young:
-                        return f"a download into this repo may be running ({name} modified {young} ago)"
-            return None
-        for partial in cache.partial_files:
-            if partial.item_id == item_id:
-                if partial.lock_path and is_lock_held(partial.lock_path):
-                    return f"a download of it is running (lock held: {partial.lock_path})"
-                young = _young(partial.path, now, grace)
-                if young:
-                    return f"a download of it may be running ({os.path.basename(partial.path)} modified {young} ago)"
-        return None
+    def item_busy(
+        self, deletion: Deletion, tree: Tree, cache: CacheInventory, path: str, item_id: str | None, grace: float
+    ) -> str | None:
+        """A download running into the item at ``path``, as its kind sees one (:meth:`Deletion.item_busy`)."""
+        return deletion.item_busy(tree, cache, path, item_id, grace, self.clock())
 
-    def revision_busy(self, cache: CacheInventory, unit: PlanUnit, rev: Revision) -> str | None:
-        """The revision vanished, was read since the plan, or a process holds one of its files."""
+    def revision_busy(self, cache: CacheInventory, unit: PlanUnit, rev: Revision, *, follow: bool = False) -> str | None:
+        """The revision vanished, was read since the plan, or a process holds one of its files.
+
+        ``follow`` reads each file through its links (the hub's snapshot entries, whose data
+        and access time are their blobs').
+        """
         if not os.path.lexists(rev.path):
             return "no longer in the cache"
-        files = unit_files(rev.unit_paths, follow=cache.kind == "huggingface")
+        files = unit_files(rev.unit_paths, follow=follow)
         if files.atime is not None and files.atime > unit.last_accessed + ATIME_SLACK:
             return f"read since the plan was made ({describe_age(max(0.0, self.clock() - files.atime))} ago)"
         return self.in_use(files)
 
-    def junk_busy(self, cache: CacheInventory, unit: PlanUnit, found: object, grace: float) -> str | None:
+    def junk_busy(
+        self, deletion: Deletion, tree: Tree, cache: CacheInventory, unit: PlanUnit, found: object, grace: float
+    ) -> str | None:
         """A piece of junk vanished, was modified since the plan, is being downloaded or is open."""
         try:
             st = os.lstat(unit.path)
         except OSError:
             return "no longer in the cache"
         if isinstance(found, Leftover) and found.commit is None:  # an emptied repo folder a download may refill
-            return self.item_busy(cache, unit.path, found.item_id, grace)
+            return self.item_busy(deletion, tree, cache, unit.path, found.item_id, grace)
         if st.st_mtime > unit.last_modified + ATIME_SLACK and not stat_mod.S_ISDIR(st.st_mode):
             return "modified since the plan was made"
         if isinstance(found, PartialFile) and found.lock_path and is_lock_held(found.lock_path):
             return "its download lock is held"
         return self.in_use(unit_files([unit.path], follow=True))
-
-
-def _names(folder: str) -> list[str]:
-    try:
-        return os.listdir(folder)
-    except OSError:
-        return []
-
-
-def _young(path: str, now: float, grace: float) -> str | None:
-    """How old ``path`` is, when younger than ``grace`` (a download may still be writing it)."""
-    try:
-        age = now - os.lstat(path).st_mtime
-    except OSError:
-        return None
-    return describe_age(max(0.0, age)) if age < grace else None

@@ -60,6 +60,12 @@ class PlanFileError(UsageError):
     """A saved plan that cannot be read back: not JSON, another version, a unit missing a field."""
 
 
+class AuditError(HfcacheError):
+    """The audit log could not be written (a full disk): execution stops before the next unit, exit 1."""
+
+    exit_code = EXIT_PARTIAL
+
+
 class UnsafePlan(HfcacheError):
     """A plan that would delete outside a cache, through a symlink, or something a cache needs: refused whole."""
 

@@ -10,109 +10,40 @@
    longer a cache of its kind, a path outside the root, behind a symlink or of a shape the
    kind never deletes refuses the whole plan (:class:`UnsafePlan`);
 3. junk goes first (partial downloads, orphan blobs, unreferenced payloads, leftovers),
-   then model by model. Just before a model's units go, the live-use checks run (a
-   download running into the repo, a file open or mapped by a process, a read since the
-   plan); a unit that fails one is skipped. The rest go in huggingface_hub's
-   ``DeleteCacheStrategy.execute`` order (:func:`all_steps`), the shared-store payloads
-   last, swept by huggingface_hub's own ``sweep_shared_blob`` under the payload's lock;
-4. nothing follows a symlink: a link is unlinked, never its target. ``freed_bytes`` is
-   what actually left the disk (files whose last link we removed), never the estimate;
-   a unit whose removal hit an error is ``failed``, with the first error.
+   then model by model. Just before each unit goes, the live-use checks run (a download
+   running into the item, a file open or mapped by a process, a read since the plan), then
+   its kind's re-validation on disk (refs changed since the plan, now the last revision);
+   a unit that fails one is skipped. The rest go by the steps their kind declares
+   (:mod:`hfcache.deletion`; the hub's in :mod:`hfcache.caches.hub_delete`), each unit
+   after a durable "started" line in the audit log and followed by its outcome;
+4. every step acts through :class:`hfcache.fsops.Tree`: relative to an open descriptor of
+   the root, one component at a time, never through a symlink, never across a mount.
+   ``freed_bytes`` is what of the plan's accounting actually left the disk (files whose
+   last link was removed), never the estimate; a unit whose removal hit an error is
+   ``failed``, with the first error;
+5. a signal (SIGINT, SIGTERM, SIGHUP) or an audit log that cannot be written stops the run
+   between two units; the rest are skipped, and the result's ``stopped`` says why.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import stat as stat_mod
-from collections.abc import Callable, Iterable, Mapping
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import NamedTuple
 
-from . import progress
+from . import interrupt, progress
 from .audit import AuditLog
-from .caches import CacheKind, registry
+from .caches import CacheKind, deletion_of, registry, shapes_of
 from .checks import LiveChecks, home_dirs, root_problem, target_problem
 from .config import DEFAULT_JUNK_GRACE
-from .errors import UnsafePlan
-from .model import CacheInventory, Inventory, Item, Leftover, Revision
+from .deletion import SETTLE, Finisher, Outcome
+from .errors import AuditError, UnsafePlan
+from .fsops import Tree
+from .model import CacheInventory, Inventory, Item, Revision
 from .plan import Plan, PlanUnit
 
-try:  # the hub's own garbage collection of its shared store (huggingface_hub >= 1.32)
-    from huggingface_hub.utils._shared_blobs import sweep_shared_blob
-except ImportError:  # pragma: no cover - older hub: payloads are left behind (leaked, never lost)
-    sweep_shared_blob = None
-
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class _Outcome:
-    freed: int = 0
-    errors: list[str] = field(default_factory=list)
-
-    def add(self, freed: int, error: str | None) -> None:
-        self.freed += freed
-        if error:
-            self.errors.append(error)
-
-
-# ---------------------------------------------------------------------------------------------
-# Removing files without following links, counting what leaves the disk
-
-
-def _unlink(path: str) -> tuple[int, str | None]:
-    """Unlink one file or link; bytes freed (a regular file's size when this was its last link)."""
-    try:
-        st = os.lstat(path)
-        os.unlink(path)
-    except FileNotFoundError:
-        return 0, None
-    except OSError as e:
-        return 0, f"{path}: {e.strerror or e}"
-    return (st.st_size if stat_mod.S_ISREG(st.st_mode) and st.st_nlink == 1 else 0), None
-
-
-def remove_path(path: str) -> tuple[int, str | None]:
-    """Remove a file, a link or a whole tree, never following a symlink. Returns (bytes freed, first error).
-
-    A folder is emptied bottom-up; links inside it (to files or folders) are unlinked.
-    A path that is already gone is not an error. The result is checked afterwards, as
-    pipx's ``rmdir`` does: a tree that is still there is a failure.
-    """
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return 0, None
-    except OSError as e:
-        return 0, f"{path}: {e.strerror or e}"
-    if not stat_mod.S_ISDIR(st.st_mode):
-        return _unlink(path)
-    freed, errors = 0, []
-    for folder, dirs, files, _fd in os.fwalk(path, topdown=False, follow_symlinks=False):
-        for name in files:
-            got, err = _unlink(os.path.join(folder, name))
-            freed += got
-            errors.extend([err] if err else [])
-        for name in dirs:
-            sub = os.path.join(folder, name)
-            err = _remove_dir_entry(sub, os.unlink if os.path.islink(sub) else os.rmdir)
-            errors.extend([err] if err else [])
-    err = _remove_dir_entry(path, os.rmdir)
-    errors.extend([err] if err else [])
-    return freed, (errors[0] if errors else None)
-
-
-def _remove_dir_entry(path: str, remove: Callable[[str], None]) -> str | None:
-    """Remove an emptied folder (or a link to one); a path already gone is not an error."""
-    try:
-        remove(path)
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        return f"{path}: {e.strerror or e}"
-    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,186 +127,6 @@ def _prepare(plan: Plan, inventory: Inventory) -> tuple[list[_Work], dict[str, s
 
 
 # ---------------------------------------------------------------------------------------------
-# What deleting a unit removes, in order
-
-
-class Step(NamedTuple):
-    """One removal: ``op`` is ``ref`` (unlink if it still names ``commit``), ``remove``, ``repo`` or ``sweep``.
-
-    ``unit`` is the path of the plan unit whose ``freed_bytes`` the step counts to.
-    """
-
-    unit: str
-    op: str
-    path: str
-    commit: str | None = None
-
-
-Going = list[tuple[PlanUnit, Revision]]
-
-
-def unit_steps(cache: CacheInventory, item: Item, unit: PlanUnit, rev: Revision) -> list[Step]:
-    """What one revision removes on its own, in order; a failed step stops the rest of the list.
-
-    For the hub: the refs that name it, then its snapshot, ``.no_exist/C`` and
-    ``trees/C.json`` (a ref is never left pointing at a missing snapshot). For the other
-    kinds: its files and folders.
-    """
-    if cache.kind != "huggingface":
-        return [Step(unit.path, "remove", path) for path in rev.unit_paths]
-    steps = [Step(unit.path, "ref", os.path.join(item.path, "refs", ref), rev.revision) for ref in rev.refs]
-    steps.append(Step(unit.path, "remove", rev.path))
-    steps.append(Step(unit.path, "remove", os.path.join(item.path, ".no_exist", rev.revision)))
-    steps.append(Step(unit.path, "remove", os.path.join(item.path, "trees", rev.revision + ".json")))
-    return steps
-
-
-def shared_steps(cache: CacheInventory, item: Item, gone: Going, stay: list[Revision]) -> list[Step]:
-    """What goes once the revisions ``gone`` are gone and ``stay`` remain (they may include failed ones).
-
-    For the hub: the blobs no staying revision uses (each counted to the last going unit
-    that used it, as the plan counted it), the repo folder when nothing stays, then the
-    shared-store payloads those blobs linked to. For the other kinds: the item's own paths
-    when nothing stays.
-    """
-    if not gone:
-        return []
-    last = gone[-1][0].path
-    if cache.kind != "huggingface":
-        return [] if stay else [Step(last, "remove", path) for path in item.unit_paths]
-    ledger = cache.ledger.blobs.get(item.path, {}) if cache.ledger else {}
-    kept = set().union(*(r.blobs for r in stay)) if stay else set()
-    steps: list[Step] = []
-    stores: dict[str, str] = {}
-    owner: set[str] = set()
-    for unit, rev in reversed(gone):
-        for key in sorted(rev.blobs - kept):
-            if key in owner or os.path.isabs(key):
-                continue
-            owner.add(key)
-            if key.startswith("blobs/"):
-                steps.append(Step(unit.path, "remove", os.path.join(item.path, key)))
-            store = ledger.get(key, (0, None))[1]
-            if store:
-                stores.setdefault(store, unit.path)
-    if not stay:
-        for _, store in ledger.values():
-            if store:
-                stores.setdefault(store, last)
-        steps.append(Step(last, "repo", item.path))
-    steps.extend(Step(unit_path, "sweep", store) for store, unit_path in stores.items())
-    return steps
-
-
-def all_steps(cache: CacheInventory, item: Item, units: Going) -> list[Step]:
-    """Every step deleting ``units`` of ``item`` can take (what :func:`check_plan` checks).
-
-    For the hub this is ``DeleteCacheStrategy.execute``'s order, so an interruption leaves
-    unreferenced data, never a dangling reference.
-    """
-    going = {rev.revision for _, rev in units}
-    stay = [r for r in item.revisions if r.revision not in going]
-    return [s for unit, rev in units for s in unit_steps(cache, item, unit, rev)] + shared_steps(cache, item, units, stay)
-
-
-def junk_steps(unit: PlanUnit, found: object) -> list[Step]:
-    """A partial download, orphan blob or leftover, then the payload an orphan linked to; a payload is swept."""
-    if unit.what == "payload":
-        return [Step(unit.path, "sweep", unit.path)]
-    if isinstance(found, Leftover) and found.commit is None:
-        return [Step(unit.path, "repo", unit.path)]  # an emptied repo folder, snapshots/ last
-    steps = [Step(unit.path, "remove", unit.path)]
-    store = getattr(found, "shared_payload", None)
-    if store:
-        steps.append(Step(unit.path, "sweep", store))
-    return steps
-
-
-def _sweep(store: str, root: str) -> tuple[int, str | None]:
-    if sweep_shared_blob is None:  # pragma: no cover - older hub
-        return 0, None
-    try:
-        return sweep_shared_blob(Path(store), cache_dir=root), None
-    except OSError as e:
-        return 0, f"{store}: {e.strerror or e}"
-
-
-def _unlink_ref(step: Step) -> tuple[int, str | None]:
-    """Unlink a ref only if it still names the revision (it may have moved to a kept one since)."""
-    try:
-        with open(step.path, encoding="utf-8") as f:
-            if f.read().strip() != step.commit:
-                return 0, None
-    except OSError:
-        return 0, None
-    return _unlink(step.path)
-
-
-def _remove_repo(path: str) -> tuple[int, str | None]:
-    """Remove a repo folder whose revisions are gone, ``snapshots/`` last.
-
-    Until the final two ``rmdir`` calls it stays a repo with no revisions, which the hub
-    reads without complaint; a repo folder without ``snapshots/`` would be a warning.
-    """
-    freed, errors = 0, []
-    try:
-        names = sorted(os.listdir(path), key=lambda n: n == "snapshots")
-    except FileNotFoundError:
-        return 0, None
-    except OSError as e:
-        return 0, f"{path}: {e.strerror or e}"
-    for name in names:
-        if name == "snapshots" and errors:
-            break  # something is left: stay a (revision-less) repo the hub can read
-        got, err = remove_path(os.path.join(path, name))
-        freed += got
-        errors.extend([err] if err else [])
-    if not errors:
-        err = _remove_dir_entry(path, os.rmdir)
-        errors.extend([err] if err else [])
-    return freed, (errors[0] if errors else None)
-
-
-def _run(steps: list[Step], root: str, out: dict[str, _Outcome], *, stop: bool = False) -> bool:
-    """Take the steps in order; with ``stop``, stop at the first error. True when none failed."""
-    ok = True
-    for step in steps:
-        if step.op == "ref":
-            freed, error = _unlink_ref(step)
-        elif step.op == "sweep":
-            freed, error = _sweep(step.path, root)
-        elif step.op == "repo":
-            freed, error = _remove_repo(step.path)
-        else:
-            freed, error = remove_path(step.path)
-        out[step.unit].add(freed, error)
-        log.debug("%s %s: %s", step.op, step.path, error or f"done, {freed} bytes freed")
-        if error:
-            ok = False
-            if stop:
-                break
-    return ok
-
-
-def _delete_item(cache: CacheInventory, item: Item, going: Going, out: dict[str, _Outcome]) -> None:
-    """Each revision's own steps (a failure stops that revision, which then stays), then the shared ones."""
-    gone: Going = []
-    failed: list[Revision] = []
-    for unit, rev in going:
-        if _run(unit_steps(cache, item, unit, rev), cache.root, out, stop=True):
-            gone.append((unit, rev))
-        else:
-            failed.append(rev)
-    leaving = {rev.revision for _, rev in going}
-    stay = [r for r in item.revisions if r.revision not in leaving] + failed
-    _run(shared_steps(cache, item, gone, stay), cache.root, out)
-
-
-def _delete_junk(cache: CacheInventory, unit: PlanUnit, found: object, out: dict[str, _Outcome]) -> None:
-    _run(junk_steps(unit, found), cache.root, out, stop=True)
-
-
-# ---------------------------------------------------------------------------------------------
 # Carrying out a plan
 
 
@@ -406,19 +157,137 @@ def check_plan(work: list[_Work], *, kinds: Mapping[str, CacheKind], keep: Itera
         if problem:
             problems.append(problem)
             continue
-        shapes = tuple(getattr(kind, "shapes", ()))
-        steps = [s for unit, found in w.junk for s in junk_steps(unit, found)]
-        steps += [s for item, units in w.revisions.values() for s in all_steps(w.cache, item, units)]
-        problems.extend(p for p in (target_problem(s.path, w.cache, shapes, keep) for s in steps) if p)
+        shapes = shapes_of(kind)
+        deletion = deletion_of(kind)
+        paths = [p for unit, found in w.junk for p in deletion.junk_targets(w.cache, unit, found)]
+        paths += [p for item, units in w.revisions.values() for p in deletion.targets(w.cache, item, units)]
+        problems.extend(p for p in (target_problem(path, w.cache, shapes, keep) for path in paths) if p)
     return problems
 
 
-def _result(unit: PlanUnit, o: _Outcome, skipped: str | None) -> PlanUnit:
+def _result(unit: PlanUnit, o: Outcome, skipped: str | None) -> PlanUnit:
     if skipped is not None:
         return replace(unit, status="skipped", freed_bytes=0, error=skipped)
     if o.errors:
         return replace(unit, status="failed", freed_bytes=o.freed, error=o.errors[0])
     return replace(unit, status="deleted", freed_bytes=o.freed)
+
+
+def _duplicates(plan: Plan) -> list[str]:
+    seen: set[str] = set()
+    return [u.path for u in plan.delete if u.path in seen or seen.add(u.path)]  # type: ignore[func-returns-value]
+
+
+# At most this many finishers wait for their settling time (:data:`hfcache.deletion.SETTLE`).
+MAX_PENDING = 2000
+
+
+class _Run:
+    """One execution: outcomes, the audit log, the finishers waiting for their settling time."""
+
+    def __init__(self, plan: Plan, skipped: dict[str, str], audit: AuditLog | None) -> None:
+        self.plan = plan
+        self.skipped = skipped
+        self.audit = audit
+        self.out: dict[str, Outcome] = {u.path: Outcome() for u in plan.delete}
+        self.done: dict[str, PlanUnit] = {}
+        self.pending: list[tuple[float, Tree, Finisher, list[PlanUnit]]] = []
+        self.stopped: str | None = None
+
+    def start(self, unit: PlanUnit) -> bool:
+        """The durable "started" line; False (and the run stops) when the log cannot be written."""
+        if self.audit is None:
+            return True
+        try:
+            self.audit.start(unit)
+        except AuditError as e:
+            self.stop(str(e))
+            return False
+        return True
+
+    def stop(self, why: str) -> None:
+        self.stopped = self.stopped or why
+
+    def finish(self, unit: PlanUnit) -> None:
+        self.done[unit.path] = result = _result(unit, self.out[unit.path], self.skipped.get(unit.path))
+        if self.audit is not None and result.status != "skipped":
+            try:
+                self.audit.record(result)
+            except AuditError as e:
+                self.stop(str(e))
+        why = result.error or "; ".join(result.reasons)
+        log.info("%s %s %s: %s (%d bytes freed)", result.status, unit.what, unit.path, why, result.freed_bytes or 0)
+        progress.report("deleting", len(self.done), len(self.plan.delete))
+
+    def later(self, tree: Tree, finisher: Finisher | None, units: list[PlanUnit]) -> None:
+        """Finish ``units`` now, or once ``finisher`` ran after its settling time."""
+        if finisher is None:
+            for unit in units:
+                self.finish(unit)
+            return
+        self.pending.append((time.monotonic(), tree, finisher, units))
+        self.flush(wait=len(self.pending) >= MAX_PENDING)
+
+    def flush(self, *, wait: bool = True) -> None:
+        """Run the waiting finishers whose settling time is over (with ``wait``: all, sleeping if needed)."""
+        if not self.pending:
+            return
+        if wait:
+            left = self.pending[-1][0] + SETTLE - time.monotonic()
+            if left > 0:
+                time.sleep(left)
+            ready, self.pending = self.pending, []
+        else:
+            now = time.monotonic()
+            n = next((i for i, p in enumerate(self.pending) if p[0] + SETTLE > now), len(self.pending))
+            if n == 0:
+                return
+            ready, self.pending = self.pending[:n], self.pending[n:]
+        for _, tree, finisher, units in ready:
+            try:
+                finisher(tree)
+            except OSError as e:
+                self.out[units[-1].path].add(0, f"{e.filename or ''}: {e.strerror or e}")
+            for unit in units:
+                self.finish(unit)
+        if wait and self.audit is not None:  # before that, the next unit's "started" line syncs them
+            try:
+                self.audit.sync()
+            except AuditError as e:
+                self.stop(str(e))
+
+    def halted(self) -> bool:
+        """Whether to start no further unit: a signal, or the audit log failing."""
+        if self.stopped is None and interrupt.requested():
+            self.stop(interrupt.reason())
+        return self.stopped is not None
+
+
+def _open_trees(work: list[_Work], failed: dict[str, str]) -> dict[str, Tree]:
+    trees: dict[str, Tree] = {}
+    for w in work:
+        try:
+            trees[w.cache.root] = Tree(w.cache.root)
+        except OSError as e:
+            failed.setdefault(w.cache.root, f"cannot open the cache root {w.cache.root}: {e.strerror or e}")
+    return trees
+
+
+def recover(inventory: Inventory) -> list[str]:
+    """Finish or roll back what interrupted runs left in the caches of ``inventory`` (under their prune locks)."""
+    kinds = registry().kinds
+    notes: list[str] = []
+    for cache in inventory.caches:
+        if not cache.exists:
+            continue
+        try:
+            with Tree(cache.root) as tree:
+                notes += deletion_of(kinds.get(cache.kind)).recover(tree, cache)
+        except OSError as e:
+            notes.append(f"{cache.root}: cannot check for an interrupted prune: {e.strerror or e}")
+    for note in notes:
+        log.warning("%s", note)
+    return notes
 
 
 def execute_plan(
@@ -433,56 +302,80 @@ def execute_plan(
 
     Raises :class:`UnsafePlan`, before deleting anything, when any root or target fails
     :func:`check_plan`. Then, cache by cache and model by model, each unit passes the
-    live-use checks of ``live`` just before it goes, or is skipped with the reason.
-    ``audit`` gets a line per unit handled; ``failed`` maps roots that may not be touched
-    (their prune lock could not be taken) to the reason, and fails their units.
+    live-use checks of ``live`` and its kind's re-validation on disk just before it goes,
+    or is skipped with the reason. ``audit`` gets a durable "started" line before a unit's
+    first step and its outcome after; ``failed`` maps roots that may not be touched (their
+    prune lock could not be taken) to the reason, and fails their units. A signal
+    (:mod:`hfcache.interrupt`) or an audit log that cannot be written stops the run before
+    the next unit: the rest are skipped, and the result's ``stopped`` says why.
     """
+    dupes = _duplicates(plan)
+    if dupes:
+        raise UnsafePlan(f"plan refused, nothing deleted: it lists {dupes[0]} more than once")
     work, skipped = _prepare(plan, inventory)
-    problems = check_plan(work, kinds=registry().kinds, keep=[audit.path] if audit else [])
+    kinds = registry().kinds
+    problems = check_plan(work, kinds=kinds, keep=[audit.path] if audit else [])
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise UnsafePlan(f"plan refused, nothing deleted: {problems[0]}{more}")
     live = live or LiveChecks([w.cache.root for w in work])
     graces = {(c.kind, c.root): c.junk_grace for c in plan.caches}
-    out = {u.path: _Outcome() for u in plan.delete}
-    done: dict[str, PlanUnit] = {}
-
-    def finish(unit: PlanUnit) -> None:
-        done[unit.path] = result = _result(unit, out[unit.path], skipped.get(unit.path))
-        if audit is not None and result.status != "skipped":
-            audit.record(result)
-        why = result.error or "; ".join(result.reasons)
-        log.info("%s %s %s: %s (%d bytes freed)", result.status, unit.what, unit.path, why, result.freed_bytes or 0)
-        progress.report("deleting", len(done), len(plan.delete))
-
-    for w in work:
-        if failed and w.cache.root in failed:
-            for unit, _ in w.junk:
-                out[unit.path].errors.append(failed[w.cache.root])
-            for _, units in w.revisions.values():
-                for unit, _ in units:
-                    out[unit.path].errors.append(failed[w.cache.root])
-            continue
-        grace = graces.get((w.cache.kind, w.cache.root), DEFAULT_JUNK_GRACE)
-        for unit, found in w.junk:
-            reason = live.junk_busy(w.cache, unit, found, grace)
-            if reason:
-                skipped[unit.path] = reason
-            else:
-                _delete_junk(w.cache, unit, found, out)
-            finish(unit)
-        for item, units in w.revisions.values():
-            busy = live.item_busy(w.cache, item.path, item.id, grace)
-            going = []
-            for unit, rev in units:
-                reason = busy or live.revision_busy(w.cache, unit, rev)
+    failed = dict(failed or {})
+    trees = _open_trees(work, failed)
+    run = _Run(plan, skipped, audit)
+    try:
+        for w in work:
+            deletion = deletion_of(kinds.get(w.cache.kind))
+            tree = trees.get(w.cache.root)
+            if tree is None or w.cache.root in failed:
+                why = failed.get(w.cache.root, "its cache root could not be opened")
+                for unit in [u for u, _ in w.junk] + [u for _, units in w.revisions.values() for u, _ in units]:
+                    run.out[unit.path].errors.append(why)
+                continue
+            grace = graces.get((w.cache.kind, w.cache.root), DEFAULT_JUNK_GRACE)
+            for unit, found in w.junk:
+                if run.halted():
+                    break
+                reason = live.junk_busy(deletion, tree, w.cache, unit, found, grace)
                 if reason:
                     skipped[unit.path] = reason
-                else:
-                    going.append((unit, rev))
-            if going:
-                _delete_item(w.cache, item, going, out)
-            for unit, _ in units:
-                finish(unit)
-    results = tuple(done.get(u.path) or _result(u, out[u.path], skipped.get(u.path)) for u in plan.delete)
-    return replace(plan, delete=results, dry_run=False, warnings=(*plan.warnings, *live.notes))
+                    run.finish(unit)
+                elif run.start(unit):
+                    run.later(tree, deletion.remove_junk(tree, w.cache, unit, found, run.out), [unit])
+            for item, units in w.revisions.values():
+                if run.halted():
+                    break
+                busy = live.item_busy(deletion, tree, w.cache, item.path, item.id, grace)
+                gone: list[tuple[PlanUnit, Revision]] = []
+                failed_revs: list[Revision] = []
+                handled: list[PlanUnit] = []
+                for unit, rev in units:
+                    if run.halted():
+                        break
+                    handled.append(unit)
+                    reason = busy or live.revision_busy(w.cache, unit, rev, follow=deletion.follow_links)
+                    reason = reason or deletion.revalidate(tree, w.cache, item, unit, rev)
+                    if reason:
+                        skipped[unit.path] = reason
+                        continue
+                    if not run.start(unit):
+                        handled.pop()
+                        break
+                    freed, error = deletion.remove_revision(tree, w.cache, item, unit, rev)
+                    run.out[unit.path].add(freed, error)
+                    (failed_revs.append(rev) if error else gone.append((unit, rev)))
+                leaving = {rev.revision for unit, rev in gone}
+                stay = [r for r in item.revisions if r.revision not in leaving]
+                finisher = deletion.remove_rest(tree, w.cache, item, gone, stay, run.out) if gone else None
+                run.later(tree, finisher, handled)
+        run.flush()
+    finally:
+        run.flush()
+        for tree in trees.values():
+            tree.close()
+    if run.stopped:
+        for u in plan.delete:
+            if u.path not in run.done:
+                skipped.setdefault(u.path, f"not attempted: {run.stopped}")
+    results = tuple(run.done.get(u.path) or _result(u, run.out[u.path], skipped.get(u.path)) for u in plan.delete)
+    return replace(plan, delete=results, dry_run=False, warnings=(*plan.warnings, *live.notes), stopped=run.stopped)

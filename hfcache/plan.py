@@ -81,6 +81,8 @@ class Plan:
     policy: tuple[str, ...] = ()
     caches: tuple[PlanCache, ...] = ()
     warnings: tuple[str, ...] = ()
+    # Why execution stopped before the end of the plan (a signal, the audit log failing), or None.
+    stopped: str | None = None
 
     @property
     def reclaim_bytes(self) -> int:

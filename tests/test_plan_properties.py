@@ -19,7 +19,7 @@ import hfcache
 from hfcache.caches.huggingface import HUB
 from hfcache.checks import target_problem
 from hfcache.config import Policy, Settings
-from hfcache.execute import remove_path
+from hfcache.fsops import Tree
 from hfcache.plan import make_plan
 from hfcache.prune import run_plan
 from tests.trees import commit, link, repo, sha256, share, shared_store, write
@@ -119,7 +119,8 @@ def test_deleting_never_follows_a_symlink_out_of_the_cache(tmp_path):
     snap = os.path.join(repo_dir, "snapshots", commit(1))
     link(os.path.join(snap, "escape"), str(outside))  # a snapshot entry that is a symlink to a folder outside
     link(os.path.join(snap, "file-escape"), keep_me)
-    freed, error = remove_path(repo_dir)
+    with Tree(root) as tree:
+        freed, error = tree.remove(repo_dir)
     assert error is None and freed == 10 + 40  # the blob and refs/main; links count nothing
     assert not os.path.exists(repo_dir)
     assert open(keep_me, "rb").read() == b"years of work"

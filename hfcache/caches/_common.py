@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from ..deletion import PATHS, Deletion
 from ..errors import CacheNotADirectory, CacheNotFound, CacheUnreadable, NotACache
 from ..locks import is_lock_held
 from ..model import CacheInventory, Item, PartialFile, Revision, ScanWarning
@@ -148,7 +149,8 @@ class FunctionKind:
 
     ``shapes`` are regular expressions over a path relative to the root (``/``-separated):
     every path a prune removes must match one of them. ``lock_file`` is where, relative to
-    the root, hfcache's own prune lock lives. A kind with ``parallel`` takes ``jobs=N`` (worker
+    the root, hfcache's own prune lock lives. ``deletion`` is how its units leave the disk
+    (:mod:`hfcache.deletion`; by default each unit's paths). A kind with ``parallel`` takes ``jobs=N`` (worker
     processes) and ``ledger=False`` (no :class:`~hfcache.model.BlobLedger`) in ``scan``.
     """
 
@@ -161,6 +163,7 @@ class FunctionKind:
     shapes: tuple[str, ...] = ()
     lock_file: str = PRUNE_LOCK
     parallel: bool = False
+    deletion: Deletion = PATHS
 
     def default_roots(self, env: Mapping[str, str]) -> list[str]:
         return self.roots(env)

@@ -43,6 +43,7 @@ from ._common import (
     names_in,
     xdg_cache_home,
 )
+from .hub_delete import HUB_DELETION, TRASH, TRASH_BLOBS
 
 KIND = "huggingface"
 TITLE = "Hugging Face hub cache"
@@ -596,7 +597,7 @@ def _scan_repo(roots: _Roots, entry: os.DirEntry[str], repo_type: str, item_id: 
         return finish()
 
     for name, sub in sorted(subdirs.items()):
-        if name in FILES_TO_IGNORE:
+        if name in FILES_TO_IGNORE or (name == TRASH and sub.is_dir(follow_symlinks=False)):
             continue
         if name not in REPO_SUBDIRS:
             warnings.append(ScanWarning(sub.path, "unexpected entry in repo folder"))
@@ -616,6 +617,11 @@ def _scan_repo(roots: _Roots, entry: os.DirEntry[str], repo_type: str, item_id: 
             warnings.append(ScanWarning(os.path.join(repo_dir, "blobs"), f"cannot read blobs ({e.strerror or e})"))
     if usable("refs"):
         refs = _scan_refs(os.path.join(repo_dir, "refs"), warnings)
+    set_aside: dict[str, _Blob] = {}
+    if usable(TRASH):
+        for commit, names in _scan_trash(repo_dir, blobs, set_aside, warnings).items():
+            have = refs.setdefault(commit, [])
+            have.extend(n for n in names if n not in have)
     for folder, suffix in ((".no_exist", ""), ("trees", ".json")):
         if usable(folder):
             for e in _list(os.path.join(repo_dir, folder), folder, warnings):
@@ -642,7 +648,45 @@ def _scan_repo(roots: _Roots, entry: os.DirEntry[str], repo_type: str, item_id: 
                 rev_warnings.append(ScanWarning(snap.path, "snapshot folder is not named after a commit hash"))
             keys, nb_files = _scan_snapshot(roots, repo_dir, snap.path, blobs, tables, rev_warnings)
             revisions.append((snap.name, snap.path, keys, nb_files, rev_warnings))
+    if set_aside:  # a blob set aside that nothing links is gone (the repair deletes it), not an orphan
+        reached = set().union(*(r[2] for r in revisions))
+        for key in set_aside.keys() - reached:
+            del blobs[key]
     return finish()
+
+
+def _scan_trash(
+    repo_dir: str, blobs: dict[str, _Blob], set_aside: dict[str, _Blob], warnings: list[ScanWarning]
+) -> dict[str, list[str]]:
+    """Read a repo's ``.hfcache-trash/`` (a prune's work in progress) as the repair will leave it.
+
+    Refs set aside for a snapshot that is still there are its refs (commit -> names); a
+    blob set aside counts as the blob it was (``set_aside`` lists those); a snapshot set
+    aside is already gone. See
+    :mod:`hfcache.caches.hub_delete`.
+    """
+    trash_dir = os.path.join(repo_dir, TRASH)
+    refs: dict[str, list[str]] = {}
+    for entry in _list(trash_dir, TRASH, warnings):
+        if entry.name == TRASH_BLOBS and entry.is_dir(follow_symlinks=False):
+            for blob in _list(entry.path, TRASH, warnings):
+                st = blob.stat(follow_symlinks=False)
+                key = "blobs/" + blob.name
+                if stat_mod.S_ISREG(st.st_mode) and key not in blobs:
+                    blobs[key] = set_aside[key] = _new_blob(_Blob, (st.st_size, st.st_atime, st.st_mtime, None, ""))
+            continue
+        if not _COMMIT_RE.fullmatch(entry.name) or not entry.is_dir(follow_symlinks=False):
+            warnings.append(ScanWarning(entry.path, "unexpected entry in hfcache's trash"))
+            continue
+        if os.path.lexists(os.path.join(repo_dir, "snapshots", entry.name)):
+            held = os.path.join(entry.path, "refs")
+            if os.path.isdir(held):
+                refs[entry.name] = _scan_refs(held, warnings).get(entry.name, [])
+            message = "an interrupted prune set this revision's refs aside: the next prune puts them back"
+        else:
+            message = "an interrupted prune was removing this revision: the next prune finishes it"
+        warnings.append(ScanWarning(entry.path, message, blocks_deletion=False))
+    return refs
 
 
 def _build_repo(
@@ -890,4 +934,5 @@ HUB = FunctionKind(
     # The hub's scan_cache_dir warns about any unknown entry in the root, but skips .locks/;
     # its own locks live one level down, in .locks/<repo folder>/, so this name cannot collide.
     lock_file=".locks/hfcache-prune.lock",
+    deletion=HUB_DELETION,
 )

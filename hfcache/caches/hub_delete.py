@@ -1,0 +1,465 @@
+"""Deleting from a huggingface_hub cache: the hub's order, made crash-safe and race-safe.
+
+The hub itself (``DeleteCacheStrategy.execute``) unlinks refs, then snapshots, then blobs,
+by absolute paths. hfcache keeps that order but makes every step recoverable, so that a
+run killed at any instant leaves a cache that loads, and a next plan identical to what an
+uninterrupted run would have kept. Each repo gets a private folder, ``.hfcache-trash/``
+(huggingface_hub's ``scan_cache_dir`` reads only ``refs/`` and ``snapshots/``, so it never
+sees it):
+
+1. **Re-validated on disk** (:meth:`HubDeletion.revalidate`): the refs naming the revision
+   must be the plan's, and unless the plan removes the repo, another snapshot must remain.
+2. **Refs set aside**: each ref naming commit ``C`` is renamed to ``.hfcache-trash/C/refs/``
+   and read again there; one that no longer names ``C`` (a download moved it) goes back.
+3. **Snapshot set aside**: ``snapshots/C`` is renamed to ``.hfcache-trash/C/snapshot``, then
+   the ``.hfcache-trash/C`` tree, ``.no_exist/C`` and ``trees/C.json`` are removed. If the
+   snapshot cannot be set aside or removed, it and its refs are put back: the revision stays
+   loadable by tag.
+4. **Blobs set aside, then checked**: a blob no remaining revision uses is renamed, under the
+   hub's own per-blob download lock, to ``.hfcache-trash/blobs/``; the repo's snapshot links
+   are read again and a linked blob goes back. After a settling time (longer than the poll
+   interval of the hub's lock), the links are read once more: a blob a racing download linked
+   meanwhile goes back (its link, relative and by name, heals); the others are unlinked.
+5. The repo folder goes when its last revision went and no new snapshot or download appeared,
+   ``snapshots/`` last; then the shared-store payloads, by the hub's own ``sweep_shared_blob``.
+
+:meth:`HubDeletion.recover` (run under the prune lock before anything is deleted) reads the
+trash: refs of a snapshot that is still there go back (unless a newer ref took their place),
+a snapshot set aside is finished, a blob set aside goes back if linked, else goes. The scan
+reads the trash the same way (:mod:`hfcache.caches.huggingface`), so a plan made before the
+repair already sees the refs where they belong.
+
+Left open (documented in the README): huggingface_hub checks that a blob exists *before*
+taking its lock; a download that checked before step 4 and is held up for longer than the
+settling time can still link a blob just removed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat as stat_mod
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from ..deletion import Finisher, Going, Outcomes, young
+from ..fsops import Tree, UnsafePath
+from ..locks import is_lock_held
+from ..model import CacheInventory, Item, Leftover, OrphanFile, Revision
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+try:  # the hub's own garbage collection of its shared store (huggingface_hub >= 1.32)
+    from huggingface_hub.utils._shared_blobs import sweep_shared_blob
+except ImportError:  # pragma: no cover - older hub: payloads are left behind (leaked, never lost)
+    sweep_shared_blob = None
+
+TRASH = ".hfcache-trash"
+TRASH_BLOBS = "blobs"  # .hfcache-trash/blobs/<name>: blobs set aside while their links are checked
+# How long to wait for the hub's lock of one blob before leaving that blob for another run.
+BLOB_LOCK_WAIT = 2.0
+_REF_TMP_SUFFIX = ".tmp"
+
+
+def _commit(text: str | None) -> str | None:
+    return text.strip() if text is not None else None
+
+
+class HubDeletion:
+    """The hub kind's deletion steps (see the module docstring)."""
+
+    follow_links = True
+
+    # -- what may be touched -------------------------------------------------------------------
+
+    def targets(self, cache: CacheInventory, item: Item, going: Going) -> list[str]:
+        paths = []
+        for _unit, rev in going:
+            paths += [os.path.join(item.path, "refs", ref) for ref in rev.refs]
+            paths.append(rev.path)
+        paths += [os.path.join(item.path, key) for _, rev in going for key in sorted(rev.blobs) if key.startswith("blobs/")]
+        going_revs = {rev.revision for _, rev in going}
+        if all(r.revision in going_revs for r in item.revisions):
+            paths.append(item.path)
+        return paths
+
+    def junk_targets(self, cache: CacheInventory, unit, found: object) -> list[str]:
+        return [unit.path]
+
+    # -- reading the repo as it is now ---------------------------------------------------------
+
+    def refs_now(self, tree: Tree, repo: str, refs_dir: str | None = None) -> dict[str, str]:
+        """Every ref of the repo: name (``main``, ``pr/1``) -> the commit it holds, read strictly."""
+        refs: dict[str, str] = {}
+        base = refs_dir or os.path.join(repo, "refs")
+        stack = [""]
+        while stack:
+            prefix = stack.pop()
+            folder = os.path.join(base, prefix.rstrip("/")) if prefix else base
+            for name in _listdir(tree, folder):
+                path = os.path.join(folder, name)
+                st = tree.lstat(path)
+                if st is None:
+                    continue
+                if stat_mod.S_ISDIR(st.st_mode):
+                    stack.append(f"{prefix}{name}/" if prefix else f"{name}/")
+                elif stat_mod.S_ISREG(st.st_mode) and not name.endswith(_REF_TMP_SUFFIX):
+                    refs[f"{prefix}{name}"] = _commit(tree.read_text(path, 256)) or ""
+        return refs
+
+    def linked_blobs(self, tree: Tree, repo: str) -> set[str]:
+        """Names of the blobs some snapshot link of the repo points to now (``blobs/<name>``)."""
+        names: set[str] = set()
+        stack = [os.path.join(repo, "snapshots")]
+        while stack:
+            folder = stack.pop()
+            for name in _listdir(tree, folder):
+                path = os.path.join(folder, name)
+                st = tree.lstat(path)
+                if st is None:
+                    continue
+                if stat_mod.S_ISDIR(st.st_mode):
+                    stack.append(path)
+                elif stat_mod.S_ISLNK(st.st_mode):
+                    target = (tree.readlink(path) or "").replace("\\", "/").split("/")
+                    if len(target) >= 2 and target[-2] == "blobs":
+                        names.add(target[-1])
+        return names
+
+    # -- just before a unit goes ---------------------------------------------------------------
+
+    def item_busy(
+        self, tree: Tree, cache: CacheInventory, path: str, item_id: str | None, grace: float, now: float
+    ) -> str | None:
+        """A download running into the repo: a lock of it held, or a partial blob younger than ``grace``."""
+        locks = os.path.join(tree.path, ".locks", os.path.basename(path))
+        for name in _listdir(tree, locks):
+            if name.endswith(".lock") and is_lock_held(os.path.join(locks, name)):
+                return f"a download into this repo is running (lock held: {name})"
+        blobs = os.path.join(path, "blobs")
+        for name in _listdir(tree, blobs):
+            if name.endswith(".incomplete"):
+                age = young(tree, os.path.join(blobs, name), now, grace)
+                if age:
+                    return f"a download into this repo may be running ({name} modified {age} ago)"
+        return None
+
+    def revalidate(self, tree: Tree, cache: CacheInventory, item: Item, unit, rev: Revision) -> str | None:
+        if tree.lstat(rev.path) is None:
+            return "no longer in the cache"
+        naming = sorted(name for name, commit in self.refs_now(tree, item.path).items() if commit == rev.revision)
+        if naming != sorted(unit.refs):
+            return (
+                f"its refs changed since the plan (now: {', '.join(naming) or 'none'}; planned: {', '.join(unit.refs) or 'none'})"
+            )
+        if not unit.item_removed:
+            others = [n for n in _listdir(tree, os.path.join(item.path, "snapshots")) if n != rev.revision]
+            if not others:
+                return "it is now the model's last revision (the others are gone since the plan)"
+        return None
+
+    # -- a revision ----------------------------------------------------------------------------
+
+    def remove_revision(self, tree: Tree, cache: CacheInventory, item: Item, unit, rev: Revision) -> tuple[int, str | None]:
+        repo, commit = item.path, rev.revision
+        trash = os.path.join(repo, TRASH, commit)
+        moved: list[str] = []
+        try:
+            tree.makedirs(trash)
+            for ref in sorted(unit.refs):
+                src, dst = os.path.join(repo, "refs", ref), os.path.join(trash, "refs", ref)
+                tree.makedirs(os.path.dirname(dst))
+                tree.rename(src, dst)
+                moved.append(ref)
+                if _commit(tree.read_text(dst, 256)) != commit:
+                    raise OSError(errno.EAGAIN, "a ref moved while the revision was being deleted", src)
+            tree.rename(rev.path, os.path.join(trash, "snapshot"))
+        except OSError as e:
+            self._restore_refs(tree, repo, trash)
+            _discard(tree, os.path.join(repo, TRASH))
+            return 0, f"{e.filename or rev.path}: {e.strerror or e}; nothing of it was removed"
+        freed, error = tree.remove(os.path.join(trash, "snapshot"))
+        if error:
+            try:  # what is left goes back with its refs: the revision stays loadable by tag
+                tree.rename(os.path.join(trash, "snapshot"), rev.path)
+                self._restore_refs(tree, repo, trash)
+            except OSError:
+                pass  # left in the trash: the next run's recovery puts the refs back or finishes
+            return freed, error
+        tree.remove(trash, count=False)
+        tree.remove(os.path.join(repo, ".no_exist", commit), count=False)
+        tree.remove(os.path.join(repo, "trees", commit + ".json"), count=False)
+        _discard(tree, os.path.join(repo, TRASH))
+        return freed, None
+
+    def _restore_refs(self, tree: Tree, repo: str, trash: str) -> None:
+        """Put the refs set aside in ``trash`` back, each only where no newer ref took its place."""
+        for ref in self.refs_now(tree, repo, os.path.join(trash, "refs")):
+            src, dst = os.path.join(trash, "refs", ref), os.path.join(repo, "refs", ref)
+            try:
+                if tree.lstat(dst) is None:
+                    tree.makedirs(os.path.dirname(dst))
+                    tree.rename(src, dst)
+                else:
+                    tree.unlink(src, count=False)
+            except OSError:
+                continue
+        tree.remove(os.path.join(trash, "refs"), count=False)
+        _discard(tree, trash)
+
+    # -- what the revisions shared -------------------------------------------------------------
+
+    def remove_rest(
+        self, tree: Tree, cache: CacheInventory, item: Item, gone: Going, stay: Sequence[Revision], out: Outcomes
+    ) -> Finisher | None:
+        """Set aside the blobs no staying revision uses; the finisher removes them (and the repo, payloads)."""
+        if not gone:
+            return None
+        ledger = cache.ledger.blobs.get(item.path, {}) if cache.ledger else {}
+        kept = set().union(*(r.blobs for r in stay)) if stay else set()
+        owner: dict[str, str] = {}  # blob name -> the unit whose freed bytes it counts to
+        stores: dict[str, str] = {}  # payload -> unit
+        for unit, rev in reversed(gone):
+            for key in sorted(rev.blobs - kept):
+                if key.startswith("blobs/") and key[6:] not in owner:
+                    owner[key[6:]] = unit.path
+                store = ledger.get(key, (0, None))[1]
+                if store:
+                    stores.setdefault(store, unit.path)
+        last = gone[-1][0].path
+        whole = not stay
+        if whole:
+            for _, store in ledger.values():
+                if store:
+                    stores.setdefault(store, last)
+        aside = self._set_aside(tree, item.path, owner, out)
+
+        def finish(tree: Tree) -> None:
+            self._finish_blobs(tree, item.path, aside, out)
+            if whole:
+                out[last].add(*self._remove_repo(tree, item.path))
+            for store, unit_path in stores.items():
+                out[unit_path].add(*_sweep(tree, store))
+
+        return finish
+
+    def _set_aside(self, tree: Tree, repo: str, owner: dict[str, str], out: Outcomes) -> dict[str, str]:
+        """Rename each blob to the repo's trash under its download lock; those still linked go back."""
+        if not owner:
+            return {}
+        aside_dir = os.path.join(repo, TRASH, TRASH_BLOBS)
+        try:
+            tree.makedirs(aside_dir)
+        except OSError as e:
+            out[next(iter(owner.values()))].add(0, f"{aside_dir}: {e.strerror or e}")
+            return {}
+        aside: dict[str, str] = {}
+        for name, unit_path in owner.items():
+            try:
+                with self._blob_lock(tree, repo, name):
+                    tree.rename(os.path.join(repo, "blobs", name), os.path.join(aside_dir, name))
+            except FileNotFoundError:
+                continue
+            except TimeoutError:
+                continue  # a download holds it: the blob stays, for a later run
+            except OSError as e:
+                out[unit_path].add(0, f"{os.path.join(repo, 'blobs', name)}: {e.strerror or e}")
+                continue
+            aside[name] = unit_path
+        if aside:
+            self._put_back_linked(tree, repo, aside)
+        return aside
+
+    def _put_back_linked(self, tree: Tree, repo: str, aside: dict[str, str]) -> None:
+        linked = self.linked_blobs(tree, repo)
+        for name in [n for n in aside if n in linked]:
+            _restore_blob(tree, repo, name)
+            del aside[name]
+
+    def _finish_blobs(self, tree: Tree, repo: str, aside: dict[str, str], out: Outcomes) -> None:
+        """After the settling time: links read again; a linked blob goes back, the rest are unlinked."""
+        if not aside:
+            return
+        self._put_back_linked(tree, repo, aside)
+        for name, unit_path in aside.items():
+            path = os.path.join(repo, TRASH, TRASH_BLOBS, name)
+            try:
+                with self._blob_lock(tree, repo, name):
+                    if name in self.linked_blobs(tree, repo):
+                        _restore_blob(tree, repo, name)
+                        continue
+                    out[unit_path].add(*tree.unlink(path))
+            except TimeoutError:
+                _restore_blob(tree, repo, name)  # a download holds its lock: it stays
+            except OSError as e:
+                out[unit_path].add(0, f"{path}: {e.strerror or e}")
+        _discard(tree, os.path.join(repo, TRASH, TRASH_BLOBS))
+        _discard(tree, os.path.join(repo, TRASH))
+
+    @contextmanager
+    def _blob_lock(self, tree: Tree, repo: str, name: str) -> Iterator[None]:
+        """Hold huggingface_hub's download lock of one blob (``.locks/<repo folder>/<name>.lock``)."""
+        if fcntl is None:  # pragma: no cover - Windows
+            yield
+            return
+        folder = os.path.join(tree.path, ".locks", os.path.basename(repo))
+        tree.makedirs(folder)
+        with tree.parent(os.path.join(folder, name + ".lock")) as (dfd, lname):
+            flags = os.O_NOFOLLOW | os.O_CLOEXEC
+            try:
+                fd = os.open(lname, os.O_RDWR | os.O_CREAT | flags, 0o664, dir_fd=dfd)
+            except PermissionError:
+                fd = os.open(lname, os.O_RDONLY | flags, dir_fd=dfd)  # flock works on a read-only descriptor
+        try:
+            deadline = time.monotonic() + BLOB_LOCK_WAIT
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(name) from None
+                    time.sleep(0.02)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    def _remove_repo(self, tree: Tree, repo: str) -> tuple[int, str | None]:
+        """Remove a repo whose revisions are gone, ``snapshots/`` last; kept when a download or snapshot appeared."""
+        try:
+            if _listdir(tree, os.path.join(repo, "snapshots")):
+                return 0, None  # a revision appeared since the plan (a download): the repo stays
+            locks = os.path.join(tree.path, ".locks", os.path.basename(repo))
+            if any(n.endswith(".lock") and is_lock_held(os.path.join(locks, n)) for n in _listdir(tree, locks)):
+                return 0, None
+            names = sorted(_listdir(tree, repo), key=lambda n: n == "snapshots")
+        except OSError as e:
+            return 0, f"{repo}: {e.strerror or e}"
+        for name in names:
+            _, err = tree.remove(os.path.join(repo, name), count=False)
+            if err:
+                return 0, err  # stays a (revision-less) repo the hub reads without complaint
+        try:
+            with tree.parent(repo) as (fd, name):
+                os.rmdir(name, dir_fd=fd)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            return 0, f"{repo}: {e.strerror or e}"
+        return 0, None
+
+    # -- junk ----------------------------------------------------------------------------------
+
+    def remove_junk(self, tree: Tree, cache: CacheInventory, unit, found: object, out: Outcomes) -> Finisher | None:
+        if unit.what == "payload":
+            out[unit.path].add(*_sweep(tree, unit.path))
+            return None
+        if isinstance(found, Leftover) and found.commit is None:
+            out[unit.path].add(*self._remove_repo(tree, unit.path))
+            return None
+        if isinstance(found, OrphanFile):  # a blob a racing download may link: the same protocol as blobs
+            repo = os.path.dirname(os.path.dirname(unit.path))
+            aside = self._set_aside(tree, repo, {os.path.basename(unit.path): unit.path}, out)
+            store = found.shared_payload
+
+            def finish(tree: Tree) -> None:
+                self._finish_blobs(tree, repo, aside, out)
+                if store:
+                    out[unit.path].add(*_sweep(tree, store))
+
+            return finish
+        out[unit.path].add(*tree.remove(unit.path))
+        return None
+
+    # -- after a kill --------------------------------------------------------------------------
+
+    def recover(self, tree: Tree, cache: CacheInventory) -> list[str]:
+        """Finish or roll back what a killed run left in each repo's trash; one line per repair."""
+        notes: list[str] = []
+        for repo_name in _listdir(tree, tree.path):
+            repo = os.path.join(tree.path, repo_name)
+            trash = os.path.join(repo, TRASH)
+            try:
+                st = tree.lstat(trash)
+            except OSError:
+                continue
+            if st is None or not stat_mod.S_ISDIR(st.st_mode):
+                continue
+            for name in _listdir(tree, trash):
+                if name == TRASH_BLOBS:
+                    for blob in _listdir(tree, os.path.join(trash, TRASH_BLOBS)):
+                        aside = {blob: ""}
+                        self._put_back_linked(tree, repo, aside)
+                        if aside:
+                            tree.unlink(os.path.join(trash, TRASH_BLOBS, blob))
+                            notes.append(f"{repo}: finished removing blob {blob} (an interrupted prune)")
+                        else:
+                            notes.append(f"{repo}: put back blob {blob} (an interrupted prune)")
+                    _discard(tree, os.path.join(trash, TRASH_BLOBS))
+                    continue
+                snapshot = os.path.join(repo, "snapshots", name)
+                held = os.path.join(trash, name)
+                if tree.lstat(snapshot) is not None:
+                    self._restore_refs(tree, repo, held)
+                    tree.remove(os.path.join(held, "snapshot"), count=False)  # cannot exist beside it; never data
+                    _discard(tree, held)
+                    notes.append(f"{repo}: put back the refs of revision {name} (an interrupted prune)")
+                else:
+                    tree.remove(held, count=False)
+                    tree.remove(os.path.join(repo, ".no_exist", name), count=False)
+                    tree.remove(os.path.join(repo, "trees", name + ".json"), count=False)
+                    notes.append(f"{repo}: finished removing revision {name} (an interrupted prune)")
+            _discard(tree, trash)
+        return notes
+
+
+def _listdir(tree: Tree, path: str) -> list[str]:
+    try:
+        return tree.listdir(path)
+    except (UnsafePath, NotADirectoryError):
+        return []
+
+
+def _discard(tree: Tree, folder: str) -> None:
+    """Remove ``folder`` if it is empty."""
+    try:
+        with tree.parent(folder) as (fd, name):
+            os.rmdir(name, dir_fd=fd)
+    except OSError:
+        pass
+
+
+def _restore_blob(tree: Tree, repo: str, name: str) -> None:
+    """Put a set-aside blob back, unless a download already wrote a new copy (then the aside one goes)."""
+    src, dst = os.path.join(repo, TRASH, TRASH_BLOBS, name), os.path.join(repo, "blobs", name)
+    try:
+        if tree.lstat(dst) is None:
+            tree.rename(src, dst)
+        else:
+            tree.unlink(src)
+    except OSError:
+        pass
+
+
+def _sweep(tree: Tree, store: str) -> tuple[int, str | None]:
+    """A shared-store payload, by huggingface_hub's own garbage collection (under the hub's lock)."""
+    if sweep_shared_blob is None:  # pragma: no cover - older hub
+        return 0, None
+    try:
+        if tree.lstat(store) is None:  # reached strictly: no symlink or mount on the way
+            return 0, None
+        from pathlib import Path
+
+        return sweep_shared_blob(Path(store), cache_dir=tree.path), None
+    except OSError as e:
+        return 0, f"{store}: {e.strerror or e}"
+
+
+HUB_DELETION = HubDeletion()

@@ -1,0 +1,183 @@
+"""How a cache kind deletes its units: the protocol execution drives, and the default for simple kinds.
+
+A kind's ``deletion`` (see :class:`hfcache.caches.CacheKind`) is everything
+:mod:`hfcache.execute` knows about taking its units off the disk. Execution opens each root
+once as a :class:`~hfcache.fsops.Tree` and hands it to these methods, which act only
+through it (descriptor-relative, one mount, symlinks never followed):
+
+1. :meth:`Deletion.recover` before anything else, under the prune lock: finish or roll back
+   what a killed run left half-done;
+2. :meth:`Deletion.item_busy` and :meth:`Deletion.revalidate` just before a unit goes: a
+   download running into its item, its refs changed since the plan, it became the item's
+   last revision on disk. A reason skips the unit;
+3. :meth:`Deletion.remove_revision` for each unit, then :meth:`Deletion.remove_rest` once
+   per item for what the units shared (the item's folder, the hub's blobs), which may leave
+   a *finisher*: work to complete after a short settling time (the hub's blobs set aside
+   while a download racing for them may still link them), run by execution in batches.
+
+:class:`PathDeletion` is the default: a unit is its paths, removed strictly; the item's own
+paths go with its last unit. Kinds that share data between units (the hub) bring their own.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from .locks import is_lock_held
+from .model import CacheInventory, Item, Revision
+from .policies import describe_age
+
+if TYPE_CHECKING:
+    from .fsops import Tree
+    from .plan import PlanUnit
+
+
+@dataclass
+class Outcome:
+    """What one unit's removal did so far: bytes of the plan's accounting that left the disk, errors."""
+
+    freed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, freed: int, error: str | None) -> None:
+        self.freed += freed
+        if error:
+            self.errors.append(error)
+
+
+Going = Sequence[tuple["PlanUnit", Revision]]
+Outcomes = dict[str, Outcome]  # unit path -> outcome
+Finisher = Callable[["Tree"], None]
+# How long execution lets a finisher wait before running it: longer than the poll interval of
+# filelock (0.05 s), the lock huggingface_hub takes around each download.
+SETTLE = 0.25
+
+
+@runtime_checkable
+class Deletion(Protocol):
+    """The deletion steps of a cache kind (see the module docstring)."""
+
+    # Whether a unit's data is reached through its links (the hub's snapshot entries): what the
+    # read-since-plan and in-use checks look at.
+    follow_links: bool
+
+    def targets(self, cache: CacheInventory, item: Item, going: Going) -> list[str]:
+        """Every path removing ``going`` of ``item`` may touch (checked against the kind's shapes first)."""
+        ...
+
+    def junk_targets(self, cache: CacheInventory, unit: PlanUnit, found: object) -> list[str]: ...
+
+    def recover(self, tree: Tree, cache: CacheInventory) -> list[str]:
+        """Finish or roll back what an interrupted run left; returns one line per repair."""
+        ...
+
+    def item_busy(
+        self, tree: Tree, cache: CacheInventory, path: str, item_id: str | None, grace: float, now: float
+    ) -> str | None:
+        """A download running into the item at ``path``, or None."""
+        ...
+
+    def revalidate(self, tree: Tree, cache: CacheInventory, item: Item, unit: PlanUnit, rev: Revision) -> str | None:
+        """Why ``unit`` may no longer go, judged from the disk now, or None."""
+        ...
+
+    def remove_revision(
+        self, tree: Tree, cache: CacheInventory, item: Item, unit: PlanUnit, rev: Revision
+    ) -> tuple[int, str | None]:
+        """Remove one revision (all or nothing where the kind can): (bytes freed, error)."""
+        ...
+
+    def remove_rest(
+        self, tree: Tree, cache: CacheInventory, item: Item, gone: Going, stay: Sequence[Revision], out: Outcomes
+    ) -> Finisher | None:
+        """What the revisions ``gone`` leave behind; ``stay`` remain. May return work to finish later."""
+        ...
+
+    def remove_junk(self, tree: Tree, cache: CacheInventory, unit: PlanUnit, found: object, out: Outcomes) -> Finisher | None: ...
+
+
+def young(tree: Tree, path: str, now: float, grace: float) -> str | None:
+    """How old ``path`` is, when younger than ``grace`` (a download may still be writing it)."""
+    try:
+        st = tree.lstat(path)
+    except OSError:
+        return None
+    if st is None:
+        return None
+    age = now - st.st_mtime
+    return describe_age(max(0.0, age)) if age < grace else None
+
+
+def last_revision(tree: Tree, item: Item, unit: PlanUnit, rev: Revision) -> str | None:
+    """ "Never a model's last revision" judged on the disk: the other revisions the scan saw must still be there."""
+    if unit.item_removed:
+        return None
+    for other in item.revisions:
+        if other.revision != rev.revision and any(tree.lstat(p) is not None for p in other.unit_paths):
+            return None
+    return "it is now the model's last revision (the others are gone since the plan)"
+
+
+class PathDeletion:
+    """A unit is its paths; the item's own paths go with its last unit (torch, Keras, Xet, datasets, ...)."""
+
+    follow_links = False
+
+    def targets(self, cache: CacheInventory, item: Item, going: Going) -> list[str]:
+        going_revs = {rev.revision for _, rev in going}
+        paths = [p for _, rev in going for p in rev.unit_paths]
+        if all(r.revision in going_revs for r in item.revisions):
+            paths.extend(item.unit_paths)
+        return paths
+
+    def junk_targets(self, cache: CacheInventory, unit: PlanUnit, found: object) -> list[str]:
+        return [unit.path]
+
+    def recover(self, tree: Tree, cache: CacheInventory) -> list[str]:
+        return []
+
+    def item_busy(
+        self, tree: Tree, cache: CacheInventory, path: str, item_id: str | None, grace: float, now: float
+    ) -> str | None:
+        for partial in cache.partial_files:
+            if partial.item_id == item_id:
+                if partial.lock_path and is_lock_held(partial.lock_path):
+                    return f"a download of it is running (lock held: {partial.lock_path})"
+                age = young(tree, partial.path, now, grace)
+                if age:
+                    return f"a download of it may be running ({os.path.basename(partial.path)} modified {age} ago)"
+        return None
+
+    def revalidate(self, tree: Tree, cache: CacheInventory, item: Item, unit: PlanUnit, rev: Revision) -> str | None:
+        return last_revision(tree, item, unit, rev)
+
+    def remove_revision(
+        self, tree: Tree, cache: CacheInventory, item: Item, unit: PlanUnit, rev: Revision
+    ) -> tuple[int, str | None]:
+        freed, error = 0, None
+        for path in rev.unit_paths:
+            got, err = tree.remove(path)
+            freed += got
+            if err:
+                return freed, err
+        return freed, error
+
+    def remove_rest(
+        self, tree: Tree, cache: CacheInventory, item: Item, gone: Going, stay: Sequence[Revision], out: Outcomes
+    ) -> Finisher | None:
+        if not gone or stay:
+            return None
+        last = out[gone[-1][0].path]
+        for path in item.unit_paths:
+            last.add(*tree.remove(path))
+        return None
+
+    def remove_junk(self, tree: Tree, cache: CacheInventory, unit: PlanUnit, found: object, out: Outcomes) -> Finisher | None:
+        out[unit.path].add(*tree.remove(unit.path))
+        return None
+
+
+PATHS = PathDeletion()

@@ -1,0 +1,314 @@
+"""Strict file operations inside one cache root: every step relative to an open folder, on one mount.
+
+A deletion that rebuilds an absolute path between a check and an action can be redirected:
+a folder on the way swapped for a symlink, or a folder mounted over, sends the kernel
+somewhere else at the next call. :class:`Tree` never does that:
+
+* the root is opened once (``O_DIRECTORY | O_NOFOLLOW``) and its device and mount id kept;
+* every path below it is reached one component at a time, each opened with
+  ``O_NOFOLLOW | O_DIRECTORY`` relative to its parent's descriptor, and checked to be on
+  the root's mount (a bind mount keeps ``st_dev``, so mount ids are compared too, see
+  :mod:`hfcache.mounts`). A symlink on the way is an error (``ELOOP``), never followed;
+* removal, renaming and reading act with ``dir_fd=`` on the last component. A symlink met
+  inside a tree is unlinked, never its target; a mount point met inside a tree is neither
+  entered nor removed (:class:`UnsafePath`), and the folders holding it stay.
+
+Freed bytes are counted from the ``lstat`` of what was unlinked, made relative to the same
+folder descriptor: a regular file's size when that was its last link.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat as stat_mod
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from .mounts import mount_id
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_FILE_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+# Deeper than any cache needs: past this a tree is refused rather than holding a descriptor per level.
+MAX_DEPTH = 128
+
+
+class UnsafePath(OSError):
+    """A path component is a symlink, not a folder, or on another mount: nothing done through it."""
+
+
+def _error(path: str, e: OSError) -> str:
+    return f"{path}: {e.strerror or e}"
+
+
+class Tree:
+    """An open cache root; paths given to its methods are absolute paths inside it (as the scan reports them).
+
+    Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, root: str) -> None:
+        self.path = os.path.realpath(root)
+        self.fd = os.open(self.path, _DIR_FLAGS)
+        st = os.fstat(self.fd)
+        self.dev = st.st_dev
+        self.mnt = mount_id(self.fd)
+
+    def __enter__(self) -> Tree:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    # -- reaching a folder ---------------------------------------------------------------------
+
+    def parts(self, path: str) -> list[str]:
+        """The components of ``path`` below the root; refuses anything not strictly inside, or unnormalised."""
+        prefix = self.path.rstrip(os.sep) + os.sep
+        if not path.startswith(prefix) or os.path.normpath(path) != path:
+            raise UnsafePath(errno.EXDEV, f"not a normalised path inside {self.path}", path)
+        parts = path[len(prefix) :].split(os.sep)
+        if any(p in ("", ".", "..") for p in parts):
+            raise UnsafePath(errno.EINVAL, "not a normalised path", path)
+        return parts
+
+    def check_mount(self, fd: int, where: str) -> None:
+        """Raise :class:`UnsafePath` when the folder ``fd`` is not on the root's mount (a mount point)."""
+        st = os.fstat(fd)
+        if st.st_dev != self.dev or (self.mnt is not None and mount_id(fd) != self.mnt):
+            raise UnsafePath(errno.EXDEV, "a mount point: never entered or removed", where)
+
+    def _open_sub(self, parent: int, name: str, where: str) -> int:
+        try:
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+        except OSError as e:
+            if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise UnsafePath(e.errno, "a symlink or not a folder: not followed", where) from None
+            raise
+        try:
+            self.check_mount(fd, where)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def open_dir(self, parts: list[str]) -> int:
+        """A new descriptor of the folder ``parts`` below the root, reached strictly (the caller closes it)."""
+        fd = os.dup(self.fd)
+        where = self.path
+        try:
+            for name in parts:
+                where = os.path.join(where, name)
+                sub = self._open_sub(fd, name, where)
+                os.close(fd)
+                fd = sub
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    @contextmanager
+    def parent(self, path: str) -> Iterator[tuple[int, str]]:
+        """``(fd of the folder holding path, its last component)``, reached strictly."""
+        parts = self.parts(path)
+        fd = self.open_dir(parts[:-1])
+        try:
+            yield fd, parts[-1]
+        finally:
+            os.close(fd)
+
+    # -- looking -------------------------------------------------------------------------------
+
+    def lstat(self, path: str) -> os.stat_result | None:
+        """The entry itself (never followed); None when it, or a folder on the way, is gone."""
+        try:
+            with self.parent(path) as (fd, name):
+                return os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+
+    def listdir(self, path: str) -> list[str]:
+        """Names in the folder ``path`` (empty when it is gone); a symlink or mount point raises UnsafePath."""
+        try:
+            fd = self.open_dir(self.parts(path))
+        except FileNotFoundError:
+            return []
+        try:
+            return os.listdir(fd)
+        finally:
+            os.close(fd)
+
+    def read_text(self, path: str, limit: int = 4096) -> str | None:
+        """The start of a small regular file (never through a link); None when it is missing or not a file."""
+        try:
+            with self.parent(path) as (dfd, name):
+                fd = os.open(name, _FILE_FLAGS, dir_fd=dfd)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                return None
+            raise
+        try:
+            if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            return os.read(fd, limit).decode("utf-8", "replace")
+        finally:
+            os.close(fd)
+
+    def readlink(self, path: str) -> str | None:
+        try:
+            with self.parent(path) as (fd, name):
+                return os.readlink(name, dir_fd=fd)
+        except (FileNotFoundError, OSError):
+            return None
+
+    # -- changing ------------------------------------------------------------------------------
+
+    def makedirs(self, path: str) -> None:
+        """Create ``path`` and missing folders above it (umask applies), each reached strictly."""
+        parts = self.parts(path)
+        fd = os.dup(self.fd)
+        where = self.path
+        try:
+            for name in parts:
+                where = os.path.join(where, name)
+                try:
+                    os.mkdir(name, 0o777, dir_fd=fd)
+                except FileExistsError:
+                    pass
+                sub = self._open_sub(fd, name, where)
+                os.close(fd)
+                fd = sub
+        finally:
+            os.close(fd)
+
+    def rename(self, src: str, dst: str) -> None:
+        """Rename ``src`` to ``dst`` (both inside the root, on its mount), reached strictly; replaces a file at dst."""
+        with self.parent(src) as (sfd, sname), self.parent(dst) as (dfd, dname):
+            try:
+                os.rename(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd)
+            except OSError as e:
+                raise OSError(e.errno, e.strerror, src) from None  # the whole path in the message
+
+    def unlink(self, path: str, *, count: bool = True) -> tuple[int, str | None]:
+        """Unlink a file or link (not a folder). Returns (bytes freed, error); a path already gone is no error."""
+        try:
+            with self.parent(path) as (fd, name):
+                return _unlink_at(fd, name, path, count)
+        except FileNotFoundError:
+            return 0, None
+        except OSError as e:
+            return 0, _error(path, e)
+
+    def remove(self, path: str, *, count: bool = True) -> tuple[int, str | None]:
+        """Remove a file, a link or a whole tree, strictly. Returns (bytes freed, first error).
+
+        ``count=False`` removes without counting (files the owning library does not count,
+        such as ref files). A path already gone is not an error; a tree that could not be
+        emptied is.
+        """
+        try:
+            with self.parent(path) as (fd, name):
+                try:
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    return 0, None
+                if not stat_mod.S_ISDIR(st.st_mode):
+                    return _unlink_at(fd, name, path, count)
+                return self._remove_tree(fd, name, path, count)
+        except FileNotFoundError:
+            return 0, None
+        except OSError as e:
+            return 0, _error(path, e)
+
+    def _remove_tree(self, parent: int, name: str, path: str, count: bool) -> tuple[int, str | None]:
+        """Empty and remove the folder ``name`` of ``parent``: an explicit stack, one descriptor per level."""
+        freed = 0
+        errors: list[str] = []
+        try:
+            fd = self._open_sub(parent, name, path)
+        except OSError as e:
+            return 0, _error(path, e)
+        # A frame: [parent fd, name, fd, path, entries still to handle, whether something inside stayed]
+        frames: list[list] = [[parent, name, fd, path, None, False]]
+        try:
+            while frames:
+                frame = frames[-1]
+                pfd, fname, dfd, fpath, entries, stayed = frame
+                if entries is None:
+                    try:
+                        frame[4] = entries = os.listdir(dfd)
+                    except OSError as e:
+                        errors.append(_error(fpath, e))
+                        frame[4], frame[5] = [], True
+                        continue
+                if entries:
+                    entry = entries.pop()
+                    epath = os.path.join(fpath, entry)
+                    try:
+                        st = os.stat(entry, dir_fd=dfd, follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    except OSError as e:
+                        errors.append(_error(epath, e))
+                        frame[5] = True
+                        continue
+                    if not stat_mod.S_ISDIR(st.st_mode):
+                        got, err = _unlink_at(dfd, entry, epath, count, st)
+                        freed += got
+                        if err:
+                            errors.append(err)
+                            frame[5] = True
+                        continue
+                    if len(frames) >= MAX_DEPTH:
+                        errors.append(f"{epath}: nested deeper than {MAX_DEPTH} folders, not removed")
+                        frame[5] = True
+                        continue
+                    try:
+                        sub = self._open_sub(dfd, entry, epath)
+                    except FileNotFoundError:
+                        continue
+                    except OSError as e:
+                        errors.append(_error(epath, e))
+                        frame[5] = True
+                        continue
+                    frames.append([dfd, entry, sub, epath, None, False])
+                    continue
+                frames.pop()
+                os.close(dfd)
+                if stayed:
+                    if frames:
+                        frames[-1][5] = True
+                    continue
+                try:
+                    os.rmdir(fname, dir_fd=pfd)
+                except FileNotFoundError:
+                    pass
+                except OSError as e:
+                    errors.append(_error(fpath, e))
+                    if frames:
+                        frames[-1][5] = True
+        finally:
+            for frame in frames:
+                os.close(frame[2])
+        return freed, (errors[0] if errors else None)
+
+
+def _unlink_at(fd: int, name: str, path: str, count: bool, st: os.stat_result | None = None) -> tuple[int, str | None]:
+    try:
+        if st is None:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        if stat_mod.S_ISDIR(st.st_mode):
+            return 0, f"{path}: a folder where a file was expected"
+        os.unlink(name, dir_fd=fd)
+    except FileNotFoundError:
+        return 0, None
+    except OSError as e:
+        return 0, _error(path, e)
+    return (st.st_size if count and stat_mod.S_ISREG(st.st_mode) and st.st_nlink == 1 else 0), None

@@ -1,0 +1,117 @@
+"""Mount points: which mount a folder is on, so that nothing hfcache deletes ever crosses one.
+
+A different ``st_dev`` does not reveal every mount: a bind mount of a folder of the same
+file system keeps the device number. The kernel's mount id does: :func:`mount_id` asks
+``statx(STATX_MNT_ID)`` (Linux 5.8+, through the C library), else reads
+``/proc/self/fdinfo/<fd>``. Where neither answers (another OS, no ``/proc``) it returns
+None and callers fall back on ``st_dev``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import struct
+import sys
+
+_AT_EMPTY_PATH = 0x1000
+_STATX_MNT_ID = 0x1000
+_STX_MNT_ID_OFFSET = 0x90  # struct statx: __u64 stx_mnt_id
+
+_statx = None
+if sys.platform.startswith("linux"):
+    try:
+        _statx = ctypes.CDLL(None, use_errno=True).statx
+        _statx.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_char_p)
+        _statx.restype = ctypes.c_int
+    except (OSError, AttributeError):  # pragma: no cover - a C library without statx (musl < 1.2.5)
+        _statx = None
+
+
+def mount_id(fd: int) -> int | None:
+    """The mount id of the open file or folder ``fd`` (unique among the mounts that exist now), or None."""
+    if _statx is not None:
+        buf = ctypes.create_string_buffer(256)
+        if _statx(fd, b"", _AT_EMPTY_PATH, _STATX_MNT_ID, buf) == 0:
+            (mask,) = struct.unpack_from("I", buf, 0)
+            if mask & _STATX_MNT_ID:
+                return struct.unpack_from("Q", buf, _STX_MNT_ID_OFFSET)[0]
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("mnt_id:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+_MOUNTINFO = "/proc/self/mountinfo"
+_OCTAL_ESCAPE = re.compile(rb"\\([0-7]{3})")
+_PATH_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def unescape(field: bytes) -> str:
+    r"""A path of ``/proc/self/mountinfo``, where the kernel writes space, tab, newline and ``\`` as octal escapes.
+
+    >>> unescape(rb"/data/my\040models/a\134b\011c")
+    '/data/my models/a\\b\tc'
+    """
+    return os.fsdecode(_OCTAL_ESCAPE.sub(lambda m: bytes((int(m.group(1), 8),)), field))
+
+
+def mount_points(mountinfo: str = _MOUNTINFO) -> list[str]:
+    """Every mount point of this process's mount namespace, in the order the kernel lists them; [] without ``/proc``.
+
+    The fifth field of each line of ``mountinfo`` is the mount point, relative to this
+    process's root (a path with no symlink in it).
+    """
+    try:
+        with open(mountinfo, "rb") as f:
+            data = f.read()
+    except OSError:
+        return []
+    points = []
+    for line in data.splitlines():
+        fields = line.split(b" ")
+        if len(fields) > 4:
+            points.append(unescape(fields[4]))
+    return points
+
+
+def _is_mount_root(path: str) -> bool:
+    """Whether ``path`` is, now, the root of a mount: not the mount of its parent folder.
+
+    A mount point listed in ``mountinfo`` may be hidden (a later mount over one of its
+    ancestors): then the path, if it exists at all, is an ordinary folder of the mount on
+    top. True when the mount ids cannot be compared (better to see one mount too many).
+    """
+    try:
+        fd = os.open(path, _PATH_FLAGS)
+    except OSError:
+        return False  # gone, or hidden by a mount over an ancestor that lacks it
+    try:
+        parent = os.open(os.path.dirname(path), _PATH_FLAGS | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        os.close(fd)
+        return True
+    try:
+        mine, theirs = mount_id(fd), mount_id(parent)
+    finally:
+        os.close(fd)
+        os.close(parent)
+    return mine is None or theirs is None or mine != theirs
+
+
+def mount_points_under(root: str, *, mountinfo: str = _MOUNTINFO) -> list[str]:
+    """The mount points strictly inside ``root`` (resolved first), sorted; a mount on ``root`` itself is not one.
+
+    Read from ``/proc/self/mountinfo`` (Linux; [] elsewhere), so bind mounts of the same
+    file system, which keep the root's ``st_dev``, are seen too. Each is checked to be a
+    mount root at that path now, so mounts hidden by a later mount over an ancestor are left out.
+    """
+    real = os.path.realpath(root)
+    prefix = real.rstrip(os.sep) + os.sep
+    inside = sorted({p for p in mount_points(mountinfo) if p.startswith(prefix) and p != prefix})
+    return [p for p in inside if _is_mount_root(p)]
