@@ -94,7 +94,7 @@ class AuditLog:
         try:
             os.fdatasync(self._fd) if hasattr(os, "fdatasync") else os.fsync(self._fd)
         except OSError as e:
-            raise AuditError(f"cannot write the audit log {self.path}: {e.strerror or e}", path=self.path) from None
+            raise AuditError(f"cannot write the audit log {self.path}: {e.strerror or e}") from None
 
     def _write(self, unit: PlanUnit, status: str, *, sync: bool) -> None:
         assert self._fd is not None, "AuditLog used outside its with block"
@@ -122,9 +122,9 @@ class AuditLog:
         try:
             written = os.write(self._fd, data)
         except OSError as e:
-            raise AuditError(f"cannot write the audit log {self.path}: {e.strerror or e}", path=self.path) from None
+            raise AuditError(f"cannot write the audit log {self.path}: {e.strerror or e}") from None
         if written != len(data):
-            raise AuditError(f"cannot write the audit log {self.path}: short write (disk full?)", path=self.path)
+            raise AuditError(f"cannot write the audit log {self.path}: short write (disk full?)")
         if sync:
             self.sync()
 

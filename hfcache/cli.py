@@ -7,15 +7,15 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from . import __version__, progress, render
+from . import __version__, interrupt, progress, render
 from .caches import registry, scan_caches, select_kinds
 from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PARTIAL, ConfirmationRequired, HfcacheError, UsageError
 from .parallel import auto_jobs
@@ -277,6 +277,27 @@ def _emit(plan: Plan, fmt: OutputFormat, *, show_keep: bool = True, quiet: bool 
         render.plan_warnings(plan)
 
 
+def _cache_roots(roots: Iterable[str]) -> list[str]:
+    """``roots`` and the default root of every known kind: the caches no output file may land in."""
+    found = dict.fromkeys(roots)
+    for kind in registry().kinds.values():
+        try:
+            found.update(dict.fromkeys(kind.default_roots(os.environ)))
+        except Exception:  # noqa: BLE001 - a plug-in's broken default only loses an extra check
+            continue
+    return list(found)
+
+
+def _refuse_outputs_in_caches(roots: Iterable[str], **outputs: str | None) -> None:
+    """Exit 2 when an output file (``plan_out="plan.json"`` for ``--plan-out``) resolves into a cache."""
+    from .outputs import refuse_in_caches
+
+    every = _cache_roots(roots)
+    for option, path in outputs.items():
+        if path:
+            refuse_in_caches(path, every, "--" + option.replace("_", "-"))
+
+
 @dataclass(frozen=True)
 class _Run:
     """How ``prune`` and ``apply`` carry out a plan: confirmation, lock wait, audit log."""
@@ -291,12 +312,25 @@ class _Run:
         _emit(plan, self.fmt, show_keep=show_keep, quiet=self.quiet)
 
     def __call__(self, plan: Plan, inventory: Inventory | None) -> None:
-        """Ask on a terminal (unless --yes), refuse without one, then execute and report; exit 1 when units failed."""
+        """Ask on a terminal (unless --yes), refuse without one, then execute and report.
+
+        Exit 1 when units failed; 130 when a signal stopped the execution (the units done
+        so far are reported, the rest skipped).
+        """
         from .prune import run_plan
 
         if not plan.delete:
+            if self.yes:  # nothing to delete, but what an interrupted prune left half-done is finished
+                from .prune import repair
+
+                notes = repair(plan, lock_wait=self.lock_wait)
+                plan = replace(plan, warnings=(*notes, *plan.warnings)) if notes else plan
             self.emit(plan)
             return
+        roots = [*(c.root for c in plan.caches), *(u.root for u in plan.delete)]
+        if inventory is not None:
+            roots += [c.root for c in inventory.caches]
+        _refuse_outputs_in_caches(roots, log=self.log)
         if not self.yes:
             if not sys.stdin.isatty():
                 self.emit(plan)
@@ -308,9 +342,25 @@ class _Run:
                 render.note("Nothing deleted.")
                 return
             inventory = None  # time passed while the question was open: check against a fresh scan
-        with _progress(not self.quiet):
-            result = run_plan(plan, inventory, lock_wait=self.lock_wait, log=self.log)
-        self.emit(result, show_keep=False)
+        # A signal while the plan executes and its results are printed is only noted
+        # (hfcache.interrupt): execution stops between two units, never inside one.
+        interrupt.reset()  # a signal noted before this point was raised, not deferred: stale
+        with interrupt.deferred():
+            with _progress(not self.quiet):
+                result = run_plan(plan, inventory, lock_wait=self.lock_wait, log=self.log)
+            try:
+                self.emit(result, show_keep=False)
+            except OSError:
+                if not interrupt.requested():
+                    raise  # SIGHUP: the terminal may be gone; the audit log has the record
+        stopped = getattr(result, "stopped", None)  # a signal, or the audit log could not be written
+        if interrupt.requested():
+            done = "stopped after the unit under way; the rest was not deleted" if stopped else "the run had ended"
+            render.error(f"{interrupt.reason()}: {done}")
+            raise typer.Exit(EXIT_INTERRUPTED)
+        if stopped:
+            render.error(f"{stopped}: stopped before the next unit; the rest was not deleted")
+            raise typer.Exit(EXIT_PARTIAL)
         if result.failed:
             raise typer.Exit(EXIT_PARTIAL)
 
@@ -403,6 +453,10 @@ def prune(
         run = _Run(yes=yes, fmt=fmt, quiet=quiet, lock_wait=float(parse_duration(lock_wait)), log=log)
         with _progress(not quiet):
             inventory = scan_caches(cache_dir or None, kinds=kind or None, jobs=_jobs(jobs))
+        # Before the plan is written and anything deleted: no output file may land in a cache.
+        _refuse_outputs_in_caches(
+            (c.root for c in inventory.caches), plan_out=plan_out, log=None if dry_run else log
+        )
         notes = check_access_times(inventory, policy)
         plan = plan_prune(inventory, policy)
         if plan_out:
@@ -474,22 +528,24 @@ def metrics(
         disks = {c.root: disk_of(c.root) for c in inventory.caches if c.exists}
         text = render_metrics(inventory, disks, last_prunes(read_log(log)))
         if textfile:
+            _refuse_outputs_in_caches((c.root for c in inventory.caches), textfile=textfile)
             write_textfile(text, textfile)
         else:
             render.raw(text)
 
 
-class _Interrupted(BaseException):
-    """Ctrl-C, raised past Typer: its own handling would exit 1, which means "partial" here."""
-
-
-def _on_sigint(signum: int, frame: object) -> None:
-    raise _Interrupted
+# Ctrl-C, SIGTERM (systemd stop, docker stop, Kubernetes) and SIGHUP (terminal gone) all stop a
+# run with exit 130: at once, or after the unit under way while a plan executes (interrupt.deferred).
+_Interrupted = interrupt.Interrupted
+SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 def main() -> None:
     """Entry point of the ``hfcache`` command and ``python -m hfcache``."""
-    signal.signal(signal.SIGINT, _on_sigint)
+    interrupt.reset()
+    for signum in SIGNALS:
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # nohup, `cmd &` in a script: still ignored
+            signal.signal(signum, interrupt.handle)
     # A scan makes a few hundred thousand small, acyclic objects that live until the process
     # ends: collect rarely (and never the modules already loaded). On a 100,000-file cache this
     # takes `hfcache scan --json` from 2.1 s to 1.7 s (benchmarks/README.md).
@@ -498,7 +554,7 @@ def main() -> None:
     try:
         app()
     except (_Interrupted, KeyboardInterrupt):
-        render.error("interrupted")
+        render.error(interrupt.reason() if interrupt.requested() else "interrupted")
         sys.exit(EXIT_INTERRUPTED)
     except HfcacheError as e:  # raised outside a command body (should not happen, but never a traceback)
         render.error(str(e))

@@ -24,7 +24,10 @@ the file, the line and the key.
 
 from __future__ import annotations
 
+import math
 import os
+import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -41,6 +44,9 @@ CONFIG_ENV = "HFCACHE_CONFIG"
 SYSTEM_CONFIG = "/etc/hfcache/config.yaml"
 CONFIG_NAME = "config.yaml"
 DEFAULT_JUNK_GRACE = 24 * 3600.0
+MAX_POLICY_BYTES = 1024 * 1024  # the examples are under 1 kB
+MAX_POLICY_DEPTH = 32  # a policy nests 5 levels (caches, kind, models, glob, setting)
+MAX_COUNT = 2**63 - 1  # bytes (st_size's range: no file system holds more) and revisions to keep
 
 # Settings that make sense per model; the others are per cache (a quota is a cache's, not a model's).
 ITEM_KEYS = ("max_age", "keep", "keep_per", "protect")
@@ -68,7 +74,7 @@ class MinFree:
             except ValueError:
                 percent = -1.0
             if not 0 < percent < 100:
-                raise UsageError(f"invalid free-space target {text!r}: a percentage must be between 0 and 100")
+                raise UsageError(f"invalid free-space target {_quote(text)}: a percentage must be between 0 and 100")
             return cls(percent=percent)
         return cls(bytes=parse_size(text))
 
@@ -203,21 +209,56 @@ def _show(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond a float's range
+        return False
+
+
 def validate(settings: Settings, *, where: str = "") -> None:
-    """Refuse settings that contradict each other or make no sense, before anything is scanned."""
+    """Refuse settings that contradict each other or make no sense, before anything is scanned.
+
+    Durations must be finite and not negative (NaN fails every comparison: it would select
+    nothing, or everything), counts and sizes within what a file system can hold.
+    """
     prefix = f"{where}: " if where else ""
     if settings.keep is not None and settings.keep < 1:
         raise UsageError(f"{prefix}keep must be at least 1 (to remove whole models use max_age with allow_remove_all)")
+    if settings.keep is not None and settings.keep > MAX_COUNT:
+        raise UsageError(f"{prefix}keep must be at most {MAX_COUNT}")
     if settings.keep_per is not None and settings.keep_per not in KEEP_PER:
         raise UsageError(f"{prefix}keep_per must be one of {', '.join(KEEP_PER)}")
     if settings.age_by is not None and settings.age_by not in AGE_BY:
         raise UsageError(f"{prefix}age_by must be one of {', '.join(AGE_BY)}")
-    if settings.max_age is not None and settings.max_age <= 0:
+    if settings.max_age is not None and not settings.max_age > 0:
         raise UsageError(f"{prefix}max_age must be longer than 0s")
+    if settings.max_age is not None and not _finite(settings.max_age):
+        raise UsageError(f"{prefix}max_age must be finite")
+    if settings.junk_grace is not None and not settings.junk_grace >= 0:
+        raise UsageError(f"{prefix}junk_grace must be 0s or longer")
+    if settings.junk_grace is not None and not _finite(settings.junk_grace):
+        raise UsageError(f"{prefix}junk_grace must be finite")
+    for name, size in (("max_size", settings.max_size), ("min_free", settings.min_free and settings.min_free.bytes)):
+        if size is not None and size < 0:
+            raise UsageError(f"{prefix}{name} must be 0 or more")
+        if size is not None and size > MAX_COUNT:
+            raise UsageError(f"{prefix}{name} must be at most {MAX_COUNT} bytes")
+    percent = settings.min_free.percent if settings.min_free is not None else None
+    if percent is not None and not 0 < percent < 100:
+        raise UsageError(f"{prefix}min_free must be a percentage between 0 and 100")
 
 
 # ---------------------------------------------------------------------------------------------
 # The YAML file, with line numbers for every error
+
+
+_WHOLE_NUMBER = re.compile(r"[0-9]+")
+
+
+def _quote(text: str) -> str:
+    """``repr(text)``, cut short: a message stays one readable line."""
+    return repr(text) if len(text) <= 40 else repr(text[:37] + "...")
 
 
 def _fail(path: str, node: yaml.Node, key: str, message: str) -> ConfigError:
@@ -244,11 +285,15 @@ def _setting(path: str, name: str, key: str, node: yaml.Node) -> Any:
     text = _scalar(path, node, key)
     try:
         if name in ("max_age", "junk_grace"):
-            return float(parse_duration(text))
+            try:
+                return float(parse_duration(text))
+            except OverflowError:
+                raise UsageError("too long to be a duration") from None
         if name == "keep":
-            if not text.isdigit():
-                raise UsageError(f"expected a whole number, got {text!r}")
-            return int(text)
+            if not _WHOLE_NUMBER.fullmatch(text):  # not str.isdigit(): it takes '²', which int() refuses
+                raise UsageError(f"expected a whole number, got {_quote(text)}")
+            # int() refuses more than 4300 digits: anything over 19 is over MAX_COUNT anyway
+            return int(text) if len(text.lstrip("0")) <= 19 else MAX_COUNT + 1
         if name == "max_size":
             return parse_size(text)
         if name == "min_free":
@@ -272,14 +317,17 @@ def _settings(path: str, node: yaml.Node, where: str, allowed: tuple[str, ...]) 
     """Read the settings of one level; returns them and the nested sections (``models``, ...) left."""
     values: dict[str, Any] = {}
     rest: dict[str, yaml.Node] = {}
+    seen: dict[str, yaml.Node] = {}
     for knode, vnode in _mapping(path, node, where):
         key = _scalar(path, knode, where)
         name = key.replace("-", "_")
         full = f"{where}.{key}" if where else key
+        if name in seen:  # the loader refused the same spelling twice; this is max_age and max-age
+            first = seen[name]
+            raise _fail(path, knode, full, f"given twice (first at line {first.start_mark.line + 1}, as {first.value})")
+        seen[name] = knode
         if name in allowed:
             values[name] = _setting(path, name, full, vnode)
-        elif name in ("models", "caches", "protect", "version") and name in rest:
-            raise _fail(path, knode, full, "given twice")
         elif name in ("models", "caches", "protect", "version"):
             rest[name] = vnode
         else:
@@ -306,6 +354,57 @@ def _models(path: str, node: yaml.Node, where: str) -> tuple[ModelRule, ...]:
     return tuple(rules)
 
 
+class _PolicyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in any mapping and nesting past :data:`MAX_POLICY_DEPTH`.
+
+    Both are checked while the node tree is built (:func:`parse_config` reads nodes, for
+    their line numbers, and never constructs Python objects): a duplicate used to replace
+    the first silently (a second ``caches.huggingface`` dropped a ``protect: true``), and
+    deep nesting ran the recursive composer out of stack.
+    """
+
+    def __init__(self, text: str, path: str) -> None:
+        super().__init__(text)
+        self.path = path
+        self.keys: list[str] = []  # the key of each node being composed, from the root down
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if len(self.keys) >= MAX_POLICY_DEPTH:
+            line = self.peek_event().start_mark.line + 1
+            raise ConfigError(
+                f"{self.path}:{line}: nested more than {MAX_POLICY_DEPTH} levels deep: not a policy file", path=self.path
+            )
+        # A mapping's value is named by its key, a list item by its position (the root and keys by nothing)
+        self.keys.append(index.value if isinstance(index, yaml.ScalarNode) else f"[{index}]" if isinstance(index, int) else "")
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.keys.pop()
+
+    def compose_mapping_node(self, anchor: str | None) -> yaml.MappingNode:
+        node = super().compose_mapping_node(anchor)
+        first: dict[str, yaml.Node] = {}
+        for knode, _ in node.value:
+            if not isinstance(knode, yaml.ScalarNode):
+                continue
+            if knode.value in first:
+                where = ".".join(k for k in (*self.keys, knode.value) if k)
+                line = first[knode.value].start_mark.line + 1
+                raise _fail(self.path, knode, where, f"given twice (first at line {line})")
+            first[knode.value] = knode
+        return node
+
+
+def _compose(text: str, path: str) -> yaml.Node | None:
+    loader = _PolicyLoader(text, path)
+    try:
+        return loader.get_single_node()
+    except RecursionError:  # not expected past the depth check; never a traceback all the same
+        raise ConfigError(f"{path}: nested too deeply: not a policy file", path=path) from None
+    finally:
+        loader.dispose()
+
+
 def parse_config(text: str, path: str, *, kinds: tuple[str, ...] | None = None) -> Policy:
     """A :class:`Policy` from the YAML text of ``path``. Raises :class:`ConfigError` naming line and key.
 
@@ -316,7 +415,7 @@ def parse_config(text: str, path: str, *, kinds: tuple[str, ...] | None = None) 
     hfcache.errors.ConfigError: p.yaml:1: keep: expected a whole number, got 'two'
     """
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = _compose(text, path)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f"{mark.line + 1}:" if mark is not None else ""
@@ -348,29 +447,60 @@ def parse_config(text: str, path: str, *, kinds: tuple[str, ...] | None = None) 
     return Policy(defaults=defaults, models=models, caches=caches, protect=tuple(protect), sources=(path,))
 
 
+def _policy_file(candidate: str, *, explicit: bool) -> bool:
+    """Whether a policy file is at ``candidate``; an error if something is there that cannot be used.
+
+    Only "nothing there" (no such file, or no such folder) is quiet. A folder that cannot
+    be searched (``/etc/hfcache`` root-only) is an error, not "no policy": skipping it would
+    silently drop the protections the file holds.
+    """
+    try:
+        mode = os.stat(candidate).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        if os.path.islink(candidate):
+            raise ConfigError(f"policy file {candidate} is a symbolic link to nothing", path=candidate) from None
+        if explicit:
+            raise ConfigError(f"policy file not found: {candidate}", path=candidate) from None
+        return False
+    except OSError as e:
+        how = "" if explicit else "; use --config FILE or --no-config to run without it"
+        raise ConfigError(f"cannot look for a policy file at {candidate}: {e.strerror or e}{how}", path=candidate) from None
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"policy file {candidate} is not a regular file", path=candidate)
+    return True
+
+
 def find_config(explicit: str | None, env: Mapping[str, str] | None = None) -> str | None:
     """The policy file to read: ``--config``, else ``$HFCACHE_CONFIG``, else the user's, else the system's.
 
     An explicit file (or ``$HFCACHE_CONFIG``) must exist; the two default places are used
-    only when they do.
+    when they hold a file and skipped when there is nothing there. A default place that
+    exists but cannot be searched, or holds something other than a file, raises
+    :class:`ConfigError` (exit 2): ``--no-config`` is the way to run without it.
     """
     env = os.environ if env is None else env
     for given in (explicit, env.get(CONFIG_ENV) or None):
         if given:
-            if not os.path.isfile(given):
-                raise ConfigError(f"policy file not found: {given}", path=given)
+            _policy_file(given, explicit=True)
             return given
     user = os.path.join(platformdirs.user_config_dir("hfcache"), CONFIG_NAME)
     for candidate in (user, SYSTEM_CONFIG):
-        if os.path.isfile(candidate):
+        if _policy_file(candidate, explicit=False):
             return candidate
     return None
 
 
 def load_config(path: str, *, kinds: tuple[str, ...] | None = None) -> Policy:
+    """The policy in the file at ``path``.
+
+    Raises :class:`ConfigError` if it cannot be read, is over :data:`MAX_POLICY_BYTES`, or is wrong.
+    """
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            data = f.read(MAX_POLICY_BYTES + 1)
+        if len(data) > MAX_POLICY_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_POLICY_BYTES // 2**20} MiB: not a policy file", path=path)
+        text = data.decode("utf-8")
     except (OSError, UnicodeError) as e:
         raise ConfigError(f"cannot read policy file {path}: {getattr(e, 'strerror', None) or e}", path=path) from None
     return parse_config(text, path, kinds=kinds)

@@ -4,7 +4,8 @@ Exit codes (also in ``man/hfcache.1``, EXIT STATUS):
 
 ====  ==========================================================
 0     success, including "nothing cached yet", dry runs and "nothing to delete"
-1     partial: a run finished but some units failed to delete (see each unit's error)
+1     partial: a run finished but some units failed to delete (see each unit's error), or it
+      stopped before the next unit because the audit log could not be written
 2     usage error: a bad option value (size, age, sort key, ...), a bad policy file or plan file,
       an empty policy, or no --yes where there is no terminal to ask on
 3     an explicit cache root does not exist
@@ -15,7 +16,7 @@ Exit codes (also in ``man/hfcache.1``, EXIT STATUS):
 7     a cache root cannot be read (permission denied)
 70    internal error (a bug: please report it; HFCACHE_DEBUG=1 shows the traceback)
 75    busy: another hfcache prune holds the cache's lock (nothing deleted; try again later)
-130   interrupted (Ctrl-C)
+130   interrupted (SIGINT, SIGTERM or SIGHUP; a prune finishes the unit under way, reports, then stops)
 ====  ==========================================================
 """
 
@@ -60,10 +61,12 @@ class PlanFileError(UsageError):
     """A saved plan that cannot be read back: not JSON, another version, a unit missing a field."""
 
 
-class AuditError(HfcacheError):
-    """The audit log could not be written (a full disk): execution stops before the next unit, exit 1."""
+class AuditError(Exception):
+    """The audit log could not be written (a full disk).
 
-    exit_code = EXIT_PARTIAL
+    Never reaches the command line as such: execution stops before the next unit and says
+    why in the result's ``stopped``; the command prints the results so far and exits 1.
+    """
 
 
 class UnsafePlan(HfcacheError):

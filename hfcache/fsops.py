@@ -135,7 +135,7 @@ class Tree:
     def listdir(self, path: str) -> list[str]:
         """Names in the folder ``path`` (empty when it is gone); a symlink or mount point raises UnsafePath."""
         try:
-            fd = self.open_dir(self.parts(path))
+            fd = self.open_dir([] if path == self.path else self.parts(path))
         except FileNotFoundError:
             return []
         try:
@@ -205,6 +205,33 @@ class Tree:
             return 0, None
         except OSError as e:
             return 0, _error(path, e)
+
+    def mount_inside(self, path: str) -> str | None:
+        """The first folder below ``path`` that is a symlink's target or on another mount (a mount point), or None.
+
+        A walk over folders only, so that a tree holding a mount point can be refused before
+        anything of it is removed (removal refuses it too, but only when it gets there).
+        """
+        stack = [path]
+        while stack:
+            folder = stack.pop()
+            try:
+                fd = self.open_dir(self.parts(folder))
+            except UnsafePath:
+                return folder
+            except OSError:
+                continue
+            try:
+                for name in os.listdir(fd):
+                    try:
+                        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    except OSError:
+                        continue
+                    if stat_mod.S_ISDIR(st.st_mode):
+                        stack.append(os.path.join(folder, name))
+            finally:
+                os.close(fd)
+        return None
 
     def remove(self, path: str, *, count: bool = True) -> tuple[int, str | None]:
         """Remove a file, a link or a whole tree, strictly. Returns (bytes freed, first error).

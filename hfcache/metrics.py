@@ -8,8 +8,6 @@ records come in, the text goes out. Names follow Prometheus conventions (base un
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 
 from .errors import UsageError
@@ -103,16 +101,9 @@ def render_metrics(
 
 def write_textfile(text: str, path: str) -> None:
     """Write ``text`` to ``path`` atomically (node_exporter never reads half a file), mode 0644."""
-    folder = os.path.dirname(os.path.abspath(path))
+    from .outputs import atomic_write
+
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".hfcache-metrics.", suffix=".tmp", dir=folder)
+        atomic_write(path, text, mode=0o644)
     except OSError as e:
-        raise UsageError(f"cannot write metrics to {path}: {e.strerror or e}", path=path) from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as e:
-        os.unlink(tmp)
         raise UsageError(f"cannot write metrics to {path}: {e.strerror or e}", path=path) from None

@@ -16,19 +16,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from dataclasses import replace
 
 from .audit import AuditLog
-from .caches import registry, scan_caches
-from .caches._common import PRUNE_LOCK
+from .caches import lock_file_of, registry, scan_caches
 from .config import Policy, Settings, find_config, load_config, validate
-from .errors import PlanFileError, UsageError
-from .execute import check_roots, execute_plan
+from .errors import UsageError
+from .execute import check_roots, execute_plan, recover
 from .locks import DEFAULT_LOCK_WAIT, PruneLocks
-from .model import Inventory
+from .model import CacheInventory, Inventory
 from .plan import Disk, Plan, make_plan
-from .serialize import plan_from_dict, plan_to_dict
+from .serialize import load_plan_file, plan_to_dict
 from .system import disk_of, mount_of
 
 logger = logging.getLogger(__name__)
@@ -115,9 +113,7 @@ def lock_files(plan: Plan) -> dict[str, str]:
     """The prune lock file of each root the plan deletes from (where its kind keeps it)."""
     kinds = registry().kinds
     roots = {u.root for u in plan.delete}
-    return {
-        c.root: os.path.join(c.root, getattr(kinds.get(c.kind), "lock_file", PRUNE_LOCK)) for c in plan.caches if c.root in roots
-    }
+    return {c.root: os.path.join(c.root, lock_file_of(kinds.get(c.kind))) for c in plan.caches if c.root in roots}
 
 
 def run_plan(
@@ -132,8 +128,10 @@ def run_plan(
     The audit log (``log``, default :func:`hfcache.audit.default_log_path`) is opened
     first: a log that cannot be written stops the run before anything is deleted. Then the
     prune lock of every root is taken, waiting up to ``lock_wait`` seconds
-    (:class:`~hfcache.errors.CacheBusy` after that). When another prune held one, the
-    caches are scanned again, since the scan behind ``inventory`` is stale.
+    (:class:`~hfcache.errors.CacheBusy` after that). Under the locks, what an interrupted
+    prune left half-done is finished or rolled back first (:func:`hfcache.execute.recover`).
+    When another prune held a lock, or the repair changed something, the caches are scanned
+    again, since the scan behind ``inventory`` is stale.
     """
     check_roots(plan)
     locks_needed = lock_files(plan)
@@ -141,34 +139,39 @@ def run_plan(
         logger.info("audit log: %s; prune locks: %s", audit.path, ", ".join(sorted(locks_needed.values())))
         if locks.waited:
             logger.info("waited for another prune of the same cache: scanning again")
-        fresh = rescan(plan) if inventory is None or locks.waited else inventory
-        return execute_plan(plan, fresh, audit=audit, failed=locks.failed)
+        roots = {u.root for u in plan.delete} - set(locks.failed)
+        repaired = recover(Inventory(caches=tuple(CacheInventory(c.kind, c.root) for c in plan.caches if c.root in roots)))
+        fresh = rescan(plan) if inventory is None or locks.waited or repaired else inventory
+        result = execute_plan(plan, fresh, audit=audit, failed=locks.failed)
+        return replace(result, warnings=(*repaired, *result.warnings)) if repaired else result
+
+
+def repair(plan: Plan, *, lock_wait: float = DEFAULT_LOCK_WAIT) -> list[str]:
+    """Finish or roll back what an interrupted prune left in the plan's caches, under their prune locks.
+
+    :func:`run_plan` does this before executing; this is for a run with nothing to delete.
+    A cache whose lock cannot be created (read-only) is left as it is.
+    """
+    kinds = registry().kinds
+    needed = {c.root: os.path.join(c.root, lock_file_of(kinds.get(c.kind))) for c in plan.caches if os.path.isdir(c.root)}
+    with PruneLocks(needed, lock_wait) as locks:
+        return recover(
+            Inventory(
+                caches=tuple(CacheInventory(c.kind, c.root) for c in plan.caches if c.root in set(needed) - set(locks.failed))
+            )
+        )
 
 
 def write_plan(plan: Plan, path: str) -> None:
-    """Save a plan as JSON, atomically (a reader never sees half a plan)."""
-    folder = os.path.dirname(os.path.abspath(path))
+    """Save a plan as JSON, atomically (a reader never sees half a plan; a symlink at ``path`` is replaced)."""
+    from .outputs import atomic_write
+
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".hfcache-plan.", dir=folder)
+        atomic_write(path, json.dumps(plan_to_dict(plan), indent=2) + "\n")
     except OSError as e:
-        raise UsageError(f"cannot write plan to {path}: {e.strerror or e}", path=path) from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(plan_to_dict(plan), f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except OSError as e:
-        os.unlink(tmp)
         raise UsageError(f"cannot write plan to {path}: {e.strerror or e}", path=path) from None
 
 
 def read_plan(path: str) -> Plan:
-    """Read a plan saved by ``--plan-out``; one clear error for anything that is not one."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except OSError as e:
-        raise PlanFileError(f"cannot read plan {path}: {e.strerror or e}", path=path) from None
-    except (ValueError, UnicodeError) as e:
-        raise PlanFileError(f"{path}: not JSON ({e})", path=path) from None
-    return plan_from_dict(data, source=path)
+    """Read a plan saved by ``--plan-out``; one clear error (exit 2) for anything that is not one."""
+    return load_plan_file(path)

@@ -1,4 +1,4 @@
-"""What the machine says (psutil): mount options, free space, files processes hold open.
+"""What the machine says (psutil, /proc): mount options, free space, files processes hold open.
 
 Kept apart from the policies, which must not read the system: the planner gets these
 answers as data, and so do the live-use checks of :mod:`hfcache.checks`.
@@ -7,6 +7,9 @@ answers as data, and so do the live-use checks of :mod:`hfcache.checks`.
 from __future__ import annotations
 
 import os
+import re
+import stat as stat_mod
+import sys
 from collections.abc import Iterable
 from typing import NamedTuple
 
@@ -49,11 +52,239 @@ class OpenFiles(NamedTuple):
 
 
 def open_files(under: Iterable[str]) -> OpenFiles:
+    """What every process holds open or memory-mapped that may be a file of the caches ``under``.
+
+    Matched by identity, ``(st_dev, st_ino)``, never by path: a process that reaches a cache
+    through a bind mount, a symlink, or from its own mount namespace (a container) names
+    paths that are not below ``under``, yet holds the same inodes. On Linux every process's
+    ``/proc/PID/fd`` and ``/proc/PID/maps`` are read (see :func:`_proc_open_files`); elsewhere
+    psutil's paths are used, which can only see what is reached below ``under``.
+
+    ``under`` (resolved roots) only narrows the table to the file systems of the roots, where
+    that is safe; it is never compared with paths.
+    """
+    roots = [os.fspath(p) for p in under]
+    if _PROC:
+        return _proc_open_files(roots)
+    return _psutil_open_files(roots)  # pragma: no cover - not Linux
+
+
+# ---------------------------------------------------------------------------------------------
+# Linux: /proc
+
+_PROC = sys.platform.startswith("linux") and os.path.isdir("/proc/self/fd")
+_PF_KTHREAD = 0x00200000  # include/linux/sched.h
+# /proc/PID/maps: "start-end perms offset major:minor inode   path" (major and minor in hex,
+# at least two digits); lines of inode 0 are anonymous.
+_MAPS_LINE = re.compile(rb"^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ ([0-9a-f]+):([0-9a-f]+) ([1-9][0-9]*) +([^\n]*)$", re.M)
+# File systems where a file's st_dev is always its mount's device number, as /proc/PID/maps
+# shows it, and st_ino its inode number (ext4 and tmpfs checked). Not overlayfs: with layers
+# on different file systems, a lower file's st_dev is a device number of its layer's, while
+# maps shows the overlay's. Not btrfs: each subvolume has its own st_dev. Not FUSE: the
+# daemon says.
+_PLAIN_FS = frozenset(
+    "ext2 ext3 ext4 xfs tmpfs ramfs f2fs jfs reiserfs nilfs2 vfat msdos exfat ntfs ntfs3 hfsplus zfs nfs nfs4".split()
+)
+
+
+class _Denied(Exception):
+    """The files of a process cannot be read (permission)."""
+
+
+def _proc_open_files(roots: list[str]) -> OpenFiles:
+    """Every process's open files (``/proc/PID/fd/N``, stat'ed through the link) and mappings.
+
+    * An fd link is stat'ed: the kernel follows it to the open file itself, whatever
+      namespace or mount its path belongs to, and returns its true ``(st_dev, st_ino)``.
+    * A mapping's identity is read from ``/proc/PID/maps`` (device and inode). It equals
+      ``stat()``'s on plain file systems (ext4, tmpfs: checked), not always on overlayfs
+      (layers on two file systems: checked) or btrfs. So unless every root lies on a plain
+      file system, each mapped file is also stat'ed through ``/proc/PID/map_files/<range>``
+      when permitted (root), once per distinct file and mount namespace; without that
+      permission, by its path, for the processes that share our mount namespace.
+    * When every root lies on a plain file system, only files on the roots' devices are
+      kept (a bind mount keeps ``st_dev``, so nothing reached through one is lost), and
+      mappings need no stat at all.
+
+    Our own process counts too: a library user that mapped a model and then prunes keeps it.
+    Processes that exit meanwhile, zombies and kernel threads hold nothing; a process whose
+    fd table or maps cannot be read counts in ``denied``.
+    """
+    try:
+        pids = [name for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:  # pragma: no cover - /proc unreadable
+        return _psutil_open_files(roots)
+    scan = _Scan(_plain_devices(roots))
+    users: dict[tuple[int, int], str] = {}
+    denied = 0
+    for pid in pids:
+        keys: set[tuple[int, int]] = set()
+        try:
+            scan.process(pid, keys)
+        except _Denied:
+            if not _holds_nothing(pid):
+                denied += 1
+        except OSError:
+            continue  # exited
+        new = [k for k in keys if k not in users]
+        if new:
+            label = f"pid {pid} ({_name(pid)})"
+            for k in new:
+                users[k] = label
+    return OpenFiles(users, denied)
+
+
+class _Scan:
+    """One pass over /proc: what is known of the roots' file systems, and what was learnt so far."""
+
+    def __init__(self, devs: frozenset[int] | None) -> None:
+        self.devs = devs
+        # Plain file systems: a mapping's device must be one of the roots', so the pattern
+        # names those devices, and most lines fail at once.
+        alternatives = b"|".join(b"%02x:%02x" % (os.major(d), os.minor(d)) for d in sorted(devs or ()))
+        self.plain_line = re.compile(rb"^[0-9a-f]+-[0-9a-f]+ \S+ \S+ (" + alternatives + rb") ([1-9][0-9]*) ", re.M)
+        self.map_files = True  # until a stat through /proc/PID/map_files is refused
+        self.own_ns = _mount_ns("self")
+        self.identities: dict[tuple[str, bytes, bytes, bytes, bytes], tuple[int, int] | None] = {}
+
+    def process(self, pid: str, keys: set[tuple[int, int]]) -> None:
+        """Add to ``keys`` the identities of what ``pid`` holds open or mapped.
+
+        Raises :class:`_Denied` when its fds or its maps cannot be read (what was read stays
+        in ``keys``), OSError when it exited.
+        """
+        base = f"/proc/{pid}"
+        devs = self.devs
+        try:
+            fds = os.listdir(f"{base}/fd")
+        except PermissionError:
+            raise _Denied from None
+        for fd in fds:
+            try:
+                st = os.stat(f"{base}/fd/{fd}")
+            except OSError:
+                continue  # closed meanwhile
+            if stat_mod.S_ISREG(st.st_mode) and (devs is None or st.st_dev in devs):
+                keys.add((st.st_dev, st.st_ino))
+        try:
+            with open(f"{base}/maps", "rb") as f:
+                maps = f.read()
+        except PermissionError:
+            raise _Denied from None
+        if devs is not None:
+            for dev, ino in set(self.plain_line.findall(maps)):
+                major, minor = dev.split(b":")
+                keys.add((os.makedev(int(major, 16), int(minor, 16)), int(ino)))
+            return
+        seen: set[tuple[bytes, bytes, bytes, bytes]] = set()
+        ns: str | None = None
+        for start, end, major, minor, ino, path in _MAPS_LINE.findall(maps):
+            if (major, minor, ino, path) in seen:
+                continue  # the same file's other segments
+            seen.add((major, minor, ino, path))
+            # The file as the mapping names it: on overlayfs, possibly not what stat() says, but
+            # only ever a file of the same mapping: a false match can only keep a unit.
+            keys.add((os.makedev(int(major, 16), int(minor, 16)), int(ino)))
+            if ns is None:
+                ns = _mount_ns(pid) or f"pid {pid}"
+            known = (ns, major, minor, ino, path)
+            if known not in self.identities:
+                self.identities[known] = self._stat_mapping(base, start, end, path, ns == self.own_ns)
+            identity = self.identities[known]
+            if identity is not None:
+                keys.add(identity)
+
+    def _stat_mapping(self, base: str, start: bytes, end: bytes, path: bytes, our_namespace: bool) -> tuple[int, int] | None:
+        """``stat()``'s identity of a mapped file: through map_files (root), else by its path in our namespace."""
+        st = None
+        if self.map_files:
+            try:  # named without the leading zeros maps shows
+                st = os.stat(f"{base}/map_files/{int(start, 16):x}-{int(end, 16):x}")
+            except PermissionError:
+                self.map_files = False  # needs CAP_SYS_ADMIN (or CAP_CHECKPOINT_RESTORE) in the first user namespace
+            except OSError:
+                return None  # unmapped meanwhile
+        if st is None and our_namespace and path.startswith(b"/") and not path.endswith(b" (deleted)"):
+            try:
+                st = os.stat(os.fsdecode(path))
+            except OSError:
+                return None
+        if st is None or not stat_mod.S_ISREG(st.st_mode):
+            return None
+        return st.st_dev, st.st_ino
+
+
+def _plain_devices(roots: list[str]) -> frozenset[int] | None:
+    """The device numbers of ``roots`` when all lie on plain file systems (:data:`_PLAIN_FS`), else None."""
+    devs = set()
+    for root in roots:
+        try:
+            fd = os.open(root, getattr(os, "O_PATH", os.O_RDONLY) | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            return None
+        try:
+            st = os.fstat(fd)
+            fs = _fs_of(fd)
+        finally:
+            os.close(fd)
+        if fs is None or fs[0] not in _PLAIN_FS or fs[1] != st.st_dev:
+            return None
+        devs.add(st.st_dev)
+    return frozenset(devs) if devs else None
+
+
+def _fs_of(fd: int) -> tuple[str, int] | None:
+    """The type and device number of the mount that holds the open folder ``fd`` (by mount id)."""
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            mnt_id = next(line.split()[1] for line in f if line.startswith("mnt_id:"))
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                fields = line.split()
+                if fields[0] == mnt_id:
+                    major, minor = fields[2].split(":")
+                    return fields[fields.index("-") + 1], os.makedev(int(major), int(minor))
+    except (OSError, StopIteration, ValueError, IndexError):
+        pass
+    return None
+
+
+def _mount_ns(pid: str) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/mnt")
+    except OSError:
+        return None
+
+
+def _holds_nothing(pid: str) -> bool:
+    """A kernel thread, a zombie, or gone: nothing to count as unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        fields = data[data.rfind(b")") + 2 :].split()
+        return fields[0] in (b"Z", b"X") or bool(int(fields[6]) & _PF_KTHREAD)
+    except (OSError, IndexError, ValueError):
+        return True
+
+
+def _name(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as f:
+            return f.read().decode("utf-8", "replace").strip() or "?"
+    except OSError:
+        return "?"
+
+
+# ---------------------------------------------------------------------------------------------
+# Elsewhere: psutil, by path
+
+
+def _psutil_open_files(under: Iterable[str]) -> OpenFiles:
     """Every file below one of the folders ``under`` that a process has open or mapped (psutil).
 
     Paths are matched as the kernel reports them (resolved), so ``under`` should be
     resolved too; each match is stat'ed once, and compared by inode, so a file reached
-    through any link is recognised.
+    through any link is recognised. A bind mount or another mount namespace is not seen.
     """
     prefixes = tuple(p.rstrip(os.sep) + os.sep for p in under)
     users: dict[tuple[int, int], str] = {}

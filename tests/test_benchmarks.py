@@ -57,3 +57,42 @@ def test_jobs_gives_the_same_inventory(tmp_path):
     four = scan_caches([rich, many], now=0.0, jobs=4)
     assert dataclasses.asdict(one) == dataclasses.asdict(four)
     assert [len(c.items) for c in four.caches] == [6, repos]
+
+
+def test_the_prune_benchmark_deletes_exactly_the_old_revisions(tmp_path):
+    """bench_prune.py (issue 15) at a tiny size: every prune deletes exactly the planned revisions, rm -rf the same paths.
+
+    The script exits 1 when a prune plans or reports another number of revisions, or leaves
+    another tree than the template without the planned paths; the baseline is this same
+    checkout (``--baseline-tree``: no git worktree, no history needed).
+    """
+    from bench_prune import compare, listing, make_prune_cache
+
+    done = subprocess.run(
+        [sys.executable, os.path.join(BENCHMARKS, "bench_prune.py"), "--repos", "40", "--delete", "20", "--rounds", "1"]
+        + ["--baseline-tree", os.path.dirname(BENCHMARKS), "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert (report["repos"], report["revisions"], report["deleted_revisions"]) == (40, 60, 20)
+    assert report["paths_deleted"] > 20 and report["entries_deleted"] > report["paths_deleted"]
+    assert set(report["results"]) == {"hfcache prune", "baseline prune", "rm -rf"}
+    for name in ("hfcache prune", "baseline prune"):
+        result = report["results"][name]
+        assert result["units_deleted"] == 20 and result["reclaim_bytes"] == report["reclaim_bytes"] > 0
+        assert result["exec_median_s"] > 0
+    assert set(report["targets_met"]) == {"prune vs rm -rf", "execution vs rm -rf", "prune vs baseline", "execution vs baseline"}
+    assert os.listdir(tmp_path) == []  # the caches and copies are removed
+
+    # The comparison the script relies on sees one path too many or too few.
+    root = str(tmp_path / "hub")
+    doomed = make_prune_cache(root, 4, 2)["doomed"]
+    entries = listing(root)
+    expected = {p for p in entries if not any(p == d or p.startswith(d + "/") for d in doomed)}
+    assert compare(root, entries, entries) is None
+    assert "planned but still there" in compare(root, entries, expected)
+    os.unlink(os.path.join(root, next(d for d in doomed if "/blobs/" in d)))
+    assert "deleted but not planned" in compare(root, entries, entries)

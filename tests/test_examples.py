@@ -251,7 +251,7 @@ def test_kubernetes_cronjob_validates_and_its_container_runs_on_the_shared_volum
     [container] = pod["containers"]
     # Exit codes that will not change on a retry fail the Job; "busy" and "partial" are retried.
     usage_and_safety = {c.exit_code for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.HfcacheError)}
-    usage_and_safety -= {errors.CacheBusy.exit_code, errors.HfcacheError.exit_code, errors.EXIT_PARTIAL}
+    usage_and_safety -= {errors.CacheBusy.exit_code, errors.HfcacheError.exit_code}
     for code in usage_and_safety:
         assert first_matching_rule(job["podFailurePolicy"], container["name"], code) == "FailJob", code
     for code in (errors.CacheBusy.exit_code, errors.EXIT_PARTIAL):

@@ -127,7 +127,7 @@ def test_verbose_levels(tmp_path):
         if absent:
             assert absent not in log
         else:
-            assert re.search(r"DEBUG hfcache.execute: remove \S+/blobs/org--a-e1: done, 1000 bytes freed", log)
+            assert re.search(r"DEBUG hfcache\.caches\.hub_delete: remove \S+/blobs/org--a-e1: done, 1000 bytes freed", log)
 
 
 # ---------------------------------------------------------------------------------------------

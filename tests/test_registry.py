@@ -68,7 +68,9 @@ def test_builtin_kinds_are_the_documented_ones():
 
 def test_plugin_from_an_installed_distribution_is_scanned(plugin_dist, isolated_home):
     registry = load_registry()
-    assert "ollama" in registry.kinds and registry.problems == ()
+    assert "ollama" in registry.kinds
+    # It declares no deletion shapes: it is scanned, and told so, never pruned.
+    assert len(registry.problems) == 1 and "declares no deletion shapes" in registry.problems[0]
     write(os.path.join(isolated_home, ".ollama", "models", "manifests", "x"), 3)
     inventory = scan_caches(kinds=["ollama"], kind_registry=registry)
     assert [(c.kind, [i.id for i in c.items]) for c in inventory.caches] == [("ollama", ["llama3"])]
@@ -89,7 +91,8 @@ def test_broken_plugins_are_reported_not_fatal(plugin_dist):
     assert "'missing'" in problems and "ModuleNotFoundError" in problems
     assert "'shape'" in problems and "does not provide" in problems
     assert "'again'" in problems and "already exists" in problems
-    assert len(registry.problems) == 4
+    assert "'ollama'" in problems and "declares no deletion shapes" in problems
+    assert len(registry.problems) == 5
 
 
 def test_unknown_kind_is_a_usage_error():

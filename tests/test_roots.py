@@ -61,3 +61,26 @@ def test_read_at_call_time_not_import(monkeypatch, tmp_path):
     first = KINDS["huggingface"].default_roots(os.environ)[0]
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "b"))
     assert first != KINDS["huggingface"].default_roots(os.environ)[0] == str(tmp_path / "b")
+
+
+def test_one_cache_through_a_symlink_and_another_spelling_is_scanned_once_and_locked_once(tmp_path):
+    """Roots are de-duplicated by (st_dev, st_ino): a prune of A and of a link to A takes one lock (exit 0, not 75)."""
+    from typer.testing import CliRunner
+
+    from hfcache.caches import scan_caches
+    from hfcache.cli import app
+    from tests.trees import commit, repo
+
+    root = str(tmp_path / "hub")
+    old, new = commit("roots-old"), commit("roots-new")
+    repo(root, "models--org--a", snapshots={old: {"w": "e1"}, new: {"w": "e2"}}, blobs={"e1": 10, "e2": 20}, refs={"main": new})
+    os.symlink(root, tmp_path / "link")
+    spellings = [root, str(tmp_path / "link"), root + "/.", str(tmp_path / "link" / ".." / "hub")]
+    inv = scan_caches(spellings)
+    assert [c.root for c in inv.caches] == [root]
+    assert len(inv.caches[0].items) == 1
+
+    args = ["prune", "--keep", "1", "--yes", "--lock-wait", "1s"]
+    result = CliRunner().invoke(app, [*args, *(a for s in spellings for a in ("--cache-dir", s))])
+    assert result.exit_code == 0, result.output
+    assert os.listdir(os.path.join(root, "models--org--a", "snapshots")) == [new]

@@ -73,7 +73,7 @@ def slow_cli(delay: float, *args: str) -> subprocess.Popen:
     )
 
 
-def files_under(root: str) -> dict[tuple[int, int], int]:
+def files_under(root: str) -> dict[tuple[int, ...], int]:
     """Every regular file of model data below ``root`` (links not followed): inode -> size.
 
     Ref files are left out: 40-byte pointers that huggingface_hub does not count, and
@@ -86,7 +86,8 @@ def files_under(root: str) -> dict[tuple[int, int], int]:
         for name in names:
             st = os.lstat(os.path.join(folder, name))
             if stat.S_ISREG(st.st_mode):
-                found[(st.st_dev, st.st_ino)] = st.st_size
+                # With size and mtime: a deleted file's inode number may be reused by a new (lock) file.
+                found[(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)] = st.st_size
     return found
 
 
@@ -449,7 +450,7 @@ def test_kill_9_mid_prune_leaves_a_loadable_cache_and_a_later_prune_finishes(tmp
     assert_kept_revisions_load_offline(root, before, deleted, monkeypatch)  # scan_cache_dir: no warnings
     code, done = cli("prune", "--cache-dir", root, "--config", policy, "--junk", "--junk-grace", "0s", "--yes", "--json")
     assert code == 0, done
-    assert {u["status"] for u in done["delete"]} <= {"deleted"}, [(u["path"], u["error"]) for u in done["delete"] if u["status"] != "deleted"]
+    assert {u["status"] for u in done["delete"]} <= {"deleted"}, [u["error"] for u in done["delete"] if u["status"] != "deleted"]
     after_scan = hfcache.scan([root]).caches[0]
     remaining = {(i.id, r.revision) for i in after_scan.items for r in i.revisions}
     expected = {(r.repo_id, r2.commit_hash) for r in before.repos for r2 in r.revisions if r2.commit_hash not in deleted}

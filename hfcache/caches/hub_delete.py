@@ -37,6 +37,7 @@ settling time can still link a blob just removed.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat as stat_mod
 import time
@@ -63,6 +64,8 @@ TRASH_BLOBS = "blobs"  # .hfcache-trash/blobs/<name>: blobs set aside while thei
 # How long to wait for the hub's lock of one blob before leaving that blob for another run.
 BLOB_LOCK_WAIT = 2.0
 _REF_TMP_SUFFIX = ".tmp"
+
+log = logging.getLogger(__name__)
 
 
 def _commit(text: str | None) -> str | None:
@@ -177,18 +180,23 @@ class HubDeletion:
                 moved.append(ref)
                 if _commit(tree.read_text(dst, 256)) != commit:
                     raise OSError(errno.EAGAIN, "a ref moved while the revision was being deleted", src)
+            mounted = tree.mount_inside(rev.path)
+            if mounted:
+                raise OSError(errno.EXDEV, "a mount point inside the snapshot: never entered or removed", mounted)
             tree.rename(rev.path, os.path.join(trash, "snapshot"))
         except OSError as e:
             self._restore_refs(tree, repo, trash)
             _discard(tree, os.path.join(repo, TRASH))
             return 0, f"{e.filename or rev.path}: {e.strerror or e}; nothing of it was removed"
         freed, error = tree.remove(os.path.join(trash, "snapshot"))
+        log.debug("remove %s: %s", rev.path, error or f"done, {freed} bytes freed")
         if error:
             try:  # what is left goes back with its refs: the revision stays loadable by tag
                 tree.rename(os.path.join(trash, "snapshot"), rev.path)
                 self._restore_refs(tree, repo, trash)
             except OSError:
                 pass  # left in the trash: the next run's recovery puts the refs back or finishes
+            _discard(tree, os.path.join(repo, TRASH))
             return freed, error
         tree.remove(trash, count=False)
         tree.remove(os.path.join(repo, ".no_exist", commit), count=False)
@@ -232,14 +240,22 @@ class HubDeletion:
                     stores.setdefault(store, unit.path)
         last = gone[-1][0].path
         whole = not stay
+        uncounted: set[str] = set()
         if whole:
             for _, store in ledger.values():
                 if store:
                     stores.setdefault(store, last)
+            # Orphan blobs go with the repo, through the same protocol; the hub does not count them.
+            prefix = os.path.join(item.path, "blobs") + os.sep
+            for orphan in cache.orphan_files:
+                name = orphan.path[len(prefix) :]
+                if orphan.path.startswith(prefix) and name not in owner:
+                    owner[name] = last
+                    uncounted.add(name)
         aside = self._set_aside(tree, item.path, owner, out)
 
         def finish(tree: Tree) -> None:
-            self._finish_blobs(tree, item.path, aside, out)
+            self._finish_blobs(tree, item.path, aside, out, uncounted)
             if whole:
                 out[last].add(*self._remove_repo(tree, item.path))
             for store, unit_path in stores.items():
@@ -280,7 +296,9 @@ class HubDeletion:
             _restore_blob(tree, repo, name)
             del aside[name]
 
-    def _finish_blobs(self, tree: Tree, repo: str, aside: dict[str, str], out: Outcomes) -> None:
+    def _finish_blobs(
+        self, tree: Tree, repo: str, aside: dict[str, str], out: Outcomes, uncounted: set[str] = frozenset()
+    ) -> None:
         """After the settling time: links read again; a linked blob goes back, the rest are unlinked."""
         if not aside:
             return
@@ -292,7 +310,9 @@ class HubDeletion:
                     if name in self.linked_blobs(tree, repo):
                         _restore_blob(tree, repo, name)
                         continue
-                    out[unit_path].add(*tree.unlink(path))
+                    freed, error = tree.unlink(path, count=name not in uncounted)
+                    out[unit_path].add(freed, error)
+                    log.debug("remove %s: %s", os.path.join(repo, "blobs", name), error or f"done, {freed} bytes freed")
             except TimeoutError:
                 _restore_blob(tree, repo, name)  # a download holds its lock: it stays
             except OSError as e:
@@ -332,27 +352,38 @@ class HubDeletion:
             os.close(fd)
 
     def _remove_repo(self, tree: Tree, repo: str) -> tuple[int, str | None]:
-        """Remove a repo whose revisions are gone, ``snapshots/`` last; kept when a download or snapshot appeared."""
+        """Remove a repo whose revisions and blobs are gone, ``snapshots/`` last.
+
+        It stays when anything appeared since the plan: a snapshot, a blob or partial
+        download in ``blobs/``, a download lock held. ``blobs/`` and ``snapshots/`` are only
+        ever ``rmdir``-ed, so a file a download creates meanwhile stops the removal there,
+        leaving a repo the hub reads without complaint.
+        """
         try:
-            if _listdir(tree, os.path.join(repo, "snapshots")):
-                return 0, None  # a revision appeared since the plan (a download): the repo stays
+            if _listdir(tree, os.path.join(repo, "snapshots")) or _listdir(tree, os.path.join(repo, "blobs")):
+                return 0, None  # a revision or a download appeared since the plan: the repo stays
             locks = os.path.join(tree.path, ".locks", os.path.basename(repo))
             if any(n.endswith(".lock") and is_lock_held(os.path.join(locks, n)) for n in _listdir(tree, locks)):
                 return 0, None
-            names = sorted(_listdir(tree, repo), key=lambda n: n == "snapshots")
+            names = sorted(_listdir(tree, repo), key=lambda n: (n == "snapshots", n == "blobs"))
         except OSError as e:
             return 0, f"{repo}: {e.strerror or e}"
-        for name in names:
-            _, err = tree.remove(os.path.join(repo, name), count=False)
+        for name in [*names, ""]:
+            path = os.path.join(repo, name) if name else repo
+            if name in ("", "snapshots", "blobs"):
+                try:
+                    with tree.parent(path) as (fd, last):
+                        os.rmdir(last, dir_fd=fd)
+                except FileNotFoundError:
+                    continue
+                except OSError as e:
+                    if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                        return 0, None  # something arrived meanwhile: it stays, a valid repo
+                    return 0, f"{path}: {e.strerror or e}"
+                continue
+            _, err = tree.remove(path, count=False)
             if err:
                 return 0, err  # stays a (revision-less) repo the hub reads without complaint
-        try:
-            with tree.parent(repo) as (fd, name):
-                os.rmdir(name, dir_fd=fd)
-        except FileNotFoundError:
-            pass
-        except OSError as e:
-            return 0, f"{repo}: {e.strerror or e}"
         return 0, None
 
     # -- junk ----------------------------------------------------------------------------------

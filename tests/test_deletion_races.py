@@ -1,0 +1,373 @@
+"""Issue 15: deletion that no race, mount, kill or stale plan can turn against the user.
+
+Races are driven deterministically through the last hook before units go (the table of
+open files, which :class:`~hfcache.checks.LiveChecks` builds just before each model), or
+by patching one step in a child process that then kills itself; and for the hub's
+download race, also by a real ``hf_hub_download`` running beside real prunes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+
+import pytest
+from huggingface_hub import hf_hub_download, scan_cache_dir
+
+import hfcache
+from hfcache.caches.hub_delete import TRASH, HubDeletion
+from hfcache.checks import LiveChecks
+from hfcache.config import Policy, Settings
+from hfcache.execute import execute_plan
+from hfcache.plan import make_plan
+from hfcache.prune import rescan, run_plan
+from hfcache.system import OpenFiles
+from tests.fakehub import FakeHub
+from tests.test_differential import get, payload
+from tests.test_prune import age_everything, assert_kept_revisions_load_offline
+from tests.test_safety import DAY, cli, contents, small_cache
+from tests.trees import commit, repo, write
+
+ROOT_ONLY = pytest.mark.skipif(
+    os.geteuid() != 0 and os.environ.get("CI") != "true", reason="mounts need root (they run on CI, as root)"
+)
+
+
+def _outside(tmp_path) -> str:
+    outside = str(tmp_path / "root-only")
+    write(os.path.join(outside, "secret.txt"), b"not the cache's")
+    return outside
+
+
+def _hook(action):
+    """A LiveChecks whose open-file table runs ``action`` once, just before the first model goes."""
+    done = []
+
+    def list_open_files(roots):
+        if not done:
+            done.append(action())
+        return OpenFiles({}, 0)
+
+    return lambda roots: LiveChecks(roots, list_open_files=list_open_files)
+
+
+def _plan(root: str, **settings):
+    inventory = hfcache.scan([root])
+    return inventory, make_plan(inventory, Policy(overrides=Settings(**settings)), now=time.time())
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. A symlink planted during the run
+
+
+@pytest.mark.parametrize("swap", ["blobs folder", "snapshot subfolder", "trash folder"])
+def test_a_folder_swapped_for_a_symlink_during_the_run_redirects_no_deletion(tmp_path, swap):
+    outside = str(tmp_path / "root-only")
+    root = str(tmp_path / "hub")
+    old, new = commit("old"), commit("new")
+    repo_dir = repo(
+        root,
+        "models--org--a",
+        snapshots={old: {"w.bin": "e1", "sub/t.json": "t1"}, new: {"w.bin": "e2", "sub/t.json": "t2"}},
+        blobs={"e1": 1000, "e2": 2000, "t1": 10, "t2": 10},
+        refs={"main": new},
+    )
+    age_everything(root, 60, but=())
+    for key in ("e2", "t2"):
+        os.utime(os.path.join(repo_dir, "blobs", key))
+    # The same names outside, in a folder only root may write: what a redirected deletion would hit.
+    for name in ("e1", "t1", "t.json", "secret.txt"):
+        write(os.path.join(outside, name), b"precious")
+    inventory, plan = _plan(root, max_age=30 * DAY)
+    assert [u.revision for u in plan.delete] == [old]
+
+    def plant():
+        if swap == "blobs folder":
+            shutil.move(os.path.join(repo_dir, "blobs"), str(tmp_path / "real-blobs"))
+            os.symlink(outside, os.path.join(repo_dir, "blobs"))
+        elif swap == "snapshot subfolder":
+            sub = os.path.join(repo_dir, "snapshots", old, "sub")
+            shutil.rmtree(sub)
+            os.symlink(outside, sub)
+        else:
+            os.symlink(outside, os.path.join(repo_dir, TRASH))
+
+    before = contents(outside)
+    result = execute_plan(plan, inventory, live=_hook(plant)([root]))
+    assert contents(outside) == before
+    (unit,) = result.delete
+    if swap == "snapshot subfolder":  # the link itself goes with the snapshot; never its target
+        assert unit.status == "deleted" and unit.freed_bytes == unit.reclaim_bytes == 1010  # e1 and t1; the link: nothing
+    else:
+        assert unit.status == "failed" and "symlink" in unit.error, unit
+        assert unit.freed_bytes == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. One mount
+
+
+@ROOT_ONLY
+def test_a_folder_mounted_into_a_snapshot_during_the_run_is_never_emptied(tmp_path, monkeypatch):
+    outside = _outside(tmp_path)
+    root = str(tmp_path / "hub")
+    old, new = commit("old"), commit("new")
+    repo_dir = repo(
+        root,
+        "models--org--a",
+        snapshots={old: {"w.bin": "e1", "sub/t.json": "t1"}, new: {"w.bin": "e2"}},
+        blobs={"e1": 1000, "e2": 2000, "t1": 10},
+        refs={"main": new, "v1": old},
+    )
+    age_everything(root, 60)
+    os.utime(os.path.join(repo_dir, "blobs", "e2"))
+    before_scan = scan_cache_dir(root)
+    inventory, plan = _plan(root, max_age=30 * DAY)
+    assert [u.revision for u in plan.delete] == [old]
+    sub = os.path.join(repo_dir, "snapshots", old, "sub")
+
+    def mount():
+        subprocess.run(["mount", "--bind", outside, sub], check=True)
+
+    before = contents(outside)
+    try:
+        result = execute_plan(plan, inventory, live=_hook(mount)([root]))
+        assert contents(outside) == before
+        (unit,) = result.delete
+        assert unit.status == "failed" and "mount point" in unit.error, unit
+    finally:
+        subprocess.run(["umount", "-l", sub], check=False)
+    # What was left of the revision went back with its refs: it still loads by tag.
+    with open(os.path.join(repo_dir, "refs", "v1")) as f:
+        assert f.read() == old
+    assert os.path.isdir(os.path.join(repo_dir, "snapshots", old))
+    assert not os.path.exists(os.path.join(repo_dir, TRASH))
+    assert contents(outside) == before
+    assert_kept_revisions_load_offline(root, before_scan, set(), monkeypatch)
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Killed between two steps: the next run plans what the uninterrupted run would have
+
+
+KILL_AT = """
+import os, signal, sys
+from hfcache.fsops import Tree
+rename = Tree.rename
+where = sys.argv[1]
+def rename_then_die(self, src, dst):
+    if where == "before-snapshot" and dst.endswith("/snapshot"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    rename(self, src, dst)
+    if where == "after-blob" and "/.hfcache-trash/blobs/" in dst:
+        os.kill(os.getpid(), signal.SIGKILL)
+Tree.rename = rename_then_die
+sys.argv = ["hfcache", *sys.argv[2:]]
+from hfcache.cli import main
+main()
+"""
+
+
+def tagged_cache(root: str) -> None:
+    """One model whose version order is not its time order: --keep 2 keeps v3 and v2, deletes v1."""
+    now = time.time()
+    commits = {f"v{i}": commit(f"tagged-{i}") for i in (1, 2, 3)}
+    repo_dir = repo(
+        root,
+        "models--org--tagged",
+        snapshots={c: {"w.bin": f"w{v[1:]}", "config.json": "cfg"} for v, c in commits.items()},
+        blobs={"w1": 1000, "w2": 1100, "w3": 1200, "cfg": 10},
+        refs={"main": commits["v3"], "v1.0": commits["v1"], "v2.0": commits["v2"], "v3.0": commits["v3"]},
+    )
+    # v1 is the newest download, v2 the oldest: by time, --keep 2 would keep v1 and v3.
+    for blob, age in (("w1", 1), ("w2", 90), ("w3", 5), ("cfg", 90)):
+        t = now - age * DAY
+        os.utime(os.path.join(repo_dir, "blobs", blob), (t, t))
+
+
+@pytest.mark.parametrize("where", ["before-snapshot", "after-blob"])
+def test_a_kill_mid_unit_changes_nothing_the_next_run_keeps(tmp_path, monkeypatch, where):
+    root = str(tmp_path / "hub")
+    tagged_cache(root)
+    before = scan_cache_dir(root)
+    code, plan = cli("prune", "--cache-dir", root, "--keep", "2", "--dry-run", "--json")
+    assert code == 0 and [u["revision"] for u in plan["delete"]] == [commit("tagged-1")], plan
+    log = str(tmp_path / "audit.log")
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_AT, where, "prune", "--cache-dir", root, "--keep", "2", "--yes", "--log", log],
+        capture_output=True,
+        timeout=60,
+    )
+    assert proc.returncode == -9, proc.stderr
+    # The killed unit's "started" line is on disk, with its refs and version.
+    (line,) = [json.loads(x) for x in open(log)]
+    assert line["status"] == "started" and line["refs"] == ["v1.0"] and line["revision"] == commit("tagged-1")
+
+    # Before any repair, the scan already reads the cache as the repair will leave it.
+    (item,) = hfcache.scan([root]).caches[0].items
+    if where == "before-snapshot":
+        assert {r.revision: r.refs for r in item.revisions}[commit("tagged-1")] == ("v1.0",)
+    code, again = cli("prune", "--cache-dir", root, "--keep", "2", "--dry-run", "--json")
+    assert [u["revision"] for u in again["delete"]] == ([commit("tagged-1")] if where == "before-snapshot" else [])
+
+    code, done = cli("prune", "--cache-dir", root, "--keep", "2", "--yes", "--json", "--log", log)
+    assert code == 0, done
+    (item,) = hfcache.scan([root]).caches[0].items
+    assert {r.revision for r in item.revisions} == {commit("tagged-2"), commit("tagged-3")}
+    assert not os.path.exists(os.path.join(root, "models--org--tagged", TRASH))
+    assert_kept_revisions_load_offline(root, before, {commit("tagged-1")}, monkeypatch)
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Re-validated at the moment of deletion
+
+
+def test_apply_skips_a_unit_a_ref_moved_onto_since_the_plan(tmp_path, monkeypatch):
+    root = str(tmp_path / "hub")
+    repos = small_cache(root)
+    before = scan_cache_dir(root)
+    saved = str(tmp_path / "plan.json")
+    code, plan = cli("prune", "--cache-dir", root, "--max-age", "30d", "--plan-out", saved, "--dry-run", "--json")
+    old_a = commit("org--a-old")
+    assert code == 0 and old_a in {u["revision"] for u in plan["delete"]}
+    with open(os.path.join(repos["org--a"], "refs", "main"), "w") as f:
+        f.write(old_a)  # main moved back onto the planned revision (a rollback by its owner)
+    code, done = cli("apply", saved, "--yes", "--json")
+    assert code == 0, done
+    status = {u["revision"]: u for u in done["delete"]}
+    assert status[old_a]["status"] == "skipped" and "refs changed" in status[old_a]["error"]
+    assert status[commit("org--b-old")]["status"] == "deleted"
+    with open(os.path.join(repos["org--a"], "refs", "main")) as f:
+        assert f.read() == old_a
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hf_hub_download("org/a", "w.bin", cache_dir=root, local_files_only=True)
+    del before
+
+
+def test_two_stale_plans_never_remove_a_models_last_revision(tmp_path):
+    root = str(tmp_path / "hub")
+    small_cache(root)
+    inventory, plan = _plan(root, keep=1)
+    assert plan.delete and all(not u.item_removed for u in plan.delete)
+    # A second plan made from the same scan by another policy: it keeps the old revisions instead.
+    newest = [u for u in plan.keep if u.what == "revision"]
+    other = replace(plan, delete=tuple(replace(u, item_removed=False) for u in newest), keep=())
+    first = run_plan(plan, log=str(tmp_path / "a.log"))
+    assert {u.status for u in first.delete} == {"deleted"}
+    second = run_plan(other, inventory, log=str(tmp_path / "b.log"))
+    assert {u.status for u in second.delete} == {"skipped"}, second.delete
+    assert all("last revision" in u.error for u in second.delete)
+    cache = rescan(plan).caches[0]
+    assert sorted(len(i.revisions) for i in cache.items) == [1, 1]
+
+
+# ---------------------------------------------------------------------------------------------
+# The hub's download race: a blob a new revision links while the prune removes the old one
+
+
+def test_a_blob_linked_by_a_download_after_it_was_set_aside_goes_back(tmp_path, monkeypatch):
+    root = str(tmp_path / "hub")
+    repos = small_cache(root)
+    repo_dir = repos["org--a"]
+    inventory, plan = _plan(root, max_age=30 * DAY)
+    late = commit("late")
+    put_back = HubDeletion._put_back_linked
+    calls = []
+
+    def link_then_check(self, tree, repo_, aside):
+        put_back(self, tree, repo_, aside)
+        # What hf_hub_download does when it found the blob before the prune set it aside: it
+        # takes the blob's lock after us, then links the (now missing) blob without looking.
+        if repo_ == repo_dir and not calls:
+            calls.append(1)
+            os.makedirs(os.path.join(repo_dir, "snapshots", late))
+            os.symlink("../../blobs/org--a-e1", os.path.join(repo_dir, "snapshots", late, "w.bin"))
+            with open(os.path.join(repo_dir, "refs", "late"), "w") as f:
+                f.write(late)
+
+    monkeypatch.setattr(HubDeletion, "_put_back_linked", link_then_check)
+    result = execute_plan(plan, inventory)
+    assert calls, "the blobs were set aside"
+    unit = next(u for u in result.delete if u.id == "org/a")
+    assert unit.status == "deleted"
+    with open(os.path.join(repo_dir, "snapshots", late, "w.bin"), "rb") as f:
+        assert len(f.read()) == 1000  # the link heals: the blob went back under its name
+    assert unit.freed_bytes == 0  # nothing of its accounting left the disk
+
+
+def test_a_real_download_racing_real_prunes_never_ends_with_a_dangling_link(tmp_path):
+    with FakeHub() as hub:
+        for round_ in range(6):
+            root = str(tmp_path / f"hub{round_}")
+            shared = payload(200_000, round_)
+            hub.push(f"org/m{round_}", {"w.bin": shared, "config.json": b'{"v": 1}'})
+            get(hub, root, f"org/m{round_}", "w.bin")
+            get(hub, root, f"org/m{round_}", "config.json")
+            age_everything(root, 60)
+            # The plan: the model's only revision goes (a stale plan, as a cron job's saved one is).
+            saved = str(tmp_path / f"plan{round_}.json")
+            code, plan = cli(
+                "prune", "--cache-dir", root, "--max-age", "30d", "--allow-remove-all", "--plan-out", saved, "--dry-run", "--json"
+            )
+            assert code == 0 and len(plan["delete"]) == 1, plan
+            c2 = hub.push(f"org/m{round_}", {"w.bin": shared, "config.json": b'{"v": 2}'})  # reuses the blob
+            got: dict[str, str] = {}
+            start = threading.Event()
+
+            def download(round_=round_, c2=c2, got=got, start=start, root=root):
+                start.wait()
+                time.sleep(0.01 * round_)
+                got["path"] = get(hub, root, f"org/m{round_}", "w.bin", revision=c2)
+
+            thread = threading.Thread(target=download)
+            thread.start()
+            start.set()
+            code, done = cli("apply", saved, "--yes", "--json")
+            thread.join(60)
+            assert code in (0, 1), done
+            with open(got["path"], "rb") as f:
+                assert f.read() == shared, f"round {round_}: the download's file is broken"
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. The audit log is a durable record; 12. freed bytes in the plan's accounting
+
+
+def test_a_full_disk_under_the_log_stops_before_the_next_unit_with_exit_1(tmp_path):
+    root = str(tmp_path / "hub")
+    small_cache(root)
+    before = contents(root)
+    code, out = cli("prune", "--cache-dir", root, "--max-age", "30d", "--yes", "--json", "--log", "/dev/full")
+    assert code == 1, out
+    done = json.loads(out[out.index("{") :]) if isinstance(out, str) else out
+    assert {u["status"] for u in done["delete"]} == {"skipped"}
+    assert all("audit log" in u["error"] for u in done["delete"])
+    after = {k: v for k, v in contents(root).items() if not k.startswith(".locks/")}  # the prune lock was taken
+    assert after == before  # the first "started" line failed: nothing was touched
+
+
+def test_a_log_that_is_a_symlink_is_refused(tmp_path):
+    root = str(tmp_path / "hub")
+    small_cache(root)
+    target = write(str(tmp_path / "elsewhere.txt"), b"keep me")
+    os.symlink(target, str(tmp_path / "log.jsonl"))
+    code, out = cli("prune", "--cache-dir", root, "--max-age", "30d", "--yes", "--log", str(tmp_path / "log.jsonl"))
+    assert code == 2, out
+    with open(target, "rb") as f:
+        assert f.read() == b"keep me"
+
+
+def test_freed_bytes_equal_the_plans_accounting_when_all_went_well(tmp_path):
+    root = str(tmp_path / "hub")
+    small_cache(root)
+    code, done = cli("prune", "--cache-dir", root, "--max-age", "30d", "--yes", "--json")
+    assert code == 0 and done["delete"]
+    for unit in done["delete"]:
+        assert unit["status"] == "deleted" and unit["freed_bytes"] == unit["reclaim_bytes"], unit
+    assert done["freed_bytes"] == done["reclaim_bytes"]
