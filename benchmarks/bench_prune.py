@@ -16,30 +16,38 @@ third are tagged ``v1.0``). No repo is removed whole. Blobs are sparse files of 
 real weights; their times are those of a download 3 to 12 months ago (the old revision) and
 1 to 60 days ago (the current one). The same seed gives the same tree.
 
-Each round runs three things, in a rotating order, each on its own fresh copy of the cache
-(``cp -a`` of a template, then ``sync``, then the whole tree read into the page cache; none
-of that is timed):
+Each round runs three things, in a rotating order, each on its own fresh copy of the cache.
+Before each timed run, untimed: ``cp -a`` of a template; the same command once on a small
+cache (so the interpreter, libraries and modules are in memory); ``sync`` (so no writeback
+or discard of the copying lands in the timed run); the whole tree read into the page cache.
 
-* ``hfcache prune --keep 1 --yes --json`` of this checkout (the whole command, as a user runs
-  it: scan, plan, execution, report), and inside that same run the execution phase alone
-  (``hfcache.prune.run_plan``, timed by a wrapper around it: checks, locks, audit log,
-  deletions);
+* ``hfcache prune --keep 1 --no-config --yes --json`` of this checkout (the whole command,
+  as a user runs it: scan, plan, execution, report; its console script's code, with a timer
+  around ``hfcache.prune.run_plan``), and from that same run the execution phase alone
+  (``run_plan``: checks, locks, audit log, deletions);
 * the same command of the baseline: the code as of ``--baseline`` (default bd50451, before
-  issue 15), from a ``git worktree`` made in a temporary folder and removed afterwards;
-* ``rm -rf`` of exactly the paths the prune deletes (one ``xargs -0 rm -rf`` over the list,
-  relative to the root; xargs packs the list into as few ``rm`` processes as 1 MB of
-  arguments allows).
+  issue 15), from a ``git worktree`` made in the temporary folder and removed afterwards;
+* ``rm -rf`` of exactly the paths the prune deletes (``xargs -0 rm -rf`` over the list,
+  relative to the root; xargs packs it into as few ``rm`` processes as 1 MB of arguments
+  allows: about 4 MB of names at full size, so a handful).
 
 After each run the copy is compared with the template: everything planned must be gone and
 everything else still there (new files outside the repo folders, such as the prune lock in
-``.locks/``, are allowed). Each prune's JSON must report exactly ``--delete`` revisions, all ``deleted``, with
-the planned bytes. A mismatch stops the benchmark with exit 1: a fast prune that deletes the
-wrong things is no result.
+``.locks/``, are allowed). Each prune's JSON must report exactly ``--delete`` revisions, all
+``deleted``, with the planned bytes. A mismatch stops the benchmark with exit 1: a fast
+prune that deletes the wrong things is no result.
 
-Prints medians and minimums of ``--rounds`` rounds (default 3), the peak RSS (``wait4``'s
-``ru_maxrss``: the largest single process), and the ratios against ``rm -rf`` (issue 15:
-within 2x) and against the baseline (not slower). ``--check`` makes a missed target exit 1;
-``--json`` prints it all as JSON.
+Prints the median and minimum wall time of ``--rounds`` rounds (default 3), the median CPU
+time (user + system, the command and all its processes: less sensitive than wall time to
+other load on the machine), the median peak RSS (``wait4``'s ``ru_maxrss``: the largest
+single process; about 11 MB is the floor of the launcher that starts it), and the ratios
+against ``rm -rf`` (issue 15: within 2x) and against the baseline (not slower). ``--check``
+makes a missed target exit 1; ``--json`` prints it all as JSON.
+
+Everything is written under ``$TMPDIR`` (about 2 GB at full size: the template and one copy
+at a time; the blobs are sparse). At full size, generating the cache takes about a minute
+and each run about 3 minutes with its copy, warm-up, check and clean-up: the default takes
+about half an hour.
 """
 
 from __future__ import annotations
@@ -76,6 +84,9 @@ DAY = 86400.0
 # around hfcache.prune.run_plan: the execution phase, measured inside the same run.
 COMMAND = """\
 import os, sys, time
+import hfcache
+if not os.path.abspath(hfcache.__file__).startswith(os.path.join(os.environ["BENCH_PRUNE_TREE"], "")):
+    sys.exit(f"hfcache was imported from {hfcache.__file__}, not from {os.environ['BENCH_PRUNE_TREE']}")
 import hfcache.prune as prune
 _run_plan = prune.run_plan
 def run_plan(*args, **kwargs):
@@ -91,6 +102,17 @@ from hfcache.cli import run
 run()
 """
 
+
+# Runs a command and reports its wall time, exit code, peak RSS (kB) and CPU time on the fd argv[1].
+LAUNCH = """\
+import json, os, subprocess, sys, time
+started = time.perf_counter()
+proc = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(proc.pid, 0)
+elapsed = time.perf_counter() - started
+proc.returncode = code = os.waitstatus_to_exitcode(status)
+os.write(int(sys.argv[1]), json.dumps([elapsed, code, usage.ru_maxrss, usage.ru_utime + usage.ru_stime]).encode())
+"""
 
 # ---------------------------------------------------------------------------------------------
 # The cache
@@ -222,29 +244,44 @@ def describe_tree(tree: str) -> str:
 
 
 def run_timed(name: str, argv: list[str], *, cwd: str | None = None, env: dict[str, str] | None = None, stdin=None, stdout=None):
-    """Wall seconds, peak RSS (MB) and CPU seconds (user + system) of one process and its descendants; exits on failure."""
+    """Wall seconds, peak RSS (MB) and CPU seconds (user + system) of one command and its descendants; exits on failure.
+
+    The command is started by a small launcher (LAUNCH): ``ru_maxrss`` counts the pages of
+    the process that forked the command, and this one holds the listing of the whole tree.
+    """
+    read, write = os.pipe()
     with tempfile.TemporaryFile() as err:
-        started = time.perf_counter()
-        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=stdin, stdout=stdout or subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        elapsed = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode != 0:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", LAUNCH, str(write), *argv],
+            cwd=cwd,
+            env=env,
+            stdin=stdin,
+            stdout=stdout or subprocess.DEVNULL,
+            stderr=err,
+            pass_fds=(write,),
+        )
+        os.close(write)
+        with os.fdopen(read, "rb") as f:
+            report = f.read()
+        proc.wait()
+        elapsed, code, rss_kb, cpu = json.loads(report) if report else (0.0, proc.returncode, 0, 0.0)
+        if code != 0:
             err.seek(0)
-            raise SystemExit(f"error: {name} exited {proc.returncode}: {err.read().decode()[-2000:]}")
-    return elapsed, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
+            raise SystemExit(f"error: {name} exited {code}: {err.read().decode()[-2000:]}")
+    return elapsed, rss_kb / 1024, cpu
 
 
 def run_prune(name: str, tree: str, root: str, work: str) -> dict[str, object]:
-    out_path, log, exec_file = (os.path.join(work, name) for name in ("prune.json", "audit.log", "exec_s"))
+    out_path, log, exec_file = (os.path.join(work, file) for file in ("prune.json", "audit.log", "exec_s"))
     for path in (log, exec_file):
         if os.path.exists(path):
             os.unlink(path)
-    env = {**os.environ, "PYTHONPATH": tree, "BENCH_PRUNE_EXEC_FILE": exec_file}
+    env = {**os.environ, "PYTHONPATH": tree, "BENCH_PRUNE_TREE": tree, "BENCH_PRUNE_EXEC_FILE": exec_file}
     env.pop("HFCACHE_CONFIG", None)
     argv = [sys.executable, "-c", COMMAND, "prune", "--cache-dir", root, *POLICY, "--no-config", "--yes", "--json"]
     with open(out_path, "wb") as out:
-        elapsed, rss, cpu = run_timed(f"{name} ({tree})", [*argv, "--log", log], env=env, stdout=out)
+        # In the work folder: ``python -c`` puts the current folder first on sys.path, ahead of PYTHONPATH.
+        elapsed, rss, cpu = run_timed(f"{name} ({tree})", [*argv, "--log", log], cwd=work, env=env, stdout=out)
     with open(out_path, encoding="utf-8") as f:
         result = json.load(f)
     exec_s = None
@@ -266,7 +303,9 @@ def check_result(name: str, result: dict, root: str, cache: dict[str, object]) -
     reclaim = sum(u.get("reclaim_bytes", 0) for u in units)
     problems = []
     if len(units) != len(cache["units"]) or paths != sorted(cache["units"]):
-        problems.append(f"planned {len(units)} units, {len(paths)} of them revisions, not the {len(cache['units'])} old revisions")
+        problems.append(
+            f"planned {len(units)} units, {len(paths)} of them revisions, not the {len(cache['units'])} old revisions"
+        )
     if statuses != {"deleted": len(units)}:
         problems.append(f"statuses {statuses}")
     if reclaim != cache["reclaim_bytes"]:
@@ -318,7 +357,7 @@ def bench(
             subprocess.run(["rm", "-rf", copy], check=True)
     results: dict[str, dict[str, object]] = {}
     for name, rs in runs.items():
-        times = [r["elapsed"] for r in rs]
+        times = [run["elapsed"] for run in rs]
         r: dict[str, object] = {"median_s": statistics.median(times), "min_s": min(times)}
         r["cpu_median_s"] = statistics.median(run["cpu"] for run in rs)
         r["rss_mb"] = statistics.median(run["rss"] for run in rs)
@@ -336,7 +375,9 @@ def bench(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repos", type=int, default=20_000, help="repos in the cache (default 20000)")
-    parser.add_argument("--delete", type=int, default=10_000, help="repos with an old revision for the prune to delete (default 10000)")
+    parser.add_argument(
+        "--delete", type=int, default=10_000, help="repos with an old revision for the prune to delete (default 10000)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds (default 3)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--baseline", default=BASELINE, help=f"the commit to compare with (default {BASELINE}: before issue 15)")
