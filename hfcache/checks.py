@@ -80,23 +80,30 @@ def _compiled(shapes: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile("|".join(f"(?:{s})" for s in shapes), re.DOTALL) if shapes else None
 
 
-def target_problem(path: str, cache: CacheInventory, shapes: tuple[str, ...], keep: Iterable[str] = ()) -> str | None:
+def target_problem(
+    path: str,
+    cache: CacheInventory,
+    shapes: tuple[str, ...],
+    keep: Iterable[str] = (),
+    *,
+    resolve: Callable[[str], str] = os.path.realpath,
+) -> str | None:
     """Why ``path`` may not be deleted from ``cache``, or None when it may.
 
     It must be absolute and normalised, strictly inside the (resolved) root, reached
     without any symlink on the way (its parent resolves to itself), shaped like a unit of
     the kind (``shapes``: regular expressions over the ``/``-separated path relative to the
     root), and neither a protected path nor above one; nor may it be or hold one of ``keep``
-    (hfcache's own log).
+    (hfcache's own log). ``resolve`` is ``os.path.realpath`` or a memo of it over one plan.
     """
-    root = os.path.realpath(cache.root)
+    root = resolve(cache.root)
     if not os.path.isabs(path) or os.path.normpath(path) != path:
         return f"{path}: not a normalised absolute path"
     if not _inside(path, root):
         return f"{path}: outside the cache root {root}"
     parent = os.path.dirname(path)
-    if os.path.realpath(parent) != parent:
-        return f"{path}: reached through a symlink ({parent} resolves to {os.path.realpath(parent)})"
+    if resolve(parent) != parent:
+        return f"{path}: reached through a symlink ({parent} resolves to {resolve(parent)})"
     pattern = _compiled(tuple(shapes))
     relative = path[len(root.rstrip(os.sep)) + 1 :].replace(os.sep, "/")
     if pattern is None or not pattern.fullmatch(relative):

@@ -28,9 +28,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 from . import interrupt, progress
 from .audit import AuditLog
@@ -161,7 +163,8 @@ def check_plan(work: list[_Work], *, kinds: Mapping[str, CacheKind], keep: Itera
         deletion = deletion_of(kind)
         paths = [p for unit, found in w.junk for p in deletion.junk_targets(w.cache, unit, found)]
         paths += [p for item, units in w.revisions.values() for p in deletion.targets(w.cache, item, units)]
-        problems.extend(p for p in (target_problem(path, w.cache, shapes, keep) for path in paths) if p)
+        resolve = lru_cache(maxsize=None)(os.path.realpath)  # folders shared by many paths: resolved once
+        problems.extend(p for p in (target_problem(path, w.cache, shapes, keep, resolve=resolve) for path in paths) if p)
     return problems
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import os
 import stat as stat_mod
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -31,6 +32,8 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0) | getat
 _FILE_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
 # Deeper than any cache needs: past this a tree is refused rather than holding a descriptor per level.
 MAX_DEPTH = 128
+# How many folder descriptors a tree keeps open between calls (the folders of one repo, and more).
+MAX_HELD = 64
 
 
 class UnsafePath(OSError):
@@ -53,6 +56,11 @@ class Tree:
         st = os.fstat(self.fd)
         self.dev = st.st_dev
         self.mnt = mount_id(self.fd)
+        # Folders opened strictly, by their components below the root, most recent last. A held
+        # descriptor keeps naming the folder it was opened on, whatever happens to the path
+        # since (as rm -rf's do); entries are dropped when hfcache itself renames or removes
+        # that folder or one above it (:meth:`forget`).
+        self._dirs: OrderedDict[tuple[str, ...], int] = OrderedDict()
 
     def __enter__(self) -> Tree:
         return self
@@ -61,9 +69,18 @@ class Tree:
         self.close()
 
     def close(self) -> None:
+        while self._dirs:
+            os.close(self._dirs.popitem()[1])
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+    def forget(self, path: str) -> None:
+        """Drop the held descriptors of ``path`` and of every folder below it (it was renamed or removed)."""
+        parts = tuple(self.parts(path)) if path != self.path else ()
+        n = len(parts)
+        for key in [k for k in self._dirs if k[:n] == parts]:
+            os.close(self._dirs.pop(key))
 
     # -- reaching a folder ---------------------------------------------------------------------
 
@@ -97,30 +114,31 @@ class Tree:
             raise
         return fd
 
+    def _dir(self, parts: list[str] | tuple[str, ...]) -> int:
+        """A held descriptor of the folder ``parts`` below the root, reached strictly (never close it)."""
+        key = tuple(parts)
+        if not key:
+            return self.fd
+        fd = self._dirs.get(key)
+        if fd is not None:
+            self._dirs.move_to_end(key)
+            return fd
+        parent = self._dir(key[:-1])
+        fd = self._open_sub(parent, key[-1], os.path.join(self.path, *key))
+        self._dirs[key] = fd
+        if len(self._dirs) > MAX_HELD:
+            os.close(self._dirs.popitem(last=False)[1])
+        return fd
+
     def open_dir(self, parts: list[str]) -> int:
         """A new descriptor of the folder ``parts`` below the root, reached strictly (the caller closes it)."""
-        fd = os.dup(self.fd)
-        where = self.path
-        try:
-            for name in parts:
-                where = os.path.join(where, name)
-                sub = self._open_sub(fd, name, where)
-                os.close(fd)
-                fd = sub
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+        return os.dup(self._dir(parts))
 
     @contextmanager
     def parent(self, path: str) -> Iterator[tuple[int, str]]:
-        """``(fd of the folder holding path, its last component)``, reached strictly."""
+        """``(fd of the folder holding path, its last component)``, reached strictly; the fd is held by the tree."""
         parts = self.parts(path)
-        fd = self.open_dir(parts[:-1])
-        try:
-            yield fd, parts[-1]
-        finally:
-            os.close(fd)
+        yield self._dir(parts[:-1]), parts[-1]
 
     # -- looking -------------------------------------------------------------------------------
 
@@ -173,24 +191,57 @@ class Tree:
     def makedirs(self, path: str) -> None:
         """Create ``path`` and missing folders above it (umask applies), each reached strictly."""
         parts = self.parts(path)
-        fd = os.dup(self.fd)
-        where = self.path
         try:
-            for name in parts:
-                where = os.path.join(where, name)
+            self._dir(parts)  # almost always there already
+            return
+        except FileNotFoundError:
+            pass
+        for i in range(len(parts)):
+            try:
+                self._dir(parts[: i + 1])
+            except FileNotFoundError:
                 try:
-                    os.mkdir(name, 0o777, dir_fd=fd)
+                    os.mkdir(parts[i], 0o777, dir_fd=self._dir(parts[:i]))
                 except FileExistsError:
                     pass
-                sub = self._open_sub(fd, name, where)
+                self._dir(parts[: i + 1])
+
+    def links(self, path: str) -> Iterator[str]:
+        """The target of every symlink in the tree ``path`` (folders reached strictly; links never followed)."""
+        stack = [self.parts(path)]
+        while stack:
+            parts = stack.pop()
+            try:
+                fd = self.open_dir(parts)
+            except (FileNotFoundError, UnsafePath, NotADirectoryError):
+                continue
+            try:
+                for name in os.listdir(fd):
+                    try:
+                        yield os.readlink(name, dir_fd=fd)
+                        continue
+                    except OSError:
+                        pass  # not a link (almost always a folder), or gone
+                    try:
+                        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                    except OSError:
+                        continue
+                    if stat_mod.S_ISDIR(st.st_mode):
+                        stack.append([*parts, name])
+            finally:
                 os.close(fd)
-                fd = sub
-        finally:
-            os.close(fd)
+
+    def rmdir(self, path: str) -> None:
+        """Remove the empty folder ``path`` (reached strictly); raises OSError as ``os.rmdir`` does."""
+        with self.parent(path) as (fd, name):
+            self.forget(path)
+            os.rmdir(name, dir_fd=fd)
 
     def rename(self, src: str, dst: str) -> None:
         """Rename ``src`` to ``dst`` (both inside the root, on its mount), reached strictly; replaces a file at dst."""
         with self.parent(src) as (sfd, sname), self.parent(dst) as (dfd, dname):
+            self.forget(src)
+            self.forget(dst)
             try:
                 os.rename(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd)
             except OSError as e:
@@ -248,6 +299,7 @@ class Tree:
                     return 0, None
                 if not stat_mod.S_ISDIR(st.st_mode):
                     return _unlink_at(fd, name, path, count)
+                self.forget(path)
                 return self._remove_tree(fd, name, path, count)
         except FileNotFoundError:
             return 0, None

@@ -14,6 +14,7 @@ import os
 import re
 import struct
 import sys
+import threading
 
 _AT_EMPTY_PATH = 0x1000
 _STATX_MNT_ID = 0x1000
@@ -29,10 +30,21 @@ if sys.platform.startswith("linux"):
         _statx = None
 
 
+_local = threading.local()
+
+
+def _buffer() -> ctypes.Array[ctypes.c_char]:
+    """One struct statx buffer per thread, reused: a deletion asks for a mount id per folder."""
+    buf = getattr(_local, "buf", None)
+    if buf is None:
+        buf = _local.buf = ctypes.create_string_buffer(256)
+    return buf
+
+
 def mount_id(fd: int) -> int | None:
     """The mount id of the open file or folder ``fd`` (unique among the mounts that exist now), or None."""
     if _statx is not None:
-        buf = ctypes.create_string_buffer(256)
+        buf = _buffer()
         if _statx(fd, b"", _AT_EMPTY_PATH, _STATX_MNT_ID, buf) == 0:
             (mask,) = struct.unpack_from("I", buf, 0)
             if mask & _STATX_MNT_ID:

@@ -162,10 +162,10 @@ from hfcache.fsops import Tree
 rename = Tree.rename
 where = sys.argv[1]
 def rename_then_die(self, src, dst):
-    if where == "before-snapshot" and dst.endswith("/snapshot"):
+    if where == "before-snapshot" and "/snapshots/" in src:
         os.kill(os.getpid(), signal.SIGKILL)
     rename(self, src, dst)
-    if where == "after-blob" and "/.hfcache-trash/blobs/" in dst:
+    if where == "after-blob" and "/.hfcache-trash/blob." in dst:
         os.kill(os.getpid(), signal.SIGKILL)
 Tree.rename = rename_then_die
 sys.argv = ["hfcache", *sys.argv[2:]]

@@ -39,10 +39,12 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import stat as stat_mod
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from urllib.parse import quote, unquote
 
 from ..deletion import Finisher, Going, Outcomes, young
 from ..fsops import Tree, UnsafePath
@@ -60,10 +62,28 @@ except ImportError:  # pragma: no cover - older hub: payloads are left behind (l
     sweep_shared_blob = None
 
 TRASH = ".hfcache-trash"
-TRASH_BLOBS = "blobs"  # .hfcache-trash/blobs/<name>: blobs set aside while their links are checked
+# In a repo's trash, one level, so that setting aside costs a rename and no folder:
+#   <commit>                   a snapshot set aside
+#   <commit>.ref.<quoted ref>  a ref set aside (refs/pr/1 is "pr%2F1")
+#   blob.<name>                a blob set aside while its links are checked
+REF_MARK = ".ref."
+BLOB_MARK = "blob."
+
+
+def ref_entry(commit: str, ref: str) -> str:
+    return f"{commit}{REF_MARK}{quote(ref, safe='')}"
+
+
+def parse_ref_entry(name: str) -> tuple[str, str] | None:
+    """``(commit, ref)`` of a ref set aside, or None for another trash entry."""
+    commit, mark, quoted = name.partition(REF_MARK)
+    return (commit, unquote(quoted)) if mark and len(commit) == 40 and quoted else None
 # How long to wait for the hub's lock of one blob before leaving that blob for another run.
 BLOB_LOCK_WAIT = 2.0
 _REF_TMP_SUFFIX = ".tmp"
+# At most this many blob locks held at once (each an open descriptor) while a repo's links are read.
+LOCKS_AT_ONCE = 256
+_COMMIT = re.compile(r"[0-9a-f]{40}")
 
 log = logging.getLogger(__name__)
 
@@ -117,20 +137,10 @@ class HubDeletion:
     def linked_blobs(self, tree: Tree, repo: str) -> set[str]:
         """Names of the blobs some snapshot link of the repo points to now (``blobs/<name>``)."""
         names: set[str] = set()
-        stack = [os.path.join(repo, "snapshots")]
-        while stack:
-            folder = stack.pop()
-            for name in _listdir(tree, folder):
-                path = os.path.join(folder, name)
-                st = tree.lstat(path)
-                if st is None:
-                    continue
-                if stat_mod.S_ISDIR(st.st_mode):
-                    stack.append(path)
-                elif stat_mod.S_ISLNK(st.st_mode):
-                    target = (tree.readlink(path) or "").replace("\\", "/").split("/")
-                    if len(target) >= 2 and target[-2] == "blobs":
-                        names.add(target[-1])
+        for target in tree.links(os.path.join(repo, "snapshots")):
+            parts = target.replace("\\", "/").split("/")
+            if len(parts) >= 2 and parts[-2] == "blobs":
+                names.add(parts[-1])
         return names
 
     # -- just before a unit goes ---------------------------------------------------------------
@@ -152,6 +162,7 @@ class HubDeletion:
         return None
 
     def revalidate(self, tree: Tree, cache: CacheInventory, item: Item, unit, rev: Revision) -> str | None:
+        tree.forget(item.path)  # the disk as it is now, every folder looked up afresh
         if tree.lstat(rev.path) is None:
             return "no longer in the cache"
         naming = sorted(name for name, commit in self.refs_now(tree, item.path).items() if commit == rev.revision)
@@ -169,45 +180,49 @@ class HubDeletion:
 
     def remove_revision(self, tree: Tree, cache: CacheInventory, item: Item, unit, rev: Revision) -> tuple[int, str | None]:
         repo, commit = item.path, rev.revision
-        trash = os.path.join(repo, TRASH, commit)
+        trash = os.path.join(repo, TRASH)
+        held = os.path.join(trash, commit)
         moved: list[str] = []
         try:
             tree.makedirs(trash)
             for ref in sorted(unit.refs):
-                src, dst = os.path.join(repo, "refs", ref), os.path.join(trash, "refs", ref)
-                tree.makedirs(os.path.dirname(dst))
+                src, dst = os.path.join(repo, "refs", ref), os.path.join(trash, ref_entry(commit, ref))
                 tree.rename(src, dst)
-                moved.append(ref)
+                moved.append(dst)
                 if _commit(tree.read_text(dst, 256)) != commit:
                     raise OSError(errno.EAGAIN, "a ref moved while the revision was being deleted", src)
             mounted = tree.mount_inside(rev.path)
             if mounted:
                 raise OSError(errno.EXDEV, "a mount point inside the snapshot: never entered or removed", mounted)
-            tree.rename(rev.path, os.path.join(trash, "snapshot"))
+            tree.rename(rev.path, held)
         except OSError as e:
-            self._restore_refs(tree, repo, trash)
-            _discard(tree, os.path.join(repo, TRASH))
+            self._restore_refs(tree, repo, commit)
+            _discard(tree, trash)
             return 0, f"{e.filename or rev.path}: {e.strerror or e}; nothing of it was removed"
-        freed, error = tree.remove(os.path.join(trash, "snapshot"))
+        freed, error = tree.remove(held)
         log.debug("remove %s: %s", rev.path, error or f"done, {freed} bytes freed")
         if error:
             try:  # what is left goes back with its refs: the revision stays loadable by tag
-                tree.rename(os.path.join(trash, "snapshot"), rev.path)
-                self._restore_refs(tree, repo, trash)
+                tree.rename(held, rev.path)
+                self._restore_refs(tree, repo, commit)
             except OSError:
                 pass  # left in the trash: the next run's recovery puts the refs back or finishes
-            _discard(tree, os.path.join(repo, TRASH))
+            _discard(tree, trash)
             return freed, error
-        tree.remove(trash, count=False)
+        for path in moved:
+            tree.unlink(path, count=False)
         tree.remove(os.path.join(repo, ".no_exist", commit), count=False)
         tree.remove(os.path.join(repo, "trees", commit + ".json"), count=False)
-        _discard(tree, os.path.join(repo, TRASH))
         return freed, None
 
-    def _restore_refs(self, tree: Tree, repo: str, trash: str) -> None:
-        """Put the refs set aside in ``trash`` back, each only where no newer ref took its place."""
-        for ref in self.refs_now(tree, repo, os.path.join(trash, "refs")):
-            src, dst = os.path.join(trash, "refs", ref), os.path.join(repo, "refs", ref)
+    def _restore_refs(self, tree: Tree, repo: str, commit: str) -> None:
+        """Put the refs of ``commit`` set aside back, each only where no newer ref took its place."""
+        trash = os.path.join(repo, TRASH)
+        for name in _listdir(tree, trash):
+            parsed = parse_ref_entry(name)
+            if parsed is None or parsed[0] != commit:
+                continue
+            src, dst = os.path.join(trash, name), os.path.join(repo, "refs", parsed[1])
             try:
                 if tree.lstat(dst) is None:
                     tree.makedirs(os.path.dirname(dst))
@@ -216,8 +231,6 @@ class HubDeletion:
                     tree.unlink(src, count=False)
             except OSError:
                 continue
-        tree.remove(os.path.join(trash, "refs"), count=False)
-        _discard(tree, trash)
 
     # -- what the revisions shared -------------------------------------------------------------
 
@@ -267,17 +280,17 @@ class HubDeletion:
         """Rename each blob to the repo's trash under its download lock; those still linked go back."""
         if not owner:
             return {}
-        aside_dir = os.path.join(repo, TRASH, TRASH_BLOBS)
+        trash = os.path.join(repo, TRASH)
         try:
-            tree.makedirs(aside_dir)
+            tree.makedirs(trash)
         except OSError as e:
-            out[next(iter(owner.values()))].add(0, f"{aside_dir}: {e.strerror or e}")
+            out[next(iter(owner.values()))].add(0, f"{trash}: {e.strerror or e}")
             return {}
         aside: dict[str, str] = {}
         for name, unit_path in owner.items():
             try:
                 with self._blob_lock(tree, repo, name):
-                    tree.rename(os.path.join(repo, "blobs", name), os.path.join(aside_dir, name))
+                    tree.rename(os.path.join(repo, "blobs", name), os.path.join(trash, BLOB_MARK + name))
             except FileNotFoundError:
                 continue
             except TimeoutError:
@@ -300,25 +313,36 @@ class HubDeletion:
         self, tree: Tree, repo: str, aside: dict[str, str], out: Outcomes, uncounted: set[str] = frozenset()
     ) -> None:
         """After the settling time: links read again; a linked blob goes back, the rest are unlinked."""
-        if not aside:
-            return
-        self._put_back_linked(tree, repo, aside)
-        for name, unit_path in aside.items():
-            path = os.path.join(repo, TRASH, TRASH_BLOBS, name)
-            try:
-                with self._blob_lock(tree, repo, name):
-                    if name in self.linked_blobs(tree, repo):
-                        _restore_blob(tree, repo, name)
-                        continue
-                    freed, error = tree.unlink(path, count=name not in uncounted)
-                    out[unit_path].add(freed, error)
-                    log.debug("remove %s: %s", os.path.join(repo, "blobs", name), error or f"done, {freed} bytes freed")
-            except TimeoutError:
-                _restore_blob(tree, repo, name)  # a download holds its lock: it stays
-            except OSError as e:
-                out[unit_path].add(0, f"{path}: {e.strerror or e}")
-        _discard(tree, os.path.join(repo, TRASH, TRASH_BLOBS))
+        if aside:
+            tree.forget(repo)  # the last reading of the links: every folder looked up afresh
+            names = list(aside)
+            for start in range(0, len(names), LOCKS_AT_ONCE):
+                chunk = {n: aside[n] for n in names[start : start + LOCKS_AT_ONCE]}
+                self._finish_some(tree, repo, chunk, out, uncounted)
         _discard(tree, os.path.join(repo, TRASH))
+
+    def _finish_some(self, tree: Tree, repo: str, aside: dict[str, str], out: Outcomes, uncounted: set[str]) -> None:
+        """Under the download locks of all these blobs at once, read the links once: restore or unlink each."""
+        with ExitStack() as held:
+            locked = {}
+            for name, unit_path in aside.items():
+                try:
+                    held.enter_context(self._blob_lock(tree, repo, name))
+                    locked[name] = unit_path
+                except TimeoutError:
+                    _restore_blob(tree, repo, name)  # a download holds its lock: it stays
+                except OSError as e:
+                    _restore_blob(tree, repo, name)
+                    out[unit_path].add(0, f"{os.path.join(repo, 'blobs', name)}: {e.strerror or e}")
+            linked = self.linked_blobs(tree, repo) if locked else set()
+            for name, unit_path in locked.items():
+                if name in linked:
+                    _restore_blob(tree, repo, name)
+                    continue
+                path = os.path.join(repo, TRASH, BLOB_MARK + name)
+                freed, error = tree.unlink(path, count=name not in uncounted)
+                out[unit_path].add(freed, error)
+                log.debug("remove %s: %s", os.path.join(repo, "blobs", name), error or f"done, {freed} bytes freed")
 
     @contextmanager
     def _blob_lock(self, tree: Tree, repo: str, name: str) -> Iterator[None]:
@@ -327,13 +351,15 @@ class HubDeletion:
             yield
             return
         folder = os.path.join(tree.path, ".locks", os.path.basename(repo))
-        tree.makedirs(folder)
-        with tree.parent(os.path.join(folder, name + ".lock")) as (dfd, lname):
-            flags = os.O_NOFOLLOW | os.O_CLOEXEC
-            try:
-                fd = os.open(lname, os.O_RDWR | os.O_CREAT | flags, 0o664, dir_fd=dfd)
-            except PermissionError:
-                fd = os.open(lname, os.O_RDONLY | flags, dir_fd=dfd)  # flock works on a read-only descriptor
+        try:
+            with tree.parent(os.path.join(folder, name + ".lock")) as (dfd, lname):
+                fd = os.open(lname, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)  # flock needs no more
+        except FileNotFoundError:
+            # No download of this blob ever took its lock here (the hub keeps lock files once
+            # made): nothing to wait for. One starting now finds the blob set aside and fetches
+            # it again, or links it and is seen when the links are read after the settling time.
+            yield
+            return
         try:
             deadline = time.monotonic() + BLOB_LOCK_WAIT
             while True:
@@ -359,6 +385,7 @@ class HubDeletion:
         ever ``rmdir``-ed, so a file a download creates meanwhile stops the removal there,
         leaving a repo the hub reads without complaint.
         """
+        tree.forget(repo)  # looked up afresh: what a download may have created since is seen
         try:
             if _listdir(tree, os.path.join(repo, "snapshots")) or _listdir(tree, os.path.join(repo, "blobs")):
                 return 0, None  # a revision or a download appeared since the plan: the repo stays
@@ -372,8 +399,7 @@ class HubDeletion:
             path = os.path.join(repo, name) if name else repo
             if name in ("", "snapshots", "blobs"):
                 try:
-                    with tree.parent(path) as (fd, last):
-                        os.rmdir(last, dir_fd=fd)
+                    tree.rmdir(path)
                 except FileNotFoundError:
                     continue
                 except OSError as e:
@@ -423,30 +449,32 @@ class HubDeletion:
                 continue
             if st is None or not stat_mod.S_ISDIR(st.st_mode):
                 continue
-            for name in _listdir(tree, trash):
-                if name == TRASH_BLOBS:
-                    for blob in _listdir(tree, os.path.join(trash, TRASH_BLOBS)):
-                        aside = {blob: ""}
-                        self._put_back_linked(tree, repo, aside)
-                        if aside:
-                            tree.unlink(os.path.join(trash, TRASH_BLOBS, blob))
-                            notes.append(f"{repo}: finished removing blob {blob} (an interrupted prune)")
-                        else:
-                            notes.append(f"{repo}: put back blob {blob} (an interrupted prune)")
-                    _discard(tree, os.path.join(trash, TRASH_BLOBS))
-                    continue
-                snapshot = os.path.join(repo, "snapshots", name)
-                held = os.path.join(trash, name)
-                if tree.lstat(snapshot) is not None:
-                    self._restore_refs(tree, repo, held)
-                    tree.remove(os.path.join(held, "snapshot"), count=False)  # cannot exist beside it; never data
-                    _discard(tree, held)
-                    notes.append(f"{repo}: put back the refs of revision {name} (an interrupted prune)")
+            entries = _listdir(tree, trash)
+            for name in entries:
+                if name.startswith(BLOB_MARK):
+                    blob = name[len(BLOB_MARK) :]
+                    aside = {blob: ""}
+                    self._put_back_linked(tree, repo, aside)
+                    if aside:
+                        tree.unlink(os.path.join(trash, name))
+                        notes.append(f"{repo}: finished removing blob {blob} (an interrupted prune)")
+                    else:
+                        notes.append(f"{repo}: put back blob {blob} (an interrupted prune)")
+            commits = {n for n in entries if _COMMIT.fullmatch(n)}
+            commits |= {parsed[0] for parsed in map(parse_ref_entry, entries) if parsed}
+            for commit in sorted(commits):
+                held = os.path.join(trash, commit)
+                if tree.lstat(os.path.join(repo, "snapshots", commit)) is not None:
+                    self._restore_refs(tree, repo, commit)
+                    notes.append(f"{repo}: put back the refs of revision {commit} (an interrupted prune)")
                 else:
                     tree.remove(held, count=False)
-                    tree.remove(os.path.join(repo, ".no_exist", name), count=False)
-                    tree.remove(os.path.join(repo, "trees", name + ".json"), count=False)
-                    notes.append(f"{repo}: finished removing revision {name} (an interrupted prune)")
+                    for name in entries:
+                        if (parse_ref_entry(name) or ("",))[0] == commit:
+                            tree.unlink(os.path.join(trash, name), count=False)
+                    tree.remove(os.path.join(repo, ".no_exist", commit), count=False)
+                    tree.remove(os.path.join(repo, "trees", commit + ".json"), count=False)
+                    notes.append(f"{repo}: finished removing revision {commit} (an interrupted prune)")
             _discard(tree, trash)
         return notes
 
@@ -461,15 +489,14 @@ def _listdir(tree: Tree, path: str) -> list[str]:
 def _discard(tree: Tree, folder: str) -> None:
     """Remove ``folder`` if it is empty."""
     try:
-        with tree.parent(folder) as (fd, name):
-            os.rmdir(name, dir_fd=fd)
+        tree.rmdir(folder)
     except OSError:
         pass
 
 
 def _restore_blob(tree: Tree, repo: str, name: str) -> None:
     """Put a set-aside blob back, unless a download already wrote a new copy (then the aside one goes)."""
-    src, dst = os.path.join(repo, TRASH, TRASH_BLOBS, name), os.path.join(repo, "blobs", name)
+    src, dst = os.path.join(repo, TRASH, BLOB_MARK + name), os.path.join(repo, "blobs", name)
     try:
         if tree.lstat(dst) is None:
             tree.rename(src, dst)

@@ -43,7 +43,7 @@ from ._common import (
     names_in,
     xdg_cache_home,
 )
-from .hub_delete import HUB_DELETION, TRASH, TRASH_BLOBS
+from .hub_delete import BLOB_MARK, HUB_DELETION, TRASH, parse_ref_entry
 
 KIND = "huggingface"
 TITLE = "Hugging Face hub cache"
@@ -662,26 +662,27 @@ def _scan_trash(
 
     Refs set aside for a snapshot that is still there are its refs (commit -> names); a
     blob set aside counts as the blob it was (``set_aside`` lists those); a snapshot set
-    aside is already gone. See
-    :mod:`hfcache.caches.hub_delete`.
+    aside is already gone. See :mod:`hfcache.caches.hub_delete` for the layout.
     """
     trash_dir = os.path.join(repo_dir, TRASH)
     refs: dict[str, list[str]] = {}
     for entry in _list(trash_dir, TRASH, warnings):
-        if entry.name == TRASH_BLOBS and entry.is_dir(follow_symlinks=False):
-            for blob in _list(entry.path, TRASH, warnings):
-                st = blob.stat(follow_symlinks=False)
-                key = "blobs/" + blob.name
-                if stat_mod.S_ISREG(st.st_mode) and key not in blobs:
-                    blobs[key] = set_aside[key] = _new_blob(_Blob, (st.st_size, st.st_atime, st.st_mtime, None, ""))
+        name = entry.name
+        regular = entry.is_file(follow_symlinks=False)
+        if name.startswith(BLOB_MARK) and regular:
+            key = "blobs/" + name[len(BLOB_MARK) :]
+            if key not in blobs:
+                st = entry.stat(follow_symlinks=False)
+                blobs[key] = set_aside[key] = _new_blob(_Blob, (st.st_size, st.st_atime, st.st_mtime, None, ""))
             continue
-        if not _COMMIT_RE.fullmatch(entry.name) or not entry.is_dir(follow_symlinks=False):
+        ref = parse_ref_entry(name) if regular else None
+        commit = ref[0] if ref else name if _COMMIT_RE.fullmatch(name) and entry.is_dir(follow_symlinks=False) else None
+        if commit is None:
             warnings.append(ScanWarning(entry.path, "unexpected entry in hfcache's trash"))
             continue
-        if os.path.lexists(os.path.join(repo_dir, "snapshots", entry.name)):
-            held = os.path.join(entry.path, "refs")
-            if os.path.isdir(held):
-                refs[entry.name] = _scan_refs(held, warnings).get(entry.name, [])
+        if os.path.lexists(os.path.join(repo_dir, "snapshots", commit)):
+            if ref and _read_small(entry.path).decode("ascii", "replace").strip() == commit:
+                refs.setdefault(commit, []).append(ref[1])
             message = "an interrupted prune set this revision's refs aside: the next prune puts them back"
         else:
             message = "an interrupted prune was removing this revision: the next prune finishes it"
