@@ -113,7 +113,8 @@ def target_problem(
             return f"{path}: the cache needs {kept}"
     for kept in keep:
         kept = os.path.abspath(kept)
-        if path == kept or _inside(kept, path) or os.path.realpath(kept) == os.path.realpath(path):
+        real = resolve(kept)  # (a path that is a link to the log is unlinked, never followed: the log stays)
+        if path in (kept, real) or _inside(kept, path) or _inside(real, path):
             return f"{path}: it holds hfcache's own log {kept}"
     return None
 

@@ -22,11 +22,12 @@ from __future__ import annotations
 import errno
 import os
 import stat as stat_mod
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .mounts import mount_id
+from .mounts import MOUNTINFO, mount_id, mount_points_under
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 _FILE_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
@@ -61,6 +62,7 @@ class Tree:
         # since (as rm -rf's do); entries are dropped when hfcache itself renames or removes
         # that folder or one above it (:meth:`forget`).
         self._dirs: OrderedDict[tuple[str, ...], int] = OrderedDict()
+        self._mounts: tuple[float, list[str] | None] | None = None
 
     def __enter__(self) -> Tree:
         return self
@@ -257,12 +259,23 @@ class Tree:
         except OSError as e:
             return 0, _error(path, e)
 
+    def _mounts_listed(self) -> list[str]:
+        """The kernel's mount points below the root (``/proc/self/mountinfo``), read again at most once a second."""
+        now = time.monotonic()
+        if self._mounts is None or now - self._mounts[0] > 1.0:
+            self._mounts = (now, mount_points_under(self.path) if os.path.exists(MOUNTINFO) else None)
+        return self._mounts[1]
+
     def mount_inside(self, path: str) -> str | None:
         """The first folder below ``path`` that is a symlink's target or on another mount (a mount point), or None.
 
         A walk over folders only, so that a tree holding a mount point can be refused before
-        anything of it is removed (removal refuses it too, but only when it gets there).
+        anything of it is removed (removal refuses it too, but only when it gets there). Where
+        the kernel lists no mount point below the root at all, the walk is skipped.
         """
+        listed = self._mounts_listed()
+        if listed is not None and not any(m == path or m.startswith(path + os.sep) for m in listed):
+            return None
         stack = [path]
         while stack:
             folder = stack.pop()

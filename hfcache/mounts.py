@@ -60,6 +60,7 @@ def mount_id(fd: int) -> int | None:
 
 
 _MOUNTINFO = "/proc/self/mountinfo"
+MOUNTINFO = _MOUNTINFO  # where the kernel lists this process's mounts
 _OCTAL_ESCAPE = re.compile(rb"\\([0-7]{3})")
 _PATH_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
