@@ -18,7 +18,7 @@ import time
 from dataclasses import replace
 
 import pytest
-from huggingface_hub import hf_hub_download, scan_cache_dir
+from huggingface_hub import constants, hf_hub_download, scan_cache_dir
 
 import hfcache
 from hfcache.caches.hub_delete import TRASH, HubDeletion
@@ -371,3 +371,85 @@ def test_freed_bytes_equal_the_plans_accounting_when_all_went_well(tmp_path):
     for unit in done["delete"]:
         assert unit["status"] == "deleted" and unit["freed_bytes"] == unit["reclaim_bytes"], unit
     assert done["freed_bytes"] == done["reclaim_bytes"]
+
+
+@ROOT_ONLY
+def test_the_log_filling_up_mid_run_stops_before_the_next_unit(tmp_path):
+    from hfcache.audit import read_log
+    from tests.test_safety import many_repos
+
+    root = str(tmp_path / "hub")
+    policy = many_repos(root, 6)  # 21 units: 42 log lines of about 600 bytes
+    logs = tmp_path / "logfs"
+    logs.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(logs)], check=True)
+    log = str(logs / "audit.log")
+    try:
+        code, done = cli("prune", "--cache-dir", root, "--config", policy, "--yes", "--json", "--log", log)
+        records = list(read_log(log))
+    finally:
+        subprocess.run(["umount", "-l", str(logs)], check=False)
+    assert code == 1, done
+    status = {u["path"]: u for u in done["delete"]}
+    deleted = {p for p, u in status.items() if u["status"] == "deleted"}
+    stopped = {p for p, u in status.items() if u["status"] == "skipped" and "audit log" in (u["error"] or "")}
+    assert deleted and stopped and deleted | stopped == set(status), status
+    # Every unit that went has its durable "started" line; every unit not attempted is whole.
+    assert deleted <= {r["path"] for r in records if r["status"] == "started"}
+    left = {r.path for i in hfcache.scan([root]).caches[0].items for r in i.revisions}
+    assert stopped <= left and not (deleted & left)
+
+
+def test_random_kills_of_a_real_prune_never_change_what_is_kept(tmp_path, monkeypatch):
+    """The fault loop: a slowed real prune killed at random moments, each followed by an ordinary run."""
+    import random
+
+    from tests.test_safety import slow_cli
+
+    rng = random.Random(15)
+    root = str(tmp_path / "hub")
+    for n in range(6):  # six tagged models whose version order is not their time order
+        tagged_cache(os.path.join(str(tmp_path), f"m{n}"))
+        shutil.move(os.path.join(str(tmp_path), f"m{n}", "models--org--tagged"), os.path.join(root, f"models--org--t{n}"))
+    before = scan_cache_dir(root)
+    code, plan = cli("prune", "--cache-dir", root, "--keep", "2", "--dry-run", "--json")
+    planned = {(u["id"], u["revision"]) for u in plan["delete"]}
+    assert code == 0 and len(planned) == 6
+    log = str(tmp_path / "audit.log")
+    args = ("prune", "--cache-dir", root, "--keep", "2", "--yes", "--json", "--log", log)
+    for n in range(6):
+        lines = len(open(log).readlines()) if os.path.exists(log) else 0
+        proc = slow_cli(0.05, *args)
+        # Killed once the run has written one or two more lines, then at a random moment after.
+        deadline = time.time() + 60
+        while (len(open(log).readlines()) if os.path.exists(log) else 0) < lines + rng.choice((1, 2)):
+            assert proc.poll() is None or n > 0, proc.communicate()
+            if proc.poll() is not None or time.time() > deadline:
+                break
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0, 0.15))
+        proc.kill()
+        proc.communicate()
+        # After every kill: a cache the hub reads without a warning, and the same plan as before.
+        assert scan_cache_dir(root).warnings == []
+        code, again = cli("prune", "--cache-dir", root, "--keep", "2", "--dry-run", "--json")
+        left = {(i.id, r.revision) for i in hfcache.scan([root]).caches[0].items for r in i.revisions}
+        assert {(u["id"], u["revision"]) for u in again["delete"]} == planned & left
+    code, done = cli(*args)
+    assert code == 0, done
+    left = {(i.id, r.revision) for i in hfcache.scan([root]).caches[0].items for r in i.revisions}
+    assert left == {(c.repo_id, r.commit_hash) for c in before.repos for r in c.revisions} - planned
+    for cached in before.repos:  # two revisions stay per model
+        assert sum((cached.repo_id, r.commit_hash) not in planned for r in cached.revisions) == 2
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    for cached in before.repos:  # and loads offline, by commit and by every tag
+        for r in cached.revisions:
+            if (cached.repo_id, r.commit_hash) not in planned:
+                for rev in (r.commit_hash, *r.refs):
+                    assert hf_hub_download(cached.repo_id, "w.bin", revision=rev, cache_dir=root, local_files_only=True)
+    gone = {(r["id"], r["revision"]) for r in (json.loads(x) for x in open(log)) if r["status"] in ("started", "deleted")}
+    assert planned <= gone  # every removed revision is in the audit log
+    records = [json.loads(x) for x in open(log)]
+    cut = {(r["run"], r["path"]) for r in records if r["status"] == "started"}
+    cut -= {(r["run"], r["path"]) for r in records if r["status"] != "started"}
+    assert len(cut) >= 3, "most kills landed inside a unit, between its first step and its outcome"
