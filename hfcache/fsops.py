@@ -62,6 +62,11 @@ class Tree:
         # since (as rm -rf's do); entries are dropped when hfcache itself renames or removes
         # that folder or one above it (:meth:`forget`).
         self._dirs: OrderedDict[tuple[str, ...], int] = OrderedDict()
+        # Descriptors a caller is using right now (inside :meth:`parent`): one that leaves the
+        # cache meanwhile is closed only when the last user is done, so that its number is never
+        # reused under a caller's feet.
+        self._in_use: dict[int, int] = {}
+        self._released: set[int] = set()
         self._mounts: tuple[float, list[str] | None] | None = None
 
     def __enter__(self) -> Tree:
@@ -72,7 +77,7 @@ class Tree:
 
     def close(self) -> None:
         while self._dirs:
-            os.close(self._dirs.popitem()[1])
+            self._release(self._dirs.popitem()[1])
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -82,7 +87,14 @@ class Tree:
         parts = tuple(self.parts(path)) if path != self.path else ()
         n = len(parts)
         for key in [k for k in self._dirs if k[:n] == parts]:
-            os.close(self._dirs.pop(key))
+            self._release(self._dirs.pop(key))
+
+    def _release(self, fd: int) -> None:
+        """A held descriptor left the cache: close it now, or when its last user is done."""
+        if fd in self._in_use:
+            self._released.add(fd)
+        else:
+            os.close(fd)
 
     # -- reaching a folder ---------------------------------------------------------------------
 
@@ -129,7 +141,7 @@ class Tree:
         fd = self._open_sub(parent, key[-1], os.path.join(self.path, *key))
         self._dirs[key] = fd
         if len(self._dirs) > MAX_HELD:
-            os.close(self._dirs.popitem(last=False)[1])
+            self._release(self._dirs.popitem(last=False)[1])
         return fd
 
     def open_dir(self, parts: list[str]) -> int:
@@ -140,7 +152,17 @@ class Tree:
     def parent(self, path: str) -> Iterator[tuple[int, str]]:
         """``(fd of the folder holding path, its last component)``, reached strictly; the fd is held by the tree."""
         parts = self.parts(path)
-        yield self._dir(parts[:-1]), parts[-1]
+        fd = self._dir(parts[:-1])
+        self._in_use[fd] = self._in_use.get(fd, 0) + 1
+        try:
+            yield fd, parts[-1]
+        finally:
+            self._in_use[fd] -= 1
+            if not self._in_use[fd]:
+                del self._in_use[fd]
+                if fd in self._released:
+                    self._released.discard(fd)
+                    os.close(fd)
 
     # -- looking -------------------------------------------------------------------------------
 
@@ -180,13 +202,6 @@ class Tree:
             return os.read(fd, limit).decode("utf-8", "replace")
         finally:
             os.close(fd)
-
-    def readlink(self, path: str) -> str | None:
-        try:
-            with self.parent(path) as (fd, name):
-                return os.readlink(name, dir_fd=fd)
-        except (FileNotFoundError, OSError):
-            return None
 
     # -- changing ------------------------------------------------------------------------------
 
