@@ -371,9 +371,8 @@ def execute_plan(
                 stay = [r for r in item.revisions if r.revision not in leaving]
                 finisher = deletion.remove_rest(tree, w.cache, item, gone, stay, run.out) if gone else None
                 run.later(tree, finisher, handled)
-        run.flush()
     finally:
-        run.flush()
+        run.flush()  # finishers waiting for their settling time, even when the loop stopped on an error
         for tree in trees.values():
             tree.close()
     if run.stopped:

@@ -80,7 +80,8 @@ def parse_ref_entry(name: str) -> tuple[str, str] | None:
     return (commit, unquote(quoted)) if mark and len(commit) == 40 and quoted else None
 # How long to wait for the hub's lock of one blob before leaving that blob for another run.
 BLOB_LOCK_WAIT = 2.0
-_REF_TMP_SUFFIX = ".tmp"
+# `refs/main.1a2b3c4d.tmp`: an interrupted atomic write of a ref, not a ref (the scan skips it too).
+REF_TMP_RE = re.compile(r"\.[0-9a-f]{8}\.tmp$")
 # At most this many blob locks held at once (each an open descriptor) while a repo's links are read.
 LOCKS_AT_ONCE = 256
 _COMMIT = re.compile(r"[0-9a-f]{40}")
@@ -115,10 +116,10 @@ class HubDeletion:
 
     # -- reading the repo as it is now ---------------------------------------------------------
 
-    def refs_now(self, tree: Tree, repo: str, refs_dir: str | None = None) -> dict[str, str]:
+    def refs_now(self, tree: Tree, repo: str) -> dict[str, str]:
         """Every ref of the repo: name (``main``, ``pr/1``) -> the commit it holds, read strictly."""
         refs: dict[str, str] = {}
-        base = refs_dir or os.path.join(repo, "refs")
+        base = os.path.join(repo, "refs")
         stack = [""]
         while stack:
             prefix = stack.pop()
@@ -130,7 +131,7 @@ class HubDeletion:
                     continue
                 if stat_mod.S_ISDIR(st.st_mode):
                     stack.append(f"{prefix}{name}/" if prefix else f"{name}/")
-                elif stat_mod.S_ISREG(st.st_mode) and not name.endswith(_REF_TMP_SUFFIX):
+                elif stat_mod.S_ISREG(st.st_mode) and not REF_TMP_RE.search(name):
                     refs[f"{prefix}{name}"] = _commit(tree.read_text(path, 256)) or ""
         return refs
 

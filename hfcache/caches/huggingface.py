@@ -43,7 +43,7 @@ from ._common import (
     names_in,
     xdg_cache_home,
 )
-from .hub_delete import BLOB_MARK, HUB_DELETION, TRASH, parse_ref_entry
+from .hub_delete import BLOB_MARK, HUB_DELETION, REF_TMP_RE, TRASH, parse_ref_entry
 
 KIND = "huggingface"
 TITLE = "Hugging Face hub cache"
@@ -59,7 +59,6 @@ SHARED_STORE_MARKER_CONTENT = b"1\n"
 
 _REPO_DIR_RE = re.compile(r"(models|datasets|spaces|kernels)--(.+)", re.DOTALL)
 _COMMIT_RE = re.compile(r"[0-9a-f]{40}")
-_REF_TMP_RE = re.compile(r"\.[0-9a-f]{8}\.tmp$")
 _INCOMPLETE_RE = re.compile(r"(?P<etag>.+?)(?P<token>\.[0-9a-f]{8})?\.incomplete", re.DOTALL)
 _TEMP_BLOB_RE = re.compile(r"tmp_[0-9a-f-]{32,36}|\..+\.[0-9a-f]{8}\.(?:new|old|shared)", re.DOTALL)
 _ROOT_TMP_RE = re.compile(r"tmp[a-z0-9_]{8}")  # tempfile.mkdtemp() probe folders
@@ -413,7 +412,7 @@ def _scan_refs(refs_dir: str, warnings: list[ScanWarning]) -> dict[str, list[str
                 warnings.append(ScanWarning(entry.path, "ref is a symlink, not followed"))
             elif entry.is_dir(follow_symlinks=False):
                 stack.append((entry.path, f"{prefix}{name}/"))
-            elif _REF_TMP_RE.search(name):
+            elif REF_TMP_RE.search(name):
                 continue  # `refs/main.1a2b3c4d.tmp`: an interrupted atomic write, not a ref
             else:
                 try:
