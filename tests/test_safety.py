@@ -63,9 +63,10 @@ def cli(*args: str) -> tuple[int, dict | str]:
     return result.exit_code, result.output
 
 
-def slow_cli(delay: float, *args: str) -> subprocess.Popen:
+def slow_cli(delay: float, *args: str, script: str = SLOW_CLI) -> subprocess.Popen:
+    """The CLI in a child process, each removal slowed by ``delay`` seconds (``script`` says how)."""
     return subprocess.Popen(
-        [sys.executable, "-c", SLOW_CLI, str(delay), *args],
+        [sys.executable, "-c", script, str(delay), *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

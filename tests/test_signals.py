@@ -26,6 +26,7 @@ from hfcache.cli import app
 from hfcache.locks import PruneLocks
 from tests.test_prune import assert_kept_revisions_load_offline
 from tests.test_safety import contents, many_repos, small_cache
+from tests.test_safety import slow_cli as safety_slow_cli
 
 # The CLI in a child process with every removal slowed down, so that a signal lands while
 # units are being deleted. It slows the os functions themselves (not one of hfcache's
@@ -48,13 +49,7 @@ SIGNALS = [pytest.param(signal.SIGTERM, id="SIGTERM"), pytest.param(signal.SIGHU
 
 
 def slow_cli(delay: float, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-c", SLOW_CLI, str(delay), *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return safety_slow_cli(delay, *args, script=SLOW_CLI)
 
 
 def deleted_lines(log: str) -> list[dict]:
