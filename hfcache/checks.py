@@ -75,6 +75,36 @@ def root_problem(cache: CacheInventory, recognizes: Callable[[str], bool] | None
     return None
 
 
+def memo_realpath() -> Callable[[str], str]:
+    """``os.path.realpath`` for many paths of one tree: each folder on the way is looked at once.
+
+    A path's parent is resolved (and remembered) first; only a component that is a symlink
+    is handed to ``os.path.realpath``. For a plan of 10,000 revisions that is one ``lstat``
+    per folder instead of one per component of every path.
+    """
+    memo: dict[str, str] = {}
+
+    def resolve(path: str) -> str:
+        hit = memo.get(path)
+        if hit is not None:
+            return hit
+        head, tail = os.path.split(path)
+        if not tail or not os.path.isabs(path) or os.path.normpath(path) != path:
+            # (a relative or unnormalised path: ".." after a link means the link's parent)
+            real = os.path.realpath(path)
+        else:
+            joined = os.path.join(resolve(head), tail)
+            try:
+                link = stat_mod.S_ISLNK(os.lstat(joined).st_mode)
+            except OSError:
+                link = False  # (what is missing resolves to itself, as realpath says)
+            real = os.path.realpath(joined) if link else joined
+        memo[path] = real
+        return real
+
+    return resolve
+
+
 @lru_cache(maxsize=64)
 def _compiled(shapes: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile("|".join(f"(?:{s})" for s in shapes), re.DOTALL) if shapes else None
@@ -168,13 +198,14 @@ def unit_files(paths: Iterable[str], *, follow: bool) -> _Files:
             continue
         for entry in entries:
             try:
-                st = entry.stat(follow_symlinks=False)
+                if entry.is_dir(follow_symlinks=False):  # (the types come with the listing: no stat)
+                    stack.append(entry.path)
+                elif follow and entry.is_symlink():
+                    files.add(os.stat(entry.path))
+                else:
+                    _add_entry(files, entry.path, entry.stat(follow_symlinks=False), follow)
             except OSError:
-                continue
-            if stat_mod.S_ISDIR(st.st_mode):
-                stack.append(entry.path)
-            else:
-                _add_entry(files, entry.path, st, follow)
+                continue  # gone, or a broken link (which holds no data)
     return files
 
 

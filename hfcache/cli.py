@@ -454,9 +454,7 @@ def prune(
         with _progress(not quiet):
             inventory = scan_caches(cache_dir or None, kinds=kind or None, jobs=_jobs(jobs))
         # Before the plan is written and anything deleted: no output file may land in a cache.
-        _refuse_outputs_in_caches(
-            (c.root for c in inventory.caches), plan_out=plan_out, log=None if dry_run else log
-        )
+        _refuse_outputs_in_caches((c.root for c in inventory.caches), plan_out=plan_out, log=None if dry_run else log)
         notes = check_access_times(inventory, policy)
         plan = plan_prune(inventory, policy)
         if plan_out:

@@ -57,11 +57,14 @@ class Tree:
         st = os.fstat(self.fd)
         self.dev = st.st_dev
         self.mnt = mount_id(self.fd)
+        self._prefix = self.path.rstrip(os.sep) + os.sep
         # Folders opened strictly, by their components below the root, most recent last. A held
         # descriptor keeps naming the folder it was opened on, whatever happens to the path
         # since (as rm -rf's do); entries are dropped when hfcache itself renames or removes
         # that folder or one above it (:meth:`forget`).
         self._dirs: OrderedDict[tuple[str, ...], int] = OrderedDict()
+        # For each folder, how many held descriptors are of it or below it (what forget looks up).
+        self._below: dict[tuple[str, ...], int] = {}
         # Descriptors a caller is using right now (inside :meth:`parent`): one that leaves the
         # cache meanwhile is closed only when the last user is done, so that its number is never
         # reused under a caller's feet.
@@ -78,6 +81,7 @@ class Tree:
     def close(self) -> None:
         while self._dirs:
             self._release(self._dirs.popitem()[1])
+        self._below.clear()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -86,8 +90,29 @@ class Tree:
         """Drop the held descriptors of ``path`` and of every folder below it (it was renamed or removed)."""
         parts = tuple(self.parts(path)) if path != self.path else ()
         n = len(parts)
+        if n and parts not in self._below:
+            return  # the usual case: nothing held there
         for key in [k for k in self._dirs if k[:n] == parts]:
-            self._release(self._dirs.pop(key))
+            self._drop(key)
+
+    def _hold(self, key: tuple[str, ...], fd: int) -> None:
+        self._dirs[key] = fd
+        below = self._below
+        for i in range(1, len(key) + 1):
+            below[key[:i]] = below.get(key[:i], 0) + 1
+        if len(self._dirs) > MAX_HELD:
+            self._drop(next(iter(self._dirs)))
+
+    def _drop(self, key: tuple[str, ...]) -> None:
+        fd = self._dirs.pop(key)
+        below = self._below
+        for i in range(1, len(key) + 1):
+            n = below[key[:i]] - 1
+            if n:
+                below[key[:i]] = n
+            else:
+                del below[key[:i]]
+        self._release(fd)
 
     def _release(self, fd: int) -> None:
         """A held descriptor left the cache: close it now, or when its last user is done."""
@@ -100,18 +125,19 @@ class Tree:
 
     def parts(self, path: str) -> list[str]:
         """The components of ``path`` below the root; refuses anything not strictly inside, or unnormalised."""
-        prefix = self.path.rstrip(os.sep) + os.sep
-        if not path.startswith(prefix) or os.path.normpath(path) != path:
+        prefix = self._prefix
+        if not path.startswith(prefix):
             raise UnsafePath(errno.EXDEV, f"not a normalised path inside {self.path}", path)
         parts = path[len(prefix) :].split(os.sep)
-        if any(p in ("", ".", "..") for p in parts):
+        # (what os.path.normpath would change in a relative path: an empty, "." or ".." component)
+        if "" in parts or "." in parts or ".." in parts:
             raise UnsafePath(errno.EINVAL, "not a normalised path", path)
         return parts
 
     def check_mount(self, fd: int, where: str) -> None:
         """Raise :class:`UnsafePath` when the folder ``fd`` is not on the root's mount (a mount point)."""
-        st = os.fstat(fd)
-        if st.st_dev != self.dev or (self.mnt is not None and mount_id(fd) != self.mnt):
+        # One mount id says it all (a bind mount keeps st_dev); without one, the device must do.
+        if (mount_id(fd) != self.mnt) if self.mnt is not None else (os.fstat(fd).st_dev != self.dev):
             raise UnsafePath(errno.EXDEV, "a mount point: never entered or removed", where)
 
     def _open_sub(self, parent: int, name: str, where: str) -> int:
@@ -138,10 +164,8 @@ class Tree:
             self._dirs.move_to_end(key)
             return fd
         parent = self._dir(key[:-1])
-        fd = self._open_sub(parent, key[-1], os.path.join(self.path, *key))
-        self._dirs[key] = fd
-        if len(self._dirs) > MAX_HELD:
-            self._release(self._dirs.popitem(last=False)[1])
+        fd = self._open_sub(parent, key[-1], self._prefix + os.sep.join(key))
+        self._hold(key, fd)
         return fd
 
     def open_dir(self, parts: list[str]) -> int:
@@ -177,13 +201,10 @@ class Tree:
     def listdir(self, path: str) -> list[str]:
         """Names in the folder ``path`` (empty when it is gone); a symlink or mount point raises UnsafePath."""
         try:
-            fd = self.open_dir([] if path == self.path else self.parts(path))
+            # (a held descriptor, listed at once: os.listdir reads a duplicate of it from the start)
+            return os.listdir(self._dir([] if path == self.path else self.parts(path)))
         except FileNotFoundError:
             return []
-        try:
-            return os.listdir(fd)
-        finally:
-            os.close(fd)
 
     def read_text(self, path: str, limit: int = 4096) -> str | None:
         """The start of a small regular file (never through a link); None when it is missing or not a file."""
@@ -233,17 +254,17 @@ class Tree:
             except (FileNotFoundError, UnsafePath, NotADirectoryError):
                 continue
             try:
-                for name in os.listdir(fd):
-                    try:
-                        yield os.readlink(name, dir_fd=fd)
-                        continue
-                    except OSError:
-                        pass  # not a link (almost always a folder), or gone
-                    try:
-                        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                    except OSError:
-                        continue
-                    if stat_mod.S_ISDIR(st.st_mode):
+                with os.scandir(fd) as it:
+                    entries = [(e.name, e.is_symlink(), e.is_dir(follow_symlinks=False)) for e in it]
+                for name, is_link, is_dir in entries:
+                    # The types come from the listing (no stat); a folder swapped for a link
+                    # since is refused when opened, a link swapped for a file fails readlink.
+                    if is_link:
+                        try:
+                            yield os.readlink(name, dir_fd=fd)
+                        except OSError:
+                            pass
+                    elif is_dir:
                         stack.append([*parts, name])
             finally:
                 os.close(fd)
@@ -326,7 +347,7 @@ class Tree:
                 except FileNotFoundError:
                     return 0, None
                 if not stat_mod.S_ISDIR(st.st_mode):
-                    return _unlink_at(fd, name, path, count)
+                    return _unlink_at(fd, name, path, count, st)
                 self.forget(path)
                 return self._remove_tree(fd, name, path, count)
         except FileNotFoundError:
@@ -350,24 +371,19 @@ class Tree:
                 pfd, fname, dfd, fpath, entries, stayed = frame
                 if entries is None:
                     try:
-                        frame[4] = entries = os.listdir(dfd)
+                        with os.scandir(dfd) as it:  # the types from the listing: no stat for links and folders
+                            frame[4] = entries = [(e.name, e.is_symlink(), e.is_dir(follow_symlinks=False)) for e in it]
                     except OSError as e:
                         errors.append(_error(fpath, e))
                         frame[4], frame[5] = [], True
                         continue
                 if entries:
-                    entry = entries.pop()
-                    epath = os.path.join(fpath, entry)
-                    try:
-                        st = os.stat(entry, dir_fd=dfd, follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue
-                    except OSError as e:
-                        errors.append(_error(epath, e))
-                        frame[5] = True
-                        continue
-                    if not stat_mod.S_ISDIR(st.st_mode):
-                        got, err = _unlink_at(dfd, entry, epath, count, st)
+                    entry, is_link, is_dir = entries.pop()
+                    epath = fpath + os.sep + entry
+                    if not is_dir:
+                        # A link, or a file not counted, needs no stat: unlink refuses a folder
+                        # (EISDIR), should one have taken the name since the listing.
+                        got, err = _unlink_at(dfd, entry, epath, count and not is_link)
                         freed += got
                         if err:
                             errors.append(err)
@@ -408,14 +424,26 @@ class Tree:
 
 
 def _unlink_at(fd: int, name: str, path: str, count: bool, st: os.stat_result | None = None) -> tuple[int, str | None]:
+    """Unlink ``name`` of the folder ``fd``; with ``count``, the bytes freed (a regular file's last link)."""
     try:
-        if st is None:
+        if count and st is None:
             st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-        if stat_mod.S_ISDIR(st.st_mode):
+        if st is not None and stat_mod.S_ISDIR(st.st_mode):
             return 0, f"{path}: a folder where a file was expected"
         os.unlink(name, dir_fd=fd)
     except FileNotFoundError:
         return 0, None
+    except IsADirectoryError:
+        return 0, f"{path}: a folder where a file was expected"
     except OSError as e:
+        if e.errno == errno.EPERM and stat_mod.S_ISDIR(_mode(fd, name)):
+            return 0, f"{path}: a folder where a file was expected"  # (what some systems say of unlinking one)
         return 0, _error(path, e)
-    return (st.st_size if count and stat_mod.S_ISREG(st.st_mode) and st.st_nlink == 1 else 0), None
+    return (st.st_size if st is not None and stat_mod.S_ISREG(st.st_mode) and st.st_nlink == 1 else 0), None
+
+
+def _mode(fd: int, name: str) -> int:
+    try:
+        return os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
+    except OSError:
+        return 0

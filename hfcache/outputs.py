@@ -127,9 +127,7 @@ def open_append_nofollow(path: str, mode: int = 0o644) -> int:
     try:
         st = os.fstat(fd)
         if st.st_nlink > 1 and stat.S_ISREG(st.st_mode):
-            raise OSError(
-                errno.EMLINK, f"it has {st.st_nlink} hard links (a log has one: another could be a cache's file)", path
-            )
+            raise OSError(errno.EMLINK, f"it has {st.st_nlink} hard links (a log has one: another could be a cache's file)", path)
     except BaseException:
         os.close(fd)
         raise

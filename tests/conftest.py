@@ -6,7 +6,9 @@ huggingface_hub (which reads them at import time), so nothing ever sees the real
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -31,6 +33,7 @@ CACHE_VARIABLES = (
 )
 
 _SESSION_HOME = tempfile.mkdtemp(prefix="hfcache-tests-home-")
+atexit.register(shutil.rmtree, _SESSION_HOME, True)  # each run made one and left it in /tmp
 os.environ["HOME"] = _SESSION_HOME
 os.environ["XDG_CACHE_HOME"] = os.path.join(_SESSION_HOME, ".cache")
 for _var in CACHE_VARIABLES:

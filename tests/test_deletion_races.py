@@ -95,8 +95,10 @@ def test_a_folder_swapped_for_a_symlink_during_the_run_redirects_no_deletion(tmp
             sub = os.path.join(repo_dir, "snapshots", old, "sub")
             shutil.rmtree(sub)
             os.symlink(outside, sub)
-        else:
-            os.symlink(outside, os.path.join(repo_dir, TRASH))
+        else:  # hfcache's trash (made by an earlier prune, kept) swapped for a link to the outside
+            os.makedirs(os.path.join(root, TRASH))
+            os.rename(os.path.join(root, TRASH), str(tmp_path / "real-trash"))
+            os.symlink(outside, os.path.join(root, TRASH))
 
     before = contents(outside)
     result = execute_plan(plan, inventory, live=_hook(plant)([root]))
@@ -147,7 +149,7 @@ def test_a_folder_mounted_into_a_snapshot_during_the_run_is_never_emptied(tmp_pa
     with open(os.path.join(repo_dir, "refs", "v1")) as f:
         assert f.read() == old
     assert os.path.isdir(os.path.join(repo_dir, "snapshots", old))
-    assert not os.path.exists(os.path.join(repo_dir, TRASH))
+    assert os.listdir(os.path.join(root, TRASH)) == []
     assert contents(outside) == before
     assert_kept_revisions_load_offline(root, before_scan, set(), monkeypatch)
 
@@ -165,7 +167,7 @@ def rename_then_die(self, src, dst):
     if where == "before-snapshot" and "/snapshots/" in src:
         os.kill(os.getpid(), signal.SIGKILL)
     rename(self, src, dst)
-    if where == "after-blob" and "/.hfcache-trash/blob." in dst:
+    if where == "after-blob" and "/hfcache-trash/" in dst and "+blob." in dst:
         os.kill(os.getpid(), signal.SIGKILL)
 Tree.rename = rename_then_die
 sys.argv = ["hfcache", *sys.argv[2:]]
@@ -220,7 +222,7 @@ def test_a_kill_mid_unit_changes_nothing_the_next_run_keeps(tmp_path, monkeypatc
     assert code == 0, done
     (item,) = hfcache.scan([root]).caches[0].items
     assert {r.revision for r in item.revisions} == {commit("tagged-2"), commit("tagged-3")}
-    assert not os.path.exists(os.path.join(root, "models--org--tagged", TRASH))
+    assert os.listdir(os.path.join(root, TRASH)) == []  # the trash stays, empty
     assert_kept_revisions_load_offline(root, before, {commit("tagged-1")}, monkeypatch)
 
 
@@ -277,21 +279,22 @@ def test_a_blob_linked_by_a_download_after_it_was_set_aside_goes_back(tmp_path, 
     repo_dir = repos["org--a"]
     inventory, plan = _plan(root, max_age=30 * DAY)
     late = commit("late")
-    put_back = HubDeletion._put_back_linked
+    set_aside = HubDeletion._set_aside
     calls = []
 
-    def link_then_check(self, tree, repo_, aside):
-        put_back(self, tree, repo_, aside)
+    def link_then_check(self, tree, repo_, *args):
+        aside = set_aside(self, tree, repo_, *args)
         # What hf_hub_download does when it found the blob before the prune set it aside: it
         # takes the blob's lock after us, then links the (now missing) blob without looking.
-        if repo_ == repo_dir and not calls:
+        if repo_ == repo_dir and aside and not calls:
             calls.append(1)
             os.makedirs(os.path.join(repo_dir, "snapshots", late))
             os.symlink("../../blobs/org--a-e1", os.path.join(repo_dir, "snapshots", late, "w.bin"))
             with open(os.path.join(repo_dir, "refs", "late"), "w") as f:
                 f.write(late)
+        return aside
 
-    monkeypatch.setattr(HubDeletion, "_put_back_linked", link_then_check)
+    monkeypatch.setattr(HubDeletion, "_set_aside", link_then_check)
     result = execute_plan(plan, inventory)
     assert calls, "the blobs were set aside"
     unit = next(u for u in result.delete if u.id == "org/a")
@@ -299,6 +302,35 @@ def test_a_blob_linked_by_a_download_after_it_was_set_aside_goes_back(tmp_path, 
     with open(os.path.join(repo_dir, "snapshots", late, "w.bin"), "rb") as f:
         assert len(f.read()) == 1000  # the link heals: the blob went back under its name
     assert unit.freed_bytes == 0  # nothing of its accounting left the disk
+
+
+def test_a_blob_a_revision_newer_than_the_plan_links_goes_back_at_once(tmp_path, monkeypatch):
+    # The plan is stale: since it was made, a new revision arrived that links a blob the plan
+    # counted as the old revision's alone. The snapshots differ from the plan's, so the links
+    # are read as soon as the blobs are set aside: the blob is back before the settling time,
+    # not missing for it.
+    root = str(tmp_path / "hub")
+    repos = small_cache(root)
+    repo_dir = repos["org--a"]
+    inventory, plan = _plan(root, max_age=30 * DAY)
+    late = commit("late")
+    os.makedirs(os.path.join(repo_dir, "snapshots", late))
+    os.symlink("../../blobs/org--a-e1", os.path.join(repo_dir, "snapshots", late, "w.bin"))
+    finish = HubDeletion._finish_blobs
+    seen = []
+
+    def look_then_finish(self, tree, repo_, aside, *args):
+        if repo_ == repo_dir:
+            seen.append(os.path.exists(os.path.join(repo_dir, "blobs", "org--a-e1")))
+        return finish(self, tree, repo_, aside, *args)
+
+    monkeypatch.setattr(HubDeletion, "_finish_blobs", look_then_finish)
+    result = execute_plan(plan, inventory)
+    assert seen == [True], "the linked blob was back before the settling time was over"
+    unit = next(u for u in result.delete if u.id == "org/a")
+    assert unit.status == "deleted" and unit.freed_bytes == 0
+    with open(os.path.join(repo_dir, "snapshots", late, "w.bin"), "rb") as f:
+        assert len(f.read()) == 1000
 
 
 def test_a_real_download_racing_real_prunes_never_ends_with_a_dangling_link(tmp_path):

@@ -3,20 +3,21 @@
 The hub itself (``DeleteCacheStrategy.execute``) unlinks refs, then snapshots, then blobs,
 by absolute paths. hfcache keeps that order but makes every step recoverable, so that a
 run killed at any instant leaves a cache that loads, and a next plan identical to what an
-uninterrupted run would have kept. Each repo gets a private folder, ``.hfcache-trash/``
-(huggingface_hub's ``scan_cache_dir`` reads only ``refs/`` and ``snapshots/``, so it never
-sees it):
+uninterrupted run would have kept. What is on its way out waits in one private folder of
+the cache, ``.locks/hfcache-trash/`` (beside hfcache's prune lock; huggingface_hub's
+``scan_cache_dir`` skips ``.locks/``, so it never sees it), flat, each name saying which repo
+it came from (see :func:`trash_name`). The folder is made once and stays, as the prune lock
+does: setting something aside costs one rename, and no folder is made or removed per revision.
 
 1. **Re-validated on disk** (:meth:`HubDeletion.revalidate`): the refs naming the revision
    must be the plan's, and unless the plan removes the repo, another snapshot must remain.
-2. **Refs set aside**: each ref naming commit ``C`` is renamed to ``.hfcache-trash/C/refs/``
-   and read again there; one that no longer names ``C`` (a download moved it) goes back.
-3. **Snapshot set aside**: ``snapshots/C`` is renamed to ``.hfcache-trash/C/snapshot``, then
-   the ``.hfcache-trash/C`` tree, ``.no_exist/C`` and ``trees/C.json`` are removed. If the
-   snapshot cannot be set aside or removed, it and its refs are put back: the revision stays
-   loadable by tag.
+2. **Refs set aside**: each ref naming commit ``C`` is renamed into the trash and read again
+   there; one that no longer names ``C`` (a download moved it) goes back.
+3. **Snapshot set aside**: ``snapshots/C`` is renamed into the trash and removed there, then
+   ``.no_exist/C`` and ``trees/C.json``. If the snapshot cannot be set aside or removed, it
+   and its refs are put back: the revision stays loadable by tag.
 4. **Blobs set aside, then checked**: a blob no remaining revision uses is renamed, under the
-   hub's own per-blob download lock, to ``.hfcache-trash/blobs/``; the repo's snapshot links
+   hub's own per-blob download lock, into the trash; the repo's snapshot links
    are read again and a linked blob goes back. After a settling time (longer than the poll
    interval of the hub's lock), the links are read once more: a blob a racing download linked
    meanwhile goes back (its link, relative and by name, heals); the others are unlinked.
@@ -61,13 +62,25 @@ try:  # the hub's own garbage collection of its shared store (huggingface_hub >=
 except ImportError:  # pragma: no cover - older hub: payloads are left behind (leaked, never lost)
     sweep_shared_blob = None
 
-TRASH = ".hfcache-trash"
-# In a repo's trash, one level, so that setting aside costs a rename and no folder:
-#   <commit>                   a snapshot set aside
-#   <commit>.ref.<quoted ref>  a ref set aside (refs/pr/1 is "pr%2F1")
-#   blob.<name>                a blob set aside while its links are checked
+TRASH = os.path.join(".locks", "hfcache-trash")  # relative to the cache root
+# In the trash, one level, each name starting with its repo folder (quoted) and "+":
+#   <repo>+<commit>                   a snapshot set aside
+#   <repo>+<commit>.ref.<quoted ref>  a ref set aside (refs/pr/1 is "pr%2F1")
+#   <repo>+blob.<name>                a blob set aside while its links are checked
+REPO_MARK = "+"
 REF_MARK = ".ref."
 BLOB_MARK = "blob."
+
+
+def trash_name(repo: str, rest: str) -> str:
+    """The trash entry of ``rest`` (``<commit>``, ``<commit>.ref.<ref>``, ``blob.<name>``) of the repo at ``repo``."""
+    return quote(os.path.basename(repo), safe="-_.") + REPO_MARK + rest
+
+
+def parse_trash_name(name: str) -> tuple[str, str] | None:
+    """``(repo folder name, rest)`` of a trash entry, or None for a name hfcache never makes."""
+    quoted, mark, rest = name.partition(REPO_MARK)
+    return (unquote(quoted), rest) if mark and quoted and rest else None
 
 
 def ref_entry(commit: str, ref: str) -> str:
@@ -75,9 +88,11 @@ def ref_entry(commit: str, ref: str) -> str:
 
 
 def parse_ref_entry(name: str) -> tuple[str, str] | None:
-    """``(commit, ref)`` of a ref set aside, or None for another trash entry."""
+    """``(commit, ref)`` of a ref set aside (the part after the repo), or None for another entry."""
     commit, mark, quoted = name.partition(REF_MARK)
     return (commit, unquote(quoted)) if mark and len(commit) == 40 and quoted else None
+
+
 # How long to wait for the hub's lock of one blob before leaving that blob for another run.
 BLOB_LOCK_WAIT = 2.0
 # `refs/main.1a2b3c4d.tmp`: an interrupted atomic write of a ref, not a ref (the scan skips it too).
@@ -181,13 +196,13 @@ class HubDeletion:
 
     def remove_revision(self, tree: Tree, cache: CacheInventory, item: Item, unit, rev: Revision) -> tuple[int, str | None]:
         repo, commit = item.path, rev.revision
-        trash = os.path.join(repo, TRASH)
-        held = os.path.join(trash, commit)
+        trash = _trash(tree)
+        held = os.path.join(trash, trash_name(repo, commit))
         moved: list[str] = []
         try:
             tree.makedirs(trash)
             for ref in sorted(unit.refs):
-                src, dst = os.path.join(repo, "refs", ref), os.path.join(trash, ref_entry(commit, ref))
+                src, dst = os.path.join(repo, "refs", ref), os.path.join(trash, trash_name(repo, ref_entry(commit, ref)))
                 tree.rename(src, dst)
                 moved.append(dst)
                 if _commit(tree.read_text(dst, 256)) != commit:
@@ -198,7 +213,6 @@ class HubDeletion:
             tree.rename(rev.path, held)
         except OSError as e:
             self._restore_refs(tree, repo, commit)
-            _discard(tree, trash)
             return 0, f"{e.filename or rev.path}: {e.strerror or e}; nothing of it was removed"
         freed, error = tree.remove(held)
         log.debug("remove %s: %s", rev.path, error or f"done, {freed} bytes freed")
@@ -208,7 +222,6 @@ class HubDeletion:
                 self._restore_refs(tree, repo, commit)
             except OSError:
                 pass  # left in the trash: the next run's recovery puts the refs back or finishes
-            _discard(tree, trash)
             return freed, error
         for path in moved:
             tree.unlink(path, count=False)
@@ -216,11 +229,15 @@ class HubDeletion:
         tree.remove(os.path.join(repo, "trees", commit + ".json"), count=False)
         return freed, None
 
-    def _restore_refs(self, tree: Tree, repo: str, commit: str) -> None:
-        """Put the refs of ``commit`` set aside back, each only where no newer ref took its place."""
-        trash = os.path.join(repo, TRASH)
-        for name in _listdir(tree, trash):
-            parsed = parse_ref_entry(name)
+    def _restore_refs(self, tree: Tree, repo: str, commit: str, names: Sequence[str] | None = None) -> None:
+        """Put the refs of ``commit`` set aside back, each only where no newer ref took its place.
+
+        ``names``: the trash's entries, when the caller listed it already.
+        """
+        trash = _trash(tree)
+        prefix = trash_name(repo, "")
+        for name in _listdir(tree, trash) if names is None else names:
+            parsed = parse_ref_entry(name[len(prefix) :]) if name.startswith(prefix) else None
             if parsed is None or parsed[0] != commit:
                 continue
             src, dst = os.path.join(trash, name), os.path.join(repo, "refs", parsed[1])
@@ -266,7 +283,7 @@ class HubDeletion:
                 if orphan.path.startswith(prefix) and name not in owner:
                     owner[name] = last
                     uncounted.add(name)
-        aside = self._set_aside(tree, item.path, owner, out)
+        aside = self._set_aside(tree, item.path, owner, out, {r.revision for r in stay})
 
         def finish(tree: Tree) -> None:
             self._finish_blobs(tree, item.path, aside, out, uncounted)
@@ -277,21 +294,30 @@ class HubDeletion:
 
         return finish
 
-    def _set_aside(self, tree: Tree, repo: str, owner: dict[str, str], out: Outcomes) -> dict[str, str]:
-        """Rename each blob to the repo's trash under its download lock; those still linked go back."""
+    def _set_aside(
+        self, tree: Tree, repo: str, owner: dict[str, str], out: Outcomes, snapshots: set[str] | None = None
+    ) -> dict[str, str]:
+        """Rename each blob into the trash under its download lock; those linked go back.
+
+        The links are read at once unless ``snapshots`` (the revisions the plan leaves) are
+        exactly the repo's snapshots now: then they are what the plan's blob counts were made
+        from, and a link a download adds meanwhile is seen by the reading after the settling
+        time (:meth:`_finish_blobs`), as a link added just after this reading would be.
+        """
         if not owner:
             return {}
-        trash = os.path.join(repo, TRASH)
+        trash = _trash(tree)
         try:
             tree.makedirs(trash)
         except OSError as e:
             out[next(iter(owner.values()))].add(0, f"{trash}: {e.strerror or e}")
             return {}
         aside: dict[str, str] = {}
+        locks = self._lock_names(tree, repo)
         for name, unit_path in owner.items():
             try:
-                with self._blob_lock(tree, repo, name):
-                    tree.rename(os.path.join(repo, "blobs", name), os.path.join(trash, BLOB_MARK + name))
+                with self._blob_lock(tree, repo, name, locks):
+                    tree.rename(os.path.join(repo, "blobs", name), os.path.join(trash, trash_name(repo, BLOB_MARK + name)))
             except FileNotFoundError:
                 continue
             except TimeoutError:
@@ -300,7 +326,7 @@ class HubDeletion:
                 out[unit_path].add(0, f"{os.path.join(repo, 'blobs', name)}: {e.strerror or e}")
                 continue
             aside[name] = unit_path
-        if aside:
+        if aside and (snapshots is None or set(_listdir(tree, os.path.join(repo, "snapshots"))) != snapshots):
             self._put_back_linked(tree, repo, aside)
         return aside
 
@@ -320,15 +346,15 @@ class HubDeletion:
             for start in range(0, len(names), LOCKS_AT_ONCE):
                 chunk = {n: aside[n] for n in names[start : start + LOCKS_AT_ONCE]}
                 self._finish_some(tree, repo, chunk, out, uncounted)
-        _discard(tree, os.path.join(repo, TRASH))
 
     def _finish_some(self, tree: Tree, repo: str, aside: dict[str, str], out: Outcomes, uncounted: set[str]) -> None:
         """Under the download locks of all these blobs at once, read the links once: restore or unlink each."""
         with ExitStack() as held:
             locked = {}
+            locks = self._lock_names(tree, repo)  # listed again: a download may have started since
             for name, unit_path in aside.items():
                 try:
-                    held.enter_context(self._blob_lock(tree, repo, name))
+                    held.enter_context(self._blob_lock(tree, repo, name, locks))
                     locked[name] = unit_path
                 except TimeoutError:
                     _restore_blob(tree, repo, name)  # a download holds its lock: it stays
@@ -340,15 +366,24 @@ class HubDeletion:
                 if name in linked:
                     _restore_blob(tree, repo, name)
                     continue
-                path = os.path.join(repo, TRASH, BLOB_MARK + name)
+                path = os.path.join(_trash(tree), trash_name(repo, BLOB_MARK + name))
                 freed, error = tree.unlink(path, count=name not in uncounted)
                 out[unit_path].add(freed, error)
                 log.debug("remove %s: %s", os.path.join(repo, "blobs", name), error or f"done, {freed} bytes freed")
 
+    def _lock_names(self, tree: Tree, repo: str) -> set[str]:
+        """The names in the repo's folder of download locks (``.locks/<repo folder>/``), listed once for many blobs."""
+        return set(_listdir(tree, os.path.join(tree.path, ".locks", os.path.basename(repo))))
+
     @contextmanager
-    def _blob_lock(self, tree: Tree, repo: str, name: str) -> Iterator[None]:
-        """Hold huggingface_hub's download lock of one blob (``.locks/<repo folder>/<name>.lock``)."""
-        if fcntl is None:  # pragma: no cover - Windows
+    def _blob_lock(self, tree: Tree, repo: str, name: str, listed: set[str]) -> Iterator[None]:
+        """Hold huggingface_hub's download lock of one blob (``.locks/<repo folder>/<name>.lock``).
+
+        ``listed``: the lock folder's names, read just before (:meth:`_lock_names`). A lock
+        file made after that reading belongs to a download that started after it: that one
+        is seen by the reading of the links that follows, as when the file is missing.
+        """
+        if fcntl is None or name + ".lock" not in listed:
             yield
             return
         folder = os.path.join(tree.path, ".locks", os.path.basename(repo))
@@ -439,45 +474,59 @@ class HubDeletion:
     # -- after a kill --------------------------------------------------------------------------
 
     def recover(self, tree: Tree, cache: CacheInventory) -> list[str]:
-        """Finish or roll back what a killed run left in each repo's trash; one line per repair."""
+        """Finish or roll back what a killed run left in the trash; one line per repair."""
+        trash = _trash(tree)
+        try:
+            st = tree.lstat(trash)
+        except OSError:
+            return []  # (.locks/ a symlink or on another mount: nothing of ours can be there)
+        if st is None or not stat_mod.S_ISDIR(st.st_mode):
+            return []
+        entries = _listdir(tree, trash)
+        by_repo: dict[str, list[str]] = {}
+        for name in entries:
+            parsed = parse_trash_name(name)
+            if parsed is not None and parsed[0] not in (".", "..") and os.sep not in parsed[0]:
+                by_repo.setdefault(parsed[0], []).append(name)
         notes: list[str] = []
-        for repo_name in _listdir(tree, tree.path):
-            repo = os.path.join(tree.path, repo_name)
-            trash = os.path.join(repo, TRASH)
-            try:
-                st = tree.lstat(trash)
-            except OSError:
-                continue
-            if st is None or not stat_mod.S_ISDIR(st.st_mode):
-                continue
-            entries = _listdir(tree, trash)
-            for name in entries:
-                if name.startswith(BLOB_MARK):
-                    blob = name[len(BLOB_MARK) :]
-                    aside = {blob: ""}
-                    self._put_back_linked(tree, repo, aside)
-                    if aside:
-                        tree.unlink(os.path.join(trash, name))
-                        notes.append(f"{repo}: finished removing blob {blob} (an interrupted prune)")
-                    else:
-                        notes.append(f"{repo}: put back blob {blob} (an interrupted prune)")
-            commits = {n for n in entries if _COMMIT.fullmatch(n)}
-            commits |= {parsed[0] for parsed in map(parse_ref_entry, entries) if parsed}
-            for commit in sorted(commits):
-                held = os.path.join(trash, commit)
-                if tree.lstat(os.path.join(repo, "snapshots", commit)) is not None:
-                    self._restore_refs(tree, repo, commit)
-                    notes.append(f"{repo}: put back the refs of revision {commit} (an interrupted prune)")
-                else:
-                    tree.remove(held, count=False)
-                    for name in entries:
-                        if (parse_ref_entry(name) or ("",))[0] == commit:
-                            tree.unlink(os.path.join(trash, name), count=False)
-                    tree.remove(os.path.join(repo, ".no_exist", commit), count=False)
-                    tree.remove(os.path.join(repo, "trees", commit + ".json"), count=False)
-                    notes.append(f"{repo}: finished removing revision {commit} (an interrupted prune)")
-            _discard(tree, trash)
+        for folder, names in sorted(by_repo.items()):
+            notes += self._recover_repo(tree, os.path.join(tree.path, folder), names)
         return notes
+
+    def _recover_repo(self, tree: Tree, repo: str, names: list[str]) -> list[str]:
+        trash = _trash(tree)
+        prefix = trash_name(repo, "")
+        notes: list[str] = []
+        rests = [name[len(prefix) :] for name in names]
+        blobs = [r[len(BLOB_MARK) :] for r in rests if r.startswith(BLOB_MARK)]
+        if blobs:
+            aside = dict.fromkeys(blobs, "")
+            self._put_back_linked(tree, repo, aside)  # (the repo's links read once for all of them)
+            for blob in blobs:
+                if blob in aside:
+                    tree.unlink(os.path.join(trash, trash_name(repo, BLOB_MARK + blob)))
+                    notes.append(f"{repo}: finished removing blob {blob} (an interrupted prune)")
+                else:
+                    notes.append(f"{repo}: put back blob {blob} (an interrupted prune)")
+        commits = {r for r in rests if _COMMIT.fullmatch(r)}
+        commits |= {parsed[0] for parsed in map(parse_ref_entry, rests) if parsed}
+        for commit in sorted(commits):
+            if tree.lstat(os.path.join(repo, "snapshots", commit)) is not None:
+                self._restore_refs(tree, repo, commit, names)
+                notes.append(f"{repo}: put back the refs of revision {commit} (an interrupted prune)")
+            else:
+                tree.remove(os.path.join(trash, trash_name(repo, commit)), count=False)
+                for name, rest in zip(names, rests, strict=True):
+                    if (parse_ref_entry(rest) or ("",))[0] == commit:
+                        tree.unlink(os.path.join(trash, name), count=False)
+                tree.remove(os.path.join(repo, ".no_exist", commit), count=False)
+                tree.remove(os.path.join(repo, "trees", commit + ".json"), count=False)
+                notes.append(f"{repo}: finished removing revision {commit} (an interrupted prune)")
+        return notes
+
+
+def _trash(tree: Tree) -> str:
+    return os.path.join(tree.path, TRASH)
 
 
 def _listdir(tree: Tree, path: str) -> list[str]:
@@ -487,17 +536,9 @@ def _listdir(tree: Tree, path: str) -> list[str]:
         return []
 
 
-def _discard(tree: Tree, folder: str) -> None:
-    """Remove ``folder`` if it is empty."""
-    try:
-        tree.rmdir(folder)
-    except OSError:
-        pass
-
-
 def _restore_blob(tree: Tree, repo: str, name: str) -> None:
     """Put a set-aside blob back, unless a download already wrote a new copy (then the aside one goes)."""
-    src, dst = os.path.join(repo, TRASH, BLOB_MARK + name), os.path.join(repo, "blobs", name)
+    src, dst = os.path.join(_trash(tree), trash_name(repo, BLOB_MARK + name)), os.path.join(repo, "blobs", name)
     try:
         if tree.lstat(dst) is None:
             tree.rename(src, dst)

@@ -43,7 +43,7 @@ from ._common import (
     names_in,
     xdg_cache_home,
 )
-from .hub_delete import BLOB_MARK, HUB_DELETION, REF_TMP_RE, TRASH, parse_ref_entry
+from .hub_delete import BLOB_MARK, HUB_DELETION, REF_TMP_RE, TRASH, parse_ref_entry, parse_trash_name
 
 KIND = "huggingface"
 TITLE = "Hugging Face hub cache"
@@ -88,6 +88,8 @@ class _Roots:
     payloads: dict[str, _Blob] = field(default_factory=dict)
     manifests: set[str] = field(default_factory=set)
     store_marked: bool = False
+    # hfcache's trash (a prune's work in progress), by repo folder name: (entry, its name after the repo's)
+    trash: dict[str, list[tuple[os.DirEntry[str], str]]] = field(default_factory=dict)
 
     def normalize(self, path: str) -> str:
         """Map a path spelled under the given root onto the resolved root."""
@@ -596,7 +598,7 @@ def _scan_repo(roots: _Roots, entry: os.DirEntry[str], repo_type: str, item_id: 
         return finish()
 
     for name, sub in sorted(subdirs.items()):
-        if name in FILES_TO_IGNORE or (name == TRASH and sub.is_dir(follow_symlinks=False)):
+        if name in FILES_TO_IGNORE:
             continue
         if name not in REPO_SUBDIRS:
             warnings.append(ScanWarning(sub.path, "unexpected entry in repo folder"))
@@ -617,8 +619,8 @@ def _scan_repo(roots: _Roots, entry: os.DirEntry[str], repo_type: str, item_id: 
     if usable("refs"):
         refs = _scan_refs(os.path.join(repo_dir, "refs"), warnings)
     set_aside: dict[str, _Blob] = {}
-    if usable(TRASH):
-        for commit, names in _scan_trash(repo_dir, blobs, set_aside, warnings).items():
+    if entry.name in roots.trash:
+        for commit, names in _scan_trash(repo_dir, roots.trash[entry.name], blobs, set_aside, warnings).items():
             have = refs.setdefault(commit, [])
             have.extend(n for n in names if n not in have)
     for folder, suffix in ((".no_exist", ""), ("trees", ".json")):
@@ -654,19 +656,38 @@ def _scan_repo(roots: _Roots, entry: os.DirEntry[str], repo_type: str, item_id: 
     return finish()
 
 
+def _read_trash(roots: _Roots, warnings: list[ScanWarning]) -> None:
+    """List hfcache's trash (``.locks/hfcache-trash/``) once, into ``roots.trash`` by repo folder."""
+    trash_dir = os.path.join(roots.real, TRASH)
+    try:
+        if not stat_mod.S_ISDIR(os.lstat(trash_dir).st_mode):
+            warnings.append(ScanWarning(trash_dir, "hfcache's trash is not a folder"))
+            return
+    except OSError:
+        return  # the usual case: no prune ever set anything aside here
+    for entry in _list(trash_dir, TRASH, warnings):
+        parsed = parse_trash_name(entry.name)
+        if parsed is None:
+            warnings.append(ScanWarning(entry.path, "unexpected entry in hfcache's trash", blocks_deletion=False))
+            continue
+        roots.trash.setdefault(parsed[0], []).append((entry, parsed[1]))
+
+
 def _scan_trash(
-    repo_dir: str, blobs: dict[str, _Blob], set_aside: dict[str, _Blob], warnings: list[ScanWarning]
+    repo_dir: str,
+    entries: list[tuple[os.DirEntry[str], str]],
+    blobs: dict[str, _Blob],
+    set_aside: dict[str, _Blob],
+    warnings: list[ScanWarning],
 ) -> dict[str, list[str]]:
-    """Read a repo's ``.hfcache-trash/`` (a prune's work in progress) as the repair will leave it.
+    """Read a repo's entries in hfcache's trash (a prune's work in progress) as the repair will leave them.
 
     Refs set aside for a snapshot that is still there are its refs (commit -> names); a
     blob set aside counts as the blob it was (``set_aside`` lists those); a snapshot set
     aside is already gone. See :mod:`hfcache.caches.hub_delete` for the layout.
     """
-    trash_dir = os.path.join(repo_dir, TRASH)
     refs: dict[str, list[str]] = {}
-    for entry in _list(trash_dir, TRASH, warnings):
-        name = entry.name
+    for entry, name in entries:
         regular = entry.is_file(follow_symlinks=False)
         if name.startswith(BLOB_MARK) and regular:
             key = "blobs/" + name[len(BLOB_MARK) :]
@@ -848,6 +869,10 @@ def scan(root: str, *, explicit: bool = True, jobs: int = 1, ledger: bool = True
     if store is not None:
         _scan_store(roots, cache_warnings)
 
+    locks = next((e for e in entries if e.name == ".locks"), None)
+    if locks is not None and locks.is_dir(follow_symlinks=False):
+        _read_trash(roots, cache_warnings)
+
     partials: list[PartialFile] = []
     repos: list[tuple[os.DirEntry[str], str, str]] = []
     for entry in entries:
@@ -866,6 +891,10 @@ def scan(root: str, *, explicit: bool = True, jobs: int = 1, ledger: bool = True
     def scan_repo(repo: tuple[os.DirEntry[str], str, str]) -> _RepoScan:
         return _settle(_scan_repo(roots, *repo), ledger)
 
+    for folder in sorted(roots.trash.keys() - {entry.name for entry, _, _ in repos}):
+        for trash_entry, _ in roots.trash[folder]:
+            message = "an interrupted prune was removing this from a repo that is gone: the next prune finishes it"
+            cache_warnings.append(ScanWarning(trash_entry.path, message, blocks_deletion=False))
     scans = parallel.ordered_map(scan_repo, repos, jobs, label=f"scanning {root}")
     items = _add_store_reclaim(scans, roots.payloads)
 
