@@ -285,10 +285,7 @@ def _setting(path: str, name: str, key: str, node: yaml.Node) -> Any:
     text = _scalar(path, node, key)
     try:
         if name in ("max_age", "junk_grace"):
-            try:
-                return float(parse_duration(text))
-            except OverflowError:
-                raise UsageError("too long to be a duration") from None
+            return float(parse_duration(text))  # (what is absurdly long is refused there)
         if name == "keep":
             if not _WHOLE_NUMBER.fullmatch(text):  # not str.isdigit(): it takes '²', which int() refuses
                 raise UsageError(f"expected a whole number, got {_quote(text)}")

@@ -46,6 +46,10 @@ def parse_size(text: str) -> int:
     return int(value.to_integral_value())
 
 
+# Longer than anything meant (and than a float's time arithmetic stays exact for): refused.
+MAX_DURATION = 10_000 * 52 * 7 * 86_400
+
+
 def parse_duration(text: str) -> float:
     """Turn ``"30d"``, ``"12h"``, ``"1w2d"`` or ``"45s"`` into seconds.
 
@@ -55,4 +59,7 @@ def parse_duration(text: str) -> float:
     if not _DURATION_RE.fullmatch(text):
         raise UsageError(f"invalid duration {text!r}: expected a number with a unit s, m, h, d or w, such as 30d or 12h")
     total = sum(Decimal(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART_RE.findall(text))
+    if total > MAX_DURATION:
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise UsageError(f"invalid duration {shown!r}: longer than {MAX_DURATION // _DURATION_UNITS['w'] // 52:,} years")
     return int(total) if total == int(total) else float(total)

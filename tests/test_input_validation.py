@@ -375,7 +375,10 @@ def test_an_oversized_policy_file_is_refused(tmp_path):
         ("keep: -1\n", "p.yaml:1: keep: expected a whole number, got '-1'"),
         ("keep: .inf\n", "p.yaml:1: keep: expected a whole number, got '.inf'"),
         # were OverflowError / ValueError: exit 70
-        ("max_age: " + "9" * 400 + "d\n", "p.yaml:1: max_age: too long to be a duration"),
+        (
+            "max_age: " + "9" * 400 + "d\n",
+            "p.yaml:1: max_age: invalid duration '" + "9" * 37 + "...': longer than 10,000 years",
+        ),
         ("keep: ²\n", "p.yaml:1: keep: expected a whole number, got '²'"),
         ("keep: " + "9" * 5000 + "\n", "p.yaml:1: keep: keep must be at most"),
         ("max_size: " + "9" * 5000 + "\n", "p.yaml:1: max_size: max_size must be at most"),
@@ -535,3 +538,13 @@ def test_a_policy_location_that_is_not_a_file_is_refused(tmp_path, monkeypatch):
     system.parent.rmdir()
     system.parent.parent.joinpath("hfcache").write_text("")  # a file where the folder belongs: nothing there
     assert find_config(None, env={}) is None
+
+
+@pytest.mark.parametrize("option", ["--max-age", "--lock-wait"])
+def test_a_duration_of_hundreds_of_digits_on_the_command_line_is_exit_2(tmp_path, option):
+    """Was an OverflowError (exit 70) once the duration met a float; the policy file already refused it."""
+    huge = "9" * 400 + "d"
+    result = CliRunner().invoke(app, ["prune", "--cache-dir", str(tmp_path), "--keep", "1", option, huge, "--dry-run"])
+    assert result.exit_code == 2, result.output
+    assert "longer than 10,000 years" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
