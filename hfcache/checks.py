@@ -125,28 +125,61 @@ def target_problem(
     the kind (``shapes``: regular expressions over the ``/``-separated path relative to the
     root), and neither a protected path nor above one; nor may it be or hold one of ``keep``
     (hfcache's own log). ``resolve`` is ``os.path.realpath`` or a memo of it over one plan.
+    For many paths of one cache, :class:`TargetCheck` does the same with the work shared.
     """
-    root = resolve(cache.root)
-    if not os.path.isabs(path) or os.path.normpath(path) != path:
-        return f"{path}: not a normalised absolute path"
-    if not _inside(path, root):
-        return f"{path}: outside the cache root {root}"
-    parent = os.path.dirname(path)
-    if resolve(parent) != parent:
-        return f"{path}: reached through a symlink ({parent} resolves to {resolve(parent)})"
-    pattern = _compiled(tuple(shapes))
-    relative = path[len(root.rstrip(os.sep)) + 1 :].replace(os.sep, "/")
-    if pattern is None or not pattern.fullmatch(relative):
-        return f"{path}: not something a {cache.title or cache.kind} deletes (unexpected shape {relative!r})"
-    for kept in cache.protected:
-        if path == kept or _inside(kept, path):
-            return f"{path}: the cache needs {kept}"
-    for kept in keep:
-        kept = os.path.abspath(kept)
-        real = resolve(kept)  # (a path that is a link to the log is unlinked, never followed: the log stays)
-        if path in (kept, real) or _inside(kept, path) or _inside(real, path):
-            return f"{path}: it holds hfcache's own log {kept}"
-    return None
+    return TargetCheck(cache, shapes, keep, resolve=resolve)(path)
+
+
+class TargetCheck:
+    """:func:`target_problem` for many paths of one cache: the root, shapes and kept paths prepared once."""
+
+    def __init__(
+        self,
+        cache: CacheInventory,
+        shapes: tuple[str, ...],
+        keep: Iterable[str] = (),
+        *,
+        resolve: Callable[[str], str] = os.path.realpath,
+    ) -> None:
+        self.cache = cache
+        self.resolve = resolve
+        self.root = resolve(cache.root)
+        self.prefix = self.root.rstrip(os.sep) + os.sep
+        self.pattern = _compiled(tuple(shapes))
+        # (a path that is a link to the log is unlinked, never followed: the log stays; both spellings are kept)
+        self.keep = [(kept, resolve(kept)) for kept in map(os.path.abspath, keep)]
+
+    def __call__(self, path: str) -> str | None:
+        sep = os.sep
+        # Normalised: what os.path.normpath would leave as it is (no "//", "/./", "/../", trailing "/").
+        if not path.startswith(sep) or f"{sep}{sep}" in path or f"{sep}." in path and _unnormal(path):
+            return f"{path}: not a normalised absolute path"
+        if path.endswith(sep):
+            return f"{path}: not a normalised absolute path"
+        if not path.startswith(self.prefix):
+            return f"{path}: outside the cache root {self.root}"
+        parent = path.rpartition(sep)[0]
+        real = self.resolve(parent)
+        if real != parent:
+            return f"{path}: reached through a symlink ({parent} resolves to {real})"
+        relative = path[len(self.prefix) :]
+        if sep != "/":  # pragma: no cover - Windows
+            relative = relative.replace(sep, "/")
+        if self.pattern is None or not self.pattern.fullmatch(relative):
+            cache = self.cache
+            return f"{path}: not something a {cache.title or cache.kind} deletes (unexpected shape {relative!r})"
+        for kept in self.cache.protected:
+            if path == kept or _inside(kept, path):
+                return f"{path}: the cache needs {kept}"
+        for kept, real in self.keep:
+            if path in (kept, real) or _inside(kept, path) or _inside(real, path):
+                return f"{path}: it holds hfcache's own log {kept}"
+        return None
+
+
+def _unnormal(path: str) -> bool:
+    """Whether an absolute path holding "/." has a "." or ".." component."""
+    return any(part in (".", "..") for part in path.split(os.sep))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from . import interrupt, progress
 from .audit import AuditLog
 from .caches import CacheKind, deletion_of, registry, shapes_of
-from .checks import LiveChecks, home_dirs, memo_realpath, root_problem, target_problem
+from .checks import LiveChecks, TargetCheck, home_dirs, memo_realpath, root_problem
 from .config import DEFAULT_JUNK_GRACE
 from .deletion import SETTLE, Finisher, Outcome
 from .errors import AuditError, UnsafePlan
@@ -161,8 +161,8 @@ def check_plan(work: list[_Work], *, kinds: Mapping[str, CacheKind], keep: Itera
         deletion = deletion_of(kind)
         paths = [p for unit, found in w.junk for p in deletion.junk_targets(w.cache, unit, found)]
         paths += [p for item, units in w.revisions.values() for p in deletion.targets(w.cache, item, units)]
-        resolve = memo_realpath()  # folders shared by many paths: each looked at once
-        problems.extend(p for p in (target_problem(path, w.cache, shapes, keep, resolve=resolve) for path in paths) if p)
+        check = TargetCheck(w.cache, shapes, keep, resolve=memo_realpath())  # folders shared by many paths: looked at once
+        problems.extend(p for p in map(check, paths) if p)
     return problems
 
 

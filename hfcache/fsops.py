@@ -172,6 +172,15 @@ class Tree:
         """A new descriptor of the folder ``parts`` below the root, reached strictly (the caller closes it)."""
         return os.dup(self._dir(parts))
 
+    def _at(self, path: str) -> tuple[int, str]:
+        """``(fd of the folder holding path, its last component)``, reached strictly, for one call at once.
+
+        The descriptor is held by the tree and stays open until the next call that opens or
+        forgets a folder of it; for longer, use :meth:`parent`.
+        """
+        parts = self.parts(path)
+        return self._dir(parts[:-1]), parts[-1]
+
     @contextmanager
     def parent(self, path: str) -> Iterator[tuple[int, str]]:
         """``(fd of the folder holding path, its last component)``, reached strictly; the fd is held by the tree."""
@@ -193,8 +202,8 @@ class Tree:
     def lstat(self, path: str) -> os.stat_result | None:
         """The entry itself (never followed); None when it, or a folder on the way, is gone."""
         try:
-            with self.parent(path) as (fd, name):
-                return os.stat(name, dir_fd=fd, follow_symlinks=False)
+            fd, name = self._at(path)
+            return os.stat(name, dir_fd=fd, follow_symlinks=False)
         except FileNotFoundError:
             return None
 
@@ -206,11 +215,24 @@ class Tree:
         except FileNotFoundError:
             return []
 
+    def entries(self, path: str) -> list[tuple[str, bool]]:
+        """``(name, is a folder)`` for each entry of the folder ``path`` (empty when it is gone), types from the listing.
+
+        A symlink is never a folder here. Like :meth:`listdir`, a symlink or mount point on
+        the way raises UnsafePath.
+        """
+        try:
+            fd = self._dir([] if path == self.path else self.parts(path))
+            with os.scandir(fd) as it:
+                return [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+        except FileNotFoundError:
+            return []
+
     def read_text(self, path: str, limit: int = 4096) -> str | None:
         """The start of a small regular file (never through a link); None when it is missing or not a file."""
         try:
-            with self.parent(path) as (dfd, name):
-                fd = os.open(name, _FILE_FLAGS, dir_fd=dfd)
+            dfd, name = self._at(path)
+            fd = os.open(name, _FILE_FLAGS, dir_fd=dfd)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as e:
@@ -271,9 +293,9 @@ class Tree:
 
     def rmdir(self, path: str) -> None:
         """Remove the empty folder ``path`` (reached strictly); raises OSError as ``os.rmdir`` does."""
-        with self.parent(path) as (fd, name):
-            self.forget(path)
-            os.rmdir(name, dir_fd=fd)
+        fd, name = self._at(path)
+        self.forget(path)  # (path and below: never its parent's descriptor)
+        os.rmdir(name, dir_fd=fd)
 
     def rename(self, src: str, dst: str) -> None:
         """Rename ``src`` to ``dst`` (both inside the root, on its mount), reached strictly; replaces a file at dst."""
@@ -288,8 +310,8 @@ class Tree:
     def unlink(self, path: str, *, count: bool = True) -> tuple[int, str | None]:
         """Unlink a file or link (not a folder). Returns (bytes freed, error); a path already gone is no error."""
         try:
-            with self.parent(path) as (fd, name):
-                return _unlink_at(fd, name, path, count)
+            fd, name = self._at(path)
+            return _unlink_at(fd, name, path, count)
         except FileNotFoundError:
             return 0, None
         except OSError as e:
@@ -341,15 +363,15 @@ class Tree:
         emptied is.
         """
         try:
-            with self.parent(path) as (fd, name):
-                try:
-                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                except FileNotFoundError:
-                    return 0, None
-                if not stat_mod.S_ISDIR(st.st_mode):
-                    return _unlink_at(fd, name, path, count, st)
-                self.forget(path)
-                return self._remove_tree(fd, name, path, count)
+            fd, name = self._at(path)
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except FileNotFoundError:
+                return 0, None
+            if not stat_mod.S_ISDIR(st.st_mode):
+                return _unlink_at(fd, name, path, count, st)
+            self.forget(path)  # (path and below: never its parent's descriptor)
+            return self._remove_tree(fd, name, path, count)  # (which opens its folders itself)
         except FileNotFoundError:
             return 0, None
         except OSError as e:

@@ -139,15 +139,17 @@ class HubDeletion:
         while stack:
             prefix = stack.pop()
             folder = os.path.join(base, prefix.rstrip("/")) if prefix else base
-            for name in _listdir(tree, folder):
-                path = os.path.join(folder, name)
-                st = tree.lstat(path)
-                if st is None:
-                    continue
-                if stat_mod.S_ISDIR(st.st_mode):
+            try:
+                entries = tree.entries(folder)
+            except (UnsafePath, NotADirectoryError):
+                continue
+            for name, is_dir in entries:
+                if is_dir:
                     stack.append(f"{prefix}{name}/" if prefix else f"{name}/")
-                elif stat_mod.S_ISREG(st.st_mode) and not REF_TMP_RE.search(name):
-                    refs[f"{prefix}{name}"] = _commit(tree.read_text(path, 256)) or ""
+                elif not REF_TMP_RE.search(name):
+                    text = tree.read_text(os.path.join(folder, name), 256)  # (None for a link or what is not a file)
+                    if text is not None:
+                        refs[f"{prefix}{name}"] = _commit(text) or ""
         return refs
 
     def linked_blobs(self, tree: Tree, repo: str) -> set[str]:
@@ -179,7 +181,8 @@ class HubDeletion:
 
     def revalidate(self, tree: Tree, cache: CacheInventory, item: Item, unit, rev: Revision) -> str | None:
         tree.forget(item.path)  # the disk as it is now, every folder looked up afresh
-        if tree.lstat(rev.path) is None:
+        snapshots = _listdir(tree, os.path.join(item.path, "snapshots"))
+        if rev.revision not in snapshots:
             return "no longer in the cache"
         naming = sorted(name for name, commit in self.refs_now(tree, item.path).items() if commit == rev.revision)
         if naming != sorted(unit.refs):
@@ -187,7 +190,7 @@ class HubDeletion:
                 f"its refs changed since the plan (now: {', '.join(naming) or 'none'}; planned: {', '.join(unit.refs) or 'none'})"
             )
         if not unit.item_removed:
-            others = [n for n in _listdir(tree, os.path.join(item.path, "snapshots")) if n != rev.revision]
+            others = [n for n in snapshots if n != rev.revision]
             if not others:
                 return "it is now the model's last revision (the others are gone since the plan)"
         return None
