@@ -185,17 +185,26 @@ class Tree:
     def parent(self, path: str) -> Iterator[tuple[int, str]]:
         """``(fd of the folder holding path, its last component)``, reached strictly; the fd is held by the tree."""
         parts = self.parts(path)
-        fd = self._dir(parts[:-1])
-        self._in_use[fd] = self._in_use.get(fd, 0) + 1
+        fd = self._pin(self._dir(parts[:-1]))
         try:
             yield fd, parts[-1]
         finally:
-            self._in_use[fd] -= 1
-            if not self._in_use[fd]:
-                del self._in_use[fd]
-                if fd in self._released:
-                    self._released.discard(fd)
-                    os.close(fd)
+            self._unpin(fd)
+
+    def _pin(self, fd: int) -> int:
+        """Keep ``fd`` open, even if it leaves the cache, until :meth:`_unpin`."""
+        self._in_use[fd] = self._in_use.get(fd, 0) + 1
+        return fd
+
+    def _unpin(self, fd: int) -> None:
+        n = self._in_use[fd] - 1
+        if n:
+            self._in_use[fd] = n
+            return
+        del self._in_use[fd]
+        if fd in self._released:
+            self._released.discard(fd)
+            os.close(fd)
 
     # -- looking -------------------------------------------------------------------------------
 
@@ -299,13 +308,20 @@ class Tree:
 
     def rename(self, src: str, dst: str) -> None:
         """Rename ``src`` to ``dst`` (both inside the root, on its mount), reached strictly; replaces a file at dst."""
-        with self.parent(src) as (sfd, sname), self.parent(dst) as (dfd, dname):
-            self.forget(src)
-            self.forget(dst)
+        sparts, dparts = self.parts(src), self.parts(dst)
+        sfd = self._pin(self._dir(sparts[:-1]))
+        try:
+            dfd = self._pin(self._dir(dparts[:-1]))
             try:
-                os.rename(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd)
+                self.forget(src)
+                self.forget(dst)
+                os.rename(sparts[-1], dparts[-1], src_dir_fd=sfd, dst_dir_fd=dfd)
             except OSError as e:
                 raise OSError(e.errno, e.strerror, src) from None  # the whole path in the message
+            finally:
+                self._unpin(dfd)
+        finally:
+            self._unpin(sfd)
 
     def unlink(self, path: str, *, count: bool = True) -> tuple[int, str | None]:
         """Unlink a file or link (not a folder). Returns (bytes freed, error); a path already gone is no error."""

@@ -489,7 +489,7 @@ class HubDeletion:
         by_repo: dict[str, list[str]] = {}
         for name in entries:
             parsed = parse_trash_name(name)
-            if parsed is not None and parsed[0] not in (".", "..") and os.sep not in parsed[0]:
+            if parsed is not None and parsed[0] not in (".", "..") and os.sep not in parsed[0] and "\0" not in parsed[0]:
                 by_repo.setdefault(parsed[0], []).append(name)
         notes: list[str] = []
         for folder, names in sorted(by_repo.items()):
