@@ -65,3 +65,23 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
 
     monkeypatch.setattr(keras, "TMP_FALLBACK", os.path.join(home, "tmp", ".keras"))
     return home
+
+
+def cannot_run(reason: str) -> None:
+    """A test that cannot run here: skipped with the reason, but a failure under ``CI=true`` (CI installs what tests need)."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true, and this test cannot run: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def need_tool():
+    """``need_tool("man")``: the command's path, or the test is skipped (failed under ``CI=true``) without it."""
+
+    def need(tool: str) -> str:
+        path = shutil.which(tool)
+        if path is None:
+            cannot_run(f"needs the {tool!r} command (.ci/run installs it)")
+        return path
+
+    return need

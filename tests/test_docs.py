@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -57,11 +56,10 @@ def test_ci_runs_the_readme_test_command():
     assert "set -euo pipefail" in ci and "python3 -m venv" in ci
 
 
-@pytest.mark.skipif(shutil.which("man") is None, reason="man is not installed")
 @pytest.mark.parametrize("page", ["hfcache.1", "hfcache.yaml.5"])
-def test_man_page_renders_without_warnings(page):
+def test_man_page_renders_without_warnings(page, need_tool):
     done = subprocess.run(
-        ["man", "--warnings", "-l", str(ROOT / "man" / page)],
+        [need_tool("man"), "--warnings", "-l", str(ROOT / "man" / page)],
         capture_output=True,
         text=True,
         env=dict(os.environ, MANWIDTH="80"),

@@ -161,7 +161,7 @@ def read_unit(path: str) -> configparser.ConfigParser:
     return unit
 
 
-def test_systemd_units_verify_and_the_service_runs(tmp_path, monkeypatch):
+def test_systemd_units_verify_and_the_service_runs(tmp_path, monkeypatch, need_tool):
     service_file, timer_file = example("systemd", "hfcache-prune.service"), example("systemd", "hfcache-prune.timer")
     service, timer = read_unit(service_file), read_unit(timer_file)
     assert service["Service"]["Type"] == "oneshot"
@@ -171,21 +171,20 @@ def test_systemd_units_verify_and_the_service_runs(tmp_path, monkeypatch):
 
     exec_start, exec_post = service["Service"]["ExecStart"], service["Service"]["ExecStartPost"]
     installed = shlex.split(exec_start)[0]
-    analyze = shutil.which("systemd-analyze")
-    if analyze:  # Debian's systemd: the units as systemd itself reads them
-        units = tmp_path / "units"
-        units.mkdir()
-        for src in (service_file, timer_file):
-            text = open(src).read().replace(installed, HFCACHE)
-            (units / os.path.basename(src)).write_text(text)
-        verify = subprocess.run(  # the man pages are checked by test_docs, not installed here
-            [analyze, "verify", "--man=no", str(units / "hfcache-prune.service"), str(units / "hfcache-prune.timer")],
-            capture_output=True,
-            text=True,
-        )
-        assert verify.returncode == 0 and verify.stderr == "", verify.stderr
-        calendar = subprocess.run([analyze, "calendar", timer["Timer"]["OnCalendar"]], capture_output=True, text=True)
-        assert calendar.returncode == 0 and "Next elapse" in calendar.stdout, calendar.stderr
+    analyze = need_tool("systemd-analyze")  # Debian's systemd: the units as systemd itself reads them
+    units = tmp_path / "units"
+    units.mkdir()
+    for src in (service_file, timer_file):
+        text = open(src).read().replace(installed, HFCACHE)
+        (units / os.path.basename(src)).write_text(text)
+    verify = subprocess.run(  # the man pages are checked by test_docs, not installed here
+        [analyze, "verify", "--man=no", str(units / "hfcache-prune.service"), str(units / "hfcache-prune.timer")],
+        capture_output=True,
+        text=True,
+    )
+    assert verify.returncode == 0 and verify.stderr == "", verify.stderr
+    calendar = subprocess.run([analyze, "calendar", timer["Timer"]["OnCalendar"]], capture_output=True, text=True)
+    assert calendar.returncode == 0 and "Next elapse" in calendar.stdout, calendar.stderr
 
     # The service's commands, with its paths in a temporary folder.
     hf_home = service["Service"]["Environment"].split("=", 1)[1]

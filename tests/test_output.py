@@ -11,7 +11,6 @@ import os
 import pty
 import re
 import select
-import shutil
 import subprocess
 import sys
 import time
@@ -217,8 +216,8 @@ def completion(**env: str) -> str:
     return subprocess.run([HFCACHE], env={**os.environ, **env}, capture_output=True, text=True, check=True).stdout
 
 
-@pytest.mark.skipif(not shutil.which("bash"), reason="needs bash")
-def test_bash_completion_from_the_installed_script(tmp_path):
+def test_bash_completion_from_the_installed_script(tmp_path, need_tool):
+    need_tool("bash")
     script = tmp_path / "hfcache.bash"
     script.write_text(completion(_HFCACHE_COMPLETE="source_bash"))
     probe = f"""
