@@ -37,7 +37,7 @@ from .audit import AuditLog
 from .caches import CacheKind, deletion_of, registry, shapes_of
 from .checks import LiveChecks, TargetCheck, home_dirs, memo_realpath, root_problem
 from .config import DEFAULT_JUNK_GRACE
-from .deletion import SETTLE, Finisher, Outcome
+from .deletion import SETTLE, Deletion, Finisher, Outcome
 from .errors import AuditError, UnsafePlan
 from .fsops import Tree
 from .model import CacheInventory, Inventory, Item, Revision
@@ -334,41 +334,11 @@ def execute_plan(
                     run.out[unit.path].errors.append(why)
                 continue
             grace = graces.get((w.cache.kind, w.cache.root), DEFAULT_JUNK_GRACE)
-            for unit, found in w.junk:
-                if run.halted():
-                    break
-                reason = live.junk_busy(deletion, tree, w.cache, unit, found, grace)
-                if reason:
-                    skipped[unit.path] = reason
-                    run.finish(unit)
-                elif run.start(unit):
-                    run.later(tree, deletion.remove_junk(tree, w.cache, unit, found, run.out), [unit])
+            _run_junk(run, live, deletion, tree, w, grace)
             for item, units in w.revisions.values():
                 if run.halted():
                     break
-                busy = live.item_busy(deletion, tree, w.cache, item.path, item.id, grace)
-                gone: list[tuple[PlanUnit, Revision]] = []
-                failed_revs: list[Revision] = []
-                handled: list[PlanUnit] = []
-                for unit, rev in units:
-                    if run.halted():
-                        break
-                    handled.append(unit)
-                    reason = busy or live.revision_busy(w.cache, unit, rev, follow=deletion.follow_links)
-                    reason = reason or deletion.revalidate(tree, w.cache, item, unit, rev)
-                    if reason:
-                        skipped[unit.path] = reason
-                        continue
-                    if not run.start(unit):
-                        handled.pop()
-                        break
-                    freed, error = deletion.remove_revision(tree, w.cache, item, unit, rev)
-                    run.out[unit.path].add(freed, error)
-                    (failed_revs.append(rev) if error else gone.append((unit, rev)))
-                leaving = {rev.revision for unit, rev in gone}
-                stay = [r for r in item.revisions if r.revision not in leaving]
-                finisher = deletion.remove_rest(tree, w.cache, item, gone, stay, run.out) if gone else None
-                run.later(tree, finisher, handled)
+                _run_model(run, live, deletion, tree, w.cache, item, units, grace)
     finally:
         run.flush()  # finishers waiting for their settling time, even when the loop stopped on an error
         for tree in trees.values():
@@ -379,3 +349,52 @@ def execute_plan(
                 skipped.setdefault(u.path, f"not attempted: {run.stopped}")
     results = tuple(run.done.get(u.path) or _result(u, run.out[u.path], skipped.get(u.path)) for u in plan.delete)
     return replace(plan, delete=results, dry_run=False, warnings=(*plan.warnings, *live.notes), stopped=run.stopped)
+
+
+def _run_junk(run: _Run, live: LiveChecks, deletion: Deletion, tree: Tree, w: _Work, grace: float) -> None:
+    """The junk of one cache: each piece checked just before it goes, then removed by its kind."""
+    for unit, found in w.junk:
+        if run.halted():
+            return
+        reason = live.junk_busy(deletion, tree, w.cache, unit, found, grace)
+        if reason:
+            run.skipped[unit.path] = reason
+            run.finish(unit)
+        elif run.start(unit):
+            run.later(tree, deletion.remove_junk(tree, w.cache, unit, found, run.out), [unit])
+
+
+def _run_model(
+    run: _Run,
+    live: LiveChecks,
+    deletion: Deletion,
+    tree: Tree,
+    cache: CacheInventory,
+    item: Item,
+    units: list[tuple[PlanUnit, Revision]],
+    grace: float,
+) -> None:
+    """The planned revisions of one model, each checked and re-validated just before it goes; then what they shared."""
+    busy = live.item_busy(deletion, tree, cache, item.path, item.id, grace)
+    gone: list[tuple[PlanUnit, Revision]] = []
+    handled: list[PlanUnit] = []
+    for unit, rev in units:
+        if run.halted():
+            break
+        handled.append(unit)
+        reason = busy or live.revision_busy(cache, unit, rev, follow=deletion.follow_links)
+        reason = reason or deletion.revalidate(tree, cache, item, unit, rev)
+        if reason:
+            run.skipped[unit.path] = reason
+            continue
+        if not run.start(unit):
+            handled.pop()
+            break
+        freed, error = deletion.remove_revision(tree, cache, item, unit, rev)
+        run.out[unit.path].add(freed, error)
+        if not error:
+            gone.append((unit, rev))
+    leaving = {rev.revision for unit, rev in gone}
+    stay = [r for r in item.revisions if r.revision not in leaving]
+    finisher = deletion.remove_rest(tree, cache, item, gone, stay, run.out) if gone else None
+    run.later(tree, finisher, handled)

@@ -406,59 +406,71 @@ class Tree:
         try:
             while frames:
                 frame = frames[-1]
-                pfd, fname, dfd, fpath, entries, stayed = frame
-                if entries is None:
-                    try:
-                        with os.scandir(dfd) as it:  # the types from the listing: no stat for links and folders
-                            frame[4] = entries = [(e.name, e.is_symlink(), e.is_dir(follow_symlinks=False)) for e in it]
-                    except OSError as e:
-                        errors.append(_error(fpath, e))
-                        frame[4], frame[5] = [], True
-                        continue
-                if entries:
-                    entry, is_link, is_dir = entries.pop()
-                    epath = fpath + os.sep + entry
-                    if not is_dir:
-                        # A link, or a file not counted, needs no stat: unlink refuses a folder
-                        # (EISDIR), should one have taken the name since the listing.
-                        got, err = _unlink_at(dfd, entry, epath, count and not is_link)
-                        freed += got
-                        if err:
-                            errors.append(err)
-                            frame[5] = True
-                        continue
-                    if len(frames) >= MAX_DEPTH:
-                        errors.append(f"{epath}: nested deeper than {MAX_DEPTH} folders, not removed")
-                        frame[5] = True
-                        continue
-                    try:
-                        sub = self._open_sub(dfd, entry, epath)
-                    except FileNotFoundError:
-                        continue
-                    except OSError as e:
-                        errors.append(_error(epath, e))
-                        frame[5] = True
-                        continue
-                    frames.append([dfd, entry, sub, epath, None, False])
+                dfd, fpath = frame[2], frame[3]
+                if frame[4] is None:
+                    frame[4] = _typed_listing(frame, errors)
+                if not frame[4]:
+                    _leave(frames, errors)
                     continue
-                frames.pop()
-                os.close(dfd)
-                if stayed:
-                    if frames:
-                        frames[-1][5] = True
+                entry, is_link, is_dir = frame[4].pop()
+                epath = fpath + os.sep + entry
+                if not is_dir:
+                    # A link, or a file not counted, needs no stat: unlink refuses a folder
+                    # (EISDIR), should one have taken the name since the listing.
+                    got, err = _unlink_at(dfd, entry, epath, count and not is_link)
+                    freed += got
+                    if err:
+                        errors.append(err)
+                        frame[5] = True
                     continue
-                try:
-                    os.rmdir(fname, dir_fd=pfd)
-                except FileNotFoundError:
-                    pass
-                except OSError as e:
-                    errors.append(_error(fpath, e))
-                    if frames:
-                        frames[-1][5] = True
+                err = self._enter(frames, entry, epath)
+                if err:
+                    errors.append(err)
+                    frame[5] = True
         finally:
             for frame in frames:
                 os.close(frame[2])
         return freed, (errors[0] if errors else None)
+
+    def _enter(self, frames: list[list], name: str, path: str) -> str | None:
+        """Open the subfolder ``name`` of the top frame strictly and push it; the error, if it cannot be."""
+        if len(frames) >= MAX_DEPTH:
+            return f"{path}: nested deeper than {MAX_DEPTH} folders, not removed"
+        try:
+            sub = self._open_sub(frames[-1][2], name, path)
+        except FileNotFoundError:
+            return None  # gone meanwhile: nothing to remove
+        except OSError as e:
+            return _error(path, e)
+        frames.append([frames[-1][2], name, sub, path, None, False])
+        return None
+
+
+def _typed_listing(frame: list, errors: list[str]) -> list[tuple[str, bool, bool]]:
+    """``(name, is a link, is a folder)`` of the frame's folder, the types from the listing (no stat)."""
+    try:
+        with os.scandir(frame[2]) as it:
+            return [(e.name, e.is_symlink(), e.is_dir(follow_symlinks=False)) for e in it]
+    except OSError as e:
+        errors.append(_error(frame[3], e))
+        frame[5] = True
+        return []
+
+
+def _leave(frames: list[list], errors: list[str]) -> None:
+    """Close the top frame's folder and remove it, unless something inside stayed (then its parent stays too)."""
+    pfd, fname, dfd, fpath, _, stayed = frames.pop()
+    os.close(dfd)
+    if not stayed:
+        try:
+            os.rmdir(fname, dir_fd=pfd)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            errors.append(_error(fpath, e))
+    if frames:
+        frames[-1][5] = True
 
 
 def _unlink_at(fd: int, name: str, path: str, count: bool, st: os.stat_result | None = None) -> tuple[int, str | None]:

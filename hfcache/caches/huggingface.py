@@ -563,7 +563,9 @@ def _totals(blobs: dict[str, _Blob], keys: Collection[str], fallback_dir: str) -
     return sum(b.size or 0 for b in sized), max(b.atime for b in sized), max(b.mtime for b in sized)
 
 
-def _scan_repo(roots: _Roots, entry: os.DirEntry[str], repo_type: str, item_id: str) -> _RepoScan:
+# One repo folder's walk, in the order the hub reads it; 30 > 15 until the hub kind becomes a
+# package of its own (issue 16, point 1: location, walk, shared store, reclaim, deletion).
+def _scan_repo(roots: _Roots, entry: os.DirEntry[str], repo_type: str, item_id: str) -> _RepoScan:  # noqa: C901
     repo_dir = entry.path
     warnings: list[ScanWarning] = []
     blobs: dict[str, _Blob] = {}
