@@ -104,3 +104,18 @@ def test_example_reads_the_json(tmp_path):
     )
     assert done.stdout.split() == ["0.002", "GB", "org/m", commit(1)[:12], "(detached)"]
     assert json.loads(doc)["version"] == 1
+
+
+def test_the_readme_layout_lists_every_module_and_nothing_else():
+    """The Layout section of the README against the tree: a module added, renamed or removed shows here."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Layout", 1)[1].split("```", 2)[1]
+    listed = set()
+    for line in block.splitlines():
+        match = re.match(r"  (\S+)\s", line)  # two spaces: an entry of hfcache/ (deeper lines go on)
+        if match:
+            listed.add(match.group(1))
+    package = ROOT / "hfcache"
+    actual = {p.name for p in package.iterdir() if p.suffix == ".py"}
+    actual |= {p.name + "/" for p in package.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert listed == actual, f"in the README only: {sorted(listed - actual)}; in hfcache/ only: {sorted(actual - listed)}"
