@@ -24,6 +24,8 @@ from ..versions import version_key
 
 # hfcache's own lock against two prunes of one root (kinds whose root may hold it).
 PRUNE_LOCK = ".hfcache-prune.lock"
+# A name Python's tempfile module makes (mkstemp, mkdtemp, NamedTemporaryFile): "tmp" and 8 characters.
+TEMPFILE_RE = re.compile(r"tmp[a-z0-9_]{8}")
 
 # OS litter every scanner skips, and hfcache's own lock file.
 FILES_TO_IGNORE = frozenset({".DS_Store", "Thumbs.db", "desktop.ini", PRUNE_LOCK})

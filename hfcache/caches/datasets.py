@@ -23,6 +23,7 @@ from ..locks import is_lock_held
 from ..model import CacheInventory, ScanWarning
 from ..versions import parse_version
 from ._common import (
+    TEMPFILE_RE,
     FunctionKind,
     ScanState,
     Unit,
@@ -45,7 +46,6 @@ DOWNLOADS = "downloads"
 EXTRACTED = "extracted"
 _DOWNLOAD_RE = re.compile(r"(?P<url>[0-9a-f]{64})(?:\.(?P<etag>[0-9a-f]{64}))?(?P<py>\.py)?")
 _HASH_RE = re.compile(r"[0-9a-f]{64}")
-_TMP_RE = re.compile(r"tmp[a-z0-9_]{8}")
 
 
 def default_root(env: Mapping[str, str]) -> str:
@@ -105,7 +105,7 @@ class _Scan(ScanState):
                 target = os.path.join(folder, name[: -len(".incomplete")])
                 self.partial(entry.path, None, "resumable", target + ".lock")
                 continue
-            if _TMP_RE.fullmatch(name):
+            if TEMPFILE_RE.fullmatch(name):
                 self.partial(entry.path, None, "temporary")
                 continue
             match = _DOWNLOAD_RE.fullmatch(name)

@@ -34,6 +34,7 @@ from ..model import BlobLedger, CacheInventory, Item, Leftover, OrphanFile, Part
 from ..versions import parse_version, version_key
 from ._common import (
     FILES_TO_IGNORE,
+    TEMPFILE_RE,
     FunctionKind,
     check_dir,
     env_path,
@@ -61,7 +62,6 @@ _REPO_DIR_RE = re.compile(r"(models|datasets|spaces|kernels)--(.+)", re.DOTALL)
 _COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 _INCOMPLETE_RE = re.compile(r"(?P<etag>.+?)(?P<token>\.[0-9a-f]{8})?\.incomplete", re.DOTALL)
 _TEMP_BLOB_RE = re.compile(r"tmp_[0-9a-f-]{32,36}|\..+\.[0-9a-f]{8}\.(?:new|old|shared)", re.DOTALL)
-_ROOT_TMP_RE = re.compile(r"tmp[a-z0-9_]{8}")  # tempfile.mkdtemp() probe folders
 _XET_HASH_RE = re.compile(r"[0-9a-f]{64}")
 _PREFIX_RE = re.compile(r"[0-9a-f]{2}")
 # A folder opened to list it and read its entries relative to it (never through a symlink).
@@ -884,7 +884,7 @@ def scan(root: str, *, explicit: bool = True, jobs: int = 1, ledger: bool = True
         match = _REPO_DIR_RE.fullmatch(name)
         if match:
             repos.append((entry, REPO_TYPES[match.group(1)], match.group(2).replace("--", "/")))
-        elif _ROOT_TMP_RE.fullmatch(name) and entry.is_dir(follow_symlinks=False):
+        elif TEMPFILE_RE.fullmatch(name) and entry.is_dir(follow_symlinks=False):
             # huggingface_hub's symlink-support probe (SoftTemporaryDirectory); normally removed at once.
             partials.append(PartialFile(entry.path, None, 0, _dir_times(entry.path)[1], "temporary"))
         else:
@@ -959,7 +959,7 @@ HUB = FunctionKind(
         rf"{_REPO_SHAPE}/blobs/[^/]+",  # a blob no remaining revision uses, a partial, an orphan
         rf"{_REPO_SHAPE}/\.no_exist/{_COMMIT_SHAPE}",
         rf"{_REPO_SHAPE}/trees/{_COMMIT_SHAPE}\.json",
-        _ROOT_TMP_RE.pattern,  # the hub's symlink probe folder
+        TEMPFILE_RE.pattern,  # the hub's symlink probe folder (tempfile.mkdtemp)
         rf"{SHARED_STORE_DIR}/[0-9a-f]{{2}}/[0-9a-f]{{64}}",  # a shared payload (swept by the hub's own code)
     ),
     # The hub's scan_cache_dir warns about any unknown entry in the root, but skips .locks/;

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from ..model import CacheInventory, Item, PartialFile, ScanWarning
 from ..versions import parse_version, split_version, strip_name
 from ._common import (
+    TEMPFILE_RE,
     FunctionKind,
     Unit,
     absent,
@@ -45,7 +46,6 @@ TRUSTED_LIST = "trusted_list"
 # torch's HASH_REGEX is r"-([a-f0-9]*)\." (first match); we require 8+ hex digits, or "-224." would match.
 _HASH_RE = re.compile(r"-([a-f0-9]{8,})\.")
 _PARTIAL_RE = re.compile(r"(?P<target>.+)\.[0-9a-f]{32}\.partial")
-_TMP_RE = re.compile(r"tmp[a-z0-9_]{8}")  # torch 1.x NamedTemporaryFile(dir=checkpoints)
 # GitHub zipball top folders look like owner-repo-<sha>; final folders are owner_repo_ref.
 _ZIPBALL_DIR_RE = re.compile(r"[A-Za-z0-9.-]+-[0-9a-f]{7,40}")
 
@@ -117,7 +117,7 @@ def _scan_checkpoints(
     for entry in list_dir(folder, warnings):
         name = entry.name
         partial = _PARTIAL_RE.fullmatch(name)
-        if partial or _TMP_RE.fullmatch(name):
+        if partial or TEMPFILE_RE.fullmatch(name):  # (torch 1.x: NamedTemporaryFile(dir=checkpoints))
             stem = _stem(partial.group("target"))[0] if partial else None
             partials.append(partial_file(entry.path, stem, "temporary", seen, warnings))
             continue

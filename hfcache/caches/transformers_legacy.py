@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from ..locks import is_lock_held
 from ..model import CacheInventory, Item, PartialFile, ScanWarning
 from ._common import (
+    TEMPFILE_RE,
     FunctionKind,
     Unit,
     absent,
@@ -44,7 +45,6 @@ KIND = "transformers-legacy"
 TITLE = "transformers < 4.22 cache"
 ENV_CHAIN = ("TRANSFORMERS_CACHE", "PYTORCH_TRANSFORMERS_CACHE", "PYTORCH_PRETRAINED_BERT_CACHE")
 _FILE_RE = re.compile(r"(?P<url>[0-9a-f]{64})\.(?P<etag>[0-9a-f]{64})(?P<ext>\.h5)?")
-_TMP_RE = re.compile(r"tmp[a-z0-9_]{8}")
 # https://huggingface.co/<repo>/resolve/<revision>/<filename> (transformers 4.22 extract_info_from_url)
 _HUB_URL_RE = re.compile(r"^https://huggingface\.co/(?P<repo>.*)/resolve/(?P<rev>[^/]*)/(?P<file>.*)$")
 
@@ -117,7 +117,7 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
                 ScanWarning(entry.path, "hub-layout folder (transformers >= 4.22); scan it with --kind huggingface", False)
             )
             continue
-        if name.endswith(".incomplete") or _TMP_RE.fullmatch(name):
+        if name.endswith(".incomplete") or TEMPFILE_RE.fullmatch(name):
             lock = os.path.join(real, name.removesuffix(".incomplete") + ".lock") if name.endswith(".incomplete") else None
             scheme = "resumable" if name.endswith(".incomplete") else "temporary"
             partials.append(partial_file(entry.path, None, scheme, seen, warnings, lock))
