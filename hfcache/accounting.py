@@ -9,7 +9,10 @@ last repo blob linking to it.
 For the hub this is ``HFCacheInfo.delete_revisions(...).expected_freed_size``: a blob of
 a repo is freed when no remaining revision of that repo reaches it; a payload of the
 shared store when no remaining repo blob anywhere in the cache links to it; a repo
-losing its last revision goes as a whole folder, its orphan blobs' links with it. Orphan
+losing its last revision goes as a whole folder, its orphan blobs' links with it. (That
+last payload count is the one place hfcache counts more than huggingface_hub 2.4.0's
+estimate, which leaves orphan links out although its own ``execute`` sweeps the payloads
+they reach: hfcache counts what leaves the disk; tests/test_plan_properties.py.) Orphan
 blobs that are plain files are not counted there (the hub does not count them either),
 but they do leave the disk: a run's ``freed_bytes`` then exceeds the plan's estimate.
 
