@@ -33,7 +33,7 @@ import platformdirs
 
 from .errors import AuditError, UsageError
 from .plan import PlanUnit
-from .serialize import iso
+from .units import iso
 
 LOG_NAME = "audit.log"
 

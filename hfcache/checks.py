@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from .deletion import Deletion
     from .fsops import Tree
 from .plan import PlanUnit
-from .policies import describe_age
 from .system import OpenFiles, open_files
+from .units import describe_age
 
 try:
     import pwd

@@ -36,9 +36,9 @@ import platformdirs
 import yaml
 
 from .errors import ConfigError, UsageError
-from .policies import AGE_BY, KEEP_PER, describe_age
+from .policies import AGE_BY, KEEP_PER
 from .query import matching_glob
-from .units import parse_duration, parse_size
+from .units import describe_age, parse_duration, parse_size
 
 CONFIG_ENV = "HFCACHE_CONFIG"
 SYSTEM_CONFIG = "/etc/hfcache/config.yaml"

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from .locks import is_lock_held
 from .model import CacheInventory, Item, Revision
-from .policies import describe_age
+from .units import describe_age
 
 if TYPE_CHECKING:
     from .fsops import Tree

@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from .errors import UsageError
-from .model import Inventory
-from .plan import Disk
+from .model import Disk, Inventory
 
 # name -> (type, help)
 METRICS: dict[str, tuple[str, str]] = {

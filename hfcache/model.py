@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 def uses_refs(kind: str) -> bool:
@@ -254,3 +255,11 @@ class Inventory:
 
     caches: tuple[CacheInventory, ...] = ()
     scanned_at: float = 0.0
+
+
+class Disk(NamedTuple):
+    """The file system holding a cache root: an identity (``st_dev``), its size and free bytes."""
+
+    device: int
+    total: int
+    free: int

@@ -25,8 +25,9 @@ from typing import NamedTuple
 
 from .accounting import Reclaim
 from .config import DEFAULT_JUNK_GRACE, Policy
-from .model import CacheInventory, Inventory, Item, Revision, uses_refs
-from .policies import Candidate, Decision, describe_age, evict_lru, keep_latest, lru_order, max_age
+from .model import CacheInventory, Disk, Inventory, Item, Revision, uses_refs
+from .policies import Candidate, Decision, evict_lru, keep_latest, lru_order, max_age
+from .units import describe_age
 
 PLAN_VERSION = 1
 WHATS = ("revision", "partial", "orphan", "payload", "leftover")
@@ -98,14 +99,6 @@ class Plan:
     @property
     def failed(self) -> tuple[PlanUnit, ...]:
         return tuple(u for u in self.delete if u.status == "failed")
-
-
-class Disk(NamedTuple):
-    """The file system holding a cache root: an identity (``st_dev``), its size and free bytes."""
-
-    device: int
-    total: int
-    free: int
 
 
 def is_default_revision(item: Item, rev: Revision) -> bool:

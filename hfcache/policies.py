@@ -24,6 +24,7 @@ from itertools import groupby
 from packaging.version import Version
 
 from .query import matching_glob
+from .units import describe_age
 from .versions import version_key
 
 KEEP_PER = ("major", "minor")
@@ -63,18 +64,6 @@ class Decision:
 
     def __str__(self) -> str:
         return f"{self.policy}: {self.reason}"
-
-
-def describe_age(seconds: float) -> str:
-    """A short age for reasons: ``45d``, ``3h``, ``12m``, ``5s``.
-
-    >>> describe_age(45 * 86400 + 5), describe_age(3 * 3600), describe_age(59)
-    ('45d', '3h', '59s')
-    """
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit}"
-    return f"{max(0, int(seconds))}s"
 
 
 def max_age(candidates: Iterable[Candidate], *, now: float, older_than: float, age_by: str = "atime") -> dict[str, Decision]:

@@ -24,8 +24,8 @@ from .config import Policy, Settings, find_config, load_config, validate
 from .errors import UsageError
 from .execute import check_roots, execute_plan, recover
 from .locks import DEFAULT_LOCK_WAIT, PruneLocks
-from .model import CacheInventory, Inventory
-from .plan import Disk, Plan, make_plan
+from .model import CacheInventory, Disk, Inventory
+from .plan import Plan, make_plan
 from .serialize import load_plan_file, plan_to_dict
 from .system import disk_of, mount_of
 

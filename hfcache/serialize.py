@@ -19,11 +19,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from typing import TYPE_CHECKING, Any
 
 from .errors import PlanFileError
 from .model import CacheInventory, Inventory, Item, Revision, uses_refs
+from .units import iso
 
 if TYPE_CHECKING:
     from .plan import Plan, PlanUnit
@@ -32,15 +32,6 @@ if TYPE_CHECKING:
 # called: `hfcache scan --json` does not need them (issue 7: every import is start-up time).
 
 JSON_VERSION = 1
-
-
-def iso(timestamp: float) -> str:
-    """Epoch seconds as ISO 8601 UTC with a ``Z``.
-
-    >>> iso(0)
-    '1970-01-01T00:00:00Z'
-    """
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
 
 
 def revision_to_dict(rev: Revision, *, has_refs: bool = True) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import psutil
 
-from .plan import Disk
+from .model import Disk
 
 
 def mount_of(path: str) -> tuple[str, frozenset[str]] | None:

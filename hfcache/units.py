@@ -1,4 +1,4 @@
-"""Parsing of byte sizes and durations given on the command line.
+"""Sizes, durations and times: parsed from the command line, written for people and for JSON.
 
 Sizes are byte-exact: decimal units are powers of 1000 (``GB``), binary units powers of
 1024 (``GiB``), computed with :class:`decimal.Decimal` so ``0.1GB`` is exactly
@@ -13,6 +13,7 @@ Sizes are byte-exact: decimal units are powers of 1000 (``GB``), binary units po
 from __future__ import annotations
 
 import re
+import time
 from decimal import Decimal, InvalidOperation
 
 from .errors import UsageError
@@ -63,3 +64,24 @@ def parse_duration(text: str) -> float:
         shown = text if len(text) <= 40 else text[:37] + "..."
         raise UsageError(f"invalid duration {shown!r}: longer than {MAX_DURATION // _DURATION_UNITS['w'] // 52:,} years")
     return int(total) if total == int(total) else float(total)
+
+
+def describe_age(seconds: float) -> str:
+    """A short age for reasons: ``45d``, ``3h``, ``12m``, ``5s``.
+
+    >>> describe_age(45 * 86400 + 5), describe_age(3 * 3600), describe_age(59)
+    ('45d', '3h', '59s')
+    """
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{max(0, int(seconds))}s"
+
+
+def iso(timestamp: float) -> str:
+    """Epoch seconds as ISO 8601 UTC with a ``Z``.
+
+    >>> iso(0)
+    '1970-01-01T00:00:00Z'
+    """
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))

@@ -7,8 +7,8 @@ import os
 import pytest
 
 from hfcache.config import MinFree, Policy, Settings
-from hfcache.model import CacheInventory, Inventory, Item, OrphanFile, PartialFile, Revision, ScanWarning, SharedPayload
-from hfcache.plan import Disk, make_plan
+from hfcache.model import CacheInventory, Disk, Inventory, Item, OrphanFile, PartialFile, Revision, ScanWarning, SharedPayload
+from hfcache.plan import make_plan
 from hfcache.policies import Candidate, keep_latest, max_age, protect
 
 DAY = 86400.0
