@@ -13,7 +13,7 @@ import sys
 
 from hfcache.caches import scan_caches
 from tests.fakehub import FakeHub
-from tests.test_differential import assert_same_as_hub, build_rich_cache
+from tests.support import assert_same_as_hub, build_rich_cache
 
 BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks")
 sys.path.insert(0, BENCHMARKS)

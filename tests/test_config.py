@@ -13,7 +13,7 @@ from hfcache.errors import ConfigError
 from hfcache.model import Inventory
 from hfcache.plan import make_plan
 from hfcache.prune import build_policy
-from tests.test_policies import DAY, NOW, THREE
+from tests.support import DAY, NOW, THREE
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples" / "policies").glob("*.yaml"))
 KINDS = tuple(registry().kinds)

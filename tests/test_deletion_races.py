@@ -29,9 +29,7 @@ from hfcache.plan import make_plan
 from hfcache.prune import rescan, run_plan
 from hfcache.system import OpenFiles
 from tests.fakehub import FakeHub
-from tests.test_differential import get, payload
-from tests.test_prune import age_everything, assert_kept_revisions_load_offline
-from tests.test_safety import DAY, cli, contents, small_cache
+from tests.support import DAY, age_everything, assert_kept_revisions_load_offline, cli, contents, get, payload, small_cache
 from tests.trees import commit, repo, write
 
 ROOT_ONLY = pytest.mark.skipif(
@@ -408,7 +406,7 @@ def test_freed_bytes_equal_the_plans_accounting_when_all_went_well(tmp_path):
 @ROOT_ONLY
 def test_the_log_filling_up_mid_run_stops_before_the_next_unit(tmp_path):
     from hfcache.audit import read_log
-    from tests.test_safety import many_repos
+    from tests.support import many_repos
 
     root = str(tmp_path / "hub")
     policy = many_repos(root, 6)  # 21 units: 42 log lines of about 600 bytes
@@ -436,7 +434,7 @@ def test_random_kills_of_a_real_prune_never_change_what_is_kept(tmp_path, monkey
     """The fault loop: a slowed real prune killed at random moments, each followed by an ordinary run."""
     import random
 
-    from tests.test_safety import slow_cli
+    from tests.support import slow_cli
 
     rng = random.Random(15)
     root = str(tmp_path / "hub")

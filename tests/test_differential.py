@@ -8,111 +8,29 @@ every repo, revision, ref, size, time and reclaimable figure hfcache reports mus
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import threading
 import time
 
 import pytest
-from huggingface_hub import file_download, hf_hub_download, scan_cache_dir
+from huggingface_hub import file_download, scan_cache_dir
 from huggingface_hub.errors import EntryNotFoundError
-from huggingface_hub.utils import _shared_blobs
 
 import hfcache
-from hfcache.model import CacheInventory
 from tests.fakehub import FakeHub
+from tests.support import (
+    assert_same_as_hub,
+    build_rich_cache,
+    get,
+    payload,
+    publish,
+)
 
 
 @pytest.fixture
 def hub():
     with FakeHub() as fake:
         yield fake
-
-
-def payload(n: int, seed: int) -> bytes:
-    return random.Random(seed).randbytes(n)
-
-
-def get(hub: FakeHub, cache: str, repo_id: str, filename: str, revision: str | None = None, **kw) -> str:
-    return hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache, endpoint=hub.endpoint, **kw)
-
-
-def assert_same_as_hub(cache_dir: str) -> CacheInventory:
-    """Everything hfcache reports equals huggingface_hub's view of the same cache."""
-    ref = scan_cache_dir(cache_dir)
-    assert ref.warnings == [], ref.warnings
-    inv = hfcache.scan([cache_dir])
-    (ours,) = inv.caches
-    assert ours.root == str(ref.cache_dir)
-    assert ours.size_bytes == ref.size_on_disk
-    assert ours.all_warnings == []
-    by_key = {(i.type, i.id): i for i in ours.items}
-    assert by_key.keys() == {(r.repo_type, r.repo_id) for r in ref.repos}
-    for repo in ref.repos:
-        item = by_key[(repo.repo_type, repo.repo_id)]
-        assert item.deletable
-        assert item.path == str(repo.repo_path)
-        assert item.size_bytes == repo.size_on_disk
-        assert item.nb_blobs == repo.nb_files
-        assert item.last_accessed == repo.last_accessed
-        assert item.last_modified == repo.last_modified
-        revs = {r.revision: r for r in item.revisions}
-        assert revs.keys() == {r.commit_hash for r in repo.revisions}
-        for expected in repo.revisions:
-            got = revs[expected.commit_hash]
-            assert got.path == str(expected.snapshot_path)
-            assert set(got.refs) == set(expected.refs)
-            assert got.size_bytes == expected.size_on_disk
-            assert got.nb_files == expected.nb_files
-            assert got.last_modified == expected.last_modified
-            strategy = ref.delete_revisions(expected.commit_hash)
-            assert got.reclaimable_bytes == strategy.expected_freed_size, expected.commit_hash
-    assert {p.path for p in ours.partial_files if p.scheme != "temporary"} == {str(f.file_path) for f in ref.incomplete_files}
-    assert {p.path: p.size_bytes for p in ours.unreferenced_payloads} == {
-        str(p): s for p, s in _shared_blobs.unreferenced_shared_blobs(cache_dir).items()
-    }
-    return ours
-
-
-def build_rich_cache(hub: FakeHub, cache: str) -> dict[str, str]:
-    """Tags, a blob shared by two revisions, main moved on, nested and short refs, a pin, a dataset."""
-    c1 = hub.push(
-        "org/model",
-        {"config.json": b'{"v": 1}', "model.safetensors": payload(3000, 1), "unet/diffusion_pytorch_model.bin": payload(2048, 2)},
-    )
-    hub.tag("org/model", "v1.0", c1)
-    for f in ("config.json", "model.safetensors", "unet/diffusion_pytorch_model.bin"):
-        get(hub, cache, "org/model", f, "v1.0")
-    c2 = hub.push("org/model", {"config.json": b'{"v": 2}'})  # model.safetensors unchanged: shared blob
-    hub.tag("org/model", "v1.1", c2)
-    get(hub, cache, "org/model", "config.json", "v1.1")
-    get(hub, cache, "org/model", "model.safetensors", "v1.1")
-    c3 = hub.push("org/model", {"model.safetensors": payload(4000, 3)})
-    get(hub, cache, "org/model", "model.safetensors")  # refs/main -> c3
-    get(hub, cache, "org/model", "config.json", c1[:8])  # short-hash ref
-    pr = hub.push("org/model", {"config.json": b'{"pr": 1}'}, branch="refs/pr/1")
-    get(hub, cache, "org/model", "config.json", "refs/pr/1")  # nested ref refs/refs/pr/1
-
-    d1 = hub.push("org/moving", {"weights.bin": payload(1500, 4)})
-    get(hub, cache, "org/moving", "weights.bin")
-    d2 = hub.push("org/moving", {"weights.bin": payload(1600, 5)})
-    get(hub, cache, "org/moving", "weights.bin")  # main moved on: d1 is detached now
-    pinned = hub.push("org/pinned", {"w.bin": payload(1200, 6)})
-    get(hub, cache, "org/pinned", "w.bin", pinned)  # pinned by full hash: no ref at all
-
-    hub.push("org/data", {"data/train.csv": b"a,b\n1,2\n", "README.md": b"# data"}, repo_type="dataset")
-    get(hub, cache, "org/data", "data/train.csv", repo_type="dataset")
-    get(hub, cache, "org/data", "README.md", repo_type="dataset")
-    hub.push("org/demo", {"app.py": b"print('hi')"}, repo_type="space")
-    get(hub, cache, "org/demo", "app.py", repo_type="space")
-    hub.push("org/copy", {"model.safetensors": payload(3000, 1)})  # same bytes as org/model@c1, other repo
-    get(hub, cache, "org/copy", "model.safetensors")
-    # Probing for optional files, as transformers does, records them in .no_exist/<commit>/.
-    for optional in ("adapter_config.json", "processor_config.json"):
-        with pytest.raises(EntryNotFoundError):
-            get(hub, cache, "org/model", optional)
-    assert os.path.isfile(os.path.join(cache, "models--org--model", ".no_exist", c3, "adapter_config.json"))
-    return {"c1": c1, "c2": c2, "c3": c3, "pr": pr, "d1": d1, "d2": d2, "pinned": pinned}
 
 
 def test_rich_cache_matches_scan_cache_dir(hub, tmp_path):
@@ -153,12 +71,6 @@ def test_no_symlink_mode_matches(hub, tmp_path, monkeypatch):
     win = ours.items[0]
     assert len(win.revisions) == 3 and any(r.revision == c1 for r in win.revisions)
     assert win.size_bytes == 2 * 2500 + 2 + len(b'{"x": 1}') + len(b"linked")
-
-
-def publish(cache: str, pointer: str, xet_hash: str, size: int) -> None:
-    """Move the repo blob behind a snapshot pointer into the shared store, with huggingface_hub's own code."""
-    blob = os.path.normpath(os.path.join(os.path.dirname(pointer), os.readlink(pointer)))
-    assert _shared_blobs.publish_blob_to_shared_store(blob_path=blob, xet_hash=xet_hash, cache_dir=cache, expected_size=size)
 
 
 def test_shared_store_matches(hub, tmp_path):

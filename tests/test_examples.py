@@ -28,9 +28,7 @@ from hfcache import errors
 from hfcache.audit import read_log
 from hfcache.locks import PruneLocks
 from tests.fakehub import FakeHub
-from tests.test_differential import build_rich_cache
-from tests.test_output import markdown_tables
-from tests.test_prune import age_everything
+from tests.support import age_everything, build_rich_cache, markdown_tables
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples")
 HFCACHE = os.path.join(os.path.dirname(sys.executable), "hfcache")  # the installed command

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 import hfcache
 from hfcache.cli import app
-from tests.test_safety import small_cache
+from tests.support import small_cache
 from tests.trees import write
 
 

@@ -19,39 +19,16 @@ import pytest
 from typer.testing import CliRunner
 
 from hfcache.cli import app
-from tests.test_safety import SLOW_CLI, many_repos, small_cache
-
-ROW = re.compile(r"^\| (.*) \|$")
+from tests.support import (
+    SLOW_CLI,
+    many_repos,
+    markdown_tables,
+    small_cache,
+)
 
 
 def invoke(*args: str):
     return CliRunner().invoke(app, list(args))
-
-
-def markdown_tables(text: str) -> list[list[list[str]]]:
-    """Every GitHub-flavoured Markdown table in ``text``: rows of cells, header first, separator checked."""
-    tables: list[list[list[str]]] = []
-    lines = text.splitlines()
-    i = 0
-    while i < len(lines):
-        if ROW.match(lines[i]) and i + 1 < len(lines) and re.fullmatch(r"\|(-{3}:?\|)+", lines[i + 1]):
-            header = _cells(lines[i])
-            assert lines[i + 1].count("|") == len(header) + 1, "separator and header disagree"
-            rows = [header]
-            i += 2
-            while i < len(lines) and ROW.match(lines[i]):
-                rows.append(_cells(lines[i]))
-                assert len(rows[-1]) == len(header), lines[i]
-                i += 1
-            tables.append(rows)
-        else:
-            i += 1
-    return tables
-
-
-def _cells(line: str) -> list[str]:
-    inner = ROW.match(line).group(1)  # type: ignore[union-attr]
-    return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\) \| ", inner)]
 
 
 @pytest.fixture

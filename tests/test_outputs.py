@@ -19,7 +19,7 @@ from hfcache.audit import read_log
 from hfcache.cli import app
 from hfcache.errors import UsageError
 from hfcache.outputs import atomic_write, landing_places, open_append_nofollow, refuse_in_caches
-from tests.test_safety import contents, small_cache
+from tests.support import contents, small_cache
 
 
 def run(*args: str) -> tuple[int, str]:

@@ -20,7 +20,7 @@ import pytest
 from hfcache import parallel, progress
 from hfcache.caches import scan_caches
 from tests.fakehub import FakeHub
-from tests.test_differential import build_rich_cache
+from tests.support import build_rich_cache
 
 BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks")
 sys.path.insert(0, BENCHMARKS)

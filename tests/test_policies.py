@@ -10,9 +10,14 @@ from hfcache.config import MinFree, Policy, Settings
 from hfcache.model import CacheInventory, Disk, Inventory, Item, OrphanFile, PartialFile, Revision, ScanWarning, SharedPayload
 from hfcache.plan import make_plan
 from hfcache.policies import Candidate, keep_latest, max_age, protect
+from tests.support import (
+    NOW,
+    THREE,
+    rev,
+    torch_cache,
+)
 
 DAY = 86400.0
-NOW = 1000 * DAY
 
 
 def cand(name: str, *, item: str = "m", version: str | None = None, days_old: float = 0, default: bool = False) -> Candidate:
@@ -114,29 +119,6 @@ def test_protect_matches_ids_case_insensitively():
 # -- combinations on whole inventories ---------------------------------------------------------
 
 
-def rev(item: str, name: str, *, days_old: float, size: int = 100, version: str | None = None, refs=(), blobs=None):
-    t = NOW - days_old * DAY
-    return Revision(
-        name,
-        f"/c/{item}/{name}",
-        refs=tuple(refs),
-        size_bytes=size,
-        reclaimable_bytes=size,
-        last_accessed=t,
-        last_modified=t,
-        version=version,
-        blobs=frozenset(blobs or ()),
-    )
-
-
-def torch_cache(*items: tuple[str, list[Revision]], root: str = "/c", warnings=()) -> CacheInventory:
-    built = tuple(
-        Item("torch", ident, "hub-repo", f"{root}/{ident}", size_bytes=sum(r.size_bytes for r in revs), revisions=tuple(revs))
-        for ident, revs in items
-    )
-    return CacheInventory("torch", root, size_bytes=sum(i.size_bytes for i in built), items=built, warnings=warnings)
-
-
 def plan_of(cache: CacheInventory | list[CacheInventory], disks=None, **settings):
     caches = cache if isinstance(cache, list) else [cache]
     protect_globs = tuple(settings.pop("protect_globs", ()))
@@ -146,12 +128,6 @@ def plan_of(cache: CacheInventory | list[CacheInventory], disks=None, **settings
 
 def names(units) -> list[str]:
     return sorted(u.revision for u in units)
-
-
-THREE = torch_cache(
-    ("m", [rev("m", "a", days_old=90), rev("m", "b", days_old=40), rev("m", "c", days_old=1)]),
-    ("n", [rev("n", "x", days_old=100)]),
-)
 
 
 @pytest.mark.parametrize(

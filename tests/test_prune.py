@@ -12,13 +12,20 @@ import os
 import time
 
 import pytest
-from huggingface_hub import constants, hf_hub_download, scan_cache_dir
+from huggingface_hub import scan_cache_dir
 from typer.testing import CliRunner
 
 import hfcache.prune
 from hfcache.cli import app
 from tests.fakehub import FakeHub
-from tests.test_differential import build_rich_cache, payload
+from tests.support import (
+    age_everything,
+    assert_kept_revisions_load_offline,
+    build_rich_cache,
+    get,
+    payload,
+    publish,
+)
 from tests.trees import commit, write
 
 DAY = 86400
@@ -42,40 +49,6 @@ def run(*args: str) -> tuple[int, dict | str]:
 def hub_freed(root: str, plan: dict) -> int:
     revisions = [u["revision"] for u in plan["delete"] if u["what"] == "revision"]
     return scan_cache_dir(root).delete_revisions(*revisions).expected_freed_size if revisions else 0
-
-
-def assert_kept_revisions_load_offline(root: str, before, deleted: set[str], monkeypatch) -> None:
-    """Every file of every revision not deleted loads with local_files_only, by commit and by each ref."""
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    after = scan_cache_dir(root)
-    assert after.warnings == []
-    loaded = 0
-    for repo in before.repos:
-        for revision in repo.revisions:
-            if revision.commit_hash in deleted:
-                continue
-            for f in revision.files:
-                name = str(f.file_path.relative_to(revision.snapshot_path))
-                for rev in (revision.commit_hash, *revision.refs):
-                    path = hf_hub_download(
-                        repo.repo_id, name, revision=rev, repo_type=repo.repo_type, cache_dir=root, local_files_only=True
-                    )
-                    with open(path, "rb") as fh:
-                        assert fh.read() == f.blob_path.read_bytes()
-                    loaded += 1
-    assert loaded
-
-
-def age_everything(root: str, days: float, *, but: tuple[str, ...] = ()) -> None:
-    """Set every blob's atime ``days`` back (mtime untouched), except the blobs of ``but`` repo folders."""
-    old = time.time() - days * DAY
-    for dirpath, _, files in os.walk(root):
-        if any(f"/{b}/" in dirpath + "/" for b in but):
-            continue
-        for name in files:
-            path = os.path.join(dirpath, name)
-            st = os.lstat(path)
-            os.utime(path, (old, st.st_mtime), follow_symlinks=False)
 
 
 POLICIES = {
@@ -237,7 +210,6 @@ def test_a_bad_plan_file_is_one_line_and_exit_2(tmp_path, content, message):
 
 def test_shared_payloads_are_swept_by_the_hubs_own_protocol(tmp_path, monkeypatch):
     """Deleting every repo linking to a shared payload frees it once; a payload still linked stays."""
-    from tests.test_differential import get, publish
 
     root = str(tmp_path / "hub")
     same = payload(5000, 8)

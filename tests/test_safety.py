@@ -18,14 +18,12 @@ import time
 
 import pytest
 from huggingface_hub import hf_hub_download, scan_cache_dir
-from typer.testing import CliRunner
 
 import hfcache
 from hfcache.audit import default_log_path, read_log
 from hfcache.caches.huggingface import HUB
 from hfcache.caches.torch import TORCH
 from hfcache.checks import LiveChecks, home_dirs, root_problem, target_problem
-from hfcache.cli import app
 from hfcache.config import Policy, Settings
 from hfcache.errors import UnsafePlan
 from hfcache.execute import execute_plan
@@ -34,44 +32,19 @@ from hfcache.plan import make_plan
 from hfcache.prune import run_plan
 from hfcache.system import OpenFiles
 from tests.fakehub import FakeHub
-from tests.test_differential import get, payload
-from tests.test_prune import age_everything, assert_kept_revisions_load_offline
+from tests.support import (
+    DAY,
+    age_everything,
+    assert_kept_revisions_load_offline,
+    cli,
+    contents,
+    get,
+    many_repos,
+    payload,
+    slow_cli,
+    small_cache,
+)
 from tests.trees import commit, link, repo, write
-
-DAY = 86400.0
-
-# The CLI in a child process, every file removal slowed down, so a test can act part-way.
-SLOW_CLI = """
-import sys, time
-from hfcache.fsops import Tree
-remove = Tree.remove
-delay = float(sys.argv[1])
-def slow(self, path, **kw):
-    time.sleep(delay)
-    return remove(self, path, **kw)
-Tree.remove = slow
-sys.argv = ["hfcache", *sys.argv[2:]]
-from hfcache.cli import main
-main()
-"""
-
-
-def cli(*args: str) -> tuple[int, dict | str]:
-    result = CliRunner().invoke(app, list(args))
-    if "--json" in args and result.stdout.strip().startswith("{"):
-        return result.exit_code, json.loads(result.stdout)
-    return result.exit_code, result.output
-
-
-def slow_cli(delay: float, *args: str, script: str = SLOW_CLI) -> subprocess.Popen:
-    """The CLI in a child process, each removal slowed by ``delay`` seconds (``script`` says how)."""
-    return subprocess.Popen(
-        [sys.executable, "-c", script, str(delay), *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def files_under(root: str) -> dict[tuple[int, ...], int]:
@@ -90,68 +63,6 @@ def files_under(root: str) -> dict[tuple[int, ...], int]:
                 # With size and mtime: a deleted file's inode number may be reused by a new (lock) file.
                 found[(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)] = st.st_size
     return found
-
-
-def contents(root: str) -> dict[str, bytes]:
-    """Path -> bytes of every file below ``root`` (to prove a tree untouched), read without moving atimes."""
-    out = {}
-    for folder, _, names in os.walk(root):
-        for name in names:
-            path = os.path.join(folder, name)
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOATIME", 0))  # the tests' files are ours
-            with os.fdopen(fd, "rb") as f:
-                out[os.path.relpath(path, root)] = f.read()
-    return out
-
-
-def small_cache(root: str) -> dict[str, str]:
-    """Two models with two revisions each: c-old (read 60 days ago) and c-new (main)."""
-    old = time.time() - 60 * DAY
-    made = {}
-    for name in ("org--a", "org--b"):
-        old_c, new_c = commit(f"{name}-old"), commit(f"{name}-new")
-        repo_dir = repo(
-            root,
-            f"models--{name}",
-            snapshots={
-                old_c: {"w.bin": f"{name}-e1", "config.json": f"{name}-cfg"},
-                new_c: {"w.bin": f"{name}-e2", "config.json": f"{name}-cfg"},
-            },
-            blobs={f"{name}-e1": 1000, f"{name}-e2": 2000, f"{name}-cfg": 10},
-            refs={"main": new_c},
-        )
-        os.utime(os.path.join(repo_dir, "blobs", f"{name}-e1"), (old, old))
-        os.utime(os.path.join(repo_dir, "blobs", f"{name}-cfg"), (old, old))
-        made[name] = repo_dir
-    return made
-
-
-def many_repos(root: str, n: int) -> str:
-    """``n`` repos of four revisions each (three files, one blob shared by all), and a policy file.
-
-    Even repos (``org/old-*``) were last read 60 days ago and go whole by max-age; odd
-    ones (``org/new-*``) keep their latest revision.
-    """
-    old = time.time() - 60 * DAY
-    for i in range(n):
-        name = f"{'old' if i % 2 == 0 else 'new'}-{i}"
-        commits = [commit(f"{name}-{j}") for j in range(4)]
-        snapshots = {
-            c: {"config.json": f"{name}-cfg", "w.bin": f"{name}-w{j}", "sub/t.json": f"{name}-t{j}"}
-            for j, c in enumerate(commits)
-        }
-        blobs = {f"{name}-cfg": 50, **{f"{name}-w{j}": 3000 + j for j in range(4)}, **{f"{name}-t{j}": 20 for j in range(4)}}
-        repo_dir = repo(root, f"models--org--{name}", snapshots=snapshots, blobs=blobs, refs={"main": commits[-1]})
-        for j in range(len(commits)):
-            for key in (f"{name}-w{j}", f"{name}-t{j}"):
-                when = old + j if name.startswith("old") else time.time() - 100 + j
-                os.utime(os.path.join(repo_dir, "blobs", key), (when, when))
-        shared = old if name.startswith("old") else time.time() - 1000
-        os.utime(os.path.join(repo_dir, "blobs", f"{name}-cfg"), (shared, shared))
-    policy = os.path.join(os.path.dirname(root), "policy.yaml")
-    with open(policy, "w") as f:
-        f.write('version: 1\nmodels:\n  "org/old-*": {max_age: 30d}\n  "org/new-*": {keep: 1}\n')
-    return policy
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,9 +24,8 @@ from hfcache import interrupt
 from hfcache.audit import read_log
 from hfcache.cli import app
 from hfcache.locks import PruneLocks
-from tests.test_prune import assert_kept_revisions_load_offline
-from tests.test_safety import contents, many_repos, small_cache
-from tests.test_safety import slow_cli as safety_slow_cli
+from tests.support import assert_kept_revisions_load_offline, contents, many_repos, small_cache
+from tests.support import slow_cli as safety_slow_cli
 
 # The CLI in a child process with every removal slowed down, so that a signal lands while
 # units are being deleted. It slows the os functions themselves (not one of hfcache's
