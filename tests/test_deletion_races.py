@@ -483,3 +483,24 @@ def test_random_kills_of_a_real_prune_never_change_what_is_kept(tmp_path, monkey
     cut = {(r["run"], r["path"]) for r in records if r["status"] == "started"}
     cut -= {(r["run"], r["path"]) for r in records if r["status"] != "started"}
     assert len(cut) >= 3, "most kills landed inside a unit, between its first step and its outcome"
+
+
+def test_with_the_locks_folder_a_symlink_no_revision_goes_and_each_says_why(tmp_path):
+    # hfcache's trash lives in .locks/ (README, limits): never reached through a link, even one
+    # pointing at a folder of the same cache's owner; the revisions stay, whole, loadable.
+    root = str(tmp_path / "hub")
+    small_cache(root)
+    elsewhere = str(tmp_path / "elsewhere-locks")
+    if os.path.isdir(os.path.join(root, ".locks")):
+        shutil.move(os.path.join(root, ".locks"), elsewhere)
+    else:
+        os.makedirs(elsewhere)
+    os.symlink(elsewhere, os.path.join(root, ".locks"))
+    before = contents(root)
+    inventory, plan = _plan(root, max_age=30 * DAY)
+    assert plan.delete
+    result = execute_plan(plan, inventory)
+    assert {u.status for u in result.delete} == {"failed"}
+    assert all(".locks" in u.error and "symlink" in u.error and u.freed_bytes == 0 for u in result.delete)
+    assert contents(root) == before
+    assert "hfcache-trash" not in os.listdir(elsewhere)  # nothing made through the link
