@@ -22,12 +22,11 @@ from __future__ import annotations
 import errno
 import os
 import stat as stat_mod
-import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .mounts import MOUNTINFO, mount_id, mount_points_under
+from .mounts import MountWatch, mount_id
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 _FILE_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
@@ -70,7 +69,7 @@ class Tree:
         # reused under a caller's feet.
         self._in_use: dict[int, int] = {}
         self._released: set[int] = set()
-        self._mounts: tuple[float, list[str] | None] | None = None
+        self._mounts: MountWatch | None = None
 
     def __enter__(self) -> Tree:
         return self
@@ -82,6 +81,9 @@ class Tree:
         while self._dirs:
             self._release(self._dirs.popitem()[1])
         self._below.clear()
+        if self._mounts is not None:
+            self._mounts.close()
+            self._mounts = None
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
@@ -333,12 +335,11 @@ class Tree:
         except OSError as e:
             return 0, _error(path, e)
 
-    def _mounts_listed(self) -> list[str]:
-        """The kernel's mount points below the root (``/proc/self/mountinfo``), read again at most once a second."""
-        now = time.monotonic()
-        if self._mounts is None or now - self._mounts[0] > 1.0:
-            self._mounts = (now, mount_points_under(self.path) if os.path.exists(MOUNTINFO) else None)
-        return self._mounts[1]
+    def _mounts_listed(self) -> list[str] | None:
+        """The kernel's mount points below the root, as they are now (None: unknown, see :class:`MountWatch`)."""
+        if self._mounts is None:
+            self._mounts = MountWatch(self.path)
+        return self._mounts.points()
 
     def mount_inside(self, path: str) -> str | None:
         """The first folder below ``path`` that is a symlink's target or on another mount (a mount point), or None.

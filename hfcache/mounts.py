@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import select
 import struct
 import sys
 import threading
@@ -60,7 +61,6 @@ def mount_id(fd: int) -> int | None:
 
 
 _MOUNTINFO = "/proc/self/mountinfo"
-MOUNTINFO = _MOUNTINFO  # where the kernel lists this process's mounts
 _OCTAL_ESCAPE = re.compile(rb"\\([0-7]{3})")
 _PATH_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
@@ -85,6 +85,11 @@ def mount_points(mountinfo: str = _MOUNTINFO) -> list[str]:
             data = f.read()
     except OSError:
         return []
+    return _points(data)
+
+
+def _points(data: bytes) -> list[str]:
+    """The mount points of a ``mountinfo`` text, in its order."""
     points = []
     for line in data.splitlines():
         fields = line.split(b" ")
@@ -124,7 +129,56 @@ def mount_points_under(root: str, *, mountinfo: str = _MOUNTINFO) -> list[str]:
     file system, which keep the root's ``st_dev``, are seen too. Each is checked to be a
     mount root at that path now, so mounts hidden by a later mount over an ancestor are left out.
     """
+    return _under(root, mount_points(mountinfo))
+
+
+def _under(root: str, points: list[str]) -> list[str]:
     real = os.path.realpath(root)
     prefix = real.rstrip(os.sep) + os.sep
-    inside = sorted({p for p in mount_points(mountinfo) if p.startswith(prefix) and p != prefix})
+    inside = sorted({p for p in points if p.startswith(prefix) and p != prefix})
     return [p for p in inside if _is_mount_root(p)]
+
+
+class MountWatch:
+    """The mount points inside one root (:func:`mount_points_under`), read again only after the mount table changed.
+
+    ``/proc/self/mountinfo`` can be polled: after any mount or unmount in this mount
+    namespace, an open descriptor of it reports ``POLLPRI`` once (proc(5)). So asking before
+    every deletion costs one ``poll``, and a mount made a moment ago is never missed, as
+    it could be by a copy kept for a while. :meth:`points` is None where the file cannot be
+    opened or polled (no ``/proc``): then callers look for themselves. Close it after use.
+    """
+
+    def __init__(self, root: str, mountinfo: str = _MOUNTINFO) -> None:
+        self.root = root
+        self._points: list[str] | None = None
+        self._fd: int | None = None
+        self._poll = None
+        try:
+            fd = os.open(mountinfo, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            return
+        self._fd = fd
+        try:
+            self._poll = select.poll()
+            self._poll.register(fd, select.POLLPRI | select.POLLERR)
+        except (OSError, AttributeError):  # pragma: no cover - a system without poll
+            self.close()
+
+    def points(self) -> list[str] | None:
+        if self._fd is None or self._poll is None:
+            return None
+        if self._points is None or self._poll.poll(0):
+            # (a change between that poll and this reading is reported by the next poll: read again then)
+            os.lseek(self._fd, 0, os.SEEK_SET)
+            chunks = []
+            while chunk := os.read(self._fd, 1 << 16):
+                chunks.append(chunk)
+            self._points = _under(self.root, _points(b"".join(chunks)))
+        return self._points
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._poll = None

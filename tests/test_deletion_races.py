@@ -152,6 +152,54 @@ def test_a_folder_mounted_into_a_snapshot_during_the_run_is_never_emptied(tmp_pa
     assert_kept_revisions_load_offline(root, before_scan, set(), monkeypatch)
 
 
+@ROOT_ONLY
+def test_a_folder_mounted_between_two_units_is_seen_before_the_second_loses_a_file(tmp_path, monkeypatch):
+    # The mount table is read for the first unit; a mount made a moment later, before the
+    # second, must still be seen before anything of the second is removed (not halfway
+    # through its removal, when the mount point itself is met).
+    outside = _outside(tmp_path)
+    aged = time.time() - 60 * DAY  # (the live checks read through the mount: nothing there is fresh)
+    os.utime(os.path.join(outside, "secret.txt"), (aged, aged))
+    root = str(tmp_path / "hub")
+    old, new = commit("old"), commit("new")
+    repos = {}
+    for name in ("a", "b"):
+        repos[name] = repo(
+            root,
+            f"models--org--{name}",
+            snapshots={old: {"w.bin": f"{name}1", "x.bin": f"{name}x", "sub/t.json": f"{name}t"}, new: {"w.bin": f"{name}2"}},
+            blobs={f"{name}1": 1000, f"{name}x": 5, f"{name}t": 10, f"{name}2": 2000},
+            refs={"main": new},
+        )
+    age_everything(root, 60)
+    for name in ("a", "b"):
+        os.utime(os.path.join(repos[name], "blobs", f"{name}2"))
+    inventory, plan = _plan(root, max_age=30 * DAY)
+    assert sorted(u.id for u in plan.delete) == ["org/a", "org/b"]
+    second = plan.delete[1]
+    sub = os.path.join(second.path, "sub")
+    kept = sorted(os.listdir(second.path))
+    remove_revision = HubDeletion.remove_revision
+
+    def mount_after_the_first(self, tree, cache, item, unit, rev):
+        done = remove_revision(self, tree, cache, item, unit, rev)
+        if unit.path != second.path:
+            subprocess.run(["mount", "--bind", outside, sub], check=True)
+        return done
+
+    monkeypatch.setattr(HubDeletion, "remove_revision", mount_after_the_first)
+    before = contents(outside)
+    try:
+        result = execute_plan(plan, inventory)
+    finally:
+        subprocess.run(["umount", "-l", sub], check=False)
+    assert contents(outside) == before
+    first, last = result.delete
+    assert first.status == "deleted", first
+    assert last.status == "failed" and "mount point" in last.error and last.freed_bytes == 0, last
+    assert sorted(os.listdir(second.path)) == kept  # refused whole: not a file of it went
+
+
 # ---------------------------------------------------------------------------------------------
 # 4. Killed between two steps: the next run plans what the uninterrupted run would have
 
