@@ -8,9 +8,9 @@ The library is the product; the ``hfcache`` command is a thin layer over it::
     ...     print(cache.root, cache.size_bytes)
 """
 
-from .caches import KINDS
-from .caches import scan_caches as scan
-from .model import CacheInventory, Inventory, Item, OrphanFile, PartialFile, Revision, ScanWarning, SharedPayload
+from hfcache.caches.registry import KINDS
+from hfcache.caches.scan import scan_caches as scan
+from hfcache.model import CacheInventory, Inventory, Item, OrphanFile, PartialFile, Revision, ScanWarning, SharedPayload
 
 __version__ = "0.1.0"
 

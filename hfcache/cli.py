@@ -15,18 +15,20 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from . import __version__, interrupt, progress, render
-from .caches import registry, scan_caches, select_kinds
-from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PARTIAL, ConfirmationRequired, HfcacheError, UsageError
-from .parallel import auto_jobs
-from .query import Selection, parse_sort, select
-from .units import parse_duration, parse_size
+from hfcache import __version__, interrupt, progress
+from hfcache.caches.registry import registry, select_kinds
+from hfcache.caches.scan import scan_caches
+from hfcache.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PARTIAL, ConfirmationRequired, HfcacheError, UsageError
+from hfcache.output import render
+from hfcache.parallel import auto_jobs
+from hfcache.plan.query import Selection, parse_sort, select
+from hfcache.units import parse_duration, parse_size
 
 # What only prune, apply and metrics need (policy files, deletion, psutil) is imported by
 # them, so that `hfcache scan` starts faster (every command starts with a scan).
 if TYPE_CHECKING:
-    from .model import Inventory
-    from .plan import Plan
+    from hfcache.model import Inventory
+    from hfcache.plan.build import Plan
 
 app = typer.Typer(
     name="hfcache",
@@ -217,7 +219,7 @@ def scan(
     Example: hfcache scan --kind torch --revisions --larger-than 1GB --sort size
     """
     fmt = _format(output_format, as_json)
-    from .serialize import inventory_to_dict
+    from hfcache.output.serialize import inventory_to_dict
 
     with _user_errors(verbose=verbose):
         selection = Selection(
@@ -267,7 +269,7 @@ class KeepPer(str, Enum):
 
 
 def _emit(plan: Plan, fmt: OutputFormat, *, show_keep: bool = True, quiet: bool = False) -> None:
-    from .serialize import plan_to_dict
+    from hfcache.plan.planfile import plan_to_dict
 
     if fmt is OutputFormat.json:
         render.json_document(plan_to_dict(plan))
@@ -290,7 +292,7 @@ def _cache_roots(roots: Iterable[str]) -> list[str]:
 
 def _refuse_outputs_in_caches(roots: Iterable[str], **outputs: str | None) -> None:
     """Exit 2 when an output file (``plan_out="plan.json"`` for ``--plan-out``) resolves into a cache."""
-    from .outputs import refuse_in_caches
+    from hfcache.output.files import refuse_in_caches
 
     every = _cache_roots(roots)
     for option, path in outputs.items():
@@ -317,11 +319,11 @@ class _Run:
         Exit 1 when units failed; 130 when a signal stopped the execution (the units done
         so far are reported, the rest skipped).
         """
-        from .prune import run_plan
+        from hfcache.prune import run_plan
 
         if not plan.delete:
             if self.yes:  # nothing to delete, but what an interrupted prune left half-done is finished
-                from .prune import repair
+                from hfcache.prune import repair
 
                 notes = repair(plan, lock_wait=self.lock_wait)
                 plan = replace(plan, warnings=(*notes, *plan.warnings)) if notes else plan
@@ -433,8 +435,8 @@ def prune(
 
     Example: hfcache prune --keep 2 --max-age 90d --protect 'meta-llama/*' --dry-run
     """
-    from .config import MinFree, Settings
-    from .prune import build_policy, check_access_times, plan_prune, write_plan
+    from hfcache.plan.settings import MinFree, Settings
+    from hfcache.prune import build_policy, check_access_times, plan_prune, write_plan
 
     fmt = _format(output_format, as_json)
     with _user_errors(verbose=verbose):
@@ -484,7 +486,7 @@ def apply(
 
     Example: hfcache prune --max-age 30d --plan-out plan.json --dry-run && hfcache apply plan.json --yes
     """
-    from .prune import read_plan
+    from hfcache.prune import read_plan
 
     with _user_errors(verbose=verbose):
         run = _Run(yes=yes, fmt=_format(output_format, as_json), quiet=quiet, lock_wait=float(parse_duration(lock_wait)), log=log)
@@ -517,9 +519,9 @@ def metrics(
 
     Example: hfcache metrics --textfile /var/lib/node_exporter/textfile_collector/hfcache.prom
     """
-    from .audit import read_log
-    from .metrics import last_prunes, render_metrics, write_textfile
-    from .system import disk_of
+    from hfcache.execute.audit import read_log
+    from hfcache.fs.system import disk_of
+    from hfcache.output.metrics import last_prunes, render_metrics, write_textfile
 
     with _user_errors(verbose=verbose):
         inventory = scan_caches(cache_dir or None, kinds=kind or None, jobs=_jobs(jobs), ledger=False)

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from . import progress
+from hfcache import progress
 
 T = TypeVar("T")
 R = TypeVar("R")

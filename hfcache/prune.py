@@ -2,13 +2,13 @@
 
 ``hfcache prune`` and ``hfcache apply`` are thin layers over these functions::
 
-    >>> from hfcache.config import Settings
+    >>> from hfcache.plan.settings import Settings
     >>> policy = build_policy(Settings(keep=2), use_config=False)
     >>> policy.for_item("huggingface", "org/model").keep
     2
 
 The reading of the system (mount options, free space) happens here, so that
-:func:`hfcache.plan.make_plan` stays pure.
+:func:`hfcache.plan.build.make_plan` stays pure.
 """
 
 from __future__ import annotations
@@ -18,16 +18,18 @@ import logging
 import os
 from dataclasses import replace
 
-from .audit import AuditLog
-from .caches import lock_file_of, registry, scan_caches
-from .config import Policy, Settings, find_config, load_config, validate
-from .errors import UsageError
-from .execute import check_roots, execute_plan, recover
-from .locks import DEFAULT_LOCK_WAIT, PruneLocks
-from .model import CacheInventory, Disk, Inventory
-from .plan import Plan, make_plan
-from .serialize import load_plan_file, plan_to_dict
-from .system import disk_of, mount_of
+from hfcache.caches.protocol import lock_file_of
+from hfcache.caches.registry import registry
+from hfcache.caches.scan import scan_caches
+from hfcache.errors import UsageError
+from hfcache.execute.audit import AuditLog
+from hfcache.execute.prune_lock import DEFAULT_LOCK_WAIT, PruneLocks
+from hfcache.execute.run import check_roots, execute_plan, recover
+from hfcache.fs.system import disk_of, mount_of
+from hfcache.model import CacheInventory, Disk, Inventory
+from hfcache.plan.build import Plan, make_plan
+from hfcache.plan.planfile import load_plan_file, plan_to_dict
+from hfcache.plan.settings import Policy, Settings, find_config, load_config, validate
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ def build_policy(
     config: str | None = None,
     use_config: bool = True,
 ) -> Policy:
-    """The policy file found (see :func:`hfcache.config.find_config`) with the command line on top.
+    """The policy file found (see :func:`hfcache.plan.settings.find_config`) with the command line on top.
 
     Raises :class:`UsageError` (exit 2) for bad values or an empty policy, before any scan.
     """
@@ -125,11 +127,11 @@ def run_plan(
 ) -> Plan:
     """Execute ``plan`` against ``inventory`` (a fresh scan of its caches when None).
 
-    The audit log (``log``, default :func:`hfcache.audit.default_log_path`) is opened
+    The audit log (``log``, default :func:`hfcache.execute.audit.default_log_path`) is opened
     first: a log that cannot be written stops the run before anything is deleted. Then the
     prune lock of every root is taken, waiting up to ``lock_wait`` seconds
     (:class:`~hfcache.errors.CacheBusy` after that). Under the locks, what an interrupted
-    prune left half-done is finished or rolled back first (:func:`hfcache.execute.recover`).
+    prune left half-done is finished or rolled back first (:func:`hfcache.execute.run.recover`).
     When another prune held a lock, or the repair changed something, the caches are scanned
     again, since the scan behind ``inventory`` is stale.
     """
@@ -164,7 +166,7 @@ def repair(plan: Plan, *, lock_wait: float = DEFAULT_LOCK_WAIT) -> list[str]:
 
 def write_plan(plan: Plan, path: str) -> None:
     """Save a plan as JSON, atomically (a reader never sees half a plan; a symlink at ``path`` is replaced)."""
-    from .outputs import atomic_write
+    from hfcache.output.files import atomic_write
 
     try:
         atomic_write(path, json.dumps(plan_to_dict(plan), indent=2) + "\n")

@@ -16,7 +16,7 @@ import re
 import time
 from decimal import Decimal, InvalidOperation
 
-from .errors import UsageError
+from hfcache.errors import UsageError
 
 _SIZE_UNITS: dict[str, int] = {"": 1, "b": 1}
 for _i, _prefix in enumerate("kmgtpe", start=1):

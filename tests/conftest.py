@@ -55,7 +55,7 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     monkeypatch.setenv("XDG_STATE_HOME", os.path.join(home, ".local", "state"))
     monkeypatch.delenv("HFCACHE_CONFIG", raising=False)
     # A real /etc/hfcache/config.yaml on the test machine must not change any plan.
-    from hfcache import config
+    from hfcache.plan import settings as config
 
     monkeypatch.setattr(config, "SYSTEM_CONFIG", os.path.join(home, "etc", "hfcache", "config.yaml"))
     for var in CACHE_VARIABLES:

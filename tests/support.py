@@ -159,7 +159,7 @@ DAY = 86400.0
 # The CLI in a child process, every file removal slowed down, so a test can act part-way.
 SLOW_CLI = """
 import sys, time
-from hfcache.fsops import Tree
+from hfcache.fs.ops import Tree
 remove = Tree.remove
 delay = float(sys.argv[1])
 def slow(self, path, **kw):

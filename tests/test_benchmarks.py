@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 
-from hfcache.caches import scan_caches
+from hfcache.caches.scan import scan_caches
 from tests.fakehub import FakeHub
 from tests.support import assert_same_as_hub, build_rich_cache
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from hfcache.caches import registry
-from hfcache.config import SYSTEM_CONFIG, MinFree, Settings, find_config, load_config, parse_config
+from hfcache.caches.registry import registry
 from hfcache.errors import ConfigError
 from hfcache.model import Inventory
-from hfcache.plan import make_plan
+from hfcache.plan.build import make_plan
+from hfcache.plan.settings import SYSTEM_CONFIG, MinFree, Settings, find_config, load_config, parse_config
 from hfcache.prune import build_policy
 from tests.support import DAY, NOW, THREE
 
@@ -110,7 +110,7 @@ def test_an_empty_file_is_an_empty_policy_and_refused():
 def test_where_the_policy_file_is_found(tmp_path, monkeypatch):
     user = tmp_path / "xdg" / "hfcache" / "config.yaml"
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setattr("hfcache.config.SYSTEM_CONFIG", str(tmp_path / "etc.yaml"))
+    monkeypatch.setattr("hfcache.plan.settings.SYSTEM_CONFIG", str(tmp_path / "etc.yaml"))
     assert find_config(None, env={}) is None
     (tmp_path / "etc.yaml").write_text("keep: 1\n")
     assert find_config(None, env={}) == str(tmp_path / "etc.yaml")

@@ -1,7 +1,7 @@
 """Issue 15: deletion that no race, mount, kill or stale plan can turn against the user.
 
 Races are driven deterministically through the last hook before units go (the table of
-open files, which :class:`~hfcache.checks.LiveChecks` builds just before each model), or
+open files, which :class:`~hfcache.execute.checks.LiveChecks` builds just before each model), or
 by patching one step in a child process that then kills itself; and for the hub's
 download race, also by a real ``hf_hub_download`` running beside real prunes.
 """
@@ -21,13 +21,13 @@ import pytest
 from huggingface_hub import constants, hf_hub_download, scan_cache_dir
 
 import hfcache
-from hfcache.caches.hub_delete import TRASH, HubDeletion
-from hfcache.checks import LiveChecks
-from hfcache.config import Policy, Settings
-from hfcache.execute import execute_plan
-from hfcache.plan import make_plan
+from hfcache.caches.huggingface.delete import TRASH, HubDeletion
+from hfcache.execute.checks import LiveChecks
+from hfcache.execute.run import execute_plan
+from hfcache.fs.system import OpenFiles
+from hfcache.plan.build import make_plan
+from hfcache.plan.settings import Policy, Settings
 from hfcache.prune import rescan, run_plan
-from hfcache.system import OpenFiles
 from tests.fakehub import FakeHub
 from tests.support import DAY, age_everything, assert_kept_revisions_load_offline, cli, contents, get, payload, small_cache
 from tests.trees import commit, repo, write
@@ -206,7 +206,7 @@ def test_a_folder_mounted_between_two_units_is_seen_before_the_second_loses_a_fi
 
 KILL_AT = """
 import os, signal, sys
-from hfcache.fsops import Tree
+from hfcache.fs.ops import Tree
 rename = Tree.rename
 where = sys.argv[1]
 def rename_then_die(self, src, dst):
@@ -453,7 +453,7 @@ def test_freed_bytes_equal_the_plans_accounting_when_all_went_well(tmp_path):
 
 @ROOT_ONLY
 def test_the_log_filling_up_mid_run_stops_before_the_next_unit(tmp_path):
-    from hfcache.audit import read_log
+    from hfcache.execute.audit import read_log
     from tests.support import many_repos
 
     root = str(tmp_path / "hub")

@@ -127,7 +127,7 @@ def test_download_in_progress_is_a_partial_with_its_lock_held(hub, tmp_path):
     after = assert_same_as_hub(cache)
     assert after.partial_files == ()
     # The lock file stays behind (filelock never deletes it) but is free now.
-    from hfcache.locks import is_lock_held
+    from hfcache.fs.locks import is_lock_held
 
     assert is_lock_held(p.lock_path) is False
 

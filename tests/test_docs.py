@@ -13,9 +13,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from hfcache.caches import KINDS
+from hfcache.caches.registry import KINDS
 from hfcache.cli import app
-from hfcache.config import CACHE_KEYS, ITEM_KEYS, load_config
+from hfcache.plan.settings import CACHE_KEYS, ITEM_KEYS, load_config
 from tests.trees import commit, repo
 
 ROOT = Path(__file__).parent.parent
@@ -111,11 +111,18 @@ def test_the_readme_layout_lists_every_module_and_nothing_else():
     readme = (ROOT / "README.md").read_text()
     block = readme.split("## Layout", 1)[1].split("```", 2)[1]
     listed = set()
-    for line in block.splitlines():
-        match = re.match(r"  (\S+)\s", line)  # two spaces: an entry of hfcache/ (deeper lines go on)
-        if match:
-            listed.add(match.group(1))
+    folders: list[str] = []  # the package folders enclosing the current line, by depth
+    for line in block.splitlines()[2:]:  # after "hfcache/"
+        depth, rest = divmod(len(line) - len(line.lstrip(" ")), 2)
+        names = line.strip().split("  ", 1)[0].split()
+        if rest or depth == 0 or not names or not all(n.endswith((".py", "/")) for n in names):
+            continue  # a description going on, or the line after the package
+        del folders[depth - 1 :]
+        for name in names:
+            listed.add("".join(folders) + name)
+        if names[-1].endswith("/"):
+            folders.append(names[-1])
     package = ROOT / "hfcache"
-    actual = {p.name for p in package.iterdir() if p.suffix == ".py"}
-    actual |= {p.name + "/" for p in package.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    actual = {str(p.relative_to(package)) for p in package.rglob("*.py") if p.parent == package or p.name != "__init__.py"}
+    actual |= {str(p.parent.relative_to(package)) + "/" for p in package.rglob("__init__.py") if p.parent != package}
     assert listed == actual, f"in the README only: {sorted(listed - actual)}; in hfcache/ only: {sorted(actual - listed)}"

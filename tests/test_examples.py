@@ -25,8 +25,8 @@ from huggingface_hub import constants, hf_hub_download, scan_cache_dir
 from prometheus_client.parser import text_string_to_metric_families
 
 from hfcache import errors
-from hfcache.audit import read_log
-from hfcache.locks import PruneLocks
+from hfcache.execute.audit import read_log
+from hfcache.execute.prune_lock import PruneLocks
 from tests.fakehub import FakeHub
 from tests.support import age_everything, build_rich_cache, markdown_tables
 

@@ -1,10 +1,10 @@
-"""hfcache.fsops.Tree: the held folder descriptors it acts through."""
+"""hfcache.fs.ops.Tree: the held folder descriptors it acts through."""
 
 from __future__ import annotations
 
 import os
 
-from hfcache import fsops
+from hfcache.fs import ops as fsops
 from tests.trees import write
 
 

@@ -21,12 +21,12 @@ from dataclasses import replace
 import pytest
 from typer.testing import CliRunner
 
-from hfcache import config
 from hfcache.cli import app
-from hfcache.config import MinFree, Settings, find_config, load_config, parse_config, validate
 from hfcache.errors import ConfigError, PlanFileError, UsageError
-from hfcache.plan import Plan, PlanCache, PlanUnit
-from hfcache.serialize import MAX_PLAN_BYTES, load_plan_file, plan_to_dict
+from hfcache.plan import settings as config
+from hfcache.plan.build import Plan, PlanCache, PlanUnit
+from hfcache.plan.planfile import MAX_PLAN_BYTES, load_plan_file, plan_to_dict
+from hfcache.plan.settings import MinFree, Settings, find_config, load_config, parse_config, validate
 from tests.trees import commit
 
 ROOT = "/srv/cache/hub"
@@ -251,7 +251,7 @@ def test_an_oversized_plan_is_refused_before_it_is_read(tmp_path):
 
 def test_an_oversized_stream_is_refused(tmp_path, monkeypatch):
     """A pipe has no size to look at: reading stops at the limit."""
-    monkeypatch.setattr("hfcache.serialize.MAX_PLAN_BYTES", 1000)
+    monkeypatch.setattr("hfcache.plan.planfile.MAX_PLAN_BYTES", 1000)
     fifo = str(tmp_path / "plan.fifo")
     os.mkfifo(fifo)
     writer = subprocess.Popen(["sh", "-c", f"head -c 100000 /dev/zero | tr '\\0' ' ' > {fifo}"])
@@ -417,7 +417,7 @@ def test_validate_fills_the_library_gaps(settings, message):
 
 # Run hfcache with the system policy moved to argv[1]; the rest of argv is the command line.
 _HFCACHE = (
-    "import sys, hfcache.config as c; c.SYSTEM_CONFIG = sys.argv[1]; "
+    "import sys, hfcache.plan.settings as c; c.SYSTEM_CONFIG = sys.argv[1]; "
     "sys.argv = ['hfcache', *sys.argv[2:]]; from hfcache.cli import main; main()"
 )
 _PR_CAPBSET_DROP, _CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH = 24, 1, 2

@@ -21,9 +21,9 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from hfcache import system
 from hfcache.cli import app
-from hfcache.system import open_files
+from hfcache.fs import system
+from hfcache.fs.system import open_files
 from tests.trees import commit, repo
 
 DAY = 86400.0

@@ -337,7 +337,7 @@ def test_each_kind_refuses_a_home_folder_and_accepts_a_missing_default(fs, modul
 
 
 def test_keras_fallback_folder_is_scanned_when_it_exists(isolated_home):
-    from hfcache.caches import scan_caches
+    from hfcache.caches.scan import scan_caches
 
     fallback = keras.TMP_FALLBACK  # pointed into this test's home by conftest
     write(os.path.join(fallback, "models", "vgg16.h5"), 12)

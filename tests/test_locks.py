@@ -24,7 +24,7 @@ import pytest
 
 from hfcache import interrupt
 from hfcache.errors import CacheBusy
-from hfcache.locks import PruneLocks
+from hfcache.execute.prune_lock import PruneLocks
 
 ROOT_ONLY = pytest.mark.skipif(
     os.geteuid() != 0 and os.environ.get("CI") != "true",
@@ -42,7 +42,7 @@ HOLDER = """
 import json, os, sys
 from hfcache import interrupt
 from hfcache.errors import CacheBusy
-from hfcache.locks import PruneLocks
+from hfcache.execute.prune_lock import PruneLocks
 uid, gid = int(sys.argv[1]), int(sys.argv[2])
 groups = [int(g) for g in sys.argv[3].split(",") if g]
 root, lock, wait = sys.argv[4], sys.argv[5], float(sys.argv[6])

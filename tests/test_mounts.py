@@ -22,15 +22,15 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from hfcache import mounts
-from hfcache.caches import confine_to_mount, scan_caches
-from hfcache.caches import huggingface as hf
 from hfcache.caches import torch as torch_kind
+from hfcache.caches.huggingface import scan as hf
+from hfcache.caches.scan import confine_to_mount, scan_caches
 from hfcache.cli import app
-from hfcache.config import Policy, Settings
+from hfcache.fs import mounts
+from hfcache.fs.mounts import mount_points_under, unescape
 from hfcache.model import CacheInventory, Inventory, Item
-from hfcache.mounts import mount_points_under, unescape
-from hfcache.plan import make_plan
+from hfcache.plan.build import make_plan
+from hfcache.plan.settings import Policy, Settings
 from tests.trees import commit, link, repo, sha256, share, shared_store, write
 
 DAY = 86400.0

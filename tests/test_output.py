@@ -96,14 +96,18 @@ def test_verbose_levels(tmp_path):
         assert result.exit_code == 0, result.output
         json.loads(result.stdout)  # logging never mixes into the data on stdout
         log = result.stderr
-        assert re.search(rf"INFO hfcache.caches: huggingface: scanned {re.escape(root)} in [\d.]+s: 2 items, 4 revisions", log)
-        deleted = [line for line in log.splitlines() if "INFO hfcache.execute: deleted revision" in line]
+        assert re.search(
+            rf"INFO hfcache.caches.scan: huggingface: scanned {re.escape(root)} in [\d.]+s: 2 items, 4 revisions", log
+        )
+        deleted = [line for line in log.splitlines() if "INFO hfcache.execute.run: deleted revision" in line]
         assert len(deleted) == 2 and all("max-age" in line and "1000 bytes freed" in line for line in deleted)
         assert expected in log
         if absent:
             assert absent not in log
         else:
-            assert re.search(r"DEBUG hfcache\.caches\.hub_delete: remove \S+/blobs/org--a-e1: done, 1000 bytes freed", log)
+            assert re.search(
+                r"DEBUG hfcache\.caches\.huggingface\.delete: remove \S+/blobs/org--a-e1: done, 1000 bytes freed", log
+            )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,10 +15,10 @@ import stat
 import pytest
 from typer.testing import CliRunner
 
-from hfcache.audit import read_log
 from hfcache.cli import app
 from hfcache.errors import UsageError
-from hfcache.outputs import atomic_write, landing_places, open_append_nofollow, refuse_in_caches
+from hfcache.execute.audit import read_log
+from hfcache.output.files import atomic_write, landing_places, open_append_nofollow, refuse_in_caches
 from tests.support import contents, small_cache
 
 

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 import pytest
 
 from hfcache import parallel, progress
-from hfcache.caches import scan_caches
+from hfcache.caches.scan import scan_caches
 from tests.fakehub import FakeHub
 from tests.support import build_rich_cache
 

@@ -19,11 +19,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import hfcache
-from hfcache.caches.huggingface import HUB
-from hfcache.checks import target_problem
-from hfcache.config import Policy, Settings
-from hfcache.fsops import Tree
-from hfcache.plan import make_plan
+from hfcache.caches.huggingface.kind import HUB
+from hfcache.execute.checks import target_problem
+from hfcache.fs.ops import Tree
+from hfcache.plan.build import make_plan
+from hfcache.plan.settings import Policy, Settings
 from hfcache.prune import run_plan
 from tests.trees import commit, link, repo, sha256, share, shared_store, write
 

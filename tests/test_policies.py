@@ -6,10 +6,10 @@ import os
 
 import pytest
 
-from hfcache.config import MinFree, Policy, Settings
 from hfcache.model import CacheInventory, Disk, Inventory, Item, OrphanFile, PartialFile, Revision, ScanWarning, SharedPayload
-from hfcache.plan import make_plan
-from hfcache.policies import Candidate, keep_latest, max_age, protect
+from hfcache.plan.build import make_plan
+from hfcache.plan.policies import Candidate, keep_latest, max_age, protect
+from hfcache.plan.settings import MinFree, Policy, Settings
 from tests.support import (
     NOW,
     THREE,

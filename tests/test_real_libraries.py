@@ -23,8 +23,8 @@ from types import ModuleType
 import pytest
 
 from hfcache.caches import keras as keras_kind
-from hfcache.caches import scan_caches
 from hfcache.caches import torch as torch_kind
+from hfcache.caches.scan import scan_caches
 
 pytestmark = pytest.mark.integration
 os.environ.setdefault("KERAS_BACKEND", "torch")

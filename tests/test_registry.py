@@ -12,7 +12,8 @@ from importlib.metadata import EntryPoint
 import pytest
 from typer.testing import CliRunner
 
-from hfcache.caches import ENTRY_POINT_GROUP, KINDS, load_registry, scan_caches
+from hfcache.caches.registry import ENTRY_POINT_GROUP, KINDS, load_registry
+from hfcache.caches.scan import scan_caches
 from hfcache.cli import app
 from hfcache.errors import CacheNotADirectory, NotACache, UsageError
 

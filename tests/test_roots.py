@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from hfcache.caches.huggingface import default_root
+from hfcache.caches.huggingface.location import default_root
 
 
 @pytest.mark.parametrize(
@@ -55,7 +55,7 @@ def test_same_answer_as_huggingface_hub(env, tmp_path):
 
 
 def test_read_at_call_time_not_import(monkeypatch, tmp_path):
-    from hfcache.caches import KINDS
+    from hfcache.caches.registry import KINDS
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "a"))
     first = KINDS["huggingface"].default_roots(os.environ)[0]
@@ -67,7 +67,7 @@ def test_one_cache_through_a_symlink_and_another_spelling_is_scanned_once_and_lo
     """Roots are de-duplicated by (st_dev, st_ino): a prune of A and of a link to A takes one lock (exit 0, not 75)."""
     from typer.testing import CliRunner
 
-    from hfcache.caches import scan_caches
+    from hfcache.caches.scan import scan_caches
     from hfcache.cli import app
     from tests.trees import commit, repo
 

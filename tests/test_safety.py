@@ -20,17 +20,17 @@ import pytest
 from huggingface_hub import hf_hub_download, scan_cache_dir
 
 import hfcache
-from hfcache.audit import default_log_path, read_log
-from hfcache.caches.huggingface import HUB
+from hfcache.caches.huggingface.kind import HUB
 from hfcache.caches.torch import TORCH
-from hfcache.checks import LiveChecks, home_dirs, root_problem, target_problem
-from hfcache.config import Policy, Settings
 from hfcache.errors import UnsafePlan
-from hfcache.execute import execute_plan
+from hfcache.execute.audit import default_log_path, read_log
+from hfcache.execute.checks import LiveChecks, home_dirs, root_problem, target_problem
+from hfcache.execute.run import execute_plan
+from hfcache.fs.system import OpenFiles
 from hfcache.model import CacheInventory
-from hfcache.plan import make_plan
+from hfcache.plan.build import make_plan
+from hfcache.plan.settings import Policy, Settings
 from hfcache.prune import run_plan
-from hfcache.system import OpenFiles
 from tests.fakehub import FakeHub
 from tests.support import (
     DAY,
@@ -401,7 +401,7 @@ def test_a_second_prune_waits_then_exits_busy_with_nothing_deleted(tmp_path):
     before = contents(root)
     lock = os.path.join(root, ".locks", "hfcache-prune.lock")
     holder_code = (
-        "import sys\nfrom hfcache.locks import PruneLocks\n"
+        "import sys\nfrom hfcache.execute.prune_lock import PruneLocks\n"
         "with PruneLocks({sys.argv[1]: sys.argv[2]}, wait=0):\n    print('ready', flush=True)\n    sys.stdin.read()\n"
     )
     holder = subprocess.Popen(

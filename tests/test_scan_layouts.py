@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from hfcache.caches import huggingface as hf
+from hfcache.caches.huggingface import scan as hf
 from hfcache.errors import CacheNotADirectory, CacheNotFound, CacheUnreadable, NotACache
 from hfcache.model import CacheInventory, Item
 from tests.trees import commit, link, repo, sha256, share, shared_store, write

@@ -21,9 +21,9 @@ from typer.testing import CliRunner
 
 import hfcache
 from hfcache import interrupt
-from hfcache.audit import read_log
 from hfcache.cli import app
-from hfcache.locks import PruneLocks
+from hfcache.execute.audit import read_log
+from hfcache.execute.prune_lock import PruneLocks
 from tests.support import assert_kept_revisions_load_offline, contents, many_repos, small_cache
 from tests.support import slow_cli as safety_slow_cli
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hfcache.versions import group_versions, parse_version, split_version, version_key
+from hfcache.caches.versions import group_versions, parse_version, split_version, version_key
 
 # Name parts with digits but no version: letters glued to numbers, bare numbers, sizes.
 _word = st.from_regex(r"[a-uw-z]{1,6}[0-9]{0,3}|[0-9]{1,4}|[0-9]{1,2}[bk]", fullmatch=True)

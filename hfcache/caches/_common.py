@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ..deletion import PATHS, Deletion
-from ..errors import CacheNotADirectory, CacheNotFound, CacheUnreadable, NotACache
-from ..locks import is_lock_held
-from ..model import CacheInventory, Item, PartialFile, Revision, ScanWarning
-from ..versions import version_key
+from hfcache.caches.deletion import PATHS, Deletion
+from hfcache.caches.versions import version_key
+from hfcache.errors import CacheNotADirectory, CacheNotFound, CacheUnreadable, NotACache
+from hfcache.fs.locks import is_lock_held
+from hfcache.model import CacheInventory, Item, PartialFile, Revision, ScanWarning
 
 # hfcache's own lock against two prunes of one root (kinds whose root may hold it).
 PRUNE_LOCK = ".hfcache-prune.lock"
@@ -147,12 +147,12 @@ def inventory(
 
 @dataclass(frozen=True)
 class FunctionKind:
-    """A cache kind made of a module's functions (see :class:`hfcache.caches.CacheKind`).
+    """A cache kind made of a module's functions (see :class:`hfcache.caches.protocol.CacheKind`).
 
     ``shapes`` are regular expressions over a path relative to the root (``/``-separated):
     every path a prune removes must match one of them. ``lock_file`` is where, relative to
     the root, hfcache's own prune lock lives. ``deletion`` is how its units leave the disk
-    (:mod:`hfcache.deletion`; by default each unit's paths). A kind with ``parallel`` takes ``jobs=N`` (worker
+    (:mod:`hfcache.caches.deletion`; by default each unit's paths). A kind with ``parallel`` takes ``jobs=N`` (worker
     processes) and ``ledger=False`` (no :class:`~hfcache.model.BlobLedger`) in ``scan``.
     """
 

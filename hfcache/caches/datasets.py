@@ -19,10 +19,7 @@ import os
 import re
 from collections.abc import Mapping
 
-from ..locks import is_lock_held
-from ..model import CacheInventory, ScanWarning
-from ..versions import parse_version
-from ._common import (
+from hfcache.caches._common import (
     TEMPFILE_RE,
     FunctionKind,
     ScanState,
@@ -39,6 +36,9 @@ from ._common import (
     read_small_json,
     xdg_cache_home,
 )
+from hfcache.caches.versions import parse_version
+from hfcache.fs.locks import is_lock_held
+from hfcache.model import CacheInventory, ScanWarning
 
 KIND = "datasets"
 TITLE = "Hugging Face datasets cache"

@@ -18,9 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from ..model import CacheInventory, ScanWarning
-from ..versions import parse_version
-from ._common import (
+from hfcache.caches._common import (
     FunctionKind,
     ScanState,
     Unit,
@@ -34,6 +32,8 @@ from ._common import (
     names_in,
     open_root,
 )
+from hfcache.caches.versions import parse_version
+from hfcache.model import CacheInventory, ScanWarning
 
 KIND = "kagglehub"
 TITLE = "kagglehub cache"

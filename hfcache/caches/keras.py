@@ -21,9 +21,7 @@ import os
 from collections import defaultdict
 from collections.abc import Mapping
 
-from ..model import CacheInventory, Item, ScanWarning
-from ..versions import group_versions, split_extension
-from ._common import (
+from hfcache.caches._common import (
     FunctionKind,
     Unit,
     absent,
@@ -37,6 +35,8 @@ from ._common import (
     open_root,
     unknown_item,
 )
+from hfcache.caches.versions import group_versions, split_extension
+from hfcache.model import CacheInventory, Item, ScanWarning
 
 KIND = "keras"
 TITLE = "Keras cache"

@@ -18,9 +18,7 @@ import re
 from collections import defaultdict
 from collections.abc import Mapping
 
-from ..model import CacheInventory, Item, PartialFile, ScanWarning
-from ..versions import parse_version, split_version, strip_name
-from ._common import (
+from hfcache.caches._common import (
     TEMPFILE_RE,
     FunctionKind,
     Unit,
@@ -37,6 +35,8 @@ from ._common import (
     unknown_item,
     xdg_cache_home,
 )
+from hfcache.caches.versions import parse_version, split_version, strip_name
+from hfcache.model import CacheInventory, Item, PartialFile, ScanWarning
 
 KIND = "torch"
 TITLE = "PyTorch hub cache"

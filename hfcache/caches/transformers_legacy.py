@@ -20,9 +20,7 @@ import re
 from collections import defaultdict
 from collections.abc import Mapping
 
-from ..locks import is_lock_held
-from ..model import CacheInventory, Item, PartialFile, ScanWarning
-from ._common import (
+from hfcache.caches._common import (
     TEMPFILE_RE,
     FunctionKind,
     Unit,
@@ -38,8 +36,10 @@ from ._common import (
     read_small_json,
     unknown_item,
 )
-from .huggingface import _REPO_DIR_RE, default_hf_home
-from .torch import torch_home
+from hfcache.caches.huggingface.location import REPO_DIR_RE, default_hf_home
+from hfcache.caches.torch import torch_home
+from hfcache.fs.locks import is_lock_held
+from hfcache.model import CacheInventory, Item, PartialFile, ScanWarning
 
 KIND = "transformers-legacy"
 TITLE = "transformers < 4.22 cache"
@@ -83,7 +83,7 @@ def _identity(url: str | None, name: str) -> tuple[str, tuple[str, ...]]:
 
 def looks_like_cache(root: str) -> bool:
     names = names_in(root)
-    hub_folders = any(_REPO_DIR_RE.fullmatch(n) for n in names)  # TRANSFORMERS_CACHE of transformers >= 4.22
+    hub_folders = any(REPO_DIR_RE.fullmatch(n) for n in names)  # TRANSFORMERS_CACHE of transformers >= 4.22
     return hub_folders or any(
         _FILE_RE.fullmatch(n.removesuffix(".json").removesuffix(".lock")) or n == "version.txt" for n in names
     )
@@ -112,7 +112,7 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
             continue  # metadata and lock of a file listed on its own
         if name == "version.txt":
             continue  # transformers' migration marker (the hub cache keeps its own)
-        if _REPO_DIR_RE.fullmatch(name) or name == ".locks":
+        if REPO_DIR_RE.fullmatch(name) or name == ".locks":
             warnings.append(
                 ScanWarning(entry.path, "hub-layout folder (transformers >= 4.22); scan it with --kind huggingface", False)
             )

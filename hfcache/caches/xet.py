@@ -17,8 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from ..model import CacheInventory, Item, ScanWarning
-from ._common import (
+from hfcache.caches._common import (
     FunctionKind,
     Unit,
     absent,
@@ -33,7 +32,8 @@ from ._common import (
     open_root,
     unknown_item,
 )
-from .huggingface import default_hf_home
+from hfcache.caches.huggingface.location import default_hf_home
+from hfcache.model import CacheInventory, Item, ScanWarning
 
 KIND = "xet"
 TITLE = "Hugging Face Xet cache"

@@ -4,7 +4,7 @@ Each policy looks at :class:`Candidate` records (one per revision: a model's uni
 deletion) and returns ``{path: Decision}`` for the units it has an opinion on. A decision
 either *selects* a unit for deletion or *keeps* it, and always says which policy decided
 and why, so a plan can show a reason for every unit. No policy reads the disk, the clock
-or the environment; empty input gives ``{}``. How they combine is :mod:`hfcache.plan`'s job
+or the environment; empty input gives ``{}``. How they combine is :mod:`hfcache.plan.build`'s job
 (borg's ``do_prune`` shape: keep rules and protections veto, quotas run last).
 
 >>> c = [Candidate(path=f"/c/m/{v}", item_id="m", revision=v, version=v, last_modified=i)
@@ -23,9 +23,9 @@ from itertools import groupby
 
 from packaging.version import Version
 
-from .query import matching_glob
-from .units import describe_age
-from .versions import version_key
+from hfcache.caches.versions import version_key
+from hfcache.plan.query import matching_glob
+from hfcache.units import describe_age
 
 KEEP_PER = ("major", "minor")
 AGE_BY = ("atime", "mtime")

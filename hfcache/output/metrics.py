@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from .errors import UsageError
-from .model import Disk, Inventory
+from hfcache.errors import UsageError
+from hfcache.model import Disk, Inventory
 
 # name -> (type, help)
 METRICS: dict[str, tuple[str, str]] = {
@@ -100,7 +100,7 @@ def render_metrics(
 
 def write_textfile(text: str, path: str) -> None:
     """Write ``text`` to ``path`` atomically (node_exporter never reads half a file), mode 0644."""
-    from .outputs import atomic_write
+    from hfcache.output.files import atomic_write
 
     try:
         atomic_write(path, text, mode=0o644)

@@ -1,12 +1,12 @@
 """Carrying out a plan: exactly its units, in the order that never leaves a kept revision broken.
 
-:func:`execute_plan` takes a :class:`~hfcache.plan.Plan` and a fresh scan of its caches:
+:func:`execute_plan` takes a :class:`~hfcache.plan.build.Plan` and a fresh scan of its caches:
 
 1. every unit is matched against the fresh scan; one that vanished, changed, was read
    since the plan or is now damaged is *skipped* with a reason (a plan is never widened:
    what stays in the scan but not in the plan is never touched);
 2. every root and every path that could be removed is checked before the first deletion
-   (:func:`check_plan`, :mod:`hfcache.checks`): a root that is ``/``, a home folder or no
+   (:func:`check_plan`, :mod:`hfcache.execute.checks`): a root that is ``/``, a home folder or no
    longer a cache of its kind, a path outside the root, behind a symlink or of a shape the
    kind never deletes refuses the whole plan (:class:`UnsafePlan`);
 3. junk goes first (partial downloads, orphan blobs, unreferenced payloads, leftovers),
@@ -14,9 +14,9 @@
    running into the item, a file open or mapped by a process, a read since the plan), then
    its kind's re-validation on disk (refs changed since the plan, now the last revision);
    a unit that fails one is skipped. The rest go by the steps their kind declares
-   (:mod:`hfcache.deletion`; the hub's in :mod:`hfcache.caches.hub_delete`), each unit
+   (:mod:`hfcache.caches.deletion`; the hub's in :mod:`hfcache.caches.huggingface.delete`), each unit
    after a durable "started" line in the audit log and followed by its outcome;
-4. every step acts through :class:`hfcache.fsops.Tree`: relative to an open descriptor of
+4. every step acts through :class:`hfcache.fs.ops.Tree`: relative to an open descriptor of
    the root, one component at a time, never through a symlink, never across a mount.
    ``freed_bytes`` is what of the plan's accounting actually left the disk (files whose
    last link was removed), never the estimate; a unit whose removal hit an error is
@@ -32,16 +32,17 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from . import interrupt, progress
-from .audit import AuditLog
-from .caches import CacheKind, deletion_of, registry, shapes_of
-from .checks import LiveChecks, TargetCheck, home_dirs, memo_realpath, root_problem
-from .config import DEFAULT_JUNK_GRACE
-from .deletion import SETTLE, Deletion, Finisher, Outcome
-from .errors import AuditError, UnsafePlan
-from .fsops import Tree
-from .model import CacheInventory, Inventory, Item, Revision
-from .plan import Plan, PlanUnit
+from hfcache import interrupt, progress
+from hfcache.caches.deletion import SETTLE, Deletion, Finisher, Outcome
+from hfcache.caches.protocol import CacheKind, deletion_of, shapes_of
+from hfcache.caches.registry import registry
+from hfcache.errors import AuditError, UnsafePlan
+from hfcache.execute.audit import AuditLog
+from hfcache.execute.checks import LiveChecks, TargetCheck, home_dirs, memo_realpath, root_problem
+from hfcache.fs.ops import Tree
+from hfcache.model import CacheInventory, Inventory, Item, Revision
+from hfcache.plan.build import Plan, PlanUnit
+from hfcache.plan.settings import DEFAULT_JUNK_GRACE
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,7 @@ def _duplicates(plan: Plan) -> list[str]:
     return [u.path for u in plan.delete if u.path in seen or seen.add(u.path)]  # type: ignore[func-returns-value]
 
 
-# At most this many finishers wait for their settling time (:data:`hfcache.deletion.SETTLE`).
+# At most this many finishers wait for their settling time (:data:`hfcache.caches.deletion.SETTLE`).
 MAX_PENDING = 2000
 
 

@@ -1,8 +1,8 @@
 """How a cache kind deletes its units: the protocol execution drives, and the default for simple kinds.
 
-A kind's ``deletion`` (see :class:`hfcache.caches.CacheKind`) is everything
-:mod:`hfcache.execute` knows about taking its units off the disk. Execution opens each root
-once as a :class:`~hfcache.fsops.Tree` and hands it to these methods, which act only
+A kind's ``deletion`` (see :class:`hfcache.caches.protocol.CacheKind`) is everything
+:mod:`hfcache.execute.run` knows about taking its units off the disk. Execution opens each root
+once as a :class:`~hfcache.fs.ops.Tree` and hands it to these methods, which act only
 through it (descriptor-relative, one mount, symlinks never followed):
 
 1. :meth:`Deletion.recover` before anything else, under the prune lock: finish or roll back
@@ -26,13 +26,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from .locks import is_lock_held
-from .model import CacheInventory, Item, Revision
-from .units import describe_age
+from hfcache.fs.locks import is_lock_held
+from hfcache.model import CacheInventory, Item, Revision
+from hfcache.units import describe_age
 
 if TYPE_CHECKING:
-    from .fsops import Tree
-    from .plan import PlanUnit
+    from hfcache.fs.ops import Tree
+    from hfcache.plan.build import PlanUnit
 
 
 @dataclass

@@ -35,10 +35,10 @@ from typing import Any
 import platformdirs
 import yaml
 
-from .errors import ConfigError, UsageError
-from .policies import AGE_BY, KEEP_PER
-from .query import matching_glob
-from .units import describe_age, parse_duration, parse_size
+from hfcache.errors import ConfigError, UsageError
+from hfcache.plan.policies import AGE_BY, KEEP_PER
+from hfcache.plan.query import matching_glob
+from hfcache.units import describe_age, parse_duration, parse_size
 
 CONFIG_ENV = "HFCACHE_CONFIG"
 SYSTEM_CONFIG = "/etc/hfcache/config.yaml"

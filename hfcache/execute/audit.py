@@ -31,9 +31,9 @@ from collections.abc import Iterator
 
 import platformdirs
 
-from .errors import AuditError, UsageError
-from .plan import PlanUnit
-from .units import iso
+from hfcache.errors import AuditError, UsageError
+from hfcache.plan.build import PlanUnit
+from hfcache.units import iso
 
 LOG_NAME = "audit.log"
 

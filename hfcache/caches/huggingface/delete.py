@@ -27,7 +27,7 @@ does: setting something aside costs one rename, and no folder is made or removed
 :meth:`HubDeletion.recover` (run under the prune lock before anything is deleted) reads the
 trash: refs of a snapshot that is still there go back (unless a newer ref took their place),
 a snapshot set aside is finished, a blob set aside goes back if linked, else goes. The scan
-reads the trash the same way (:mod:`hfcache.caches.huggingface`), so a plan made before the
+reads the trash the same way (:mod:`hfcache.caches.huggingface.scan`), so a plan made before the
 repair already sees the refs where they belong.
 
 Left open (documented in the README): huggingface_hub checks that a blob exists *before*
@@ -47,10 +47,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from urllib.parse import quote, unquote
 
-from ..deletion import Finisher, Going, Outcomes, young
-from ..fsops import Tree, UnsafePath
-from ..locks import is_lock_held
-from ..model import CacheInventory, Item, Leftover, OrphanFile, Revision
+from hfcache.caches.deletion import Finisher, Going, Outcomes, young
+from hfcache.fs.locks import is_lock_held
+from hfcache.fs.ops import Tree, UnsafePath
+from hfcache.model import CacheInventory, Item, Leftover, OrphanFile, Revision
 
 try:
     import fcntl

@@ -8,7 +8,7 @@ somewhere else at the next call. :class:`Tree` never does that:
 * every path below it is reached one component at a time, each opened with
   ``O_NOFOLLOW | O_DIRECTORY`` relative to its parent's descriptor, and checked to be on
   the root's mount (a bind mount keeps ``st_dev``, so mount ids are compared too, see
-  :mod:`hfcache.mounts`). A symlink on the way is an error (``ELOOP``), never followed;
+  :mod:`hfcache.fs.mounts`). A symlink on the way is an error (``ELOOP``), never followed;
 * removal, renaming and reading act with ``dir_fd=`` on the last component. A symlink met
   inside a tree is unlinked, never its target; a mount point met inside a tree is neither
   entered nor removed (:class:`UnsafePath`), and the folders holding it stay.
@@ -26,7 +26,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .mounts import MountWatch, mount_id
+from hfcache.fs.mounts import MountWatch, mount_id
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 _FILE_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)

@@ -1,6 +1,6 @@
 """Plans: which units a policy deletes, which it keeps, why, and exactly how many bytes go.
 
-:func:`make_plan` combines the policies of :mod:`hfcache.policies` the way borg's
+:func:`make_plan` combines the policies of :mod:`hfcache.plan.policies` the way borg's
 ``do_prune`` does, and the way README and ``man hfcache`` document it:
 
 1. every policy given (``keep``, ``max_age``, ``junk``) selects units on its own;
@@ -12,8 +12,8 @@
 4. quotas run last, over what survives: ``max_size`` per cache, then ``min_free`` per
    file system, evicting the least recently used units until the target is met.
 
-The plan is a value; :mod:`hfcache.execute` carries it out. Its ``reclaim_bytes`` is
-counted by :class:`hfcache.accounting.Reclaim`, so a byte shared with a unit that stays
+The plan is a value; :mod:`hfcache.execute.run` carries it out. Its ``reclaim_bytes`` is
+counted by :class:`hfcache.plan.accounting.Reclaim`, so a byte shared with a unit that stays
 is not counted, and no byte is counted twice.
 """
 
@@ -23,11 +23,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
-from .accounting import Reclaim
-from .config import DEFAULT_JUNK_GRACE, Policy
-from .model import CacheInventory, Disk, Inventory, Item, Revision, uses_refs
-from .policies import Candidate, Decision, evict_lru, keep_latest, lru_order, max_age
-from .units import describe_age
+from hfcache.model import CacheInventory, Disk, Inventory, Item, Revision, uses_refs
+from hfcache.plan.accounting import Reclaim
+from hfcache.plan.policies import Candidate, Decision, evict_lru, keep_latest, lru_order, max_age
+from hfcache.plan.settings import DEFAULT_JUNK_GRACE, Policy
+from hfcache.units import describe_age
 
 PLAN_VERSION = 1
 WHATS = ("revision", "partial", "orphan", "payload", "leftover")

@@ -2,7 +2,7 @@
 
 Tables are for people (humanized sizes, relative ages), in the terminal or as GitHub-flavoured
 Markdown (``--format markdown``, for a CI job summary); ``--json`` output is the stable
-contract of :mod:`hfcache.serialize`. Rich honours ``NO_COLOR``; when stdout is not a
+contract of :mod:`hfcache.output.serialize`. Rich honours ``NO_COLOR``; when stdout is not a
 terminal, tables are laid out wide instead of wrapped to 80 columns. Logging (``--verbose``)
 and the progress bar go to stderr, the bar only when stderr is a terminal.
 """
@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import humanize
 
-from .model import CacheInventory, Inventory, ScanWarning, uses_refs
+from hfcache.model import CacheInventory, Inventory, ScanWarning, uses_refs
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
     from rich.table import Table
     from rich.text import Text
 
-    from .plan import Plan, PlanUnit
+    from hfcache.plan.build import Plan, PlanUnit
 
 MAX_WARNINGS_SHOWN = 20
 

@@ -1,6 +1,6 @@
 """The safety checks of a prune: where a path may be deleted, and whether a unit may go now.
 
-Two kinds of check, run at two moments by :mod:`hfcache.execute`:
+Two kinds of check, run at two moments by :mod:`hfcache.execute.run`:
 
 * **Before the first deletion**, over the whole plan (:func:`root_problem`,
   :func:`target_problem`): the root is a cache of its kind and not ``/`` or a home
@@ -24,15 +24,15 @@ from collections.abc import Callable, Collection, Iterable
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from .locks import is_lock_held
-from .model import CacheInventory, Leftover, PartialFile, Revision
+from hfcache.fs.locks import is_lock_held
+from hfcache.model import CacheInventory, Leftover, PartialFile, Revision
 
 if TYPE_CHECKING:
-    from .deletion import Deletion
-    from .fsops import Tree
-from .plan import PlanUnit
-from .system import OpenFiles, open_files
-from .units import describe_age
+    from hfcache.caches.deletion import Deletion
+    from hfcache.fs.ops import Tree
+from hfcache.fs.system import OpenFiles, open_files
+from hfcache.plan.build import PlanUnit
+from hfcache.units import describe_age
 
 try:
     import pwd

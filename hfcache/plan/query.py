@@ -13,8 +13,8 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
-from .errors import UsageError
-from .model import CacheInventory, Inventory, Item, Revision
+from hfcache.errors import UsageError
+from hfcache.model import CacheInventory, Inventory, Item, Revision
 
 SORT_KEYS = ("name", "size", "accessed", "modified")
 

@@ -1,7 +1,7 @@
 """What the machine says (psutil, /proc): mount options, free space, files processes hold open.
 
 Kept apart from the policies, which must not read the system: the planner gets these
-answers as data, and so do the live-use checks of :mod:`hfcache.checks`.
+answers as data, and so do the live-use checks of :mod:`hfcache.execute.checks`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import psutil
 
-from .model import Disk
+from hfcache.model import Disk
 
 
 def mount_of(path: str) -> tuple[str, frozenset[str]] | None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 
-from .model import CacheInventory, Item, OrphanFile, Revision
+from hfcache.model import CacheInventory, Item, OrphanFile, Revision
 
 
 class Reclaim:

@@ -18,7 +18,7 @@ import stat
 import tempfile
 from collections.abc import Iterable
 
-from .errors import UsageError
+from hfcache.errors import UsageError
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)

@@ -1,0 +1,1 @@
+"""The Hugging Face hub cache (``huggingface_hub``; used by transformers, diffusers, datasets, ...)."""

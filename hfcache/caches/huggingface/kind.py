@@ -1,0 +1,49 @@
+"""The hub cache as a cache kind: its protocol members (deletion shapes, steps, locks)."""
+
+from __future__ import annotations
+
+from hfcache.caches._common import (
+    TEMPFILE_RE,
+    FunctionKind,
+    names_in,
+)
+from hfcache.caches.huggingface.delete import HUB_DELETION
+from hfcache.caches.huggingface.location import (
+    KIND,
+    REPO_TYPES,
+    SHARED_STORE_DIR,
+    TITLE,
+    default_root,
+    looks_like_cache,
+)
+from hfcache.caches.huggingface.scan import scan
+
+_REPO_SHAPE = rf"(?:{'|'.join(REPO_TYPES)})--[^/]+"
+
+
+_COMMIT_SHAPE = "[0-9a-f]{40}"
+
+
+HUB = FunctionKind(
+    KIND,
+    TITLE,
+    tuple(REPO_TYPES.values()),
+    lambda env: [default_root(env)],
+    lambda root: looks_like_cache(names_in(root), root),
+    scan,
+    parallel=True,
+    shapes=(
+        _REPO_SHAPE,  # a whole repo folder, with its last revision
+        rf"{_REPO_SHAPE}/snapshots/{_COMMIT_SHAPE}",
+        rf"{_REPO_SHAPE}/refs/.+",  # a ref (refs/pr/1 too) naming a revision that goes
+        rf"{_REPO_SHAPE}/blobs/[^/]+",  # a blob no remaining revision uses, a partial, an orphan
+        rf"{_REPO_SHAPE}/\.no_exist/{_COMMIT_SHAPE}",
+        rf"{_REPO_SHAPE}/trees/{_COMMIT_SHAPE}\.json",
+        TEMPFILE_RE.pattern,  # the hub's symlink probe folder (tempfile.mkdtemp)
+        rf"{SHARED_STORE_DIR}/[0-9a-f]{{2}}/[0-9a-f]{{64}}",  # a shared payload (swept by the hub's own code)
+    ),
+    # The hub's scan_cache_dir warns about any unknown entry in the root, but skips .locks/;
+    # its own locks live one level down, in .locks/<repo folder>/, so this name cannot collide.
+    lock_file=".locks/hfcache-prune.lock",
+    deletion=HUB_DELETION,
+)

@@ -1,0 +1,132 @@
+"""Where a hub cache is, what it looks like, and the names of its parts (CACHE-LAYOUTS.md sections 1 and 2)."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+
+from hfcache.caches._common import (
+    FILES_TO_IGNORE,
+    check_dir,
+    env_path,
+    expanduser,
+    expandvars,
+    xdg_cache_home,
+)
+from hfcache.errors import CacheUnreadable, NotACache
+
+KIND = "huggingface"
+
+
+TITLE = "Hugging Face hub cache"
+
+
+REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space", "kernels": "kernel"}
+
+
+# Entries of the cache root that belong there and are never items: locks, the cache-directory
+# tag, and the migration markers of transformers 4.22-4.48 and diffusers 0.14+ (never delete those).
+ROOT_ENTRIES_TO_SKIP = frozenset({".locks", "CACHEDIR.TAG", "version.txt", "version_diffusers_cache.txt"})
+
+
+REPO_SUBDIRS = frozenset({"refs", "snapshots", "blobs", ".no_exist", "trees"})
+
+
+SHARED_STORE_DIR = "blobs"
+
+
+SHARED_STORE_MARKER = ".huggingface-shared-blobs"
+
+
+SHARED_STORE_MARKER_CONTENT = b"1\n"
+
+
+REPO_DIR_RE = re.compile(r"(models|datasets|spaces|kernels)--(.+)", re.DOTALL)
+
+
+COMMIT_RE = re.compile(r"[0-9a-f]{40}")
+
+
+INCOMPLETE_RE = re.compile(r"(?P<etag>.+?)(?P<token>\.[0-9a-f]{8})?\.incomplete", re.DOTALL)
+
+
+TEMP_BLOB_RE = re.compile(r"tmp_[0-9a-f-]{32,36}|\..+\.[0-9a-f]{8}\.(?:new|old|shared)", re.DOTALL)
+
+
+XET_HASH_RE = re.compile(r"[0-9a-f]{64}")
+
+
+PREFIX_RE = re.compile(r"[0-9a-f]{2}")
+
+
+# A folder opened to list it and read its entries relative to it (never through a symlink).
+DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _expand(path: str, env: Mapping[str, str]) -> str:
+    """``os.path.expandvars(os.path.expanduser(path))``, as the hub does, but reading ``env``."""
+    return expandvars(expanduser(path, env), env)
+
+
+def default_hf_home(env: Mapping[str, str]) -> str:
+    """``$HF_HOME``, else ``$XDG_CACHE_HOME/huggingface``, else ``~/.cache/huggingface``."""
+    hf_home = env_path(env, "HF_HOME")
+    if hf_home is None:
+        hf_home = os.path.join(xdg_cache_home(env), "huggingface")
+    return os.path.abspath(_expand(hf_home, env))
+
+
+def default_root(env: Mapping[str, str]) -> str:
+    """Where huggingface_hub puts its cache, with the library's precedence.
+
+    ``HF_HUB_CACHE`` > ``HUGGINGFACE_HUB_CACHE`` > ``$HF_HOME/hub`` >
+    ``$XDG_CACHE_HOME/huggingface/hub`` > ``~/.cache/huggingface/hub``. Read from ``env`` at
+    call time, never at import.
+
+    >>> default_root({"HOME": "/home/me"})
+    '/home/me/.cache/huggingface/hub'
+    >>> default_root({"HOME": "/home/me", "HF_HOME": "/data/hf", "HUGGINGFACE_HUB_CACHE": "/legacy"})
+    '/legacy'
+    """
+    explicit = env_path(env, "HF_HUB_CACHE") or env_path(env, "HUGGINGFACE_HUB_CACHE")
+    if explicit is not None:
+        return os.path.abspath(_expand(explicit, env))
+    return os.path.join(default_hf_home(env), "hub")
+
+
+def looks_like_cache(names: list[str], root: str) -> bool:
+    """Recognise a hub cache by what is in it: repo folders, ``.locks/``, ``CACHEDIR.TAG`` or the shared store."""
+    for name in names:
+        if REPO_DIR_RE.fullmatch(name) or name in {".locks", "CACHEDIR.TAG"}:
+            return True
+        if name == SHARED_STORE_DIR and os.path.isfile(os.path.join(root, name, SHARED_STORE_MARKER)):
+            return True
+    return False
+
+
+def check_root(path: str, *, explicit: bool) -> str | None:
+    """Validate a root before scanning it; return its resolved path, or None for "nothing cached yet".
+
+    A default root that does not exist yet is normal (nothing was ever downloaded). An explicit
+    root that does not exist, is not a folder, cannot be read, or holds something that is not a
+    hub cache (a home directory, ``$HF_HOME`` instead of ``$HF_HOME/hub``) is an error.
+    """
+    real = check_dir(path, explicit=explicit, title="cache directory")
+    if real is None:
+        return None
+    given = os.path.abspath(path)
+    try:
+        names = os.listdir(real)
+    except OSError as e:
+        raise CacheUnreadable(f"cannot read cache directory {given}: {e.strerror or e}", path=given) from e
+    names = [n for n in names if n not in FILES_TO_IGNORE]
+    if names and not looks_like_cache(names, real):
+        hint = ""
+        if os.path.isdir(os.path.join(real, "hub")):
+            hint = f" (did you mean {os.path.join(given, 'hub')}?)"
+        raise NotACache(
+            f"not a Hugging Face hub cache: {given} holds no repo folders, .locks/ or CACHEDIR.TAG{hint}",
+            path=given,
+        )
+    return real

@@ -1,0 +1,467 @@
+"""One repo folder: its refs, snapshots and blobs walked once into an :class:`~hfcache.model.Item`."""
+
+from __future__ import annotations
+
+import os
+import stat as stat_mod
+from collections import Counter, defaultdict
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from itertools import chain
+
+from hfcache.caches._common import (
+    FILES_TO_IGNORE,
+    measure,
+)
+from hfcache.caches.huggingface.delete import BLOB_MARK, REF_TMP_RE, TRASH, parse_ref_entry, parse_trash_name
+from hfcache.caches.huggingface.location import (
+    COMMIT_RE,
+    KIND,
+    REPO_SUBDIRS,
+)
+from hfcache.caches.huggingface.store import (
+    Blob,
+    Roots,
+    has_inner_dotdot,
+    list_folder,
+    new_blob,
+    open_folder,
+    read_small,
+    resolve_link,
+    scan_blobs_dir,
+    stat_blob,
+    stat_foreign,
+)
+from hfcache.caches.versions import parse_version, version_key
+from hfcache.model import (
+    Item,
+    Leftover,
+    OrphanFile,
+    PartialFile,
+    Revision,
+    ScanWarning,
+)
+
+
+@dataclass
+class RepoScan:
+    item: Item  # its revisions' reclaimable_bytes count plain blobs only; see store_exclusive
+    blobs: dict[str, Blob]
+    partials: list[PartialFile]
+    leftovers: list[Leftover]
+    # Revision index -> keys only that revision uses that link into the shared store: what
+    # deleting them frees depends on other repos, so the whole-cache step finishes their count.
+    store_exclusive: list[tuple[int, list[str]]] = field(default_factory=list)
+    # Filled by settle, which also shrinks ``blobs`` to the ledger's (size, payload) pairs.
+    counted: dict[str, tuple[int, str | None]] = field(default_factory=dict)
+    store_links: list[tuple[str, str]] = field(default_factory=list)  # (key, payload) of blobs linking into the store
+    own_bytes: int = 0  # referenced blobs in the repo's blobs/ (not shared-store links)
+    foreign: dict[str, int] = field(default_factory=dict)  # referenced files elsewhere in the cache
+    orphans: list[OrphanFile] = field(default_factory=list)
+
+
+def _scan_refs(refs_dir: str, warnings: list[ScanWarning]) -> dict[str, list[str]]:
+    """Map commit -> ref names, walking nested refs (``refs/pr/1``) and skipping atomic-write leftovers."""
+    refs: dict[str, list[str]] = defaultdict(list)
+    stack = [(refs_dir, "")]
+    while stack:
+        folder, prefix = stack.pop()
+        for entry in list_folder(folder, "refs", warnings):
+            name = entry.name
+            if name in FILES_TO_IGNORE:
+                continue
+            if entry.is_symlink():
+                warnings.append(ScanWarning(entry.path, "ref is a symlink, not followed"))
+            elif entry.is_dir(follow_symlinks=False):
+                stack.append((entry.path, f"{prefix}{name}/"))
+            elif REF_TMP_RE.search(name):
+                continue  # `refs/main.1a2b3c4d.tmp`: an interrupted atomic write, not a ref
+            else:
+                try:
+                    # A ref is a 40-byte pointer file, not model data.
+                    content = read_small(entry.path).decode("ascii", "replace").strip()
+                except OSError as e:
+                    warnings.append(ScanWarning(entry.path, f"cannot read ref ({e.strerror or e})"))
+                    continue
+                if COMMIT_RE.fullmatch(content):
+                    refs[content].append(prefix + name)
+                else:
+                    warnings.append(ScanWarning(entry.path, "ref does not hold a commit hash"))
+    return refs
+
+
+def _link_table(blobs: dict[str, Blob], depth: int, tables: dict[int, dict[str, str]]) -> dict[str, str]:
+    """The hub's own link target for each counted blob, ``"../" * depth + "blobs/<etag>"``, mapped to its key.
+
+    Made once per repo and folder depth (snapshots/<commit> is 2; 0 maps each key to itself),
+    so the hot loop of a scan recognises a link with one dict lookup, and the sets of keys it
+    builds hold the dict's own string objects, not an equal copy per link.
+    """
+    table = tables.get(depth)
+    if table is None:
+        up = "../" * depth
+        table = tables[depth] = {up + k: k for k, b in blobs.items() if b.size is not None and k.startswith("blobs/")}
+    return table
+
+
+def _not_a_link(
+    folder: str,
+    name: str,
+    fd: int,
+    error: OSError,
+    depth: int,
+    cut: int,
+    blobs: dict[str, Blob],
+    keys: set[str],
+    stack: list[tuple[str, int]],
+    warnings: list[ScanWarning],
+) -> int:
+    """A snapshot entry ``readlink`` refused (``error``): how many files it counts for (0 or 1).
+
+    A folder is walked (pushed on ``stack``); a regular file is its own blob (the no-symlink
+    mode of Windows or ``HF_HUB_DISABLE_SYMLINKS``); a link that cannot be read, or anything
+    else, is a warning, which keeps the revision from being deleted.
+    """
+    path = os.path.join(folder, name)
+    try:
+        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+    except OSError as e:
+        warnings.append(ScanWarning(path, f"cannot read snapshot entry ({e.strerror or e})"))
+        return 0
+    if stat_mod.S_ISDIR(st.st_mode):
+        stack.append((path, depth + 1))
+        return 0
+    if stat_mod.S_ISREG(st.st_mode):
+        key = path[cut:]
+        blobs[key] = stat_blob(st, path)
+        keys.add(key)
+        return 1
+    if stat_mod.S_ISLNK(st.st_mode):
+        warnings.append(ScanWarning(path, f"unreadable symlink ({error.strerror or error})"))
+        return 1
+    warnings.append(ScanWarning(path, "unexpected entry in snapshot (not a file or folder)"))
+    return 0
+
+
+def _scan_snapshot(
+    roots: Roots,
+    repo_dir: str,
+    snapshot_dir: str,
+    blobs: dict[str, Blob],
+    tables: dict[int, dict[str, str]],
+    warnings: list[ScanWarning],
+) -> tuple[set[str], int]:
+    """Walk one snapshot: the set of blob keys it reaches, and its number of files."""
+    keys: set[str] = set()
+    nb_files = 0
+    blobs_prefix = repo_dir + os.sep + "blobs" + os.sep
+    cut = len(repo_dir) + 1
+    # Folders and how deep they are below the repo folder (snapshots/<commit> is 2).
+    stack = [(snapshot_dir, 2)]
+    while stack:
+        folder, depth = stack.pop()
+        hub_links = _link_table(blobs, depth, tables)
+        # Names, and links read relative to the open folder: no DirEntry or path string per
+        # file, and the kernel resolves one name instead of the whole path (the hot loop).
+        try:
+            fd, names = open_folder(folder)
+        except OSError as e:
+            warnings.append(ScanWarning(folder, f"cannot read snapshot folder ({e.strerror or e})"))
+            continue
+        try:
+            for name in names:
+                try:
+                    target = os.readlink(name, dir_fd=fd)
+                except OSError as e:  # not a link (a folder, a file), or an unreadable one
+                    nb_files += _not_a_link(folder, name, fd, e, depth, cut, blobs, keys, stack, warnings)
+                    continue
+                nb_files += 1
+                key = hub_links.get(target)
+                if key is not None:  # almost every link: exactly what the hub writes, to a counted blob
+                    keys.add(key)
+                    continue
+                link = os.path.join(folder, name)
+                path = resolve_link(roots, folder, target)
+                rest = path[len(blobs_prefix) :]
+                if path.startswith(blobs_prefix) and os.sep not in rest and not has_inner_dotdot(target):
+                    key = _link_table(blobs, 0, tables).get("blobs/" + rest)
+                    if key is None:
+                        warnings.append(ScanWarning(link, "broken symlink (blob missing)"))
+                    else:
+                        keys.add(key)
+                    continue
+                found = stat_foreign(roots, path, target)
+                if isinstance(found, str):
+                    warnings.append(ScanWarning(link, found))
+                else:
+                    warnings.append(ScanWarning(link, "symlink points outside its repo's blobs/"))
+                    blobs.setdefault(found.path, found)
+                    keys.add(found.path)
+        finally:
+            os.close(fd)
+    return keys, nb_files
+
+
+def dir_times(path: str) -> tuple[float, float]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return 0.0, 0.0
+    return st.st_atime, st.st_mtime
+
+
+def _totals(blobs: dict[str, Blob], keys: Collection[str], fallback_dir: str) -> tuple[int, float, float]:
+    """Bytes of ``keys``' blobs and their newest atime and mtime (the folder's own times when none counts)."""
+    if keys:
+        # Columns of the blobs' records: sum() and max() then run in C (the hot path of a big scan).
+        sizes, atimes, mtimes, _, _ = zip(*map(blobs.__getitem__, keys), strict=True)
+        if None not in sizes:
+            return sum(sizes), max(atimes), max(mtimes)
+    sized = [blobs[k] for k in keys if blobs[k].size is not None]
+    if not sized:
+        return 0, *dir_times(fallback_dir)
+    return sum(b.size or 0 for b in sized), max(b.atime for b in sized), max(b.mtime for b in sized)
+
+
+# One repo folder's walk, in the order the hub reads it; 30 > 15 until the hub kind becomes a
+# package of its own (issue 16, point 1: location, walk, shared store, reclaim, deletion).
+def scan_repo(roots: Roots, entry: os.DirEntry[str], repo_type: str, item_id: str) -> RepoScan:  # noqa: C901
+    repo_dir = entry.path
+    warnings: list[ScanWarning] = []
+    blobs: dict[str, Blob] = {}
+    partials: list[PartialFile] = []
+    revisions: list[tuple[str, str, set[str], int, list[ScanWarning]]] = []
+    refs: dict[str, list[str]] = {}
+    traces: dict[str, list[str]] = {}
+    subdirs: dict[str, os.DirEntry[str]] = {}
+
+    def finish() -> RepoScan:
+        scan_ = _build_repo(roots, repo_dir, repo_type, item_id, warnings, blobs, partials, revisions, refs)
+        if not (revisions or refs or blobs or partials or any(w.blocks_deletion for w in warnings)):
+            # An emptied shell (an interrupted removal of the whole repo): it goes as one leftover.
+            m = measure(repo_dir, set(), [])
+            folders = [repo_dir, *(e.path for e in subdirs.values() if e.is_dir(follow_symlinks=False))]
+            newest = max(dir_times(d)[1] for d in folders)
+            scan_.leftovers.append(Leftover(repo_dir, item_id, None, m.size, max(newest, m.mtime)))
+        else:
+            scan_.leftovers.extend(_leftovers(item_id, traces, {r[0] for r in revisions}, refs))
+        return scan_
+
+    if entry.is_symlink():
+        warnings.append(ScanWarning(repo_dir, f"repo folder is a symlink (to {os.readlink(repo_dir)}), not followed"))
+        return finish()
+    try:
+        subdirs = {e.name: e for e in os.scandir(repo_dir)}
+    except NotADirectoryError:
+        warnings.append(ScanWarning(repo_dir, "repo entry is not a folder"))
+        return finish()
+    except OSError as e:
+        warnings.append(ScanWarning(repo_dir, f"cannot read repo folder ({e.strerror or e})"))
+        return finish()
+
+    for name, sub in sorted(subdirs.items()):
+        if name in FILES_TO_IGNORE:
+            continue
+        if name not in REPO_SUBDIRS:
+            warnings.append(ScanWarning(sub.path, "unexpected entry in repo folder"))
+        elif sub.is_symlink():
+            warnings.append(ScanWarning(sub.path, f"{name}/ is a symlink, not followed"))
+        elif not sub.is_dir(follow_symlinks=False):
+            warnings.append(ScanWarning(sub.path, f"{name} is not a folder"))
+
+    def usable(name: str) -> bool:
+        sub = subdirs.get(name)
+        return sub is not None and not sub.is_symlink() and sub.is_dir(follow_symlinks=False)
+
+    if usable("blobs"):
+        try:
+            blobs, partials = scan_blobs_dir(roots, repo_dir, entry.name, item_id, warnings)
+        except OSError as e:
+            warnings.append(ScanWarning(os.path.join(repo_dir, "blobs"), f"cannot read blobs ({e.strerror or e})"))
+    if usable("refs"):
+        refs = _scan_refs(os.path.join(repo_dir, "refs"), warnings)
+    set_aside: dict[str, Blob] = {}
+    if entry.name in roots.trash:
+        for commit, names in _scan_trash(repo_dir, roots.trash[entry.name], blobs, set_aside, warnings).items():
+            have = refs.setdefault(commit, [])
+            have.extend(n for n in names if n not in have)
+    for folder, suffix in ((".no_exist", ""), ("trees", ".json")):
+        if usable(folder):
+            for e in list_folder(os.path.join(repo_dir, folder), folder, warnings):
+                commit = e.name[: len(e.name) - len(suffix)] if e.name.endswith(suffix) else ""
+                if COMMIT_RE.fullmatch(commit):
+                    traces.setdefault(commit, []).append(e.path)
+    if "snapshots" not in subdirs:
+        # Normal after diffusers' cache migration or an interrupted delete: all blobs are orphans.
+        warnings.append(ScanWarning(os.path.join(repo_dir, "snapshots"), "no snapshots/ folder", blocks_deletion=False))
+    elif usable("snapshots"):
+        snapshots_dir = os.path.join(repo_dir, "snapshots")
+        tables: dict[int, dict[str, str]] = {}
+        for snap in sorted(list_folder(snapshots_dir, "snapshots", warnings), key=lambda e: e.name):
+            if snap.name in FILES_TO_IGNORE:
+                continue
+            if snap.is_symlink():
+                warnings.append(ScanWarning(snap.path, "snapshot is a symlink, not followed"))
+                continue
+            if not snap.is_dir(follow_symlinks=False):
+                warnings.append(ScanWarning(snap.path, "unexpected file in snapshots/"))
+                continue
+            rev_warnings: list[ScanWarning] = []
+            if not COMMIT_RE.fullmatch(snap.name):
+                rev_warnings.append(ScanWarning(snap.path, "snapshot folder is not named after a commit hash"))
+            keys, nb_files = _scan_snapshot(roots, repo_dir, snap.path, blobs, tables, rev_warnings)
+            revisions.append((snap.name, snap.path, keys, nb_files, rev_warnings))
+    if set_aside:  # a blob set aside that nothing links is gone (the repair deletes it), not an orphan
+        reached = set().union(*(r[2] for r in revisions))
+        for key in set_aside.keys() - reached:
+            del blobs[key]
+    return finish()
+
+
+def read_trash(roots: Roots, warnings: list[ScanWarning]) -> None:
+    """List hfcache's trash (``.locks/hfcache-trash/``) once, into ``roots.trash`` by repo folder."""
+    trash_dir = os.path.join(roots.real, TRASH)
+    try:
+        if not stat_mod.S_ISDIR(os.lstat(trash_dir).st_mode):
+            warnings.append(ScanWarning(trash_dir, "hfcache's trash is not a folder"))
+            return
+    except OSError:
+        return  # the usual case: no prune ever set anything aside here
+    for entry in list_folder(trash_dir, TRASH, warnings):
+        parsed = parse_trash_name(entry.name)
+        if parsed is None:
+            warnings.append(ScanWarning(entry.path, "unexpected entry in hfcache's trash", blocks_deletion=False))
+            continue
+        roots.trash.setdefault(parsed[0], []).append((entry, parsed[1]))
+
+
+def _scan_trash(
+    repo_dir: str,
+    entries: list[tuple[os.DirEntry[str], str]],
+    blobs: dict[str, Blob],
+    set_aside: dict[str, Blob],
+    warnings: list[ScanWarning],
+) -> dict[str, list[str]]:
+    """Read a repo's entries in hfcache's trash (a prune's work in progress) as the repair will leave them.
+
+    Refs set aside for a snapshot that is still there are its refs (commit -> names); a
+    blob set aside counts as the blob it was (``set_aside`` lists those); a snapshot set
+    aside is already gone. See :mod:`hfcache.caches.huggingface.delete` for the layout.
+    """
+    refs: dict[str, list[str]] = {}
+    for entry, name in entries:
+        regular = entry.is_file(follow_symlinks=False)
+        if name.startswith(BLOB_MARK) and regular:
+            key = "blobs/" + name[len(BLOB_MARK) :]
+            if key not in blobs:
+                st = entry.stat(follow_symlinks=False)
+                blobs[key] = set_aside[key] = new_blob(Blob, (st.st_size, st.st_atime, st.st_mtime, None, ""))
+            continue
+        ref = parse_ref_entry(name) if regular else None
+        commit = ref[0] if ref else name if COMMIT_RE.fullmatch(name) and entry.is_dir(follow_symlinks=False) else None
+        if commit is None:
+            warnings.append(ScanWarning(entry.path, "unexpected entry in hfcache's trash"))
+            continue
+        if os.path.lexists(os.path.join(repo_dir, "snapshots", commit)):
+            if ref and read_small(entry.path).decode("ascii", "replace").strip() == commit:
+                refs.setdefault(commit, []).append(ref[1])
+            message = "an interrupted prune set this revision's refs aside: the next prune puts them back"
+        else:
+            message = "an interrupted prune was removing this revision: the next prune finishes it"
+        warnings.append(ScanWarning(entry.path, message, blocks_deletion=False))
+    return refs
+
+
+def _build_repo(
+    roots: Roots,
+    repo_dir: str,
+    repo_type: str,
+    item_id: str,
+    warnings: list[ScanWarning],
+    blobs: dict[str, Blob],
+    partials: list[PartialFile],
+    revisions: list[tuple[str, str, set[str], int, list[ScanWarning]]],
+    refs: dict[str, list[str]],
+) -> RepoScan:
+    known = {name for name, *_ in revisions}
+    for commit, names in sorted(refs.items()):
+        if commit in known:
+            continue
+        refs_dir = os.path.join(repo_dir, "refs")
+        if os.path.isdir(os.path.join(repo_dir, ".no_exist", commit)):
+            # The hub writes the ref when a probe for a missing file (transformers does many) is the
+            # first request at a new commit: a normal state, not damage. The ref just has no snapshot yet.
+            message = f"ref(s) {', '.join(sorted(names))} point to commit {commit}, known only from .no_exist/"
+            warnings.append(ScanWarning(refs_dir, message, blocks_deletion=False))
+        else:
+            message = f"ref(s) {', '.join(sorted(names))} point to missing commit {commit}"
+            warnings.append(ScanWarning(refs_dir, message))
+    built: list[Revision] = []
+    all_keys: set[str] = set()
+    store_exclusive: list[tuple[int, list[str]]] = []
+    links_to_store = any(b.store is not None for b in blobs.values())
+    # How many revisions use each blob: deleting a revision frees the blobs only it uses.
+    use = Counter(chain.from_iterable(keys for _, _, keys, _, _ in revisions)) if len(revisions) > 1 else None
+    for index, (name, path, keys, nb_files, rev_warnings) in enumerate(revisions):
+        all_keys |= keys
+        size, atime, mtime = _totals(blobs, keys, path)
+        exclusive = keys if use is None else [k for k in keys if use[k] == 1]
+        if links_to_store:
+            in_store = [k for k in exclusive if blobs[k].store is not None]
+            if in_store:
+                store_exclusive.append((index, in_store))
+            freed = sum(blobs[k].size or 0 for k in exclusive if blobs[k].store is None)
+        else:
+            freed = size if exclusive is keys else _totals(blobs, exclusive, path)[0]
+        rev_refs = tuple(sorted(refs.get(name, ())))
+        built.append(
+            Revision(
+                revision=name,
+                path=path,
+                refs=rev_refs,
+                version=tag_version(rev_refs),
+                size_bytes=size,
+                reclaimable_bytes=freed,
+                last_accessed=atime,
+                last_modified=mtime,
+                nb_files=nb_files,
+                blobs=frozenset(keys),
+                warnings=tuple(rev_warnings),
+            )
+        )
+    size, atime, mtime = _totals(blobs, all_keys, repo_dir)
+    item = Item(
+        kind=KIND,
+        id=item_id,
+        type=repo_type,
+        path=repo_dir,
+        size_bytes=size,
+        last_accessed=atime,
+        last_modified=mtime,
+        revisions=tuple(built),
+        nb_blobs=len(all_keys),
+        warnings=tuple(warnings),
+    )
+    return RepoScan(item, blobs, partials, [], store_exclusive)
+
+
+def _leftovers(item_id: str, traces: dict[str, list[str]], snapshots: set[str], refs: dict[str, list[str]]) -> list[Leftover]:
+    """``.no_exist/<commit>`` and ``trees/<commit>.json`` of commits no snapshot holds and no ref names."""
+    out = []
+    for commit, paths in sorted(traces.items()):
+        if commit in snapshots or commit in refs:
+            continue
+        for path in paths:
+            m = measure(path, set(), [])
+            out.append(Leftover(path, item_id, commit, m.size, m.mtime))
+    return out
+
+
+def tag_version(refs: tuple[str, ...]) -> str | None:
+    """The highest version among a revision's refs (tags such as ``v1.2.0``), else None.
+
+    >>> tag_version(("main", "v1.2.0", "v1.10")), tag_version(("main",))
+    ('1.10', None)
+    """
+    versions = [v for v in (parse_version(r.rsplit("/", 1)[-1]) for r in refs) if v is not None]
+    return max(versions, key=version_key) if versions else None

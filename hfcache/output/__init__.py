@@ -1,0 +1,1 @@
+"""What hfcache shows and writes: the one Rich console, JSON, Prometheus metrics, files written safely."""

@@ -1,0 +1,148 @@
+"""The inventory as plain data: JSON contract version 1.
+
+Required fields (others may be added, none changes meaning)::
+
+    {"version": 1, "caches": [CACHE, ...]}
+    CACHE: {"kind", "root", "size_bytes", "items": [ITEM, ...], "warnings": [str, ...]}
+    ITEM:  {"id", "type", "path", "size_bytes", "last_accessed", "last_modified", "revisions": [REV, ...]}
+    REV:   {"revision", "refs", "size_bytes", "reclaimable_bytes", "version", "path", "last_accessed",
+            "last_modified"}
+
+``kind`` is one of ``huggingface``, ``torch``, ``keras``, ``xet``, ``datasets``, ``kagglehub``,
+``transformers-legacy`` or a plug-in's name. ``version`` is a normalised version string or
+null. ``paths`` (items and revisions) lists what deleting them removes; ``protected`` (caches)
+lists what must never be deleted. Times are ISO 8601 strings in UTC, sizes integers (bytes).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from hfcache.model import CacheInventory, Inventory, Item, Revision, uses_refs
+from hfcache.units import iso
+
+if TYPE_CHECKING:
+    pass
+
+# The plan functions import .plan (and with it the policy file reader and yaml) when first
+# called: `hfcache scan --json` does not need them (issue 7: every import is start-up time).
+
+JSON_VERSION = 1
+
+
+def revision_to_dict(rev: Revision, *, has_refs: bool = True) -> dict[str, Any]:
+    """``detached`` is null for kinds without refs (everything but the hub): no ref can point there."""
+    return {
+        "revision": rev.revision,
+        "refs": list(rev.refs),
+        "detached": rev.detached if has_refs else None,
+        "size_bytes": rev.size_bytes,
+        "reclaimable_bytes": rev.reclaimable_bytes,
+        "version": rev.version,
+        "path": rev.path,
+        "paths": list(rev.unit_paths),
+        "last_accessed": iso(rev.last_accessed),
+        "last_modified": iso(rev.last_modified),
+        "nb_files": rev.nb_files,
+        "warnings": [str(w) for w in rev.warnings],
+    }
+
+
+def item_to_dict(item: Item) -> dict[str, Any]:
+    has_refs = uses_refs(item.kind)
+    return {
+        "id": item.id,
+        "type": item.type,
+        "path": item.path,
+        "paths": list(item.unit_paths),
+        "size_bytes": item.size_bytes,
+        "last_accessed": iso(item.last_accessed),
+        "last_modified": iso(item.last_modified),
+        "nb_blobs": item.nb_blobs,
+        "deletable": item.deletable,
+        "warnings": [str(w) for w in item.warnings],
+        "revisions": [revision_to_dict(r, has_refs=has_refs) for r in item.revisions],
+    }
+
+
+def cache_to_dict(cache: CacheInventory, now: float) -> dict[str, Any]:
+    return {
+        "kind": cache.kind,
+        "title": cache.title,
+        "root": cache.root,
+        "exists": cache.exists,
+        "size_bytes": cache.size_bytes,
+        "shared_store": cache.shared_store,
+        "protected": list(cache.protected),
+        "items": [item_to_dict(i) for i in cache.items],
+        "partial_files": [
+            {
+                "path": p.path,
+                "item_id": p.item_id,
+                "size_bytes": p.size_bytes,
+                "last_modified": iso(p.last_modified),
+                "age_seconds": max(0, int(now - p.last_modified)),
+                "scheme": p.scheme,
+                "lock_path": p.lock_path,
+                "lock_held": p.lock_held,
+            }
+            for p in cache.partial_files
+        ],
+        "orphan_files": [
+            {
+                "path": o.path,
+                "item_id": o.item_id,
+                "size_bytes": o.size_bytes,
+                "last_accessed": iso(o.last_accessed),
+                "last_modified": iso(o.last_modified),
+                "shared_payload": o.shared_payload,
+            }
+            for o in cache.orphan_files
+        ],
+        "unreferenced_payloads": [
+            {
+                "path": s.path,
+                "size_bytes": s.size_bytes,
+                "last_accessed": iso(s.last_accessed),
+                "last_modified": iso(s.last_modified),
+                "has_manifest": s.has_manifest,
+            }
+            for s in cache.unreferenced_payloads
+        ],
+        "leftovers": [
+            {
+                "path": lo.path,
+                "item_id": lo.item_id,
+                "commit": lo.commit,
+                "size_bytes": lo.size_bytes,
+                "last_modified": iso(lo.last_modified),
+            }
+            for lo in cache.leftovers
+        ],
+        "warnings": [str(w) for w in cache.all_warnings],
+    }
+
+
+def inventory_to_dict(inventory: Inventory) -> dict[str, Any]:
+    """The whole inventory in the version-1 JSON contract."""
+    return {
+        "version": JSON_VERSION,
+        "scanned_at": iso(inventory.scanned_at),
+        "caches": [cache_to_dict(c, inventory.scanned_at) for c in inventory.caches],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Plans: JSON contract version 1
+#
+#   {"version": 1, "dry_run": bool, "reclaim_bytes": int, "delete": [UNIT, ...], "keep": [UNIT, ...]}
+#   UNIT: {"kind", "id", "revision", "path", "reclaim_bytes", "reasons": [str, ...]}
+#   after a real run, each delete UNIT also has "status" (deleted | skipped | failed) and
+#   "freed_bytes", and the plan has "freed_bytes".
+# Also written (and read back by ``hfcache apply``): "root", "what", "type", "version", "refs",
+# "size_bytes", "item_removed", and the times both as ISO strings and as epoch seconds.
+
+
+# Read back: every field checked for its type and range, so a hand-edited (or hostile) plan is one
+# line and exit 2, never a crash, a coercion ("false" is true) or a NaN that makes every time
+# comparison false.
