@@ -20,15 +20,6 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 
-def uses_refs(kind: str) -> bool:
-    """Only the hub names revisions by refs (branches, tags); elsewhere "detached" means nothing.
-
-    >>> uses_refs("huggingface"), uses_refs("torch")
-    (True, False)
-    """
-    return kind == "huggingface"
-
-
 @dataclass(frozen=True)
 class ScanWarning:
     """Something odd found while scanning, with the path it concerns.
@@ -57,7 +48,9 @@ class Revision:
     revision alone would free: blobs no other revision of the item uses, plus shared-store
     payloads nothing else in the cache references. ``blobs`` holds the keys of the blobs
     it reaches, relative to the item's folder (``blobs/<etag>``, or the snapshot file
-    itself in no-symlink mode).
+    itself in no-symlink mode). ``default`` marks what the owning library loads when asked
+    for no revision (the hub's ``main``, a torch hub repo's ``main``/``master`` branch): its
+    scanner knows, and a keep rule always keeps it.
 
     >>> r = Revision("a" * 40, "/c/models--x/snapshots/" + "a" * 40, refs=("main",))
     >>> r.detached
@@ -76,6 +69,7 @@ class Revision:
     warnings: tuple[ScanWarning, ...] = ()
     version: str | None = None
     paths: tuple[str, ...] = ()
+    default: bool = False
 
     @property
     def unit_paths(self) -> tuple[str, ...]:
@@ -220,7 +214,8 @@ class CacheInventory:
     downloads are listed apart and are not in the total. ``protected`` lists paths the
     owning library needs (the root, ``checkpoints/``, ``keras.json``, ``trusted_list``):
     nothing may ever delete them. ``ledger`` (hub only) says which blob and payload bytes
-    each revision stands for.
+    each revision stands for. ``has_refs``: its revisions are named by refs (branches, tags,
+    the hub's way); elsewhere "detached" means nothing and no ref can point anywhere.
     """
 
     kind: str
@@ -237,6 +232,7 @@ class CacheInventory:
     protected: tuple[str, ...] = ()
     leftovers: tuple[Leftover, ...] = ()
     ledger: BlobLedger | None = field(default=None, repr=False, compare=False)
+    has_refs: bool = False
 
     @property
     def all_warnings(self) -> list[ScanWarning]:

@@ -18,7 +18,7 @@ import logging
 import os
 from dataclasses import replace
 
-from hfcache.caches.protocol import lock_file_of
+from hfcache.caches.protocol import PRUNE_LOCK, CacheKind
 from hfcache.caches.registry import registry
 from hfcache.caches.scan import scan_caches
 from hfcache.errors import UsageError
@@ -111,11 +111,15 @@ def rescan(plan: Plan) -> Inventory:
     return Inventory(caches=tuple(caches), scanned_at=scanned_at)
 
 
+def _lock_file(kind: CacheKind | None) -> str:
+    return kind.lock_file if kind is not None else PRUNE_LOCK  # a kind not installed here: the default place
+
+
 def lock_files(plan: Plan) -> dict[str, str]:
     """The prune lock file of each root the plan deletes from (where its kind keeps it)."""
     kinds = registry().kinds
     roots = {u.root for u in plan.delete}
-    return {c.root: os.path.join(c.root, lock_file_of(kinds.get(c.kind))) for c in plan.caches if c.root in roots}
+    return {c.root: os.path.join(c.root, _lock_file(kinds.get(c.kind))) for c in plan.caches if c.root in roots}
 
 
 def run_plan(
@@ -155,7 +159,7 @@ def repair(plan: Plan, *, lock_wait: float = DEFAULT_LOCK_WAIT) -> list[str]:
     A cache whose lock cannot be created (read-only) is left as it is.
     """
     kinds = registry().kinds
-    needed = {c.root: os.path.join(c.root, lock_file_of(kinds.get(c.kind))) for c in plan.caches if os.path.isdir(c.root)}
+    needed = {c.root: os.path.join(c.root, _lock_file(kinds.get(c.kind))) for c in plan.caches if os.path.isdir(c.root)}
     with PruneLocks(needed, lock_wait) as locks:
         return recover(
             Inventory(

@@ -90,6 +90,9 @@ def test_torch_checkpoints_repos_and_leftovers(fs):
     vision = found["pytorch/vision"]
     assert vision.type == "hub-repo" and {r.revision: r.version for r in vision.revisions} == {"v0.10.0": "0.10.0", "main": None}
     assert vision.revisions[0].revision == "v0.10.0"  # versioned revisions sort newest
+    # torch.hub.load("pytorch/vision") with no ref loads the default branch: the scanner says which revision that is
+    assert {r.revision: r.default for r in vision.revisions} == {"v0.10.0": False, "main": True}
+    assert not any(r.default for r in resnet.revisions)
     assert vision.size_bytes == 40 + 60 + 41 and vision.deletable
     assert found["me/my_repo"].revisions[0].warnings == ()  # split known from trusted_list
     guessed = found["you/a_b"]

@@ -12,7 +12,7 @@ from importlib.metadata import EntryPoint
 import pytest
 from typer.testing import CliRunner
 
-from hfcache.caches.registry import ENTRY_POINT_GROUP, KINDS, load_registry
+from hfcache.caches.registry import ENTRY_POINT_GROUP, KINDS, load_registry, registry
 from hfcache.caches.scan import scan_caches
 from hfcache.cli import app
 from hfcache.errors import CacheNotADirectory, NotACache, UsageError
@@ -40,6 +40,35 @@ PLUGIN = textwrap.dedent(
             item = Item(kind=self.kind, id="llama3", type="model", path=root, size_bytes=1, revisions=(rev,))
             return CacheInventory(kind=self.kind, title=self.title, root=root, size_bytes=1, items=(item,))
 
+    class Ggufs:
+        # A third-party kind with deletion shapes: one .gguf file per item, pruned through the protocol alone.
+        kind = "ggufs"
+        title = "GGUF files"
+        types = ("model",)
+        shapes = (r"models/[^/]+[.]gguf",)
+
+        def default_roots(self, env):
+            return [os.path.join(env.get("HOME", "/"), ".ggufs")]
+
+        def recognizes(self, root):
+            return os.path.isdir(os.path.join(root, "models"))
+
+        def scan(self, root, *, explicit=True):
+            root = os.path.realpath(root)
+            if not os.path.isdir(os.path.join(root, "models")):
+                return CacheInventory(kind=self.kind, title=self.title, root=root, exists=False)
+            items = []
+            for name in sorted(os.listdir(os.path.join(root, "models"))):
+                path = os.path.join(root, "models", name)
+                st = os.stat(path)
+                rev = Revision(name, path, size_bytes=st.st_size, reclaimable_bytes=st.st_size,
+                               last_accessed=st.st_atime, last_modified=st.st_mtime)
+                items.append(Item(kind=self.kind, id=name, type="model", path=path, size_bytes=st.st_size,
+                                  last_accessed=st.st_atime, last_modified=st.st_mtime, revisions=(rev,)))
+            size = sum(i.size_bytes for i in items)
+            return CacheInventory(kind=self.kind, title=self.title, root=root, size_bytes=size, items=tuple(items),
+                                  protected=(os.path.join(root, "models"),))
+
     class NotAKind:
         pass
 
@@ -56,11 +85,12 @@ def plugin_dist(tmp_path, monkeypatch):
     write(str(site / "hfcache_test_plugin.py"), PLUGIN.encode())
     dist = site / "hfcache_test_plugin-1.0.dist-info"
     write(str(dist / "METADATA"), b"Metadata-Version: 2.1\nName: hfcache-test-plugin\nVersion: 1.0\n")
-    entry_points = f"[{ENTRY_POINT_GROUP}]\nollama = hfcache_test_plugin:Ollama\n"
+    entry_points = f"[{ENTRY_POINT_GROUP}]\nollama = hfcache_test_plugin:Ollama\nggufs = hfcache_test_plugin:Ggufs\n"
     write(str(dist / "entry_points.txt"), entry_points.encode())
     monkeypatch.syspath_prepend(str(site))
     yield site
     sys.modules.pop("hfcache_test_plugin", None)
+    registry.cache_clear()  # a test that read the plug-ins into the process's registry leaves none behind
 
 
 def test_builtin_kinds_are_the_documented_ones():
@@ -69,12 +99,49 @@ def test_builtin_kinds_are_the_documented_ones():
 
 def test_plugin_from_an_installed_distribution_is_scanned(plugin_dist, isolated_home):
     registry = load_registry()
-    assert "ollama" in registry.kinds
+    assert "ollama" in registry.kinds and "ggufs" in registry.kinds
     # It declares no deletion shapes: it is scanned, and told so, never pruned.
     assert len(registry.problems) == 1 and "declares no deletion shapes" in registry.problems[0]
     write(os.path.join(isolated_home, ".ollama", "models", "manifests", "x"), 3)
     inventory = scan_caches(kinds=["ollama"], kind_registry=registry)
     assert [(c.kind, [i.id for i in c.items]) for c in inventory.caches] == [("ollama", ["llama3"])]
+
+
+def test_a_third_party_kind_is_scanned_planned_and_pruned_through_the_protocol_alone(plugin_dist, isolated_home):
+    """Its shapes bound what goes, the defaults it did not give (lock place, deletion) apply; nothing kind-specific."""
+    registry.cache_clear()  # the process's registry is read again, with this test's plug-ins (see plugin_dist)
+    root = os.path.join(isolated_home, ".ggufs")
+    old = write(os.path.join(root, "models", "old.gguf"), 300)
+    new = write(os.path.join(root, "models", "new.gguf"), 200)
+    os.utime(old, (1_000_000_000, 1_000_000_000))  # 2001: far older than 30 days
+
+    runner = CliRunner()
+    listed = runner.invoke(app, ["scan", "--kind", "ggufs", "--json"])
+    assert listed.exit_code == 0, listed.output
+    [cache] = json.loads(listed.stdout)["caches"]
+    assert (cache["kind"], cache["size_bytes"], sorted(i["id"] for i in cache["items"])) == (
+        "ggufs",
+        500,
+        ["new.gguf", "old.gguf"],
+    )
+
+    done = runner.invoke(app, ["prune", "--kind", "ggufs", "--max-age", "30d", "--yes", "--json"])
+    assert done.exit_code == 0, done.output
+    units = json.loads(done.stdout)["delete"]
+    assert [(u["path"], u["status"], u["freed_bytes"]) for u in units] == [(old, "deleted", 300)]
+    assert not os.path.exists(old) and os.path.exists(new)
+    assert os.path.exists(os.path.join(root, ".hfcache-prune.lock"))  # the default place of the prune lock
+
+
+def test_a_third_party_kind_deletes_nothing_outside_its_shapes(plugin_dist, isolated_home):
+    """A scan of the kind names a path its shapes do not cover: the plan is refused whole, nothing deleted."""
+    registry.cache_clear()
+    root = os.path.join(isolated_home, ".ggufs")
+    odd = write(os.path.join(root, "models", "notes.txt"), 100)  # listed as an item, but no shape matches it
+    os.utime(odd, (1_000_000_000, 1_000_000_000))
+    done = CliRunner().invoke(app, ["prune", "--kind", "ggufs", "--max-age", "30d", "--yes"])
+    assert done.exit_code != 0 and "nothing deleted" in done.output
+    assert os.path.exists(odd)
 
 
 def test_broken_plugins_are_reported_not_fatal(plugin_dist):

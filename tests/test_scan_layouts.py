@@ -48,6 +48,7 @@ def test_refs_nested_tags_short_hashes_and_detached(fs):
     assert rev(item, C1).refs == (C1[:8], "main", "v1.0")
     assert rev(item, C2).refs == ("refs/pr/1",)
     assert rev(item, C3).refs == () and rev(item, C3).detached
+    assert [rev(item, c).default for c in (C1, C2, C3)] == [True, False, False]  # main: what loads without a revision
     assert item.deletable and item.warnings == ()
 
 

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from hfcache.caches.deletion import PATHS, Deletion
+from hfcache.caches.protocol import PRUNE_LOCK
 from hfcache.caches.versions import version_key
 from hfcache.errors import CacheNotADirectory, CacheNotFound, CacheUnreadable, NotACache
 from hfcache.fs.locks import is_lock_held
 from hfcache.model import CacheInventory, Item, PartialFile, Revision, ScanWarning
 
 # hfcache's own lock against two prunes of one root (kinds whose root may hold it).
-PRUNE_LOCK = ".hfcache-prune.lock"
 # A name Python's tempfile module makes (mkstemp, mkdtemp, NamedTemporaryFile): "tmp" and 8 characters.
 TEMPFILE_RE = re.compile(r"tmp[a-z0-9_]{8}")
 
@@ -296,6 +296,7 @@ class Unit:
     version: str | None = None
     refs: tuple[str, ...] = ()
     warnings: list[ScanWarning] = field(default_factory=list)
+    default: bool = False  # what the library loads when asked for no revision (Revision.default)
 
 
 def build_revision(unit: Unit, seen: set[tuple[int, int]], warnings: list[ScanWarning]) -> Revision:
@@ -316,6 +317,7 @@ def build_revision(unit: Unit, seen: set[tuple[int, int]], warnings: list[ScanWa
         warnings=tuple(unit.warnings),
         version=unit.version,
         paths=unit.paths if len(unit.paths) > 1 else (),
+        default=unit.default,
     )
 
 

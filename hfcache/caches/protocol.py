@@ -1,22 +1,54 @@
-"""The cache kind protocol: everything the rest of hfcache knows about a cache."""
+"""The cache kind protocol: everything the rest of hfcache knows about a cache.
+
+Planning and execution know a cache only through its :class:`CacheKind` and the inventory its
+``scan`` returns; no module outside :mod:`hfcache.caches` names a kind. What a kind decides
+travels in that inventory: which revision its library loads by default
+(:attr:`~hfcache.model.Revision.default`), whether revisions have refs
+(:attr:`~hfcache.model.CacheInventory.has_refs`), what must never be deleted
+(``protected``), and what each unit is (``unit_paths``). How its units leave the disk, how to
+tell a download running into an item, and how a killed prune is recovered are its
+``deletion`` (:class:`~hfcache.caches.deletion.Deletion`).
+
+A plug-in may provide only the members marked required; :func:`complete` gives it the
+defaults of the others, once, when the registry loads it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
-from hfcache.caches._common import PRUNE_LOCK
 from hfcache.caches.deletion import PATHS, Deletion
 from hfcache.model import CacheInventory
+
+# hfcache's prune lock, relative to a cache root, for kinds that do not say where they keep it.
+PRUNE_LOCK = ".hfcache-prune.lock"
+REQUIRED = ("kind", "title", "types", "default_roots", "recognizes", "scan")
 
 
 @runtime_checkable
 class CacheKind(Protocol):
-    """What every cache kind provides. ``kind`` is the name used by ``--kind`` and in JSON."""
+    """What every cache kind provides. ``kind`` is the name used by ``--kind`` and in JSON.
+
+    Required: ``kind``, ``title``, ``types`` (the item types its scan reports),
+    ``default_roots``, ``recognizes`` and ``scan``. The rest have defaults (:func:`complete`):
+
+    - ``shapes``: regular expressions over every path a prune may remove, relative to the
+      root (``/``-separated). Empty (the default): the kind is scanned, never pruned.
+    - ``lock_file``: where, relative to the root, hfcache's own prune lock lives.
+    - ``deletion``: how units leave the disk (default: each unit's paths, strictly).
+    - ``parallel``: ``scan`` also takes ``jobs=N`` (worker processes) and ``ledger=False``
+      (no :class:`~hfcache.model.BlobLedger`).
+    """
 
     kind: str
     title: str
     types: tuple[str, ...]
+    shapes: tuple[str, ...]
+    lock_file: str
+    deletion: Deletion
+    parallel: bool
 
     def default_roots(self, env: Mapping[str, str]) -> list[str]:
         """Where the owning library puts its cache, given these environment variables (most used first)."""
@@ -26,22 +58,59 @@ class CacheKind(Protocol):
         """Whether an existing folder looks like this kind's cache (to pick the kind of a ``--cache-dir``)."""
         ...
 
-    def scan(self, root: str, *, explicit: bool = True) -> CacheInventory:
+    def scan(self, root: str, *, explicit: bool = True, **options: Any) -> CacheInventory:
         """Scan one root; ``explicit`` roots must exist and be recognisable, default ones may be absent."""
         ...
 
 
-def shapes_of(kind: object) -> tuple[str, ...]:
-    """The deletion shapes a kind declares (empty: nothing of it is ever deleted)."""
-    return tuple(getattr(kind, "shapes", ()) or ())
+@dataclass(frozen=True)
+class _Completed:
+    """A kind that provides only the required members, with the defaults of the others."""
+
+    inner: Any
+    shapes: tuple[str, ...]
+    lock_file: str
+    deletion: Deletion
+    parallel: bool
+
+    @property
+    def kind(self) -> str:
+        return str(self.inner.kind)
+
+    @property
+    def title(self) -> str:
+        return str(self.inner.title)
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        return tuple(self.inner.types)
+
+    def default_roots(self, env: Mapping[str, str]) -> list[str]:
+        return list(self.inner.default_roots(env))
+
+    def recognizes(self, root: str) -> bool:
+        return bool(self.inner.recognizes(root))
+
+    def scan(self, root: str, *, explicit: bool = True, **options: Any) -> CacheInventory:
+        result: CacheInventory = self.inner.scan(root, explicit=explicit, **options)
+        return result
 
 
-def deletion_of(kind: object) -> Deletion:
-    """How a kind's units leave the disk."""
-    deletion = getattr(kind, "deletion", None)
-    return deletion if isinstance(deletion, Deletion) else PATHS
+def complete(obj: object) -> CacheKind:
+    """``obj`` as a full :class:`CacheKind`: as it is when it is one, else with the defaults it lacks.
 
-
-def lock_file_of(kind: object) -> str:
-    """Where, relative to its root, a kind's caches keep hfcache's prune lock."""
-    return getattr(kind, "lock_file", None) or PRUNE_LOCK
+    Raises :class:`TypeError` when a required member is missing.
+    """
+    missing = [name for name in REQUIRED if not hasattr(obj, name)]
+    if missing:
+        raise TypeError(f"it does not provide {', '.join(missing)}")
+    if isinstance(obj, CacheKind):
+        return obj
+    deletion = getattr(obj, "deletion", None)
+    return _Completed(
+        obj,
+        shapes=tuple(getattr(obj, "shapes", ()) or ()),
+        lock_file=getattr(obj, "lock_file", None) or PRUNE_LOCK,
+        deletion=deletion if isinstance(deletion, Deletion) else PATHS,
+        parallel=bool(getattr(obj, "parallel", False)),
+    )

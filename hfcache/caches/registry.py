@@ -18,7 +18,7 @@ from hfcache.caches.datasets import DATASETS
 from hfcache.caches.huggingface.kind import HUB
 from hfcache.caches.kagglehub import KAGGLEHUB
 from hfcache.caches.keras import KERAS
-from hfcache.caches.protocol import CacheKind, shapes_of
+from hfcache.caches.protocol import REQUIRED, CacheKind, complete
 from hfcache.caches.torch import TORCH
 from hfcache.caches.transformers_legacy import TRANSFORMERS_LEGACY
 from hfcache.caches.xet import XET
@@ -44,10 +44,8 @@ class Registry:
 def _load_plugin(ep: EntryPoint) -> CacheKind:
     obj = ep.load()
     # A class or a factory function is called with no arguments; an instance is used as is.
-    kind = obj() if isinstance(obj, type) or (callable(obj) and not isinstance(obj, CacheKind)) else obj
-    if not isinstance(kind, CacheKind):
-        raise TypeError("it does not provide kind, title, types, default_roots, recognizes and scan")
-    return kind
+    is_instance = not isinstance(obj, type) and all(hasattr(obj, name) for name in REQUIRED)
+    return complete(obj if is_instance or not callable(obj) else obj())
 
 
 def load_registry(plugins: Iterable[EntryPoint] | None = None) -> Registry:
@@ -68,7 +66,7 @@ def load_registry(plugins: Iterable[EntryPoint] | None = None) -> Registry:
             problems.append(f"cache plug-in {ep.name!r} ({ep.value}) not loaded: kind {kind.kind!r} already exists")
             continue
         kinds[kind.kind] = kind
-        if not shapes_of(kind):
+        if not kind.shapes:
             problems.append(
                 f"cache plug-in {ep.name!r} ({ep.value}) declares no deletion shapes: its caches are scanned, never pruned"
             )

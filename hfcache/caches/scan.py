@@ -448,7 +448,7 @@ def scan_caches(
             options = {"jobs": jobs} if jobs > 1 else {}
             if not ledger:
                 options["ledger"] = False
-            if options and getattr(kind, "parallel", False):
+            if options and kind.parallel:
                 inventory = kind.scan(root, explicit=explicit, **options)
             else:
                 inventory = kind.scan(root, explicit=explicit)

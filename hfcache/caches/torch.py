@@ -159,7 +159,8 @@ def _scan_repo_folder(
     if not os.path.isfile(os.path.join(entry.path, "hubconf.py")):
         return unknown_item(KIND, entry.path, root, seen, "no hubconf.py: not a torch hub repo")
     repo_id, ref, certain = split
-    unit = Unit(ref, (entry.path,), version=parse_version(ref))
+    # torch.hub.load("owner/repo") without a ref takes the default branch, main (or master before).
+    unit = Unit(ref, (entry.path,), version=parse_version(ref), default=ref in ("main", "master"))
     if not certain:
         unit.warnings.append(
             ScanWarning(

@@ -33,8 +33,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from hfcache import interrupt, progress
-from hfcache.caches.deletion import SETTLE, Deletion, Finisher, Outcome
-from hfcache.caches.protocol import CacheKind, deletion_of, shapes_of
+from hfcache.caches.deletion import PATHS, SETTLE, Deletion, Finisher, Outcome
+from hfcache.caches.protocol import CacheKind
 from hfcache.caches.registry import registry
 from hfcache.errors import AuditError, UnsafePlan
 from hfcache.execute.audit import AuditLog
@@ -142,9 +142,14 @@ def check_roots(plan: Plan) -> None:
     roots = {(u.kind, u.root) for u in plan.delete}
     for kind, root in sorted(roots):
         cache = CacheInventory(kind=kind, root=root)
-        problem = root_problem(cache, getattr(kinds.get(kind), "recognizes", None), homes)
+        known = kinds.get(kind)
+        problem = root_problem(cache, known.recognizes if known is not None else None, homes)
         if problem:
             raise UnsafePlan(f"plan refused, nothing deleted: {problem}")
+
+
+def _deletion(kind: CacheKind | None) -> Deletion:
+    return kind.deletion if kind is not None else PATHS
 
 
 def check_plan(work: list[_Work], *, kinds: Mapping[str, CacheKind], keep: Iterable[str] = ()) -> list[str]:
@@ -154,12 +159,12 @@ def check_plan(work: list[_Work], *, kinds: Mapping[str, CacheKind], keep: Itera
     problems = []
     for w in work:
         kind = kinds.get(w.cache.kind)
-        problem = root_problem(w.cache, getattr(kind, "recognizes", None), homes)
+        problem = root_problem(w.cache, kind.recognizes if kind is not None else None, homes)
         if problem:
             problems.append(problem)
             continue
-        shapes = shapes_of(kind)
-        deletion = deletion_of(kind)
+        shapes = kind.shapes if kind is not None else ()  # a kind not installed here: nothing matches
+        deletion = _deletion(kind)
         paths = [p for unit, found in w.junk for p in deletion.junk_targets(w.cache, unit, found)]
         paths += [p for item, units in w.revisions.values() for p in deletion.targets(w.cache, item, units)]
         check = TargetCheck(w.cache, shapes, keep, resolve=memo_realpath())  # folders shared by many paths: looked at once
@@ -284,7 +289,7 @@ def recover(inventory: Inventory) -> list[str]:
             continue
         try:
             with Tree(cache.root) as tree:
-                notes += deletion_of(kinds.get(cache.kind)).recover(tree, cache)
+                notes += _deletion(kinds.get(cache.kind)).recover(tree, cache)
         except OSError as e:
             notes.append(f"{cache.root}: cannot check for an interrupted prune: {e.strerror or e}")
     for note in notes:
@@ -327,7 +332,7 @@ def execute_plan(
     run = _Run(plan, skipped, audit)
     try:
         for w in work:
-            deletion = deletion_of(kinds.get(w.cache.kind))
+            deletion = _deletion(kinds.get(w.cache.kind))
             tree = trees.get(w.cache.root)
             if tree is None or w.cache.root in failed:
                 why = failed.get(w.cache.root, "its cache root could not be opened")

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import humanize
 
-from hfcache.model import CacheInventory, Inventory, ScanWarning, uses_refs
+from hfcache.model import CacheInventory, Inventory, ScanWarning
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -278,7 +278,7 @@ def _versions(versions: list[str | None]) -> Text:
 
 
 def _item_table(cache: CacheInventory, now: float) -> Table:
-    with_refs = uses_refs(cache.kind)
+    with_refs = cache.has_refs
     table = _table("ID", "TYPE", "SIZE", "ACCESSED", "MODIFIED", "REVS", "REFS" if with_refs else "VERSIONS")
     for item in cache.items:
         if with_refs:
@@ -298,7 +298,7 @@ def _item_table(cache: CacheInventory, now: float) -> Table:
 
 
 def _revision_table(cache: CacheInventory, now: float) -> Table:
-    with_refs = uses_refs(cache.kind)
+    with_refs = cache.has_refs
     columns = ["ID", "REVISION", "VERSION", "SIZE", "RECLAIMABLE", "ACCESSED", "MODIFIED", "FILES"]
     table = _table(*columns, *(["REFS"] if with_refs else []))
     for item in cache.items:
@@ -336,7 +336,7 @@ def scan_tables(
         if not cache.exists:
             out.line("  nothing cached yet (the folder does not exist)")
             continue
-        noun = "repo" if uses_refs(cache.kind) else "item"
+        noun = "repo" if cache.has_refs else "item"
         if cache.items:
             out.table(_revision_table(cache, now) if revisions else _item_table(cache, now))
         else:

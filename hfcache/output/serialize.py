@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from hfcache.model import CacheInventory, Inventory, Item, Revision, uses_refs
+from hfcache.model import CacheInventory, Inventory, Item, Revision
 from hfcache.units import iso
 
 if TYPE_CHECKING:
@@ -48,8 +48,7 @@ def revision_to_dict(rev: Revision, *, has_refs: bool = True) -> dict[str, Any]:
     }
 
 
-def item_to_dict(item: Item) -> dict[str, Any]:
-    has_refs = uses_refs(item.kind)
+def item_to_dict(item: Item, *, has_refs: bool = True) -> dict[str, Any]:
     return {
         "id": item.id,
         "type": item.type,
@@ -74,7 +73,7 @@ def cache_to_dict(cache: CacheInventory, now: float) -> dict[str, Any]:
         "size_bytes": cache.size_bytes,
         "shared_store": cache.shared_store,
         "protected": list(cache.protected),
-        "items": [item_to_dict(i) for i in cache.items],
+        "items": [item_to_dict(i, has_refs=cache.has_refs) for i in cache.items],
         "partial_files": [
             {
                 "path": p.path,

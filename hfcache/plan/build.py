@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
-from hfcache.model import CacheInventory, Disk, Inventory, Item, Revision, uses_refs
+from hfcache.model import CacheInventory, Disk, Inventory, Item, Revision
 from hfcache.plan.accounting import Reclaim
 from hfcache.plan.policies import Candidate, Decision, evict_lru, keep_latest, lru_order, max_age
 from hfcache.plan.settings import DEFAULT_JUNK_GRACE, Policy
@@ -101,13 +101,6 @@ class Plan:
         return tuple(u for u in self.delete if u.status == "failed")
 
 
-def is_default_revision(item: Item, rev: Revision) -> bool:
-    """What a library loads when asked for no revision: the hub's ``main``, a torch hub repo's default branch."""
-    if uses_refs(item.kind):
-        return "main" in rev.refs
-    return item.type == "hub-repo" and rev.revision in ("main", "master")
-
-
 def candidate(item: Item, rev: Revision) -> Candidate:
     return Candidate(
         path=rev.path,
@@ -119,7 +112,7 @@ def candidate(item: Item, rev: Revision) -> Candidate:
         last_accessed=rev.last_accessed,
         last_modified=rev.last_modified,
         size_bytes=rev.size_bytes,
-        default=is_default_revision(item, rev),
+        default=rev.default,
     )
 
 

@@ -42,7 +42,7 @@ class Candidate:
     path: str
     item_id: str
     revision: str
-    kind: str = "huggingface"
+    kind: str = ""  # the cache kind (items of two kinds never group together)
     version: str | None = None
     refs: tuple[str, ...] = ()
     last_accessed: float = 0.0

@@ -74,7 +74,7 @@ def scan(root: str, *, explicit: bool = True, jobs: int = 1, ledger: bool = True
     """
     real = check_root(root, explicit=explicit)
     if real is None:
-        return CacheInventory(kind=KIND, title=TITLE, root=os.path.abspath(root), exists=False)
+        return CacheInventory(kind=KIND, title=TITLE, root=os.path.abspath(root), exists=False, has_refs=True)
     roots = Roots(real=real, given=os.path.abspath(root), store=os.path.join(real, SHARED_STORE_DIR))
     cache_warnings: list[ScanWarning] = []
     try:
@@ -154,4 +154,5 @@ def scan(root: str, *, explicit: bool = True, jobs: int = 1, ledger: bool = True
         shared_store=roots.store_marked,
         leftovers=tuple(lo for scan_ in scans for lo in scan_.leftovers),
         ledger=blob_ledger,
+        has_refs=True,
     )

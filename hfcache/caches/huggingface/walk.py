@@ -427,6 +427,7 @@ def _build_repo(
                 nb_files=nb_files,
                 blobs=frozenset(keys),
                 warnings=tuple(rev_warnings),
+                default="main" in rev_refs,  # what from_pretrained() loads without a revision
             )
         )
     size, atime, mtime = _totals(blobs, all_keys, repo_dir)
