@@ -28,7 +28,7 @@ from hfcache.units import parse_duration, parse_size
 # them, so that `hfcache scan` starts faster (every command starts with a scan).
 if TYPE_CHECKING:
     from hfcache.model import Inventory
-    from hfcache.plan.build import Plan
+    from hfcache.plan.decisions import Execution, Plan
 
 app = typer.Typer(
     name="hfcache",
@@ -268,15 +268,18 @@ class KeepPer(str, Enum):
     minor = "minor"
 
 
-def _emit(plan: Plan, fmt: OutputFormat, *, show_keep: bool = True, quiet: bool = False) -> None:
+def _emit(
+    plan: Plan, fmt: OutputFormat, *, execution: Execution | None = None, show_keep: bool = True, quiet: bool = False
+) -> None:
+    """The plan, or with ``execution`` the record of its run, in the chosen format; warnings on stderr."""
     from hfcache.plan.planfile import plan_to_dict
 
     if fmt is OutputFormat.json:
-        render.json_document(plan_to_dict(plan))
+        render.json_document(plan_to_dict(plan, execution))
     else:
-        render.plan_tables(plan, show_keep=show_keep, markdown=fmt is OutputFormat.markdown)
+        render.plan_tables(plan, execution=execution, show_keep=show_keep, markdown=fmt is OutputFormat.markdown)
     if not quiet:
-        render.plan_warnings(plan)
+        render.plan_warnings(plan if execution is None else execution)
 
 
 def _cache_roots(roots: Iterable[str]) -> list[str]:
@@ -310,8 +313,8 @@ class _Run:
     lock_wait: float
     log: str | None
 
-    def emit(self, plan: Plan, *, show_keep: bool = True) -> None:
-        _emit(plan, self.fmt, show_keep=show_keep, quiet=self.quiet)
+    def emit(self, plan: Plan, *, execution: Execution | None = None, show_keep: bool = True) -> None:
+        _emit(plan, self.fmt, execution=execution, show_keep=show_keep, quiet=self.quiet)
 
     def __call__(self, plan: Plan, inventory: Inventory | None) -> None:
         """Ask on a terminal (unless --yes), refuse without one, then execute and report.
@@ -351,11 +354,11 @@ class _Run:
             with _progress(not self.quiet):
                 result = run_plan(plan, inventory, lock_wait=self.lock_wait, log=self.log)
             try:
-                self.emit(result, show_keep=False)
+                self.emit(result.plan, execution=result, show_keep=False)
             except OSError:
                 if not interrupt.requested():
                     raise  # SIGHUP: the terminal may be gone; the audit log has the record
-        stopped = getattr(result, "stopped", None)  # a signal, or the audit log could not be written
+        stopped = result.stopped  # a signal, or the audit log could not be written
         if interrupt.requested():
             done = "stopped after the unit under way; the rest was not deleted" if stopped else "the run had ended"
             render.error(f"{interrupt.reason()}: {done}")

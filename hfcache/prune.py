@@ -27,7 +27,8 @@ from hfcache.execute.prune_lock import DEFAULT_LOCK_WAIT, PruneLocks
 from hfcache.execute.run import check_roots, execute_plan, recover
 from hfcache.fs.system import disk_of, mount_of
 from hfcache.model import CacheInventory, Disk, Inventory
-from hfcache.plan.build import Plan, make_plan
+from hfcache.plan.build import make_plan
+from hfcache.plan.decisions import Execution, Plan
 from hfcache.plan.planfile import load_plan_file, plan_to_dict
 from hfcache.plan.settings import Policy, Settings, find_config, load_config, validate
 
@@ -128,7 +129,7 @@ def run_plan(
     *,
     lock_wait: float = DEFAULT_LOCK_WAIT,
     log: str | None = None,
-) -> Plan:
+) -> Execution:
     """Execute ``plan`` against ``inventory`` (a fresh scan of its caches when None).
 
     The audit log (``log``, default :func:`hfcache.execute.audit.default_log_path`) is opened
@@ -148,8 +149,9 @@ def run_plan(
         roots = {u.root for u in plan.delete} - set(locks.failed)
         repaired = recover(Inventory(caches=tuple(CacheInventory(c.kind, c.root) for c in plan.caches if c.root in roots)))
         fresh = rescan(plan) if inventory is None or locks.waited or repaired else inventory
-        result = execute_plan(plan, fresh, audit=audit, failed=locks.failed)
-        return replace(result, warnings=(*repaired, *result.warnings)) if repaired else result
+        if repaired:  # said first, with the plan's own warnings
+            plan = replace(plan, warnings=(*repaired, *plan.warnings))
+        return execute_plan(plan, fresh, audit=audit, failed=locks.failed)
 
 
 def repair(plan: Plan, *, lock_wait: float = DEFAULT_LOCK_WAIT) -> list[str]:

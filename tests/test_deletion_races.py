@@ -101,9 +101,9 @@ def test_a_folder_swapped_for_a_symlink_during_the_run_redirects_no_deletion(tmp
     before = contents(outside)
     result = execute_plan(plan, inventory, live=_hook(plant)([root]))
     assert contents(outside) == before
-    (unit,) = result.delete
+    (unit,) = result.results
     if swap == "snapshot subfolder":  # the link itself goes with the snapshot; never its target
-        assert unit.status == "deleted" and unit.freed_bytes == unit.reclaim_bytes == 1010  # e1 and t1; the link: nothing
+        assert unit.status == "deleted" and unit.freed_bytes == unit.unit.reclaim_bytes == 1010  # e1 and t1; the link: nothing
     else:
         assert unit.status == "failed" and "symlink" in unit.error, unit
         assert unit.freed_bytes == 0
@@ -139,7 +139,7 @@ def test_a_folder_mounted_into_a_snapshot_during_the_run_is_never_emptied(tmp_pa
     try:
         result = execute_plan(plan, inventory, live=_hook(mount)([root]))
         assert contents(outside) == before
-        (unit,) = result.delete
+        (unit,) = result.results
         assert unit.status == "failed" and "mount point" in unit.error, unit
     finally:
         subprocess.run(["umount", "-l", sub], check=False)
@@ -194,7 +194,7 @@ def test_a_folder_mounted_between_two_units_is_seen_before_the_second_loses_a_fi
     finally:
         subprocess.run(["umount", "-l", sub], check=False)
     assert contents(outside) == before
-    first, last = result.delete
+    first, last = result.results
     assert first.status == "deleted", first
     assert last.status == "failed" and "mount point" in last.error and last.freed_bytes == 0, last
     assert sorted(os.listdir(second.path)) == kept  # refused whole: not a file of it went
@@ -307,10 +307,10 @@ def test_two_stale_plans_never_remove_a_models_last_revision(tmp_path):
     newest = [u for u in plan.keep if u.what == "revision"]
     other = replace(plan, delete=tuple(replace(u, item_removed=False) for u in newest), keep=())
     first = run_plan(plan, log=str(tmp_path / "a.log"))
-    assert {u.status for u in first.delete} == {"deleted"}
+    assert {r.status for r in first.results} == {"deleted"}
     second = run_plan(other, inventory, log=str(tmp_path / "b.log"))
-    assert {u.status for u in second.delete} == {"skipped"}, second.delete
-    assert all("last revision" in u.error for u in second.delete)
+    assert {r.status for r in second.results} == {"skipped"}, second.results
+    assert all("last revision" in (r.error or "") for r in second.results)
     cache = rescan(plan).caches[0]
     assert sorted(len(i.revisions) for i in cache.items) == [1, 1]
 
@@ -343,7 +343,7 @@ def test_a_blob_linked_by_a_download_after_it_was_set_aside_goes_back(tmp_path, 
     monkeypatch.setattr(HubDeletion, "_set_aside", link_then_check)
     result = execute_plan(plan, inventory)
     assert calls, "the blobs were set aside"
-    unit = next(u for u in result.delete if u.id == "org/a")
+    unit = next(r for r in result.results if r.unit.id == "org/a")
     assert unit.status == "deleted"
     with open(os.path.join(repo_dir, "snapshots", late, "w.bin"), "rb") as f:
         assert len(f.read()) == 1000  # the link heals: the blob went back under its name
@@ -373,7 +373,7 @@ def test_a_blob_a_revision_newer_than_the_plan_links_goes_back_at_once(tmp_path,
     monkeypatch.setattr(HubDeletion, "_finish_blobs", look_then_finish)
     result = execute_plan(plan, inventory)
     assert seen == [True], "the linked blob was back before the settling time was over"
-    unit = next(u for u in result.delete if u.id == "org/a")
+    unit = next(r for r in result.results if r.unit.id == "org/a")
     assert unit.status == "deleted" and unit.freed_bytes == 0
     with open(os.path.join(repo_dir, "snapshots", late, "w.bin"), "rb") as f:
         assert len(f.read()) == 1000
@@ -548,7 +548,7 @@ def test_with_the_locks_folder_a_symlink_no_revision_goes_and_each_says_why(tmp_
     inventory, plan = _plan(root, max_age=30 * DAY)
     assert plan.delete
     result = execute_plan(plan, inventory)
-    assert {u.status for u in result.delete} == {"failed"}
-    assert all(".locks" in u.error and "symlink" in u.error and u.freed_bytes == 0 for u in result.delete)
+    assert {r.status for r in result.results} == {"failed"}
+    assert all(".locks" in (r.error or "") and "symlink" in (r.error or "") and r.freed_bytes == 0 for r in result.results)
     assert contents(root) == before
     assert "hfcache-trash" not in os.listdir(elsewhere)  # nothing made through the link

@@ -143,7 +143,7 @@ def test_plans_are_exact_safe_and_do_what_they_say(spec):
             assert cache.size_bytes - plan.reclaim_bytes <= spec["max_size"]
 
         result = run_plan(plan)
-        assert {u.status for u in result.delete} <= {"deleted"}
+        assert {r.status for r in result.results} <= {"deleted"}
         after = hfcache.scan([root]).caches[0]
         assert cache.size_bytes - after.size_bytes == plan.reclaim_bytes
         assert scan_cache_dir(root).warnings == []

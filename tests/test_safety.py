@@ -214,10 +214,10 @@ def test_a_path_swapped_for_a_link_out_after_the_plan_leaves_the_outside_untouch
     except UnsafePlan as e:
         assert swap == "repo folder" and "through a symlink" in str(e)
     else:
-        unit = next(u for u in result.delete if u.revision == old)
+        unit = next(r for r in result.results if r.unit.revision == old)
         if fresh or swap == "repo folder":
             assert unit.status == "skipped", unit
-        other = next(u for u in result.delete if u.revision == commit("org--b-old"))
+        other = next(r for r in result.results if r.unit.revision == commit("org--b-old"))
         assert other.status == "deleted"
     assert contents(outside) == before
 
@@ -315,7 +315,7 @@ def test_units_read_or_gone_since_the_plan_are_skipped(tmp_path):
     os.utime(os.path.join(repos["org--a"], "blobs", "org--a-e1"), (time.time(), time.time() - 60 * DAY))
     shutil.rmtree(os.path.join(repos["org--b"], "snapshots", commit("org--b-old")))
     result = execute_plan(plan, inventory)  # the scan the plan came from, as `prune --yes` does
-    status = {u.id: (u.status, u.error) for u in result.delete}
+    status = {r.unit.id: (r.status, r.error) for r in result.results}
     assert status["org/a"][0] == "skipped" and "read since the plan" in status["org/a"][1]
     assert status["org/b"] == ("skipped", "no longer in the cache")
     assert os.path.isdir(os.path.join(repos["org--a"], "snapshots", commit("org--a-old")))
@@ -328,7 +328,7 @@ def test_processes_whose_files_cannot_be_seen_are_reported(tmp_path):
     plan = make_plan(inventory, Policy(overrides=Settings(max_age=30 * DAY)), now=time.time())
     live = LiveChecks([root], list_open_files=lambda roots: OpenFiles({}, denied=3))
     result = execute_plan(plan, inventory, live=live)
-    assert {u.status for u in result.delete} == {"deleted"}
+    assert {r.status for r in result.results} == {"deleted"}
     assert any("3 process(es) could not be read" in w for w in result.warnings)
 
 

@@ -32,7 +32,7 @@ from hfcache.units import describe_age
 
 if TYPE_CHECKING:
     from hfcache.fs.ops import Tree
-    from hfcache.plan.build import PlanUnit
+    from hfcache.plan.decisions import PlanUnit
 
 
 @dataclass

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 import platformdirs
 
 from hfcache.errors import AuditError, UsageError
-from hfcache.plan.build import PlanUnit
+from hfcache.plan.decisions import PlanUnit, UnitResult
 from hfcache.units import iso
 
 LOG_NAME = "audit.log"
@@ -82,11 +82,11 @@ class AuditLog:
 
     def start(self, unit: PlanUnit) -> None:
         """Record, durably, that ``unit`` is about to go (before its first step)."""
-        self._write(unit, "started", sync=True)
+        self._write(unit, None, sync=True)
 
-    def record(self, unit: PlanUnit, *, sync: bool = False) -> None:
+    def record(self, result: UnitResult, *, sync: bool = False) -> None:
         """Append the outcome of one unit (deleted, or failed part-way) as one line."""
-        self._write(unit, unit.status or "unknown", sync=sync)
+        self._write(result.unit, result, sync=sync)
 
     def sync(self) -> None:
         """Flush the lines written so far to disk."""
@@ -96,7 +96,8 @@ class AuditLog:
         except OSError as e:
             raise AuditError(f"cannot write the audit log {self.path}: {e.strerror or e}") from None
 
-    def _write(self, unit: PlanUnit, status: str, *, sync: bool) -> None:
+    def _write(self, unit: PlanUnit, result: UnitResult | None, *, sync: bool) -> None:
+        """One line: ``result`` is what the unit did, None for the line before its first step."""
         assert self._fd is not None, "AuditLog used outside its with block"
         now = time.time()
         line = {
@@ -111,12 +112,12 @@ class AuditLog:
             "revision": unit.revision,
             "what": unit.what,
             "path": unit.path,
-            "status": status,
-            "bytes": unit.freed_bytes or 0,
+            "status": "started" if result is None else result.status,
+            "bytes": 0 if result is None else result.freed_bytes,
             "reasons": list(unit.reasons),
-            "error": unit.error,
+            "error": None if result is None else result.error,
         }
-        if status == "started":
+        if result is None:
             line.update(refs=list(unit.refs), version=unit.version, planned_bytes=unit.reclaim_bytes)
         data = (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")
         try:

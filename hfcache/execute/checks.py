@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from hfcache.caches.deletion import Deletion
     from hfcache.fs.ops import Tree
 from hfcache.fs.system import OpenFiles, open_files
-from hfcache.plan.build import PlanUnit
+from hfcache.plan.decisions import PlanUnit
 from hfcache.units import describe_age
 
 try:

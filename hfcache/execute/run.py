@@ -1,6 +1,7 @@
 """Carrying out a plan: exactly its units, in the order that never leaves a kept revision broken.
 
-:func:`execute_plan` takes a :class:`~hfcache.plan.build.Plan` and a fresh scan of its caches:
+:func:`execute_plan` takes a :class:`~hfcache.plan.decisions.Plan` and a fresh scan of its caches, and
+returns an :class:`~hfcache.plan.decisions.Execution`: one result per unit, beside the plan.
 
 1. every unit is matched against the fresh scan; one that vanished, changed, was read
    since the plan or is now damaged is *skipped* with a reason (a plan is never widened:
@@ -22,7 +23,7 @@
    last link was removed), never the estimate; a unit whose removal hit an error is
    ``failed``, with the first error;
 5. a signal (SIGINT, SIGTERM, SIGHUP) or an audit log that cannot be written stops the run
-   between two units; the rest are skipped, and the result's ``stopped`` says why.
+   between two units; the rest are skipped, and the execution's ``stopped`` says why.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from hfcache import interrupt, progress
 from hfcache.caches.deletion import PATHS, SETTLE, Deletion, Finisher, Outcome
@@ -41,7 +42,7 @@ from hfcache.execute.audit import AuditLog
 from hfcache.execute.checks import LiveChecks, TargetCheck, home_dirs, memo_realpath, root_problem
 from hfcache.fs.ops import Tree
 from hfcache.model import CacheInventory, Inventory, Item, Revision
-from hfcache.plan.build import Plan, PlanUnit
+from hfcache.plan.decisions import Execution, Plan, PlanUnit, Status, UnitResult, What
 from hfcache.plan.settings import DEFAULT_JUNK_GRACE
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def _prepare(plan: Plan, inventory: Inventory) -> tuple[list[_Work], dict[str, s
             skipped[unit.path] = "its cache was not found"
             continue
         w = work.setdefault((unit.kind, unit.root), _Work(cache))
-        if unit.what == "revision":
+        if unit.what is What.REVISION:
             key = (unit.kind, unit.root)
             if key not in revisions:
                 revisions[key] = {r.path: (i, r) for i in cache.items for r in i.revisions}
@@ -112,10 +113,10 @@ def _prepare(plan: Plan, inventory: Inventory) -> tuple[list[_Work], dict[str, s
             key3 = (unit.kind, unit.root, unit.what)
             if key3 not in junk:
                 pool: Iterable[object] = {
-                    "partial": cache.partial_files,
-                    "orphan": cache.orphan_files,
-                    "payload": cache.unreferenced_payloads,
-                    "leftover": cache.leftovers,
+                    What.PARTIAL: cache.partial_files,
+                    What.ORPHAN: cache.orphan_files,
+                    What.PAYLOAD: cache.unreferenced_payloads,
+                    What.LEFTOVER: cache.leftovers,
                 }.get(unit.what, ())
                 junk[key3] = {str(getattr(x, "path", "")): x for x in pool}
             found = junk[key3].get(unit.path)
@@ -172,12 +173,12 @@ def check_plan(work: list[_Work], *, kinds: Mapping[str, CacheKind], keep: Itera
     return problems
 
 
-def _result(unit: PlanUnit, o: Outcome, skipped: str | None) -> PlanUnit:
+def _result(unit: PlanUnit, o: Outcome, skipped: str | None) -> UnitResult:
     if skipped is not None:
-        return replace(unit, status="skipped", freed_bytes=0, error=skipped)
+        return UnitResult(unit, Status.SKIPPED, 0, skipped)
     if o.errors:
-        return replace(unit, status="failed", freed_bytes=o.freed, error=o.errors[0])
-    return replace(unit, status="deleted", freed_bytes=o.freed)
+        return UnitResult(unit, Status.FAILED, o.freed, o.errors[0])
+    return UnitResult(unit, Status.DELETED, o.freed)
 
 
 def _duplicates(plan: Plan) -> list[str]:
@@ -197,7 +198,7 @@ class _Run:
         self.skipped = skipped
         self.audit = audit
         self.out: dict[str, Outcome] = {u.path: Outcome() for u in plan.delete}
-        self.done: dict[str, PlanUnit] = {}
+        self.done: dict[str, UnitResult] = {}
         self.pending: list[tuple[float, Tree, Finisher, list[PlanUnit]]] = []
         self.stopped: str | None = None
 
@@ -217,13 +218,13 @@ class _Run:
 
     def finish(self, unit: PlanUnit) -> None:
         self.done[unit.path] = result = _result(unit, self.out[unit.path], self.skipped.get(unit.path))
-        if self.audit is not None and result.status != "skipped":
+        if self.audit is not None and result.status is not Status.SKIPPED:
             try:
                 self.audit.record(result)
             except AuditError as e:
                 self.stop(str(e))
-        why = result.error or "; ".join(result.reasons)
-        log.info("%s %s %s: %s (%d bytes freed)", result.status, unit.what, unit.path, why, result.freed_bytes or 0)
+        why = result.error or "; ".join(unit.reasons)
+        log.info("%s %s %s: %s (%d bytes freed)", result.status, unit.what, unit.path, why, result.freed_bytes)
         progress.report("deleting", len(self.done), len(self.plan.delete))
 
     def later(self, tree: Tree, finisher: Finisher | None, units: list[PlanUnit]) -> None:
@@ -304,8 +305,8 @@ def execute_plan(
     live: LiveChecks | None = None,
     audit: AuditLog | None = None,
     failed: Mapping[str, str] | None = None,
-) -> Plan:
-    """Carry out ``plan`` against ``inventory`` (a fresh scan of its caches); returns the plan with outcomes.
+) -> Execution:
+    """Carry out ``plan`` against ``inventory`` (a fresh scan of its caches); returns what each unit did.
 
     Raises :class:`UnsafePlan`, before deleting anything, when any root or target fails
     :func:`check_plan`. Then, cache by cache and model by model, each unit passes the
@@ -314,7 +315,7 @@ def execute_plan(
     first step and its outcome after; ``failed`` maps roots that may not be touched (their
     prune lock could not be taken) to the reason, and fails their units. A signal
     (:mod:`hfcache.interrupt`) or an audit log that cannot be written stops the run before
-    the next unit: the rest are skipped, and the result's ``stopped`` says why.
+    the next unit: the rest are skipped, and the execution's ``stopped`` says why.
     """
     dupes = _duplicates(plan)
     if dupes:
@@ -354,7 +355,7 @@ def execute_plan(
             if u.path not in run.done:
                 skipped.setdefault(u.path, f"not attempted: {run.stopped}")
     results = tuple(run.done.get(u.path) or _result(u, run.out[u.path], skipped.get(u.path)) for u in plan.delete)
-    return replace(plan, delete=results, dry_run=False, warnings=(*plan.warnings, *live.notes), stopped=run.stopped)
+    return Execution(plan, results, notes=tuple(live.notes), stopped=run.stopped)
 
 
 def _run_junk(run: _Run, live: LiveChecks, deletion: Deletion, tree: Tree, w: _Work, grace: float) -> None:

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from rich.table import Table
     from rich.text import Text
 
-    from hfcache.plan.build import Plan, PlanUnit
+    from hfcache.plan.decisions import Execution, Plan, PlanUnit, UnitResult
 
 MAX_WARNINGS_SHOWN = 20
 
@@ -373,7 +373,7 @@ def scan_tables(
             )
 
 
-_STATUS_STYLE = {"deleted": "green", "skipped": "yellow", "failed": "bold red"}
+_STATUS_STYLE = {"deleted": "green", "skipped": "yellow", "failed": "bold red"}  # by Status
 
 
 def _unit_name(unit: PlanUnit) -> Text:
@@ -388,53 +388,58 @@ def _unit_name(unit: PlanUnit) -> Text:
     return Text(f"{unit.what}: {os.path.basename(unit.path)}", style="dim")
 
 
-def _plan_table(units: tuple[PlanUnit, ...], *, ran: bool, keep: bool) -> Table:
-    columns = ["KIND", "ID", "REVISION", "STATUS", "FREED", "WHY"] if ran else ["KIND", "ID", "REVISION", "FREES", "WHY"]
+def _plan_table(units: tuple[PlanUnit, ...], *, results: tuple[UnitResult, ...] | None = None, keep: bool = False) -> Table:
+    """Units to delete (with ``results``: what each did), or with ``keep`` the units kept."""
     if keep:
         columns = ["KIND", "ID", "REVISION", "WHY"]
+    elif results is not None:
+        columns = ["KIND", "ID", "REVISION", "STATUS", "FREED", "WHY"]
+    else:
+        columns = ["KIND", "ID", "REVISION", "FREES", "WHY"]
     table = _table(*columns)
-    for u in units:
+    for i, u in enumerate(units):
         row: list[Text | str] = [u.kind, Text(u.id or "-"), _unit_name(u)]
-        if ran and not keep:
-            row += [Text(u.status or "-", style=_STATUS_STYLE.get(u.status or "", "")), size(u.freed_bytes or 0)]
+        why = "; ".join(u.reasons)
+        if results is not None:
+            r = results[i]
+            row += [Text(str(r.status), style=_STATUS_STYLE.get(r.status, "")), size(r.freed_bytes)]
+            if r.error:
+                why += f" ({r.error})"
         elif not keep:
             row.append(size(u.reclaim_bytes))
-        why = "; ".join(u.reasons)
-        if u.error:
-            why += f" ({u.error})"
         row.append(why)
         table.add_row(*row)
     return table
 
 
-def plan_tables(plan: Plan, *, show_keep: bool = True, markdown: bool = False) -> None:
-    """The human view of a plan (or of a run): what goes and why, what stays and why, the totals.
+def plan_tables(plan: Plan, *, execution: Execution | None = None, show_keep: bool = True, markdown: bool = False) -> None:
+    """The human view of a plan (or with ``execution``, of its run): what goes and why, what stays and why, the totals.
 
     The plan's warnings are not part of it: :func:`plan_warnings` puts them on stderr.
     """
     _import_rich()
     out = _writer(markdown)
-    ran = not plan.dry_run
+    ran = execution is not None
     for line in plan.policy:
         out.line(Text("policy ", style="dim") + Text(line))
     if plan.delete:
         out.heading(Text("Deleted:" if ran else "Would delete:", style="bold"))
-        out.table(_plan_table(plan.delete, ran=ran, keep=False))
+        out.table(_plan_table(plan.delete, results=execution.results if execution is not None else None))
     else:
         out.line("Nothing to delete.")
     if plan.keep and show_keep:
         out.heading(Text("Kept (a policy selected them, a rule saved them):", style="bold"))
-        out.table(_plan_table(plan.keep, ran=False, keep=True))
+        out.table(_plan_table(plan.keep, keep=True))
     units = _plural(len(plan.delete), "unit")
-    if ran:
-        counts = {s: sum(1 for u in plan.delete if u.status == s) for s in ("deleted", "skipped", "failed")}
+    if execution is not None:
+        counts = {s: sum(1 for r in execution.results if r.status == s) for s in ("deleted", "skipped", "failed")}
         detail = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
-        out.line(f"Freed {size(plan.freed_bytes or 0)} of {size(plan.reclaim_bytes)} planned ({units}: {detail or 'none'}).")
+        out.line(f"Freed {size(execution.freed_bytes)} of {size(plan.reclaim_bytes)} planned ({units}: {detail or 'none'}).")
     elif plan.delete:
         out.line(f"Would free {size(plan.reclaim_bytes)} ({units}).")
 
 
-def plan_warnings(plan: Plan) -> None:
+def plan_warnings(plan: Plan | Execution) -> None:
     _import_rich()
     for w in plan.warnings:
         warning(w)

@@ -20,85 +20,14 @@ is not counted, and no byte is counted twice.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
-from typing import NamedTuple
+from dataclasses import replace
 
 from hfcache.model import CacheInventory, Disk, Inventory, Item, Revision
 from hfcache.plan.accounting import Reclaim
+from hfcache.plan.decisions import Plan, PlanCache, PlanUnit, What
 from hfcache.plan.policies import Candidate, Decision, evict_lru, keep_latest, lru_order, max_age
 from hfcache.plan.settings import DEFAULT_JUNK_GRACE, Policy
 from hfcache.units import describe_age
-
-PLAN_VERSION = 1
-WHATS = ("revision", "partial", "orphan", "payload", "leftover")
-
-
-@dataclass(frozen=True)
-class PlanUnit:
-    """One unit of a plan: a revision (``what="revision"``) or a piece of junk.
-
-    ``reclaim_bytes`` is what deleting it frees on top of the units before it in the plan
-    (so the plan's units add up exactly). ``item_removed`` says the model's last revision
-    goes too, so its whole folder is removed. ``status``, ``freed_bytes`` and ``error``
-    are filled in by a real run.
-    """
-
-    kind: str
-    root: str
-    id: str | None
-    revision: str | None
-    path: str
-    reclaim_bytes: int
-    reasons: tuple[str, ...]
-    what: str = "revision"
-    type: str | None = None
-    version: str | None = None
-    refs: tuple[str, ...] = ()
-    size_bytes: int = 0
-    last_accessed: float = 0.0
-    last_modified: float = 0.0
-    item_removed: bool = False
-    status: str | None = None
-    freed_bytes: int | None = None
-    error: str | None = None
-
-
-class PlanCache(NamedTuple):
-    """A cache a plan covers, and the grace period its junk (and live-use checks) used."""
-
-    kind: str
-    root: str
-    junk_grace: float = DEFAULT_JUNK_GRACE
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What a policy does to the scanned caches: units to delete and units kept, with reasons."""
-
-    delete: tuple[PlanUnit, ...] = ()
-    keep: tuple[PlanUnit, ...] = ()
-    dry_run: bool = True
-    created_at: float = 0.0
-    policy: tuple[str, ...] = ()
-    caches: tuple[PlanCache, ...] = ()
-    warnings: tuple[str, ...] = ()
-    # Why execution stopped before the end of the plan (a signal, the audit log failing), or None.
-    stopped: str | None = None
-
-    @property
-    def reclaim_bytes(self) -> int:
-        return sum(u.reclaim_bytes for u in self.delete)
-
-    @property
-    def freed_bytes(self) -> int | None:
-        """What actually left the disk, once executed (None before)."""
-        if self.dry_run:
-            return None
-        return sum(u.freed_bytes or 0 for u in self.delete)
-
-    @property
-    def failed(self) -> tuple[PlanUnit, ...]:
-        return tuple(u for u in self.delete if u.status == "failed")
 
 
 def candidate(item: Item, rev: Revision) -> Candidate:
@@ -185,7 +114,7 @@ class _CachePlan:
         items = {i.id: i for i in cache.items}
         orphans = {o.path: o for o in cache.orphan_files}
 
-        def unit(path: str, what: str, item_id: str | None, size: int, mtime: float, reason: str, keep: str | None) -> None:
+        def unit(path: str, what: What, item_id: str | None, size: int, mtime: float, reason: str, keep: str | None) -> None:
             glob = self.policy.protected_by(cache.kind, item_id) if item_id else None
             if glob is not None:
                 keep = f"protect: model matches {glob!r}"
@@ -204,7 +133,7 @@ class _CachePlan:
             if keep is not None:
                 self.junk_kept.append(replace(pu, reasons=(*pu.reasons, keep)))
                 return
-            if what == "orphan":
+            if what is What.ORPHAN:
                 freed = self.sim.remove_orphan(orphans[path], items.get(item_id or ""))
             else:
                 freed = size
@@ -221,18 +150,18 @@ class _CachePlan:
             lock = {True: "lock held", False: "lock free", None: "no lock"}[p.lock_held]
             keep = "keep: its download lock is held" if p.lock_held else young(p.last_modified)
             reason = f"{p.scheme} partial download, {age} old, {lock}"
-            unit(p.path, "partial", p.item_id, p.size_bytes, p.last_modified, reason, keep)
+            unit(p.path, What.PARTIAL, p.item_id, p.size_bytes, p.last_modified, reason, keep)
         for o in cache.orphan_files:
-            unit(o.path, "orphan", o.item_id, o.size_bytes, o.last_modified, "blob no revision uses", young(o.last_modified))
+            unit(o.path, What.ORPHAN, o.item_id, o.size_bytes, o.last_modified, "blob no revision uses", young(o.last_modified))
         for s in cache.unreferenced_payloads:
             keep = young(s.last_modified) or (None if s.has_manifest else "keep: no .refs manifest (the hub never deletes those)")
-            unit(s.path, "payload", None, s.size_bytes, s.last_modified, "shared-store payload no repo links to", keep)
+            unit(s.path, What.PAYLOAD, None, s.size_bytes, s.last_modified, "shared-store payload no repo links to", keep)
         for lo in cache.leftovers:
             if lo.commit is None:  # a download may be about to fill a fresh repo folder: the grace applies
                 reason, keep = "repo folder with no revision, ref or blob left", young(lo.last_modified)
             else:
                 reason, keep = f"left by removed revision {lo.commit[:12]}", None
-            unit(lo.path, "leftover", lo.item_id, lo.size_bytes, lo.last_modified, reason, keep)
+            unit(lo.path, What.LEFTOVER, lo.item_id, lo.size_bytes, lo.last_modified, reason, keep)
 
     def count_going(self) -> None:
         """Count the bytes of the revisions selected so far, in path order."""

@@ -11,10 +11,11 @@ from hfcache.errors import PlanFileError
 from hfcache.units import iso
 
 if TYPE_CHECKING:
-    from hfcache.plan.build import Plan, PlanUnit
+    from hfcache.plan.decisions import Execution, Plan, PlanUnit, UnitResult
 
 
-def unit_to_dict(unit: PlanUnit) -> dict[str, Any]:
+def unit_to_dict(unit: PlanUnit, result: UnitResult | None = None) -> dict[str, Any]:
+    """One unit; with ``result``, what executing it did (``status``, ``freed_bytes``, ``error``)."""
     out: dict[str, Any] = {
         "kind": unit.kind,
         "id": unit.id,
@@ -34,30 +35,31 @@ def unit_to_dict(unit: PlanUnit) -> dict[str, Any]:
         "last_accessed_epoch": unit.last_accessed,
         "last_modified_epoch": unit.last_modified,
     }
-    if unit.status is not None:
-        out.update(status=unit.status, freed_bytes=unit.freed_bytes, error=unit.error)
+    if result is not None:
+        out.update(status=result.status, freed_bytes=result.freed_bytes, error=result.error)
     return out
 
 
-def plan_to_dict(plan: Plan) -> dict[str, Any]:
-    """A plan (or a run's result) in the version-1 plan contract."""
-    from hfcache.plan.build import PLAN_VERSION
+def plan_to_dict(plan: Plan, execution: Execution | None = None) -> dict[str, Any]:
+    """A plan, or with ``execution`` the record of its run, in the version-1 plan contract."""
+    from hfcache.plan.decisions import PLAN_VERSION
 
+    results = execution.results if execution is not None else (None,) * len(plan.delete)
     out: dict[str, Any] = {
         "version": PLAN_VERSION,
-        "dry_run": plan.dry_run,
+        "dry_run": execution is None,
         "reclaim_bytes": plan.reclaim_bytes,
         "created_at": iso(plan.created_at),
         "created_at_epoch": plan.created_at,
         "policy": list(plan.policy),
         "caches": [{"kind": c.kind, "root": c.root, "junk_grace": c.junk_grace} for c in plan.caches],
-        "warnings": list(plan.warnings),
-        "delete": [unit_to_dict(u) for u in plan.delete],
+        "warnings": list(plan.warnings if execution is None else execution.warnings),
+        "delete": [unit_to_dict(u, r) for u, r in zip(plan.delete, results, strict=True)],
         "keep": [unit_to_dict(u) for u in plan.keep],
     }
-    if not plan.dry_run:
-        out["freed_bytes"] = plan.freed_bytes
-        out["failed"] = len(plan.failed)
+    if execution is not None:
+        out["freed_bytes"] = execution.freed_bytes
+        out["failed"] = len(execution.failed)
     return out
 
 
@@ -193,12 +195,12 @@ def _list(data: dict[str, Any], key: str, where: str, default: Any = _REQUIRED) 
 
 
 def _unit_from_dict(data: Any, where: str) -> PlanUnit:
-    from hfcache.plan.build import WHATS, PlanUnit
+    from hfcache.plan.decisions import WHATS, PlanUnit, What
 
     if not isinstance(data, dict):
         raise PlanFileError(f"{where}: expected an object")
     epoch = "a time (epoch seconds, 0 or more)"
-    unit = PlanUnit(
+    fields: dict[str, Any] = dict(
         kind=_text(data, "kind", where),
         root=_path(data, "root", where),
         id=_text_or_none(data, "id", where),
@@ -215,9 +217,10 @@ def _unit_from_dict(data: Any, where: str) -> PlanUnit:
         last_modified=_seconds(data, "last_modified_epoch", where, _REQUIRED, epoch),
         item_removed=_flag(data, "item_removed", where, False),
     )
-    if unit.what not in WHATS:
-        raise PlanFileError(f"{where}: unknown unit kind {unit.what!r}")
-    return unit
+    if fields["what"] not in WHATS:
+        raise PlanFileError(f"{where}: unknown unit kind {fields['what']!r}")
+    fields["what"] = What(fields["what"])
+    return PlanUnit(**fields)
 
 
 def _refuse_duplicates(plan: Plan, source: str) -> None:
@@ -244,7 +247,7 @@ def plan_from_dict(data: Any, *, source: str = "plan") -> Plan:
     Every field is checked: a wrong type, a negative size or time, a relative path or a
     unit listed twice raises :class:`PlanFileError`.
     """
-    from hfcache.plan.build import PLAN_VERSION, Plan, PlanCache
+    from hfcache.plan.decisions import PLAN_VERSION, Plan, PlanCache
     from hfcache.plan.settings import DEFAULT_JUNK_GRACE
 
     version = data.get("version") if isinstance(data, dict) else None

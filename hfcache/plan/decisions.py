@@ -1,0 +1,136 @@
+"""The plan as a value: decisions about units, and apart from them what executing them did.
+
+A :class:`Plan` is made once (:func:`hfcache.plan.build.make_plan`, or read back from a plan
+file) and never changes: each :class:`PlanUnit` is a decision, with its reasons. Execution
+(:func:`hfcache.execute.run.execute_plan`) returns an :class:`Execution` beside it: one
+:class:`UnitResult` per unit to delete, and why it stopped early, if it did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import NamedTuple
+
+from hfcache.plan.settings import DEFAULT_JUNK_GRACE
+
+PLAN_VERSION = 1
+
+
+class Word(str, Enum):
+    """An enumeration whose members are their own words: in JSON, in text and in f-strings."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class What(Word):
+    """What a unit is: a revision of a model, or a piece of junk."""
+
+    REVISION = "revision"
+    PARTIAL = "partial"  # a download that did not finish
+    ORPHAN = "orphan"  # a blob no revision uses
+    PAYLOAD = "payload"  # a shared-store payload no repo links to
+    LEFTOVER = "leftover"  # what a removed revision left (.no_exist/, trees/, an empty repo folder)
+
+
+class Status(Word):
+    """What executing one unit did."""
+
+    DELETED = "deleted"
+    SKIPPED = "skipped"  # not attempted: a check just before it found a reason
+    FAILED = "failed"  # attempted, and something of it could not be removed
+
+
+WHATS = tuple(w.value for w in What)
+
+
+@dataclass(frozen=True)
+class PlanUnit:
+    """One decision of a plan: a revision (``what=What.REVISION``) or a piece of junk, and why.
+
+    ``reclaim_bytes`` is what deleting it frees on top of the units before it in the plan
+    (so the plan's units add up exactly). ``item_removed`` says the model's last revision
+    goes too, so its whole folder is removed.
+    """
+
+    kind: str
+    root: str
+    id: str | None
+    revision: str | None
+    path: str
+    reclaim_bytes: int
+    reasons: tuple[str, ...]
+    what: What = What.REVISION
+    type: str | None = None
+    version: str | None = None
+    refs: tuple[str, ...] = ()
+    size_bytes: int = 0
+    last_accessed: float = 0.0
+    last_modified: float = 0.0
+    item_removed: bool = False
+
+
+class PlanCache(NamedTuple):
+    """A cache a plan covers, and the grace period its junk (and live-use checks) used."""
+
+    kind: str
+    root: str
+    junk_grace: float = DEFAULT_JUNK_GRACE
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a policy does to the scanned caches: units to delete and units kept, with reasons."""
+
+    delete: tuple[PlanUnit, ...] = ()
+    keep: tuple[PlanUnit, ...] = ()
+    created_at: float = 0.0
+    policy: tuple[str, ...] = ()
+    caches: tuple[PlanCache, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def reclaim_bytes(self) -> int:
+        return sum(u.reclaim_bytes for u in self.delete)
+
+
+@dataclass(frozen=True)
+class UnitResult:
+    """What executing one unit of a plan did. ``freed_bytes`` counts the plan's accounting that left the disk."""
+
+    unit: PlanUnit
+    status: Status
+    freed_bytes: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Execution:
+    """A run of a plan: one result per unit to delete (in the plan's order), and the notes it made.
+
+    ``stopped`` says why the run stopped before the end of the plan (a signal, the audit log
+    failing), or is None. ``notes`` are warnings the run added (processes whose open files
+    could not be read, ...).
+    """
+
+    plan: Plan
+    results: tuple[UnitResult, ...]
+    notes: tuple[str, ...] = ()
+    stopped: str | None = None
+
+    @property
+    def freed_bytes(self) -> int:
+        """What actually left the disk."""
+        return sum(r.freed_bytes for r in self.results)
+
+    @property
+    def failed(self) -> tuple[UnitResult, ...]:
+        return tuple(r for r in self.results if r.status is Status.FAILED)
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return (*self.plan.warnings, *self.notes)
