@@ -14,9 +14,15 @@ from hfcache.model import CacheInventory
 class CacheKind(Protocol):
     """What every cache kind provides. ``kind`` is the name used by ``--kind`` and in JSON."""
 
-    kind: str
-    title: str
-    types: tuple[str, ...]
+    # Read-only: a plain attribute, a frozen dataclass's field or a property all provide them.
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def title(self) -> str: ...
+
+    @property
+    def types(self) -> tuple[str, ...]: ...
 
     def default_roots(self, env: Mapping[str, str]) -> list[str]:
         """Where the owning library puts its cache, given these environment variables (most used first)."""
