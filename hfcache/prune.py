@@ -103,7 +103,7 @@ def plan_prune(inventory: Inventory, policy: Policy) -> Plan:
 
 def rescan(plan: Plan) -> Inventory:
     """A fresh scan of exactly the caches a plan names (each as its kind)."""
-    caches = []
+    caches: list[CacheInventory] = []
     scanned_at = 0.0
     for kind, root, _ in plan.caches:
         inv = scan_caches([root], kinds=[kind])

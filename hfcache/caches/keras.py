@@ -81,7 +81,7 @@ def _units(folder: str, entries: list[os.DirEntry[str]]) -> tuple[list[tuple[str
             partner = name[: name.find(".")] + "_extracted"  # Keras 3: <stem>.<ext> + <stem>_extracted/
         elif name.endswith(".tar.gz") and name[: -len(".tar.gz")] in dirs:
             partner = name[: -len(".tar.gz")]  # Keras 2 untar: <name>.tar.gz + <name>/
-        paths = (entry.path,)
+        paths: tuple[str, ...] = (entry.path,)
         if partner is not None and partner not in paired:
             paired.add(partner)
             paths = (entry.path, dirs[partner].path)

@@ -42,13 +42,27 @@ class CacheKind(Protocol):
       (no :class:`~hfcache.model.BlobLedger`).
     """
 
-    kind: str
-    title: str
-    types: tuple[str, ...]
-    shapes: tuple[str, ...]
-    lock_file: str
-    deletion: Deletion
-    parallel: bool
+    # Read-only: a plain attribute, a frozen dataclass's field or a property all provide them.
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def title(self) -> str: ...
+
+    @property
+    def types(self) -> tuple[str, ...]: ...
+
+    @property
+    def shapes(self) -> tuple[str, ...]: ...
+
+    @property
+    def lock_file(self) -> str: ...
+
+    @property
+    def deletion(self) -> Deletion: ...
+
+    @property
+    def parallel(self) -> bool: ...
 
     def default_roots(self, env: Mapping[str, str]) -> list[str]:
         """Where the owning library puts its cache, given these environment variables (most used first)."""

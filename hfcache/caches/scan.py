@@ -218,7 +218,7 @@ class _Confine:
                 continue
             size, store = self._key(item, key)
             store_beyond = _beyond(store, mounts) if store else None
-            if store_beyond is not None:
+            if store and store_beyond is not None:
                 linked_beyond = linked_beyond or store_beyond
                 self.payloads_gone[store] = self.ledger.payloads.get(store, size) if self.ledger else size
             if key_beyond is None and store_beyond is None:

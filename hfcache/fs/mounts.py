@@ -49,7 +49,8 @@ def mount_id(fd: int) -> int | None:
         if _statx(fd, b"", _AT_EMPTY_PATH, _STATX_MNT_ID, buf) == 0:
             (mask,) = struct.unpack_from("I", buf, 0)
             if mask & _STATX_MNT_ID:
-                return struct.unpack_from("Q", buf, _STX_MNT_ID_OFFSET)[0]
+                mnt: int = struct.unpack_from("Q", buf, _STX_MNT_ID_OFFSET)[0]
+                return mnt
     try:
         with open(f"/proc/self/fdinfo/{fd}", encoding="ascii") as f:
             for line in f:

@@ -25,6 +25,7 @@ import stat as stat_mod
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from hfcache.fs.mounts import MountWatch, mount_id
 
@@ -34,6 +35,8 @@ _FILE_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXE
 MAX_DEPTH = 128
 # How many folder descriptors a tree keeps open between calls (the folders of one repo, and more).
 MAX_HELD = 64
+# A folder being removed: [parent fd, name, fd, path, entries still to handle, whether something inside stayed]
+_Frame = list[Any]
 
 
 class UnsafePath(OSError):
@@ -402,8 +405,7 @@ class Tree:
             fd = self._open_sub(parent, name, path)
         except OSError as e:
             return 0, _error(path, e)
-        # A frame: [parent fd, name, fd, path, entries still to handle, whether something inside stayed]
-        frames: list[list] = [[parent, name, fd, path, None, False]]
+        frames: list[_Frame] = [[parent, name, fd, path, None, False]]
         try:
             while frames:
                 frame = frames[-1]
@@ -433,7 +435,7 @@ class Tree:
                 os.close(frame[2])
         return freed, (errors[0] if errors else None)
 
-    def _enter(self, frames: list[list], name: str, path: str) -> str | None:
+    def _enter(self, frames: list[_Frame], name: str, path: str) -> str | None:
         """Open the subfolder ``name`` of the top frame strictly and push it; the error, if it cannot be."""
         if len(frames) >= MAX_DEPTH:
             return f"{path}: nested deeper than {MAX_DEPTH} folders, not removed"
@@ -447,7 +449,7 @@ class Tree:
         return None
 
 
-def _typed_listing(frame: list, errors: list[str]) -> list[tuple[str, bool, bool]]:
+def _typed_listing(frame: _Frame, errors: list[str]) -> list[tuple[str, bool, bool]]:
     """``(name, is a link, is a folder)`` of the frame's folder, the types from the listing (no stat)."""
     try:
         with os.scandir(frame[2]) as it:
@@ -458,7 +460,7 @@ def _typed_listing(frame: list, errors: list[str]) -> list[tuple[str, bool, bool
         return []
 
 
-def _leave(frames: list[list], errors: list[str]) -> None:
+def _leave(frames: list[_Frame], errors: list[str]) -> None:
     """Close the top frame's folder and remove it, unless something inside stayed (then its parent stays too)."""
     pfd, fname, dfd, fpath, _, stayed = frames.pop()
     os.close(dfd)

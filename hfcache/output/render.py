@@ -303,7 +303,7 @@ def _revision_table(cache: CacheInventory, now: float) -> Table:
     table = _table(*columns, *(["REFS"] if with_refs else []))
     for item in cache.items:
         for rev in item.revisions:
-            row = [
+            row: list[RenderableType] = [
                 _ident(item.id, not item.deletable),
                 Text(rev.revision),
                 _versions([rev.version]),

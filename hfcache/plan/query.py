@@ -81,7 +81,7 @@ def parse_sort(text: str) -> tuple[str, bool]:
     return key, (match.group("order") or _DEFAULT_ORDER[key]) == "desc"
 
 
-def _sort_value(key: str) -> Callable[[Item | Revision], object]:
+def _sort_value(key: str) -> Callable[[Item | Revision], float | str | tuple[str, str]]:
     if key == "size":
         return lambda x: x.size_bytes
     if key == "accessed":

@@ -239,7 +239,8 @@ def validate(settings: Settings, *, where: str = "") -> None:
         raise UsageError(f"{prefix}junk_grace must be 0s or longer")
     if settings.junk_grace is not None and not _finite(settings.junk_grace):
         raise UsageError(f"{prefix}junk_grace must be finite")
-    for name, size in (("max_size", settings.max_size), ("min_free", settings.min_free and settings.min_free.bytes)):
+    min_free_bytes = settings.min_free.bytes if settings.min_free is not None else None
+    for name, size in (("max_size", settings.max_size), ("min_free", min_free_bytes)):
         if size is not None and size < 0:
             raise UsageError(f"{prefix}{name} must be 0 or more")
         if size is not None and size > MAX_COUNT:
@@ -307,7 +308,8 @@ def _setting(path: str, name: str, key: str, node: yaml.Node) -> Any:
 def _mapping(path: str, node: yaml.Node, key: str) -> list[tuple[yaml.Node, yaml.Node]]:
     if not isinstance(node, yaml.MappingNode):
         raise _fail(path, node, key, "expected a mapping of keys to values")
-    return node.value
+    pairs: list[tuple[yaml.Node, yaml.Node]] = node.value  # (the stubs leave a node's value untyped)
+    return pairs
 
 
 def _settings(path: str, node: yaml.Node, where: str, allowed: tuple[str, ...]) -> tuple[Settings, dict[str, yaml.Node]]:
@@ -365,9 +367,9 @@ class _PolicyLoader(yaml.SafeLoader):
         self.path = path
         self.keys: list[str] = []  # the key of each node being composed, from the root down
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         if len(self.keys) >= MAX_POLICY_DEPTH:
-            line = self.peek_event().start_mark.line + 1
+            line = self.peek_event().start_mark.line + 1  # type: ignore[no-untyped-call]  # unannotated in types-PyYAML
             raise ConfigError(
                 f"{self.path}:{line}: nested more than {MAX_POLICY_DEPTH} levels deep: not a policy file", path=self.path
             )
@@ -378,8 +380,9 @@ class _PolicyLoader(yaml.SafeLoader):
         finally:
             self.keys.pop()
 
-    def compose_mapping_node(self, anchor: str | None) -> yaml.MappingNode:
-        node = super().compose_mapping_node(anchor)
+    # PyYAML passes the anchor's name (str, or None), which types-PyYAML declares as a dict
+    def compose_mapping_node(self, anchor: str | None) -> yaml.MappingNode:  # type: ignore[override]
+        node = super().compose_mapping_node(anchor)  # type: ignore[arg-type]
         first: dict[str, yaml.Node] = {}
         for knode, _ in node.value:
             if not isinstance(knode, yaml.ScalarNode):

@@ -43,8 +43,10 @@ import os
 import re
 import stat as stat_mod
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from contextlib import ExitStack, contextmanager
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote
 
 from hfcache.caches.deletion import Finisher, Going, Outcomes, young
@@ -52,11 +54,16 @@ from hfcache.fs.locks import is_lock_held
 from hfcache.fs.ops import Tree, UnsafePath
 from hfcache.model import CacheInventory, Item, Leftover, OrphanFile, Revision
 
+if TYPE_CHECKING:
+    from hfcache.plan.decisions import PlanUnit
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
+# (store_path: Path, *, cache_dir: str | Path) -> bytes freed; None before huggingface_hub 1.32
+sweep_shared_blob: Callable[..., int] | None
 try:  # the hub's own garbage collection of its shared store (huggingface_hub >= 1.32)
     from huggingface_hub.utils._shared_blobs import sweep_shared_blob
 except ImportError:  # pragma: no cover - older hub: payloads are left behind (leaked, never lost)
@@ -126,7 +133,7 @@ class HubDeletion:
             paths.append(item.path)
         return paths
 
-    def junk_targets(self, cache: CacheInventory, unit, found: object) -> list[str]:
+    def junk_targets(self, cache: CacheInventory, unit: PlanUnit, found: object) -> list[str]:
         return [unit.path]
 
     # -- reading the repo as it is now ---------------------------------------------------------
@@ -179,7 +186,7 @@ class HubDeletion:
                     return f"a download into this repo may be running ({name} modified {age} ago)"
         return None
 
-    def revalidate(self, tree: Tree, cache: CacheInventory, item: Item, unit, rev: Revision) -> str | None:
+    def revalidate(self, tree: Tree, cache: CacheInventory, item: Item, unit: PlanUnit, rev: Revision) -> str | None:
         tree.forget(item.path)  # the disk as it is now, every folder looked up afresh
         snapshots = _listdir(tree, os.path.join(item.path, "snapshots"))
         if rev.revision not in snapshots:
@@ -197,7 +204,9 @@ class HubDeletion:
 
     # -- a revision ----------------------------------------------------------------------------
 
-    def remove_revision(self, tree: Tree, cache: CacheInventory, item: Item, unit, rev: Revision) -> tuple[int, str | None]:
+    def remove_revision(
+        self, tree: Tree, cache: CacheInventory, item: Item, unit: PlanUnit, rev: Revision
+    ) -> tuple[int, str | None]:
         repo, commit = item.path, rev.revision
         trash = _trash(tree)
         held = os.path.join(trash, trash_name(repo, commit))
@@ -340,7 +349,7 @@ class HubDeletion:
             del aside[name]
 
     def _finish_blobs(
-        self, tree: Tree, repo: str, aside: dict[str, str], out: Outcomes, uncounted: set[str] = frozenset()
+        self, tree: Tree, repo: str, aside: dict[str, str], out: Outcomes, uncounted: AbstractSet[str] = frozenset()
     ) -> None:
         """After the settling time: links read again; a linked blob goes back, the rest are unlinked."""
         if aside:
@@ -350,7 +359,7 @@ class HubDeletion:
                 chunk = {n: aside[n] for n in names[start : start + LOCKS_AT_ONCE]}
                 self._finish_some(tree, repo, chunk, out, uncounted)
 
-    def _finish_some(self, tree: Tree, repo: str, aside: dict[str, str], out: Outcomes, uncounted: set[str]) -> None:
+    def _finish_some(self, tree: Tree, repo: str, aside: dict[str, str], out: Outcomes, uncounted: AbstractSet[str]) -> None:
         """Under the download locks of all these blobs at once, read the links once: restore or unlink each."""
         with ExitStack() as held:
             locked = {}
@@ -453,7 +462,7 @@ class HubDeletion:
 
     # -- junk ----------------------------------------------------------------------------------
 
-    def remove_junk(self, tree: Tree, cache: CacheInventory, unit, found: object, out: Outcomes) -> Finisher | None:
+    def remove_junk(self, tree: Tree, cache: CacheInventory, unit: PlanUnit, found: object, out: Outcomes) -> Finisher | None:
         if unit.what == "payload":
             out[unit.path].add(*_sweep(tree, unit.path))
             return None

@@ -287,10 +287,10 @@ def scan_repo(roots: Roots, entry: os.DirEntry[str], repo_type: str, item_id: st
             have.extend(n for n in names if n not in have)
     for folder, suffix in ((".no_exist", ""), ("trees", ".json")):
         if usable(folder):
-            for e in list_folder(os.path.join(repo_dir, folder), folder, warnings):
-                commit = e.name[: len(e.name) - len(suffix)] if e.name.endswith(suffix) else ""
+            for trace in list_folder(os.path.join(repo_dir, folder), folder, warnings):
+                commit = trace.name[: len(trace.name) - len(suffix)] if trace.name.endswith(suffix) else ""
                 if COMMIT_RE.fullmatch(commit):
-                    traces.setdefault(commit, []).append(e.path)
+                    traces.setdefault(commit, []).append(trace.path)
     if "snapshots" not in subdirs:
         # Normal after diffusers' cache migration or an interrupted delete: all blobs are orphans.
         warnings.append(ScanWarning(os.path.join(repo_dir, "snapshots"), "no snapshots/ folder", blocks_deletion=False))
