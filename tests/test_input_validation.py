@@ -23,9 +23,11 @@ from typer.testing import CliRunner
 
 from hfcache.cli import app
 from hfcache.errors import ConfigError, PlanFileError, UsageError
+from hfcache.output.words import describe, recorded
 from hfcache.plan import settings as config
-from hfcache.plan.decisions import Plan, PlanCache, PlanUnit
+from hfcache.plan.decisions import Plan, PlanCache, PlanUnit, What
 from hfcache.plan.planfile import MAX_PLAN_BYTES, load_plan_file, plan_to_dict
+from hfcache.plan.policies import Case, Decision, Rule
 from hfcache.plan.settings import MinFree, Settings, find_config, load_config, parse_config, validate
 from tests.trees import commit
 
@@ -102,7 +104,7 @@ def test_a_plan_written_by_hfcache_reads_back_unchanged(tmp_path):
         commit(2),
         f"{ROOT}/models--org--a/snapshots/{commit(2)}",
         0,
-        ("keep: 1 latest",),
+        (Decision(Rule.KEEP_LATEST, Case.LATEST, keep=True, rank=1, n=1, scope="org/a", by="version"),),
         refs=("main",),
         size_bytes=5,
         last_accessed=10.5,
@@ -115,8 +117,8 @@ def test_a_plan_written_by_hfcache_reads_back_unchanged(tmp_path):
         None,
         f"{ROOT}/models--org--a/blobs/x.incomplete",
         7,
-        ("partial download",),
-        what="partial",
+        (Decision(Rule.JUNK, Case.PARTIAL, age=2.0, subject="resumable", held=False),),
+        what=What.PARTIAL,
         last_accessed=0.0,
         last_modified=2.0,
     )
@@ -130,7 +132,18 @@ def test_a_plan_written_by_hfcache_reads_back_unchanged(tmp_path):
     )
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(plan_to_dict(original)))
-    assert load_plan_file(str(path)) == original
+    loaded = load_plan_file(str(path))
+    assert plan_to_dict(loaded) == plan_to_dict(original)
+
+    # Reasons come back as the sentences they were written as; everything else as it was.
+    def as_written(u: PlanUnit) -> PlanUnit:
+        return replace(u, reasons=tuple(recorded(describe(r)) for r in u.reasons))
+
+    assert [u.reasons[0].subject for u in loaded.delete] == [
+        "keep-latest: #1 of the 1 latest of org/a (by version)",
+        "junk: resumable partial download, 2s old, lock free",
+    ]
+    assert loaded == replace(original, delete=tuple(map(as_written, original.delete)), keep=tuple(map(as_written, original.keep)))
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,7 @@ from hfcache.cli import app
 from hfcache.fs import mounts
 from hfcache.fs.mounts import mount_points_under, unescape
 from hfcache.model import CacheInventory, Inventory, Item
+from hfcache.output.words import describe_all
 from hfcache.plan.build import make_plan
 from hfcache.plan.settings import Policy, Settings
 from tests.trees import commit, link, repo, sha256, share, shared_store, write
@@ -213,7 +214,7 @@ def test_plan_keeps_every_revision_of_the_item_with_the_mount_point_as_reason(tm
     policy = Policy(defaults=Settings(max_age=1.0, allow_remove_all=True))
     plan = make_plan(inv, policy, now=time.time() + 10 * DAY)
     assert {(u.id, u.revision) for u in plan.delete} == {("org/b", C1)}
-    kept = {u.revision: u.reasons for u in plan.keep if u.id == "org/a"}
+    kept = {u.revision: describe_all(u.reasons) for u in plan.keep if u.id == "org/a"}
     assert set(kept) == {C1, C2}
     assert all(any(r.startswith("damaged: not deletable:") and data in r for r in reasons) for reasons in kept.values())
 

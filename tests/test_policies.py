@@ -6,9 +6,21 @@ import os
 
 import pytest
 
-from hfcache.model import CacheInventory, Disk, Inventory, Item, OrphanFile, PartialFile, Revision, ScanWarning, SharedPayload
+from hfcache.model import (
+    CacheInventory,
+    Disk,
+    Inventory,
+    Item,
+    Leftover,
+    OrphanFile,
+    PartialFile,
+    Revision,
+    ScanWarning,
+    SharedPayload,
+)
+from hfcache.output.words import describe, describe_all
 from hfcache.plan.build import make_plan
-from hfcache.plan.policies import Candidate, keep_latest, max_age, protect
+from hfcache.plan.policies import Candidate, Case, Decision, Rule, junk, keep_latest, max_age, protect
 from hfcache.plan.settings import MinFree, Policy, Settings
 from tests.support import (
     NOW,
@@ -68,7 +80,8 @@ def test_keep_latest_falls_back_to_dates_when_one_revision_has_no_version():
     # with --keep-per a revision without a version is kept: it belongs to no series
     decisions = keep_latest(units, n=1, per="major")
     assert kept(decisions) == ["a", "b", "c"]
-    assert "no version" in decisions["/c/m/c"].reason
+    assert decisions["/c/m/c"].case is Case.UNVERSIONED
+    assert describe(decisions["/c/m/c"]) == "keep-latest: no version, so no major series to rank it in"
 
 
 def test_keep_latest_always_keeps_main_and_never_compares_models():
@@ -81,7 +94,8 @@ def test_keep_latest_always_keeps_main_and_never_compares_models():
     decisions = keep_latest(units, n=1)
     assert kept(decisions) == ["new", "old-main", "x"]
     assert selected(decisions) == ["mid"]
-    assert "default revision" in decisions["/c/m/old-main"].reason
+    assert decisions["/c/m/old-main"][:3] == (Rule.KEEP_LATEST, Case.DEFAULT, True)
+    assert describe(decisions["/c/m/mid"]) == "keep-latest: older than the 1 latest of m (by last modified)"
 
 
 def test_keep_latest_refuses_zero():
@@ -153,7 +167,7 @@ def test_policy_combinations(settings, deleted, kept_listed):
 def test_protection_is_shown_when_it_saves_a_selected_unit():
     plan = plan_of(THREE, max_age=30 * DAY, protect_globs=["m"])
     assert names(plan.delete) == ["x"]
-    saved = {u.revision: u.reasons for u in plan.keep}
+    saved = {u.revision: describe_all(u.reasons) for u in plan.keep}
     assert saved.keys() == {"a", "b"}
     assert saved["a"][0].startswith("max-age: not accessed for 90d")
     assert saved["a"][1] == "protect: model matches 'm'"
@@ -164,7 +178,8 @@ def test_removing_the_last_revision_needs_allow_remove_all_except_by_max_age():
     assert names(plan_of(cache, max_age=30 * DAY).delete) == ["a", "b"]
     quota = plan_of(cache, max_size=0)
     assert names(quota.delete) == ["a"] and names(quota.keep) == ["b"]
-    assert "--allow-remove-all" in quota.keep[0].reasons[-1]
+    assert quota.keep[0].reasons[-1] == Decision(Rule.MAX_SIZE, Case.LAST, keep=True, scope="m")
+    assert "--allow-remove-all" in describe(quota.keep[0].reasons[-1])
     assert any("stays 100 bytes over" in w for w in quota.warnings)
     assert names(plan_of(cache, max_size=0, allow_remove_all=True).delete) == ["a", "b"]
 
@@ -174,7 +189,7 @@ def test_damaged_items_are_never_deleted():
     cache = CacheInventory("torch", "/c", items=(Item("torch", "m", "hub-repo", "/c/m", revisions=(damaged,)),))
     plan = plan_of(cache, max_age=DAY)
     assert plan.delete == ()
-    assert plan.keep[0].reasons[-1] == "damaged: not deletable: broken symlink: /c/m/a/f"
+    assert describe(plan.keep[0].reasons[-1]) == "damaged: not deletable: broken symlink: /c/m/a/f"
 
 
 def test_min_free_evicts_across_caches_of_one_file_system():
@@ -183,7 +198,8 @@ def test_min_free_evicts_across_caches_of_one_file_system():
     disks = {"/one": Disk(1, 10_000, 850), "/two": Disk(1, 10_000, 850)}
     plan = plan_of([one, two], disks=disks, min_free=MinFree(bytes=1000))  # 150 short: two LRU units
     assert names(plan.delete) == ["a", "x"]
-    assert all(u.reasons[0].startswith("min-free: least recently used") for u in plan.delete)
+    assert all(describe(u.reasons[0]).startswith("min-free: least recently used") for u in plan.delete)
+    assert describe(plan.delete[0].reasons[0]) == "min-free: least recently used (accessed 50d ago) until 1000 bytes are free"
     percent = plan_of([one, two], disks=disks, min_free=MinFree(percent=9.0))  # 900 wanted: one unit
     assert names(percent.delete) == ["x"]
     assert plan_of([one, two], disks=disks, min_free=MinFree(bytes=800)).delete == ()
@@ -215,8 +231,35 @@ def test_junk():
     plan = plan_of(cache, junk=True, junk_grace=grace, protect_globs=["p"])
     assert sorted(os.path.basename(u.path) for u in plan.delete) == ["a" * 64, "e1.incomplete", "o1"]
     assert plan.reclaim_bytes == 10 + 100 + 1000
-    why = {os.path.basename(u.path): u.reasons[-1] for u in plan.keep}
+    why = {os.path.basename(u.path): describe(u.reasons[-1]) for u in plan.keep}
     assert why["e2.incomplete"] == "keep: its download lock is held"
     assert "grace period" in why["e3.1234abcd.incomplete"]
     assert why["e4.incomplete"] == "protect: model matches 'p'"
     assert "no .refs manifest" in why["b" * 64]
+
+
+@pytest.mark.parametrize(
+    ("piece", "expected"),
+    [
+        (PartialFile("/c/p", "a", 1, NOW - 3 * DAY, "resumable", "/c/l", False), [Case.PARTIAL]),
+        (PartialFile("/c/p", "a", 1, NOW - 3 * DAY, "resumable", "/c/l", True), [Case.PARTIAL, Case.LOCK_HELD]),
+        (PartialFile("/c/p", "a", 1, NOW - 60, "per-process"), [Case.PARTIAL, Case.YOUNG]),
+        (OrphanFile("/c/p", "a", 1, NOW - 3 * DAY, NOW - 3 * DAY), [Case.ORPHAN]),
+        (OrphanFile("/c/p", "a", 1, NOW - 3 * DAY, NOW - 60), [Case.ORPHAN, Case.YOUNG]),  # modified, not read, counts
+        (SharedPayload("/c/p", 1, NOW - 3 * DAY, NOW - 3 * DAY, has_manifest=True), [Case.PAYLOAD]),
+        (SharedPayload("/c/p", 1, NOW - 3 * DAY, NOW - 3 * DAY, has_manifest=False), [Case.PAYLOAD, Case.NO_MANIFEST]),
+        (SharedPayload("/c/p", 1, NOW, NOW - 60, has_manifest=False), [Case.PAYLOAD, Case.YOUNG]),
+        (Leftover("/c/p", "a", None, 1, NOW - 3 * DAY), [Case.EMPTY_REPO]),
+        (Leftover("/c/p", "a", None, 1, NOW - 60), [Case.EMPTY_REPO, Case.YOUNG]),  # a download may be filling it
+        (Leftover("/c/p", "a", "c" * 40, 1, NOW - 60), [Case.LEFT_BY]),  # a removed revision's: no grace
+    ],
+)
+def test_junk_policy_table(piece, expected):
+    """The junk policy alone, a pure function: one piece of junk, its selection and what keeps it."""
+    field = {PartialFile: "partial_files", OrphanFile: "orphan_files", SharedPayload: "unreferenced_payloads"}
+    cache = CacheInventory("k", "/c", **{field.get(type(piece), "leftovers"): (piece,)})
+    decided = junk(cache, now=NOW, grace=DAY)
+    assert list(decided) == ["/c/p"]
+    assert [d.case for d in decided["/c/p"]] == expected
+    assert [d.keep for d in decided["/c/p"]] == [False] + [True] * (len(expected) - 1)
+    assert decided["/c/p"][0].policy is Rule.JUNK

@@ -32,6 +32,7 @@ from collections.abc import Iterator
 import platformdirs
 
 from hfcache.errors import AuditError, UsageError
+from hfcache.output.words import describe_all
 from hfcache.plan.decisions import PlanUnit, UnitResult
 from hfcache.units import iso
 
@@ -114,7 +115,7 @@ class AuditLog:
             "path": unit.path,
             "status": "started" if result is None else result.status,
             "bytes": 0 if result is None else result.freed_bytes,
-            "reasons": list(unit.reasons),
+            "reasons": describe_all(unit.reasons),
             "error": None if result is None else result.error,
         }
         if result is None:

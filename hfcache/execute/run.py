@@ -42,6 +42,7 @@ from hfcache.execute.audit import AuditLog
 from hfcache.execute.checks import LiveChecks, TargetCheck, home_dirs, memo_realpath, root_problem
 from hfcache.fs.ops import Tree
 from hfcache.model import CacheInventory, Inventory, Item, Revision
+from hfcache.output.words import describe_all
 from hfcache.plan.decisions import Execution, Plan, PlanUnit, Status, UnitResult, What
 from hfcache.plan.settings import DEFAULT_JUNK_GRACE
 
@@ -223,7 +224,7 @@ class _Run:
                 self.audit.record(result)
             except AuditError as e:
                 self.stop(str(e))
-        why = result.error or "; ".join(unit.reasons)
+        why = result.error or "; ".join(describe_all(unit.reasons))
         log.info("%s %s %s: %s (%d bytes freed)", result.status, unit.what, unit.path, why, result.freed_bytes)
         progress.report("deleting", len(self.done), len(self.plan.delete))
 

@@ -390,6 +390,8 @@ def _unit_name(unit: PlanUnit) -> Text:
 
 def _plan_table(units: tuple[PlanUnit, ...], *, results: tuple[UnitResult, ...] | None = None, keep: bool = False) -> Table:
     """Units to delete (with ``results``: what each did), or with ``keep`` the units kept."""
+    from hfcache.output.words import describe_all  # the policies' types: only when a plan is shown
+
     if keep:
         columns = ["KIND", "ID", "REVISION", "WHY"]
     elif results is not None:
@@ -399,7 +401,7 @@ def _plan_table(units: tuple[PlanUnit, ...], *, results: tuple[UnitResult, ...] 
     table = _table(*columns)
     for i, u in enumerate(units):
         row: list[Text | str] = [u.kind, Text(u.id or "-"), _unit_name(u)]
-        why = "; ".join(u.reasons)
+        why = "; ".join(describe_all(u.reasons))
         if results is not None:
             r = results[i]
             row += [Text(str(r.status), style=_STATUS_STYLE.get(r.status, "")), size(r.freed_bytes)]

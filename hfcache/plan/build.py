@@ -25,9 +25,8 @@ from dataclasses import replace
 from hfcache.model import CacheInventory, Disk, Inventory, Item, Revision
 from hfcache.plan.accounting import Reclaim
 from hfcache.plan.decisions import Plan, PlanCache, PlanUnit, What
-from hfcache.plan.policies import Candidate, Decision, evict_lru, keep_latest, lru_order, max_age
+from hfcache.plan.policies import Candidate, Case, Decision, Rule, evict_lru, junk, keep_latest, lru_order, matches, max_age
 from hfcache.plan.settings import DEFAULT_JUNK_GRACE, Policy
-from hfcache.units import describe_age
 
 
 def candidate(item: Item, rev: Revision) -> Candidate:
@@ -69,7 +68,7 @@ class _CachePlan:
     def add(self, decisions: Mapping[str, Decision]) -> None:
         for path, d in decisions.items():
             (self.vetoes if d.keep else self.selects).setdefault(path, []).append(d)
-            if d.keep and d.policy not in ("protect", "damaged"):
+            if d.keep and d.policy not in (Rule.PROTECT, Rule.DAMAGED):
                 self.kept_by_rule.add(path)  # listed in the plan's keep even when nothing selected it
 
     def decide_revisions(self) -> None:
@@ -85,11 +84,11 @@ class _CachePlan:
                 self.add(max_age(cands, now=self.now, older_than=settings.max_age, age_by=self.age_by))
             glob = self.policy.protected_by(item.kind, item.id)
             if glob is not None:
-                self.add({c.path: Decision("protect", f"model matches {glob!r}", keep=True) for c in cands})
+                self.add({c.path: matches(glob) for c in cands})
             if not item.deletable:
                 everything = (*item.warnings, *(w for r in item.revisions for w in r.warnings))
                 blocking = next(w for w in everything if w.blocks_deletion)
-                self.add({c.path: Decision("damaged", f"not deletable: {blocking}", keep=True) for c in cands})
+                self.add({c.path: Decision(Rule.DAMAGED, Case.BLOCKED, keep=True, subject=str(blocking)) for c in cands})
 
     def last_revision_rule(self) -> None:
         """Keep one revision of a model every policy would empty, unless allowed (or max-age took them all)."""
@@ -99,69 +98,39 @@ class _CachePlan:
             paths = [r.path for r in item.revisions]
             if not paths or not all(p in self.selects and p not in self.vetoes for p in paths):
                 continue
-            if all(any(d.policy == "max-age" for d in self.selects[p]) for p in paths):
+            if all(any(d.policy is Rule.MAX_AGE for d in self.selects[p]) for p in paths):
                 continue
-            spare = [p for p in paths if not any(d.policy == "max-age" for d in self.selects[p])]
+            spare = [p for p in paths if not any(d.policy is Rule.MAX_AGE for d in self.selects[p])]
             newest = max(spare, key=lambda p: (self.cands[p].last_modified, p))
-            reason = f"last revision of {item.id}: pass --allow-remove-all to remove it"
-            self.add({newest: Decision("last-revision", reason, keep=True)})
+            self.add({newest: Decision(Rule.LAST_REVISION, Case.LAST, keep=True, scope=item.id)})
 
     def decide_junk(self) -> None:
         if not self.settings.junk:
             return
-        grace = self.grace
         cache = self.cache
         items = {i.id: i for i in cache.items}
         orphans = {o.path: o for o in cache.orphan_files}
-
-        def unit(path: str, what: What, item_id: str | None, size: int, mtime: float, reason: str, keep: str | None) -> None:
+        pieces = [
+            *((p.path, What.PARTIAL, p.item_id, p.size_bytes, p.last_modified) for p in cache.partial_files),
+            *((o.path, What.ORPHAN, o.item_id, o.size_bytes, o.last_modified) for o in cache.orphan_files),
+            *((s.path, What.PAYLOAD, None, s.size_bytes, s.last_modified) for s in cache.unreferenced_payloads),
+            *((lo.path, What.LEFTOVER, lo.item_id, lo.size_bytes, lo.last_modified) for lo in cache.leftovers),
+        ]
+        decided = junk(cache, now=self.now, grace=self.grace)
+        for path, what, item_id, size, mtime in pieces:
+            select, *keep = decided[path]
             glob = self.policy.protected_by(cache.kind, item_id) if item_id else None
             if glob is not None:
-                keep = f"protect: model matches {glob!r}"
-            pu = PlanUnit(
-                cache.kind,
-                cache.root,
-                item_id,
-                None,
-                path,
-                0,
-                (f"junk: {reason}",),
-                what=what,
-                size_bytes=size,
-                last_modified=mtime,
+                keep = [matches(glob)]
+            unit = PlanUnit(
+                cache.kind, cache.root, item_id, None, path, 0, (select,), what=what, size_bytes=size, last_modified=mtime
             )
-            if keep is not None:
-                self.junk_kept.append(replace(pu, reasons=(*pu.reasons, keep)))
-                return
-            if what is What.ORPHAN:
-                freed = self.sim.remove_orphan(orphans[path], items.get(item_id or ""))
+            if keep:
+                self.junk_kept.append(replace(unit, reasons=(select, *keep)))
+            elif what is What.ORPHAN:
+                self.junk.append(replace(unit, reclaim_bytes=self.sim.remove_orphan(orphans[path], items.get(item_id or ""))))
             else:
-                freed = size
-            self.junk.append(replace(pu, reclaim_bytes=freed))
-
-        def young(mtime: float) -> str | None:
-            age = self.now - mtime
-            if age > grace:
-                return None
-            return f"keep: modified {describe_age(age)} ago, within the {describe_age(grace)} grace period"
-
-        for p in cache.partial_files:
-            age = describe_age(self.now - p.last_modified)
-            lock = {True: "lock held", False: "lock free", None: "no lock"}[p.lock_held]
-            keep = "keep: its download lock is held" if p.lock_held else young(p.last_modified)
-            reason = f"{p.scheme} partial download, {age} old, {lock}"
-            unit(p.path, What.PARTIAL, p.item_id, p.size_bytes, p.last_modified, reason, keep)
-        for o in cache.orphan_files:
-            unit(o.path, What.ORPHAN, o.item_id, o.size_bytes, o.last_modified, "blob no revision uses", young(o.last_modified))
-        for s in cache.unreferenced_payloads:
-            keep = young(s.last_modified) or (None if s.has_manifest else "keep: no .refs manifest (the hub never deletes those)")
-            unit(s.path, What.PAYLOAD, None, s.size_bytes, s.last_modified, "shared-store payload no repo links to", keep)
-        for lo in cache.leftovers:
-            if lo.commit is None:  # a download may be about to fill a fresh repo folder: the grace applies
-                reason, keep = "repo folder with no revision, ref or blob left", young(lo.last_modified)
-            else:
-                reason, keep = f"left by removed revision {lo.commit[:12]}", None
-            unit(lo.path, What.LEFTOVER, lo.item_id, lo.size_bytes, lo.last_modified, reason, keep)
+                self.junk.append(replace(unit, reclaim_bytes=size))
 
     def count_going(self) -> None:
         """Count the bytes of the revisions selected so far, in path order."""
@@ -175,11 +144,11 @@ class _CachePlan:
         free = [c for p, c in self.cands.items() if p not in self.going and p not in self.vetoes]
         return lru_order(free, age_by=self.age_by)
 
-    def may_evict(self, policy: str) -> Callable[[Candidate], Decision | None]:
+    def may_evict(self, policy: Rule) -> Callable[[Candidate], Decision | None]:
         def allowed(c: Candidate) -> Decision | None:
             item, _ = self.units[c.path]
             if not self.settings.allow_remove_all and len(self.sim.remaining(item)) <= 1:
-                return Decision(policy, f"last revision of {item.id} kept: pass --allow-remove-all to evict it", keep=True)
+                return Decision(policy, Case.LAST, keep=True, scope=item.id)
             return None
 
         return allowed
@@ -194,18 +163,16 @@ class _CachePlan:
         limit = self.settings.max_size
         if limit is None or self.sim.total <= limit:
             return
-        verb = "accessed" if self.age_by == "atime" else "modified"
 
         def decision(c: Candidate) -> Decision:
-            age = describe_age(self.now - c.time(self.age_by))
-            return Decision("max-size", f"least recently used ({verb} {age} ago) while the cache is over {limit} bytes")
+            return Decision(Rule.MAX_SIZE, Case.LRU, by=self.age_by, age=self.now - c.time(self.age_by), limit=limit)
 
         selected, saved, left = evict_lru(
             self.evictable(),
             excess=self.sim.total - limit,
             free=self.evict,
             decision=decision,
-            allowed=self.may_evict("max-size"),
+            allowed=self.may_evict(Rule.MAX_SIZE),
         )
         self.add(selected)
         self.add(saved)
@@ -241,16 +208,14 @@ def _free_space(group: list[_CachePlan], disk: Disk, now: float) -> str | None:
 
     def decision(c: Candidate) -> Decision:
         cp = owner[c.path]
-        verb = "accessed" if cp.age_by == "atime" else "modified"
-        age = describe_age(now - c.time(cp.age_by))
-        return Decision("min-free", f"least recently used ({verb} {age} ago) until {target} bytes are free")
+        return Decision(Rule.MIN_FREE, Case.LRU, by=cp.age_by, age=now - c.time(cp.age_by), limit=target)
 
     selected, saved, left = evict_lru(
         merged,
         excess=excess,
         free=lambda c: owner[c.path].evict(c),
         decision=decision,
-        allowed=lambda c: owner[c.path].may_evict("min-free")(c),
+        allowed=lambda c: owner[c.path].may_evict(Rule.MIN_FREE)(c),
     )
     for path, d in {**selected, **saved}.items():
         owner[path].add({path: d})
@@ -269,7 +234,7 @@ def _revision_unit(cp: _CachePlan, path: str, reasons: list[Decision], reclaim: 
         revision=rev.revision,
         path=rev.path,
         reclaim_bytes=reclaim,
-        reasons=tuple(str(d) for d in reasons),
+        reasons=tuple(reasons),
         type=item.type,
         version=rev.version,
         refs=rev.refs,

@@ -9,22 +9,12 @@ file) and never changes: each :class:`PlanUnit` is a decision, with its reasons.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
 from typing import NamedTuple
 
+from hfcache.plan.policies import Decision, Word
 from hfcache.plan.settings import DEFAULT_JUNK_GRACE
 
 PLAN_VERSION = 1
-
-
-class Word(str, Enum):
-    """An enumeration whose members are their own words: in JSON, in text and in f-strings."""
-
-    def __str__(self) -> str:
-        return str(self.value)
-
-    def __format__(self, spec: str) -> str:
-        return format(str(self.value), spec)
 
 
 class What(Word):
@@ -63,7 +53,7 @@ class PlanUnit:
     revision: str | None
     path: str
     reclaim_bytes: int
-    reasons: tuple[str, ...]
+    reasons: tuple[Decision, ...]
     what: What = What.REVISION
     type: str | None = None
     version: str | None = None

@@ -8,6 +8,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from hfcache.errors import PlanFileError
+from hfcache.output.words import describe_all, recorded
 from hfcache.units import iso
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ def unit_to_dict(unit: PlanUnit, result: UnitResult | None = None) -> dict[str, 
         "revision": unit.revision,
         "path": unit.path,
         "reclaim_bytes": unit.reclaim_bytes,
-        "reasons": list(unit.reasons),
+        "reasons": describe_all(unit.reasons),
         "root": unit.root,
         "what": unit.what,
         "type": unit.type,
@@ -207,7 +208,7 @@ def _unit_from_dict(data: Any, where: str) -> PlanUnit:
         revision=_text_or_none(data, "revision", where),
         path=_path(data, "path", where),
         reclaim_bytes=_bytes(data, "reclaim_bytes", where),
-        reasons=_texts(data, "reasons", where),
+        reasons=tuple(recorded(text) for text in _texts(data, "reasons", where)),
         what=_text(data, "what", where, "revision"),
         type=_text_or_none(data, "type", where, None),
         version=_text_or_none(data, "version", where, None),

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import Enum
 from itertools import groupby
+from typing import NamedTuple
 
 from packaging.version import Version
 
 from hfcache.caches.versions import version_key
+from hfcache.model import CacheInventory
 from hfcache.plan.query import matching_glob
-from hfcache.units import describe_age
 
 KEEP_PER = ("major", "minor")
 AGE_BY = ("atime", "mtime")
@@ -54,16 +56,74 @@ class Candidate:
         return self.last_accessed if age_by == "atime" else self.last_modified
 
 
-@dataclass(frozen=True)
-class Decision:
-    """What one policy decided about one unit: ``keep`` or not, and why."""
-
-    policy: str
-    reason: str
-    keep: bool = False
+class Word(str, Enum):
+    """An enumeration whose members are their own words: in JSON, in text and in f-strings."""
 
     def __str__(self) -> str:
-        return f"{self.policy}: {self.reason}"
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class Rule(Word):
+    """Which policy or rule decided about a unit (the first word of its reason in the plan)."""
+
+    MAX_AGE = "max-age"
+    KEEP_LATEST = "keep-latest"
+    PROTECT = "protect"
+    DAMAGED = "damaged"
+    LAST_REVISION = "last-revision"
+    MAX_SIZE = "max-size"
+    MIN_FREE = "min-free"
+    JUNK = "junk"
+    KEEP = "keep"  # junk kept: too young, its download lock held, ...
+    RECORDED = "recorded"  # a reason read back from a plan file, as it was written
+
+
+class Case(Word):
+    """Which case of its rule a decision is."""
+
+    UNUSED = "unused"  # max-age: not used for longer than the limit
+    LATEST = "latest"  # keep-latest: among the n latest (``rank`` of ``n``)
+    DEFAULT = "default"  # keep-latest: the revision libraries load by default
+    OLDER = "older"  # keep-latest: older than the n latest
+    UNVERSIONED = "unversioned"  # keep-latest per series: no version, no series to rank it in
+    MATCHES = "matches"  # protect: the model id matches ``subject`` (a glob)
+    BLOCKED = "blocked"  # damaged: the scan found ``subject`` (a warning)
+    LAST = "last"  # last-revision, max-size, min-free: the model's last revision stays
+    LRU = "lru"  # max-size, min-free: least recently used while over the target
+    PARTIAL = "partial"  # junk: a partial download (``subject``: its scheme)
+    ORPHAN = "orphan"  # junk: a blob no revision uses
+    PAYLOAD = "payload"  # junk: a shared-store payload no repo links to
+    EMPTY_REPO = "empty-repo"  # junk: a repo folder with nothing left
+    LEFT_BY = "left-by"  # junk: what a removed revision (``subject``) left
+    LOCK_HELD = "lock-held"  # keep: its download lock is held
+    YOUNG = "young"  # keep: modified within the grace period
+    NO_MANIFEST = "no-manifest"  # keep: a payload without a .refs manifest
+    TEXT = "text"  # recorded: ``subject`` is the reason as written
+
+
+class Decision(NamedTuple):
+    """What one policy decided about one unit: ``keep`` or not, and why, as values.
+
+    Like borg's ``KeepResult``: the rule and its case, the rank a keep rule gave, and the
+    figures the decision was made on (``age`` and ``limit`` in seconds or bytes, ``by`` the
+    time or order used). :func:`hfcache.output.words.describe` turns it into the sentence
+    plans, tables and the audit log show.
+    """
+
+    policy: Rule
+    case: Case
+    keep: bool = False
+    rank: int | None = None
+    n: int | None = None
+    scope: str | None = None  # the model (and version series) a rank is within
+    by: str | None = None  # "atime"/"mtime" for ages, "version"/"last modified" for ranks, the series for per
+    age: float | None = None
+    limit: float | None = None
+    subject: str | None = None  # a glob, a warning, a scheme, a commit, a recorded sentence
+    held: bool | None = None  # a partial download's lock: held, free, or no lock (None)
 
 
 def max_age(candidates: Iterable[Candidate], *, now: float, older_than: float, age_by: str = "atime") -> dict[str, Decision]:
@@ -71,15 +131,14 @@ def max_age(candidates: Iterable[Candidate], *, now: float, older_than: float, a
 
     >>> old = Candidate("/c/old", "m", "a", last_accessed=0.0)
     >>> new = Candidate("/c/new", "m", "b", last_accessed=90 * 86400.0)
-    >>> {p: str(d) for p, d in max_age([old, new], now=100 * 86400.0, older_than=30 * 86400).items()}
-    {'/c/old': 'max-age: not accessed for 100d (limit 30d)'}
+    >>> {p: (d.policy.value, d.age / 86400) for p, d in max_age([old, new], now=100 * 86400.0, older_than=30 * 86400).items()}
+    {'/c/old': ('max-age', 100.0)}
     """
-    verb = "accessed" if age_by == "atime" else "modified"
     out = {}
     for c in candidates:
         age = now - c.time(age_by)
         if age > older_than:
-            out[c.path] = Decision("max-age", f"not {verb} for {describe_age(age)} (limit {describe_age(older_than)})")
+            out[c.path] = Decision(Rule.MAX_AGE, Case.UNUSED, by=age_by, age=age, limit=older_than)
     return out
 
 
@@ -120,32 +179,37 @@ def keep_latest(candidates: Iterable[Candidate], *, n: int, per: str | None = No
         for key, members_ in series.items():
             if per and key is None:
                 for c in members_:
-                    out[c.path] = Decision("keep-latest", f"no version, so no {per} series to rank it in", keep=True)
+                    out[c.path] = Decision(Rule.KEEP_LATEST, Case.UNVERSIONED, keep=True, by=per)
                 continue
             ranked, by = _order(members_)
             scope = f"{item_id} {per} series {'.'.join(map(str, key))}" if per and key else item_id
             for rank, c in enumerate(ranked, start=1):
                 if rank <= n:
-                    out[c.path] = Decision("keep-latest", f"#{rank} of the {n} latest of {scope} (by {by})", keep=True)
+                    out[c.path] = Decision(Rule.KEEP_LATEST, Case.LATEST, keep=True, rank=rank, n=n, scope=scope, by=by)
                 elif c.default:
-                    out[c.path] = Decision("keep-latest", "default revision (main): what libraries load", keep=True)
+                    out[c.path] = Decision(Rule.KEEP_LATEST, Case.DEFAULT, keep=True)
                 else:
-                    out[c.path] = Decision("keep-latest", f"older than the {n} latest of {scope} (by {by})")
+                    out[c.path] = Decision(Rule.KEEP_LATEST, Case.OLDER, rank=rank, n=n, scope=scope, by=by)
     return out
+
+
+def matches(glob: str) -> Decision:
+    """The decision of a protection: the model id matches ``glob``."""
+    return Decision(Rule.PROTECT, Case.MATCHES, keep=True, subject=glob)
 
 
 def protect(candidates: Iterable[Candidate], *, globs: Iterable[str]) -> dict[str, Decision]:
     """Keep every unit whose model id matches one of ``globs`` (case-insensitive, ``meta-llama/*``).
 
-    >>> list(protect([Candidate("/c/x", "Meta-Llama/L3", "a")], globs=["meta-llama/*"]).values())[0].reason
-    "model matches 'meta-llama/*'"
+    >>> list(protect([Candidate("/c/x", "Meta-Llama/L3", "a")], globs=["meta-llama/*"]).values())[0].subject
+    'meta-llama/*'
     """
     patterns = tuple(globs)
     out = {}
     for c in candidates:
         hit = matching_glob(c.item_id, patterns)
         if hit is not None:
-            out[c.path] = Decision("protect", f"model matches {hit!r}", keep=True)
+            out[c.path] = matches(hit)
     return out
 
 
@@ -173,7 +237,7 @@ def evict_lru(
 
     >>> cs = [Candidate(f"/c/{i}", "m", str(i), size_bytes=10) for i in range(3)]
     >>> sel, saved, left = evict_lru(cs, excess=15, free=lambda c: c.size_bytes,
-    ...                              decision=lambda c: Decision("max-size", "over quota"))
+    ...                              decision=lambda c: Decision(Rule.MAX_SIZE, Case.LRU))
     >>> sorted(sel), left
     (['/c/0', '/c/1'], -5)
     """
@@ -189,3 +253,43 @@ def evict_lru(
         excess -= free(c)
         selected[c.path] = decision(c)
     return selected, saved, excess
+
+
+def junk(cache: CacheInventory, *, now: float, grace: float) -> dict[str, tuple[Decision, ...]]:
+    """Select a cache's junk: partial downloads, orphan blobs, unreferenced payloads, leftovers.
+
+    Each piece gets its selection (``junk``, the case saying what it is) and, when it must
+    stay, a keep decision after it: modified within ``grace`` seconds (a download may still
+    be writing or about to link it), its download lock held, or a shared payload without
+    the ``.refs`` manifest the hub's own sweep needs. In the cache's order: partials,
+    orphans, payloads, leftovers.
+
+    >>> from hfcache.model import PartialFile
+    >>> c = CacheInventory("k", "/c", partial_files=(PartialFile("/c/p", None, 5, 0.0, "resumable", lock_held=True),))
+    >>> [(d.policy.value, d.case.value) for d in junk(c, now=1e6, grace=3600)["/c/p"]]
+    [('junk', 'partial'), ('keep', 'lock-held')]
+    """
+
+    def young(mtime: float) -> Decision | None:
+        age = now - mtime
+        return Decision(Rule.KEEP, Case.YOUNG, keep=True, age=age, limit=grace) if age <= grace else None
+
+    def decisions(select: Decision, keep: Decision | None) -> tuple[Decision, ...]:
+        return (select,) if keep is None else (select, keep)
+
+    out: dict[str, tuple[Decision, ...]] = {}
+    for p in cache.partial_files:
+        held = Decision(Rule.KEEP, Case.LOCK_HELD, keep=True) if p.lock_held else None
+        select = Decision(Rule.JUNK, Case.PARTIAL, age=now - p.last_modified, subject=p.scheme, held=p.lock_held)
+        out[p.path] = decisions(select, held or young(p.last_modified))
+    for o in cache.orphan_files:
+        out[o.path] = decisions(Decision(Rule.JUNK, Case.ORPHAN), young(o.last_modified))
+    for s in cache.unreferenced_payloads:
+        unlisted = None if s.has_manifest else Decision(Rule.KEEP, Case.NO_MANIFEST, keep=True)
+        out[s.path] = decisions(Decision(Rule.JUNK, Case.PAYLOAD), young(s.last_modified) or unlisted)
+    for lo in cache.leftovers:
+        if lo.commit is None:  # a download may be about to fill a fresh repo folder: the grace applies
+            out[lo.path] = decisions(Decision(Rule.JUNK, Case.EMPTY_REPO), young(lo.last_modified))
+        else:
+            out[lo.path] = (Decision(Rule.JUNK, Case.LEFT_BY, subject=lo.commit),)
+    return out
