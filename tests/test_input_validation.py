@@ -26,7 +26,8 @@ from hfcache.errors import ConfigError, PlanFileError, UsageError
 from hfcache.plan import settings as config
 from hfcache.plan.build import Plan, PlanCache, PlanUnit
 from hfcache.plan.planfile import MAX_PLAN_BYTES, load_plan_file, plan_to_dict
-from hfcache.plan.settings import MinFree, Settings, find_config, load_config, parse_config, validate
+from hfcache.plan.policyfile import parse_config
+from hfcache.plan.settings import MinFree, Settings, find_config, load_config, validate
 from tests.trees import commit
 
 ROOT = "/srv/cache/hub"
