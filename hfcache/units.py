@@ -61,9 +61,17 @@ def parse_duration(text: str) -> float:
         raise UsageError(f"invalid duration {text!r}: expected a number with a unit s, m, h, d or w, such as 30d or 12h")
     total = sum(Decimal(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART_RE.findall(text))
     if total > MAX_DURATION:
-        shown = text if len(text) <= 40 else text[:37] + "..."
-        raise UsageError(f"invalid duration {shown!r}: longer than {MAX_DURATION // _DURATION_UNITS['w'] // 52:,} years")
+        raise UsageError(f"invalid duration {quoted(text)}: longer than {MAX_DURATION // _DURATION_UNITS['w'] // 52:,} years")
     return int(total) if total == int(total) else float(total)
+
+
+def quoted(text: str) -> str:
+    """``repr(text)``, cut short: a message stays one readable line.
+
+    >>> quoted("30d"), quoted("1" * 50)
+    ("'30d'", "'1111111111111111111111111111111111111...'")
+    """
+    return repr(text) if len(text) <= 40 else repr(text[:37] + "...")
 
 
 def describe_age(seconds: float) -> str:

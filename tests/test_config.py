@@ -11,7 +11,8 @@ from hfcache.caches.registry import registry
 from hfcache.errors import ConfigError
 from hfcache.model import Inventory
 from hfcache.plan.build import make_plan
-from hfcache.plan.settings import SYSTEM_CONFIG, MinFree, Settings, find_config, load_config, parse_config
+from hfcache.plan.policyfile import parse_config
+from hfcache.plan.settings import SYSTEM_CONFIG, MinFree, Settings, find_config, load_config
 from hfcache.prune import build_policy
 from tests.support import DAY, NOW, THREE
 

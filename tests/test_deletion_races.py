@@ -21,7 +21,9 @@ import pytest
 from huggingface_hub import constants, hf_hub_download, scan_cache_dir
 
 import hfcache
-from hfcache.caches.huggingface.delete import TRASH, HubDeletion
+from hfcache.caches.huggingface import delete as hub_delete
+from hfcache.caches.huggingface.delete import HubDeletion
+from hfcache.caches.huggingface.trash import TRASH
 from hfcache.execute.checks import LiveChecks
 from hfcache.execute.run import execute_plan
 from hfcache.fs.system import OpenFiles
@@ -325,11 +327,11 @@ def test_a_blob_linked_by_a_download_after_it_was_set_aside_goes_back(tmp_path, 
     repo_dir = repos["org--a"]
     inventory, plan = _plan(root, max_age=30 * DAY)
     late = commit("late")
-    set_aside = HubDeletion._set_aside
+    set_aside = hub_delete.set_aside
     calls = []
 
-    def link_then_check(self, tree, repo_, *args):
-        aside = set_aside(self, tree, repo_, *args)
+    def link_then_check(tree, repo_, *args):
+        aside = set_aside(tree, repo_, *args)
         # What hf_hub_download does when it found the blob before the prune set it aside: it
         # takes the blob's lock after us, then links the (now missing) blob without looking.
         if repo_ == repo_dir and aside and not calls:
@@ -340,7 +342,7 @@ def test_a_blob_linked_by_a_download_after_it_was_set_aside_goes_back(tmp_path, 
                 f.write(late)
         return aside
 
-    monkeypatch.setattr(HubDeletion, "_set_aside", link_then_check)
+    monkeypatch.setattr(hub_delete, "set_aside", link_then_check)
     result = execute_plan(plan, inventory)
     assert calls, "the blobs were set aside"
     unit = next(r for r in result.results if r.unit.id == "org/a")
@@ -362,15 +364,15 @@ def test_a_blob_a_revision_newer_than_the_plan_links_goes_back_at_once(tmp_path,
     late = commit("late")
     os.makedirs(os.path.join(repo_dir, "snapshots", late))
     os.symlink("../../blobs/org--a-e1", os.path.join(repo_dir, "snapshots", late, "w.bin"))
-    finish = HubDeletion._finish_blobs
+    finish = hub_delete.finish_blobs
     seen = []
 
-    def look_then_finish(self, tree, repo_, aside, *args):
+    def look_then_finish(tree, repo_, aside, *args):
         if repo_ == repo_dir:
             seen.append(os.path.exists(os.path.join(repo_dir, "blobs", "org--a-e1")))
-        return finish(self, tree, repo_, aside, *args)
+        return finish(tree, repo_, aside, *args)
 
-    monkeypatch.setattr(HubDeletion, "_finish_blobs", look_then_finish)
+    monkeypatch.setattr(hub_delete, "finish_blobs", look_then_finish)
     result = execute_plan(plan, inventory)
     assert seen == [True], "the linked blob was back before the settling time was over"
     unit = next(r for r in result.results if r.unit.id == "org/a")

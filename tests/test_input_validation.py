@@ -28,7 +28,8 @@ from hfcache.plan import settings as config
 from hfcache.plan.decisions import Plan, PlanCache, PlanUnit, What
 from hfcache.plan.planfile import MAX_PLAN_BYTES, load_plan_file, plan_to_dict
 from hfcache.plan.policies import Case, Decision, Rule
-from hfcache.plan.settings import MinFree, Settings, find_config, load_config, parse_config, validate
+from hfcache.plan.policyfile import parse_config
+from hfcache.plan.settings import MinFree, Settings, find_config, load_config, validate
 from tests.trees import commit
 
 ROOT = "/srv/cache/hub"

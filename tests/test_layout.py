@@ -12,7 +12,7 @@ KIND_MODULES = {"hfcache.caches." + p.stem for p in (PACKAGE / "caches").glob("*
     "hfcache.caches.huggingface"
 }
 GENERIC = {"hfcache.caches.protocol", "hfcache.caches.registry", "hfcache.caches.scan", "hfcache.caches.deletion"}
-GENERIC |= {"hfcache.caches.versions"}
+GENERIC |= {"hfcache.caches.versions", "hfcache.caches.confine"}
 
 
 def _outside_caches() -> list[Path]:

@@ -23,8 +23,9 @@ import pytest
 from typer.testing import CliRunner
 
 from hfcache.caches import torch as torch_kind
+from hfcache.caches.confine import confine_to_mount
 from hfcache.caches.huggingface import scan as hf
-from hfcache.caches.scan import confine_to_mount, scan_caches
+from hfcache.caches.scan import scan_caches
 from hfcache.cli import app
 from hfcache.fs import mounts
 from hfcache.fs.mounts import mount_points_under, unescape

@@ -99,27 +99,29 @@ def names_in(folder: str) -> list[str]:
         return []
 
 
-def open_root(
-    root: str, *, explicit: bool, title: str, recognise: Callable[[str], bool], refusal: str
-) -> tuple[str, list[os.DirEntry[str]], list[ScanWarning]] | None:
-    """Check and list a root: ``(resolved root, its entries, warnings so far)``, None when absent.
+def open_and_scan(
+    root: str,
+    scan_entries: Callable[[str, list[os.DirEntry[str]], list[ScanWarning]], CacheInventory],
+    *,
+    explicit: bool,
+    kind: str,
+    title: str,
+    recognise: Callable[[str], bool],
+    refusal: str,
+) -> CacheInventory:
+    """Check and list a root, then ``scan_entries(resolved root, its entries, warnings so far)``.
 
-    A non-empty folder that ``recognise`` refuses is :class:`NotACache`, with ``refusal``
-    saying what it lacks.
+    A default root that does not exist yet is an inventory of nothing cached. A non-empty
+    folder that ``recognise`` refuses is :class:`NotACache`, with ``refusal`` saying what it lacks.
     """
     real = check_dir(root, explicit=explicit, title=f"{title} folder")
     if real is None:
-        return None
+        return CacheInventory(kind=kind, title=title, root=os.path.abspath(root), exists=False)
     warnings: list[ScanWarning] = []
     entries = list_dir(real, warnings)
     if entries and not recognise(real):
         raise NotACache(f"not a {title}: {root} {refusal}", path=root)
-    return real, entries, warnings
-
-
-def absent(kind: str, title: str, root: str) -> CacheInventory:
-    """A default root that does not exist yet: nothing cached."""
-    return CacheInventory(kind=kind, title=title, root=os.path.abspath(root), exists=False)
+    return scan_entries(real, entries, warnings)
 
 
 def inventory(
@@ -215,7 +217,7 @@ def measure(path: str, seen: set[tuple[int, int]], warnings: list[ScanWarning]) 
         warnings.append(ScanWarning(path, f"cannot stat ({e.strerror or e})"))
         return Measure(0, 0.0, 0.0, 0)
     if not stat_mod.S_ISDIR(st.st_mode):
-        return Measure(_counted(st, seen), st.st_atime, st.st_mtime, 1)
+        return Measure(counted(st, seen), st.st_atime, st.st_mtime, 1)
     size, atime, mtime, count = 0, 0.0, 0.0, 0
     stack = [path]
     while stack:
@@ -235,7 +237,7 @@ def measure(path: str, seen: set[tuple[int, int]], warnings: list[ScanWarning]) 
             if stat_mod.S_ISDIR(est.st_mode):
                 stack.append(entry.path)
                 continue
-            size += _counted(est, seen)
+            size += counted(est, seen)
             atime = max(atime, est.st_atime)
             mtime = max(mtime, est.st_mtime)
             count += 1
@@ -273,7 +275,7 @@ def partial_file(
     return PartialFile(path, item_id, m.size, m.mtime, scheme, lock if held is not None else None, held)
 
 
-def _counted(st: os.stat_result, seen: set[tuple[int, int]]) -> int:
+def counted(st: os.stat_result, seen: set[tuple[int, int]]) -> int:
     if st.st_nlink > 1:
         key = (st.st_dev, st.st_ino)
         if key in seen:

@@ -24,7 +24,6 @@ from hfcache.caches._common import (
     FunctionKind,
     ScanState,
     Unit,
-    absent,
     build_item,
     env_path,
     expanduser,
@@ -32,7 +31,7 @@ from hfcache.caches._common import (
     is_dir,
     list_dir,
     names_in,
-    open_root,
+    open_and_scan,
     read_small_json,
     xdg_cache_home,
 )
@@ -144,10 +143,12 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
     ()
     """
     refusal = "holds no downloads/, dataset folders or locks"
-    opened = open_root(root, explicit=explicit, title=TITLE, recognise=looks_like_cache, refusal=refusal)
-    if opened is None:
-        return absent(KIND, TITLE, root)
-    real, entries, warnings = opened
+    return open_and_scan(
+        root, _scan_entries, explicit=explicit, kind=KIND, title=TITLE, recognise=looks_like_cache, refusal=refusal
+    )
+
+
+def _scan_entries(real: str, entries: list[os.DirEntry[str]], warnings: list[ScanWarning]) -> CacheInventory:
     state = _Scan(KIND, real, warnings)
     for entry in entries:
         name = entry.name

@@ -22,7 +22,6 @@ from hfcache.caches._common import (
     FunctionKind,
     ScanState,
     Unit,
-    absent,
     build_item,
     env_path,
     expanduser,
@@ -30,7 +29,7 @@ from hfcache.caches._common import (
     is_dir,
     list_dir,
     names_in,
-    open_root,
+    open_and_scan,
 )
 from hfcache.caches.versions import parse_version
 from hfcache.model import CacheInventory, ScanWarning
@@ -128,10 +127,12 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
     ()
     """
     refusal = "holds no models/, datasets/ or competitions/"
-    opened = open_root(root, explicit=explicit, title=TITLE, recognise=looks_like_cache, refusal=refusal)
-    if opened is None:
-        return absent(KIND, TITLE, root)
-    real, entries, warnings = opened
+    return open_and_scan(
+        root, _scan_entries, explicit=explicit, kind=KIND, title=TITLE, recognise=looks_like_cache, refusal=refusal
+    )
+
+
+def _scan_entries(real: str, entries: list[os.DirEntry[str]], warnings: list[ScanWarning]) -> CacheInventory:
     state = _Scan(KIND, real, warnings)
     for entry in entries:
         if entry.name in SECTIONS and is_dir(entry):

@@ -24,7 +24,6 @@ from collections.abc import Mapping
 from hfcache.caches._common import (
     FunctionKind,
     Unit,
-    absent,
     build_item,
     env_path,
     expanduser,
@@ -32,7 +31,7 @@ from hfcache.caches._common import (
     is_dir,
     list_dir,
     names_in,
-    open_root,
+    open_and_scan,
     unknown_item,
 )
 from hfcache.caches.versions import group_versions, split_extension
@@ -107,10 +106,12 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
     ()
     """
     refusal = "holds no keras.json, models/ or datasets/"
-    opened = open_root(root, explicit=explicit, title=TITLE, recognise=looks_like_cache, refusal=refusal)
-    if opened is None:
-        return absent(KIND, TITLE, root)
-    real, entries, warnings = opened
+    return open_and_scan(
+        root, _scan_entries, explicit=explicit, kind=KIND, title=TITLE, recognise=looks_like_cache, refusal=refusal
+    )
+
+
+def _scan_entries(real: str, entries: list[os.DirEntry[str]], warnings: list[ScanWarning]) -> CacheInventory:
     seen: set[tuple[int, int]] = set()
     items: list[Item] = []
     for entry in entries:

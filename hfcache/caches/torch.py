@@ -22,7 +22,6 @@ from hfcache.caches._common import (
     TEMPFILE_RE,
     FunctionKind,
     Unit,
-    absent,
     build_item,
     env_path,
     expanduser,
@@ -30,7 +29,7 @@ from hfcache.caches._common import (
     is_dir,
     list_dir,
     names_in,
-    open_root,
+    open_and_scan,
     partial_file,
     unknown_item,
     xdg_cache_home,
@@ -189,10 +188,12 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
     """
     hint = f" (did you mean {os.path.join(root, 'hub')}?)" if os.path.isdir(os.path.join(root, "hub")) else ""
     refusal = f"holds no checkpoints/, trusted_list or hub repos{hint}"
-    opened = open_root(root, explicit=explicit, title=TITLE, recognise=looks_like_cache, refusal=refusal)
-    if opened is None:
-        return absent(KIND, TITLE, root)
-    real, entries, warnings = opened
+    return open_and_scan(
+        root, _scan_entries, explicit=explicit, kind=KIND, title=TITLE, recognise=looks_like_cache, refusal=refusal
+    )
+
+
+def _scan_entries(real: str, entries: list[os.DirEntry[str]], warnings: list[ScanWarning]) -> CacheInventory:
     seen: set[tuple[int, int]] = set()
     trusted = _read_trusted(real)
     items: list[Item] = []

@@ -24,14 +24,13 @@ from hfcache.caches._common import (
     TEMPFILE_RE,
     FunctionKind,
     Unit,
-    absent,
     build_item,
     env_path,
     expanduser,
     expandvars,
     inventory,
     names_in,
-    open_root,
+    open_and_scan,
     partial_file,
     read_small_json,
     unknown_item,
@@ -97,10 +96,12 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
     ()
     """
     refusal = "holds no <hash>.<hash> files"
-    opened = open_root(root, explicit=explicit, title=TITLE, recognise=looks_like_cache, refusal=refusal)
-    if opened is None:
-        return absent(KIND, TITLE, root)
-    real, entries, warnings = opened
+    return open_and_scan(
+        root, _scan_entries, explicit=explicit, kind=KIND, title=TITLE, recognise=looks_like_cache, refusal=refusal
+    )
+
+
+def _scan_entries(real: str, entries: list[os.DirEntry[str]], warnings: list[ScanWarning]) -> CacheInventory:
     names = {e.name for e in entries}
     seen: set[tuple[int, int]] = set()
     items: list[Item] = []

@@ -20,7 +20,6 @@ from collections.abc import Mapping
 from hfcache.caches._common import (
     FunctionKind,
     Unit,
-    absent,
     build_item,
     env_path,
     expanduser,
@@ -29,7 +28,7 @@ from hfcache.caches._common import (
     is_dir,
     list_dir,
     names_in,
-    open_root,
+    open_and_scan,
     unknown_item,
 )
 from hfcache.caches.huggingface.location import default_hf_home
@@ -73,10 +72,12 @@ def scan(root: str, *, explicit: bool = True) -> CacheInventory:
     ()
     """
     refusal = "holds no endpoint folders or logs/"
-    opened = open_root(root, explicit=explicit, title=TITLE, recognise=looks_like_cache, refusal=refusal)
-    if opened is None:
-        return absent(KIND, TITLE, root)
-    real, entries, warnings = opened
+    return open_and_scan(
+        root, _scan_entries, explicit=explicit, kind=KIND, title=TITLE, recognise=looks_like_cache, refusal=refusal
+    )
+
+
+def _scan_entries(real: str, entries: list[os.DirEntry[str]], warnings: list[ScanWarning]) -> CacheInventory:
     seen: set[tuple[int, int]] = set()
     items: list[Item] = []
     for entry in entries:

@@ -25,26 +25,18 @@ import stat as stat_mod
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from hfcache.fs.mounts import MountWatch, mount_id
+from hfcache.fs.removal import error_line, remove_tree, unlink_at
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 _FILE_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
-# Deeper than any cache needs: past this a tree is refused rather than holding a descriptor per level.
-MAX_DEPTH = 128
 # How many folder descriptors a tree keeps open between calls (the folders of one repo, and more).
 MAX_HELD = 64
-# A folder being removed: [parent fd, name, fd, path, entries still to handle, whether something inside stayed]
-_Frame = list[Any]
 
 
 class UnsafePath(OSError):
     """A path component is a symlink, not a folder, or on another mount: nothing done through it."""
-
-
-def _error(path: str, e: OSError) -> str:
-    return f"{path}: {e.strerror or e}"
 
 
 class Tree:
@@ -332,11 +324,11 @@ class Tree:
         """Unlink a file or link (not a folder). Returns (bytes freed, error); a path already gone is no error."""
         try:
             fd, name = self._at(path)
-            return _unlink_at(fd, name, path, count)
+            return unlink_at(fd, name, path, count)
         except FileNotFoundError:
             return 0, None
         except OSError as e:
-            return 0, _error(path, e)
+            return 0, error_line(path, e)
 
     def _mounts_listed(self) -> list[str] | None:
         """The kernel's mount points below the root, as they are now (None: unknown, see :class:`MountWatch`)."""
@@ -389,114 +381,10 @@ class Tree:
             except FileNotFoundError:
                 return 0, None
             if not stat_mod.S_ISDIR(st.st_mode):
-                return _unlink_at(fd, name, path, count, st)
+                return unlink_at(fd, name, path, count, st)
             self.forget(path)  # (path and below: never its parent's descriptor)
-            return self._remove_tree(fd, name, path, count)  # (which opens its folders itself)
+            return remove_tree(self._open_sub, fd, name, path, count)  # (which opens its folders itself)
         except FileNotFoundError:
             return 0, None
         except OSError as e:
-            return 0, _error(path, e)
-
-    def _remove_tree(self, parent: int, name: str, path: str, count: bool) -> tuple[int, str | None]:
-        """Empty and remove the folder ``name`` of ``parent``: an explicit stack, one descriptor per level."""
-        freed = 0
-        errors: list[str] = []
-        try:
-            fd = self._open_sub(parent, name, path)
-        except OSError as e:
-            return 0, _error(path, e)
-        frames: list[_Frame] = [[parent, name, fd, path, None, False]]
-        try:
-            while frames:
-                frame = frames[-1]
-                dfd, fpath = frame[2], frame[3]
-                if frame[4] is None:
-                    frame[4] = _typed_listing(frame, errors)
-                if not frame[4]:
-                    _leave(frames, errors)
-                    continue
-                entry, is_link, is_dir = frame[4].pop()
-                epath = fpath + os.sep + entry
-                if not is_dir:
-                    # A link, or a file not counted, needs no stat: unlink refuses a folder
-                    # (EISDIR), should one have taken the name since the listing.
-                    got, err = _unlink_at(dfd, entry, epath, count and not is_link)
-                    freed += got
-                    if err:
-                        errors.append(err)
-                        frame[5] = True
-                    continue
-                err = self._enter(frames, entry, epath)
-                if err:
-                    errors.append(err)
-                    frame[5] = True
-        finally:
-            for frame in frames:
-                os.close(frame[2])
-        return freed, (errors[0] if errors else None)
-
-    def _enter(self, frames: list[_Frame], name: str, path: str) -> str | None:
-        """Open the subfolder ``name`` of the top frame strictly and push it; the error, if it cannot be."""
-        if len(frames) >= MAX_DEPTH:
-            return f"{path}: nested deeper than {MAX_DEPTH} folders, not removed"
-        try:
-            sub = self._open_sub(frames[-1][2], name, path)
-        except FileNotFoundError:
-            return None  # gone meanwhile: nothing to remove
-        except OSError as e:
-            return _error(path, e)
-        frames.append([frames[-1][2], name, sub, path, None, False])
-        return None
-
-
-def _typed_listing(frame: _Frame, errors: list[str]) -> list[tuple[str, bool, bool]]:
-    """``(name, is a link, is a folder)`` of the frame's folder, the types from the listing (no stat)."""
-    try:
-        with os.scandir(frame[2]) as it:
-            return [(e.name, e.is_symlink(), e.is_dir(follow_symlinks=False)) for e in it]
-    except OSError as e:
-        errors.append(_error(frame[3], e))
-        frame[5] = True
-        return []
-
-
-def _leave(frames: list[_Frame], errors: list[str]) -> None:
-    """Close the top frame's folder and remove it, unless something inside stayed (then its parent stays too)."""
-    pfd, fname, dfd, fpath, _, stayed = frames.pop()
-    os.close(dfd)
-    if not stayed:
-        try:
-            os.rmdir(fname, dir_fd=pfd)
-            return
-        except FileNotFoundError:
-            return
-        except OSError as e:
-            errors.append(_error(fpath, e))
-    if frames:
-        frames[-1][5] = True
-
-
-def _unlink_at(fd: int, name: str, path: str, count: bool, st: os.stat_result | None = None) -> tuple[int, str | None]:
-    """Unlink ``name`` of the folder ``fd``; with ``count``, the bytes freed (a regular file's last link)."""
-    try:
-        if count and st is None:
-            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-        if st is not None and stat_mod.S_ISDIR(st.st_mode):
-            return 0, f"{path}: a folder where a file was expected"
-        os.unlink(name, dir_fd=fd)
-    except FileNotFoundError:
-        return 0, None
-    except IsADirectoryError:
-        return 0, f"{path}: a folder where a file was expected"
-    except OSError as e:
-        if e.errno == errno.EPERM and stat_mod.S_ISDIR(_mode(fd, name)):
-            return 0, f"{path}: a folder where a file was expected"  # (what some systems say of unlinking one)
-        return 0, _error(path, e)
-    return (st.st_size if st is not None and stat_mod.S_ISREG(st.st_mode) and st.st_nlink == 1 else 0), None
-
-
-def _mode(fd: int, name: str) -> int:
-    try:
-        return os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
-    except OSError:
-        return 0
+            return 0, error_line(path, e)

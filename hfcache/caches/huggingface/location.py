@@ -48,6 +48,10 @@ REPO_DIR_RE = re.compile(r"(models|datasets|spaces|kernels)--(.+)", re.DOTALL)
 COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 
 
+# `refs/main.1a2b3c4d.tmp`: an interrupted atomic write of a ref, not a ref.
+REF_TMP_RE = re.compile(r"\.[0-9a-f]{8}\.tmp$")
+
+
 INCOMPLETE_RE = re.compile(r"(?P<etag>.+?)(?P<token>\.[0-9a-f]{8})?\.incomplete", re.DOTALL)
 
 

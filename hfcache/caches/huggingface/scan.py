@@ -39,7 +39,8 @@ from hfcache.caches.huggingface.store import (
     Roots,
     scan_store,
 )
-from hfcache.caches.huggingface.walk import RepoScan, dir_times, read_trash, scan_repo
+from hfcache.caches.huggingface.trash import read_trash
+from hfcache.caches.huggingface.walk import RepoScan, dir_times, scan_repo
 from hfcache.errors import CacheUnreadable
 from hfcache.model import (
     BlobLedger,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import stat as stat_mod
 from collections import Counter, defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass, field
@@ -13,25 +12,21 @@ from hfcache.caches._common import (
     FILES_TO_IGNORE,
     measure,
 )
-from hfcache.caches.huggingface.delete import BLOB_MARK, REF_TMP_RE, TRASH, parse_ref_entry, parse_trash_name
 from hfcache.caches.huggingface.location import (
     COMMIT_RE,
     KIND,
+    REF_TMP_RE,
     REPO_SUBDIRS,
 )
+from hfcache.caches.huggingface.snapshot import scan_snapshot
 from hfcache.caches.huggingface.store import (
     Blob,
     Roots,
-    has_inner_dotdot,
     list_folder,
-    new_blob,
-    open_folder,
     read_small,
-    resolve_link,
     scan_blobs_dir,
-    stat_blob,
-    stat_foreign,
 )
+from hfcache.caches.huggingface.trash import scan_trash
 from hfcache.caches.versions import parse_version, version_key
 from hfcache.model import (
     Item,
@@ -88,118 +83,6 @@ def _scan_refs(refs_dir: str, warnings: list[ScanWarning]) -> dict[str, list[str
                 else:
                     warnings.append(ScanWarning(entry.path, "ref does not hold a commit hash"))
     return refs
-
-
-def _link_table(blobs: dict[str, Blob], depth: int, tables: dict[int, dict[str, str]]) -> dict[str, str]:
-    """The hub's own link target for each counted blob, ``"../" * depth + "blobs/<etag>"``, mapped to its key.
-
-    Made once per repo and folder depth (snapshots/<commit> is 2; 0 maps each key to itself),
-    so the hot loop of a scan recognises a link with one dict lookup, and the sets of keys it
-    builds hold the dict's own string objects, not an equal copy per link.
-    """
-    table = tables.get(depth)
-    if table is None:
-        up = "../" * depth
-        table = tables[depth] = {up + k: k for k, b in blobs.items() if b.size is not None and k.startswith("blobs/")}
-    return table
-
-
-def _not_a_link(
-    folder: str,
-    name: str,
-    fd: int,
-    error: OSError,
-    depth: int,
-    cut: int,
-    blobs: dict[str, Blob],
-    keys: set[str],
-    stack: list[tuple[str, int]],
-    warnings: list[ScanWarning],
-) -> int:
-    """A snapshot entry ``readlink`` refused (``error``): how many files it counts for (0 or 1).
-
-    A folder is walked (pushed on ``stack``); a regular file is its own blob (the no-symlink
-    mode of Windows or ``HF_HUB_DISABLE_SYMLINKS``); a link that cannot be read, or anything
-    else, is a warning, which keeps the revision from being deleted.
-    """
-    path = os.path.join(folder, name)
-    try:
-        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-    except OSError as e:
-        warnings.append(ScanWarning(path, f"cannot read snapshot entry ({e.strerror or e})"))
-        return 0
-    if stat_mod.S_ISDIR(st.st_mode):
-        stack.append((path, depth + 1))
-        return 0
-    if stat_mod.S_ISREG(st.st_mode):
-        key = path[cut:]
-        blobs[key] = stat_blob(st, path)
-        keys.add(key)
-        return 1
-    if stat_mod.S_ISLNK(st.st_mode):
-        warnings.append(ScanWarning(path, f"unreadable symlink ({error.strerror or error})"))
-        return 1
-    warnings.append(ScanWarning(path, "unexpected entry in snapshot (not a file or folder)"))
-    return 0
-
-
-def _scan_snapshot(
-    roots: Roots,
-    repo_dir: str,
-    snapshot_dir: str,
-    blobs: dict[str, Blob],
-    tables: dict[int, dict[str, str]],
-    warnings: list[ScanWarning],
-) -> tuple[set[str], int]:
-    """Walk one snapshot: the set of blob keys it reaches, and its number of files."""
-    keys: set[str] = set()
-    nb_files = 0
-    blobs_prefix = repo_dir + os.sep + "blobs" + os.sep
-    cut = len(repo_dir) + 1
-    # Folders and how deep they are below the repo folder (snapshots/<commit> is 2).
-    stack = [(snapshot_dir, 2)]
-    while stack:
-        folder, depth = stack.pop()
-        hub_links = _link_table(blobs, depth, tables)
-        # Names, and links read relative to the open folder: no DirEntry or path string per
-        # file, and the kernel resolves one name instead of the whole path (the hot loop).
-        try:
-            fd, names = open_folder(folder)
-        except OSError as e:
-            warnings.append(ScanWarning(folder, f"cannot read snapshot folder ({e.strerror or e})"))
-            continue
-        try:
-            for name in names:
-                try:
-                    target = os.readlink(name, dir_fd=fd)
-                except OSError as e:  # not a link (a folder, a file), or an unreadable one
-                    nb_files += _not_a_link(folder, name, fd, e, depth, cut, blobs, keys, stack, warnings)
-                    continue
-                nb_files += 1
-                key = hub_links.get(target)
-                if key is not None:  # almost every link: exactly what the hub writes, to a counted blob
-                    keys.add(key)
-                    continue
-                link = os.path.join(folder, name)
-                path = resolve_link(roots, folder, target)
-                rest = path[len(blobs_prefix) :]
-                if path.startswith(blobs_prefix) and os.sep not in rest and not has_inner_dotdot(target):
-                    key = _link_table(blobs, 0, tables).get("blobs/" + rest)
-                    if key is None:
-                        warnings.append(ScanWarning(link, "broken symlink (blob missing)"))
-                    else:
-                        keys.add(key)
-                    continue
-                found = stat_foreign(roots, path, target)
-                if isinstance(found, str):
-                    warnings.append(ScanWarning(link, found))
-                else:
-                    warnings.append(ScanWarning(link, "symlink points outside its repo's blobs/"))
-                    blobs.setdefault(found.path, found)
-                    keys.add(found.path)
-        finally:
-            os.close(fd)
-    return keys, nb_files
 
 
 def dir_times(path: str) -> tuple[float, float]:
@@ -282,7 +165,7 @@ def scan_repo(roots: Roots, entry: os.DirEntry[str], repo_type: str, item_id: st
         refs = _scan_refs(os.path.join(repo_dir, "refs"), warnings)
     set_aside: dict[str, Blob] = {}
     if entry.name in roots.trash:
-        for commit, names in _scan_trash(repo_dir, roots.trash[entry.name], blobs, set_aside, warnings).items():
+        for commit, names in scan_trash(repo_dir, roots.trash[entry.name], blobs, set_aside, warnings).items():
             have = refs.setdefault(commit, [])
             have.extend(n for n in names if n not in have)
     for folder, suffix in ((".no_exist", ""), ("trees", ".json")):
@@ -309,67 +192,13 @@ def scan_repo(roots: Roots, entry: os.DirEntry[str], repo_type: str, item_id: st
             rev_warnings: list[ScanWarning] = []
             if not COMMIT_RE.fullmatch(snap.name):
                 rev_warnings.append(ScanWarning(snap.path, "snapshot folder is not named after a commit hash"))
-            keys, nb_files = _scan_snapshot(roots, repo_dir, snap.path, blobs, tables, rev_warnings)
+            keys, nb_files = scan_snapshot(roots, repo_dir, snap.path, blobs, tables, rev_warnings)
             revisions.append((snap.name, snap.path, keys, nb_files, rev_warnings))
     if set_aside:  # a blob set aside that nothing links is gone (the repair deletes it), not an orphan
         reached = set().union(*(r[2] for r in revisions))
         for key in set_aside.keys() - reached:
             del blobs[key]
     return finish()
-
-
-def read_trash(roots: Roots, warnings: list[ScanWarning]) -> None:
-    """List hfcache's trash (``.locks/hfcache-trash/``) once, into ``roots.trash`` by repo folder."""
-    trash_dir = os.path.join(roots.real, TRASH)
-    try:
-        if not stat_mod.S_ISDIR(os.lstat(trash_dir).st_mode):
-            warnings.append(ScanWarning(trash_dir, "hfcache's trash is not a folder"))
-            return
-    except OSError:
-        return  # the usual case: no prune ever set anything aside here
-    for entry in list_folder(trash_dir, TRASH, warnings):
-        parsed = parse_trash_name(entry.name)
-        if parsed is None:
-            warnings.append(ScanWarning(entry.path, "unexpected entry in hfcache's trash", blocks_deletion=False))
-            continue
-        roots.trash.setdefault(parsed[0], []).append((entry, parsed[1]))
-
-
-def _scan_trash(
-    repo_dir: str,
-    entries: list[tuple[os.DirEntry[str], str]],
-    blobs: dict[str, Blob],
-    set_aside: dict[str, Blob],
-    warnings: list[ScanWarning],
-) -> dict[str, list[str]]:
-    """Read a repo's entries in hfcache's trash (a prune's work in progress) as the repair will leave them.
-
-    Refs set aside for a snapshot that is still there are its refs (commit -> names); a
-    blob set aside counts as the blob it was (``set_aside`` lists those); a snapshot set
-    aside is already gone. See :mod:`hfcache.caches.huggingface.delete` for the layout.
-    """
-    refs: dict[str, list[str]] = {}
-    for entry, name in entries:
-        regular = entry.is_file(follow_symlinks=False)
-        if name.startswith(BLOB_MARK) and regular:
-            key = "blobs/" + name[len(BLOB_MARK) :]
-            if key not in blobs:
-                st = entry.stat(follow_symlinks=False)
-                blobs[key] = set_aside[key] = new_blob(Blob, (st.st_size, st.st_atime, st.st_mtime, None, ""))
-            continue
-        ref = parse_ref_entry(name) if regular else None
-        commit = ref[0] if ref else name if COMMIT_RE.fullmatch(name) and entry.is_dir(follow_symlinks=False) else None
-        if commit is None:
-            warnings.append(ScanWarning(entry.path, "unexpected entry in hfcache's trash"))
-            continue
-        if os.path.lexists(os.path.join(repo_dir, "snapshots", commit)):
-            if ref and read_small(entry.path).decode("ascii", "replace").strip() == commit:
-                refs.setdefault(commit, []).append(ref[1])
-            message = "an interrupted prune set this revision's refs aside: the next prune puts them back"
-        else:
-            message = "an interrupted prune was removing this revision: the next prune finishes it"
-        warnings.append(ScanWarning(entry.path, message, blocks_deletion=False))
-    return refs
 
 
 def _build_repo(
