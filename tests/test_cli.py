@@ -245,7 +245,7 @@ def test_ctrl_c_exits_130_without_traceback(cache, monkeypatch, capsys):
     def interrupted_scan(*args, **kwargs):
         signal.raise_signal(signal.SIGINT)
 
-    monkeypatch.setattr(cli, "scan_caches", interrupted_scan)
+    monkeypatch.setattr(cli.scan, "scan_caches", interrupted_scan)
     monkeypatch.setattr(sys, "argv", ["hfcache", "scan", "--cache-dir", cache])
     previous = signal.getsignal(signal.SIGINT)
     try:
@@ -264,7 +264,7 @@ def test_internal_error_is_one_line_with_code_70(cache, monkeypatch, capsys):
     def broken_scan(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(cli, "scan_caches", broken_scan)
+    monkeypatch.setattr(cli.scan, "scan_caches", broken_scan)
     monkeypatch.setattr(sys, "argv", ["hfcache", "scan", "--cache-dir", cache])
     with pytest.raises(SystemExit) as exited:
         cli.main()

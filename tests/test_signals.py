@@ -169,7 +169,7 @@ def test_a_signal_outside_an_execution_exits_130_at_once(tmp_path, monkeypatch, 
         signal.raise_signal(signum)
         raise AssertionError("the signal did not stop the scan")
 
-    monkeypatch.setattr(cli, "scan_caches", signalled_scan)
+    monkeypatch.setattr(cli.prune, "scan_caches", signalled_scan)
     monkeypatch.setattr(sys, "argv", ["hfcache", "prune", "--cache-dir", root, "--max-age", "30d", "--yes"])
     with pytest.raises(SystemExit) as exited:
         cli.main()

@@ -12,17 +12,7 @@ from typing import Any
 import yaml
 
 from hfcache.errors import ConfigError, UsageError
-from hfcache.plan.settings import (
-    CACHE_KEYS,
-    ITEM_KEYS,
-    MAX_COUNT,
-    CacheRules,
-    MinFree,
-    ModelRule,
-    Policy,
-    Settings,
-    validate,
-)
+from hfcache.plan.settings import CACHE_KEYS, ITEM_KEYS, MAX_COUNT, CacheRules, MinFree, ModelRule, Policy, Settings, validate
 from hfcache.units import parse_duration, parse_size, quoted
 
 MAX_POLICY_DEPTH = 32  # a policy nests 5 levels (caches, kind, models, glob, setting)

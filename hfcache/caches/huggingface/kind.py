@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-from hfcache.caches._common import (
-    TEMPFILE_RE,
-    FunctionKind,
-    names_in,
-)
+from hfcache.caches._common import TEMPFILE_RE, FunctionKind, names_in
 from hfcache.caches.huggingface.delete import HUB_DELETION
-from hfcache.caches.huggingface.location import (
-    KIND,
-    REPO_TYPES,
-    SHARED_STORE_DIR,
-    TITLE,
-    default_root,
-    looks_like_cache,
-)
+from hfcache.caches.huggingface.location import KIND, REPO_TYPES, SHARED_STORE_DIR, TITLE, default_root, looks_like_cache
 from hfcache.caches.huggingface.scan import scan
 
 _REPO_SHAPE = rf"(?:{'|'.join(REPO_TYPES)})--[^/]+"

@@ -6,14 +6,7 @@ import os
 import re
 from collections.abc import Mapping
 
-from hfcache.caches._common import (
-    FILES_TO_IGNORE,
-    check_dir,
-    env_path,
-    expanduser,
-    expandvars,
-    xdg_cache_home,
-)
+from hfcache.caches._common import FILES_TO_IGNORE, check_dir, env_path, expanduser, expandvars, xdg_cache_home
 from hfcache.errors import CacheUnreadable, NotACache
 
 KIND = "huggingface"

@@ -6,14 +6,9 @@ import os
 from collections import defaultdict
 from dataclasses import replace
 
-from hfcache.caches.huggingface.store import (
-    Blob,
-)
+from hfcache.caches.huggingface.store import Blob
 from hfcache.caches.huggingface.walk import RepoScan
-from hfcache.model import (
-    Item,
-    OrphanFile,
-)
+from hfcache.model import Item, OrphanFile
 
 
 def settle(scan_: RepoScan, ledger: bool = True) -> RepoScan:

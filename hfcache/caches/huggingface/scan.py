@@ -21,10 +21,7 @@ from __future__ import annotations
 import os
 
 from hfcache import parallel
-from hfcache.caches._common import (
-    FILES_TO_IGNORE,
-    TEMPFILE_RE,
-)
+from hfcache.caches._common import FILES_TO_IGNORE, TEMPFILE_RE
 from hfcache.caches.huggingface.location import (
     KIND,
     REPO_DIR_RE,
@@ -35,21 +32,11 @@ from hfcache.caches.huggingface.location import (
     check_root,
 )
 from hfcache.caches.huggingface.reclaim import add_store_reclaim, settle
-from hfcache.caches.huggingface.store import (
-    Roots,
-    scan_store,
-)
+from hfcache.caches.huggingface.store import Roots, scan_store
 from hfcache.caches.huggingface.trash import read_trash
 from hfcache.caches.huggingface.walk import RepoScan, dir_times, scan_repo
 from hfcache.errors import CacheUnreadable
-from hfcache.model import (
-    BlobLedger,
-    CacheInventory,
-    OrphanFile,
-    PartialFile,
-    ScanWarning,
-    SharedPayload,
-)
+from hfcache.model import BlobLedger, CacheInventory, OrphanFile, PartialFile, ScanWarning, SharedPayload
 
 # ---------------------------------------------------------------------------------------------
 # Where the cache is

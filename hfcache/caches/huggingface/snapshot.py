@@ -5,15 +5,7 @@ from __future__ import annotations
 import os
 import stat as stat_mod
 
-from hfcache.caches.huggingface.store import (
-    Blob,
-    Roots,
-    has_inner_dotdot,
-    open_folder,
-    resolve_link,
-    stat_blob,
-    stat_foreign,
-)
+from hfcache.caches.huggingface.store import Blob, Roots, has_inner_dotdot, open_folder, resolve_link, stat_blob, stat_foreign
 from hfcache.model import ScanWarning
 
 

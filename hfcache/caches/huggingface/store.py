@@ -7,9 +7,7 @@ import stat as stat_mod
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from hfcache.caches._common import (
-    FILES_TO_IGNORE,
-)
+from hfcache.caches._common import FILES_TO_IGNORE
 from hfcache.caches.huggingface.location import (
     DIR_FLAGS,
     INCOMPLETE_RE,
@@ -20,10 +18,7 @@ from hfcache.caches.huggingface.location import (
     XET_HASH_RE,
 )
 from hfcache.fs.locks import is_lock_held
-from hfcache.model import (
-    PartialFile,
-    ScanWarning,
-)
+from hfcache.model import PartialFile, ScanWarning
 
 
 class Blob(NamedTuple):

@@ -8,34 +8,13 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from itertools import chain
 
-from hfcache.caches._common import (
-    FILES_TO_IGNORE,
-    measure,
-)
-from hfcache.caches.huggingface.location import (
-    COMMIT_RE,
-    KIND,
-    REF_TMP_RE,
-    REPO_SUBDIRS,
-)
+from hfcache.caches._common import FILES_TO_IGNORE, measure
+from hfcache.caches.huggingface.location import COMMIT_RE, KIND, REF_TMP_RE, REPO_SUBDIRS
 from hfcache.caches.huggingface.snapshot import scan_snapshot
-from hfcache.caches.huggingface.store import (
-    Blob,
-    Roots,
-    list_folder,
-    read_small,
-    scan_blobs_dir,
-)
+from hfcache.caches.huggingface.store import Blob, Roots, list_folder, read_small, scan_blobs_dir
 from hfcache.caches.huggingface.trash import scan_trash
 from hfcache.caches.versions import parse_version, version_key
-from hfcache.model import (
-    Item,
-    Leftover,
-    OrphanFile,
-    PartialFile,
-    Revision,
-    ScanWarning,
-)
+from hfcache.model import Item, Leftover, OrphanFile, PartialFile, Revision, ScanWarning
 
 
 @dataclass

@@ -1,0 +1,52 @@
+"""``hfcache metrics``: the inventory as Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from hfcache.caches.scan import scan_caches
+from hfcache.output import render
+
+if TYPE_CHECKING:
+    pass
+from hfcache.cli.app import CacheDirOption, JobsOption, KindOption, VerboseOption, _jobs, _user_errors, app
+from hfcache.cli.prune import _refuse_outputs_in_caches
+
+
+@app.command()
+def metrics(
+    cache_dir: CacheDirOption = None,
+    kind: KindOption = None,
+    textfile: Annotated[
+        Optional[str],
+        typer.Option(
+            "--textfile",
+            metavar="PATH",
+            help="Write atomically to PATH (for node_exporter's textfile collector, *.prom) instead of stdout.",
+        ),
+    ] = None,
+    log: Annotated[
+        Optional[str], typer.Option("--log", metavar="FILE", help="The audit log to read the last prunes from.")
+    ] = None,
+    verbose: VerboseOption = 0,
+    jobs: JobsOption = 0,
+) -> None:
+    """The inventory as Prometheus metrics: bytes per cache and model, partial downloads, free space, last prune.
+
+    Example: hfcache metrics --textfile /var/lib/node_exporter/textfile_collector/hfcache.prom
+    """
+    from hfcache.execute.audit import read_log
+    from hfcache.fs.system import disk_of
+    from hfcache.output.metrics import last_prunes, render_metrics, write_textfile
+
+    with _user_errors(verbose=verbose):
+        inventory = scan_caches(cache_dir or None, kinds=kind or None, jobs=_jobs(jobs), ledger=False)
+        disks = {c.root: disk_of(c.root) for c in inventory.caches if c.exists}
+        text = render_metrics(inventory, disks, last_prunes(read_log(log)))
+        if textfile:
+            _refuse_outputs_in_caches((c.root for c in inventory.caches), textfile=textfile)
+            write_textfile(text, textfile)
+        else:
+            render.raw(text)

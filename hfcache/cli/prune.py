@@ -1,0 +1,279 @@
+"""``hfcache prune`` and ``hfcache apply``: a plan, the question, execution, the report and its exit code."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from enum import Enum
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from hfcache import interrupt
+from hfcache.caches.registry import registry
+from hfcache.caches.scan import scan_caches
+from hfcache.errors import EXIT_INTERRUPTED, EXIT_PARTIAL, ConfirmationRequired
+from hfcache.output import render
+from hfcache.units import parse_duration, parse_size
+
+if TYPE_CHECKING:
+    from hfcache.model import Inventory
+    from hfcache.plan.decisions import Execution, Plan
+from hfcache.cli.app import (
+    AgeBy,
+    CacheDirOption,
+    FormatOption,
+    JobsOption,
+    JsonOption,
+    KindOption,
+    LockWaitOption,
+    LogOption,
+    OutputFormat,
+    QuietOption,
+    VerboseOption,
+    YesOption,
+    _format,
+    _jobs,
+    _progress,
+    _user_errors,
+    app,
+)
+
+
+class KeepPer(str, Enum):
+    major = "major"
+    minor = "minor"
+
+
+def _emit(
+    plan: Plan, fmt: OutputFormat, *, execution: Execution | None = None, show_keep: bool = True, quiet: bool = False
+) -> None:
+    """The plan, or with ``execution`` the record of its run, in the chosen format; warnings on stderr."""
+    from hfcache.plan.planfile import plan_to_dict
+
+    if fmt is OutputFormat.json:
+        render.json_document(plan_to_dict(plan, execution))
+    else:
+        render.plan_tables(plan, execution=execution, show_keep=show_keep, markdown=fmt is OutputFormat.markdown)
+    if not quiet:
+        render.plan_warnings(plan if execution is None else execution)
+
+
+def _cache_roots(roots: Iterable[str]) -> list[str]:
+    """``roots`` and the default root of every known kind: the caches no output file may land in."""
+    found = dict.fromkeys(roots)
+    for kind in registry().kinds.values():
+        try:
+            found.update(dict.fromkeys(kind.default_roots(os.environ)))
+        except Exception:  # noqa: BLE001 - a plug-in's broken default only loses an extra check
+            continue
+    return list(found)
+
+
+def _refuse_outputs_in_caches(roots: Iterable[str], **outputs: str | None) -> None:
+    """Exit 2 when an output file (``plan_out="plan.json"`` for ``--plan-out``) resolves into a cache."""
+    from hfcache.output.files import refuse_in_caches
+
+    every = _cache_roots(roots)
+    for option, path in outputs.items():
+        if path:
+            refuse_in_caches(path, every, "--" + option.replace("_", "-"))
+
+
+@dataclass(frozen=True)
+class _Run:
+    """How ``prune`` and ``apply`` carry out a plan: confirmation, lock wait, audit log."""
+
+    yes: bool
+    fmt: OutputFormat
+    quiet: bool
+    lock_wait: float
+    log: str | None
+
+    def emit(self, plan: Plan, *, execution: Execution | None = None, show_keep: bool = True) -> None:
+        _emit(plan, self.fmt, execution=execution, show_keep=show_keep, quiet=self.quiet)
+
+    def __call__(self, plan: Plan, inventory: Inventory | None) -> None:
+        """Ask on a terminal (unless --yes), refuse without one, then execute and report.
+
+        Exit 1 when units failed; 130 when a signal stopped the execution (the units done
+        so far are reported, the rest skipped).
+        """
+        from hfcache.prune import run_plan
+
+        if not plan.delete:
+            if self.yes:  # nothing to delete, but what an interrupted prune left half-done is finished
+                from hfcache.prune import repair
+
+                notes = repair(plan, lock_wait=self.lock_wait)
+                plan = replace(plan, warnings=(*notes, *plan.warnings)) if notes else plan
+            self.emit(plan)
+            return
+        roots = [*(c.root for c in plan.caches), *(u.root for u in plan.delete)]
+        if inventory is not None:
+            roots += [c.root for c in inventory.caches]
+        _refuse_outputs_in_caches(roots, log=self.log)
+        if not self.yes:
+            if not sys.stdin.isatty():
+                self.emit(plan)
+                raise ConfirmationRequired(
+                    "refusing to delete without confirmation: no terminal to ask on; add --yes (or use --dry-run)"
+                )
+            _emit(plan, OutputFormat.table)  # a question on a terminal: always the table
+            if not typer.confirm(f"Delete these {len(plan.delete)} units?", default=False):
+                render.note("Nothing deleted.")
+                return
+            inventory = None  # time passed while the question was open: check against a fresh scan
+        # A signal while the plan executes and its results are printed is only noted
+        # (hfcache.interrupt): execution stops between two units, never inside one.
+        interrupt.reset()  # a signal noted before this point was raised, not deferred: stale
+        with interrupt.deferred():
+            with _progress(not self.quiet):
+                result = run_plan(plan, inventory, lock_wait=self.lock_wait, log=self.log)
+            try:
+                self.emit(result.plan, execution=result, show_keep=False)
+            except OSError:
+                if not interrupt.requested():
+                    raise  # SIGHUP: the terminal may be gone; the audit log has the record
+        stopped = result.stopped  # a signal, or the audit log could not be written
+        if interrupt.requested():
+            done = "stopped after the unit under way; the rest was not deleted" if stopped else "the run had ended"
+            render.error(f"{interrupt.reason()}: {done}")
+            raise typer.Exit(EXIT_INTERRUPTED)
+        if stopped:
+            render.error(f"{stopped}: stopped before the next unit; the rest was not deleted")
+            raise typer.Exit(EXIT_PARTIAL)
+        if result.failed:
+            raise typer.Exit(EXIT_PARTIAL)
+
+
+@app.command()
+def prune(
+    cache_dir: CacheDirOption = None,
+    kind: KindOption = None,
+    max_age: Annotated[
+        Optional[str],
+        typer.Option("--max-age", metavar="AGE", help="Delete revisions not used for AGE (30d, 12h, 2w; s m h d w)."),
+    ] = None,
+    keep: Annotated[
+        Optional[int],
+        typer.Option("--keep", metavar="N", help="Per model, keep the N latest revisions (by version, else by date) and main."),
+    ] = None,
+    keep_per: Annotated[
+        Optional[KeepPer], typer.Option("--keep-per", help="With --keep: keep N in each major or minor version series.")
+    ] = None,
+    max_size: Annotated[
+        Optional[str],
+        typer.Option("--max-size", metavar="SIZE", help="Then evict least recently used until each cache is under SIZE."),
+    ] = None,
+    min_free: Annotated[
+        Optional[str],
+        typer.Option(
+            "--min-free", metavar="SIZE|PCT", help="Then evict until the file system has SIZE (20GB) or PCT (10%) free."
+        ),
+    ] = None,
+    junk: Annotated[
+        bool, typer.Option("--junk", help="Delete stale partial downloads, orphan blobs, unreferenced payloads, leftovers.")
+    ] = False,
+    junk_grace: Annotated[
+        Optional[str], typer.Option("--junk-grace", metavar="AGE", help="Junk younger than AGE stays (default 24h).")
+    ] = None,
+    protect: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--protect", metavar="GLOB", help="Never delete models whose id matches GLOB, e.g. 'meta-llama/*' (repeatable)."
+        ),
+    ] = None,
+    age_by: Annotated[
+        Optional[AgeBy], typer.Option("--age-by", help="Age and LRU order by last access (atime, default) or modification.")
+    ] = None,
+    allow_remove_all: Annotated[
+        bool, typer.Option("--allow-remove-all", help="Let --keep-less policies (quotas) remove a model's last revision.")
+    ] = False,
+    config: Annotated[
+        Optional[str],
+        typer.Option("--config", metavar="FILE", help="Policy file (YAML); default $HFCACHE_CONFIG, then the usual places."),
+    ] = None,
+    no_config: Annotated[bool, typer.Option("--no-config", help="Ignore policy files: only the command line counts.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Show the plan, delete nothing.")] = False,
+    yes: YesOption = False,
+    plan_out: Annotated[
+        Optional[str], typer.Option("--plan-out", metavar="FILE", help="Also save the plan as JSON, for 'hfcache apply'.")
+    ] = None,
+    lock_wait: LockWaitOption = "10s",
+    log: LogOption = None,
+    output_format: FormatOption = OutputFormat.table,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = 0,
+    jobs: JobsOption = 0,
+) -> None:
+    """Delete what retention policies select, after showing the plan with a reason for every unit.
+
+    A unit goes when at least one policy selects it and no protection or keep rule saves
+    it; --max-size and --min-free run last, over what survives.
+
+    Example: hfcache prune --keep 2 --max-age 90d --protect 'meta-llama/*' --dry-run
+    """
+    from hfcache.plan.settings import MinFree, Settings
+    from hfcache.prune import build_policy, check_access_times, plan_prune, write_plan
+
+    fmt = _format(output_format, as_json)
+    with _user_errors(verbose=verbose):
+        overrides = Settings(
+            max_age=float(parse_duration(max_age)) if max_age is not None else None,
+            keep=keep,
+            keep_per=keep_per.value if keep_per else None,
+            age_by=age_by.value if age_by else None,
+            max_size=parse_size(max_size) if max_size is not None else None,
+            min_free=MinFree.parse(min_free) if min_free is not None else None,
+            junk=True if junk else None,
+            junk_grace=float(parse_duration(junk_grace)) if junk_grace is not None else None,
+            allow_remove_all=True if allow_remove_all else None,
+        )
+        policy = build_policy(overrides, protect=tuple(protect or ()), config=config, use_config=not no_config)
+        run = _Run(yes=yes, fmt=fmt, quiet=quiet, lock_wait=float(parse_duration(lock_wait)), log=log)
+        with _progress(not quiet):
+            inventory = scan_caches(cache_dir or None, kinds=kind or None, jobs=_jobs(jobs))
+        # Before the plan is written and anything deleted: no output file may land in a cache.
+        _refuse_outputs_in_caches((c.root for c in inventory.caches), plan_out=plan_out, log=None if dry_run else log)
+        notes = check_access_times(inventory, policy)
+        plan = plan_prune(inventory, policy)
+        if plan_out:
+            write_plan(plan, plan_out)
+        if not quiet:
+            for message in notes:
+                render.warning(message)
+        if dry_run:
+            run.emit(plan)
+        else:
+            run(plan, inventory)
+
+
+@app.command()
+def apply(
+    plan_file: Annotated[str, typer.Argument(metavar="FILE", help="A plan saved by 'hfcache prune --plan-out FILE'.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Show the saved plan, delete nothing.")] = False,
+    yes: YesOption = False,
+    lock_wait: LockWaitOption = "10s",
+    log: LogOption = None,
+    output_format: FormatOption = OutputFormat.table,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Execute a saved plan: each unit only if the cache still holds it unchanged (else it is skipped).
+
+    Example: hfcache prune --max-age 30d --plan-out plan.json --dry-run && hfcache apply plan.json --yes
+    """
+    from hfcache.prune import read_plan
+
+    with _user_errors(verbose=verbose):
+        run = _Run(yes=yes, fmt=_format(output_format, as_json), quiet=quiet, lock_wait=float(parse_duration(lock_wait)), log=log)
+        plan = read_plan(plan_file)
+        if dry_run:
+            run.emit(plan)
+        else:
+            run(plan, None)

@@ -1,0 +1,128 @@
+"""``hfcache scan``: the inventory as a table, Markdown or JSON."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from hfcache.caches.registry import registry
+from hfcache.caches.scan import scan_caches
+from hfcache.output import render
+from hfcache.plan.query import Selection, parse_sort, select
+from hfcache.units import parse_duration, parse_size
+
+if TYPE_CHECKING:
+    pass
+from hfcache.cli.app import (
+    AgeBy,
+    CacheDirOption,
+    FormatOption,
+    JobsOption,
+    JsonOption,
+    KindOption,
+    OutputFormat,
+    QuietOption,
+    VerboseOption,
+    _check_types,
+    _complete_type,
+    _format,
+    _jobs,
+    _progress,
+    _user_errors,
+    app,
+)
+
+
+@app.command()
+def scan(
+    cache_dir: CacheDirOption = None,
+    kind: KindOption = None,
+    revisions: Annotated[bool, typer.Option("--revisions", help="One row per revision instead of per repo.")] = False,
+    sort: Annotated[
+        str, typer.Option("--sort", metavar="KEY[:asc|desc]", help="Order by name, size, accessed or modified.")
+    ] = "name",
+    item_type: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--type",
+            metavar="TYPE",
+            autocompletion=_complete_type,
+            help="Only items of this type: model, dataset, space, kernel, checkpoint, hub-repo, ... (repeatable).",
+        ),
+    ] = None,
+    name: Annotated[
+        Optional[list[str]],
+        typer.Option("--name", metavar="GLOB", help="Only item ids matching this glob, e.g. 'meta-llama/*' (repeatable)."),
+    ] = None,
+    larger_than: Annotated[
+        Optional[str], typer.Option("--larger-than", metavar="SIZE", help="Only entries bigger than SIZE (500MB, 2GiB).")
+    ] = None,
+    smaller_than: Annotated[
+        Optional[str], typer.Option("--smaller-than", metavar="SIZE", help="Only entries smaller than SIZE.")
+    ] = None,
+    older_than: Annotated[
+        Optional[str], typer.Option("--older-than", metavar="AGE", help="Only entries not used for AGE (30d, 12h, 2w).")
+    ] = None,
+    newer_than: Annotated[
+        Optional[str], typer.Option("--newer-than", metavar="AGE", help="Only entries used within AGE.")
+    ] = None,
+    age_by: Annotated[
+        AgeBy, typer.Option("--age-by", help="Measure age by last access (atime) or last modification (mtime).")
+    ] = AgeBy.atime,
+    output_format: FormatOption = OutputFormat.table,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = 0,
+    jobs: JobsOption = 0,
+) -> None:
+    """Show what the model caches hold: models, revisions, refs, versions, sizes and ages.
+
+    Every kind of cache found is shown (Hugging Face hub, torch hub, Keras, Xet, datasets,
+    kagglehub, transformers < 4.22), each where its library would put it.
+
+    Example: hfcache scan --kind torch --revisions --larger-than 1GB --sort size
+    """
+    fmt = _format(output_format, as_json)
+    from hfcache.output.serialize import inventory_to_dict
+
+    with _user_errors(verbose=verbose):
+        selection = Selection(
+            types=_check_types(item_type or [], kind),
+            names=tuple(name or ()),
+            larger_than=parse_size(larger_than) if larger_than is not None else None,
+            smaller_than=parse_size(smaller_than) if smaller_than is not None else None,
+            older_than=parse_duration(older_than) if older_than is not None else None,
+            newer_than=parse_duration(newer_than) if newer_than is not None else None,
+            age_by=age_by.value,
+            revisions=revisions,
+        )
+        parse_sort(sort)  # refuse a bad key before the (possibly long) scan
+        with _progress(not quiet):
+            inventory = scan_caches(cache_dir or None, kinds=kind or None, jobs=_jobs(jobs), ledger=False)
+        shown = select(inventory, selection, now=inventory.scanned_at, sort=sort)
+    everything = not kind and not cache_dir
+    if fmt is OutputFormat.json:
+        render.json_document(inventory_to_dict(shown))
+    else:
+        render.scan_tables(
+            shown,
+            revisions=revisions,
+            filtered=not selection.is_empty,
+            show_missing=not everything,
+            markdown=fmt is OutputFormat.markdown,
+        )
+    if quiet:
+        return
+    for problem in registry().problems:
+        render.warning(problem)
+    missing = [c for c in inventory.caches if not c.exists]
+    if everything and len(missing) == len(inventory.caches):
+        render.note("No model caches found: nothing cached yet. Looked in:")
+        for cache in missing:
+            render.note(f"  {cache.root} ({cache.title or cache.kind})")
+    elif not everything:
+        for cache in missing:
+            render.note(f"No {cache.title or cache.kind} at {cache.root} yet: nothing cached.")
+    for cache in inventory.caches:
+        render.warnings(cache)
