@@ -91,6 +91,7 @@ def copy(src: str, dst: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", required=True, help="the git revision to compare this checkout with")
+    parser.add_argument("--head", help="a git revision to compare instead of this checkout's working tree")
     parser.add_argument("--files", type=int, default=100_000, help="snapshot files of the generated cache (default 100000)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each command per revision (default 3)")
     args = parser.parse_args()
@@ -99,9 +100,13 @@ def main() -> None:
     base = os.path.join(work, "base")
     try:
         subprocess.run(["git", "-C", REPO, "worktree", "add", "--detach", base, args.base], check=True, capture_output=True)
+        head = REPO
+        if args.head:
+            head = os.path.join(work, "head")
+            subprocess.run(["git", "-C", REPO, "worktree", "add", "--detach", head, args.head], check=True, capture_output=True)
         root = os.path.join(work, "hub")
         make_cache(root, args.files)
-        checkouts = {"base": base, "this": REPO}
+        checkouts = {"base": base, "this": head}
         times: dict[tuple[str, str], list[float]] = {}
         peaks: dict[tuple[str, str], list[int]] = {}
         outputs: dict[tuple[str, str], bytes] = {}
@@ -123,7 +128,7 @@ def main() -> None:
                 outputs[(name, who)] = out.replace(copy_root.encode(), b"<root>")
                 times[(name, who)], peaks[(name, who)] = [wall], [peak]
                 shutil.rmtree(copy_root)
-        print(f"{args.files} files; base {args.base}; {args.rounds} rounds (a real prune: 1)")
+        print(f"{args.files} files; base {args.base}, this {args.head or 'working tree'}; {args.rounds} rounds (a real prune: 1)")
         print(f"{'command':38} {'units':>6} {'same':>5} {'base s':>8} {'this s':>8} {'ratio':>6} {'base MB':>8} {'this MB':>8}")
         for name in [*DRY, *REAL]:
             same = outputs[(name, "base")] == outputs[(name, "this")]
@@ -137,7 +142,8 @@ def main() -> None:
             print("different: " + "; ".join(different))
             raise SystemExit(1)
     finally:
-        subprocess.run(["git", "-C", REPO, "worktree", "remove", "--force", base], check=False, capture_output=True)
+        for tree in (base, os.path.join(work, "head")):
+            subprocess.run(["git", "-C", REPO, "worktree", "remove", "--force", tree], check=False, capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
 
 
