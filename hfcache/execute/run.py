@@ -44,7 +44,7 @@ from hfcache.fs.ops import Tree
 from hfcache.model import CacheInventory, Inventory, Item, Revision
 from hfcache.output.words import describe_all
 from hfcache.plan.decisions import Execution, Plan, PlanUnit, Status, UnitResult, What
-from hfcache.plan.settings import DEFAULT_JUNK_GRACE
+from hfcache.plan.policies import DEFAULT_JUNK_GRACE
 
 log = logging.getLogger(__name__)
 

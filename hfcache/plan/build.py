@@ -25,8 +25,20 @@ from dataclasses import replace
 from hfcache.model import CacheInventory, Disk, Inventory, Item, Revision
 from hfcache.plan.accounting import Reclaim
 from hfcache.plan.decisions import Plan, PlanCache, PlanUnit, What
-from hfcache.plan.policies import Candidate, Case, Decision, Rule, evict_lru, junk, keep_latest, lru_order, matches, max_age
-from hfcache.plan.settings import DEFAULT_JUNK_GRACE, Policy
+from hfcache.plan.policies import (
+    DEFAULT_JUNK_GRACE,
+    Candidate,
+    Case,
+    Decision,
+    Rule,
+    evict_lru,
+    junk,
+    keep_latest,
+    lru_order,
+    matches,
+    max_age,
+)
+from hfcache.plan.settings import Policy
 
 
 def candidate(item: Item, rev: Revision) -> Candidate:
@@ -45,7 +57,7 @@ def candidate(item: Item, rev: Revision) -> Candidate:
 
 
 class _CachePlan:
-    """The decisions for one cache while a plan is made (see :func:`make_plan`)."""
+    """The decisions for one cache while a plan is made (see :func:`make_plan`); :meth:`decide` makes them."""
 
     def __init__(self, cache: CacheInventory, policy: Policy, now: float) -> None:
         self.cache = cache
@@ -64,6 +76,20 @@ class _CachePlan:
         self.junk: list[PlanUnit] = []
         self.junk_kept: list[PlanUnit] = []
         self.warnings: list[str] = []
+
+    def decide(self) -> _CachePlan:
+        """Every policy of this cache, in the one order that works (the file system's min_free comes after, across caches).
+
+        Selections and vetoes first, then the last-revision rule over them, then junk; the
+        bytes of what goes are counted before the size target evicts more, least recently
+        used first, from what stays.
+        """
+        self.decide_revisions()
+        self.last_revision_rule()
+        self.decide_junk()
+        self.count_going()
+        self.quota()
+        return self
 
     def add(self, decisions: Mapping[str, Decision]) -> None:
         for path, d in decisions.items():
@@ -263,13 +289,7 @@ def make_plan(
     for cache in inventory.caches:
         if not cache.exists:
             continue
-        cp = _CachePlan(cache, policy, now)
-        cp.decide_revisions()
-        cp.last_revision_rule()
-        cp.decide_junk()
-        cp.count_going()
-        cp.quota()
-        plans.append(cp)
+        plans.append(_CachePlan(cache, policy, now).decide())
     warnings = _min_free(plans, disks or {}, now) if any(cp.settings.min_free for cp in plans) else []
 
     delete: list[PlanUnit] = []

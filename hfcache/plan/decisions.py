@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from hfcache.plan.policies import Decision, Word
-from hfcache.plan.settings import DEFAULT_JUNK_GRACE
+from hfcache.plan.policies import DEFAULT_JUNK_GRACE, Decision, Word
 
 PLAN_VERSION = 1
 

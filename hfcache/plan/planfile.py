@@ -249,7 +249,7 @@ def plan_from_dict(data: Any, *, source: str = "plan") -> Plan:
     unit listed twice raises :class:`PlanFileError`.
     """
     from hfcache.plan.decisions import PLAN_VERSION, Plan, PlanCache
-    from hfcache.plan.settings import DEFAULT_JUNK_GRACE
+    from hfcache.plan.policies import DEFAULT_JUNK_GRACE
 
     version = data.get("version") if isinstance(data, dict) else None
     if type(version) is not int or version != PLAN_VERSION or "delete" not in data:

@@ -31,6 +31,9 @@ from hfcache.plan.query import matching_glob
 
 KEEP_PER = ("major", "minor")
 AGE_BY = ("atime", "mtime")
+# How long junk stays after its last change unless a policy says otherwise: a download may
+# still be writing a partial file, or about to link an orphan blob or fill an empty repo folder.
+DEFAULT_JUNK_GRACE = 24 * 3600.0
 
 
 @dataclass(frozen=True)

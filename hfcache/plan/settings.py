@@ -41,7 +41,6 @@ from hfcache.units import describe_age, parse_size, quoted
 CONFIG_ENV = "HFCACHE_CONFIG"
 SYSTEM_CONFIG = "/etc/hfcache/config.yaml"
 CONFIG_NAME = "config.yaml"
-DEFAULT_JUNK_GRACE = 24 * 3600.0
 MAX_POLICY_BYTES = 1024 * 1024  # the examples are under 1 kB
 MAX_COUNT = 2**63 - 1  # bytes (st_size's range: no file system holds more) and revisions to keep
 
