@@ -47,7 +47,7 @@ DRY = {
     "scan --json": ["scan", "--json"],
     "scan --revisions --format markdown": ["scan", "--revisions", "--format", "markdown"],
     "prune --keep 1 --junk": ["prune", "--dry-run", "--json", "--keep", "1", "--junk", "--no-config"],
-    "prune --max-age 400d": ["prune", "--dry-run", "--json", "--max-age", "400d", "--no-config"],
+    "prune --max-age 90d": ["prune", "--dry-run", "--json", "--max-age", "90d", "--no-config"],
     "prune --max-size 10TB --keep 2": ["prune", "--dry-run", "--json", "--max-size", "10TB", "--keep", "2", "--no-config"],
 }
 REAL = {"prune --keep 1 --junk --yes": ["prune", "--yes", "--json", "--keep", "1", "--junk", "--no-config"]}
@@ -84,8 +84,21 @@ def _units(out: bytes) -> str:
     return str(sum(len(c["items"]) for c in doc.get("caches", [])))
 
 
-def copy(src: str, dst: str) -> None:
+def times_of(root: str) -> list[tuple[str, int, int]]:
+    """Every entry's access and modification times, to give each copy the same ones."""
+    out = []
+    for folder, dirs, files in os.walk(root):
+        for name in [*dirs, *files]:
+            st = os.lstat(os.path.join(folder, name))
+            out.append((os.path.relpath(os.path.join(folder, name), root), st.st_atime_ns, st.st_mtime_ns))
+    return out
+
+
+def copy(src: str, dst: str, times: list[tuple[str, int, int]]) -> None:
+    """``src`` copied to ``dst`` with the times ``src`` had before anything read it (``cp`` reading it moves its atimes)."""
     subprocess.run(["cp", "-a", "--sparse=always", src, dst], check=True)
+    for rel, atime, mtime in times:
+        os.utime(os.path.join(dst, rel), ns=(atime, mtime), follow_symlinks=False)
 
 
 def main() -> None:
@@ -93,6 +106,7 @@ def main() -> None:
     parser.add_argument("--base", required=True, help="the git revision to compare this checkout with")
     parser.add_argument("--head", help="a git revision to compare instead of this checkout's working tree")
     parser.add_argument("--files", type=int, default=100_000, help="snapshot files of the generated cache (default 100000)")
+    parser.add_argument("--outputs", help="a folder to write every output into when some differ")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each command per revision (default 3)")
     args = parser.parse_args()
 
@@ -119,10 +133,11 @@ def main() -> None:
                     peaks.setdefault((name, who), []).append(peak)
                     if outputs.setdefault((name, who), out) != out:
                         different.append(f"{name}: {who} is not the same from one round to the next")
+        snapshot = times_of(root)
         for name, argv in REAL.items():
             for who, checkout in checkouts.items():
                 copy_root = os.path.join(work, f"hub-{who}")
-                copy(root, copy_root)
+                copy(root, copy_root, snapshot)
                 out, wall, peak = run(checkout, copy_root, argv, work)
                 # The same copy path for both revisions, so paths in the output compare: rename after.
                 outputs[(name, who)] = out.replace(copy_root.encode(), b"<root>")
@@ -140,6 +155,12 @@ def main() -> None:
             print(f"{name:38} {units:>6} {'yes' if same else 'NO':>5} {tb:8.2f} {tt:8.2f} {tt / tb:6.2f} {mb:8.0f} {mt:8.0f}")
         if different:
             print("different: " + "; ".join(different))
+            if args.outputs:
+                os.makedirs(args.outputs, exist_ok=True)
+                for (name, who), out in outputs.items():
+                    with open(os.path.join(args.outputs, f"{name.replace(' ', '_')}.{who}"), "wb") as f:
+                        f.write(out)
+                print(f"outputs in {args.outputs}")
             raise SystemExit(1)
     finally:
         for tree in (base, os.path.join(work, "head")):
