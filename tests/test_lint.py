@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = ("hfcache", "tests", "benchmarks", "examples")
 
 
@@ -24,7 +24,7 @@ def _ruff(*args: str) -> subprocess.CompletedProcess[str]:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("CI=true, and ruff is not installed (it comes with the test extra)")
         pytest.skip("ruff is not installed (pip install -e '.[test]')")
-    return subprocess.run([sys.executable, "-m", "ruff", *args], cwd=ROOT, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "ruff", *args], cwd=CHECKOUT, capture_output=True, text=True)
 
 
 def test_ruff_check_passes():
