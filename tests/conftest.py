@@ -67,16 +67,10 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     return home
 
 
-def cannot_run(reason: str) -> None:
-    """A test that cannot run here: skipped with the reason, but a failure under ``CI=true`` (CI installs what tests need)."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true, and this test cannot run: {reason}")
-    pytest.skip(reason)
-
-
 @pytest.fixture
 def need_tool():
     """``need_tool("man")``: the command's path, or the test is skipped (failed under ``CI=true``) without it."""
+    from tests.support import cannot_run  # (not at the top: huggingface_hub reads the variables above when imported)
 
     def need(tool: str) -> str:
         path = shutil.which(tool)
@@ -85,3 +79,20 @@ def need_tool():
         return path
 
     return need
+
+
+@pytest.fixture
+def mounts():
+    """A ``support.Mounts``: ``mounts.bind(source, target)``, ``mounts.mount("-t", "tmpfs", "tmpfs", target)``.
+
+    Needs root, ``mount`` and ``umount`` (skipped without them, failed under ``CI=true``); every
+    mount is lazily unmounted after the test.
+    """
+    from tests.support import Mounts, need_mounts
+
+    need_mounts("mount", "umount")
+    made = Mounts()
+    try:
+        yield made
+    finally:
+        made.undo()

@@ -9,6 +9,7 @@ import json
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import pytest
 from huggingface_hub import constants, hf_hub_download, scan_cache_dir
 from huggingface_hub.errors import EntryNotFoundError
 from huggingface_hub.utils import _shared_blobs
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 import hfcache
 import hfcache.prune
@@ -27,19 +28,61 @@ from tests.fakehub import FakeHub
 from tests.trees import commit, repo
 
 
+def cannot_run(reason: str) -> None:
+    """A test that cannot run here: skipped with the reason, but a failure under ``CI=true`` (CI installs what tests need)."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true, and this test cannot run: {reason}")
+    pytest.skip(reason)
+
+
+def need_mounts(*tools: str) -> None:
+    """Root and these commands (mount, umount, unshare), or the test cannot run (``cannot_run``)."""
+    if os.geteuid() != 0:
+        cannot_run("needs root (bind mounts and mount namespaces)")
+    for tool in tools:
+        if shutil.which(tool) is None:
+            cannot_run(f"needs the {tool!r} command")
+
+
+class Mounts:
+    """The mounts a test made (the ``mounts`` fixture), lazily unmounted (last first) at teardown whatever happened."""
+
+    def __init__(self) -> None:
+        self.made: list[str] = []
+
+    def mount(self, *args: str) -> str:
+        """``mount ARGS``: the target is the last argument, a folder made when missing (a file is mounted on as it is)."""
+        target = args[-1]
+        if not os.path.lexists(target):
+            os.makedirs(target)
+        done = subprocess.run(["mount", *args], capture_output=True, text=True)
+        if done.returncode:
+            cannot_run(f"mount {' '.join(args)} failed here: {done.stderr.strip()}")
+        self.made.append(target)
+        return target
+
+    def bind(self, source: str, target: str) -> str:
+        return self.mount("--bind", source, target)
+
+    def undo(self) -> None:
+        for target in reversed(self.made):
+            subprocess.run(["umount", "-l", target], capture_output=True)
+        self.made.clear()
+
+
 def payload(n: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(n)
 
 
-def get(hub: FakeHub, cache: str, repo_id: str, filename: str, revision: str | None = None, **kw) -> str:
-    return hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache, endpoint=hub.endpoint, **kw)
+def get(hub: FakeHub, root: str, repo_id: str, filename: str, revision: str | None = None, **kw) -> str:
+    return hf_hub_download(repo_id, filename, revision=revision, cache_dir=root, endpoint=hub.endpoint, **kw)
 
 
-def assert_same_as_hub(cache_dir: str) -> CacheInventory:
+def assert_same_as_hub(root: str) -> CacheInventory:
     """Everything hfcache reports equals huggingface_hub's view of the same cache."""
-    ref = scan_cache_dir(cache_dir)
+    ref = scan_cache_dir(root)
     assert ref.warnings == [], ref.warnings
-    inv = hfcache.scan([cache_dir])
+    inv = hfcache.scan([root])
     (ours,) = inv.caches
     assert ours.root == str(ref.cache_dir)
     assert ours.size_bytes == ref.size_on_disk
@@ -67,12 +110,12 @@ def assert_same_as_hub(cache_dir: str) -> CacheInventory:
             assert got.reclaimable_bytes == strategy.expected_freed_size, expected.commit_hash
     assert {p.path for p in ours.partial_files if p.scheme != "temporary"} == {str(f.file_path) for f in ref.incomplete_files}
     assert {p.path: p.size_bytes for p in ours.unreferenced_payloads} == {
-        str(p): s for p, s in _shared_blobs.unreferenced_shared_blobs(cache_dir).items()
+        str(p): s for p, s in _shared_blobs.unreferenced_shared_blobs(root).items()
     }
     return ours
 
 
-def build_rich_cache(hub: FakeHub, cache: str) -> dict[str, str]:
+def build_rich_cache(hub: FakeHub, root: str) -> dict[str, str]:
     """Tags, a blob shared by two revisions, main moved on, nested and short refs, a pin, a dataset."""
     c1 = hub.push(
         "org/model",
@@ -80,43 +123,43 @@ def build_rich_cache(hub: FakeHub, cache: str) -> dict[str, str]:
     )
     hub.tag("org/model", "v1.0", c1)
     for f in ("config.json", "model.safetensors", "unet/diffusion_pytorch_model.bin"):
-        get(hub, cache, "org/model", f, "v1.0")
+        get(hub, root, "org/model", f, "v1.0")
     c2 = hub.push("org/model", {"config.json": b'{"v": 2}'})  # model.safetensors unchanged: shared blob
     hub.tag("org/model", "v1.1", c2)
-    get(hub, cache, "org/model", "config.json", "v1.1")
-    get(hub, cache, "org/model", "model.safetensors", "v1.1")
+    get(hub, root, "org/model", "config.json", "v1.1")
+    get(hub, root, "org/model", "model.safetensors", "v1.1")
     c3 = hub.push("org/model", {"model.safetensors": payload(4000, 3)})
-    get(hub, cache, "org/model", "model.safetensors")  # refs/main -> c3
-    get(hub, cache, "org/model", "config.json", c1[:8])  # short-hash ref
+    get(hub, root, "org/model", "model.safetensors")  # refs/main -> c3
+    get(hub, root, "org/model", "config.json", c1[:8])  # short-hash ref
     pr = hub.push("org/model", {"config.json": b'{"pr": 1}'}, branch="refs/pr/1")
-    get(hub, cache, "org/model", "config.json", "refs/pr/1")  # nested ref refs/refs/pr/1
+    get(hub, root, "org/model", "config.json", "refs/pr/1")  # nested ref refs/refs/pr/1
 
     d1 = hub.push("org/moving", {"weights.bin": payload(1500, 4)})
-    get(hub, cache, "org/moving", "weights.bin")
+    get(hub, root, "org/moving", "weights.bin")
     d2 = hub.push("org/moving", {"weights.bin": payload(1600, 5)})
-    get(hub, cache, "org/moving", "weights.bin")  # main moved on: d1 is detached now
+    get(hub, root, "org/moving", "weights.bin")  # main moved on: d1 is detached now
     pinned = hub.push("org/pinned", {"w.bin": payload(1200, 6)})
-    get(hub, cache, "org/pinned", "w.bin", pinned)  # pinned by full hash: no ref at all
+    get(hub, root, "org/pinned", "w.bin", pinned)  # pinned by full hash: no ref at all
 
     hub.push("org/data", {"data/train.csv": b"a,b\n1,2\n", "README.md": b"# data"}, repo_type="dataset")
-    get(hub, cache, "org/data", "data/train.csv", repo_type="dataset")
-    get(hub, cache, "org/data", "README.md", repo_type="dataset")
+    get(hub, root, "org/data", "data/train.csv", repo_type="dataset")
+    get(hub, root, "org/data", "README.md", repo_type="dataset")
     hub.push("org/demo", {"app.py": b"print('hi')"}, repo_type="space")
-    get(hub, cache, "org/demo", "app.py", repo_type="space")
+    get(hub, root, "org/demo", "app.py", repo_type="space")
     hub.push("org/copy", {"model.safetensors": payload(3000, 1)})  # same bytes as org/model@c1, other repo
-    get(hub, cache, "org/copy", "model.safetensors")
+    get(hub, root, "org/copy", "model.safetensors")
     # Probing for optional files, as transformers does, records them in .no_exist/<commit>/.
     for optional in ("adapter_config.json", "processor_config.json"):
         with pytest.raises(EntryNotFoundError):
-            get(hub, cache, "org/model", optional)
-    assert os.path.isfile(os.path.join(cache, "models--org--model", ".no_exist", c3, "adapter_config.json"))
+            get(hub, root, "org/model", optional)
+    assert os.path.isfile(os.path.join(root, "models--org--model", ".no_exist", c3, "adapter_config.json"))
     return {"c1": c1, "c2": c2, "c3": c3, "pr": pr, "d1": d1, "d2": d2, "pinned": pinned}
 
 
-def publish(cache: str, pointer: str, xet_hash: str, size: int) -> None:
+def publish(root: str, pointer: str, xet_hash: str, size: int) -> None:
     """Move the repo blob behind a snapshot pointer into the shared store, with huggingface_hub's own code."""
     blob = os.path.normpath(os.path.join(os.path.dirname(pointer), os.readlink(pointer)))
-    assert _shared_blobs.publish_blob_to_shared_store(blob_path=blob, xet_hash=xet_hash, cache_dir=cache, expected_size=size)
+    assert _shared_blobs.publish_blob_to_shared_store(blob_path=blob, xet_hash=xet_hash, cache_dir=root, expected_size=size)
 
 
 def assert_kept_revisions_load_offline(root: str, before, deleted: set[str], monkeypatch) -> None:
@@ -156,33 +199,51 @@ def age_everything(root: str, days: float, *, but: tuple[str, ...] = ()) -> None
 DAY = 86400.0
 
 
-# The CLI in a child process, every file removal slowed down, so a test can act part-way.
+def run_cli(*args: str, input: str | bytes | None = None, env: dict[str, str | None] | None = None) -> Result:
+    """``hfcache ARGS`` in this process: the result's ``exit_code``, ``stdout``, ``stderr`` (and ``output``, both interleaved).
+
+    An exception that is not an exit (a bug: the commands turn every error into an exit code)
+    is raised here, with its traceback, instead of passing for exit code 1.
+    """
+    return CliRunner().invoke(app, list(args), input=input, env=env, catch_exceptions=False)
+
+
+def cli(*args: str, input: str | bytes | None = None, env: dict[str, str | None] | None = None) -> tuple[int, dict | str]:
+    """``run_cli``, then (exit code, the document on stdout) with ``--json``, else (exit code, stdout and stderr)."""
+    result = run_cli(*args, input=input, env=env)
+    if "--json" in args and result.stdout.strip():
+        return result.exit_code, json.loads(result.stdout)
+    return result.exit_code, result.output
+
+
+# The CLI in a child process with every removal slowed down, so that a test can act part-way
+# (kill it, signal it, start another, watch its progress bar). It slows the os functions
+# themselves (not one of hfcache's helpers), so it holds whatever way execution removes files
+# (paths, dir_fd, shutil.rmtree). A hub revision takes about eight of them. The signals a
+# test sends are handled as in a terminal's command, whatever the test run's caller ignores
+# (SIGHUP under nohup, SIGINT in a script's background job): hfcache leaves those ignored.
 SLOW_CLI = """
-import sys, time
-from hfcache.fs.ops import Tree
-remove = Tree.remove
+import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
 delay = float(sys.argv[1])
-def slow(self, path, **kw):
-    time.sleep(delay)
-    return remove(self, path, **kw)
-Tree.remove = slow
+def slow(remove):
+    def slowed(*args, **kwargs):
+        time.sleep(delay)
+        return remove(*args, **kwargs)
+    return slowed
+os.unlink, os.remove, os.rmdir = slow(os.unlink), slow(os.remove), slow(os.rmdir)
 sys.argv = ["hfcache", *sys.argv[2:]]
 from hfcache.cli import main
 main()
 """
 
 
-def cli(*args: str) -> tuple[int, dict | str]:
-    result = CliRunner().invoke(app, list(args))
-    if "--json" in args and result.stdout.strip().startswith("{"):
-        return result.exit_code, json.loads(result.stdout)
-    return result.exit_code, result.output
-
-
-def slow_cli(delay: float, *args: str, script: str = SLOW_CLI) -> subprocess.Popen:
-    """The CLI in a child process, each removal slowed by ``delay`` seconds (``script`` says how)."""
+def slow_cli(delay: float, *args: str) -> subprocess.Popen:
+    """``hfcache ARGS`` in a child process (pipes for stdout and stderr), each removal slowed by ``delay`` seconds."""
     return subprocess.Popen(
-        [sys.executable, "-c", script, str(delay), *args],
+        [sys.executable, "-c", SLOW_CLI, str(delay), *args],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

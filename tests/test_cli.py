@@ -9,22 +9,16 @@ import sys
 import time
 
 import pytest
-from typer.testing import CliRunner
 
 import hfcache
-from hfcache.cli import app
+from tests.support import run_cli
 from tests.trees import commit, repo, write
 
 C1, C2, C3 = commit(1), commit(2), commit(3)
-runner = CliRunner()
-
-
-def invoke(*args: str):
-    return runner.invoke(app, list(args))
 
 
 @pytest.fixture
-def cache(tmp_path) -> str:
+def hub_root(tmp_path) -> str:
     """Three repos of known sizes and ages."""
     root = str(tmp_path / "hub")
     now = time.time()
@@ -45,11 +39,11 @@ def cache(tmp_path) -> str:
     return root
 
 
-def test_table_lists_repos_and_totals(cache):
-    result = invoke("scan", "--cache-dir", cache)
+def test_table_lists_repos_and_totals(hub_root):
+    result = run_cli("scan", "--cache-dir", hub_root)
     assert result.exit_code == 0, result.output
     out = result.stdout
-    assert f"Hugging Face hub cache: {cache}" in out
+    assert f"Hugging Face hub cache: {hub_root}" in out
     for ident in ("meta-llama/Llama-3", "org/tiny", "org/data"):
         assert ident in out
     assert "3 repos, 4 revisions" in out
@@ -60,20 +54,20 @@ def test_table_lists_repos_and_totals(cache):
     assert result.stderr == ""
 
 
-def test_revisions_view(cache):
-    result = invoke("scan", "--cache-dir", cache, "--revisions")
+def test_revisions_view(hub_root):
+    result = run_cli("scan", "--cache-dir", hub_root, "--revisions")
     assert result.exit_code == 0
     assert C1 in result.stdout and C2 in result.stdout and "RECLAIMABLE" in result.stdout
 
 
-def test_json_contract_version_1(cache):
-    result = invoke("scan", "--cache-dir", cache, "--json")
+def test_json_contract_version_1(hub_root):
+    result = run_cli("scan", "--cache-dir", hub_root, "--json")
     assert result.exit_code == 0
     doc = json.loads(result.stdout)
     assert doc["version"] == 1
     (c,) = doc["caches"]
     assert {"kind", "root", "size_bytes", "items", "warnings"} <= c.keys()
-    assert c["kind"] == "huggingface" and c["root"] == cache and c["warnings"] == []
+    assert c["kind"] == "huggingface" and c["root"] == hub_root and c["warnings"] == []
     assert c["size_bytes"] == 3_000_000 + 300 + 1000 + 50_000
     item = next(i for i in c["items"] if i["id"] == "meta-llama/Llama-3")
     assert {"id", "type", "path", "size_bytes", "last_accessed", "last_modified", "revisions"} <= item.keys()
@@ -82,7 +76,7 @@ def test_json_contract_version_1(cache):
     rev = next(r for r in item["revisions"] if r["revision"] == C1)
     assert {"revision", "refs", "size_bytes", "reclaimable_bytes", "path", "last_accessed", "last_modified"} <= rev.keys()
     assert rev["refs"] == ["v1.0"] and rev["size_bytes"] == 3_000_100 and rev["reclaimable_bytes"] == 100
-    again = json.loads(invoke("scan", "--cache-dir", cache, "--format", "json").stdout)
+    again = json.loads(run_cli("scan", "--cache-dir", hub_root, "--format", "json").stdout)
     assert again["caches"] == doc["caches"]
 
 
@@ -103,14 +97,16 @@ def test_json_contract_version_1(cache):
         (["--newer-than", "2d"], {"meta-llama/Llama-3"}),
     ],
 )
-def test_selection(cache, args, expected):
-    result = invoke("scan", "--cache-dir", cache, "--json", *args)
+def test_selection(hub_root, args, expected):
+    result = run_cli("scan", "--cache-dir", hub_root, "--json", *args)
     assert result.exit_code == 0, result.output
     assert {i["id"] for i in json.loads(result.stdout)["caches"][0]["items"]} == expected
 
 
-def test_selection_of_revisions(cache):
-    result = invoke("scan", "--cache-dir", cache, "--json", "--revisions", "--name", "meta-llama/*", "--smaller-than", "3000150")
+def test_selection_of_revisions(hub_root):
+    result = run_cli(
+        "scan", "--cache-dir", hub_root, "--json", "--revisions", "--name", "meta-llama/*", "--smaller-than", "3000150"
+    )
     (item,) = json.loads(result.stdout)["caches"][0]["items"]
     assert [r["revision"] for r in item["revisions"]] == [C1]
 
@@ -126,8 +122,8 @@ def test_selection_of_revisions(cache):
         ("accessed:asc", "org/tiny"),
     ],
 )
-def test_sort(cache, sort, first):
-    doc = json.loads(invoke("scan", "--cache-dir", cache, "--json", "--sort", sort).stdout)
+def test_sort(hub_root, sort, first):
+    doc = json.loads(run_cli("scan", "--cache-dir", hub_root, "--json", "--sort", sort).stdout)
     assert doc["caches"][0]["items"][0]["id"] == first
 
 
@@ -139,32 +135,32 @@ def test_sort(cache, sort, first):
         (["--sort", "colour"], "invalid sort 'colour'"),
     ],
 )
-def test_bad_values_are_usage_errors(cache, args, fragment):
-    result = invoke("scan", "--cache-dir", cache, *args)
+def test_bad_values_are_usage_errors(hub_root, args, fragment):
+    result = run_cli("scan", "--cache-dir", hub_root, *args)
     assert result.exit_code == 2
     assert fragment in result.stderr and "Traceback" not in result.output
     assert result.stdout == ""
 
 
-def test_bad_choice_is_a_usage_error(cache):
-    result = invoke("scan", "--cache-dir", cache, "--type", "banana")
+def test_bad_choice_is_a_usage_error(hub_root):
+    result = run_cli("scan", "--cache-dir", hub_root, "--type", "banana")
     assert result.exit_code == 2
 
 
 def test_missing_default_cache_is_friendly(isolated_home):
-    result = invoke("scan")
+    result = run_cli("scan")
     assert result.exit_code == 0
     expected_root = os.path.join(isolated_home, ".cache", "huggingface", "hub")
     assert "nothing cached" in result.stderr and expected_root in result.stderr
-    doc = json.loads(invoke("scan", "--json").stdout)
+    doc = json.loads(run_cli("scan", "--json").stdout)
     assert doc["caches"][0]["items"] == []
     assert doc["caches"][0]["exists"] is False and doc["caches"][0]["root"] == expected_root
 
 
-def test_default_root_follows_the_environment(cache, monkeypatch):
-    monkeypatch.setenv("HF_HUB_CACHE", cache)
-    doc = json.loads(invoke("scan", "--json").stdout)
-    assert doc["caches"][0]["root"] == cache and len(doc["caches"][0]["items"]) == 3
+def test_default_root_follows_the_environment(hub_root, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", hub_root)
+    doc = json.loads(run_cli("scan", "--json").stdout)
+    assert doc["caches"][0]["root"] == hub_root and len(doc["caches"][0]["items"]) == 3
 
 
 @pytest.mark.parametrize(
@@ -181,42 +177,42 @@ def test_bad_cache_dir_exit_codes(tmp_path, setup, code, fragment):
         write(path, b"not a folder")
     elif setup == "home":
         write(os.path.join(path, "Documents", "cv.pdf"), b"%PDF")
-    result = invoke("scan", "--cache-dir", path)
+    result = run_cli("scan", "--cache-dir", path)
     assert result.exit_code == code
     assert fragment in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
 
 
-def test_corrupted_repo_warns_on_stderr_and_goes_on(cache):
-    os.unlink(os.path.join(cache, "models--org--tiny", "blobs", "t"))  # now a broken symlink
-    result = invoke("scan", "--cache-dir", cache)
+def test_corrupted_repo_warns_on_stderr_and_goes_on(hub_root):
+    os.unlink(os.path.join(hub_root, "models--org--tiny", "blobs", "t"))  # now a broken symlink
+    result = run_cli("scan", "--cache-dir", hub_root)
     assert result.exit_code == 0
     assert "warning: broken symlink" in result.stderr
     assert "org/tiny !" in result.stdout and "meta-llama/Llama-3" in result.stdout
-    doc = json.loads(invoke("scan", "--cache-dir", cache, "--json").stdout)
+    doc = json.loads(run_cli("scan", "--cache-dir", hub_root, "--json").stdout)
     tiny = next(i for i in doc["caches"][0]["items"] if i["id"] == "org/tiny")
     assert tiny["deletable"] is False and tiny["revisions"][0]["warnings"]
     assert any("broken symlink" in w for w in doc["caches"][0]["warnings"])
-    assert invoke("scan", "--cache-dir", cache, "--quiet").stderr == ""
+    assert run_cli("scan", "--cache-dir", hub_root, "--quiet").stderr == ""
 
 
-def test_several_cache_dirs_and_duplicates(cache, tmp_path):
+def test_several_cache_dirs_and_duplicates(hub_root, tmp_path):
     other = str(tmp_path / "other")
     repo(other, "models--x--y", snapshots={C1: {"a": "e"}}, blobs={"e": 5}, refs={"main": C1})
-    os.symlink(cache, str(tmp_path / "alias"))
+    os.symlink(hub_root, str(tmp_path / "alias"))
     doc = json.loads(
-        invoke("scan", "--cache-dir", cache, "--cache-dir", other, "--cache-dir", str(tmp_path / "alias"), "--json").stdout
+        run_cli("scan", "--cache-dir", hub_root, "--cache-dir", other, "--cache-dir", str(tmp_path / "alias"), "--json").stdout
     )
-    assert [c["root"] for c in doc["caches"]] == [cache, other]
+    assert [c["root"] for c in doc["caches"]] == [hub_root, other]
 
 
 def test_version_and_python_m():
-    assert invoke("--version").stdout.strip() == f"hfcache {hfcache.__version__}"
+    assert run_cli("--version").stdout.strip() == f"hfcache {hfcache.__version__}"
     done = subprocess.run([sys.executable, "-m", "hfcache", "--version"], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == f"hfcache {hfcache.__version__}"
 
 
-def test_installed_command_uses_env_and_never_tracebacks(cache, tmp_path):
+def test_installed_command_uses_env_and_never_tracebacks(hub_root, tmp_path):
     env = dict(os.environ, HF_HOME=str(tmp_path / "nothing-here"))
     done = subprocess.run([sys.executable, "-m", "hfcache", "scan"], capture_output=True, text=True, env=env)
     assert done.returncode == 0 and "nothing cached" in done.stderr
@@ -232,12 +228,12 @@ def test_unreadable_cache_dir_exit_code():
     with Patcher(allow_root_user=False) as patcher:
         patcher.fs.create_file("/locked/hub/CACHEDIR.TAG")
         os.chmod("/locked/hub", 0o000)
-        result = invoke("scan", "--cache-dir", "/locked/hub")
+        result = run_cli("scan", "--cache-dir", "/locked/hub")
     assert result.exit_code == 7
     assert "cannot read cache directory /locked/hub" in result.stderr and "Traceback" not in result.output
 
 
-def test_ctrl_c_exits_130_without_traceback(cache, monkeypatch, capsys):
+def test_ctrl_c_exits_130_without_traceback(hub_root, monkeypatch, capsys):
     import signal
 
     from hfcache import cli
@@ -246,8 +242,9 @@ def test_ctrl_c_exits_130_without_traceback(cache, monkeypatch, capsys):
         signal.raise_signal(signal.SIGINT)
 
     monkeypatch.setattr(cli.scan, "scan_caches", interrupted_scan)
-    monkeypatch.setattr(sys, "argv", ["hfcache", "scan", "--cache-dir", cache])
+    monkeypatch.setattr(sys, "argv", ["hfcache", "scan", "--cache-dir", hub_root])
     previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a background job ignores it)
     try:
         with pytest.raises(SystemExit) as exited:
             cli.main()
@@ -258,14 +255,14 @@ def test_ctrl_c_exits_130_without_traceback(cache, monkeypatch, capsys):
     assert "interrupted" in err and "Traceback" not in err
 
 
-def test_internal_error_is_one_line_with_code_70(cache, monkeypatch, capsys):
+def test_internal_error_is_one_line_with_code_70(hub_root, monkeypatch, capsys):
     from hfcache import cli
 
     def broken_scan(*args, **kwargs):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(cli.scan, "scan_caches", broken_scan)
-    monkeypatch.setattr(sys, "argv", ["hfcache", "scan", "--cache-dir", cache])
+    monkeypatch.setattr(sys, "argv", ["hfcache", "scan", "--cache-dir", hub_root])
     with pytest.raises(SystemExit) as exited:
         cli.main()
     assert exited.value.code == 70

@@ -24,6 +24,7 @@ from tests.support import (
     get,
     payload,
     publish,
+    run_cli,
 )
 
 
@@ -34,9 +35,9 @@ def hub():
 
 
 def test_rich_cache_matches_scan_cache_dir(hub, tmp_path):
-    cache = str(tmp_path / "hub")
-    commits = build_rich_cache(hub, cache)
-    ours = assert_same_as_hub(cache)
+    root = str(tmp_path / "hub")
+    commits = build_rich_cache(hub, root)
+    ours = assert_same_as_hub(root)
     model = next(i for i in ours.items if i.id == "org/model")
     refs = {r.revision: set(r.refs) for r in model.revisions}
     assert refs[commits["c1"]] == {"v1.0", commits["c1"][:8]}
@@ -56,18 +57,18 @@ def test_rich_cache_matches_scan_cache_dir(hub, tmp_path):
 
 def test_no_symlink_mode_matches(hub, tmp_path, monkeypatch):
     """The real client's no-symlink code path (Windows without developer mode)."""
-    cache = str(tmp_path / "hub")
+    root = str(tmp_path / "hub")
     monkeypatch.setattr(file_download, "are_symlinks_supported", lambda *a, **k: False)
     c1 = hub.push("org/win", {"model.bin": payload(2500, 7), "config.json": b"{}"})
-    get(hub, cache, "org/win", "model.bin")
-    get(hub, cache, "org/win", "config.json")
+    get(hub, root, "org/win", "model.bin")
+    get(hub, root, "org/win", "config.json")
     hub.push("org/win", {"config.json": b'{"x": 1}'})
-    get(hub, cache, "org/win", "model.bin")  # copied again into the new snapshot
-    get(hub, cache, "org/win", "config.json")
+    get(hub, root, "org/win", "model.bin")  # copied again into the new snapshot
+    get(hub, root, "org/win", "config.json")
     monkeypatch.undo()
     hub.push("org/win", {"extra.txt": b"linked"})
-    get(hub, cache, "org/win", "extra.txt")  # mixed: this one is a symlink
-    ours = assert_same_as_hub(cache)
+    get(hub, root, "org/win", "extra.txt")  # mixed: this one is a symlink
+    ours = assert_same_as_hub(root)
     win = ours.items[0]
     assert len(win.revisions) == 3 and any(r.revision == c1 for r in win.revisions)
     assert win.size_bytes == 2 * 2500 + 2 + len(b'{"x": 1}') + len(b"linked")
@@ -75,25 +76,25 @@ def test_no_symlink_mode_matches(hub, tmp_path, monkeypatch):
 
 def test_shared_store_matches(hub, tmp_path):
     """The 2.x cross-repo shared store, built by huggingface_hub's own publishing code."""
-    cache = str(tmp_path / "hub")
+    root = str(tmp_path / "hub")
     same = payload(5000, 8)
     weights = {}
     for repo_id in ("org/a", "org/b", "org/gone"):
         hub.push(repo_id, {"model.safetensors": same, "config.json": repo_id.encode()})
-        weights[repo_id] = get(hub, cache, repo_id, "model.safetensors")
-        get(hub, cache, repo_id, "config.json")
+        weights[repo_id] = get(hub, root, repo_id, "model.safetensors")
+        get(hub, root, repo_id, "config.json")
     solo = payload(3500, 9)
     hub.push("org/a", {"extra.safetensors": solo})
-    extra = get(hub, cache, "org/a", "extra.safetensors")
+    extra = get(hub, root, "org/a", "extra.safetensors")
     for pointer in weights.values():
-        publish(cache, pointer, "a1" * 32, len(same))
-    publish(cache, extra, "b2" * 32, len(solo))
+        publish(root, pointer, "a1" * 32, len(same))
+    publish(root, extra, "b2" * 32, len(solo))
     # A payload whose only repo was removed behind the hub's back: unreferenced, still on disk.
     hub.push("org/lost", {"w.bin": payload(1700, 10)})
-    publish(cache, get(hub, cache, "org/lost", "w.bin"), "c3" * 32, 1700)
-    shutil.rmtree(os.path.join(cache, "models--org--lost"))
+    publish(root, get(hub, root, "org/lost", "w.bin"), "c3" * 32, 1700)
+    shutil.rmtree(os.path.join(root, "models--org--lost"))
 
-    ours = assert_same_as_hub(cache)
+    ours = assert_same_as_hub(root)
     assert ours.shared_store
     assert [p.size_bytes for p in ours.unreferenced_payloads] == [1700]
     per_repo = sum(i.size_bytes for i in ours.items)
@@ -104,19 +105,19 @@ def test_shared_store_matches(hub, tmp_path):
 
 
 def test_download_in_progress_is_a_partial_with_its_lock_held(hub, tmp_path):
-    cache = str(tmp_path / "hub")
+    root = str(tmp_path / "hub")
     hub.push("org/slow", {"big.bin": payload(200_000, 11)})
     hub.delay = 3.0
     done: list[str] = []
-    thread = threading.Thread(target=lambda: done.append(get(hub, cache, "org/slow", "big.bin")))
+    thread = threading.Thread(target=lambda: done.append(get(hub, root, "org/slow", "big.bin")))
     thread.start()
     try:
         deadline = time.time() + 10
         partials = ()
         while time.time() < deadline and not partials:
             time.sleep(0.05)
-            if os.path.isdir(cache):
-                partials = hfcache.scan([cache]).caches[0].partial_files
+            if os.path.isdir(root):
+                partials = hfcache.scan([root]).caches[0].partial_files
         assert len(partials) == 1
         (p,) = partials
         assert p.scheme == "per-process" and p.item_id == "org/slow"
@@ -124,7 +125,7 @@ def test_download_in_progress_is_a_partial_with_its_lock_held(hub, tmp_path):
     finally:
         thread.join()
     assert done and os.path.getsize(done[0]) == 200_000
-    after = assert_same_as_hub(cache)
+    after = assert_same_as_hub(root)
     assert after.partial_files == ()
     # The lock file stays behind (filelock never deletes it) but is free now.
     from hfcache.fs.locks import is_lock_held
@@ -143,22 +144,18 @@ def _state(root: str) -> dict[str, tuple]:
 
 
 def test_scanning_reads_no_blob_and_writes_nothing(hub, tmp_path):
-    cache = str(tmp_path / "hub")
-    build_rich_cache(hub, cache)
+    root = str(tmp_path / "hub")
+    build_rich_cache(hub, root)
     old = time.time() - 10 * 86400
-    for d, _, files in os.walk(cache):
+    for d, _, files in os.walk(root):
         for f in files:
             p = os.path.join(d, f)
             if "/blobs/" in p and not os.path.islink(p):
                 os.utime(p, (old, os.lstat(p).st_mtime))
-    before = _state(cache)
-    hfcache.scan([cache])
-    from typer.testing import CliRunner
-
-    from hfcache.cli import app
-
-    assert CliRunner().invoke(app, ["scan", "--cache-dir", cache, "--json"]).exit_code == 0
-    after = _state(cache)
+    before = _state(root)
+    hfcache.scan([root])
+    assert run_cli("scan", "--cache-dir", root, "--json").exit_code == 0
+    after = _state(root)
     blobs = [p for p in before if "/blobs/" in p and not os.path.islink(p)]
     assert blobs and all(after[p][3] == before[p][3] for p in blobs), "a blob's atime moved"
     assert {p: v[:3] for p, v in after.items()} == {p: v[:3] for p, v in before.items()}
@@ -170,15 +167,15 @@ def test_probe_for_a_missing_file_moves_main_to_a_commit_without_snapshot(hub, t
     It is a normal state (the ref has no snapshot yet, ``.no_exist/<commit>`` says why): hfcache
     keeps the repo and its size and notes it, without marking the repo as damaged.
     """
-    cache = str(tmp_path / "hub")
+    root = str(tmp_path / "hub")
     c1 = hub.push("org/p", {"config.json": b"{}"})
-    get(hub, cache, "org/p", "config.json")
+    get(hub, root, "org/p", "config.json")
     c2 = hub.push("org/p", {"config.json": b'{"v": 2}'})
     with pytest.raises(EntryNotFoundError):
-        get(hub, cache, "org/p", "generation_config.json")
-    ref = scan_cache_dir(cache)
+        get(hub, root, "org/p", "generation_config.json")
+    ref = scan_cache_dir(root)
     assert ref.repos == frozenset() and len(ref.warnings) == 1
-    (item,) = hfcache.scan([cache]).caches[0].items
+    (item,) = hfcache.scan([root]).caches[0].items
     assert [r.revision for r in item.revisions] == [c1] and item.revisions[0].refs == ()
     assert item.size_bytes == 2 and item.deletable
     assert any(f"point to commit {c2}, known only from .no_exist/" in w.message for w in item.warnings)

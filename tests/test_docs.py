@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 import typer
-from typer.testing import CliRunner
 
 from hfcache.caches.registry import KINDS
 from hfcache.cli import app
 from hfcache.plan.settings import CACHE_KEYS, ITEM_KEYS, load_config
+from tests.support import run_cli
 from tests.trees import commit, repo
 
-ROOT = Path(__file__).parent.parent
-README = (ROOT / "README.md").read_text()
-MAN = (ROOT / "man" / "hfcache.1").read_text()
+CHECKOUT = Path(__file__).parent.parent
+README = (CHECKOUT / "README.md").read_text()
+MAN = (CHECKOUT / "man" / "hfcache.1").read_text()
 
 
 def _man_text() -> str:
@@ -51,7 +51,7 @@ def _setup_commands() -> list[str]:
 def test_ci_runs_the_readme_test_command():
     install_and_run, test = _setup_commands()
     assert install_and_run == "pip install . && hfcache scan"
-    ci = (ROOT / ".ci" / "run").read_text()
+    ci = (CHECKOUT / ".ci" / "run").read_text()
     assert test in ci.splitlines()
     assert "set -euo pipefail" in ci and "python3 -m venv" in ci
 
@@ -59,7 +59,7 @@ def test_ci_runs_the_readme_test_command():
 @pytest.mark.parametrize("page", ["hfcache.1", "hfcache.yaml.5"])
 def test_man_page_renders_without_warnings(page, need_tool):
     done = subprocess.run(
-        [need_tool("man"), "--warnings", "-l", str(ROOT / "man" / page)],
+        [need_tool("man"), "--warnings", "-l", str(CHECKOUT / "man" / page)],
         capture_output=True,
         text=True,
         env=dict(os.environ, MANWIDTH="80"),
@@ -68,13 +68,13 @@ def test_man_page_renders_without_warnings(page, need_tool):
 
 
 def test_man_pages_are_installed_with_the_package():
-    pyproject = (ROOT / "pyproject.toml").read_text()
+    pyproject = (CHECKOUT / "pyproject.toml").read_text()
     assert '"man/hfcache.1" = "share/man/man1/hfcache.1"' in pyproject
     assert '"man/hfcache.yaml.5" = "share/man/man5/hfcache.yaml.5"' in pyproject
 
 
 def test_the_policy_file_page_covers_every_key_and_its_examples_load(tmp_path):
-    page = (ROOT / "man" / "hfcache.yaml.5").read_text().replace("\\-", "-")
+    page = (CHECKOUT / "man" / "hfcache.yaml.5").read_text().replace("\\-", "-")
     for key in (*ITEM_KEYS, *CACHE_KEYS, "version", "protect", "models", "caches"):
         assert f".B {key}" in page or f".BR {key}:" in page or f".BI {key}:" in page, key
     examples = [b for b in re.findall(r"\n\.nf\n(.*?)\n\.fi\n", page, re.S) if b.startswith("version: 1")]
@@ -86,17 +86,17 @@ def test_the_policy_file_page_covers_every_key_and_its_examples_load(tmp_path):
 
 
 def test_example_reads_the_json(tmp_path):
-    cache = str(tmp_path / "hub")
+    root = str(tmp_path / "hub")
     repo(
-        cache,
+        root,
         "models--org--m",
         snapshots={commit(1): {"a": "e1"}, commit(2): {"a": "e2"}},
         blobs={"e1": 2_000_000, "e2": 1_000_000},
         refs={"main": commit(2)},
     )
-    doc = CliRunner().invoke(app, ["scan", "--cache-dir", cache, "--json"]).stdout
+    doc = run_cli("scan", "--cache-dir", root, "--json").stdout
     done = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "largest_revisions.py"), "1"],
+        [sys.executable, str(CHECKOUT / "examples" / "largest_revisions.py"), "1"],
         input=doc,
         capture_output=True,
         text=True,
@@ -108,7 +108,7 @@ def test_example_reads_the_json(tmp_path):
 
 def test_the_readme_layout_lists_every_module_and_nothing_else():
     """The Layout section of the README against the tree: a module added, renamed or removed shows here."""
-    readme = (ROOT / "README.md").read_text()
+    readme = (CHECKOUT / "README.md").read_text()
     block = readme.split("## Layout", 1)[1].split("```", 2)[1]
     listed = set()
     folders: list[str] = []  # the package folders enclosing the current line, by depth
@@ -122,7 +122,7 @@ def test_the_readme_layout_lists_every_module_and_nothing_else():
             listed.add("".join(folders) + name)
         if names[-1].endswith("/"):
             folders.append(names[-1])
-    package = ROOT / "hfcache"
+    package = CHECKOUT / "hfcache"
     actual = {str(p.relative_to(package)) for p in package.rglob("*.py") if p.parent == package or p.name != "__init__.py"}
     actual |= {str(p.parent.relative_to(package)) + "/" for p in package.rglob("__init__.py") if p.parent != package}
     assert listed == actual, f"in the README only: {sorted(listed - actual)}; in hfcache/ only: {sorted(actual - listed)}"

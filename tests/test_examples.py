@@ -47,7 +47,7 @@ def real_cache(root: str, *, aged_days: float = 90) -> None:
     age_everything(root, aged_days, but=("models--org--moving",))
 
 
-def plan_of(command: list[str], env: dict[str, str]) -> dict:
+def dry_run_of(command: list[str], env: dict[str, str]) -> dict:
     """What ``command`` (a prune) would delete: the same command as a dry run (the last --format wins)."""
     out = subprocess.run([*command, "--dry-run", "--format", "json"], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -134,7 +134,7 @@ def test_crontab_lines_run_as_cron_runs_them(tmp_path, monkeypatch):
     prune, metrics = (command for _, command in entries)
     assert prune.startswith("hfcache prune --yes")
 
-    plan = plan_of(shlex.split(prune.split(">")[0]), env)
+    plan = dry_run_of(shlex.split(prune.split(">")[0]), env)
     before = revisions(root)
     done = subprocess.run(["/bin/sh", "-c", prune], env=env, capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout == "", done.stderr
@@ -207,7 +207,7 @@ def test_systemd_units_verify_and_the_service_runs(tmp_path, monkeypatch, need_t
     root = os.path.join(env["HF_HOME"], "hub")
     real_cache(root)
     os.makedirs(state)  # StateDirectory=
-    plan = plan_of(mapped(exec_start), env)
+    plan = dry_run_of(mapped(exec_start), env)
     before = revisions(root)
     done = subprocess.run(mapped(exec_start), env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -287,7 +287,7 @@ def test_kubernetes_cronjob_validates_and_its_container_runs_on_the_shared_volum
     assert done.returncode == errors.CacheBusy.exit_code, done.stderr
     assert revisions(root) == before
 
-    plan = plan_of(command, env)
+    plan = dry_run_of(command, env)
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert_did_exactly(plan, before, root, log, monkeypatch)
@@ -381,7 +381,7 @@ def test_github_actions_post_step_prunes_to_the_quota_and_writes_the_job_summary
     before = revisions(root)
     assert hub_size(root) > 10 * GB
     plan_command = shlex.split(re.search(r"(hfcache prune .*?--format markdown)", prune["run"].replace("\\\n", " ")).group(1))
-    plan = plan_of([HFCACHE, *plan_command[1:]], env)
+    plan = dry_run_of([HFCACHE, *plan_command[1:]], env)
     for step in (install, prune):  # as the runner does: bash -e with pipefail
         done = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]], env=env, text=True)
         assert done.returncode == 0
@@ -412,7 +412,7 @@ def test_gitlab_after_script_prunes_to_the_quota_and_keeps_the_plan_as_an_artifa
     env.update(variables)
     before = revisions(root)
     command = next(line for line in job["after_script"] if line.startswith("hfcache prune"))
-    plan = plan_of([HFCACHE, *shlex.split(command.split("|")[0])[1:]], env)
+    plan = dry_run_of([HFCACHE, *shlex.split(command.split("|")[0])[1:]], env)
     for line in job["after_script"]:
         done = subprocess.run(["bash", "-eo", "pipefail", "-c", line], env=env, cwd=project, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr

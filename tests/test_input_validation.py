@@ -19,9 +19,7 @@ import tempfile
 from dataclasses import replace
 
 import pytest
-from typer.testing import CliRunner
 
-from hfcache.cli import app
 from hfcache.errors import ConfigError, PlanFileError, UsageError
 from hfcache.output.words import describe, recorded
 from hfcache.plan import settings as config
@@ -30,6 +28,7 @@ from hfcache.plan.planfile import MAX_PLAN_BYTES, load_plan_file, plan_to_dict
 from hfcache.plan.policies import Case, Decision, Rule
 from hfcache.plan.policyfile import parse_config
 from hfcache.plan.settings import MinFree, Settings, find_config, load_config, validate
+from tests.support import run_cli
 from tests.trees import commit
 
 ROOT = "/srv/cache/hub"
@@ -82,7 +81,7 @@ def apply(tmp_path, text: str):
     """``hfcache apply FILE --dry-run`` on this text: (exit code, stderr)."""
     path = tmp_path / "plan.json"
     path.write_text(text)
-    result = CliRunner().invoke(app, ["apply", str(path), "--dry-run"])
+    result = run_cli("apply", str(path), "--dry-run")
     return result.exit_code, result.stderr
 
 
@@ -259,7 +258,7 @@ def test_an_oversized_plan_is_refused_before_it_is_read(tmp_path):
         f.truncate(MAX_PLAN_BYTES + 1)
     with pytest.raises(PlanFileError, match=r"larger than 256 MiB"):
         load_plan_file(str(path))
-    result = CliRunner().invoke(app, ["apply", str(path), "--dry-run"])
+    result = run_cli("apply", str(path), "--dry-run")
     assert_one_line_exit_2(result.exit_code, result.stderr, "larger than 256 MiB: not an hfcache plan")
 
 
@@ -333,7 +332,7 @@ def test_duplicate_keys_at_any_level_name_file_line_and_key(text, message):
 
 
 def prune_with(policy_file: str, tmp_path):
-    result = CliRunner().invoke(app, ["prune", "--config", policy_file, "--cache-dir", str(tmp_path / "hub"), "--dry-run"])
+    result = run_cli("prune", "--config", policy_file, "--cache-dir", str(tmp_path / "hub"), "--dry-run")
     return result.exit_code, result.stderr
 
 
@@ -558,7 +557,7 @@ def test_a_policy_location_that_is_not_a_file_is_refused(tmp_path, monkeypatch):
 def test_a_duration_of_hundreds_of_digits_on_the_command_line_is_exit_2(tmp_path, option):
     """Was an OverflowError (exit 70) once the duration met a float; the policy file already refused it."""
     huge = "9" * 400 + "d"
-    result = CliRunner().invoke(app, ["prune", "--cache-dir", str(tmp_path), "--keep", "1", option, huge, "--dry-run"])
+    result = run_cli("prune", "--cache-dir", str(tmp_path), "--keep", "1", option, huge, "--dry-run")
     assert result.exit_code == 2, result.output
     assert "longer than 10,000 years" in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1

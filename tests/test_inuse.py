@@ -13,76 +13,18 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import time
 
 import pytest
-from typer.testing import CliRunner
 
-from hfcache.cli import app
 from hfcache.fs import system
 from hfcache.fs.system import open_files
-from tests.trees import commit, repo
+from tests.support import cannot_run, need_mounts, run_cli, small_cache
+from tests.trees import commit
 
-DAY = 86400.0
 LINUX = sys.platform.startswith("linux")
 pytestmark = pytest.mark.skipif(not LINUX, reason="reads /proc (elsewhere, psutil's paths: no namespaces to see)")
-
-
-def _cannot(reason: str) -> None:
-    """Skip for ``reason``, or fail when CI=true (where the mount tests must run)."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true, and this test cannot run: {reason}")
-    pytest.skip(reason)
-
-
-def need_mounts(*tools: str) -> None:
-    if os.geteuid() != 0:
-        _cannot("needs root (bind mounts and mount namespaces)")
-    for tool in tools:
-        if shutil.which(tool) is None:
-            _cannot(f"needs the {tool!r} command")
-
-
-class Mounts:
-    """Bind mounts made by a test, undone (``umount -l``) at teardown whatever happened."""
-
-    def __init__(self) -> None:
-        self.made: list[str] = []
-
-    def bind(self, source: str, target: str) -> str:
-        os.makedirs(target, exist_ok=True)
-        done = subprocess.run(["mount", "--bind", source, target], capture_output=True, text=True)
-        if done.returncode:
-            _cannot(f"mount --bind failed here: {done.stderr.strip()}")
-        self.made.append(target)
-        return target
-
-    def mount(self, *args: str) -> str:
-        target = args[-1]
-        os.makedirs(target, exist_ok=True)
-        done = subprocess.run(["mount", *args], capture_output=True, text=True)
-        if done.returncode:
-            _cannot(f"mount {' '.join(args[:-1])} failed here: {done.stderr.strip()}")
-        self.made.append(target)
-        return target
-
-    def undo(self) -> None:
-        for target in reversed(self.made):
-            subprocess.run(["umount", "-l", target], capture_output=True)
-        self.made.clear()
-
-
-@pytest.fixture
-def mounts():
-    need_mounts("mount", "umount")
-    made = Mounts()
-    try:
-        yield made
-    finally:
-        made.undo()
 
 
 # Mapping a file and closing it, as a loader does: Python's mmap module keeps a duplicate of
@@ -142,7 +84,7 @@ sys.stdin.read()
 )
 
 
-class Holder:
+class FileHolder:
     """A child process holding a file; closed (and reaped) at teardown."""
 
     def __init__(self, argv: list[str]) -> None:
@@ -164,10 +106,10 @@ class Holder:
 
 @pytest.fixture
 def holders():
-    made: list[Holder] = []
+    made: list[FileHolder] = []
 
-    def start(argv: list[str]) -> Holder:
-        made.append(Holder(argv))
+    def start(argv: list[str]) -> FileHolder:
+        made.append(FileHolder(argv))
         return made[-1]
 
     try:
@@ -175,27 +117,6 @@ def holders():
     finally:
         for holder in made:
             holder.close()
-
-
-def hub_cache(root: str) -> dict[str, str]:
-    """Two models, each with an old revision (its own 1000-byte blob, 60 days old) and a young ``main``."""
-    old = time.time() - 60 * DAY
-    made = {}
-    for name in ("org--a", "org--b"):
-        repo_dir = repo(
-            root,
-            f"models--{name}",
-            snapshots={
-                commit(f"{name}-old"): {"w.bin": f"{name}-e1", "config.json": f"{name}-cfg"},
-                commit(f"{name}-new"): {"w.bin": f"{name}-e2", "config.json": f"{name}-cfg"},
-            },
-            blobs={f"{name}-e1": 1000, f"{name}-e2": 2000, f"{name}-cfg": 10},
-            refs={"main": commit(f"{name}-new")},
-        )
-        for blob in (f"{name}-e1", f"{name}-cfg"):  # the new revision has a young blob: kept
-            os.utime(os.path.join(repo_dir, "blobs", blob), (old, old))
-        made[name] = repo_dir
-    return made
 
 
 def key(path: str) -> tuple[int, int]:
@@ -214,7 +135,7 @@ def old_blob(root: str, name: str = "org--a") -> str:
 @pytest.mark.parametrize("how", ["open", "mmap"])
 def test_a_file_held_through_the_root_itself_is_seen(tmp_path, holders, how):
     root = str(tmp_path / "hub")
-    hub_cache(root)
+    small_cache(root)
     holder = holders([sys.executable, "-c", HOLD, how, old_blob(root)])
     found = open_files([os.path.realpath(root)])
     assert f"pid {holder.pid} " in found.users.get(key(old_blob(root)), ""), found.users.get(key(old_blob(root)))
@@ -224,7 +145,7 @@ def test_a_file_held_through_the_root_itself_is_seen(tmp_path, holders, how):
 def test_our_own_mapping_counts(tmp_path):
     """A library user that mapped a model and then prunes in the same process keeps it."""
     root = str(tmp_path / "hub")
-    hub_cache(root)
+    small_cache(root)
     held = map_only(old_blob(root))  # noqa: F821 - defined by exec(MAP_ONLY)
     try:
         assert f"pid {os.getpid()} " in open_files([os.path.realpath(root)]).users[key(old_blob(root))]
@@ -244,7 +165,7 @@ def test_a_file_held_through_a_bind_mount_is_seen(tmp_path, mounts, holders, how
         root = os.path.join(mounts.mount("-t", "tmpfs", "tmpfs", str(tmp_path / "tmpfs")), "hub")
     else:
         root = str(tmp_path / "hub")
-    hub_cache(root)
+    small_cache(root)
     elsewhere = mounts.bind(root, str(tmp_path / "elsewhere"))
     through = os.path.join(elsewhere, "models--org--a", "blobs", "org--a-e1")
     holder = holders([sys.executable, "-c", HOLD, how, through])
@@ -257,7 +178,7 @@ def test_a_file_held_through_a_bind_mount_is_seen(tmp_path, mounts, holders, how
 def test_a_process_in_another_mount_namespace_is_seen(tmp_path, holders, how):
     need_mounts("mount", "unshare")
     root = str(tmp_path / "hub")
-    hub_cache(root)
+    small_cache(root)
     private = tmp_path / "private"  # mounted on only inside the holder's namespace
     private.mkdir()
     rel = os.path.join("models--org--a", "blobs", "org--a-e1")
@@ -265,7 +186,7 @@ def test_a_process_in_another_mount_namespace_is_seen(tmp_path, holders, how):
     try:
         holder = holders([*argv, how, root, str(private), rel])
     except AssertionError as e:
-        _cannot(f"unshare -m with a bind mount failed here: {e}")
+        cannot_run(f"unshare -m with a bind mount failed here: {e}")
     # The holder's namespace is not ours: there, nothing is mounted on `private`.
     with open(f"/proc/{holder.pid}/mountinfo") as f:
         assert str(private) in f.read()
@@ -281,7 +202,7 @@ def test_an_overlay_root_with_layers_on_two_file_systems(tmp_path, mounts, holde
     /proc/PID/maps shows the lower file system's: only a stat of the mapping is right."""
     need_mounts("mount", "unshare")
     lower = mounts.mount("-t", "tmpfs", "tmpfs", str(tmp_path / "lower"))
-    hub_cache(os.path.join(lower, "hub"))
+    small_cache(os.path.join(lower, "hub"))
     for folder in ("upper", "work"):
         (tmp_path / folder).mkdir()
     merged = mounts.mount(
@@ -309,7 +230,7 @@ def test_without_map_files_a_mapped_overlay_file_is_found_by_its_path(tmp_path, 
     mapping of a process in our own namespace is stat'ed by its path: on such an overlay the
     device in /proc/PID/maps is the overlay's, not the lower file's."""
     lower = mounts.mount("-t", "tmpfs", "tmpfs", str(tmp_path / "lower"))
-    hub_cache(os.path.join(lower, "hub"))
+    small_cache(os.path.join(lower, "hub"))
     for folder in ("upper", "work"):
         (tmp_path / folder).mkdir()
     merged = mounts.mount(
@@ -341,14 +262,14 @@ def test_without_map_files_a_mapped_overlay_file_is_found_by_its_path(tmp_path, 
 
 def run_prune(root: str) -> dict:
     # By mtime: mapping a file moves its atime, so by atime the plan would keep it anyway.
-    result = CliRunner().invoke(app, ["prune", "--cache-dir", root, "--max-age", "30d", "--age-by", "mtime", "--yes", "--json"])
+    result = run_cli("prune", "--cache-dir", root, "--max-age", "30d", "--age-by", "mtime", "--yes", "--json")
     assert result.exit_code == 0, (result.output, result.exc_info)
     return json.loads(result.stdout)
 
 
 def test_prune_skips_a_revision_mapped_through_a_bind_mount(tmp_path, mounts, holders):
     root = str(tmp_path / "hub")
-    repos = hub_cache(root)
+    repos = small_cache(root)
     elsewhere = mounts.bind(root, str(tmp_path / "elsewhere"))
     # Through the snapshot link, as a loader would: the mapping is of the blob.
     through = os.path.join(elsewhere, "models--org--a", "snapshots", commit("org--a-old"), "w.bin")
@@ -440,9 +361,9 @@ def kernel_threads() -> int:
 
 def test_an_unprivileged_user_sees_its_own_processes_and_counts_the_others(tmp_path):
     if os.geteuid() != 0:
-        _cannot("needs root, to run processes as another user (nobody)")
+        cannot_run("needs root, to run processes as another user (nobody)")
     root = str(tmp_path / "hub")
-    hub_cache(root)
+    small_cache(root)
     blob = old_blob(root)
 
     def hold():

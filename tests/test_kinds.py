@@ -14,8 +14,7 @@ import pytest
 from hfcache.caches import datasets, kagglehub, keras, torch, transformers_legacy, xet
 from hfcache.errors import NotACache
 from hfcache.model import CacheInventory, Item
-
-from .trees import sha256, write
+from tests.trees import sha256, write
 
 
 def apparent(*paths: str) -> int:

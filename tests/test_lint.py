@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = ("hfcache", "tests", "benchmarks", "examples")
 
 
@@ -26,7 +26,7 @@ def _tool(module: str, *args: str) -> subprocess.CompletedProcess[str]:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"CI=true, and {module} is not installed (it comes with the test extra)")
         pytest.skip(f"{module} is not installed (pip install -e '.[test]')")
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=CHECKOUT, capture_output=True, text=True)
 
 
 def test_ruff_check_passes():

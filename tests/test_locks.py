@@ -64,7 +64,7 @@ except CacheBusy as e:
 """
 
 
-class Holder:
+class LockHolder:
     """``HOLDER`` in a child process; ``uid=-1`` keeps the test's own account."""
 
     def __init__(self, root: str, lock: str, *, uid: int = -1, gid: int = -1, groups: tuple[int, ...] = (), wait: float = 0):
@@ -113,7 +113,7 @@ def test_a_lock_file_made_by_another_account_does_not_lock_this_one_out(shared):
     os.chown(lock, NOBODY, NOBODY)
     os.chmod(lock, 0o644)  # another account's file, in its own group, not writable by anyone else
 
-    b = Holder(shared, lock, uid=ACCOUNT_B, gid=ACCOUNT_B, wait=5)
+    b = LockHolder(shared, lock, uid=ACCOUNT_B, gid=ACCOUNT_B, wait=5)
     assert b.said == {"taken": True, "failed": {}, "waited": False}  # read-only descriptor, real flock
     try:
         with pytest.raises(CacheBusy, match="another hfcache prune is running"):  # and it excludes others
@@ -130,19 +130,19 @@ def test_a_lock_file_made_by_another_account_does_not_lock_this_one_out(shared):
 @ROOT_ONLY
 def test_two_accounts_exclude_each_other(shared):
     lock = lock_of(shared)
-    a = Holder(shared, lock, uid=ACCOUNT_A, gid=ACCOUNT_A)  # creates the lock file
+    a = LockHolder(shared, lock, uid=ACCOUNT_A, gid=ACCOUNT_A)  # creates the lock file
     try:
         assert a.said["taken"]
         st = os.stat(lock)
         assert st.st_uid == ACCOUNT_A and stat.S_IMODE(st.st_mode) == 0o664  # group-writable despite umask 022
         started = time.monotonic()
-        b = Holder(shared, lock, uid=ACCOUNT_B, gid=ACCOUNT_B, wait=0.5)
+        b = LockHolder(shared, lock, uid=ACCOUNT_B, gid=ACCOUNT_B, wait=0.5)
         assert "busy" in b.said and "still held after 0.5s" in b.said["busy"]
         assert time.monotonic() - started >= 0.5
         b.release()
     finally:
         a.release()
-    b = Holder(shared, lock, uid=ACCOUNT_B, gid=ACCOUNT_B)
+    b = LockHolder(shared, lock, uid=ACCOUNT_B, gid=ACCOUNT_B)
     assert b.said == {"taken": True, "failed": {}, "waited": False}
     b.release()
     assert os.path.exists(lock)
@@ -153,17 +153,17 @@ def test_a_new_lock_file_takes_the_cache_folders_group_where_permitted(shared):
     locks_dir = os.path.join(shared, ".locks")
     os.chown(locks_dir, 0, GROUP_C)  # the cache's group, but no setgid bit on the folder
     lock = lock_of(shared)
-    a = Holder(shared, lock, uid=ACCOUNT_A, gid=ACCOUNT_A, groups=(GROUP_C,))  # a member of the cache's group
+    a = LockHolder(shared, lock, uid=ACCOUNT_A, gid=ACCOUNT_A, groups=(GROUP_C,))  # a member of the cache's group
     a.release()
     st = os.stat(lock)
     assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (ACCOUNT_A, GROUP_C, 0o664)
 
     os.unlink(lock)
-    b = Holder(shared, lock, uid=ACCOUNT_B, gid=ACCOUNT_B)  # not a member: keeps its own group, still works
+    b = LockHolder(shared, lock, uid=ACCOUNT_B, gid=ACCOUNT_B)  # not a member: keeps its own group, still works
     assert b.said["taken"]
     b.release()
     assert os.stat(lock).st_gid == ACCOUNT_B
-    a = Holder(shared, lock, uid=ACCOUNT_A, gid=ACCOUNT_A, groups=(GROUP_C,))  # ... and does not lock A out
+    a = LockHolder(shared, lock, uid=ACCOUNT_A, gid=ACCOUNT_A, groups=(GROUP_C,))  # ... and does not lock A out
     assert a.said["taken"]
     a.release()
 
@@ -183,11 +183,11 @@ def test_two_processes_exclude_each_other_and_the_second_gives_up_busy(tmp_path)
     root = str(tmp_path / "hub")
     os.makedirs(root)
     lock = lock_of(root)
-    holder = Holder(root, lock)
+    holder = LockHolder(root, lock)
     try:
         assert holder.said == {"taken": True, "failed": {}, "waited": False}
         assert stat.S_IMODE(os.stat(lock).st_mode) == 0o664  # group-writable whatever the umask
-        second = Holder(root, lock, wait=0)  # another process
+        second = LockHolder(root, lock, wait=0)  # another process
         assert "busy" in second.said
         second.release()
         locks = PruneLocks({root: lock}, wait=0.3)
@@ -206,7 +206,7 @@ def test_a_waiting_prune_takes_the_lock_when_the_other_one_ends(tmp_path):
     root = str(tmp_path / "hub")
     os.makedirs(root)
     lock = lock_of(root)
-    holder = Holder(root, lock)
+    holder = LockHolder(root, lock)
     releaser = threading.Timer(0.5, holder.release)
     releaser.start()
     started = time.monotonic()
@@ -226,7 +226,7 @@ def test_a_signal_while_waiting_stops_at_once(tmp_path):
     root = str(tmp_path / "hub")
     os.makedirs(root)
     lock = lock_of(root)
-    holder = Holder(root, lock)
+    holder = LockHolder(root, lock)
     timer = threading.Timer(0.2, interrupt.request, (signal.SIGTERM,))
     timer.start()
     started = time.monotonic()

@@ -7,11 +7,9 @@ import os
 import stat
 
 from prometheus_client.parser import text_string_to_metric_families
-from typer.testing import CliRunner
 
 import hfcache
-from hfcache.cli import app
-from tests.support import small_cache
+from tests.support import run_cli, small_cache
 from tests.trees import write
 
 
@@ -23,15 +21,14 @@ def test_metrics_match_the_scan_and_the_last_prune(tmp_path):
     root = str(tmp_path / 'we"ird\\hub')  # label values are escaped
     small_cache(root)
     write(os.path.join(root, "models--org--a", "blobs", "e9.1a2b3c4d.incomplete"), 77)
-    runner = CliRunner()
     before = hfcache.scan([root]).caches[0]
-    result = runner.invoke(app, ["prune", "--cache-dir", root, "--max-age", "30d", "--junk-grace", "0s", "--yes", "--json"])
+    result = run_cli("prune", "--cache-dir", root, "--max-age", "30d", "--junk-grace", "0s", "--yes", "--json")
     done = json.loads(result.stdout)
     assert result.exit_code == 0 and done["freed_bytes"] > 0, result.output
 
     out = str(tmp_path / "textfile" / "hfcache.prom")
     os.makedirs(os.path.dirname(out))
-    result = runner.invoke(app, ["metrics", "--cache-dir", root, "--textfile", out])
+    result = run_cli("metrics", "--cache-dir", root, "--textfile", out)
     assert result.exit_code == 0 and result.stdout == "", result.output
     assert os.listdir(os.path.dirname(out)) == ["hfcache.prom"]  # no temporary file left behind
     assert stat.S_IMODE(os.stat(out).st_mode) == 0o644
@@ -56,7 +53,7 @@ def test_metrics_match_the_scan_and_the_last_prune(tmp_path):
     assert 0 < free <= total
     assert metrics["hfcache_scan_timestamp_seconds"][0][1] > 0
 
-    stdout = runner.invoke(app, ["metrics", "--cache-dir", root]).stdout
+    stdout = run_cli("metrics", "--cache-dir", root).stdout
     assert parse(stdout).keys() == metrics.keys()
 
 
@@ -64,5 +61,5 @@ def test_metrics_to_an_unwritable_place_is_a_usage_error(tmp_path):
     root = str(tmp_path / "hub")
     small_cache(root)
     blocker = write(str(tmp_path / "file"), b"")
-    result = CliRunner().invoke(app, ["metrics", "--cache-dir", root, "--textfile", os.path.join(blocker, "x.prom")])
+    result = run_cli("metrics", "--cache-dir", root, "--textfile", os.path.join(blocker, "x.prom"))
     assert result.exit_code == 2 and "cannot write metrics" in result.output

@@ -16,26 +16,23 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import time
 
 import pytest
-from typer.testing import CliRunner
 
 from hfcache.caches import torch as torch_kind
 from hfcache.caches.confine import confine_to_mount
 from hfcache.caches.huggingface import scan as hf
 from hfcache.caches.scan import scan_caches
-from hfcache.cli import app
 from hfcache.fs import mounts
 from hfcache.fs.mounts import mount_points_under, unescape
 from hfcache.model import CacheInventory, Inventory, Item
 from hfcache.output.words import describe_all
 from hfcache.plan.build import make_plan
 from hfcache.plan.settings import Policy, Settings
+from tests.support import DAY, age_everything, contents, run_cli
 from tests.trees import commit, link, repo, sha256, share, shared_store, write
 
-DAY = 86400.0
 C1, C2 = commit("mounts-1"), commit("mounts-2")
 ON_CI = os.environ.get("CI") == "true"
 
@@ -54,30 +51,6 @@ NO_MOUNTS = _why_no_mounts()
 real_mounts = pytest.mark.skipif(NO_MOUNTS is not None and not ON_CI, reason=f"{NO_MOUNTS} (runs as root on CI)")
 
 
-@pytest.fixture
-def mount():
-    """``mount(source, target, "--bind")``: a real mount, lazily unmounted after the test (last first)."""
-    made: list[str] = []
-
-    def do(source: str, target: str, *options: str) -> str:
-        result = subprocess.run(["mount", *options, source, target], capture_output=True, text=True)
-        if result.returncode != 0:
-            message = f"mount {' '.join(options)} {source} {target} failed: {result.stderr.strip()}"
-            if ON_CI:
-                pytest.fail(message)
-            pytest.skip(message)
-        made.append(target)
-        return target
-
-    yield do
-    for target in reversed(made):
-        subprocess.run(["umount", "-l", target], capture_output=True, check=False)
-
-
-def cli(*args: str):
-    return CliRunner().invoke(app, list(args))
-
-
 def as_json(result) -> dict:
     assert result.stdout.strip().startswith("{"), result.output
     return json.loads(result.stdout)
@@ -85,25 +58,6 @@ def as_json(result) -> dict:
 
 def item(inv: CacheInventory, item_id: str) -> Item:
     return next(i for i in inv.items if i.id == item_id)
-
-
-def age(root: str, days: float = 60) -> None:
-    """Every file's and link's atime ``days`` back (before any mount: the mounted folder keeps its times)."""
-    old = time.time() - days * DAY
-    for folder, _, names in os.walk(root):
-        for name in names:
-            path = os.path.join(folder, name)
-            os.utime(path, (old, os.lstat(path).st_mtime), follow_symlinks=False)
-
-
-def contents(root: str) -> dict[str, bytes]:
-    out = {}
-    for folder, _, names in os.walk(root):
-        for name in names:
-            path = os.path.join(folder, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, root)] = f.read()
-    return out
 
 
 def outside_folder(base: str) -> str:
@@ -114,7 +68,7 @@ def outside_folder(base: str) -> str:
     return outside
 
 
-def hub_cache(root: str) -> str:
+def hub_cache_with_data_folder(root: str) -> str:
     """org/a (two revisions; C1 gets a ``data/`` folder to mount on) and org/b (one revision)."""
     repo(
         root,
@@ -179,7 +133,7 @@ def _hub_pair(tmp_path) -> tuple[str, str, str]:
     made = []
     for name in ("with", "without"):
         root = str(tmp_path / name)
-        data = hub_cache(root)
+        data = hub_cache_with_data_folder(root)
         made.append(data)
     write(os.path.join(made[0], "plain.bin"), 4000)  # no-symlink mode: a file of the revision itself
     write(os.path.join(made[0], "deep", "more.bin"), 300)
@@ -222,7 +176,7 @@ def test_plan_keeps_every_revision_of_the_item_with_the_mount_point_as_reason(tm
 
 def test_hub_blobs_folder_a_mount_point_and_junk_beyond_it(tmp_path):
     root = str(tmp_path / "hub")
-    hub_cache(root)
+    hub_cache_with_data_folder(root)
     blobs = os.path.join(root, "models--org--a", "blobs")
     write(os.path.join(blobs, "orphan"), 9)
     write(os.path.join(blobs, "e9.incomplete"), 11)
@@ -299,22 +253,22 @@ def test_no_mount_point_leaves_the_inventory_as_it_is(tmp_path):
 
 
 @real_mounts
-def test_hub_bind_mount_on_a_snapshot_folder_is_warned_kept_and_left_intact(tmp_path, mount):
+def test_hub_bind_mount_on_a_snapshot_folder_is_warned_kept_and_left_intact(tmp_path, mounts):
     root = str(tmp_path / "hub")
-    data = hub_cache(root)
+    data = hub_cache_with_data_folder(root)
     outside = outside_folder(str(tmp_path))
-    age(root)
+    age_everything(root, 60)  # (before any mount: the mounted folder keeps its times)
     before = contents(outside)
-    mount(outside, data, "--bind")
+    mounts.bind(outside, data)
     assert mount_points_under(root) == [data]
 
-    scan = cli("scan", "--cache-dir", root)
+    scan = run_cli("scan", "--cache-dir", root)
     assert scan.exit_code == 0, scan.output
     assert f"mount point inside the cache: nothing beyond it is counted or deleted: {data}" in scan.stderr
-    shown = as_json(cli("scan", "--cache-dir", root, "--json"))
+    shown = as_json(run_cli("scan", "--cache-dir", root, "--json"))
     assert shown["caches"][0]["size_bytes"] == 357  # 5300 bytes beyond the mount point are not counted
 
-    result = cli("prune", "--cache-dir", root, "--max-age", "30d", "--allow-remove-all", "--yes", "--json")
+    result = run_cli("prune", "--cache-dir", root, "--max-age", "30d", "--allow-remove-all", "--yes", "--json")
     assert result.exit_code == 0, result.output
     report = as_json(result)
     assert [(u["id"], u["status"]) for u in report["delete"]] == [("org/b", "deleted")]
@@ -327,7 +281,7 @@ def test_hub_bind_mount_on_a_snapshot_folder_is_warned_kept_and_left_intact(tmp_
 
 
 @real_mounts
-def test_torch_bind_mounts_in_a_repo_folder_and_on_a_checkpoint_file(tmp_path, mount):
+def test_torch_bind_mounts_in_a_repo_folder_and_on_a_checkpoint_file(tmp_path, mounts):
     root = str(tmp_path / "torch" / "hub")
     write(f"{root}/me_repo_main/hubconf.py", 40)
     write(f"{root}/you_other_main/hubconf.py", 41)
@@ -336,20 +290,20 @@ def test_torch_bind_mounts_in_a_repo_folder_and_on_a_checkpoint_file(tmp_path, m
     checkpoint = write(f"{root}/checkpoints/resnet-0123abcd.pth", 500)
     outside = outside_folder(str(tmp_path))
     weight_file = write(str(tmp_path / "elsewhere" / "resnet.pth"), b"w" * 700)
-    age(root)
-    age(os.path.dirname(weight_file))  # the checkpoint's only times are the mounted file's
+    age_everything(root, 60)
+    age_everything(os.path.dirname(weight_file), 60)  # the checkpoint's only times are the mounted file's
     before = contents(outside)
-    mount(outside, weights, "--bind")
-    mount(weight_file, checkpoint, "--bind")
+    mounts.bind(outside, weights)
+    mounts.bind(weight_file, checkpoint)
     assert mount_points_under(root) == sorted([weights, checkpoint])
 
-    scan = cli("scan", "--cache-dir", root)
+    scan = run_cli("scan", "--cache-dir", root)
     assert scan.exit_code == 0, scan.output
     assert weights in scan.stderr and checkpoint in scan.stderr
-    shown = as_json(cli("scan", "--cache-dir", root, "--json"))
+    shown = as_json(run_cli("scan", "--cache-dir", root, "--json"))
     assert shown["caches"][0]["size_bytes"] == 81
 
-    result = cli("prune", "--cache-dir", root, "--max-age", "30d", "--allow-remove-all", "--yes", "--json")
+    result = run_cli("prune", "--cache-dir", root, "--max-age", "30d", "--allow-remove-all", "--yes", "--json")
     assert result.exit_code == 0, result.output
     report = as_json(result)
     assert [(u["id"], u["status"]) for u in report["delete"]] == [("you/other", "deleted")]
@@ -361,42 +315,42 @@ def test_torch_bind_mounts_in_a_repo_folder_and_on_a_checkpoint_file(tmp_path, m
 
 
 @real_mounts
-def test_mount_point_names_with_spaces_are_decoded(tmp_path, mount):
+def test_mount_point_names_with_spaces_are_decoded(tmp_path, mounts):
     root = str(tmp_path / "hub")
-    data = os.path.join(hub_cache(root), "my data\tset")
+    data = os.path.join(hub_cache_with_data_folder(root), "my data\tset")
     os.makedirs(data)
-    mount(outside_folder(str(tmp_path)), data, "--bind")
+    mounts.bind(outside_folder(str(tmp_path)), data)
     assert mount_points_under(root) == [data]
     assert mount_points_under(str(tmp_path / "hub" / ".." / "hub")) == [data]
 
 
 @real_mounts
-def test_a_mount_hidden_by_a_mount_over_its_parent_is_left_out(tmp_path, mount):
+def test_a_mount_hidden_by_a_mount_over_its_parent_is_left_out(tmp_path, mounts):
     root = str(tmp_path / "hub")
-    hub_cache(root)
+    hub_cache_with_data_folder(root)
     upper = os.path.join(root, "models--org--b", "snapshots")
     lower = os.path.join(upper, C1)
-    mount(outside_folder(str(tmp_path)), lower, "--bind")
+    mounts.bind(outside_folder(str(tmp_path)), lower)
     assert mount_points_under(root) == [lower]
-    mount("tmpfs", upper, "-t", "tmpfs")
+    mounts.mount("-t", "tmpfs", "tmpfs", upper)
     assert mount_points_under(root) == [upper]
 
 
 @real_mounts
-def test_one_cache_at_two_paths_through_a_bind_mount_is_scanned_once_and_locked_once(tmp_path, mount):
+def test_one_cache_at_two_paths_through_a_bind_mount_is_scanned_once_and_locked_once(tmp_path, mounts):
     root = str(tmp_path / "hub")
-    hub_cache(root)
-    age(root)
+    hub_cache_with_data_folder(root)
+    age_everything(root, 60)
     other = str(tmp_path / "same-hub")
     os.makedirs(other)
-    mount(root, other, "--bind")
+    mounts.bind(root, other)
 
     inv = scan_caches([other, root])
     assert [c.root for c in inv.caches] == [other]  # the path given first
-    shown = as_json(cli("scan", "--cache-dir", root, "--cache-dir", other, "--json"))
+    shown = as_json(run_cli("scan", "--cache-dir", root, "--cache-dir", other, "--json"))
     assert [c["root"] for c in shown["caches"]] == [root]
 
-    result = cli("prune", "--cache-dir", root, "--cache-dir", other, "--keep", "1", "--yes", "--json", "--lock-wait", "1s")
+    result = run_cli("prune", "--cache-dir", root, "--cache-dir", other, "--keep", "1", "--yes", "--json", "--lock-wait", "1s")
     assert result.exit_code == 0, result.output
     report = as_json(result)
     assert [(u["id"], u["revision"], u["status"]) for u in report["delete"]] == [("org/a", C1, "deleted")]

@@ -16,34 +16,29 @@ import sys
 import time
 
 import pytest
-from typer.testing import CliRunner
 
-from hfcache.cli import app
 from tests.support import (
     SLOW_CLI,
     many_repos,
     markdown_tables,
+    run_cli,
     small_cache,
 )
 
 
-def invoke(*args: str):
-    return CliRunner().invoke(app, list(args))
-
-
 @pytest.fixture
-def hub(tmp_path) -> str:
+def hub_root(tmp_path) -> str:
     root = str(tmp_path / "hub|cache")  # a | in the root, which Markdown must escape
     os.makedirs(root)
     small_cache(root)
     return root
 
 
-def test_scan_as_markdown_matches_the_json(hub):
-    md = invoke("scan", "--cache-dir", hub, "--format", "markdown", "--revisions")
-    data = json.loads(invoke("scan", "--cache-dir", hub, "--json").stdout)
+def test_scan_as_markdown_matches_the_json(hub_root):
+    md = run_cli("scan", "--cache-dir", hub_root, "--format", "markdown", "--revisions")
+    data = json.loads(run_cli("scan", "--cache-dir", hub_root, "--json").stdout)
     assert md.exit_code == 0, md.output
-    assert f"#### Hugging Face hub cache: {hub.replace('|', chr(92) + '|')}" in md.stdout
+    assert f"#### Hugging Face hub cache: {hub_root.replace('|', chr(92) + '|')}" in md.stdout
     [table] = markdown_tables(md.stdout)
     header, *rows = table
     assert header[:4] == ["ID", "REVISION", "VERSION", "SIZE"]
@@ -52,16 +47,16 @@ def test_scan_as_markdown_matches_the_json(hub):
     assert "2 repos, 4 revisions" in md.stdout
 
 
-def test_prune_as_markdown_lists_the_plan_and_then_the_outcome(hub):
-    planned = json.loads(invoke("prune", "--cache-dir", hub, "--max-age", "30d", "--dry-run", "--json").stdout)
-    md = invoke("prune", "--cache-dir", hub, "--max-age", "30d", "--dry-run", "--format", "markdown")
+def test_prune_as_markdown_lists_the_plan_and_then_the_outcome(hub_root):
+    planned = json.loads(run_cli("prune", "--cache-dir", hub_root, "--max-age", "30d", "--dry-run", "--json").stdout)
+    md = run_cli("prune", "--cache-dir", hub_root, "--max-age", "30d", "--dry-run", "--format", "markdown")
     assert md.exit_code == 0, md.output
     [table] = markdown_tables(md.stdout)
     assert table[0] == ["KIND", "ID", "REVISION", "FREES", "WHY"]
     assert sorted(r[1] for r in table[1:]) == sorted(u["id"] for u in planned["delete"])
     assert all(r[4].startswith("max-age: not accessed for 60d") for r in table[1:])
 
-    ran = invoke("prune", "--cache-dir", hub, "--max-age", "30d", "--yes", "--format", "markdown")
+    ran = run_cli("prune", "--cache-dir", hub_root, "--max-age", "30d", "--yes", "--format", "markdown")
     assert ran.exit_code == 0, ran.output
     [table] = markdown_tables(ran.stdout)
     assert table[0] == ["KIND", "ID", "REVISION", "STATUS", "FREED", "WHY"]
@@ -69,21 +64,21 @@ def test_prune_as_markdown_lists_the_plan_and_then_the_outcome(hub):
     assert "Freed 2.0 kB of 2.0 kB planned (2 units: 2 deleted)." in ran.stdout
 
 
-def test_apply_takes_the_same_formats(hub, tmp_path):
+def test_apply_takes_the_same_formats(hub_root, tmp_path):
     plan = str(tmp_path / "plan.json")
-    assert invoke("prune", "--cache-dir", hub, "--max-age", "30d", "--dry-run", "--plan-out", plan, "-q").exit_code == 0
-    md = invoke("apply", plan, "--dry-run", "--format", "markdown")
+    assert run_cli("prune", "--cache-dir", hub_root, "--max-age", "30d", "--dry-run", "--plan-out", plan, "-q").exit_code == 0
+    md = run_cli("apply", plan, "--dry-run", "--format", "markdown")
     assert len(markdown_tables(md.stdout)[0]) == 3
-    as_json = invoke("apply", plan, "--dry-run", "--format", "json")
+    as_json = run_cli("apply", plan, "--dry-run", "--format", "json")
     assert json.loads(as_json.stdout)["delete"] == json.loads(open(plan).read())["delete"]
 
 
-def test_verbose_logs_each_cache_and_unit_to_stderr_and_quiet_says_nothing(hub):
-    quiet = invoke("prune", "--cache-dir", hub, "--max-age", "30d", "--dry-run", "--json", "--quiet")
+def test_verbose_logs_each_cache_and_unit_to_stderr_and_quiet_says_nothing(hub_root):
+    quiet = run_cli("prune", "--cache-dir", hub_root, "--max-age", "30d", "--dry-run", "--json", "--quiet")
     assert quiet.stderr == ""
     json.loads(quiet.stdout)
 
-    plain = invoke("prune", "--cache-dir", hub, "--max-age", "30d", "--yes", "--json")
+    plain = run_cli("prune", "--cache-dir", hub_root, "--max-age", "30d", "--yes", "--json")
     assert " INFO " not in plain.stderr
 
 
@@ -92,7 +87,7 @@ def test_verbose_levels(tmp_path):
         root = str(tmp_path / level)
         os.makedirs(root)
         small_cache(root)
-        result = invoke("prune", "--cache-dir", root, "--max-age", "30d", "--yes", "--json", level)
+        result = run_cli("prune", "--cache-dir", root, "--max-age", "30d", "--yes", "--json", level)
         assert result.exit_code == 0, result.output
         json.loads(result.stdout)  # logging never mixes into the data on stdout
         log = result.stderr
@@ -146,8 +141,8 @@ def on_a_terminal(args: list[str], *, answer: bytes = b"", code: str | None = No
 def test_a_progress_bar_on_a_terminal_only_and_not_with_quiet(tmp_path):
     root = str(tmp_path / "hub")
     policy = many_repos(root, 30)
-    # Each removal slowed to 10 ms, so the bar is drawn while the plan executes.
-    code, out, terminal = on_a_terminal(["0.01", "prune", "--cache-dir", root, "--config", policy, "--yes"], code=SLOW_CLI)
+    # Each removal slowed to 4 ms (about 30 ms a revision), so the bar is drawn while the plan executes.
+    code, out, terminal = on_a_terminal(["0.004", "prune", "--cache-dir", root, "--config", policy, "--yes"], code=SLOW_CLI)
     assert code == 0, terminal
     assert f"scanning {root}" in terminal
     assert re.search(r"deleting .*\d+/\d+", terminal), terminal
@@ -156,8 +151,8 @@ def test_a_progress_bar_on_a_terminal_only_and_not_with_quiet(tmp_path):
     code, out, terminal = on_a_terminal(["scan", "--cache-dir", root, "--quiet"])
     assert code == 0 and "scanning" not in terminal and "org/new-1" in out
 
-    # Off a terminal (CliRunner's stderr is a pipe): no bar at all.
-    assert "scanning" not in invoke("scan", "--cache-dir", root).stderr
+    # Off a terminal (run_cli's stderr is a buffer): no bar at all.
+    assert "scanning" not in run_cli("scan", "--cache-dir", root).stderr
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers are forked on Linux only")
@@ -173,9 +168,9 @@ def test_the_progress_bar_counts_what_forked_workers_scan(tmp_path):
 
 
 @pytest.mark.parametrize(("answer", "deleted"), [(b"y\n", True), (b"n\n", False), (b"\n", False)])
-def test_prune_asks_on_a_terminal_and_does_only_what_it_is_told(hub, answer, deleted):
-    going = json.loads(invoke("prune", "--cache-dir", hub, "--max-age", "30d", "--dry-run", "--json").stdout)["delete"]
-    code, out, terminal = on_a_terminal(["prune", "--cache-dir", hub, "--max-age", "30d"], answer=answer)
+def test_prune_asks_on_a_terminal_and_does_only_what_it_is_told(hub_root, answer, deleted):
+    going = json.loads(run_cli("prune", "--cache-dir", hub_root, "--max-age", "30d", "--dry-run", "--json").stdout)["delete"]
+    code, out, terminal = on_a_terminal(["prune", "--cache-dir", hub_root, "--max-age", "30d"], answer=answer)
     assert code == 0, terminal
     assert "Would delete:" in out and "Delete these 2 units? [y/N]" in out
     assert all(os.path.exists(u["path"]) != deleted for u in going)

@@ -13,29 +13,28 @@ import os
 import stat
 
 import pytest
-from typer.testing import CliRunner
 
-from hfcache.cli import app
 from hfcache.errors import UsageError
 from hfcache.execute.audit import read_log
 from hfcache.output.files import atomic_write, landing_places, open_append_nofollow, refuse_in_caches
-from tests.support import contents, small_cache
+from tests.support import cli, contents, small_cache
 
-
-def run(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, list(args))
-    return result.exit_code, result.output
+KEPT = os.path.join("models--org--a", "blobs", "org--a-e2")
 
 
 @pytest.fixture
-def cache(tmp_path):
-    """A hub cache with two models; ``kept`` is the blob of org/a's main revision, filled with telling bytes."""
+def hub_root(tmp_path) -> str:
+    """A hub cache with two models; ``kept_blob`` (org/a's main revision's blob) is filled with telling bytes."""
     root = str(tmp_path / "hub")
-    repos = small_cache(root)
-    kept = os.path.join(repos["org--a"], "blobs", "org--a-e2")
-    with open(kept, "r+b") as f:  # same size (the scan's figures do not move), recognisable bytes
-        f.write(os.urandom(os.path.getsize(kept)))
-    return root, kept
+    small_cache(root)
+    with open(os.path.join(root, KEPT), "r+b") as f:  # same size (the scan's figures do not move), recognisable bytes
+        f.write(os.urandom(os.path.getsize(os.path.join(root, KEPT))))
+    return root
+
+
+@pytest.fixture
+def kept_blob(hub_root) -> str:
+    return os.path.join(hub_root, KEPT)
 
 
 def _refused(code: int, out: str, option: str) -> None:
@@ -54,71 +53,76 @@ def _aims(tmp_path, kept: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("aim", ["blob", "link", "through-folder"])
-def test_plan_out_into_a_cache_is_refused_and_the_blob_is_untouched(tmp_path, cache, aim):
-    root, kept = cache
-    path = _aims(tmp_path, kept)[aim]
-    before = contents(root)
-    code, out = run("prune", "--cache-dir", root, "--max-age", "30d", "--dry-run", "--plan-out", path)
+def test_plan_out_into_a_cache_is_refused_and_the_blob_is_untouched(tmp_path, hub_root, kept_blob, aim):
+    path = _aims(tmp_path, kept_blob)[aim]
+    before = contents(hub_root)
+    code, out = cli("prune", "--cache-dir", hub_root, "--max-age", "30d", "--dry-run", "--plan-out", path)
     _refused(code, out, "--plan-out")
     # A real run too: refused before the plan is written and before anything is deleted.
-    code, out = run("prune", "--cache-dir", root, "--max-age", "30d", "--yes", "--plan-out", path)
+    code, out = cli("prune", "--cache-dir", hub_root, "--max-age", "30d", "--yes", "--plan-out", path)
     _refused(code, out, "--plan-out")
-    assert contents(root) == before
+    assert contents(hub_root) == before
     assert os.path.islink(str(tmp_path / "out-link"))  # the link is left alone too
-    assert not [n for n in os.listdir(os.path.dirname(kept)) if n.startswith(".")]  # no temporary file either
+    assert not [n for n in os.listdir(os.path.dirname(kept_blob)) if n.startswith(".")]  # no temporary file either
 
 
-def test_plan_out_to_a_new_file_inside_a_cache_is_refused(tmp_path, cache):
-    root, _ = cache
-    before = contents(root)
-    for path in (os.path.join(root, "plan.json"), os.path.join(root, "models--org--b", "snapshots", "plan.json"), root):
-        code, out = run("prune", "--cache-dir", root, "--keep", "1", "--dry-run", "--plan-out", path)
+def test_plan_out_to_a_new_file_inside_a_cache_is_refused(tmp_path, hub_root):
+    before = contents(hub_root)
+    for path in (
+        os.path.join(hub_root, "plan.json"),
+        os.path.join(hub_root, "models--org--b", "snapshots", "plan.json"),
+        hub_root,
+    ):
+        code, out = cli("prune", "--cache-dir", hub_root, "--keep", "1", "--dry-run", "--plan-out", path)
         _refused(code, out, "--plan-out")
-    assert contents(root) == before
+    assert contents(hub_root) == before
 
 
 @pytest.mark.parametrize("aim", ["blob", "link", "through-folder"])
-def test_textfile_into_a_cache_is_refused_and_the_blob_is_untouched(tmp_path, cache, aim):
-    root, kept = cache
-    path = _aims(tmp_path, kept)[aim]
-    before = contents(root)
-    code, out = run("metrics", "--cache-dir", root, "--textfile", path)
+def test_textfile_into_a_cache_is_refused_and_the_blob_is_untouched(tmp_path, hub_root, kept_blob, aim):
+    path = _aims(tmp_path, kept_blob)[aim]
+    before = contents(hub_root)
+    code, out = cli("metrics", "--cache-dir", hub_root, "--textfile", path)
     _refused(code, out, "--textfile")
-    assert contents(root) == before
+    assert contents(hub_root) == before
 
 
 @pytest.mark.parametrize("aim", ["blob", "link", "through-folder"])
-def test_log_into_a_cache_is_refused_before_anything_is_deleted(tmp_path, cache, aim):
-    root, kept = cache
-    path = _aims(tmp_path, kept)[aim]
-    before = contents(root)
-    code, out = run("prune", "--cache-dir", root, "--max-age", "30d", "--yes", "--log", path)
+def test_log_into_a_cache_is_refused_before_anything_is_deleted(tmp_path, hub_root, kept_blob, aim):
+    path = _aims(tmp_path, kept_blob)[aim]
+    before = contents(hub_root)
+    code, out = cli("prune", "--cache-dir", hub_root, "--max-age", "30d", "--yes", "--log", path)
     _refused(code, out, "--log")
-    assert contents(root) == before
+    assert contents(hub_root) == before
 
     # apply: the roots come from the plan.
     plan = str(tmp_path / "plan.json")
-    code, out = run("prune", "--cache-dir", root, "--max-age", "30d", "--dry-run", "--plan-out", plan)
+    code, out = cli("prune", "--cache-dir", hub_root, "--max-age", "30d", "--dry-run", "--plan-out", plan)
     assert code == 0, out
-    code, out = run("apply", plan, "--yes", "--log", path)
+    code, out = cli("apply", plan, "--yes", "--log", path)
     _refused(code, out, "--log")
-    assert contents(root) == before
+    assert contents(hub_root) == before
 
 
-def test_an_output_inside_a_default_cache_of_another_kind_is_refused(tmp_path, cache, isolated_home):
+def test_an_output_inside_a_default_cache_of_another_kind_is_refused(tmp_path, hub_root, isolated_home):
     """Pruning only one cache does not make another one's files fair game."""
-    root, _ = cache
     torch_hub = os.path.join(isolated_home, ".cache", "torch", "hub")
     os.makedirs(os.path.join(torch_hub, "checkpoints"))
-    code, out = run(
-        "prune", "--cache-dir", root, "--max-age", "30d", "--dry-run", "--plan-out", os.path.join(torch_hub, "checkpoints", "p")
+    code, out = cli(
+        "prune",
+        "--cache-dir",
+        hub_root,
+        "--max-age",
+        "30d",
+        "--dry-run",
+        "--plan-out",
+        os.path.join(torch_hub, "checkpoints", "p"),
     )
     _refused(code, out, "--plan-out")
 
 
-def test_normal_output_paths_still_work(tmp_path, cache):
-    root, kept = cache
-    blob_before = open(kept, "rb").read()
+def test_normal_output_paths_still_work(tmp_path, hub_root, kept_blob):
+    blob_before = open(kept_blob, "rb").read()
     outside = tmp_path / "out"
     outside.mkdir()
     target = outside / "elsewhere.json"
@@ -126,21 +130,20 @@ def test_normal_output_paths_still_work(tmp_path, cache):
     plan_link = outside / "plan.json"
     os.symlink(target, plan_link)  # a link outside every cache: replaced by the plan, its target untouched
     log = str(outside / "audit.log")
-    code, out = run("prune", "--cache-dir", root, "--max-age", "30d", "--dry-run", "--plan-out", str(plan_link))
+    code, out = cli("prune", "--cache-dir", hub_root, "--max-age", "30d", "--dry-run", "--plan-out", str(plan_link))
     assert code == 0, out
     assert not os.path.islink(plan_link) and json.loads(plan_link.read_text())["version"] == 1
     assert target.read_text() == "old"
-    result = CliRunner().invoke(app, ["apply", str(plan_link), "--yes", "--json", "--log", log])
-    assert result.exit_code == 0, result.output
-    done = json.loads(result.stdout)
+    code, done = cli("apply", str(plan_link), "--yes", "--json", "--log", log)
+    assert code == 0, done
     assert {u["status"] for u in done["delete"]} == {"deleted"} and len(done["delete"]) == 2
     assert [r["status"] for r in read_log(log) if r["status"] == "deleted"] == ["deleted"] * 2
     prom = str(outside / "hfcache.prom")
-    code, out = run("metrics", "--cache-dir", root, "--textfile", prom)
+    code, out = cli("metrics", "--cache-dir", hub_root, "--textfile", prom)
     assert code == 0 and "hfcache_cache_size_bytes" in open(prom).read(), out
     assert stat.S_IMODE(os.stat(prom).st_mode) == 0o644
     assert sorted(os.listdir(outside)) == ["audit.log", "elsewhere.json", "hfcache.prom", "plan.json"]
-    assert open(kept, "rb").read() == blob_before
+    assert open(kept_blob, "rb").read() == blob_before
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,13 +23,12 @@ from hfcache.plan.build import make_plan
 from hfcache.plan.policies import Candidate, Case, Decision, Rule, junk, keep_latest, max_age, protect
 from hfcache.plan.settings import MinFree, Policy, Settings
 from tests.support import (
+    DAY,
     NOW,
     THREE,
     rev,
     torch_cache,
 )
-
-DAY = 86400.0
 
 
 def cand(name: str, *, item: str = "m", version: str | None = None, days_old: float = 0, default: bool = False) -> Candidate:

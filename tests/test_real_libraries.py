@@ -53,6 +53,7 @@ class Files(http.server.ThreadingHTTPServer):
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: Files
+    disable_nagle_algorithm = True  # the body, a second write, never waits for the client's delayed ACK
 
     def log_message(self, *args: object) -> None:
         pass
@@ -78,7 +79,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def files() -> Iterator[Files]:
     server = Files()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)  # a quick shutdown()
     thread.start()
     yield server
     server.release.set()
@@ -95,8 +96,8 @@ def checkpoint_bytes(torch: ModuleType, n: int) -> tuple[bytes, str]:
 
 def test_torch_checkpoints_and_an_unfinished_download(files, tmp_path):
     torch = need("torch")
-    hub = str(tmp_path / "torch" / "hub")
-    model_dir = os.path.join(hub, "checkpoints")
+    root = str(tmp_path / "torch" / "hub")
+    model_dir = os.path.join(root, "checkpoints")
     names = []
     for n in (10, 2000):
         data, prefix = checkpoint_bytes(torch, n)
@@ -121,7 +122,7 @@ def test_torch_checkpoints_and_an_unfinished_download(files, tmp_path):
         while not any(n.endswith(".partial") and os.path.getsize(os.path.join(model_dir, n)) for n in os.listdir(model_dir)):
             assert time.monotonic() < deadline, "torch never wrote its .partial file"
             time.sleep(0.05)
-        cache = scan_caches([hub], kinds=["torch"]).caches[0]
+        cache = scan_caches([root], kinds=["torch"]).caches[0]
     finally:
         files.release.set()
         worker.join(30)
@@ -140,7 +141,7 @@ def test_torch_checkpoints_and_an_unfinished_download(files, tmp_path):
     assert partial.scheme == "temporary" and partial.lock_held is None  # torch takes no locks
 
     # Once finished, torch moved the partial into place: a third item, no partial left.
-    after = scan_caches([hub], kinds=["torch"]).caches[0]
+    after = scan_caches([root], kinds=["torch"]).caches[0]
     assert after.partial_files == () and {i.id for i in after.items} == {"resnet18", "resnet18_v1.5", "vgg16"}
     assert {i.id: i for i in after.items}["vgg16"].size_bytes == len(big)
 

@@ -10,14 +10,12 @@ import textwrap
 from importlib.metadata import EntryPoint
 
 import pytest
-from typer.testing import CliRunner
 
 from hfcache.caches.registry import ENTRY_POINT_GROUP, KINDS, load_registry, registry
 from hfcache.caches.scan import scan_caches
-from hfcache.cli import app
 from hfcache.errors import CacheNotADirectory, NotACache, UsageError
-
-from .trees import commit, repo, write
+from tests.support import run_cli
+from tests.trees import commit, repo, write
 
 PLUGIN = textwrap.dedent(
     """
@@ -115,8 +113,7 @@ def test_a_third_party_kind_is_scanned_planned_and_pruned_through_the_protocol_a
     new = write(os.path.join(root, "models", "new.gguf"), 200)
     os.utime(old, (1_000_000_000, 1_000_000_000))  # 2001: far older than 30 days
 
-    runner = CliRunner()
-    listed = runner.invoke(app, ["scan", "--kind", "ggufs", "--json"])
+    listed = run_cli("scan", "--kind", "ggufs", "--json")
     assert listed.exit_code == 0, listed.output
     [cache] = json.loads(listed.stdout)["caches"]
     assert (cache["kind"], cache["size_bytes"], sorted(i["id"] for i in cache["items"])) == (
@@ -125,7 +122,7 @@ def test_a_third_party_kind_is_scanned_planned_and_pruned_through_the_protocol_a
         ["new.gguf", "old.gguf"],
     )
 
-    done = runner.invoke(app, ["prune", "--kind", "ggufs", "--max-age", "30d", "--yes", "--json"])
+    done = run_cli("prune", "--kind", "ggufs", "--max-age", "30d", "--yes", "--json")
     assert done.exit_code == 0, done.output
     units = json.loads(done.stdout)["delete"]
     assert [(u["path"], u["status"], u["freed_bytes"]) for u in units] == [(old, "deleted", 300)]
@@ -139,7 +136,7 @@ def test_a_third_party_kind_deletes_nothing_outside_its_shapes(plugin_dist, isol
     root = os.path.join(isolated_home, ".ggufs")
     odd = write(os.path.join(root, "models", "notes.txt"), 100)  # listed as an item, but no shape matches it
     os.utime(odd, (1_000_000_000, 1_000_000_000))
-    done = CliRunner().invoke(app, ["prune", "--kind", "ggufs", "--max-age", "30d", "--yes"])
+    done = run_cli("prune", "--kind", "ggufs", "--max-age", "30d", "--yes")
     assert done.exit_code != 0 and "nothing deleted" in done.output
     assert os.path.exists(odd)
 
@@ -168,11 +165,11 @@ def test_unknown_kind_is_a_usage_error():
         scan_caches(kinds=["pytorch"])
 
 
-def make_machine(home: str) -> dict[str, str]:
+def make_machine(home: str) -> None:
     """One small cache of every built-in kind, at each library's default place."""
     c1 = commit(1)
-    hub = os.path.join(home, ".cache", "huggingface", "hub")
-    repo(hub, "models--org--m", snapshots={c1: {"w": "e"}}, blobs={"e": 100}, refs={"main": c1})
+    hub_root = os.path.join(home, ".cache", "huggingface", "hub")
+    repo(hub_root, "models--org--m", snapshots={c1: {"w": "e"}}, blobs={"e": 100}, refs={"main": c1})
     write(os.path.join(home, ".cache", "huggingface", "token"), b"hf_secret")
     write(os.path.join(home, ".cache", "huggingface", "xet", "ep-x", "shard-cache", "a.mdb"), 10)
     write(os.path.join(home, ".cache", "huggingface", "datasets", "o___d", "cfg", "1.0.0", "h", "d.arrow"), 20)
@@ -185,12 +182,11 @@ def make_machine(home: str) -> dict[str, str]:
     kh = os.path.join(home, ".cache", "kagglehub", "models", "keras", "gemma", "keras", "2b")
     write(os.path.join(kh, "3", "w.h5"), 70)
     write(os.path.join(kh, "3.complete"))
-    return {"hub": hub}
 
 
 def test_scan_every_kind_at_its_default_place(isolated_home):
     make_machine(isolated_home)
-    result = CliRunner().invoke(app, ["scan", "--json"])
+    result = run_cli("scan", "--json")
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     found = {c["kind"]: c for c in doc["caches"] if c["exists"]}
@@ -216,23 +212,23 @@ def test_scan_every_kind_at_its_default_place(isolated_home):
     for needed in ("keras.json", "trusted_list", "token", ".locks"):
         assert not any(os.path.basename(p) == needed for p in every_path)
 
-    table = CliRunner().invoke(app, ["scan"])
+    table = run_cli("scan")
     for title in ("Hugging Face hub cache", "PyTorch hub cache", "Keras cache", "kagglehub cache", "Xet cache"):
         assert title in table.stdout
-    only = json.loads(CliRunner().invoke(app, ["scan", "--kind", "torch", "--kind", "keras", "--json"]).stdout)
+    only = json.loads(run_cli("scan", "--kind", "torch", "--kind", "keras", "--json").stdout)
     assert [c["kind"] for c in only["caches"]] == ["torch", "keras"]
-    checkpoints = json.loads(CliRunner().invoke(app, ["scan", "--type", "checkpoint", "--json"]).stdout)
+    checkpoints = json.loads(run_cli("scan", "--type", "checkpoint", "--json").stdout)
     assert [i["id"] for c in checkpoints["caches"] for i in c["items"]] == ["resnet18"]
 
 
 def test_cache_dir_kind_is_recognised_or_chosen(isolated_home, tmp_path):
     make_machine(isolated_home)
     torch_hub = os.path.join(isolated_home, ".cache", "torch", "hub")
-    doc = json.loads(CliRunner().invoke(app, ["scan", "--cache-dir", torch_hub, "--json"]).stdout)
+    doc = json.loads(run_cli("scan", "--cache-dir", torch_hub, "--json").stdout)
     assert [c["kind"] for c in doc["caches"]] == ["torch"]
     empty = str(tmp_path / "empty")
     os.makedirs(empty)
-    doc = json.loads(CliRunner().invoke(app, ["scan", "--cache-dir", empty, "--kind", "keras", "--json"]).stdout)
+    doc = json.loads(run_cli("scan", "--cache-dir", empty, "--kind", "keras", "--json").stdout)
     assert [c["kind"] for c in doc["caches"]] == ["keras"]
     with pytest.raises(NotACache):
         scan_caches([torch_hub], kinds=["keras"])
@@ -251,13 +247,13 @@ def test_one_unreadable_default_root_does_not_stop_the_others(isolated_home):
 
 
 def test_nothing_found_anywhere_says_where_it_looked(isolated_home):
-    result = CliRunner().invoke(app, ["scan"])
+    result = run_cli("scan")
     assert result.exit_code == 0
     assert "No model caches found" in result.stderr
     assert os.path.join(isolated_home, ".cache", "torch", "hub") in result.stderr
 
 
 def test_unknown_kind_and_type_exit_2():
-    assert CliRunner().invoke(app, ["scan", "--kind", "pytorch"]).exit_code == 2
-    result = CliRunner().invoke(app, ["scan", "--kind", "keras", "--type", "checkpoint"])
+    assert run_cli("scan", "--kind", "pytorch").exit_code == 2
+    result = run_cli("scan", "--kind", "keras", "--type", "checkpoint")
     assert result.exit_code == 2 and "unknown item type 'checkpoint'" in result.stderr

@@ -65,10 +65,8 @@ def test_read_at_call_time_not_import(monkeypatch, tmp_path):
 
 def test_one_cache_through_a_symlink_and_another_spelling_is_scanned_once_and_locked_once(tmp_path):
     """Roots are de-duplicated by (st_dev, st_ino): a prune of A and of a link to A takes one lock (exit 0, not 75)."""
-    from typer.testing import CliRunner
-
     from hfcache.caches.scan import scan_caches
-    from hfcache.cli import app
+    from tests.support import run_cli
     from tests.trees import commit, repo
 
     root = str(tmp_path / "hub")
@@ -81,6 +79,6 @@ def test_one_cache_through_a_symlink_and_another_spelling_is_scanned_once_and_lo
     assert len(inv.caches[0].items) == 1
 
     args = ["prune", "--keep", "1", "--yes", "--lock-wait", "1s"]
-    result = CliRunner().invoke(app, [*args, *(a for s in spellings for a in ("--cache-dir", s))])
+    result = run_cli(*args, *(a for s in spellings for a in ("--cache-dir", s)))
     assert result.exit_code == 0, result.output
     assert os.listdir(os.path.join(root, "models--org--a", "snapshots")) == [new]

@@ -346,7 +346,7 @@ def test_kill_9_mid_prune_leaves_a_loadable_cache_and_a_later_prune_finishes(tmp
     deleted = {u["revision"] for u in plan["delete"]}
     log = str(tmp_path / "audit.log")
 
-    proc = slow_cli(0.01, "prune", "--cache-dir", root, "--config", policy, "--yes", "--json", "--log", log)
+    proc = slow_cli(0.004, "prune", "--cache-dir", root, "--config", policy, "--yes", "--json", "--log", log)
     deadline = time.time() + 60
     while len(list(read_log(log))) < after:
         assert proc.poll() is None, proc.communicate()
@@ -380,7 +380,7 @@ def test_two_prunes_at_once_delete_each_unit_once(tmp_path, monkeypatch):
     code, plan = cli("prune", "--cache-dir", root, "--config", policy, "--dry-run", "--json")
     planned = {u["path"] for u in plan["delete"]}
     args = ("prune", "--cache-dir", root, "--config", policy, "--yes", "--json", "--lock-wait", "2m")
-    first, second = slow_cli(0.02, *args), slow_cli(0.02, *args)
+    first, second = slow_cli(0.008, *args), slow_cli(0.008, *args)
     outs = [p.communicate(timeout=120) for p in (first, second)]
     assert [p.returncode for p in (first, second)] == [0, 0], outs
     runs = [json.loads(out) for out, _ in outs]

@@ -24,7 +24,7 @@ def only(inv: CacheInventory) -> Item:
     return inv.items[0]
 
 
-def rev(item: Item, revision: str):
+def revision_of(item: Item, revision: str):
     return next(r for r in item.revisions if r.revision == revision)
 
 
@@ -45,10 +45,10 @@ def test_refs_nested_tags_short_hashes_and_detached(fs):
     )
     write(f"{ROOT}/models--org--m/refs/main.1a2b3c4d.tmp", C3.encode())  # interrupted atomic write: ignored
     item = only(scan())
-    assert rev(item, C1).refs == (C1[:8], "main", "v1.0")
-    assert rev(item, C2).refs == ("refs/pr/1",)
-    assert rev(item, C3).refs == () and rev(item, C3).detached
-    assert [rev(item, c).default for c in (C1, C2, C3)] == [True, False, False]  # main: what loads without a revision
+    assert revision_of(item, C1).refs == (C1[:8], "main", "v1.0")
+    assert revision_of(item, C2).refs == ("refs/pr/1",)
+    assert revision_of(item, C3).refs == () and revision_of(item, C3).detached
+    assert [revision_of(item, c).default for c in (C1, C2, C3)] == [True, False, False]  # main: what loads without a revision
     assert item.deletable and item.warnings == ()
 
 
@@ -62,11 +62,11 @@ def test_blob_shared_by_two_revisions_counted_once(fs):
         refs={"main": C2},
     )
     item = only(scan())
-    assert rev(item, C1).size_bytes == 5010
-    assert rev(item, C2).size_bytes == 5020
+    assert revision_of(item, C1).size_bytes == 5010
+    assert revision_of(item, C2).size_bytes == 5020
     assert item.size_bytes == 5030  # the shared blob once
-    assert rev(item, C1).reclaimable_bytes == 10  # only its own config
-    assert rev(item, C2).reclaimable_bytes == 20
+    assert revision_of(item, C1).reclaimable_bytes == 10  # only its own config
+    assert revision_of(item, C2).reclaimable_bytes == 20
     assert item.nb_blobs == 3
     assert scan().size_bytes == 5030
 
@@ -94,7 +94,7 @@ def test_no_symlink_mode_and_mixed_mode(fs):
     inv = scan()
     plain, mixed = (next(i for i in inv.items if i.id == n) for n in ("org/plain", "org/mixed"))
     assert plain.size_bytes == 600  # nothing is shared between revisions in this mode
-    assert rev(plain, C1).reclaimable_bytes == 300
+    assert revision_of(plain, C1).reclaimable_bytes == 300
     assert mixed.size_bytes == 33 and mixed.revisions[0].nb_files == 2
     assert inv.size_bytes == 633
     assert plain.deletable and mixed.deletable
@@ -127,7 +127,7 @@ def test_payload_used_by_one_repo_only_is_reclaimable(fs):
     )
     share(ROOT, a, "ea", x, 900)
     item = only(scan())
-    assert rev(item, C1).reclaimable_bytes == 900
+    assert revision_of(item, C1).reclaimable_bytes == 900
 
 
 def test_unreferenced_payload_reported_and_counted_in_total(fs):
@@ -192,8 +192,8 @@ def test_times_are_newest_blob_times(fs):
     os.utime(f"{ROOT}/models--org--m/blobs/e1", (5000, 100))
     os.utime(f"{ROOT}/models--org--m/blobs/e2", (3000, 200))
     item = only(scan())
-    assert (rev(item, C1).last_accessed, rev(item, C1).last_modified) == (5000, 100)
-    assert (rev(item, C2).last_accessed, rev(item, C2).last_modified) == (3000, 200)
+    assert (revision_of(item, C1).last_accessed, revision_of(item, C1).last_modified) == (5000, 100)
+    assert (revision_of(item, C2).last_accessed, revision_of(item, C2).last_modified) == (3000, 200)
     assert (item.last_accessed, item.last_modified) == (5000, 200)
 
 

@@ -11,44 +11,19 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 
 import pytest
 from huggingface_hub import scan_cache_dir
-from typer.testing import CliRunner
 
 import hfcache
 from hfcache import interrupt
-from hfcache.cli import app
 from hfcache.execute.audit import read_log
 from hfcache.execute.prune_lock import PruneLocks
-from tests.support import assert_kept_revisions_load_offline, contents, many_repos, small_cache
-from tests.support import slow_cli as safety_slow_cli
-
-# The CLI in a child process with every removal slowed down, so that a signal lands while
-# units are being deleted. It slows the os functions themselves (not one of hfcache's
-# helpers), so it holds whatever way execution removes files (paths, dir_fd, shutil.rmtree).
-SLOW_CLI = """
-import os, sys, time
-delay = float(sys.argv[1])
-def slow(remove):
-    def slowed(*args, **kwargs):
-        time.sleep(delay)
-        return remove(*args, **kwargs)
-    return slowed
-os.unlink, os.remove, os.rmdir = slow(os.unlink), slow(os.remove), slow(os.rmdir)
-sys.argv = ["hfcache", *sys.argv[2:]]
-from hfcache.cli import main
-main()
-"""
+from tests.support import assert_kept_revisions_load_offline, contents, many_repos, run_cli, slow_cli, small_cache
 
 SIGNALS = [pytest.param(signal.SIGTERM, id="SIGTERM"), pytest.param(signal.SIGHUP, id="SIGHUP")]
-
-
-def slow_cli(delay: float, *args: str) -> subprocess.Popen:
-    return safety_slow_cli(delay, *args, script=SLOW_CLI)
 
 
 def deleted_lines(log: str) -> list[dict]:
@@ -60,7 +35,7 @@ def interrupt_a_prune(tmp_path, signum: int, *, extra: tuple[str, ...] = ("--jso
     root = str(tmp_path / "hub")
     policy = many_repos(root, 8)
     before = scan_cache_dir(root)
-    done = CliRunner().invoke(app, ["prune", "--cache-dir", root, "--config", policy, "--dry-run", "--json"])
+    done = run_cli("prune", "--cache-dir", root, "--config", policy, "--dry-run", "--json")
     planned = json.loads(done.stdout)["delete"]
     assert len(planned) == 4 * 4 + 4 * 3
     log = str(tmp_path / "audit.log")
@@ -149,8 +124,12 @@ def test_a_signal_while_waiting_for_another_prunes_lock_stops_at_once(tmp_path, 
 
 @pytest.fixture
 def handlers():
-    """Restore this process's signal handlers and forget any noted signal after the test."""
+    """The signals as in a terminal's command (not as the test run's caller may have left them: ignored
+    under nohup or in a background job); the handlers restored and any noted signal forgotten after."""
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
     yield
     for s, h in saved.items():
         signal.signal(s, h)
