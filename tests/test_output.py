@@ -231,3 +231,24 @@ def test_zsh_and_fish_scripts_and_their_answers():
         _TYPER_COMPLETE_ARGS="hfcache prune --keep-per ",
     )
     assert answer.split() == ["major", "minor"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["scan"], ["scan", "--json"], ["scan", "--revisions", "--format", "markdown"], ["prune", "--dry-run", "--keep", "1"]],
+    ids=["table", "json", "markdown", "plan"],
+)
+def test_a_reader_that_leaves_ends_the_output_quietly_with_the_commands_own_code(tmp_path, args):
+    """``hfcache scan | head``: no error, no traceback, exit 0 (more output than a pipe holds, so the write meets it)."""
+    root = str(tmp_path / "hub")
+    many_repos(root, 300)
+    env = {**os.environ, "COLUMNS": "80"}
+    cmd = [sys.executable, "-m", "hfcache", *args, "--cache-dir", root, *(["--no-config"] if args[0] == "prune" else [])]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        first = proc.stdout.read(200)  # a reader that takes a little and goes
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        code = proc.wait(timeout=120)
+    assert first
+    assert (code, err) == (0, "")

@@ -8,6 +8,7 @@ every kept revision offline.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import stat
@@ -26,7 +27,7 @@ from hfcache.errors import UnsafePlan
 from hfcache.execute.audit import default_log_path, read_log
 from hfcache.execute.checks import LiveChecks, home_dirs, root_problem, target_problem
 from hfcache.execute.run import execute_plan
-from hfcache.fs.system import OpenFiles
+from hfcache.fs.system import OpenFiles, sees_every_process
 from hfcache.model import CacheInventory
 from hfcache.plan.build import make_plan
 from hfcache.plan.settings import Policy, Settings
@@ -321,15 +322,48 @@ def test_units_read_or_gone_since_the_plan_are_skipped(tmp_path):
     assert os.path.isdir(os.path.join(repos["org--a"], "snapshots", commit("org--a-old")))
 
 
-def test_processes_whose_files_cannot_be_seen_are_reported(tmp_path):
+def _run_with_unreadable(tmp_path, *, sees_all: bool):
     root = str(tmp_path / "hub")
     small_cache(root)
     inventory = hfcache.scan([root])
     plan = make_plan(inventory, Policy(overrides=Settings(max_age=30 * DAY)), now=time.time())
-    live = LiveChecks([root], list_open_files=lambda roots: OpenFiles({}, denied=3))
+    unreadable = ("pid 7 (a)", "pid 8 (b)", "pid 9 (c)")
+    live = LiveChecks([root], list_open_files=lambda roots: OpenFiles({}, 3, unreadable), sees_all=lambda: sees_all)
     result = execute_plan(plan, inventory, live=live)
     assert {r.status for r in result.results} == {"deleted"}
-    assert any("3 process(es) could not be read" in w for w in result.warnings)
+    return result
+
+
+def test_processes_whose_files_cannot_be_seen_are_reported(tmp_path, monkeypatch):
+    """Without root another user's process may hold a unit's files: said, with how to check all."""
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    result = _run_with_unreadable(tmp_path, sees_all=False)
+    [note] = [w for w in result.warnings if "could not be read" in w]
+    assert "3 process(es)" in note and "run as root" in note
+
+
+def test_root_without_ptrace_says_what_it_lacks_not_to_run_as_root(tmp_path, monkeypatch):
+    """Root in a container (no CAP_SYS_PTRACE) cannot read other users' processes: "run as root" would be wrong."""
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    result = _run_with_unreadable(tmp_path, sees_all=False)
+    [note] = [w for w in result.warnings if "could not be read" in w]
+    assert "CAP_SYS_PTRACE" in note and "run as root" not in note
+
+
+def test_processes_no_one_may_read_are_no_warning_but_named_under_verbose(tmp_path, caplog):
+    """Root that may read every process: what it still cannot read, no one can; not a warning every night."""
+    with caplog.at_level(logging.INFO, logger="hfcache.execute.checks"):
+        result = _run_with_unreadable(tmp_path, sees_all=True)
+    assert not any("could not be read" in w for w in result.warnings)
+    [line] = [r.getMessage() for r in caplog.records if "not readable" in r.getMessage()]
+    assert "pid 7 (a), pid 8 (b), pid 9 (c)" in line
+
+
+def test_sees_every_process_reads_the_capability_of_this_process():
+    """root with CAP_SYS_PTRACE in its effective set, and no one else."""
+    with open("/proc/self/status") as f:
+        caps = int(next(line for line in f if line.startswith("CapEff:")).split()[1], 16)
+    assert sees_every_process() == (os.geteuid() == 0 and bool(caps & (1 << 19)))
 
 
 # ---------------------------------------------------------------------------------------------

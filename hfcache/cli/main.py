@@ -69,6 +69,6 @@ def run() -> None:
     try:
         sys.stdout.flush()
         sys.stderr.flush()
-    except BrokenPipeError:  # the reader left (`| head`): exit 1, as Rich does when a table hits it
-        code = code or 1
+    except BrokenPipeError:  # the reader left (`| head`): what was left to say goes nowhere
+        pass
     os._exit(code)

@@ -16,6 +16,7 @@ Two kinds of check, run at two moments by :mod:`hfcache.execute.run`:
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import stat as stat_mod
@@ -30,9 +31,11 @@ from hfcache.model import CacheInventory, Leftover, PartialFile, Revision
 if TYPE_CHECKING:
     from hfcache.caches.deletion import Deletion
     from hfcache.fs.ops import Tree
-from hfcache.fs.system import OpenFiles, open_files
+from hfcache.fs.system import OpenFiles, open_files, sees_every_process
 from hfcache.plan.decisions import PlanUnit
 from hfcache.units import describe_age
+
+log = logging.getLogger(__name__)
 
 try:
     import pwd
@@ -254,8 +257,14 @@ def _add_entry(files: _Files, path: str, st: os.stat_result, follow: bool) -> No
 class LiveChecks:
     """Whether a unit may go *now*; ``notes`` says what could not be checked.
 
-    ``clock`` and ``list_open_files`` are parameters so that tests (and library users) can
-    pass their own; by default the wall clock and psutil.
+    ``clock``, ``list_open_files`` and ``sees_all`` are parameters so that tests (and library
+    users) can pass their own; by default the wall clock, /proc (or psutil), and whether this
+    process may read every other one (root with CAP_SYS_PTRACE).
+
+    A process whose files could not be read is a note only when reading them was possible
+    for someone: run without root, another user's process may hold a unit's files, and root
+    would see them. Root that may read every process and still cannot read one (a process
+    the kernel protects from everyone) says which under ``-v``, not every run.
     """
 
     def __init__(
@@ -264,22 +273,29 @@ class LiveChecks:
         *,
         clock: Callable[[], float] = time.time,
         list_open_files: Callable[[Iterable[str]], OpenFiles] = open_files,
+        sees_all: Callable[[], bool] = sees_every_process,
     ) -> None:
         self.roots = tuple(sorted({os.path.realpath(r) for r in roots}))
         self.clock = clock
         self.list_open_files = list_open_files
+        self.sees_all = sees_all
         self._table: OpenFiles | None = None
         self._built_at = 0.0
         self._build_time = 0.0
         self.denied = 0
+        self._told = False
 
     @property
     def notes(self) -> list[str]:
-        if not self.denied:
+        if not self.denied or self.sees_all():
             return []
+        if hasattr(os, "geteuid") and os.geteuid() == 0:  # root without CAP_SYS_PTRACE: a container, usually
+            how = "root lacks CAP_SYS_PTRACE here (a container's root often does): grant it to check all"
+        else:
+            how = "run as root (or as the cache's only user) to check all"
         return [
             f"the open files of {self.denied} process(es) could not be read (permission denied): "
-            "a unit one of them uses may have been deleted; run as root (or as the cache's only user) to check all"
+            f"a unit one of them uses may have been deleted; {how}"
         ]
 
     def _open(self) -> OpenFiles:
@@ -289,6 +305,10 @@ class LiveChecks:
             self._built_at = time.monotonic()
             self._build_time = self._built_at - now
             self.denied = max(self.denied, self._table.denied)
+            if self._table.denied and not self._told and self.sees_all():
+                self._told = True
+                shown = ", ".join(self._table.unreadable[:10]) + (", ..." if len(self._table.unreadable) > 10 else "")
+                log.info("open files not readable even with every privilege, so not checked: %s", shown or self._table.denied)
         return self._table
 
     def in_use(self, files: _Files) -> str | None:

@@ -44,11 +44,31 @@ class OpenFiles(NamedTuple):
 
     ``users`` names one process per file (``pid 123 (python)``). ``denied`` counts the
     processes whose files could not be listed (another user's, without root): what they
-    hold is unknown.
+    hold is unknown. ``unreadable`` names them, as ``users`` does.
     """
 
     users: dict[tuple[int, int], str]
     denied: int
+    unreadable: tuple[str, ...] = ()
+
+
+_CAP_SYS_PTRACE = 19  # include/uapi/linux/capability.h
+
+
+def sees_every_process() -> bool:
+    """Whether this process may read every other process's files: root with CAP_SYS_PTRACE.
+
+    Root in a container often runs without CAP_SYS_PTRACE (Docker drops it): then the
+    processes of other users stay closed to it, as to anyone else.
+    """
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return False
+    try:
+        with open("/proc/self/status", "rb") as f:
+            caps = next((line for line in f if line.startswith(b"CapEff:")), b"CapEff:\t0")
+        return bool(int(caps.split()[1], 16) >> _CAP_SYS_PTRACE & 1)
+    except (OSError, ValueError, IndexError):  # pragma: no cover - no /proc: root is taken at its word
+        return True
 
 
 def open_files(under: Iterable[str]) -> OpenFiles:
@@ -116,14 +136,14 @@ def _proc_open_files(roots: list[str]) -> OpenFiles:
         return _psutil_open_files(roots)
     scan = _Scan(_plain_devices(roots))
     users: dict[tuple[int, int], str] = {}
-    denied = 0
+    unreadable: list[str] = []
     for pid in pids:
         keys: set[tuple[int, int]] = set()
         try:
             scan.process(pid, keys)
         except _Denied:
             if not _holds_nothing(pid):
-                denied += 1
+                unreadable.append(f"pid {pid} ({_name(pid)})")
         except OSError:
             continue  # exited
         new = [k for k in keys if k not in users]
@@ -131,7 +151,7 @@ def _proc_open_files(roots: list[str]) -> OpenFiles:
             label = f"pid {pid} ({_name(pid)})"
             for k in new:
                 users[k] = label
-    return OpenFiles(users, denied)
+    return OpenFiles(users, len(unreadable), tuple(unreadable))
 
 
 class _Scan:
@@ -288,13 +308,13 @@ def _psutil_open_files(under: Iterable[str]) -> OpenFiles:
     """
     prefixes = tuple(p.rstrip(os.sep) + os.sep for p in under)
     users: dict[tuple[int, int], str] = {}
-    denied = 0
+    unreadable: list[str] = []
     for proc in psutil.process_iter(["pid", "name"]):
         try:
             paths = [f.path for f in proc.open_files()]
             paths += [m.path for m in proc.memory_maps(grouped=True)]
         except psutil.AccessDenied:
-            denied += 1
+            unreadable.append(f"pid {proc.pid} ({proc.info.get('name') or '?'})")
             continue
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             continue  # gone, or a zombie, which holds no files
@@ -308,4 +328,4 @@ def _psutil_open_files(under: Iterable[str]) -> OpenFiles:
             except OSError:
                 continue
             users.setdefault((st.st_dev, st.st_ino), f"pid {proc.pid} ({proc.info.get('name') or '?'})")
-    return OpenFiles(users, denied)
+    return OpenFiles(users, len(unreadable), tuple(unreadable))

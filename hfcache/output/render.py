@@ -45,9 +45,26 @@ def _import_rich() -> None:
 def _console(stream: Any) -> Console:
     _import_rich()
     if stream.isatty():
-        return Console(file=stream, highlight=False)
-    width = max(int(os.environ.get("COLUMNS", "0") or 0), 200)
-    return Console(file=stream, highlight=False, width=width, no_color=True)
+        console = Console(file=stream, highlight=False)
+    else:
+        width = max(int(os.environ.get("COLUMNS", "0") or 0), 200)
+        console = Console(file=stream, highlight=False, width=width, no_color=True)
+    console.on_broken_pipe = stdout_closed  # type: ignore[method-assign]  # Rich's own exits 1
+    return console
+
+
+def stdout_closed() -> None:
+    """The reader of stdout left (``hfcache scan | head``): the rest of the output goes nowhere.
+
+    The command goes on and exits with its own code (0 for a scan, 1 for a prune with failed
+    units): a closed pipe is not an error of hfcache's, and never stops a prune half-way
+    through its report. Rich would exit 1 at once.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 def stdout() -> Console:
@@ -186,8 +203,11 @@ def json_document(data: dict[str, Any]) -> None:
 
 def raw(text: str) -> None:
     """Text for programs (JSON, Prometheus exposition), written as is."""
-    sys.stdout.write(text)
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        stdout_closed()
 
 
 class _Terminal:
@@ -221,7 +241,10 @@ class _Markdown:
         self.stream = stream
 
     def _write(self, text: str) -> None:
-        self.stream.write(text + "\n\n")
+        try:
+            self.stream.write(text + "\n\n")
+        except BrokenPipeError:
+            stdout_closed()
 
     def heading(self, text: Text) -> None:
         self._write(f"#### {_cell(text)}")
