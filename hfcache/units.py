@@ -86,6 +86,17 @@ def describe_age(seconds: float) -> str:
     return f"{max(0, int(seconds))}s"
 
 
+def describe_size(n: float) -> str:
+    """Bytes for people, in the decimal units the hub and the tables use: never a raw count.
+
+    >>> describe_size(186458383665), describe_size(1000), describe_size(999)
+    ('186.5 GB', '1.0 kB', '999 Bytes')
+    """
+    import humanize  # only when a sentence needs it
+
+    return str(humanize.naturalsize(int(n)))
+
+
 def iso(timestamp: float) -> str:
     """Epoch seconds as ISO 8601 UTC with a ``Z``.
 

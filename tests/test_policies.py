@@ -179,7 +179,7 @@ def test_removing_the_last_revision_needs_allow_remove_all_except_by_max_age():
     assert names(quota.delete) == ["a"] and names(quota.keep) == ["b"]
     assert quota.keep[0].reasons[-1] == Decision(Rule.MAX_SIZE, Case.LAST, keep=True, scope="m")
     assert "--allow-remove-all" in describe(quota.keep[0].reasons[-1])
-    assert any("stays 100 bytes over" in w for w in quota.warnings)
+    assert any("stays 100 Bytes over max_size 0 Bytes" in w for w in quota.warnings)  # sizes for people, never raw counts
     assert names(plan_of(cache, max_size=0, allow_remove_all=True).delete) == ["a", "b"]
 
 
@@ -198,7 +198,7 @@ def test_min_free_evicts_across_caches_of_one_file_system():
     plan = plan_of([one, two], disks=disks, min_free=MinFree(bytes=1000))  # 150 short: two LRU units
     assert names(plan.delete) == ["a", "x"]
     assert all(describe(u.reasons[0]).startswith("min-free: least recently used") for u in plan.delete)
-    assert describe(plan.delete[0].reasons[0]) == "min-free: least recently used (accessed 50d ago) until 1000 bytes are free"
+    assert describe(plan.delete[0].reasons[0]) == "min-free: least recently used (accessed 50d ago) until 1.0 kB are free"
     percent = plan_of([one, two], disks=disks, min_free=MinFree(percent=9.0))  # 900 wanted: one unit
     assert names(percent.delete) == ["x"]
     assert plan_of([one, two], disks=disks, min_free=MinFree(bytes=800)).delete == ()

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import humanize
 
 from hfcache.model import CacheInventory, Inventory, ScanWarning
+from hfcache.units import describe_size
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -81,7 +82,7 @@ def stderr() -> Console:
 
 def size(n: int) -> str:
     """Bytes for people, decimal units as the hub prints them: ``5.0 GB``."""
-    return humanize.naturalsize(n)
+    return describe_size(n)
 
 
 def ago(timestamp: float, now: float) -> str:

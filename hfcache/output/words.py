@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from hfcache.plan.policies import Case, Decision, Rule
-from hfcache.units import describe_age
+from hfcache.units import describe_age, describe_size
 
 _LOCK = {True: "lock held", False: "lock free", None: "no lock"}
 
@@ -29,8 +29,8 @@ def _age(seconds: float | None) -> str:
     return describe_age(seconds or 0.0)
 
 
-def _bytes(limit: float | None) -> int:
-    return int(limit or 0)
+def _bytes(limit: float | None) -> str:
+    return describe_size(limit or 0)
 
 
 _WHY: dict[Case, Callable[[Decision], str]] = {
@@ -61,8 +61,8 @@ def _last(d: Decision) -> str:
 def _lru(d: Decision) -> str:
     used = f"least recently used ({_verb(d.by)} {_age(d.age)} ago)"
     if d.policy is Rule.MIN_FREE:
-        return f"{used} until {_bytes(d.limit)} bytes are free"
-    return f"{used} while the cache is over {_bytes(d.limit)} bytes"
+        return f"{used} until {_bytes(d.limit)} are free"
+    return f"{used} while the cache is over {_bytes(d.limit)}"
 
 
 def describe(d: Decision) -> str:

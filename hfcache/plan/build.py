@@ -39,6 +39,7 @@ from hfcache.plan.policies import (
     max_age,
 )
 from hfcache.plan.settings import Policy
+from hfcache.units import describe_size
 
 
 def candidate(item: Item, rev: Revision) -> Candidate:
@@ -204,7 +205,8 @@ class _CachePlan:
         self.add(saved)
         if left > 0:
             self.warnings.append(
-                f"{self.cache.root}: stays {left} bytes over max_size {limit}: everything left is kept by a rule"
+                f"{self.cache.root}: stays {describe_size(left)} over max_size {describe_size(limit)}: "
+                "everything left is kept by a rule"
             )
 
 
@@ -247,7 +249,7 @@ def _free_space(group: list[_CachePlan], disk: Disk, now: float) -> str | None:
         owner[path].add({path: d})
     if left > 0:
         roots = ", ".join(cp.cache.root for cp in group)
-        return f"{roots}: the file system stays {left} bytes short of min_free: everything left is kept"
+        return f"{roots}: the file system stays {describe_size(left)} short of min_free: everything left is kept"
     return None
 
 

@@ -36,7 +36,7 @@ import platformdirs
 from hfcache.errors import ConfigError, UsageError
 from hfcache.plan.policies import AGE_BY, KEEP_PER
 from hfcache.plan.query import matching_glob
-from hfcache.units import describe_age, parse_size, quoted
+from hfcache.units import describe_age, describe_size, parse_size, quoted
 
 CONFIG_ENV = "HFCACHE_CONFIG"
 SYSTEM_CONFIG = "/etc/hfcache/config.yaml"
@@ -78,7 +78,7 @@ class MinFree:
         return self.bytes if self.bytes is not None else int(total * (self.percent or 0) / 100)
 
     def __str__(self) -> str:
-        return f"{self.percent:g}%" if self.percent is not None else f"{self.bytes} bytes"
+        return f"{self.percent:g}%" if self.percent is not None else describe_size(self.bytes or 0)
 
 
 @dataclass(frozen=True)
