@@ -1,7 +1,7 @@
 """The inventory: frozen records a scanner produces and everything later reads.
 
 Raw numbers only (bytes as ``int``, times as epoch seconds ``float``); human text is made
-in ``render.py``. Paths are absolute strings: the scanner never builds ``Path`` objects in
+in :mod:`hfcache.output` (``render.py``, ``words.py``). Paths are absolute strings: the scanner never builds ``Path`` objects in
 its hot loop, and strings are what the JSON output carries anyway.
 
 Example, for a cache with one model and two revisions::

@@ -46,9 +46,13 @@ def test_no_module_outside_caches_imports_a_kind():
     found = []
     for path in _outside_caches():
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module:
+            if isinstance(node, ast.Import):
+                names = {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
                 names = {node.module} | {f"{node.module}.{a.name}" for a in node.names}
-                bad = {n for n in names for k in KIND_MODULES - GENERIC if n == k or n.startswith(k + ".")}
-                if bad:
-                    found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: {sorted(bad)}")
+            else:
+                continue
+            bad = {n for n in names for k in KIND_MODULES - GENERIC if n == k or n.startswith(k + ".")}
+            if bad:
+                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: {sorted(bad)}")
     assert found == []

@@ -11,6 +11,8 @@ from importlib.metadata import EntryPoint
 
 import pytest
 
+from hfcache.caches.deletion import PATHS
+from hfcache.caches.protocol import PRUNE_LOCK, complete
 from hfcache.caches.registry import ENTRY_POINT_GROUP, KINDS, load_registry, registry
 from hfcache.caches.scan import scan_caches
 from hfcache.errors import CacheNotADirectory, NotACache, UsageError
@@ -257,3 +259,45 @@ def test_unknown_kind_and_type_exit_2():
     assert run_cli("scan", "--kind", "pytorch").exit_code == 2
     result = run_cli("scan", "--kind", "keras", "--type", "checkpoint")
     assert result.exit_code == 2 and "unknown item type 'checkpoint'" in result.stderr
+
+
+def test_a_hub_root_that_cannot_be_scanned_still_speaks_of_repos(isolated_home, monkeypatch):
+    """The kind says its revisions have refs, so even its failed root reads as the hub's ("no repos cached")."""
+    hub = os.path.join(isolated_home, "not-a-hub")
+    write(os.path.join(hub, "random.txt"), b"x")
+    monkeypatch.setenv("HF_HUB_CACHE", hub)
+    [cache] = [c for c in scan_caches().caches if c.kind == "huggingface"]
+    assert "not scanned" in cache.warnings[0].message and cache.has_refs
+    assert "no repos cached" in run_cli("scan").stdout
+
+
+def test_a_plugin_giving_none_or_a_list_gets_the_defaults():
+    """complete() fills what a plug-in left out, and what it gave as None, an empty name or a list."""
+
+    class Sloppy:
+        kind, title, types = "sloppy", "Sloppy", ("model",)
+        shapes = ["a/[^/]+"]
+        lock_file = None
+        deletion = None
+        parallel = None
+
+        def default_roots(self, env):
+            return []
+
+        def recognizes(self, root):
+            return False
+
+        def scan(self, root, *, explicit=True):
+            raise AssertionError("not scanned here")
+
+    kind = complete(Sloppy())
+    assert (kind.shapes, kind.lock_file, kind.deletion, kind.parallel, kind.has_refs) == (
+        ("a/[^/]+",),
+        PRUNE_LOCK,
+        PATHS,
+        False,
+        False,
+    )
+    assert complete(KINDS["huggingface"]) is KINDS["huggingface"]  # a full kind stays as it is
+    with pytest.raises(TypeError, match="it does not provide recognizes, scan"):
+        complete(type("Half", (), {"kind": "h", "title": "H", "types": (), "default_roots": lambda self, env: []})())

@@ -168,6 +168,7 @@ class FunctionKind:
     lock_file: str = PRUNE_LOCK
     parallel: bool = False
     deletion: Deletion = PATHS
+    has_refs: bool = False
 
     def default_roots(self, env: Mapping[str, str]) -> list[str]:
         return self.roots(env)

@@ -24,6 +24,7 @@ from hfcache.model import CacheInventory
 
 # hfcache's prune lock, relative to a cache root, for kinds that do not say where they keep it.
 PRUNE_LOCK = ".hfcache-prune.lock"
+_DEFAULTED = ("shapes", "lock_file", "deletion", "parallel", "has_refs")
 REQUIRED = ("kind", "title", "types", "default_roots", "recognizes", "scan")
 
 
@@ -40,6 +41,11 @@ class CacheKind(Protocol):
     - ``deletion``: how units leave the disk (default: each unit's paths, strictly).
     - ``parallel``: ``scan`` also takes ``jobs=N`` (worker processes) and ``ledger=False``
       (no :class:`~hfcache.model.BlobLedger`).
+    - ``has_refs``: revisions are named by refs (branches, tags), as the hub's are; every
+      inventory of the kind says so (:attr:`~hfcache.model.CacheInventory.has_refs`).
+
+    The revision a library loads when asked for none is the scanner's to mark
+    (:attr:`~hfcache.model.Revision.default`): a keep rule always keeps it.
     """
 
     # Read-only: a plain attribute, a frozen dataclass's field or a property all provide them.
@@ -64,6 +70,9 @@ class CacheKind(Protocol):
     @property
     def parallel(self) -> bool: ...
 
+    @property
+    def has_refs(self) -> bool: ...
+
     def default_roots(self, env: Mapping[str, str]) -> list[str]:
         """Where the owning library puts its cache, given these environment variables (most used first)."""
         ...
@@ -79,13 +88,14 @@ class CacheKind(Protocol):
 
 @dataclass(frozen=True)
 class _Completed:
-    """A kind that provides only the required members, with the defaults of the others."""
+    """A plug-in's kind with the defaults of what it leaves out (or gives as None)."""
 
     inner: Any
     shapes: tuple[str, ...]
     lock_file: str
     deletion: Deletion
     parallel: bool
+    has_refs: bool
 
     @property
     def kind(self) -> str:
@@ -118,13 +128,16 @@ def complete(obj: object) -> CacheKind:
     missing = [name for name in REQUIRED if not hasattr(obj, name)]
     if missing:
         raise TypeError(f"it does not provide {', '.join(missing)}")
-    if isinstance(obj, CacheKind):
-        return obj
     deletion = getattr(obj, "deletion", None)
-    return _Completed(
+    full = _Completed(
         obj,
         shapes=tuple(getattr(obj, "shapes", ()) or ()),
         lock_file=getattr(obj, "lock_file", None) or PRUNE_LOCK,
         deletion=deletion if isinstance(deletion, Deletion) else PATHS,
         parallel=bool(getattr(obj, "parallel", False)),
+        has_refs=bool(getattr(obj, "has_refs", False)),
     )
+    # As it is only when every member is there and already what the default would make of it
+    # (a tuple of shapes, a lock file name, a Deletion): a plug-in's None or list gets the default.
+    same = all(getattr(obj, k, None) is getattr(full, k) or getattr(obj, k, None) == getattr(full, k) for k in _DEFAULTED)
+    return obj if isinstance(obj, CacheKind) and same else full

@@ -18,6 +18,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 
 from hfcache.caches.confine import confine_to_mount
 from hfcache.caches.protocol import CacheKind
@@ -27,12 +28,6 @@ from hfcache.fs.mounts import mount_points_under
 from hfcache.model import CacheInventory, Inventory, ScanWarning
 
 log = logging.getLogger(__name__)
-
-
-# Optional, read only through the functions below: ``shapes`` (regular expressions over the
-# paths a prune may remove, relative to the root; none: the kind is scanned, never pruned),
-# ``deletion`` (how units leave the disk, :class:`hfcache.caches.deletion.Deletion`; default: each
-# unit's paths), ``lock_file`` (hfcache's prune lock, relative to the root) and ``parallel``.
 
 
 def _choose_kind(root: str, allowed: list[CacheKind]) -> CacheKind:
@@ -47,7 +42,8 @@ def _choose_kind(root: str, allowed: list[CacheKind]) -> CacheKind:
 def _failed(kind: CacheKind, root: str, error: HfcacheError) -> CacheInventory:
     """A default root that cannot be scanned, while scanning every kind: a warning, not the end of the scan."""
     warning = ScanWarning(os.path.abspath(root), f"not scanned: {error}")
-    return CacheInventory(kind=kind.kind, title=kind.title, root=os.path.abspath(root), warnings=(warning,))
+    root = os.path.abspath(root)
+    return CacheInventory(kind=kind.kind, title=kind.title, root=root, warnings=(warning,), has_refs=kind.has_refs)
 
 
 def _identity(root: str) -> tuple[object, ...]:
@@ -120,6 +116,8 @@ def scan_caches(
             inventory = _failed(kind, root, e)
         else:
             inventory = confine_to_mount(inventory, mount_points_under(inventory.root) if inventory.exists else [])
+            if kind.has_refs and not inventory.has_refs:  # the kind says so for every inventory of it
+                inventory = replace(inventory, has_refs=True)
         if not inventory.exists:
             log.info("%s: %s does not exist (nothing cached yet)", kind.kind, root)
         elif log.isEnabledFor(logging.INFO):  # the counts below walk every item: only for -v

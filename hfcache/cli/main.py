@@ -10,12 +10,12 @@ import sys
 from typing import TYPE_CHECKING
 
 from hfcache import interrupt
+from hfcache.cli.app import app
 from hfcache.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, HfcacheError
 from hfcache.output import render
 
 if TYPE_CHECKING:
     pass
-from hfcache.cli.app import app
 
 # Ctrl-C, SIGTERM (systemd stop, docker stop, Kubernetes) and SIGHUP (terminal gone) all stop a
 # run with exit 130: at once, or after the unit under way while a plan executes (interrupt.deferred).

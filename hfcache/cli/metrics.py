@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from hfcache.caches.scan import scan_caches
+from hfcache.cli.app import CacheDirOption, JobsOption, KindOption, VerboseOption, _jobs, _user_errors, app
+from hfcache.cli.prune import _refuse_outputs_in_caches
 from hfcache.output import render
 
 if TYPE_CHECKING:
     pass
-from hfcache.cli.app import CacheDirOption, JobsOption, KindOption, VerboseOption, _jobs, _user_errors, app
-from hfcache.cli.prune import _refuse_outputs_in_caches
 
 
 @app.command()

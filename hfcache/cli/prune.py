@@ -14,13 +14,6 @@ import typer
 from hfcache import interrupt
 from hfcache.caches.registry import registry
 from hfcache.caches.scan import scan_caches
-from hfcache.errors import EXIT_INTERRUPTED, EXIT_PARTIAL, ConfirmationRequired
-from hfcache.output import render
-from hfcache.units import parse_duration, parse_size
-
-if TYPE_CHECKING:
-    from hfcache.model import Inventory
-    from hfcache.plan.decisions import Execution, Plan
 from hfcache.cli.app import (
     AgeBy,
     CacheDirOption,
@@ -40,6 +33,13 @@ from hfcache.cli.app import (
     _user_errors,
     app,
 )
+from hfcache.errors import EXIT_INTERRUPTED, EXIT_PARTIAL, ConfirmationRequired
+from hfcache.output import render
+from hfcache.units import parse_duration, parse_size
+
+if TYPE_CHECKING:
+    from hfcache.model import Inventory
+    from hfcache.plan.decisions import Execution, Plan
 
 
 class KeepPer(str, Enum):

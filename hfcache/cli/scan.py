@@ -8,12 +8,6 @@ import typer
 
 from hfcache.caches.registry import registry
 from hfcache.caches.scan import scan_caches
-from hfcache.output import render
-from hfcache.plan.query import Selection, parse_sort, select
-from hfcache.units import parse_duration, parse_size
-
-if TYPE_CHECKING:
-    pass
 from hfcache.cli.app import (
     AgeBy,
     CacheDirOption,
@@ -32,6 +26,12 @@ from hfcache.cli.app import (
     _user_errors,
     app,
 )
+from hfcache.output import render
+from hfcache.plan.query import Selection, parse_sort, select
+from hfcache.units import parse_duration, parse_size
+
+if TYPE_CHECKING:
+    pass
 
 
 @app.command()

@@ -26,14 +26,14 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from hfcache.fs.locks import is_lock_held
+from hfcache.fs.system import OpenFiles, open_files, sees_every_process
 from hfcache.model import CacheInventory, Leftover, PartialFile, Revision
+from hfcache.plan.decisions import PlanUnit
+from hfcache.units import describe_age
 
 if TYPE_CHECKING:
     from hfcache.caches.deletion import Deletion
     from hfcache.fs.ops import Tree
-from hfcache.fs.system import OpenFiles, open_files, sees_every_process
-from hfcache.plan.decisions import PlanUnit
-from hfcache.units import describe_age
 
 log = logging.getLogger(__name__)
 

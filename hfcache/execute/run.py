@@ -101,7 +101,7 @@ def _prepare(plan: Plan, inventory: Inventory) -> tuple[list[_Work], dict[str, s
             skipped[unit.path] = "its cache was not found"
             continue
         w = work.setdefault((unit.kind, unit.root), _Work(cache))
-        if unit.what is What.REVISION:
+        if unit.what == What.REVISION:  # == : a library caller's plain "revision" too
             key = (unit.kind, unit.root)
             if key not in revisions:
                 revisions[key] = {r.path: (i, r) for i in cache.items for r in i.revisions}
@@ -219,7 +219,7 @@ class _Run:
 
     def finish(self, unit: PlanUnit) -> None:
         self.done[unit.path] = result = _result(unit, self.out[unit.path], self.skipped.get(unit.path))
-        if self.audit is not None and result.status is not Status.SKIPPED:
+        if self.audit is not None and result.status != Status.SKIPPED:
             try:
                 self.audit.record(result)
             except AuditError as e:

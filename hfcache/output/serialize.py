@@ -16,16 +16,12 @@ lists what must never be deleted. Times are ISO 8601 strings in UTC, sizes integ
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from hfcache.model import CacheInventory, Inventory, Item, Revision
 from hfcache.units import iso
 
-if TYPE_CHECKING:
-    pass
-
-# The plan functions import .plan (and with it the policy file reader and yaml) when first
-# called: `hfcache scan --json` does not need them (issue 7: every import is start-up time).
+# The plan's JSON (contract version 1 too) is hfcache.plan.planfile's.
 
 JSON_VERSION = 1
 
@@ -129,19 +125,3 @@ def inventory_to_dict(inventory: Inventory) -> dict[str, Any]:
         "scanned_at": iso(inventory.scanned_at),
         "caches": [cache_to_dict(c, inventory.scanned_at) for c in inventory.caches],
     }
-
-
-# ---------------------------------------------------------------------------------------------
-# Plans: JSON contract version 1
-#
-#   {"version": 1, "dry_run": bool, "reclaim_bytes": int, "delete": [UNIT, ...], "keep": [UNIT, ...]}
-#   UNIT: {"kind", "id", "revision", "path", "reclaim_bytes", "reasons": [str, ...]}
-#   after a real run, each delete UNIT also has "status" (deleted | skipped | failed) and
-#   "freed_bytes", and the plan has "freed_bytes".
-# Also written (and read back by ``hfcache apply``): "root", "what", "type", "version", "refs",
-# "size_bytes", "item_removed", and the times both as ISO strings and as epoch seconds.
-
-
-# Read back: every field checked for its type and range, so a hand-edited (or hostile) plan is one
-# line and exit 2, never a crash, a coercion ("false" is true) or a NaN that makes every time
-# comparison false.

@@ -154,7 +154,7 @@ class _CachePlan:
             )
             if keep:
                 self.junk_kept.append(replace(unit, reasons=(select, *keep)))
-            elif what is What.ORPHAN:
+            elif what == What.ORPHAN:
                 self.junk.append(replace(unit, reclaim_bytes=self.sim.remove_orphan(orphans[path], items.get(item_id or ""))))
             else:
                 self.junk.append(replace(unit, reclaim_bytes=size))

@@ -118,7 +118,7 @@ class Execution:
 
     @property
     def failed(self) -> tuple[UnitResult, ...]:
-        return tuple(r for r in self.results if r.status is Status.FAILED)
+        return tuple(r for r in self.results if r.status == Status.FAILED)
 
     @property
     def warnings(self) -> tuple[str, ...]:

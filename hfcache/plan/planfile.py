@@ -1,4 +1,20 @@
-"""Plans as plain data: the JSON of ``--plan-out`` and ``--json``, and reading a saved plan back, strictly."""
+"""Plans as plain data: the JSON of ``--plan-out`` and ``--json``, and reading a saved plan back, strictly.
+
+JSON contract version 1::
+
+    {"version": 1, "dry_run": bool, "reclaim_bytes": int, "delete": [UNIT, ...], "keep": [UNIT, ...]}
+    UNIT: {"kind", "id", "revision", "path", "reclaim_bytes", "reasons": [str, ...]}
+
+After a real run each delete UNIT also has "status" (deleted | skipped | failed), "freed_bytes"
+and "error", and the plan has "freed_bytes" and "failed". Also written (and read back by
+``hfcache apply``): "root", "what", "type", "version", "refs", "size_bytes", "item_removed",
+and the times both as ISO strings and as epoch seconds. Reasons are written as sentences
+(:func:`hfcache.output.words.describe`) and read back as written.
+
+Read back, every field is checked for its type and range, so a hand-edited (or hostile) plan
+is one line and exit 2, never a crash, a coercion ("false" is true) or a NaN that makes every
+time comparison false.
+"""
 
 from __future__ import annotations
 

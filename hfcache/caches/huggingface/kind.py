@@ -21,6 +21,7 @@ HUB = FunctionKind(
     lambda root: looks_like_cache(names_in(root), root),
     scan,
     parallel=True,
+    has_refs=True,  # branches, tags and PR refs name its revisions
     shapes=(
         _REPO_SHAPE,  # a whole repo folder, with its last revision
         rf"{_REPO_SHAPE}/snapshots/{_COMMIT_SHAPE}",

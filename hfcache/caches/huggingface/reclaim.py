@@ -47,7 +47,7 @@ def add_store_reclaim(scans: list[RepoScan], payloads: dict[str, Blob]) -> list[
     A payload goes when every repo blob in the whole cache that links to it goes too: the
     blobs only this revision uses, or, when the revision is its repo's last one (the hub then
     deletes the whole repo folder), any blob of that repo, orphans included. The plain blobs
-    only the revision uses are already counted, per repo, by :func:`_build_repo`.
+    only the revision uses are already counted, per repo, by :func:`hfcache.caches.huggingface.walk._build_repo`.
     """
     # Which repo blobs (referenced or orphan, in any repo) link to each shared payload.
     payload_refs: dict[str, list[tuple[int, str]]] = defaultdict(list)
