@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -145,6 +146,35 @@ def test_bad_values_are_usage_errors(hub_root, args, fragment):
 def test_bad_choice_is_a_usage_error(hub_root):
     result = run_cli("scan", "--cache-dir", hub_root, "--type", "banana")
     assert result.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["scan", "--cache-dir", "{root}", "--kind", "nope"], "known: huggingface, torch"),  # hfcache's own check
+        (["prune", "--cache-dir", "{root}", "--keep", "x"], "Invalid value for '--keep'"),  # Typer's parsing
+        (["prune", "--cache-dir", "{root}", "--keep", "1", "--keep-per", "x"], "'x' is not one of 'major', 'minor'"),
+        (["scan", "--format", "yaml"], "'yaml' is not one of 'table', 'json', 'markdown'"),
+        (["scan", "--bogus"], "No such option: --bogus"),
+        (["apply"], "Missing argument 'FILE'"),
+        (["frobnicate"], "No such command 'frobnicate'"),
+    ],
+)
+def test_every_usage_error_is_one_line_with_exit_2(hub_root, args, fragment):
+    """Typer's errors as hfcache's own: one line on stderr, the valid values where there are some, exit 2, no box."""
+    result = run_cli(*(a.replace("{root}", hub_root) for a in args))
+    assert result.exit_code == 2 and result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: ") and fragment in line, line
+    assert not set("╭│╰─") & set(result.stderr)
+
+
+def test_help_shows_no_type_placeholders():
+    """A flag takes no value and an argument's name says what it is: no <bool>, <int> or <str>; choices stay."""
+    for command in ([], ["scan"], ["prune"], ["apply"], ["metrics"]):
+        text = run_cli(*command, "--help", env={"COLUMNS": "160"}).stdout
+        assert not re.search(r"<(bool|int|str|float|text)>", text), (command, text)
+    assert "<major|minor>" in run_cli("prune", "--help", env={"COLUMNS": "160"}).stdout
 
 
 def test_missing_default_cache_is_friendly(isolated_home):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
+from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from hfcache import __version__, progress
 from hfcache.caches.registry import registry, select_kinds
@@ -17,8 +19,57 @@ from hfcache.parallel import auto_jobs
 
 # What only prune, apply and metrics need (policy files, deletion, psutil) is imported by
 # them, so that `hfcache scan` starts faster (every command starts with a scan).
-if TYPE_CHECKING:
-    pass
+
+# Click's base error, from Typer's own class: Typer vendors click from 0.26 on, and before that
+# used the real one; either way this is the class its usage errors derive from.
+_ClickException: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def usage_error_line(e: Any) -> str:
+    """A usage error as one line, as hfcache's own errors are, with where help is."""
+    message = " ".join(str(e.format_message()).split())
+    ctx = getattr(e, "ctx", None)
+    return f"{message} (see '{ctx.command_path} --help')" if ctx is not None else message
+
+
+class _Group(TyperGroup):
+    """Typer's group, its usage errors as one line on stderr and exit 2 (Typer draws a box around them)."""
+
+    def main(  # type: ignore[override]  # the same parameters, spelt out
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except _ClickException as e:
+            if type(e).__name__ == "NoArgsIsHelpError":  # `hfcache` alone: the help, as a usage error (2)
+                e.show()  # type: ignore[attr-defined]
+            else:
+                render.error(usage_error_line(e))
+            sys.exit(getattr(e, "exit_code", 2))
+        except typer.Abort:  # end of input at a question
+            render.error("aborted: nothing deleted")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+# A flag takes no value, so help shows none (Typer writes <bool> and <int> after flags and -v),
+# and an argument's name says what it is (Typer adds <str>). Choices stay: they are the valid values.
+_type_column = TyperOption.display_type_rich
+
+
+def _flag_type_column(self: TyperOption, ctx: Any) -> str | None:
+    return None if self.is_flag or self.count else _type_column(self, ctx)
+
+
+TyperOption.display_type_rich = _flag_type_column  # type: ignore[method-assign]
+TyperArgument.display_type_rich = lambda self, ctx: None  # type: ignore[method-assign]
 
 app = typer.Typer(
     name="hfcache",
@@ -27,6 +78,7 @@ app = typer.Typer(
     add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
+    cls=_Group,
 )
 
 
