@@ -12,7 +12,9 @@ import time
 import pytest
 
 import hfcache
-from tests.support import run_cli
+from hfcache.caches.scan import scan_caches
+from hfcache.plan.query import Selection, select, shown_bytes
+from tests.support import run_cli, small_cache
 from tests.trees import commit, repo, write
 
 C1, C2, C3 = commit(1), commit(2), commit(3)
@@ -298,3 +300,55 @@ def test_internal_error_is_one_line_with_code_70(hub_root, monkeypatch, capsys):
     assert exited.value.code == 70
     err = capsys.readouterr().err
     assert "internal error: RuntimeError: boom" in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 17, point 1: totals of the rows shown, one order over all revisions, --limit, --format ids
+
+
+def test_the_footer_counts_the_revisions_shown_each_blob_once(tmp_path):
+    """Two repos of two revisions (1010 and 2010 bytes, sharing a 10-byte config): the footer is what the rows hold."""
+    root = str(tmp_path / "hub")
+    small_cache(root)
+    inventory = scan_caches([root])
+    everything = select(inventory, Selection(revisions=True), now=inventory.scanned_at)
+    assert shown_bytes(everything.caches[0], revisions=True) == 2 * 3010  # the config once per repo, not 2 * 3020
+    footer = run_cli("scan", "--cache-dir", root, "--revisions", "--larger-than", "1500", "--format", "markdown").stdout
+    assert "2 repos, 2 revisions (4.0 kB shown); cache total 6.0 kB" in footer  # the new revisions: 2 * 2010
+    whole = run_cli("scan", "--cache-dir", root, "--name", "org/a", "--format", "markdown").stdout
+    assert "1 repo, 2 revisions (3.0 kB shown)" in whole
+
+
+def test_revisions_sort_over_the_whole_cache_biggest_first(tmp_path):
+    root = str(tmp_path / "hub")
+    small_cache(root)
+    ids = run_cli("scan", "--cache-dir", root, "--revisions", "--sort", "size", "--format", "ids").stdout.split()
+    sizes = [2010, 2010, 1010, 1010]
+    assert [i.split("@")[0] for i in ids] == ["org/a", "org/b", "org/a", "org/b"]  # not org/a's two, then org/b's
+    [cache] = scan_caches([root]).caches
+    by_id = {f"{i.id}@{r.revision}": r.size_bytes for i in cache.items for r in i.revisions}
+    assert [by_id[i] for i in ids] == sizes
+
+
+def test_limit_keeps_the_first_rows_in_order_in_every_format(tmp_path):
+    root = str(tmp_path / "hub")
+    small_cache(root)
+    assert run_cli("scan", "--cache-dir", root, "--limit", "1", "--format", "ids").stdout == "org/a\n"
+    doc = json.loads(run_cli("scan", "--cache-dir", root, "--revisions", "--sort", "size", "--limit", "3", "--json").stdout)
+    assert sum(len(i["revisions"]) for i in doc["caches"][0]["items"]) == 3
+    table = run_cli("scan", "--cache-dir", root, "--revisions", "--sort", "size", "--limit", "3", "--format", "markdown").stdout
+    assert "2 repos, 3 revisions (5.0 kB shown)" in table  # 2010 + 2010 + 1010, the config of org/a once
+    assert run_cli("scan", "--cache-dir", root, "--limit", "0").exit_code == 2
+
+
+def test_ids_for_scripts_from_scan_and_prune(tmp_path):
+    root = str(tmp_path / "hub")
+    made = small_cache(root)
+    [cache] = scan_caches([root]).caches
+    revisions = {f"{i.id}@{r.revision}" for i in cache.items for r in i.revisions}
+    listed = run_cli("scan", "--cache-dir", root, "--revisions", "--format", "ids").stdout.splitlines()
+    assert set(listed) == revisions and len(listed) == 4
+    planned = run_cli("prune", "--cache-dir", root, "--max-age", "30d", "--dry-run", "--format", "ids", "--no-config")
+    assert planned.exit_code == 0
+    old = {f"org/{n[-1]}@{commit(f'org--{n[-1]}-old')}" for n in made}
+    assert set(planned.stdout.splitlines()) == old

@@ -86,6 +86,7 @@ class OutputFormat(str, Enum):
     table = "table"
     json = "json"
     markdown = "markdown"
+    ids = "ids"
 
 
 class AgeBy(str, Enum):
@@ -176,7 +177,10 @@ KindOption = Annotated[
 ]
 FormatOption = Annotated[
     OutputFormat,
-    typer.Option("--format", help="table for people, json for programs, markdown for a CI job summary."),
+    typer.Option(
+        "--format",
+        help="table for people, json for programs, markdown for a CI job summary, ids for scripts (id or id@revision).",
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Same as --format json.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No warnings, notes or progress bar on stderr.")]

@@ -39,7 +39,7 @@ from hfcache.units import parse_duration, parse_size
 
 if TYPE_CHECKING:
     from hfcache.model import Inventory
-    from hfcache.plan.decisions import Execution, Plan
+    from hfcache.plan.decisions import Execution, Plan, PlanUnit
 
 
 class KeepPer(str, Enum):
@@ -55,10 +55,18 @@ def _emit(
 
     if fmt is OutputFormat.json:
         render.json_document(plan_to_dict(plan, execution))
+    elif fmt is OutputFormat.ids:
+        units = plan.delete if execution is None else tuple(r.unit for r in execution.results if r.status == "deleted")
+        render.raw("".join(f"{unit_ident(u)}\n" for u in units))
     else:
         render.plan_tables(plan, execution=execution, show_keep=show_keep, markdown=fmt is OutputFormat.markdown)
     if not quiet:
         render.plan_warnings(plan if execution is None else execution)
+
+
+def unit_ident(unit: PlanUnit) -> str:
+    """A unit for scripts: ``id@revision`` for a revision, its path for junk (which has no revision)."""
+    return f"{unit.id}@{unit.revision}" if unit.what == "revision" and unit.id else unit.path
 
 
 def _cache_roots(roots: Iterable[str]) -> list[str]:

@@ -27,7 +27,7 @@ from hfcache.cli.app import (
     app,
 )
 from hfcache.output import render
-from hfcache.plan.query import Selection, parse_sort, select
+from hfcache.plan.query import Selection, parse_sort, revision_rows, select
 from hfcache.units import parse_duration, parse_size
 
 if TYPE_CHECKING:
@@ -70,6 +70,10 @@ def scan(
     age_by: Annotated[
         AgeBy, typer.Option("--age-by", help="Measure age by last access (atime) or last modification (mtime).")
     ] = AgeBy.atime,
+    limit: Annotated[
+        Optional[int],
+        typer.Option("--limit", metavar="N", min=1, help="Only the first N rows in this order (items, or revisions)."),
+    ] = None,
     output_format: FormatOption = OutputFormat.table,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
@@ -99,18 +103,26 @@ def scan(
         )
         parse_sort(sort)  # refuse a bad key before the (possibly long) scan
         with _progress(not quiet):
-            inventory = scan_caches(cache_dir or None, kinds=kind or None, jobs=_jobs(jobs), ledger=False)
-        shown = select(inventory, selection, now=inventory.scanned_at, sort=sort)
+            # With --revisions the footer counts the blobs of the revisions shown, each once: the ledger has them.
+            inventory = scan_caches(cache_dir or None, kinds=kind or None, jobs=_jobs(jobs), ledger=revisions)
+        shown = select(inventory, selection, now=inventory.scanned_at, sort=sort, limit=limit)
     everything = not kind and not cache_dir
     if fmt is OutputFormat.json:
         render.json_document(inventory_to_dict(shown))
+    elif fmt is OutputFormat.ids:
+        if revisions:
+            rows = [f"{item.id}@{rev.revision}" for cache in shown.caches for item, rev in revision_rows(cache, sort)]
+        else:
+            rows = [item.id for cache in shown.caches for item in cache.items]
+        render.raw("".join(f"{row}\n" for row in rows))
     else:
         render.scan_tables(
             shown,
             revisions=revisions,
-            filtered=not selection.is_empty,
+            filtered=not selection.is_empty or limit is not None,
             show_missing=not everything,
             markdown=fmt is OutputFormat.markdown,
+            sort=sort,
         )
     if quiet:
         return

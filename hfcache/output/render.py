@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import humanize
 
 from hfcache.model import CacheInventory, Inventory, ScanWarning
+from hfcache.plan.query import revision_rows, shown_bytes
 from hfcache.units import describe_size
 
 if TYPE_CHECKING:
@@ -321,30 +322,38 @@ def _item_table(cache: CacheInventory, now: float) -> Table:
     return table
 
 
-def _revision_table(cache: CacheInventory, now: float) -> Table:
+def _revision_table(cache: CacheInventory, now: float, sort: str) -> Table:
     with_refs = cache.has_refs
     columns = ["ID", "REVISION", "VERSION", "SIZE", "RECLAIMABLE", "ACCESSED", "MODIFIED", "FILES"]
     table = _table(*columns, *(["REFS"] if with_refs else []))
-    for item in cache.items:
-        for rev in item.revisions:
-            row: list[RenderableType] = [
-                _ident(item.id, not item.deletable),
-                Text(rev.revision),
-                _versions([rev.version]),
-                size(rev.size_bytes),
-                size(rev.reclaimable_bytes),
-                ago(rev.last_accessed, now),
-                ago(rev.last_modified, now),
-                str(rev.nb_files),
-            ]
-            table.add_row(*row, *([_refs(rev.refs)] if with_refs else []))
+    for item, rev in revision_rows(cache, sort):
+        row: list[RenderableType] = [
+            _ident(item.id, not item.deletable),
+            Text(rev.revision),
+            _versions([rev.version]),
+            size(rev.size_bytes),
+            size(rev.reclaimable_bytes),
+            ago(rev.last_accessed, now),
+            ago(rev.last_modified, now),
+            str(rev.nb_files),
+        ]
+        table.add_row(*row, *([_refs(rev.refs)] if with_refs else []))
     return table
 
 
 def scan_tables(
-    inventory: Inventory, *, revisions: bool, filtered: bool, show_missing: bool = True, markdown: bool = False
+    inventory: Inventory,
+    *,
+    revisions: bool,
+    filtered: bool,
+    show_missing: bool = True,
+    markdown: bool = False,
+    sort: str = "name",
 ) -> None:
     """The human view of a scan: per cache a heading, a table and a totals line.
+
+    The totals line counts the rows shown (with ``revisions``: the revisions, and the bytes
+    they hold, each blob once), then gives the whole cache's total.
 
     Caches whose folder does not exist get a one-line heading, or nothing at all when not
     ``show_missing`` (a scan of every kind shows the caches found, not the ones absent).
@@ -362,10 +371,10 @@ def scan_tables(
             continue
         noun = "repo" if cache.has_refs else "item"
         if cache.items:
-            out.table(_revision_table(cache, now) if revisions else _item_table(cache, now))
+            out.table(_revision_table(cache, now, sort) if revisions else _item_table(cache, now))
         else:
             out.line(f"  no matching {noun}s" if filtered else f"  no {noun}s cached")
-        shown = sum(i.size_bytes for i in cache.items)
+        shown = shown_bytes(cache, revisions=revisions)
         nrevs = sum(len(i.revisions) for i in cache.items)
         line = f"{_plural(len(cache.items), noun)}, {_plural(nrevs, 'revision')}"
         line += f" ({size(shown)}{' shown' if filtered else ''}); cache total {size(cache.size_bytes)}"

@@ -9,9 +9,11 @@ True
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from hfcache.errors import UsageError
 from hfcache.model import CacheInventory, Inventory, Item, Revision
@@ -91,6 +93,29 @@ def _sort_value(key: str) -> Callable[[Item | Revision], float | str | tuple[str
     return lambda x: (x.id.lower(), x.type) if isinstance(x, Item) else x.revision
 
 
+def _revision_order(key: str) -> Callable[[tuple[Item, Revision]], Any]:
+    """The order of revision rows across items: by the key's value, or by name, then newest first."""
+    if key == "name":
+        return lambda pair: (pair[0].id.lower(), pair[0].type, -pair[1].last_modified)
+    value = _sort_value(key)
+    return lambda pair: value(pair[1])
+
+
+def revision_rows(cache: CacheInventory, sort: str = "name") -> list[tuple[Item, Revision]]:
+    """Every revision of ``cache`` with its item, ordered by ``sort`` across the whole cache.
+
+    What ``hf cache ls --revisions --sort size`` does: the biggest revision first, whichever
+    model it belongs to, not models first and revisions inside each.
+
+    >>> a, b = Revision("a", "/c/m/a", size_bytes=1), Revision("b", "/c/n/b", size_bytes=9)
+    >>> m, n = Item("k", "m", "model", "/c/m", revisions=(a,)), Item("k", "n", "model", "/c/n", revisions=(b,))
+    >>> [r.revision for _, r in revision_rows(CacheInventory("k", "/c", items=(m, n)), "size")]
+    ['b', 'a']
+    """
+    key, reverse = parse_sort(sort)
+    return sorted(((i, r) for i in cache.items for r in i.revisions), key=_revision_order(key), reverse=reverse)
+
+
 def _select_cache(cache: CacheInventory, sel: Selection, now: float, key: str, reverse: bool) -> CacheInventory:
     value = _sort_value(key)
     items: list[Item] = []
@@ -122,11 +147,57 @@ def _select_cache(cache: CacheInventory, sel: Selection, now: float, key: str, r
     )
 
 
-def select(inventory: Inventory, sel: Selection, *, now: float, sort: str = "name") -> Inventory:
+def _first(cache: CacheInventory, n: int, *, revisions: bool, sort: str) -> CacheInventory:
+    """The first ``n`` rows of a selected cache: items, or with ``revisions`` revisions in their global order."""
+    if not revisions:
+        return replace(cache, items=cache.items[:n])
+    kept = {id(r) for _, r in revision_rows(cache, sort)[:n]}
+    items = tuple(replace(i, revisions=tuple(r for r in i.revisions if id(r) in kept)) for i in cache.items)
+    return replace(cache, items=tuple(i for i in items if i.revisions))
+
+
+def select(inventory: Inventory, sel: Selection, *, now: float, sort: str = "name", limit: int | None = None) -> Inventory:
     """The inventory restricted to ``sel`` and ordered by ``sort`` (see :func:`parse_sort`).
 
     Cache totals stay those of the whole cache; partial downloads and orphan blobs follow the
-    type and name criteria (not size or age, which describe models).
+    type and name criteria (not size or age, which describe models). ``limit`` keeps the
+    first rows (items, or revisions with ``sel.revisions``) in that order, cache after cache,
+    up to that many in all.
     """
     key, reverse = parse_sort(sort)
-    return replace(inventory, caches=tuple(_select_cache(c, sel, now, key, reverse) for c in inventory.caches))
+    caches = [_select_cache(c, sel, now, key, reverse) for c in inventory.caches]
+    if limit is not None:
+        left = limit
+        for index, cache in enumerate(caches):
+            caches[index] = _first(cache, left, revisions=sel.revisions, sort=sort)
+            left -= sum(len(i.revisions) for i in caches[index].items) if sel.revisions else len(caches[index].items)
+    return replace(inventory, caches=tuple(caches))
+
+
+def shown_bytes(cache: CacheInventory, *, revisions: bool) -> int:
+    """What the rows shown of ``cache`` hold, each byte once: the figure a table's footer gives.
+
+    Items: their sizes (items share nothing but the hub's shared store, counted in each as the
+    hub counts it). Revisions: the blobs they reach, each once, and each shared-store payload
+    once (from the scan's :class:`~hfcache.model.BlobLedger`); without a ledger (kinds whose
+    revisions share nothing) the sum of their sizes.
+    """
+    if not revisions:
+        return sum(i.size_bytes for i in cache.items)
+    ledger = cache.ledger
+    if ledger is None:
+        return sum(r.size_bytes for i in cache.items for r in i.revisions)
+    total = 0
+    payloads: set[str] = set()
+    elsewhere: dict[str, int] = {}  # files outside the repo (absolute keys), each once
+    for item in cache.items:
+        blobs = ledger.blobs.get(item.path, {})
+        for key in set().union(*(r.blobs for r in item.revisions)):
+            size, store = blobs.get(key, (0, None))
+            if store is not None:
+                payloads.add(store)
+            elif os.path.isabs(key):
+                elsewhere[key] = size
+            else:
+                total += size
+    return total + sum(ledger.payloads.get(p, 0) for p in payloads) + sum(elsewhere.values())
