@@ -173,6 +173,9 @@ def test_prune_asks_on_a_terminal_and_does_only_what_it_is_told(hub_root, answer
     code, out, terminal = on_a_terminal(["prune", "--cache-dir", hub_root, "--max-age", "30d"], answer=answer)
     assert code == 0, terminal
     assert "Would delete:" in out and "Delete these 2 units? [y/N]" in out
+    # Right above the question: what it would do per cache, then the total (not thousands of kept units).
+    before = [line.strip() for line in out.split("Delete these")[0].strip().splitlines()][-2:]
+    assert before == [f"huggingface {hub_root}: 2 units to delete, 2.0 kB (max-age 2)", "Would free 2.0 kB (2 units)."]
     assert all(os.path.exists(u["path"]) != deleted for u in going)
     if deleted:
         assert "Deleted:" in out and "Freed 2.0 kB" in out
@@ -252,3 +255,23 @@ def test_a_reader_that_leaves_ends_the_output_quietly_with_the_commands_own_code
         code = proc.wait(timeout=120)
     assert first
     assert (code, err) == (0, "")
+
+
+def test_kept_units_are_counted_and_listed_only_when_asked(hub_root):
+    """Kept units are most of a real plan: counted by default, listed (with the rule that keeps each) under --show-kept."""
+    args = ["prune", "--cache-dir", hub_root, "--keep", "1", "--dry-run", "--format", "markdown", "--no-config"]
+    plan = json.loads(run_cli(*args[:-3], "--json", "--no-config").stdout)
+    kept = [u for u in plan["keep"]]
+    assert kept  # the newest revision of each model
+    default = run_cli(*args).stdout
+    assert "Kept" not in default and f"{len(kept)} kept by a rule (--show-kept lists them)" in default
+    listed = run_cli(*args, "--show-kept").stdout
+    assert "#### Kept, and the rule that keeps each:" in listed
+    assert all(u["reasons"][0] in listed for u in kept)
+    assert listed.index("Kept, and the rule") < listed.index("units to delete")  # the summary comes last
+
+
+def test_a_run_says_per_cache_what_happened(hub_root):
+    result = run_cli("prune", "--cache-dir", hub_root, "--max-age", "30d", "--yes", "--no-config")
+    assert result.exit_code == 0
+    assert f"huggingface {hub_root}: 2 deleted, 2.0 kB freed (max-age 2)\n" in result.stdout

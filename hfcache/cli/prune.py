@@ -48,7 +48,7 @@ class KeepPer(str, Enum):
 
 
 def _emit(
-    plan: Plan, fmt: OutputFormat, *, execution: Execution | None = None, show_keep: bool = True, quiet: bool = False
+    plan: Plan, fmt: OutputFormat, *, execution: Execution | None = None, show_keep: bool = False, quiet: bool = False
 ) -> None:
     """The plan, or with ``execution`` the record of its run, in the chosen format; warnings on stderr."""
     from hfcache.plan.planfile import plan_to_dict
@@ -62,6 +62,11 @@ def _emit(
         render.plan_tables(plan, execution=execution, show_keep=show_keep, markdown=fmt is OutputFormat.markdown)
     if not quiet:
         render.plan_warnings(plan if execution is None else execution)
+
+
+ShowKeptOption = Annotated[
+    bool, typer.Option("--show-kept", help="Also list the units a rule keeps, and why (they are counted either way).")
+]
 
 
 def unit_ident(unit: PlanUnit) -> str:
@@ -99,9 +104,10 @@ class _Run:
     quiet: bool
     lock_wait: float
     log: str | None
+    show_kept: bool = False
 
-    def emit(self, plan: Plan, *, execution: Execution | None = None, show_keep: bool = True) -> None:
-        _emit(plan, self.fmt, execution=execution, show_keep=show_keep, quiet=self.quiet)
+    def emit(self, plan: Plan, *, execution: Execution | None = None) -> None:
+        _emit(plan, self.fmt, execution=execution, show_keep=self.show_kept and execution is None, quiet=self.quiet)
 
     def __call__(self, plan: Plan, inventory: Inventory | None) -> None:
         """Ask on a terminal (unless --yes), refuse without one, then execute and report.
@@ -129,7 +135,7 @@ class _Run:
                 raise ConfirmationRequired(
                     "refusing to delete without confirmation: no terminal to ask on; add --yes (or use --dry-run)"
                 )
-            _emit(plan, OutputFormat.table)  # a question on a terminal: always the table
+            _emit(plan, OutputFormat.table, show_keep=self.show_kept)  # a question on a terminal: always the table
             if not typer.confirm(f"Delete these {len(plan.delete)} units?", default=False):
                 render.note("Nothing deleted.")
                 return
@@ -141,7 +147,7 @@ class _Run:
             with _progress(not self.quiet):
                 result = run_plan(plan, inventory, lock_wait=self.lock_wait, log=self.log)
             try:
-                self.emit(result.plan, execution=result, show_keep=False)
+                self.emit(result.plan, execution=result)
             except OSError:
                 if not interrupt.requested():
                     raise  # SIGHUP: the terminal may be gone; the audit log has the record
@@ -212,6 +218,7 @@ def prune(
     ] = None,
     lock_wait: LockWaitOption = "10s",
     log: LogOption = None,
+    show_kept: ShowKeptOption = False,
     output_format: FormatOption = OutputFormat.table,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
@@ -242,7 +249,7 @@ def prune(
             allow_remove_all=True if allow_remove_all else None,
         )
         policy = build_policy(overrides, protect=tuple(protect or ()), config=config, use_config=not no_config)
-        run = _Run(yes=yes, fmt=fmt, quiet=quiet, lock_wait=float(parse_duration(lock_wait)), log=log)
+        run = _Run(yes=yes, fmt=fmt, quiet=quiet, lock_wait=float(parse_duration(lock_wait)), log=log, show_kept=show_kept)
         with _progress(not quiet):
             inventory = scan_caches(cache_dir or None, kinds=kind or None, jobs=_jobs(jobs))
         # Before the plan is written and anything deleted: no output file may land in a cache.
@@ -267,6 +274,7 @@ def apply(
     yes: YesOption = False,
     lock_wait: LockWaitOption = "10s",
     log: LogOption = None,
+    show_kept: ShowKeptOption = False,
     output_format: FormatOption = OutputFormat.table,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
@@ -279,7 +287,14 @@ def apply(
     from hfcache.prune import read_plan
 
     with _user_errors(verbose=verbose):
-        run = _Run(yes=yes, fmt=_format(output_format, as_json), quiet=quiet, lock_wait=float(parse_duration(lock_wait)), log=log)
+        run = _Run(
+            yes=yes,
+            fmt=_format(output_format, as_json),
+            quiet=quiet,
+            lock_wait=float(parse_duration(lock_wait)),
+            log=log,
+            show_kept=show_kept,
+        )
         plan = read_plan(plan_file)
         if dry_run:
             run.emit(plan)

@@ -447,10 +447,42 @@ def _plan_table(units: tuple[PlanUnit, ...], *, results: tuple[UnitResult, ...] 
     return table
 
 
-def plan_tables(plan: Plan, *, execution: Execution | None = None, show_keep: bool = True, markdown: bool = False) -> None:
-    """The human view of a plan (or with ``execution``, of its run): what goes and why, what stays and why, the totals.
+def _cache_summaries(plan: Plan, execution: Execution | None) -> list[str]:
+    """One line per cache: its units to delete (or what happened to them), bytes, by policy, and how many a rule keeps."""
+    results = dict(zip((id(u) for u in plan.delete), execution.results, strict=True)) if execution is not None else {}
+    lines = []
+    for cache in plan.caches:
+        going = [u for u in plan.delete if (u.kind, u.root) == (cache.kind, cache.root)]
+        kept = sum(1 for u in plan.keep if (u.kind, u.root) == (cache.kind, cache.root))
+        if not going and not kept:
+            continue
+        by: dict[str, int] = {}
+        for u in going:
+            policy = str(u.reasons[0].policy) if u.reasons else "-"
+            by[policy] = by.get(policy, 0) + 1
+        policies = ", ".join(f"{p} {n}" for p, n in sorted(by.items(), key=lambda kv: (-kv[1], kv[0])))
+        if execution is None:
+            what = f"{_plural(len(going), 'unit')} to delete, {size(sum(u.reclaim_bytes for u in going))}"
+        else:
+            done = [results[id(u)] for u in going]
+            counts = {s: sum(1 for r in done if r.status == s) for s in ("deleted", "skipped", "failed")}
+            what = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "nothing"
+            what += f", {size(sum(r.freed_bytes for r in done))} freed"
+        line = f"{cache.kind} {cache.root}: {what}"
+        if policies:
+            line += f" ({policies})"
+        lines.append(line + (f"; {kept} kept by a rule" if kept else ""))
+    return lines
 
-    The plan's warnings are not part of it: :func:`plan_warnings` puts them on stderr.
+
+def plan_tables(plan: Plan, *, execution: Execution | None = None, show_keep: bool = False, markdown: bool = False) -> None:
+    """The human view of a plan (or with ``execution``, of its run): what goes and why, then the totals.
+
+    What goes comes first, then (with ``show_keep``) what stays and the rule that keeps each,
+    then one line per cache and the total: the last lines before a question are its answer's
+    weight. Kept units are counted; listed only with ``show_keep`` (on a 100,000-file cache
+    they are thousands of lines). The plan's warnings are not part of it: :func:`plan_warnings`
+    puts them on stderr.
     """
     _import_rich()
     out = _writer(markdown)
@@ -463,15 +495,18 @@ def plan_tables(plan: Plan, *, execution: Execution | None = None, show_keep: bo
     else:
         out.line("Nothing to delete.")
     if plan.keep and show_keep:
-        out.heading(Text("Kept (a policy selected them, a rule saved them):", style="bold"))
+        out.heading(Text("Kept, and the rule that keeps each:", style="bold"))
         out.table(_plan_table(plan.keep, keep=True))
+    for line in _cache_summaries(plan, execution):
+        out.line(line)
     units = _plural(len(plan.delete), "unit")
     if execution is not None:
         counts = {s: sum(1 for r in execution.results if r.status == s) for s in ("deleted", "skipped", "failed")}
         detail = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
         out.line(f"Freed {size(execution.freed_bytes)} of {size(plan.reclaim_bytes)} planned ({units}: {detail or 'none'}).")
     elif plan.delete:
-        out.line(f"Would free {size(plan.reclaim_bytes)} ({units}).")
+        kept = f"; {len(plan.keep)} kept by a rule" + ("" if show_keep else " (--show-kept lists them)") if plan.keep else ""
+        out.line(f"Would free {size(plan.reclaim_bytes)} ({units}){kept}.")
 
 
 def plan_warnings(plan: Plan | Execution) -> None:
