@@ -96,3 +96,17 @@ def test_the_prune_benchmark_deletes_exactly_the_old_revisions(tmp_path):
     assert "planned but still there" in compare(root, entries, expected)
     os.unlink(os.path.join(root, next(d for d in doomed if "/blobs/" in d)))
     assert "deleted but not planned" in compare(root, entries, entries)
+
+
+def test_the_render_benchmark_runs_every_format(tmp_path):
+    done = subprocess.run(
+        [sys.executable, os.path.join(BENCHMARKS, "bench_render.py"), "--files", "300", "--rounds", "1", "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert set(report["results"]) == {"scan", "scan --revisions", "prune --keep 1 --junk (plan)"}
+    assert all(set(r) == {"json", "table", "markdown"} for r in report["results"].values())
+    assert os.listdir(tmp_path) == []  # the generated cache is removed

@@ -275,3 +275,12 @@ def test_a_run_says_per_cache_what_happened(hub_root):
     result = run_cli("prune", "--cache-dir", hub_root, "--max-age", "30d", "--yes", "--no-config")
     assert result.exit_code == 0
     assert f"huggingface {hub_root}: 2 deleted, 2.0 kB freed (max-age 2)\n" in result.stdout
+
+
+def test_off_a_terminal_a_table_cuts_and_wraps_nothing(hub_root):
+    """Cron mail and CI logs: each row whole on one line, whatever its length (a reason is a long sentence)."""
+    plan = json.loads(run_cli("prune", "--cache-dir", hub_root, "--keep", "1", "--dry-run", "--json", "--no-config").stdout)
+    table = run_cli("prune", "--cache-dir", hub_root, "--keep", "1", "--dry-run", "--no-config", env={"COLUMNS": "60"}).stdout
+    for unit in plan["delete"]:
+        [row] = [line for line in table.splitlines() if unit["revision"][:12] in line]
+        assert row.endswith(unit["reasons"][0]) and len(row) > 60
