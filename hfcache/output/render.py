@@ -230,7 +230,7 @@ class _Terminal:
 
     def table(self, table: Table) -> None:
         if self.console.is_terminal:
-            self.console.print(table)
+            self.console.print(_fit(table, self.console.width))
         else:
             raw(_plain_table(table))
 
@@ -257,6 +257,79 @@ def _plain_table(table: Table) -> str:
         )
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines) + "\n"
+
+
+# Columns a narrow terminal drops first, in this order: what other columns or the totals line
+# already say, or what matters least for deciding. Never cut: ids, sizes, refs.
+DROP_ORDER = ("KIND", "FILES", "MODIFIED", "TYPE", "VERSION", "REVS", "RECLAIMABLE", "ACCESSED", "VERSIONS")
+_MIN_WRAP = 12  # narrowest a wrapping column (refs, reasons) may become before columns go
+
+
+def _fit(table: Table, width: int) -> Table:
+    """``table`` for a terminal ``width`` columns wide: nothing ever cut to "…".
+
+    While the rows are too wide, in this order: whole columns go (:data:`DROP_ORDER`); the
+    reasons become their rules' tags (``keep-latest, max-age``; ``-v`` or ``--json`` give the
+    sentences); a revision shows its hash (or name) without version and refs; the reasons
+    show the deciding rule alone; and at last the ids wrap onto a second line. Sizes, ages,
+    statuses and hashes are never cut.
+    """
+    cols: list[dict[str, Any]] = [
+        {"header": str(c.header), "justify": c.justify, "wrap": not c.no_wrap, "cells": list(c.cells)} for c in table.columns
+    ]
+
+    def plain(value: Any) -> str:
+        return value.plain if isinstance(value, Text) else str(value)
+
+    def need(col: dict[str, Any]) -> int:
+        natural = max([_width(col["header"]), *(_width(plain(v)) for v in col["cells"])])
+        if not col["wrap"]:
+            return natural
+        return min(natural, 40 if col["header"] == "WHY" else _MIN_WRAP)  # a sentence wraps, but not into crumbs
+
+    def fits() -> bool:
+        return sum(map(need, cols)) + 2 * (len(cols) - 1) <= width
+
+    def column(name: str) -> dict[str, Any] | None:
+        return next((c for c in cols if c["header"] == name), None)
+
+    for name in DROP_ORDER:
+        if fits():
+            break
+        cols = [c for c in cols if c["header"] != name]
+    why, revision, ident = column("WHY"), column("REVISION"), column("ID")
+    in_full = logging.getLogger("hfcache").isEnabledFor(logging.INFO)  # -v: the sentences, wrapped
+    shortened = False
+    if not fits() and why is not None and not in_full:  # what went wrong (a styled cell) stays in words
+        why["cells"] = [v if _is_outcome(v) else _tags(plain(v)) for v in why["cells"]]
+        shortened = True
+    if not fits() and revision is not None:
+        revision["cells"] = [Text(plain(v).split(" ", 1)[0], style=getattr(v, "style", "")) for v in revision["cells"]]
+    if not fits() and why is not None and shortened:
+        why["cells"] = [v if _is_outcome(v) else plain(v).split(", ", 1)[0] for v in why["cells"]]
+    if not fits() and ident is not None:
+        ident["wrap"] = True  # the last resort: an id on two lines rather than cut
+    fitted = Table(box=None, pad_edge=False, header_style="bold")
+    for col in cols:
+        fitted.add_column(col["header"], justify=col["justify"], no_wrap=not col["wrap"], overflow="fold")
+    for row in zip(*(c["cells"] for c in cols), strict=True):
+        fitted.add_row(*row)
+    if shortened:
+        fitted.caption = "WHY: the rules' names; -v or --json give the reasons in full"
+        fitted.caption_justify = "left"
+    return fitted
+
+
+_OUTCOME_STYLE = "yellow"  # a run's WHY cell that says why a unit was skipped or failed
+
+
+def _is_outcome(value: Any) -> bool:
+    return isinstance(value, Text) and value.style == _OUTCOME_STYLE
+
+
+def _tags(why: str) -> str:
+    """``"max-age: not accessed for 100d (limit 30d); protect: ..."`` -> ``"max-age, protect"``."""
+    return ", ".join(dict.fromkeys(part.split(":", 1)[0].strip() for part in why.split("; ") if part))
 
 
 def _cell(value: RenderableType) -> str:
@@ -357,7 +430,7 @@ def _revision_table(cache: CacheInventory, now: float, sort: str) -> Table:
     for item, rev in revision_rows(cache, sort):
         row: list[RenderableType] = [
             _ident(item.id, not item.deletable),
-            Text(rev.revision),
+            Text(short_hash(rev.revision)),
             _versions([rev.version]),
             size(rev.size_bytes),
             size(rev.reclaimable_bytes),
@@ -437,10 +510,14 @@ def scan_tables(
 _STATUS_STYLE = {"deleted": "green", "skipped": "yellow", "failed": "bold red"}  # by Status
 
 
+def short_hash(revision: str) -> str:
+    """A 40-hex commit as its first 12 characters, as ``hf cache ls`` and git show them; other names whole."""
+    return revision[:12] if len(revision) == 40 and all(c in "0123456789abcdef" for c in revision) else revision
+
+
 def _unit_name(unit: PlanUnit) -> Text:
     if unit.what == "revision":
-        rev = unit.revision or ""
-        label = rev[:12] if len(rev) == 40 else rev
+        label = short_hash(unit.revision or "")
         if unit.version and unit.version not in label:
             label += f" ({unit.version})"
         if unit.refs:
@@ -462,12 +539,12 @@ def _plan_table(units: tuple[PlanUnit, ...], *, results: tuple[UnitResult, ...] 
     table = _table(*columns)
     for i, u in enumerate(units):
         row: list[Text | str] = [u.kind, Text(u.id or "-"), _unit_name(u)]
-        why = "; ".join(describe_all(u.reasons))
+        why: Text | str = "; ".join(describe_all(u.reasons))
         if results is not None:
             r = results[i]
             row += [Text(str(r.status), style=_STATUS_STYLE.get(r.status, "")), size(r.freed_bytes)]
-            if r.error:
-                why += f" ({r.error})"
+            if r.error:  # what happened matters more than why it was planned (that stays in the log and JSON)
+                why = Text(r.error, style=_OUTCOME_STYLE)
         elif not keep:
             row.append(size(u.reclaim_bytes))
         row.append(why)
