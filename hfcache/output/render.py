@@ -282,7 +282,9 @@ def _fit(table: Table, width: int) -> Table:
         return value.plain if isinstance(value, Text) else str(value)
 
     def need(col: dict[str, Any]) -> int:
-        natural = max([_width(col["header"]), *(_width(plain(v)) for v in col["cells"])])
+        if col.get("of") is not col["cells"]:  # measured once per version of the column's cells
+            col["of"], col["natural"] = col["cells"], max([_width(col["header"]), *(_width(plain(v)) for v in col["cells"])])
+        natural: int = col["natural"]
         if not col["wrap"]:
             return natural
         return min(natural, 40 if col["header"] == "WHY" else _MIN_WRAP)  # a sentence wraps, but not into crumbs
