@@ -265,6 +265,20 @@ DROP_ORDER = ("KIND", "FILES", "MODIFIED", "TYPE", "VERSION", "REVS", "RECLAIMAB
 _MIN_WRAP = 12  # narrowest a wrapping column (refs, reasons) may become before columns go
 
 
+def _plain(value: Any) -> str:
+    return value.plain if isinstance(value, Text) else str(value)
+
+
+def _need(col: dict[str, Any]) -> int:
+    """The width a column needs: all of it, or for a wrapping one what it may wrap down to."""
+    if col.get("of") is not col["cells"]:  # measured once per version of the column's cells
+        col["of"], col["natural"] = col["cells"], max([_width(col["header"]), *(_width(_plain(v)) for v in col["cells"])])
+    natural: int = col["natural"]
+    if not col["wrap"]:
+        return natural
+    return min(natural, 40 if col["header"] == "WHY" else _MIN_WRAP)  # a sentence wraps, but not into crumbs
+
+
 def _fit(table: Table, width: int) -> Table:
     """``table`` for a terminal ``width`` columns wide: nothing ever cut to "…".
 
@@ -278,19 +292,8 @@ def _fit(table: Table, width: int) -> Table:
         {"header": str(c.header), "justify": c.justify, "wrap": not c.no_wrap, "cells": list(c.cells)} for c in table.columns
     ]
 
-    def plain(value: Any) -> str:
-        return value.plain if isinstance(value, Text) else str(value)
-
-    def need(col: dict[str, Any]) -> int:
-        if col.get("of") is not col["cells"]:  # measured once per version of the column's cells
-            col["of"], col["natural"] = col["cells"], max([_width(col["header"]), *(_width(plain(v)) for v in col["cells"])])
-        natural: int = col["natural"]
-        if not col["wrap"]:
-            return natural
-        return min(natural, 40 if col["header"] == "WHY" else _MIN_WRAP)  # a sentence wraps, but not into crumbs
-
     def fits() -> bool:
-        return sum(map(need, cols)) + 2 * (len(cols) - 1) <= width
+        return sum(map(_need, cols)) + 2 * (len(cols) - 1) <= width
 
     def column(name: str) -> dict[str, Any] | None:
         return next((c for c in cols if c["header"] == name), None)
@@ -303,12 +306,12 @@ def _fit(table: Table, width: int) -> Table:
     in_full = logging.getLogger("hfcache").isEnabledFor(logging.INFO)  # -v: the sentences, wrapped
     shortened = False
     if not fits() and why is not None and not in_full:  # what went wrong (a styled cell) stays in words
-        why["cells"] = [v if _is_outcome(v) else _tags(plain(v)) for v in why["cells"]]
+        why["cells"] = [v if _is_outcome(v) else _tags(_plain(v)) for v in why["cells"]]
         shortened = True
     if not fits() and revision is not None:
-        revision["cells"] = [Text(plain(v).split(" ", 1)[0], style=getattr(v, "style", "")) for v in revision["cells"]]
+        revision["cells"] = [Text(_plain(v).split(" ", 1)[0], style=getattr(v, "style", "")) for v in revision["cells"]]
     if not fits() and why is not None and shortened:
-        why["cells"] = [v if _is_outcome(v) else plain(v).split(", ", 1)[0] for v in why["cells"]]
+        why["cells"] = [v if _is_outcome(v) else _plain(v).split(", ", 1)[0] for v in why["cells"]]
     if not fits() and ident is not None:
         ident["wrap"] = True  # the last resort: an id on two lines rather than cut
     fitted = Table(box=None, pad_edge=False, header_style="bold")
