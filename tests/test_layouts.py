@@ -15,7 +15,7 @@ import pytest
 from rich.console import Console
 
 from hfcache.model import CacheInventory, Inventory, Item, Revision
-from hfcache.output import render
+from hfcache.output import render, views
 from hfcache.plan.build import make_plan
 from hfcache.plan.decisions import Execution, Status, UnitResult
 from hfcache.plan.settings import Policy, Settings
@@ -87,11 +87,11 @@ def _plan():
 
 
 VIEWS = {
-    "scan": lambda: render.scan_tables(_inventory(), revisions=False, filtered=False),
-    "scan-revisions": lambda: render.scan_tables(_inventory(), revisions=True, filtered=False),
-    "plan": lambda: render.plan_tables(_plan()),
-    "plan-kept": lambda: render.plan_tables(_plan(), show_keep=True),
-    "run": lambda: render.plan_tables(
+    "scan": lambda: views.scan_tables(_inventory(), revisions=False, filtered=False),
+    "scan-revisions": lambda: views.scan_tables(_inventory(), revisions=True, filtered=False),
+    "plan": lambda: views.plan_tables(_plan()),
+    "plan-kept": lambda: views.plan_tables(_plan(), show_keep=True),
+    "run": lambda: views.plan_tables(
         (p := _plan()),
         execution=Execution(
             p,

@@ -59,7 +59,9 @@ def _emit(
         units = plan.delete if execution is None else tuple(r.unit for r in execution.results if r.status == "deleted")
         render.raw("".join(f"{unit_ident(u)}\n" for u in units))
     else:
-        render.plan_tables(plan, execution=execution, show_keep=show_keep, markdown=fmt is OutputFormat.markdown)
+        from hfcache.output import views  # Rich's tables: only when one is shown
+
+        views.plan_tables(plan, execution=execution, show_keep=show_keep, markdown=fmt is OutputFormat.markdown)
     if not quiet:
         render.plan_warnings(plan if execution is None else execution)
 

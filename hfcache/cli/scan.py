@@ -116,7 +116,9 @@ def scan(
             rows = [item.id for cache in shown.caches for item in cache.items]
         render.raw("".join(f"{row}\n" for row in rows))
     else:
-        render.scan_tables(
+        from hfcache.output import views  # Rich's tables: only when one is shown
+
+        views.scan_tables(
             shown,
             revisions=revisions,
             filtered=not selection.is_empty or limit is not None,
