@@ -38,7 +38,7 @@ def test_gpu_server_example_means_what_it_says():
     assert policy.protected_by("huggingface", "org/core-embedder") == "org/core-*"
     assert policy.protected_by("huggingface", "org/other") is None
     other = policy.for_item("huggingface", "org/other")
-    assert (other.max_age, other.keep) == (7 * DAY, 3)
+    assert (other.max_age, other.keep) == (7 * DAY, None)  # no keep rule: it would stop max_age and the quota
     assert policy.for_cache("huggingface").max_size == 200 * 10**9
     assert policy.for_cache("huggingface").min_free == MinFree(percent=10.0)
     assert policy.for_item("torch", "resnet18").max_age == 30 * DAY

@@ -6,6 +6,10 @@ its paths mapped into a temporary folder (what a mount or a copy into place woul
 hfcache found where the example says to put it. Each run is compared with a dry run of the
 same command made just before: exactly the planned units go, the audit log records them,
 and huggingface_hub still reads the cache cleanly and loads every kept revision offline.
+
+Since issue 17: every comment of an example policy is a promise, checked on a cache built
+for it; the examples that install hfcache install the wheel this checkout builds, and fail
+the job when the install or the prune fails.
 """
 
 from __future__ import annotations
@@ -19,16 +23,20 @@ import shutil
 import subprocess
 import sys
 import time
+import zipfile
 
+import pytest
 import yaml
 from huggingface_hub import constants, hf_hub_download, scan_cache_dir
 from prometheus_client.parser import text_string_to_metric_families
 
+import hfcache.prune
 from hfcache import errors
 from hfcache.execute.audit import read_log
 from hfcache.execute.prune_lock import PruneLocks
+from tests import trees
 from tests.fakehub import FakeHub
-from tests.support import age_everything, build_rich_cache, markdown_tables
+from tests.support import DAY, age_everything, build_rich_cache, markdown_tables, run_cli
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples")
 HFCACHE = os.path.join(os.path.dirname(sys.executable), "hfcache")  # the installed command
@@ -293,27 +301,63 @@ def test_kubernetes_cronjob_validates_and_its_container_runs_on_the_shared_volum
     assert_did_exactly(plan, before, root, log, monkeypatch)
 
 
-def test_the_image_builds_from_what_the_dockerfile_copies(tmp_path):
-    """The Dockerfile's COPY lines bring everything ``pip install`` needs (checked by building the wheel)."""
-    project = os.path.dirname(EXAMPLES)
-    context = tmp_path / "context"
-    for line in open(example("kubernetes", "Dockerfile")):
-        if line.startswith("COPY "):
-            *sources, dest = line.split()[1:]
-            for src in sources:
-                target = context / dest.lstrip("/").rstrip("/") / (os.path.basename(src) if dest.endswith("/") else "")
-                if os.path.isdir(os.path.join(project, src)):
-                    shutil.copytree(os.path.join(project, src), target, ignore=shutil.ignore_patterns("__pycache__"))
-                else:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy(os.path.join(project, src), target)
-    built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(tmp_path / "dist"), str(context / "src")],
-        capture_output=True,
-        text=True,
-    )
+BUILD_THE_WHEEL = "pip wheel --no-deps -w wheels ."  # what the README and the examples say to run in a clone
+
+
+@pytest.fixture(scope="module")
+def built_wheel(tmp_path_factory) -> str:
+    """The wheel ``BUILD_THE_WHEEL`` makes, run as written in a copy of this checkout: what the install examples pin."""
+    clone = tmp_path_factory.mktemp("clone") / "hfcache"
+    ignore = shutil.ignore_patterns(".git", "__pycache__", ".*_cache", "wheels", "build", "dist", "*.egg-info")
+    shutil.copytree(os.path.dirname(EXAMPLES), clone, ignore=ignore)
+    command = shlex.split(BUILD_THE_WHEEL)
+    built = subprocess.run([sys.executable, "-m", *command, "--quiet"], cwd=clone, capture_output=True, text=True)
     assert built.returncode == 0, built.stderr
-    assert [p.name for p in (tmp_path / "dist").iterdir()][0].startswith("hfcache-")
+    [wheel] = (clone / "wheels").iterdir()
+    return str(wheel)
+
+
+def pinned_wheel(text: str, built: str) -> str:
+    """The one wheel an example installs, checked to be the one ``built`` from this checkout (its version pinned)."""
+    names, name = set(re.findall(r"hfcache-[^\s/\"']+\.whl", text)), os.path.basename(built)
+    assert names == {name}, f"the example names {sorted(names)}; this checkout builds {name}"
+    assert BUILD_THE_WHEEL in text, "the example no longer says how to build the wheel it installs"
+    return name
+
+
+def test_the_readme_says_how_to_build_and_install_the_wheel_the_examples_pin(built_wheel):
+    readme = open(os.path.join(os.path.dirname(EXAMPLES), "README.md")).read()
+    install = readme[readme.index("No release of hfcache is on a package index") :]
+    [commands] = re.findall(r"```bash\n(.*?)```", install, re.DOTALL)[:1]
+    name = pinned_wheel(commands, built_wheel)
+    assert [line.split("#")[0].strip() for line in commands.splitlines()] == [BUILD_THE_WHEEL, f"pip install wheels/{name}"]
+
+
+def test_the_image_installs_the_pinned_wheel_it_says_to_build(tmp_path, built_wheel):
+    """The Dockerfile copies the wheel its comment builds (this version) and installs exactly that file."""
+    text = open(example("kubernetes", "Dockerfile")).read()
+    name = pinned_wheel(text, built_wheel)
+    with zipfile.ZipFile(built_wheel) as wheel:  # the command and the man pages are in it
+        files = wheel.namelist()
+        [entry_points] = [wheel.read(f).decode() for f in files if f.endswith(".dist-info/entry_points.txt")]
+    assert "hfcache = hfcache.cli:run" in entry_points and "hfcache/cli/__init__.py" in files
+    assert any(f.endswith("/data/share/man/man5/hfcache.yaml.5") for f in files)
+    context = tmp_path / "checkout"  # after `pip wheel --no-deps -w wheels .`
+    (context / "wheels").mkdir(parents=True)
+    shutil.copy(built_wheel, context / "wheels")
+    image = tmp_path / "image"  # the image's file system, as COPY and RUN change it
+    copies = [line.split()[1:] for line in text.splitlines() if line.startswith("COPY ")]
+    assert copies == [[f"wheels/{name}", "/tmp/"]]
+    (image / "tmp").mkdir(parents=True)
+    shutil.copy(context / "wheels" / name, image / "tmp")
+    [run] = [line[len("RUN ") :] for line in text.splitlines() if line.startswith("RUN ")]
+    installers = fake_installer(tmp_path, "pip")
+    env = {"PATH": f"{installers}:/usr/bin:/bin"}
+    done = subprocess.run(["/bin/sh", "-c", run.replace("/tmp/", f"{image}/tmp/")], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr  # Docker's RUN: /bin/sh -c, the build stops if it fails
+    assert open(os.path.join(installers, "calls")).read().split()[1:] == ["install", "--no-cache-dir", f"{image}/tmp/{name}"]
+    assert not (image / "tmp" / name).exists()
+    (image / "tmp").rmdir()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,11 +385,20 @@ def runner_cache(root: str) -> dict[str, int]:
     return sizes
 
 
-def fake_installer(tmp_path, name: str) -> str:
-    """A stand-in for the CI image's installer (pipx, pip): hfcache is already installed here."""
+def fake_installer(tmp_path, name: str, *, exit_code: str = "0") -> str:
+    """A stand-in for a command of the CI image (pipx, pip, python): hfcache is already installed here.
+
+    It records its arguments, refuses a wheel that is not there (as pip does) and exits with
+    ``exit_code`` (shell text: ``$TESTS_EXIT`` lets a test pick how the tests went).
+    """
     bindir = tmp_path / "installers"
     bindir.mkdir(exist_ok=True)
-    (bindir / name).write_text('#!/bin/sh\necho "$0 $*" >> "$(dirname "$0")/calls"\n')
+    (bindir / name).write_text(
+        "#!/bin/sh\n"
+        'echo "$0 $*" >> "$(dirname "$0")/calls"\n'
+        'for a in "$@"; do case "$a" in *.whl) [ -f "$a" ] || { echo "$a: no such file" >&2; exit 1; };; esac; done\n'
+        f"exit {exit_code}\n"
+    )
     (bindir / name).chmod(0o755)
     return str(bindir)
 
@@ -354,17 +407,31 @@ def hub_size(root: str) -> int:
     return scan_cache_dir(root).size_on_disk
 
 
-def test_github_actions_post_step_prunes_to_the_quota_and_writes_the_job_summary(tmp_path, monkeypatch):
+def broken_policy(tmp_path) -> str:
+    """A policy file hfcache refuses (exit 2): with ``HFCACHE_CONFIG`` pointing to it, every prune fails."""
+    path = tmp_path / "broken.yaml"
+    path.write_text("keep: two\n")
+    return str(path)
+
+
+def test_github_actions_post_steps_install_the_pinned_wheel_prune_and_fail_loudly(tmp_path, monkeypatch, built_wheel):
     path = example("ci", "github-actions.yml")
     check_schema("vendor.github-workflows", path)
     workflow = yaml.safe_load(open(path))
     [job] = workflow["jobs"].values()
     steps = {s.get("name"): s for s in job["steps"]}
     install, prune = steps["Install hfcache"], steps["Prune the model cache"]
-    assert install["if"] == prune["if"] == "always()" and prune["continue-on-error"] is True
+    assert install["if"] == prune["if"] == "always()"
+    assert not [s for s in job["steps"] if "continue-on-error" in s]  # a failing step fails the job
+    assert install["shell"] == prune["shell"] == "bash"  # GitHub runs it as bash --noprofile --norc -eo pipefail
     names = [s.get("name") for s in job["steps"]]
     assert names.index("Prune the model cache") > names.index("Restore the model cache")  # cache saved after it
 
+    workspace = tmp_path / "workspace"  # the checkout of your repository, the wheel committed to it
+    wheel = install["env"]["HFCACHE_WHEEL"]
+    assert os.path.basename(wheel) == pinned_wheel(open(path).read(), built_wheel)
+    (workspace / os.path.dirname(wheel)).mkdir(parents=True)
+    shutil.copy(built_wheel, workspace / wheel)
     hf_home = str(tmp_path / "hf-home")
     root = os.path.join(hf_home, "hub")
     runner_cache(root)
@@ -378,14 +445,19 @@ def test_github_actions_post_step_prunes_to_the_quota_and_writes_the_job_summary
         "GITHUB_STEP_SUMMARY": str(summary),
         **install["env"],
     }
+
+    def run(step: dict, **changes: str) -> subprocess.CompletedProcess:
+        shell = ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]]  # shell: bash
+        return subprocess.run(shell, env={**env, **changes}, cwd=workspace, capture_output=True, text=True)
+
     before = revisions(root)
     assert hub_size(root) > 10 * GB
     plan_command = shlex.split(re.search(r"(hfcache prune .*?--format markdown)", prune["run"].replace("\\\n", " ")).group(1))
     plan = dry_run_of([HFCACHE, *plan_command[1:]], env)
-    for step in (install, prune):  # as the runner does: bash -e with pipefail
-        done = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]], env=env, text=True)
-        assert done.returncode == 0
-    assert open(os.path.join(installers, "calls")).read().split()[1:] == ["install", "hfcache"]
+    for step in (install, prune):
+        done = run(step)
+        assert done.returncode == 0, done.stderr
+    assert open(os.path.join(installers, "calls")).read().split()[1:] == ["install", wheel]
     assert hub_size(root) <= 10 * GB
     text = summary.read_text()
     assert text.startswith("### Model cache housekeeping\n")
@@ -394,30 +466,272 @@ def test_github_actions_post_step_prunes_to_the_quota_and_writes_the_job_summary
     assert {r[1] for r in table[1:] if r[3] == "deleted"} == {u["id"] for u in plan["delete"] if u["what"] == "revision"}
     assert_did_exactly(plan, before, root, os.path.join(env["HOME"], ".local", "state", "hfcache", "audit.log"), monkeypatch)
 
+    # Loud: a prune that fails fails its step, and the job with it; so does a wheel that is not there.
+    assert run(prune, HFCACHE_CONFIG=broken_policy(tmp_path)).returncode == 2
+    os.remove(workspace / wheel)
+    assert run(install).returncode != 0
 
-def test_gitlab_after_script_prunes_to_the_quota_and_keeps_the_plan_as_an_artifact(tmp_path, monkeypatch):
+
+def test_gitlab_script_installs_the_pinned_wheel_prunes_after_the_tests_and_fails_loudly(tmp_path, monkeypatch, built_wheel):
     path = example("ci", "gitlab-ci.yml")
     check_schema("vendor.gitlab-ci", path)
     [job] = yaml.safe_load(open(path)).values()
     assert job["cache"]["when"] == "always" and job["artifacts"]["when"] == "always"
+    assert "after_script" not in job  # GitLab ignores a failing after_script: a broken prune would go unseen
 
     project = tmp_path / "project"
     project.mkdir()
     variables = {k: v.replace("$CI_PROJECT_DIR", str(project)) for k, v in job["variables"].items()}
     assert os.path.relpath(variables["HF_HOME"], project) == job["cache"]["paths"][0]  # the cache GitLab saves
+    wheel = variables["HFCACHE_WHEEL"]
+    assert os.path.basename(wheel) == pinned_wheel(open(path).read(), built_wheel)
+    (project / os.path.dirname(wheel)).mkdir(parents=True)
+    shutil.copy(built_wheel, project / wheel)
     root = os.path.join(variables["HF_HOME"], "hub")
     runner_cache(root)
     installers = fake_installer(tmp_path, "pip")
+    fake_installer(tmp_path, "python", exit_code='"${TESTS_EXIT:-0}"')  # the tests: pass or fail as told
     env = {"HOME": str(tmp_path / "runner"), "PATH": f"{installers}:{BINDIR}:/usr/bin:/bin", "CI_PROJECT_DIR": str(project)}
     env.update(variables)
+
+    def run(**changes: str) -> subprocess.CompletedProcess:
+        # GitLab runs the script's lines in one bash (-e, pipefail), stopping at the first that fails.
+        shell = ["bash", "-eo", "pipefail", "-c", "\n".join(job["script"])]
+        return subprocess.run(shell, env={**env, **changes}, cwd=project, capture_output=True, text=True)
+
     before = revisions(root)
-    command = next(line for line in job["after_script"] if line.startswith("hfcache prune"))
-    plan = dry_run_of([HFCACHE, *shlex.split(command.split("|")[0])[1:]], env)
-    for line in job["after_script"]:
-        done = subprocess.run(["bash", "-eo", "pipefail", "-c", line], env=env, cwd=project, capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
+    command = next(line for line in job["script"] if line.startswith("hfcache prune"))
+    plan = dry_run_of([HFCACHE, *shlex.split(command.split(">")[0])[1:]], env)
+    done = run(TESTS_EXIT="1")  # the tests failed: the cache is pruned all the same, and the job fails with them
+    assert done.returncode == 1, done.stderr
+    calls = [line.split()[1:] for line in open(os.path.join(installers, "calls"))]
+    assert calls[0] == ["install", "--quiet", wheel] and calls[2] == ["-m", "pytest"]
     assert hub_size(root) <= 10 * GB
     [artifact] = job["artifacts"]["paths"]
     [table] = markdown_tables((project / artifact).read_text())
     assert {r[3] for r in table[1:]} == {"deleted"}
+    assert "| deleted |" in done.stdout  # the plan in the job's log too
     assert_did_exactly(plan, before, root, os.path.join(env["HOME"], ".local", "state", "hfcache", "audit.log"), monkeypatch)
+    assert run(TESTS_EXIT="0").returncode == 0  # tests passed, prune done (nothing left to do): the job passes
+
+    # Loud: a prune that fails fails the job although the tests passed; a missing wheel fails it before the tests.
+    assert run(TESTS_EXIT="0", HFCACHE_CONFIG=broken_policy(tmp_path)).returncode == 2
+    os.remove(project / wheel)
+    os.remove(os.path.join(installers, "calls"))
+    assert run(TESTS_EXIT="0").returncode != 0
+    assert [line.split()[1:] for line in open(os.path.join(installers, "calls"))] == [["install", "--quiet", wheel]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Policies: what each comment of examples/policies/*.yaml says, checked on a cache
+
+
+def hub_model(root: str, repo_id: str, *revisions: tuple[str, int, float, float], main: str | None = None) -> dict[str, str]:
+    """A hub model, one file per revision, each ``(label, bytes, read days ago, downloaded days ago)``; label -> commit.
+
+    The blobs are sparse (``repo`` truncates): a cache of hundreds of GB takes no disk.
+    ``refs/main`` points to ``main`` (the last revision when not given).
+    """
+    folder = "models--" + repo_id.replace("/", "--")
+    commits = {label: trees.commit(f"{repo_id}@{label}") for label, *_ in revisions}
+    etags = {label: f"{folder}-{label}" for label, *_ in revisions}
+    repo_dir = trees.repo(
+        root,
+        folder,
+        snapshots={commits[label]: {"model.safetensors": etags[label]} for label, *_ in revisions},
+        blobs={etags[label]: size for label, size, *_ in revisions},
+        refs={"main": commits[main or revisions[-1][0]]},
+    )
+    for label, _, read, downloaded in revisions:
+        os.utime(os.path.join(repo_dir, "blobs", etags[label]), (time.time() - read * DAY, time.time() - downloaded * DAY))
+    return commits
+
+
+def partial_download(root: str, repo_id: str, hours_old: float) -> str:
+    """A hub partial download (``blobs/<sha256>.incomplete``, no lock held) last written ``hours_old`` ago."""
+    path = trees.write(
+        os.path.join(root, "models--" + repo_id.replace("/", "--"), "blobs", f"{trees.sha256(hours_old)}.incomplete"), 100
+    )
+    os.utime(path, (time.time() - hours_old * 3600, time.time() - hours_old * 3600))
+    return path
+
+
+def torch_checkpoint(root: str, name: str, size: int, read: float, downloaded: float) -> str:
+    """``<root>/checkpoints/<name>`` (torch hub's download folder), sparse, read and written so many days ago."""
+    path = trees.write(os.path.join(root, "checkpoints", name), size)
+    os.utime(path, (time.time() - read * DAY, time.time() - downloaded * DAY))
+    return path
+
+
+def plan_with(config: str, *roots: str) -> dict:
+    """The plan of ``hfcache prune --config CONFIG --dry-run --json`` on these cache roots."""
+    args = [a for root in roots for a in ("--cache-dir", root)]
+    done = run_cli("prune", "--config", config, "--dry-run", "--json", *args)
+    assert done.exit_code == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def disk(monkeypatch, *, total: int, free: int) -> None:
+    """Every cache on one file system of ``total`` bytes, ``free`` free (what ``min_free`` sees, not this machine's)."""
+    monkeypatch.setattr(hfcache.prune, "disk_of", lambda root: hfcache.prune.Disk(1, total, free))
+
+
+def deleted(plan: dict) -> set[str]:
+    """The revisions (commits, checkpoint hashes) and junk paths the plan deletes."""
+    return {u["revision"] or u["path"] for u in plan["delete"]}
+
+
+def whole(plan: dict) -> set[str]:
+    """The models the plan deletes every revision of."""
+    return {u["id"] for u in plan["delete"] if u["item_removed"]}
+
+
+def comments(text: str) -> str:
+    """What a policy says: its comments, one string, whitespace collapsed (a promise may wrap)."""
+    return " ".join(" ".join(line.partition("#")[2] for line in text.splitlines()).split())
+
+
+def says(policy: str, promise: str) -> str:
+    """``promise``, after checking that the policy's comments say it word for word (the test names what it checks).
+
+    ``policy`` is a file of ``examples/policies/``, or the text of a policy.
+    """
+    text = open(example("policies", policy)).read() if policy.endswith(".yaml") else policy
+    assert promise in comments(text), f"the policy no longer says {promise!r}: check what it says now"
+    return promise
+
+
+def test_the_laptop_policy_does_what_its_comments_say(tmp_path, monkeypatch):
+    hub, torch = str(tmp_path / "hub"), str(tmp_path / "torch" / "hub")
+    tried = hub_model(hub, "org/tried", ("a", GB, 100, 100))
+    used = hub_model(hub, "org/used", ("old", GB, 61, 120), ("x", GB, 59, 90), ("y", GB, 30, 60), ("main", GB, 0, 10))
+    stale, fresh = partial_download(hub, "org/used", 25), partial_download(hub, "org/used", 12)
+    orphan = trees.write(os.path.join(hub, "models--org--used", "blobs", "unreferenced"), 1000)
+    os.utime(orphan, (time.time() - 3 * DAY, time.time() - 3 * DAY))
+    resnet = torch_checkpoint(torch, "resnet18-5c106cde.pth", 10**7, read=100, downloaded=100)
+    vit = torch_checkpoint(torch, "vit_b_16-c867db91.pth", 10**7, read=3, downloaded=100)
+    disk(monkeypatch, total=10**12, free=10**10)
+    plan = plan_with(example("policies", "laptop.yaml"), hub, torch)
+    going = deleted(plan)
+
+    promise = says("laptop.yaml", "a revision not read for two months goes, even a model's only one (then the whole model goes)")
+    assert tried["a"] in going and used["old"] in going and "org/tried" in whole(plan), promise
+    promise = says("laptop.yaml", "every revision read in the last two months stays, however many a model has")
+    assert {used["x"], used["y"], used["main"]}.isdisjoint(going), promise
+    promise = says("laptop.yaml", "In every cache (hub, torch, Keras, ...)")
+    assert "5c106cde" in going and "c867db91" not in going, promise
+    assert os.path.exists(resnet) and os.path.exists(vit)  # a dry run
+    promise = says("laptop.yaml", "partial downloads older than a day whose lock is free, orphan blobs")
+    assert stale in going and orphan in going and fresh not in going, promise
+    promise = says("laptop.yaml", "`keep: 2` here would keep a model tried once")
+    with_keep = tmp_path / "laptop-keep-2.yaml"
+    with_keep.write_text(open(example("policies", "laptop.yaml")).read() + "keep: 2\n")
+    assert tried["a"] not in deleted(plan_with(str(with_keep), hub, torch)), promise
+
+
+def test_the_gpu_server_policy_does_what_its_comments_say(tmp_path, monkeypatch):
+    hub, torch, keras = str(tmp_path / "hub"), str(tmp_path / "torch" / "hub"), str(tmp_path / "keras")
+    llama = hub_model(hub, "meta-llama/L3", ("a", 50 * GB, 100, 100), ("b", 50 * GB, 100, 100))
+    core = hub_model(hub, "org/core-emb", ("a", 20 * GB, 100, 100))
+    stale = hub_model(hub, "org/stale", ("a", 30 * GB, 8, 50))
+    solo = hub_model(hub, "org/solo", ("a", 30 * GB, 6, 50))
+    busy = hub_model(
+        hub, "org/busy", ("r1", 30 * GB, 5, 50), ("r2", 30 * GB, 4, 40), ("r3", 30 * GB, 3, 30), ("main", 10 * GB, 1, 20)
+    )
+    llama_partial = partial_download(hub, "meta-llama/L3", 100)
+    old_partial, young_partial = partial_download(hub, "org/busy", 72), partial_download(hub, "org/busy", 24)
+    torch_checkpoint(torch, "resnet18-5c106cde.pth", 10**7, read=40, downloaded=40)
+    torch_checkpoint(torch, "vit_b_16-c867db91.pth", 10**7, read=20, downloaded=40)
+    served = trees.write(os.path.join(torch, "meta-llama_llama_main", "hubconf.py"), b"dependencies = []\n")
+    os.utime(served, (time.time() - 100 * DAY, time.time() - 100 * DAY))
+    weights = trees.write(os.path.join(keras, "models", "resnet50_weights_tf_dim_ordering_tf_kernels.h5"), 10**8)
+    os.utime(weights, (time.time() - 400 * DAY, time.time() - 400 * DAY))
+    disk(monkeypatch, total=10**13, free=5 * 10**12)  # plenty free: min_free has nothing to do
+    plan = plan_with(example("policies", "gpu-server.yaml"), hub, torch, keras)
+    going = deleted(plan)
+    hub_left = hub_size(hub) - sum(u["reclaim_bytes"] for u in plan["delete"] if u["root"] == os.path.realpath(hub))
+
+    promise = says("gpu-server.yaml", "never deleted by any policy (age, quotas, junk), in any cache")
+    kept = {(u["kind"], u["revision"] or u["path"]) for u in plan["keep"] if u["id"].startswith("meta-llama/")}
+    everything = {*(("huggingface", c) for c in (*llama.values(), llama_partial)), ("torch", "main")}
+    assert kept == everything and not [u for u in plan["delete"] if u["id"].startswith("meta-llama/")], promise
+    promise = says("gpu-server.yaml", "the same, as a model rule")
+    assert core["a"] in {u["revision"] for u in plan["keep"]} and core["a"] not in going, promise
+    promise = says("gpu-server.yaml", "not read for a week: goes, even a model's last revision")
+    assert stale["a"] in going and "org/stale" in whole(plan), promise
+    promise = says("gpu-server.yaml", "least recently read first, until the cache fits")
+    assert busy["r1"] in going and busy["r2"] in going and busy["r3"] not in going and hub_left <= 200 * GB, promise
+    promise = says("gpu-server.yaml", "but never a model's last revision")
+    assert solo["a"] not in going and busy["main"] not in going, promise
+    promise = says("gpu-server.yaml", "Torch hub: 30 days unread")
+    assert "5c106cde" in going and "c867db91" not in going, promise
+    promise = says("gpu-server.yaml", "The other caches (Keras, Xet, datasets, ...): junk only")
+    assert "keras" in {c["kind"] for c in plan["caches"]} and not [u for u in plan["delete"] if u["kind"] == "keras"], promise
+    promise = says("gpu-server.yaml", "junk younger than two days stays")
+    assert old_partial in going and young_partial not in going, promise
+
+    # A second cache, under 200 GB, on a disk with 7 GB of 100 GB free: min_free wants 3 GB more.
+    other = str(tmp_path / "other" / "hub")
+    third = hub_model(other, "org/busy", ("r1", GB, 3, 3), ("r2", GB, 2, 2), ("main", 2 * GB, 1, 1))
+    disk(monkeypatch, total=100 * GB, free=7 * GB)
+    plan = plan_with(example("policies", "gpu-server.yaml"), other)
+    promise = says("gpu-server.yaml", "then, the same way, until a tenth of the disk is free")
+    assert deleted(plan) == {third["r1"], third["r2"]}, promise
+    promise = says("gpu-server.yaml", "when what was read this week is more than that, the plan warns and keeps it")
+    assert [w for w in plan["warnings"] if "short of min_free" in w] and third["main"] not in deleted(plan), promise
+
+
+def test_the_ci_runner_policy_does_what_its_comments_say(tmp_path, monkeypatch):
+    hub, torch = str(tmp_path / "hub"), str(tmp_path / "torch" / "hub")
+    first = hub_model(hub, "org/first", ("a", 12 * GB, 0.01, 10))  # downloaded first, read a minute ago
+    second = hub_model(hub, "org/second", ("a", 10 * GB, 30, 5))  # read least recently
+    third = hub_model(hub, "org/third", ("a", 8 * GB, 20, 1))
+    old_partial, young_partial = partial_download(hub, "org/third", 3), partial_download(hub, "org/third", 1)
+    torch_checkpoint(torch, "resnet18-5c106cde.pth", 12 * GB, read=1, downloaded=3)
+    torch_checkpoint(torch, "vit_b_16-c867db91.pth", 10 * GB, read=1, downloaded=2)
+    disk(monkeypatch, total=10**13, free=5 * 10**12)  # plenty free: min_free has nothing to do
+    plan = plan_with(example("policies", "ci-runner.yaml"), hub, torch)
+    going = deleted(plan)
+
+    promise = says("ci-runner.yaml", "go by download time")
+    assert first["a"] in going and second["a"] not in going, promise
+    promise = says("ci-runner.yaml", "per cache: least recently downloaded first until it fits in 20 GB")
+    assert going & {first["a"], second["a"], third["a"], "5c106cde", "c867db91"} == {first["a"], "5c106cde"}, promise
+    promise = says("ci-runner.yaml", "a quota may empty a model")
+    assert whole(plan) == {"org/first", "resnet18"}, promise
+    promise = says("ci-runner.yaml", "partial downloads whose lock is free, orphan blobs, leftovers, once 2 hours old")
+    assert old_partial in going and young_partial not in going, promise
+
+    # Two caches under 20 GB on one disk with 1 GB of 100 GB free: min_free wants 4 GB more.
+    hub, torch = str(tmp_path / "runner" / "hub"), str(tmp_path / "runner" / "torch" / "hub")
+    ancient = hub_model(hub, "org/ancient", ("a", 2 * GB, 300, 300))
+    fresh = hub_model(hub, "org/fresh", ("a", 6 * GB, 1, 1))
+    torch_checkpoint(torch, "resnet18-5c106cde.pth", 4 * GB, read=1, downloaded=3)
+    disk(monkeypatch, total=100 * GB, free=50 * GB)
+    promise = says("ci-runner.yaml", "nothing goes for its age")
+    assert deleted(plan_with(example("policies", "ci-runner.yaml"), hub, torch)) == set(), promise
+    disk(monkeypatch, total=100 * GB, free=1 * GB)
+    plan = plan_with(example("policies", "ci-runner.yaml"), hub, torch)
+    promise = says("ci-runner.yaml", "then the same way across the disk's caches: the next job needs 5 GB free")
+    assert deleted(plan) == {ancient["a"], "5c106cde"} and fresh["a"] not in deleted(plan), promise
+
+
+def test_the_kubernetes_policy_does_what_its_comments_say(tmp_path, monkeypatch):
+    [config_map, _] = yaml.safe_load_all(open(example("kubernetes", "hfcache-prune-cronjob.yaml")))
+    policy = config_map["data"]["config.yaml"]
+    (tmp_path / "config.yaml").write_text(policy)
+    hub = str(tmp_path / "hub")
+    old = hub_model(hub, "org/old", ("a", 10 * GB, 15, 30))
+    recent = hub_model(hub, "org/recent", ("a", 100 * GB, 13, 30))
+    served = hub_model(hub, "org/served", ("r1", 300 * GB, 10, 30), ("main", 250 * GB, 0.01, 20))
+    old_partial, young_partial = partial_download(hub, "org/served", 72), partial_download(hub, "org/served", 24)
+    disk(monkeypatch, total=10**13, free=5 * 10**12)
+    plan = plan_with(str(tmp_path / "config.yaml"), hub)
+    going = deleted(plan)
+
+    promise = says(policy, "not read for two weeks: goes, even a model's last revision")
+    assert old["a"] in going and "org/old" in whole(plan), promise
+    promise = says(policy, "then, least recently read first, until the cache fits; never a model's last revision")
+    assert served["r1"] in going and recent["a"] not in going and served["main"] not in going, promise
+    promise = says(policy, "partial downloads and orphans younger than two days stay")
+    assert old_partial in going and young_partial not in going, promise
