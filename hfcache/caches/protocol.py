@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from hfcache.caches.deletion import PATHS, Deletion
 from hfcache.model import CacheInventory
@@ -25,6 +25,16 @@ from hfcache.model import CacheInventory
 # hfcache's prune lock, relative to a cache root, for kinds that do not say where they keep it.
 PRUNE_LOCK = ".hfcache-prune.lock"
 _DEFAULTED = ("shapes", "lock_file", "deletion", "parallel", "has_refs")
+
+
+class Uri(NamedTuple):
+    """What a kind's URI names: an item id, maybe a revision (or ref), maybe an item type."""
+
+    id: str
+    revision: str | None = None
+    type: str | None = None
+
+
 REQUIRED = ("kind", "title", "types", "default_roots", "recognizes", "scan")
 
 
@@ -85,6 +95,10 @@ class CacheKind(Protocol):
         """Scan one root; ``explicit`` roots must exist and be recognisable, default ones may be absent."""
         ...
 
+    def parse_uri(self, text: str) -> Uri | None:
+        """What a URI of this kind's own scheme names (``hf://datasets/org/name@v1``), or None (default)."""
+        ...
+
 
 @dataclass(frozen=True)
 class _Completed:
@@ -118,6 +132,10 @@ class _Completed:
     def scan(self, root: str, *, explicit: bool = True, **options: Any) -> CacheInventory:
         result: CacheInventory = self.inner.scan(root, explicit=explicit, **options)
         return result
+
+    def parse_uri(self, text: str) -> Uri | None:
+        parse = getattr(self.inner, "parse_uri", None)
+        return parse(text) if callable(parse) else None
 
 
 def complete(obj: object) -> CacheKind:

@@ -49,6 +49,10 @@ _WHY: dict[Case, Callable[[Decision], str]] = {
     Case.LOCK_HELD: lambda d: "its download lock is held",
     Case.YOUNG: lambda d: f"modified {_age(d.age)} ago, within the {_age(d.limit)} grace period",
     Case.NO_MANIFEST: lambda d: "no .refs manifest (the hub never deletes those)",
+    Case.TARGET: lambda d: f"{d.subject!r} on the command line" + (f"; its refs go too: {d.scope}" if d.scope else ""),
+    Case.WHOLE: lambda d: (
+        f"{d.subject!r} on the command line: the whole model goes" + (f"; its refs go too: {d.scope}" if d.scope else "")
+    ),
 }
 
 

@@ -82,6 +82,7 @@ class Rule(Word):
     JUNK = "junk"
     KEEP = "keep"  # junk kept: too young, its download lock held, ...
     RECORDED = "recorded"  # a reason read back from a plan file, as it was written
+    NAMED = "named"  # hfcache rm: named on the command line
 
 
 class Case(Word):
@@ -105,6 +106,8 @@ class Case(Word):
     YOUNG = "young"  # keep: modified within the grace period
     NO_MANIFEST = "no-manifest"  # keep: a payload without a .refs manifest
     TEXT = "text"  # recorded: ``subject`` is the reason as written
+    TARGET = "target"  # named: ``subject`` is the target as given, ``scope`` the refs that go with it
+    WHOLE = "whole"  # named: the model's last revision, so the whole model goes
 
 
 class Decision(NamedTuple):

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from hfcache.caches._common import TEMPFILE_RE, FunctionKind, names_in
 from hfcache.caches.huggingface.delete import HUB_DELETION
-from hfcache.caches.huggingface.location import KIND, REPO_TYPES, SHARED_STORE_DIR, TITLE, default_root, looks_like_cache
+from hfcache.caches.huggingface.location import (
+    KIND,
+    REPO_TYPES,
+    SHARED_STORE_DIR,
+    TITLE,
+    default_root,
+    looks_like_cache,
+    parse_hf_uri,
+)
 from hfcache.caches.huggingface.scan import scan
 
 _REPO_SHAPE = rf"(?:{'|'.join(REPO_TYPES)})--[^/]+"
@@ -22,6 +30,7 @@ HUB = FunctionKind(
     scan,
     parallel=True,
     has_refs=True,  # branches, tags and PR refs name its revisions
+    uri=parse_hf_uri,  # hf://models/org/name@rev, as hf cache rm takes it
     shapes=(
         _REPO_SHAPE,  # a whole repo folder, with its last revision
         rf"{_REPO_SHAPE}/snapshots/{_COMMIT_SHAPE}",

@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 
 from hfcache.caches._common import FILES_TO_IGNORE, check_dir, env_path, expanduser, expandvars, xdg_cache_home
+from hfcache.caches.protocol import Uri
 from hfcache.errors import CacheUnreadable, NotACache
 
 KIND = "huggingface"
@@ -127,3 +128,20 @@ def check_root(path: str, *, explicit: bool) -> str | None:
             path=given,
         )
     return real
+
+
+def parse_hf_uri(text: str) -> Uri | None:
+    """``hf://[models|datasets|spaces|kernels/]org/name[@revision]``, as ``hf cache rm`` takes it; None for another scheme.
+
+    >>> parse_hf_uri("hf://datasets/org/data@v1"), parse_hf_uri("hf://org/m"), parse_hf_uri("org/m")
+    (Uri(id='org/data', revision='v1', type='dataset'), Uri(id='org/m', revision=None, type='model'), None)
+    """
+    if not text.startswith("hf://"):
+        return None
+    rest = text[len("hf://") :]
+    head, _, tail = rest.partition("/")
+    kind_type = "model"
+    if head in REPO_TYPES and tail:
+        rest, kind_type = tail, REPO_TYPES[head]
+    ident, _, revision = rest.partition("@")
+    return Uri(ident.rstrip("/"), revision or None, kind_type)

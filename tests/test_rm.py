@@ -1,0 +1,146 @@
+"""``hfcache rm``: named repos and revisions go through prune's plan, question, checks and audit (issue 17, point 4).
+
+Caches are built by huggingface_hub's own ``hf_hub_download`` against the loopback hub, and
+what stays is loaded offline afterwards, by commit and by every ref.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from huggingface_hub import scan_cache_dir
+
+from hfcache.caches.registry import KINDS
+from hfcache.errors import UsageError
+from hfcache.execute.audit import read_log
+from hfcache.model import Inventory
+from hfcache.plan.removal import Target, parse_target, removal_plan
+from tests.fakehub import FakeHub
+from tests.support import NOW, assert_kept_revisions_load_offline, build_rich_cache, contents, rev, run_cli, torch_cache
+
+
+@pytest.fixture
+def rich(tmp_path):
+    root = str(tmp_path / "hub")
+    with FakeHub() as hub:
+        commits = build_rich_cache(hub, root)
+    return root, commits
+
+
+def _rm(root: str, *args: str, log: str | None = None):
+    extra = ["--log", log] if log else []
+    return run_cli("rm", *args, "--cache-dir", root, "--json", *extra)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("org/model", Target("org/model", "org/model")),
+        ("org/model@v1.0", Target("org/model@v1.0", "org/model", "v1.0")),
+        ("hf://models/org/model@main", Target("hf://models/org/model@main", "org/model", "main", "model")),
+        ("hf://datasets/org/data", Target("hf://datasets/org/data", "org/data", None, "dataset")),
+        ("hf://spaces/org/demo", Target("hf://spaces/org/demo", "org/demo", None, "space")),
+        ("hf://org/model", Target("hf://org/model", "org/model", None, "model")),
+    ],
+)
+def test_targets_as_hf_cache_rm_takes_them(text, expected):
+    assert parse_target(text, kinds=KINDS.values()) == expected
+
+
+@pytest.mark.parametrize("text", ["", "@main", "org/model@", "/etc/passwd", "s3://bucket/model"])
+def test_a_target_that_names_nothing_parseable_is_a_usage_error(text):
+    with pytest.raises(UsageError):
+        parse_target(text, kinds=KINDS.values())
+
+
+def test_a_whole_repo_goes_and_everything_else_still_loads(rich, tmp_path, monkeypatch):
+    root, commits = rich
+    before = scan_cache_dir(root)
+    log = str(tmp_path / "audit.log")
+    result = _rm(root, "org/moving", "--yes", log=log)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert {u["revision"] for u in doc["delete"]} == {commits["d1"], commits["d2"]}
+    assert all(u["status"] == "deleted" and u["item_removed"] for u in doc["delete"])
+    assert not os.path.exists(os.path.join(root, "models--org--moving"))
+    assert [r.repo_id for r in scan_cache_dir(root).repos if r.repo_id == "org/moving"] == []
+    assert {line["status"] for line in read_log(log) if line["status"] != "started"} == {"deleted"}
+    assert_kept_revisions_load_offline(root, before, {commits["d1"], commits["d2"]}, monkeypatch)
+
+
+def test_one_revision_by_ref_goes_with_its_ref_and_the_plan_says_so(rich, monkeypatch):
+    root, commits = rich
+    before = scan_cache_dir(root)
+    plan = json.loads(_rm(root, "org/model@v1.1", "--dry-run").stdout)
+    [unit] = plan["delete"]
+    assert unit["revision"] == commits["c2"] and "its refs go too: v1.1" in unit["reasons"][0]
+    assert plan["dry_run"] is True and os.path.isdir(unit["path"])  # a dry run deletes nothing
+    done = _rm(root, "org/model@v1.1", "--yes")
+    assert done.exit_code == 0, done.output
+    assert not os.path.exists(unit["path"])
+    assert not os.path.exists(os.path.join(root, "models--org--model", "refs", "v1.1"))
+    assert_kept_revisions_load_offline(root, before, {commits["c2"]}, monkeypatch)
+
+
+def test_a_commit_and_an_hf_uri_of_another_type(rich):
+    root, commits = rich
+    plan = json.loads(_rm(root, f"org/pinned@{commits['pinned']}", "hf://datasets/org/data", "--dry-run").stdout)
+    assert {(u["id"], u["type"]) for u in plan["delete"]} == {("org/pinned", "model"), ("org/data", "dataset")}
+    # hf://models/org/data names a model, and there is none: nothing at all is removed.
+    before = contents(root)
+    refused = _rm(root, "hf://models/org/data", "org/pinned", "--yes")
+    assert refused.exit_code == 2 and "nothing deleted: hf://models/org/data" in refused.stderr
+    assert contents(root) == before
+
+
+def test_a_typo_removes_nothing_even_beside_real_targets(rich):
+    root, _ = rich
+    before = contents(root)
+    result = _rm(root, "org/model", "org/modle", "--yes")
+    assert result.exit_code == 2 and [line for line in result.stderr.splitlines() if line] == [
+        "error: not in the caches scanned, so nothing deleted: org/modle"
+    ]
+    assert contents(root) == before
+
+
+def test_without_a_terminal_and_without_yes_nothing_goes(rich):
+    root, _ = rich
+    before = contents(root)
+    result = run_cli("rm", "org/moving", "--cache-dir", root)
+    assert result.exit_code == 2 and "no terminal" in result.stderr
+    assert contents(root) == before
+
+
+def test_the_safety_checks_of_prune_hold_a_unit_read_since_the_plan_stays(rich, tmp_path):
+    """rm goes through execution's live checks: a plan saved, a file read meanwhile, the unit skipped."""
+    root, commits = rich
+    plan_file = str(tmp_path / "plan.json")
+    saved = _rm(root, "org/moving@main", "--dry-run")
+    with open(plan_file, "w") as f:
+        f.write(saved.stdout)
+    [unit] = json.loads(saved.stdout)["delete"]
+    blob = os.path.realpath(os.path.join(unit["path"], "weights.bin"))
+    st = os.stat(blob)
+    os.utime(blob, (st.st_atime + 3600, st.st_mtime))  # read an hour after the plan
+    applied = run_cli("apply", plan_file, "--yes", "--json")
+    assert applied.exit_code == 0, applied.output
+    [result] = json.loads(applied.stdout)["delete"]
+    assert result["status"] == "skipped" and "read since the plan" in result["error"]
+    assert os.path.isdir(unit["path"])
+
+
+def test_other_kinds_by_their_ids_and_whole_items_only_when_every_revision_is_named():
+    """The plan alone (pure): a torch hub repo's revision by id@name, then the repo by its id."""
+    cache = torch_cache(
+        ("pytorch/vision", [rev("pytorch/vision", "v0.1", days_old=9), rev("pytorch/vision", "main", days_old=1)])
+    )
+    inventory = Inventory(caches=(cache,), scanned_at=NOW)
+    one = removal_plan(inventory, [parse_target("pytorch/vision@v0.1")], now=NOW)
+    assert [(u.revision, u.item_removed, u.reclaim_bytes) for u in one.delete] == [("v0.1", False, 100)]
+    both = removal_plan(inventory, [parse_target("pytorch/vision@v0.1"), parse_target("pytorch/vision@main")], now=NOW)
+    assert sorted((u.revision, u.item_removed) for u in both.delete) == [("main", True), ("v0.1", True)]
+    assert removal_plan(inventory, [parse_target("pytorch/vision")], now=NOW).reclaim_bytes == 200
+    with pytest.raises(UsageError, match="nothing deleted: pytorch/vision@v9"):
+        removal_plan(inventory, [parse_target("pytorch/vision@v9")], now=NOW)
