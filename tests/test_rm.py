@@ -13,12 +13,14 @@ import pytest
 from huggingface_hub import scan_cache_dir
 
 from hfcache.caches.registry import KINDS
+from hfcache.caches.scan import scan_caches
 from hfcache.errors import UsageError
 from hfcache.execute.audit import read_log
 from hfcache.model import Inventory
 from hfcache.plan.removal import Target, parse_target, removal_plan
 from tests.fakehub import FakeHub
 from tests.support import NOW, assert_kept_revisions_load_offline, build_rich_cache, contents, rev, run_cli, torch_cache
+from tests.trees import write
 
 
 @pytest.fixture
@@ -39,17 +41,17 @@ def _rm(root: str, *args: str, log: str | None = None):
     [
         ("org/model", Target("org/model", "org/model")),
         ("org/model@v1.0", Target("org/model@v1.0", "org/model", "v1.0")),
-        ("hf://models/org/model@main", Target("hf://models/org/model@main", "org/model", "main", "model")),
-        ("hf://datasets/org/data", Target("hf://datasets/org/data", "org/data", None, "dataset")),
-        ("hf://spaces/org/demo", Target("hf://spaces/org/demo", "org/demo", None, "space")),
-        ("hf://org/model", Target("hf://org/model", "org/model", None, "model")),
+        ("hf://models/org/model@main", Target("hf://models/org/model@main", "org/model", "main", "model", "huggingface")),
+        ("hf://datasets/org/data", Target("hf://datasets/org/data", "org/data", None, "dataset", "huggingface")),
+        ("hf://spaces/org/demo", Target("hf://spaces/org/demo", "org/demo", None, "space", "huggingface")),
+        ("hf://org/model", Target("hf://org/model", "org/model", None, "model", "huggingface")),
     ],
 )
 def test_targets_as_hf_cache_rm_takes_them(text, expected):
     assert parse_target(text, kinds=KINDS.values()) == expected
 
 
-@pytest.mark.parametrize("text", ["", "@main", "org/model@", "/etc/passwd", "s3://bucket/model"])
+@pytest.mark.parametrize("text", ["", "@main", "org/model@", "/etc/passwd", "org/x\nmain", "hf://models/"])
 def test_a_target_that_names_nothing_parseable_is_a_usage_error(text):
     with pytest.raises(UsageError):
         parse_target(text, kinds=KINDS.values())
@@ -91,7 +93,7 @@ def test_a_commit_and_an_hf_uri_of_another_type(rich):
     # hf://models/org/data names a model, and there is none: nothing at all is removed.
     before = contents(root)
     refused = _rm(root, "hf://models/org/data", "org/pinned", "--yes")
-    assert refused.exit_code == 2 and "nothing deleted: hf://models/org/data" in refused.stderr
+    assert refused.exit_code == 2 and "nothing deleted: 'hf://models/org/data'" in refused.stderr
     assert contents(root) == before
 
 
@@ -100,7 +102,7 @@ def test_a_typo_removes_nothing_even_beside_real_targets(rich):
     before = contents(root)
     result = _rm(root, "org/model", "org/modle", "--yes")
     assert result.exit_code == 2 and [line for line in result.stderr.splitlines() if line] == [
-        "error: not in the caches scanned, so nothing deleted: org/modle"
+        "error: not in the caches scanned, so nothing deleted: 'org/modle'"
     ]
     assert contents(root) == before
 
@@ -142,5 +144,106 @@ def test_other_kinds_by_their_ids_and_whole_items_only_when_every_revision_is_na
     both = removal_plan(inventory, [parse_target("pytorch/vision@v0.1"), parse_target("pytorch/vision@main")], now=NOW)
     assert sorted((u.revision, u.item_removed) for u in both.delete) == [("main", True), ("v0.1", True)]
     assert removal_plan(inventory, [parse_target("pytorch/vision")], now=NOW).reclaim_bytes == 200
-    with pytest.raises(UsageError, match="nothing deleted: pytorch/vision@v9"):
+    with pytest.raises(UsageError, match="nothing deleted: 'pytorch/vision@v9'"):
         removal_plan(inventory, [parse_target("pytorch/vision@v9")], now=NOW)
+
+
+# ---------------------------------------------------------------------------------------------
+# What an adversarial pass found (each test seen failing on the first version of rm)
+
+
+def _hub(tmp_path, name="hub", **refs_of):
+    from tests.trees import commit, repo
+
+    root = str(tmp_path / name)
+    a, b, m = commit("a"), commit("b"), commit("m")
+    repo(root, "models--org--x", snapshots={a: {"w": "ea"}, b: {"w": "eb"}, m: {"w": "em"}},
+         blobs={"ea": 10, "eb": 20, "em": 30}, refs={"main": m, "pr/1": a, "refs/pr/1": b})  # fmt: skip
+    repo(root, "datasets--org--x", snapshots={a: {"d": "da"}}, blobs={"da": 5}, refs={"main": a})
+    return root, a, b, m
+
+
+def test_a_ref_is_matched_exactly_not_also_as_refs_slash_it(tmp_path):
+    root, a, b, _ = _hub(tmp_path)
+    plan = json.loads(_rm(root, "org/x@pr/1", "--type", "model", "--dry-run").stdout)
+    assert [u["revision"] for u in plan["delete"]] == [a]  # not b, which refs/pr/1 names
+
+
+def test_a_uri_names_the_type_it_says_and_type_may_not_say_otherwise(tmp_path):
+    root, *_ = _hub(tmp_path)
+    before = contents(root)
+    refused = _rm(root, "hf://models/org/x", "--type", "dataset", "--yes")
+    assert refused.exit_code == 2 and "names a model, not a dataset" in refused.stderr
+    plan = json.loads(_rm(root, "hf://datasets/org/x", "--dry-run").stdout)
+    assert {u["type"] for u in plan["delete"]} == {"dataset"}
+    assert contents(root) == before
+
+
+@pytest.mark.parametrize("text", ["hf://models/org/x@", "hf://models/", "hf://datasets", "org/x@"])
+def test_an_empty_revision_or_name_in_a_uri_is_refused_not_the_whole_repo(tmp_path, text):
+    root, *_ = _hub(tmp_path)
+    before = contents(root)
+    result = _rm(root, text, "--yes")
+    assert result.exit_code == 2 and contents(root) == before
+
+
+def test_a_uri_names_only_its_own_kinds_items(tmp_path, isolated_home):
+    """hf:// names hub repos: an item of the same id and type in the datasets library's cache stays."""
+    root, *_ = _hub(tmp_path)
+    found = removal_plan(
+        Inventory(caches=(*scan_caches([root]).caches, _other_kind_cache("org/x", "dataset")), scanned_at=NOW),
+        [parse_target("hf://datasets/org/x", kinds=KINDS.values())],
+        now=NOW,
+    )
+    assert {u.kind for u in found.delete} == {"huggingface"}
+
+
+def _other_kind_cache(ident: str, item_type: str):
+    from hfcache.model import CacheInventory, Item, Revision
+
+    rev = Revision("default", f"/other/{ident}/default", size_bytes=1, reclaimable_bytes=1)
+    return CacheInventory(
+        "datasets", "/other", items=(Item("datasets", ident, item_type, f"/other/{ident}", 1, revisions=(rev,)),)
+    )
+
+
+def test_an_id_in_two_kinds_needs_kind(tmp_path):
+    root, *_ = _hub(tmp_path)
+    inventory = Inventory(caches=(*scan_caches([root]).caches, _other_kind_cache("org/x", "model")), scanned_at=NOW)
+    with pytest.raises(UsageError, match="more than one kind of cache .*--kind"):
+        removal_plan(inventory, [parse_target("org/x", item_type="model")], now=NOW)
+    chosen = removal_plan(inventory, [parse_target("org/x", item_type="model")], now=NOW, chosen_kinds=["huggingface"])
+    assert chosen.delete  # --kind given: what the scan of that kind holds
+
+
+def test_ids_as_scan_shows_them_round_trip_through_rm():
+    """An id with an @ in it (a Keras file) or a URL (a datasets download) is named as scan shows it."""
+    for ident in ("models/foo@bar.h5", "https://example.org/data/train.csv"):
+        inventory = Inventory(caches=(_other_kind_cache(ident, "download"),), scanned_at=NOW)
+        plan = removal_plan(inventory, [parse_target(ident, kinds=KINDS.values())], now=NOW)
+        assert [u.id for u in plan.delete] == [ident]
+
+
+def test_a_plugin_whose_uri_parser_raises_does_not_stop_rm():
+    class Broken:
+        kind = "broken"
+
+        def parse_uri(self, text):
+            raise ValueError("boom")
+
+    assert parse_target("org/x@main", kinds=[Broken(), *KINDS.values()]) == Target("org/x@main", "org/x", "main")
+
+
+def test_a_target_not_found_is_quoted_in_the_error(tmp_path):
+    root, *_ = _hub(tmp_path)
+    result = _rm(root, "org/none@\x1b[31mred", "--dry-run")
+    assert result.exit_code == 2 and "\x1b" not in result.stderr and "'org/none@\\x1b[31mred'" in result.stderr
+
+
+def test_a_named_model_that_stays_is_said_on_stderr_and_exits_1(rich):
+    """Damaged (a ref to a commit that is not there): kept, with the reason, and rm does not pass for done."""
+    root, _ = rich
+    write(os.path.join(root, "models--org--moving", "refs", "v9"), b"f" * 40)
+    result = run_cli("rm", "org/moving", "--cache-dir", root, "--yes")
+    assert result.exit_code == 1
+    assert "org/moving@" in result.stderr and "stays: damaged" in result.stderr

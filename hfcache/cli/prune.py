@@ -107,6 +107,9 @@ class _Run:
     lock_wait: float
     log: str | None
     show_kept: bool = False
+    # hfcache rm: what was named and not removed (kept for damage, skipped by a live check) is exit 1
+    named: bool = False
+    dry: bool = False
 
     def emit(self, plan: Plan, *, execution: Execution | None = None) -> None:
         _emit(plan, self.fmt, execution=execution, show_keep=self.show_kept and execution is None, quiet=self.quiet)
@@ -119,6 +122,11 @@ class _Run:
         """
         from hfcache.prune import run_plan
 
+        if self.named and plan.keep:
+            from hfcache.output.words import describe_all
+
+            for unit in plan.keep:
+                render.warning(f"{unit.id}@{unit.revision} stays: {'; '.join(describe_all(unit.reasons[1:]))}")
         if not plan.delete:
             if self.yes:  # nothing to delete, but what an interrupted prune left half-done is finished
                 from hfcache.prune import repair
@@ -126,6 +134,8 @@ class _Run:
                 notes = repair(plan, lock_wait=self.lock_wait)
                 plan = replace(plan, warnings=(*notes, *plan.warnings)) if notes else plan
             self.emit(plan)
+            if self.named and plan.keep and not self.dry:
+                raise typer.Exit(EXIT_PARTIAL)
             return
         roots = [*(c.root for c in plan.caches), *(u.root for u in plan.delete)]
         if inventory is not None:
@@ -161,7 +171,7 @@ class _Run:
         if stopped:
             render.error(f"{stopped}: stopped before the next unit; the rest was not deleted")
             raise typer.Exit(EXIT_PARTIAL)
-        if result.failed:
+        if result.failed or (self.named and (plan.keep or any(r.status != "deleted" for r in result.results))):
             raise typer.Exit(EXIT_PARTIAL)
 
 

@@ -67,13 +67,22 @@ def rm(
 
     fmt = _format(output_format, as_json)
     with _user_errors(verbose=verbose):
-        kinds = registry().kinds.values()
+        kinds = [k for k in registry().kinds.values() if not kind or k.kind in kind]
         wanted = [parse_target(t, item_type=item_type, kinds=kinds) for t in targets]  # refused before the scan
-        run = _Run(yes=yes, fmt=fmt, quiet=quiet, lock_wait=float(parse_duration(lock_wait)), log=log, show_kept=show_kept)
+        run = _Run(
+            yes=yes,
+            fmt=fmt,
+            quiet=quiet,
+            lock_wait=float(parse_duration(lock_wait)),
+            log=log,
+            show_kept=show_kept,
+            named=True,
+            dry=dry_run,
+        )
         with _progress(not quiet):
             inventory = scan_caches(cache_dir or None, kinds=kind or None, jobs=_jobs(jobs))
         _refuse_outputs_in_caches((c.root for c in inventory.caches), log=None if dry_run else log)
-        plan = removal_plan(inventory, wanted, now=inventory.scanned_at)
+        plan = removal_plan(inventory, wanted, now=inventory.scanned_at, chosen_kinds=kind or ())
         if dry_run:
             run.emit(plan)
         else:

@@ -8,63 +8,103 @@ and goes through the same dry run, question, checks, audit log and exit codes. P
 inventory in, the plan out.
 
 >>> parse_target("org/model@v1.0")
-Target(text='org/model@v1.0', id='org/model', revision='v1.0', type=None)
+Target(text='org/model@v1.0', id='org/model', revision='v1.0', type=None, kind=None)
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from hfcache.caches.protocol import CacheKind
+from hfcache.caches.protocol import CacheKind, Uri
 from hfcache.errors import UsageError
 from hfcache.model import CacheInventory, Inventory, Item, Revision
 from hfcache.plan.accounting import Reclaim
 from hfcache.plan.decisions import Plan, PlanCache, PlanUnit
 from hfcache.plan.policies import Case, Decision, Rule
 
+log = logging.getLogger(__name__)
+
 
 class Target(NamedTuple):
-    """What one command-line argument names: an item id, maybe a revision (or ref), maybe a type."""
+    """What one command-line argument names: an item id, maybe a revision (or ref), maybe a type and kind.
+
+    ``kind`` is set when a kind's own URI scheme named it (``hf://`` names hub items only).
+    """
 
     text: str
     id: str
     revision: str | None = None
     type: str | None = None
+    kind: str | None = None
+
+
+def _bad(text: str) -> UsageError:
+    return UsageError(f"not a repo id, id@revision or URI: {text!r}")
+
+
+def _read_uri(kind: CacheKind, text: str) -> Uri | None:
+    try:
+        return kind.parse_uri(text)
+    except Exception as e:  # noqa: BLE001 - a plug-in's parser: its failure is its own, never the command's
+        log.warning("cache kind %s could not read %r: %s: %s", kind.kind, text, type(e).__name__, e)
+        return None
 
 
 def parse_target(text: str, *, item_type: str | None = None, kinds: Iterable[CacheKind] = ()) -> Target:
-    """``org/name``, ``org/name@rev``, or a URI one of ``kinds`` reads (``hf://...``); a :class:`UsageError` else."""
-    given = text.strip()
-    uri = next((u for u in (k.parse_uri(given) for k in kinds) if u is not None), None)
-    if uri is not None:
-        ident, revision, kind_type = uri.id, uri.revision, item_type or uri.type
-        at = "@" if revision else ""
-    else:
-        ident, at, rest = given.partition("@")
-        revision, kind_type = rest or None, item_type
-    if not ident or ident.startswith("/") or "://" in ident or (at and not revision) or any(c in ident for c in "\0\n"):
-        raise UsageError(f"not a repo id, id@revision or URI: {text!r}")
-    return Target(text, ident.rstrip("/"), revision, kind_type)
+    """``org/name``, ``org/name@rev``, or a URI one of ``kinds`` reads (``hf://...``); a :class:`UsageError` else.
+
+    A URI names items of the kind that read it, of the type it says (``--type`` may not say
+    otherwise). Anything else is an item id as ``scan`` shows it, optionally ``@revision``.
+    """
+    if not text.strip() or any(c in text for c in "\0\n\r"):
+        raise _bad(text)
+    for kind in kinds:
+        uri = _read_uri(kind, text)
+        if uri is None:
+            continue
+        if not isinstance(uri, Uri) or not uri.id.strip("/") or uri.revision == "":
+            raise _bad(text)
+        if item_type is not None and uri.type is not None and item_type != uri.type:
+            raise UsageError(f"{text!r} names a {uri.type}, not a {item_type}: drop --type or change the URI")
+        return Target(text, uri.id.strip("/"), uri.revision, uri.type or item_type, kind.kind)
+    ident, at, revision = text.rpartition("@") if "@" in text else (text, "", "")
+    if not ident or ident.startswith("/") or (at and not revision):
+        raise _bad(text)
+    return Target(text, ident, revision or None, item_type)
 
 
-def _matches(rev: Revision, revision: str) -> bool:
-    return rev.revision == revision or revision in rev.refs or f"refs/{revision}" in rev.refs
+def _matches(item: Item, revision: str) -> list[Revision]:
+    """The revisions ``revision`` names: a commit or a ref, exactly; else ``refs/<revision>`` (refs/pr/1 as pr/1)."""
+    exact = [r for r in item.revisions if r.revision == revision or revision in r.refs]
+    return exact or [r for r in item.revisions if f"refs/{revision}" in r.refs]
 
 
-def _found(inventory: Inventory, target: Target) -> list[tuple[CacheInventory, Item, list[Revision]]]:
+def _found(inventory: Inventory, target: Target, kinds: frozenset[str]) -> list[tuple[CacheInventory, Item, list[Revision]]]:
+    """Every item (and its revisions) ``target`` names. An id that is an item's whole id wins over id@revision."""
     out = []
     for cache in inventory.caches:
+        if target.kind is not None and cache.kind != target.kind:
+            continue
         for item in cache.items:
-            if item.id != target.id or (target.type is not None and item.type != target.type):
+            if target.type is not None and item.type != target.type:
                 continue
-            revs = [r for r in item.revisions if target.revision is None or _matches(r, target.revision)]
-            if revs:
-                out.append((cache, item, revs))
+            if item.id == target.text and target.kind is None:  # an id with an @ in it (a Keras file name)
+                out.append((cache, item, list(item.revisions)))
+            elif item.id == target.id:
+                revs = list(item.revisions) if target.revision is None else _matches(item, target.revision)
+                if revs:
+                    out.append((cache, item, revs))
+    found_kinds = {cache.kind for cache, _, _ in out}
+    if len(found_kinds) > 1 and not kinds:
+        raise UsageError(
+            f"{target.text!r} is in more than one kind of cache ({', '.join(sorted(found_kinds))}): say which with --kind"
+        )
     return out
 
 
-def removal_plan(inventory: Inventory, targets: Iterable[Target], *, now: float) -> Plan:
+def removal_plan(inventory: Inventory, targets: Iterable[Target], *, now: float, chosen_kinds: Iterable[str] = ()) -> Plan:
     """The plan that removes every revision ``targets`` name, counted as a policy's plan is.
 
     Raises :class:`UsageError` when a target names nothing in ``inventory`` (nothing is removed
@@ -73,12 +113,13 @@ def removal_plan(inventory: Inventory, targets: Iterable[Target], *, now: float)
     and its reason says so; a model's last revision takes the whole model.
     """
     targets = list(targets)
+    kinds = frozenset(chosen_kinds)
     chosen: dict[str, tuple[CacheInventory, Item, Revision, Target]] = {}
     missing = []
     for target in targets:
-        found = _found(inventory, target)
+        found = _found(inventory, target, kinds)
         if not found:
-            missing.append(target.text)
+            missing.append(repr(target.text))
         for cache, item, revs in found:
             for rev in revs:
                 chosen.setdefault(rev.path, (cache, item, rev, target))

@@ -141,7 +141,9 @@ def parse_hf_uri(text: str) -> Uri | None:
     rest = text[len("hf://") :]
     head, _, tail = rest.partition("/")
     kind_type = "model"
-    if head in REPO_TYPES and tail:
+    if head in REPO_TYPES:
+        if not tail.strip("/"):
+            return Uri("")  # hf://models/ names nothing: the caller refuses it
         rest, kind_type = tail, REPO_TYPES[head]
-    ident, _, revision = rest.partition("@")
-    return Uri(ident.rstrip("/"), revision or None, kind_type)
+    ident, at, revision = rest.partition("@")
+    return Uri(ident.rstrip("/"), revision if at else None, kind_type)  # "@" alone: revision "" (refused)
