@@ -247,3 +247,25 @@ def test_a_named_model_that_stays_is_said_on_stderr_and_exits_1(rich):
     result = run_cli("rm", "org/moving", "--cache-dir", root, "--yes")
     assert result.exit_code == 1
     assert "org/moving@" in result.stderr and "stays: damaged" in result.stderr
+
+
+def test_a_model_removed_whole_takes_its_stale_junk_and_its_folder(rich, tmp_path):
+    """An old partial download in the repo: it goes with the model, not left behind in a repo shell."""
+    root, _ = rich
+    partial = write(os.path.join(root, "models--org--moving", "blobs", "deadbeef.incomplete"), 500)
+    os.utime(partial, (1_000_000_000, 1_000_000_000))  # long stale, its lock free
+    result = _rm(root, "org/moving", "--yes")
+    assert result.exit_code == 0, result.output
+    assert not os.path.exists(os.path.join(root, "models--org--moving"))
+    assert "org/moving" not in {r.repo_id for r in scan_cache_dir(root).repos}
+    assert _rm(root, "org/moving", "--dry-run").exit_code == 2  # gone: nothing left to name
+
+
+def test_a_fresh_partial_download_keeps_the_repo_folder_and_is_said(rich):
+    """A partial written a moment ago may be a download under way: it stays, and so does the folder around it."""
+    root, _ = rich
+    partial = write(os.path.join(root, "models--org--moving", "blobs", "cafebabe.incomplete"), 500)
+    result = _rm(root, "org/moving", "--yes")
+    assert os.path.exists(partial)
+    doc = json.loads(result.stdout)
+    assert all(u["status"] in ("deleted", "skipped") for u in doc["delete"])

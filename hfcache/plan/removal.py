@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import NamedTuple
 
 from hfcache.caches.protocol import CacheKind, Uri
 from hfcache.errors import UsageError
 from hfcache.model import CacheInventory, Inventory, Item, Revision
 from hfcache.plan.accounting import Reclaim
-from hfcache.plan.decisions import Plan, PlanCache, PlanUnit
-from hfcache.plan.policies import Case, Decision, Rule
+from hfcache.plan.decisions import Plan, PlanCache, PlanUnit, What
+from hfcache.plan.policies import DEFAULT_JUNK_GRACE, Case, Decision, Rule, junk
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ def removal_plan(inventory: Inventory, targets: Iterable[Target], *, now: float,
     delete: list[PlanUnit] = []
     keep: list[PlanUnit] = []
     reclaims: dict[str, Reclaim] = {}
+    swept: set[str] = set()
     for path in sorted(chosen):
         cache, item, rev, target = chosen[path]
         whole = all(r.path in chosen for r in item.revisions)
@@ -140,8 +142,11 @@ def removal_plan(inventory: Inventory, targets: Iterable[Target], *, now: float,
                 _unit(cache, item, rev, (named, Decision(Rule.DAMAGED, Case.BLOCKED, keep=True, subject=str(blocking))), 0, False)
             )
             continue
-        reclaim = reclaims.setdefault(cache.root, Reclaim(cache)).remove_revision(item, rev)
-        delete.append(_unit(cache, item, rev, (named,), reclaim, whole))
+        sim = reclaims.setdefault(cache.root, Reclaim(cache))
+        delete.append(_unit(cache, item, rev, (named,), sim.remove_revision(item, rev), whole))
+        if whole and item.path not in swept:
+            swept.add(item.path)
+            delete.extend(_stale_junk(cache, item, named, sim, now))
     caches = tuple(dict.fromkeys(PlanCache(u.kind, u.root) for u in (*delete, *keep)))
     order = lambda u: (u.root, u.path)  # noqa: E731 - as make_plan orders
     return Plan(
@@ -151,6 +156,38 @@ def removal_plan(inventory: Inventory, targets: Iterable[Target], *, now: float,
         policy=(f"remove: {', '.join(t.text for t in targets)}",),
         caches=caches,
     )
+
+
+def _stale_junk(cache: CacheInventory, item: Item, named: Decision, sim: Reclaim, now: float) -> list[PlanUnit]:
+    """A model removed whole takes its junk with it (partials, orphan blobs, leftovers), as ``prune --junk`` would.
+
+    Junk the junk policy keeps (modified within the grace period: a download may be under
+    way; its lock held) stays, and with it the repo folder around it.
+    """
+    mine = replace(
+        cache,
+        partial_files=tuple(p for p in cache.partial_files if p.item_id == item.id),
+        orphan_files=tuple(o for o in cache.orphan_files if o.item_id == item.id),
+        unreferenced_payloads=(),
+        leftovers=tuple(lo for lo in cache.leftovers if lo.item_id == item.id),
+    )
+    pieces = {
+        **{p.path: (What.PARTIAL, p.size_bytes, p.last_modified) for p in mine.partial_files},
+        **{o.path: (What.ORPHAN, o.size_bytes, o.last_modified) for o in mine.orphan_files},
+        **{lo.path: (What.LEFTOVER, lo.size_bytes, lo.last_modified) for lo in mine.leftovers},
+    }
+    orphans = {o.path: o for o in mine.orphan_files}
+    units = []
+    for path, decisions in junk(mine, now=now, grace=DEFAULT_JUNK_GRACE).items():
+        if any(d.keep for d in decisions):
+            continue
+        what, size, mtime = pieces[path]
+        freed = sim.remove_orphan(orphans[path], item) if what == What.ORPHAN else size
+        reasons = (named, *decisions)
+        units.append(
+            PlanUnit(cache.kind, cache.root, item.id, None, path, freed, reasons, what=what, size_bytes=size, last_modified=mtime)
+        )
+    return units
 
 
 def _unit(cache: CacheInventory, item: Item, rev: Revision, reasons: tuple[Decision, ...], reclaim: int, whole: bool) -> PlanUnit:
