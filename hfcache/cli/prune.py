@@ -109,7 +109,6 @@ class _Run:
     show_kept: bool = False
     # hfcache rm: what was named and not removed (kept for damage, skipped by a live check) is exit 1
     named: bool = False
-    dry: bool = False
 
     def emit(self, plan: Plan, *, execution: Execution | None = None) -> None:
         _emit(plan, self.fmt, execution=execution, show_keep=self.show_kept and execution is None, quiet=self.quiet)
@@ -134,7 +133,7 @@ class _Run:
                 notes = repair(plan, lock_wait=self.lock_wait)
                 plan = replace(plan, warnings=(*notes, *plan.warnings)) if notes else plan
             self.emit(plan)
-            if self.named and plan.keep and not self.dry:
+            if self.named and plan.keep:
                 raise typer.Exit(EXIT_PARTIAL)
             return
         roots = [*(c.root for c in plan.caches), *(u.root for u in plan.delete)]

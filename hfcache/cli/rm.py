@@ -77,7 +77,6 @@ def rm(
             log=log,
             show_kept=show_kept,
             named=True,
-            dry=dry_run,
         )
         with _progress(not quiet):
             inventory = scan_caches(cache_dir or None, kinds=kind or None, jobs=_jobs(jobs))

@@ -24,7 +24,7 @@ from dataclasses import replace
 
 from hfcache.model import CacheInventory, Disk, Inventory, Item, Revision
 from hfcache.plan.accounting import Reclaim
-from hfcache.plan.decisions import Plan, PlanCache, PlanUnit, What
+from hfcache.plan.decisions import Plan, PlanCache, PlanUnit, What, junk_pieces, revision_unit
 from hfcache.plan.policies import (
     DEFAULT_JUNK_GRACE,
     Candidate,
@@ -137,14 +137,8 @@ class _CachePlan:
         cache = self.cache
         items = {i.id: i for i in cache.items}
         orphans = {o.path: o for o in cache.orphan_files}
-        pieces = [
-            *((p.path, What.PARTIAL, p.item_id, p.size_bytes, p.last_modified) for p in cache.partial_files),
-            *((o.path, What.ORPHAN, o.item_id, o.size_bytes, o.last_modified) for o in cache.orphan_files),
-            *((s.path, What.PAYLOAD, None, s.size_bytes, s.last_modified) for s in cache.unreferenced_payloads),
-            *((lo.path, What.LEFTOVER, lo.item_id, lo.size_bytes, lo.last_modified) for lo in cache.leftovers),
-        ]
         decided = junk(cache, now=self.now, grace=self.grace)
-        for path, what, item_id, size, mtime in pieces:
+        for path, what, item_id, size, mtime in junk_pieces(cache):
             select, *keep = decided[path]
             glob = self.policy.protected_by(cache.kind, item_id) if item_id else None
             if glob is not None:
@@ -255,22 +249,7 @@ def _free_space(group: list[_CachePlan], disk: Disk, now: float) -> str | None:
 
 def _revision_unit(cp: _CachePlan, path: str, reasons: list[Decision], reclaim: int, removed: bool) -> PlanUnit:
     item, rev = cp.units[path]
-    return PlanUnit(
-        kind=item.kind,
-        root=cp.cache.root,
-        id=item.id,
-        revision=rev.revision,
-        path=rev.path,
-        reclaim_bytes=reclaim,
-        reasons=tuple(reasons),
-        type=item.type,
-        version=rev.version,
-        refs=rev.refs,
-        size_bytes=rev.size_bytes,
-        last_accessed=rev.last_accessed,
-        last_modified=rev.last_modified,
-        item_removed=removed,
-    )
+    return revision_unit(cp.cache.root, item, rev, tuple(reasons), reclaim, removed)
 
 
 def make_plan(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from hfcache.model import CacheInventory, Item, Revision
 from hfcache.plan.policies import DEFAULT_JUNK_GRACE, Decision, Word
 
 PLAN_VERSION = 1
@@ -61,6 +62,46 @@ class PlanUnit:
     last_accessed: float = 0.0
     last_modified: float = 0.0
     item_removed: bool = False
+
+
+def revision_unit(root: str, item: Item, rev: Revision, reasons: tuple[Decision, ...], reclaim: int, removed: bool) -> PlanUnit:
+    """The unit of one revision of ``item`` in the cache at ``root``: what a policy or ``hfcache rm`` decided."""
+    return PlanUnit(
+        kind=item.kind,
+        root=root,
+        id=item.id,
+        revision=rev.revision,
+        path=rev.path,
+        reclaim_bytes=reclaim,
+        reasons=reasons,
+        type=item.type,
+        version=rev.version,
+        refs=rev.refs,
+        size_bytes=rev.size_bytes,
+        last_accessed=rev.last_accessed,
+        last_modified=rev.last_modified,
+        item_removed=removed,
+    )
+
+
+class JunkPiece(NamedTuple):
+    """One piece of a cache's junk as a plan lists it."""
+
+    path: str
+    what: What
+    item_id: str | None
+    size_bytes: int
+    last_modified: float
+
+
+def junk_pieces(cache: CacheInventory) -> list[JunkPiece]:
+    """The junk of ``cache`` in the order plans list it: partials, orphans, unreferenced payloads, leftovers."""
+    return [
+        *(JunkPiece(p.path, What.PARTIAL, p.item_id, p.size_bytes, p.last_modified) for p in cache.partial_files),
+        *(JunkPiece(o.path, What.ORPHAN, o.item_id, o.size_bytes, o.last_modified) for o in cache.orphan_files),
+        *(JunkPiece(s.path, What.PAYLOAD, None, s.size_bytes, s.last_modified) for s in cache.unreferenced_payloads),
+        *(JunkPiece(lo.path, What.LEFTOVER, lo.item_id, lo.size_bytes, lo.last_modified) for lo in cache.leftovers),
+    ]
 
 
 class PlanCache(NamedTuple):

@@ -22,7 +22,7 @@ from hfcache.caches.protocol import CacheKind, Uri
 from hfcache.errors import UsageError
 from hfcache.model import CacheInventory, Inventory, Item, Revision
 from hfcache.plan.accounting import Reclaim
-from hfcache.plan.decisions import Plan, PlanCache, PlanUnit, What
+from hfcache.plan.decisions import Plan, PlanCache, PlanUnit, What, junk_pieces, revision_unit
 from hfcache.plan.policies import DEFAULT_JUNK_GRACE, Case, Decision, Rule, junk
 
 log = logging.getLogger(__name__)
@@ -139,11 +139,18 @@ def removal_plan(inventory: Inventory, targets: Iterable[Target], *, now: float,
             everything = (*item.warnings, *(w for r in item.revisions for w in r.warnings))
             blocking = next(w for w in everything if w.blocks_deletion)
             keep.append(
-                _unit(cache, item, rev, (named, Decision(Rule.DAMAGED, Case.BLOCKED, keep=True, subject=str(blocking))), 0, False)
+                revision_unit(
+                    cache.root,
+                    item,
+                    rev,
+                    (named, Decision(Rule.DAMAGED, Case.BLOCKED, keep=True, subject=str(blocking))),
+                    0,
+                    False,
+                )
             )
             continue
         sim = reclaims.setdefault(cache.root, Reclaim(cache))
-        delete.append(_unit(cache, item, rev, (named,), sim.remove_revision(item, rev), whole))
+        delete.append(revision_unit(cache.root, item, rev, (named,), sim.remove_revision(item, rev), whole))
         if whole and item.path not in swept:
             swept.add(item.path)
             delete.extend(_stale_junk(cache, item, named, sim, now))
@@ -171,39 +178,15 @@ def _stale_junk(cache: CacheInventory, item: Item, named: Decision, sim: Reclaim
         unreferenced_payloads=(),
         leftovers=tuple(lo for lo in cache.leftovers if lo.item_id == item.id),
     )
-    pieces = {
-        **{p.path: (What.PARTIAL, p.size_bytes, p.last_modified) for p in mine.partial_files},
-        **{o.path: (What.ORPHAN, o.size_bytes, o.last_modified) for o in mine.orphan_files},
-        **{lo.path: (What.LEFTOVER, lo.size_bytes, lo.last_modified) for lo in mine.leftovers},
-    }
     orphans = {o.path: o for o in mine.orphan_files}
+    decided = junk(mine, now=now, grace=DEFAULT_JUNK_GRACE)
     units = []
-    for path, decisions in junk(mine, now=now, grace=DEFAULT_JUNK_GRACE).items():
-        if any(d.keep for d in decisions):
+    for path, what, _, size, mtime in junk_pieces(mine):
+        if any(d.keep for d in decided[path]):
             continue
-        what, size, mtime = pieces[path]
         freed = sim.remove_orphan(orphans[path], item) if what == What.ORPHAN else size
-        reasons = (named, *decisions)
+        reasons = (named, *decided[path])
         units.append(
             PlanUnit(cache.kind, cache.root, item.id, None, path, freed, reasons, what=what, size_bytes=size, last_modified=mtime)
         )
     return units
-
-
-def _unit(cache: CacheInventory, item: Item, rev: Revision, reasons: tuple[Decision, ...], reclaim: int, whole: bool) -> PlanUnit:
-    return PlanUnit(
-        kind=item.kind,
-        root=cache.root,
-        id=item.id,
-        revision=rev.revision,
-        path=rev.path,
-        reclaim_bytes=reclaim,
-        reasons=reasons,
-        type=item.type,
-        version=rev.version,
-        refs=rev.refs,
-        size_bytes=rev.size_bytes,
-        last_accessed=rev.last_accessed,
-        last_modified=rev.last_modified,
-        item_removed=whole,
-    )
