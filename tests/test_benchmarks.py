@@ -34,15 +34,20 @@ def test_the_synthetic_cache_is_one_the_hub_reads_as_we_do(tmp_path):
     assert used < 10**7  # ... on almost no disk
 
 
-def test_the_benchmark_script_runs_and_checks_the_totals(tmp_path):
+def _bench_report(tmp_path, script: str, *args: str) -> dict:
+    """A benchmark script's --json report, its generated caches under ``tmp_path``; it must exit 0."""
     done = subprocess.run(
-        [sys.executable, os.path.join(BENCHMARKS, "bench_scan.py"), "--files", "300", "--runs", "1", "--json"],
+        [sys.executable, os.path.join(BENCHMARKS, script), *args, "--json"],
         capture_output=True,
         text=True,
         env={**os.environ, "TMPDIR": str(tmp_path)},
     )
     assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
+    return json.loads(done.stdout)
+
+
+def test_the_benchmark_script_runs_and_checks_the_totals(tmp_path):
+    report = _bench_report(tmp_path, "bench_scan.py", "--files", "300", "--runs", "1")
     assert set(report["results"]) == {"hfcache scan --json", "scan_cache_dir", "du -sb"}
     assert report["files"] > 300 and set(report["targets_met"]) == {"vs scan_cache_dir", "vs du -sb", "peak RSS MB"}
     assert os.listdir(tmp_path) == []  # the generated cache is removed
@@ -99,14 +104,7 @@ def test_the_prune_benchmark_deletes_exactly_the_old_revisions(tmp_path):
 
 
 def test_the_render_benchmark_runs_every_format(tmp_path):
-    done = subprocess.run(
-        [sys.executable, os.path.join(BENCHMARKS, "bench_render.py"), "--files", "300", "--rounds", "1", "--json"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "TMPDIR": str(tmp_path)},
-    )
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
+    report = _bench_report(tmp_path, "bench_render.py", "--files", "300", "--rounds", "1")
     assert set(report["results"]) == {"scan", "scan --revisions", "prune --keep 1 --junk (plan)"}
     assert all(set(r) == {"json", "table", "markdown"} for r in report["results"].values())
     assert os.listdir(tmp_path) == []  # the generated cache is removed
