@@ -82,6 +82,22 @@ class Revision:
         return not self.refs
 
 
+class RevisionFile(NamedTuple):
+    """One file of a revision as its library names it (``name``, ``/``-separated), and where its bytes are.
+
+    ``path`` is the revision's own entry (for the hub, the snapshot link); ``key`` is what
+    holds the bytes, relative to the item's folder, as :attr:`Revision.blobs` lists it
+    (``blobs/<etag>``, or the entry itself when it is a copy); None when the entry reaches
+    no blob (a dangling link).
+    """
+
+    name: str
+    path: str
+    key: str | None
+    size_bytes: int
+    last_accessed: float = 0.0
+
+
 @dataclass(frozen=True)
 class Item:
     """One model (or dataset, space, kernel) of a cache: for the hub, one repo folder.

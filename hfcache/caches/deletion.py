@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from hfcache.fs.locks import is_lock_held
-from hfcache.model import CacheInventory, Item, Revision
+from hfcache.model import CacheInventory, Item, Revision, RevisionFile
 from hfcache.units import describe_age
 
 if TYPE_CHECKING:
@@ -97,6 +97,33 @@ class Deletion(Protocol):
         ...
 
     def remove_junk(self, tree: Tree, cache: CacheInventory, unit: PlanUnit, found: object, out: Outcomes) -> Finisher | None: ...
+
+
+@runtime_checkable
+class FileDeletion(Protocol):
+    """A kind whose revisions hold files of their own (the hub's snapshots) can remove one of them.
+
+    ``hfcache rm hf://org/name/onnx/model.onnx`` plans one unit per revision holding the file
+    (:func:`hfcache.plan.removal.removal_plan`); the revision stays, without it. Execution
+    checks each unit just before it goes, calls :meth:`remove_file`, then
+    :meth:`remove_file_rest` once per item with what the removed files may have left unused.
+    """
+
+    def files(self, cache: CacheInventory, item: Item, rev: Revision) -> list[RevisionFile]:
+        """Every file of ``rev`` as the library names it, read from the disk now (links never followed)."""
+        ...
+
+    def remove_file(
+        self, tree: Tree, cache: CacheInventory, item: Item, unit: PlanUnit, rev: Revision
+    ) -> tuple[int, str | None, str | None]:
+        """Remove the entry of one file: (bytes freed, error, a name for :meth:`remove_file_rest` or None)."""
+        ...
+
+    def remove_file_rest(
+        self, tree: Tree, cache: CacheInventory, item: Item, left: dict[str, str], out: Outcomes
+    ) -> Finisher | None:
+        """What the files removed left (``left``: name -> unit path), removed when nothing uses it any more."""
+        ...
 
 
 def young(tree: Tree, path: str, now: float, grace: float) -> str | None:

@@ -28,11 +28,12 @@ _DEFAULTED = ("shapes", "lock_file", "deletion", "parallel", "has_refs")
 
 
 class Uri(NamedTuple):
-    """What a kind's URI names: an item id, maybe a revision (or ref), maybe an item type."""
+    """What a kind's URI names: an item id, maybe a revision (or ref), maybe an item type, maybe a file in it."""
 
     id: str
     revision: str | None = None
     type: str | None = None
+    file: str | None = None
 
 
 REQUIRED = ("kind", "title", "types", "default_roots", "recognizes", "scan")

@@ -36,7 +36,10 @@ def rm(
         list[str],
         typer.Argument(
             metavar="TARGET...",
-            help="What to remove: a repo id (org/name), id@revision (a ref or a commit), an hf:// URI, another kind's item id.",
+            help=(
+                "What to remove: a repo id (org/name), id@revision (a ref or a commit), an hf:// URI"
+                " (hf://org/name/file: that file of every revision), another kind's item id."
+            ),
         ),
     ],
     cache_dir: CacheDirOption = None,

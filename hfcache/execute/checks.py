@@ -337,6 +337,15 @@ class LiveChecks:
             return f"read since the plan was made ({describe_age(max(0.0, self.clock() - files.atime))} ago)"
         return self.in_use(files)
 
+    def file_busy(self, unit: PlanUnit) -> str | None:
+        """One file of a revision: vanished, read since the plan, or open or mapped by a process (through its link)."""
+        if not os.path.lexists(unit.path):
+            return "no longer in the cache"
+        files = unit_files([unit.path], follow=True)
+        if files.atime is not None and files.atime > unit.last_accessed + ATIME_SLACK:
+            return f"read since the plan was made ({describe_age(max(0.0, self.clock() - files.atime))} ago)"
+        return self.in_use(files)
+
     def junk_busy(
         self, deletion: Deletion, tree: Tree, cache: CacheInventory, unit: PlanUnit, found: object, grace: float
     ) -> str | None:

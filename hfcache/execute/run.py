@@ -29,12 +29,14 @@ returns an :class:`~hfcache.plan.decisions.Execution`: one result per unit, besi
 from __future__ import annotations
 
 import logging
+import os
+import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from hfcache import interrupt, progress
-from hfcache.caches.deletion import PATHS, SETTLE, Deletion, Finisher, Outcome
+from hfcache.caches.deletion import PATHS, SETTLE, Deletion, FileDeletion, Finisher, Outcome
 from hfcache.caches.protocol import CacheKind
 from hfcache.caches.registry import registry
 from hfcache.errors import AuditError, UnsafePlan
@@ -60,6 +62,7 @@ class _Work:
     cache: CacheInventory
     junk: list[tuple[PlanUnit, object]] = field(default_factory=list)
     revisions: dict[str, tuple[Item, list[tuple[PlanUnit, Revision]]]] = field(default_factory=dict)
+    files: dict[str, tuple[Item, list[tuple[PlanUnit, Revision]]]] = field(default_factory=dict)
 
 
 def _match_revision(unit: PlanUnit, revs: dict[str, tuple[Item, Revision]]) -> str | None:
@@ -75,6 +78,20 @@ def _match_revision(unit: PlanUnit, revs: dict[str, tuple[Item, Revision]]) -> s
         return "read since the plan was made"
     if rev.size_bytes != unit.size_bytes:
         return "changed since the plan was made"
+    return None
+
+
+def _match_file(unit: PlanUnit, found: tuple[Item, Revision] | None, kind: CacheKind | None) -> str | None:
+    """A file unit: its revision still there, undamaged, its path that revision's entry for the file."""
+    if kind is None or not isinstance(kind.deletion, FileDeletion):
+        return "its kind does not remove single files"
+    if found is None:
+        return "its revision is no longer in the cache"
+    item, rev = found
+    if unit.file is None or unit.path != os.path.join(rev.path, *unit.file.split("/")):
+        return "the path is not that revision's entry for the file"
+    if not item.deletable:
+        return "the scan now finds damage in this model"
     return None
 
 
@@ -94,22 +111,30 @@ def _prepare(plan: Plan, inventory: Inventory) -> tuple[list[_Work], dict[str, s
     work: dict[tuple[str, str], _Work] = {}
     skipped: dict[str, str] = {}
     revisions: dict[tuple[str, str], dict[str, tuple[Item, Revision]]] = {}
+    commits: dict[tuple[str, str], dict[tuple[str, str], tuple[Item, Revision]]] = {}
     junk: dict[tuple[str, str, str], dict[str, object]] = {}
+    kinds = registry().kinds
     for unit in plan.delete:
         cache = caches.get((unit.kind, unit.root))
         if cache is None:
             skipped[unit.path] = "its cache was not found"
             continue
         w = work.setdefault((unit.kind, unit.root), _Work(cache))
-        if unit.what == What.REVISION:  # == : a library caller's plain "revision" too
+        if unit.what in (What.REVISION, What.FILE):  # in : a library caller's plain "revision" too
             key = (unit.kind, unit.root)
             if key not in revisions:
                 revisions[key] = {r.path: (i, r) for i in cache.items for r in i.revisions}
-            revs = revisions[key]
-            reason = _match_revision(unit, revs)
-            if reason is None:
-                item, rev = revs[unit.path]
-                w.revisions.setdefault(item.path, (item, []))[1].append((unit, rev))
+                commits[key] = {(i.id, r.revision): (i, r) for i, r in revisions[key].values()}
+            if unit.what == What.FILE:
+                found_rev = commits[key].get((unit.id or "", unit.revision or ""))
+                reason = _match_file(unit, found_rev, kinds.get(unit.kind))
+                if reason is None and found_rev is not None:
+                    w.files.setdefault(found_rev[0].path, (found_rev[0], []))[1].append((unit, found_rev[1]))
+            else:
+                reason = _match_revision(unit, revisions[key])
+                if reason is None:
+                    item, rev = revisions[key][unit.path]
+                    w.revisions.setdefault(item.path, (item, []))[1].append((unit, rev))
         else:
             key3 = (unit.kind, unit.root, unit.what)
             if key3 not in junk:
@@ -169,9 +194,19 @@ def check_plan(work: list[_Work], *, kinds: Mapping[str, CacheKind], keep: Itera
         deletion = _deletion(kind)
         paths = [p for unit, found in w.junk for p in deletion.junk_targets(w.cache, unit, found)]
         paths += [p for item, units in w.revisions.values() for p in deletion.targets(w.cache, item, units)]
-        check = TargetCheck(w.cache, shapes, keep, resolve=memo_realpath())  # folders shared by many paths: looked at once
+        resolve = memo_realpath()  # folders shared by many paths: looked at once
+        check = TargetCheck(w.cache, shapes, keep, resolve=resolve)
         problems.extend(p for p in map(check, paths) if p)
+        problems.extend(p for p in _file_problems(w, check, keep, resolve) if p)
     return problems
+
+
+def _file_problems(w: _Work, check: TargetCheck, keep: tuple[str, ...], resolve: Callable[[str], str]) -> Iterator[str | None]:
+    """A file unit's revision must be a path its kind deletes, and the file a path inside it, reached strictly."""
+    for _, units in w.files.values():
+        for unit, rev in units:
+            inside = re.escape(os.path.relpath(rev.path, w.cache.root).replace(os.sep, "/")) + "/.+"
+            yield check(rev.path) or TargetCheck(w.cache, (inside,), keep, resolve=resolve)(unit.path)
 
 
 def _result(unit: PlanUnit, o: Outcome, skipped: str | None) -> UnitResult:
@@ -338,7 +373,8 @@ def execute_plan(
             tree = trees.get(w.cache.root)
             if tree is None or w.cache.root in failed:
                 why = failed.get(w.cache.root, "its cache root could not be opened")
-                for unit in [u for u, _ in w.junk] + [u for _, units in w.revisions.values() for u, _ in units]:
+                models = [*w.revisions.values(), *w.files.values()]
+                for unit in [u for u, _ in w.junk] + [u for _, units in models for u, _ in units]:
                     run.out[unit.path].errors.append(why)
                 continue
             grace = graces.get((w.cache.kind, w.cache.root), DEFAULT_JUNK_GRACE)
@@ -347,6 +383,10 @@ def execute_plan(
                 if run.halted():
                     break
                 _run_model(run, live, deletion, tree, w.cache, item, units, grace)
+            for item, units in w.files.values():
+                if run.halted():
+                    break
+                _run_files(run, live, deletion, tree, w.cache, item, units, grace)
     finally:
         run.flush()  # finishers waiting for their settling time, even when the loop stopped on an error
         for tree in trees.values():
@@ -405,4 +445,39 @@ def _run_model(
     leaving = {rev.revision for unit, rev in gone}
     stay = [r for r in item.revisions if r.revision not in leaving]
     finisher = deletion.remove_rest(tree, cache, item, gone, stay, run.out) if gone else None
+    run.later(tree, finisher, handled)
+
+
+def _run_files(
+    run: _Run,
+    live: LiveChecks,
+    deletion: Deletion,
+    tree: Tree,
+    cache: CacheInventory,
+    item: Item,
+    units: list[tuple[PlanUnit, Revision]],
+    grace: float,
+) -> None:
+    """The planned files of one model's revisions, each checked just before it goes; then the blobs they left unused."""
+    if not isinstance(deletion, FileDeletion):  # (_prepare matched no file unit of such a kind)
+        return
+    busy = live.item_busy(deletion, tree, cache, item.path, item.id, grace)
+    left: dict[str, str] = {}  # what a removed file left for remove_file_rest -> the unit it counts to
+    handled: list[PlanUnit] = []
+    for unit, rev in units:
+        if run.halted():
+            break
+        handled.append(unit)
+        reason = busy or live.file_busy(unit)
+        if reason:
+            run.skipped[unit.path] = reason
+            continue
+        if not run.start(unit):
+            handled.pop()
+            break
+        freed, error, rest = deletion.remove_file(tree, cache, item, unit, rev)
+        run.out[unit.path].add(freed, error)
+        if rest is not None:
+            left[rest] = unit.path  # the last file to leave a blob frees it, as the plan counted
+    finisher = deletion.remove_file_rest(tree, cache, item, left, run.out) if left else None
     run.later(tree, finisher, handled)

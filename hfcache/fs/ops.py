@@ -234,6 +234,18 @@ class Tree:
         except FileNotFoundError:
             return []
 
+    def readlink(self, path: str) -> str | None:
+        """The target of the symlink ``path`` (reached strictly, never followed); None when it is gone or not a link."""
+        try:
+            fd, name = self._at(path)
+            return os.readlink(name, dir_fd=fd)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as e:
+            if e.errno == errno.EINVAL:  # not a link
+                return None
+            raise
+
     def read_text(self, path: str, limit: int = 4096) -> str | None:
         """The start of a small regular file (never through a link); None when it is missing or not a file."""
         try:

@@ -151,12 +151,14 @@ def short_hash(revision: str) -> str:
 
 
 def _unit_name(unit: PlanUnit) -> Text:
-    if unit.what == "revision":
+    if unit.what in ("revision", "file"):
         label = short_hash(unit.revision or "")
         if unit.version and unit.version not in label:
             label += f" ({unit.version})"
         if unit.refs:
             label += f" [{', '.join(unit.refs)}]"
+        if unit.what == "file":
+            label += f" {unit.file}"  # one file of the revision: the revision stays
         return Text(label)
     return Text(f"{unit.what}: {os.path.basename(unit.path)}", style="dim")
 

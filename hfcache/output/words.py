@@ -50,6 +50,7 @@ _WHY: dict[Case, Callable[[Decision], str]] = {
     Case.YOUNG: lambda d: f"modified {_age(d.age)} ago, within the {_age(d.limit)} grace period",
     Case.NO_MANIFEST: lambda d: "no .refs manifest (the hub never deletes those)",
     Case.TARGET: lambda d: f"{d.subject!r} on the command line" + (f"; its refs go too: {d.scope}" if d.scope else ""),
+    Case.FILE: lambda d: f"{d.subject!r} on the command line: this file goes, its revision stays",
     Case.WHOLE: lambda d: (
         f"{d.subject!r} on the command line: the whole model goes" + (f"; its refs go too: {d.scope}" if d.scope else "")
     ),

@@ -50,6 +50,7 @@ class Reclaim:
         self._use: dict[str, Counter[str]] = {}
         self._gone: dict[str, set[str]] = {}
         self._links: Counter[str] | None = None
+        self._dropped: dict[tuple[str, str], set[str]] = {}  # (item, revision) -> blob keys its removed files took
 
     # -- the hub's shared store -------------------------------------------------------------
 
@@ -95,7 +96,7 @@ class Reclaim:
         else:
             use = self._use.setdefault(item.path, Counter(k for r in item.revisions for k in r.blobs))
             freed = 0
-            for key in rev.blobs:
+            for key in rev.blobs - self._dropped.get((item.path, rev.revision), set()):
                 use[key] -= 1
                 if use[key] == 0:
                     freed += self._unlink_blob(item.path, key)
@@ -105,6 +106,25 @@ class Reclaim:
                 for key, (_, store) in self.cache.ledger.blobs.get(item.path, {}).items():
                     if store is not None and use[key] <= 0:
                         freed += self._unlink_blob(item.path, key)
+        self.total -= freed
+        return freed
+
+    def remove_file(self, item: Item, rev: Revision, key: str | None, last: bool) -> int:
+        """One file of ``rev`` goes, its revision stays; ``last``: no other file of ``rev`` uses the blob ``key``.
+
+        The blob is freed when no remaining revision reaches it any more, as when revisions go.
+        """
+        if key is None or not last or rev.revision not in self.remaining(item):
+            return 0
+        dropped = self._dropped.setdefault((item.path, rev.revision), set())
+        if key in dropped or key not in rev.blobs:
+            return 0
+        dropped.add(key)
+        if self.cache.ledger is None:
+            return 0
+        use = self._use.setdefault(item.path, Counter(k for r in item.revisions for k in r.blobs))
+        use[key] -= 1
+        freed = self._unlink_blob(item.path, key) if use[key] == 0 else 0
         self.total -= freed
         return freed
 

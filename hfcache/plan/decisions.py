@@ -11,16 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from hfcache.model import CacheInventory, Item, Revision
+from hfcache.model import CacheInventory, Item, Revision, RevisionFile
 from hfcache.plan.policies import DEFAULT_JUNK_GRACE, Decision, Word
 
 PLAN_VERSION = 1
 
 
 class What(Word):
-    """What a unit is: a revision of a model, or a piece of junk."""
+    """What a unit is: a revision of a model, one file of a revision, or a piece of junk."""
 
     REVISION = "revision"
+    FILE = "file"  # one file of a revision (hfcache rm hf://org/name/path): the revision stays, without it
     PARTIAL = "partial"  # a download that did not finish
     ORPHAN = "orphan"  # a blob no revision uses
     PAYLOAD = "payload"  # a shared-store payload no repo links to
@@ -40,11 +41,12 @@ WHATS = tuple(w.value for w in What)
 
 @dataclass(frozen=True)
 class PlanUnit:
-    """One decision of a plan: a revision (``what=What.REVISION``) or a piece of junk, and why.
+    """One decision of a plan: a revision (``what=What.REVISION``), a file of one, or a piece of junk, and why.
 
     ``reclaim_bytes`` is what deleting it frees on top of the units before it in the plan
     (so the plan's units add up exactly). ``item_removed`` says the model's last revision
-    goes too, so its whole folder is removed.
+    goes too, so its whole folder is removed. A file unit's ``path`` is the revision's entry
+    for it and ``file`` its name in the repo (``onnx/model.onnx``).
     """
 
     kind: str
@@ -62,6 +64,7 @@ class PlanUnit:
     last_accessed: float = 0.0
     last_modified: float = 0.0
     item_removed: bool = False
+    file: str | None = None
 
 
 def revision_unit(root: str, item: Item, rev: Revision, reasons: tuple[Decision, ...], reclaim: int, removed: bool) -> PlanUnit:
@@ -81,6 +84,27 @@ def revision_unit(root: str, item: Item, rev: Revision, reasons: tuple[Decision,
         last_accessed=rev.last_accessed,
         last_modified=rev.last_modified,
         item_removed=removed,
+    )
+
+
+def file_unit(root: str, item: Item, rev: Revision, f: RevisionFile, reasons: tuple[Decision, ...], reclaim: int) -> PlanUnit:
+    """The unit of one file ``f`` of revision ``rev`` of ``item``: the revision stays, without it."""
+    return PlanUnit(
+        kind=item.kind,
+        root=root,
+        id=item.id,
+        revision=rev.revision,
+        path=f.path,
+        reclaim_bytes=reclaim,
+        reasons=reasons,
+        what=What.FILE,
+        type=item.type,
+        version=rev.version,
+        refs=rev.refs,
+        size_bytes=f.size_bytes,
+        last_accessed=f.last_accessed,
+        last_modified=rev.last_modified,
+        file=f.name,
     )
 
 

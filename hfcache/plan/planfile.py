@@ -8,6 +8,7 @@ JSON contract version 1::
 After a real run each delete UNIT also has "status" (deleted | skipped | failed), "freed_bytes"
 and "error", and the plan has "freed_bytes" and "failed". Also written (and read back by
 ``hfcache apply``): "root", "what", "type", "version", "refs", "size_bytes", "item_removed",
+"file" (a file unit's name in the repo, else null),
 and the times both as ISO strings and as epoch seconds. Reasons are written as sentences
 (:func:`hfcache.output.words.describe`) and read back as written.
 
@@ -47,6 +48,7 @@ def unit_to_dict(unit: PlanUnit, result: UnitResult | None = None) -> dict[str, 
         "refs": list(unit.refs),
         "size_bytes": unit.size_bytes,
         "item_removed": unit.item_removed,
+        "file": unit.file,
         "last_accessed": iso(unit.last_accessed),
         "last_modified": iso(unit.last_modified),
         "last_accessed_epoch": unit.last_accessed,
@@ -233,10 +235,16 @@ def _unit_from_dict(data: Any, where: str) -> PlanUnit:
         last_accessed=_seconds(data, "last_accessed_epoch", where, _REQUIRED, epoch),
         last_modified=_seconds(data, "last_modified_epoch", where, _REQUIRED, epoch),
         item_removed=_flag(data, "item_removed", where, False),
+        file=_text_or_none(data, "file", where, None),
     )
     if fields["what"] not in WHATS:
         raise PlanFileError(f"{where}: unknown unit kind {fields['what']!r}")
     fields["what"] = What(fields["what"])
+    name = fields["file"]
+    if (fields["what"] == What.FILE) != (name is not None):
+        raise PlanFileError(f"{where}: file: a file unit names its file, and only a file unit does")
+    if name is not None and (not name or name.startswith("/") or "\0" in name or ".." in name.split("/")):
+        raise _bad(where, "file", "a relative path in the repo", name)
     return PlanUnit(**fields)
 
 

@@ -108,6 +108,7 @@ class Case(Word):
     TEXT = "text"  # recorded: ``subject`` is the reason as written
     TARGET = "target"  # named: ``subject`` is the target as given, ``scope`` the refs that go with it
     WHOLE = "whole"  # named: the model's last revision, so the whole model goes
+    FILE = "file"  # named: one file of a revision goes, the revision (and its refs) stay
 
 
 class Decision(NamedTuple):

@@ -8,21 +8,23 @@ and goes through the same dry run, question, checks, audit log and exit codes. P
 inventory in, the plan out.
 
 >>> parse_target("org/model@v1.0")
-Target(text='org/model@v1.0', id='org/model', revision='v1.0', type=None, kind=None)
+Target(text='org/model@v1.0', id='org/model', revision='v1.0', type=None, kind=None, file=None)
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import NamedTuple
 
+from hfcache.caches.deletion import FileDeletion
 from hfcache.caches.protocol import CacheKind, Uri
+from hfcache.caches.registry import registry
 from hfcache.errors import UsageError
-from hfcache.model import CacheInventory, Inventory, Item, Revision
+from hfcache.model import CacheInventory, Inventory, Item, Revision, RevisionFile
 from hfcache.plan.accounting import Reclaim
-from hfcache.plan.decisions import Plan, PlanCache, PlanUnit, What, junk_pieces, revision_unit
+from hfcache.plan.decisions import Plan, PlanCache, PlanUnit, What, file_unit, junk_pieces, revision_unit
 from hfcache.plan.policies import DEFAULT_JUNK_GRACE, Case, Decision, Rule, junk
 
 log = logging.getLogger(__name__)
@@ -31,7 +33,8 @@ log = logging.getLogger(__name__)
 class Target(NamedTuple):
     """What one command-line argument names: an item id, maybe a revision (or ref), maybe a type and kind.
 
-    ``kind`` is set when a kind's own URI scheme named it (``hf://`` names hub items only).
+    ``kind`` is set when a kind's own URI scheme named it (``hf://`` names hub items only);
+    ``file`` when it names a file (or a folder) in the item (``hf://org/name/onnx/model.onnx``).
     """
 
     text: str
@@ -39,6 +42,7 @@ class Target(NamedTuple):
     revision: str | None = None
     type: str | None = None
     kind: str | None = None
+    file: str | None = None
 
 
 def _bad(text: str) -> UsageError:
@@ -69,7 +73,9 @@ def parse_target(text: str, *, item_type: str | None = None, kinds: Iterable[Cac
             raise _bad(text)
         if item_type is not None and uri.type is not None and item_type != uri.type:
             raise UsageError(f"{text!r} names a {uri.type}, not a {item_type}: drop --type or change the URI")
-        return Target(text, uri.id.strip("/"), uri.revision, uri.type or item_type, kind.kind)
+        if uri.file is not None and any(part in ("", ".", "..") for part in uri.file.split("/")):
+            raise UsageError(f"not a file of a repo: {uri.file!r} (in {text!r})")
+        return Target(text, uri.id.strip("/"), uri.revision, uri.type or item_type, kind.kind, uri.file)
     ident, at, revision = text.rpartition("@") if "@" in text else (text, "", "")
     if not ident or ident.startswith("/") or (at and not revision):
         raise _bad(text)
@@ -105,25 +111,66 @@ def _found(inventory: Inventory, target: Target, kinds: frozenset[str]) -> list[
     return out
 
 
-def removal_plan(inventory: Inventory, targets: Iterable[Target], *, now: float, chosen_kinds: Iterable[str] = ()) -> Plan:
-    """The plan that removes every revision ``targets`` name, counted as a policy's plan is.
+FilesOf = Callable[[CacheInventory, Item, Revision], "list[RevisionFile] | None"]
+
+
+def kind_files(cache: CacheInventory, item: Item, rev: Revision) -> list[RevisionFile] | None:
+    """The files of ``rev`` as its kind lists them; None for a kind whose revisions hold no files of their own."""
+    kind = registry().kinds.get(cache.kind)
+    deletion = kind.deletion if kind is not None else None
+    return deletion.files(cache, item, rev) if isinstance(deletion, FileDeletion) else None
+
+
+def _named_files(
+    inventory: Inventory, target: Target, kinds: frozenset[str], files_of: FilesOf
+) -> list[tuple[CacheInventory, Item, Revision, RevisionFile]]:
+    """Every file (or every file in the folder) ``target.file`` names, in each revision the target names."""
+    out = []
+    for cache, item, revs in _found(inventory, target, kinds):
+        for rev in revs:
+            listed = files_of(cache, item, rev)
+            if listed is None:
+                raise UsageError(f"{target.text!r}: {cache.kind} revisions hold no files of their own: name the revision")
+            prefix = f"{target.file}/"
+            out += [(cache, item, rev, f) for f in listed if f.name == target.file or f.name.startswith(prefix)]
+    return out
+
+
+def removal_plan(
+    inventory: Inventory,
+    targets: Iterable[Target],
+    *,
+    now: float,
+    chosen_kinds: Iterable[str] = (),
+    files_of: FilesOf = kind_files,
+) -> Plan:
+    """The plan that removes every revision (or file of one) ``targets`` name, counted as a policy's plan is.
 
     Raises :class:`UsageError` when a target names nothing in ``inventory`` (nothing is removed
     then: a typo never turns into half a removal). A model something odd was found in is kept,
     with the reason, as every policy keeps it. A revision refs point to is removed with them,
-    and its reason says so; a model's last revision takes the whole model.
+    and its reason says so; a model's last revision takes the whole model. A file goes from
+    every revision named that holds it (``files_of`` lists them); the revisions stay.
     """
     targets = list(targets)
     kinds = frozenset(chosen_kinds)
     chosen: dict[str, tuple[CacheInventory, Item, Revision, Target]] = {}
+    named_files: dict[str, tuple[CacheInventory, Item, Revision, RevisionFile, Target]] = {}
     missing = []
     for target in targets:
-        found = _found(inventory, target, kinds)
-        if not found:
+        if target.file is not None:
+            files = _named_files(inventory, target, kinds, files_of)
+            for cache, item, rev, f in files:
+                named_files.setdefault(f.path, (cache, item, rev, f, target))
+            hit = bool(files)
+        else:
+            found = _found(inventory, target, kinds)
+            for cache, item, revs in found:
+                for rev in revs:
+                    chosen.setdefault(rev.path, (cache, item, rev, target))
+            hit = bool(found)
+        if not hit:
             missing.append(repr(target.text))
-        for cache, item, revs in found:
-            for rev in revs:
-                chosen.setdefault(rev.path, (cache, item, rev, target))
     if missing:
         raise UsageError(f"not in the caches scanned, so nothing deleted: {', '.join(missing)}")
     delete: list[PlanUnit] = []
@@ -136,24 +183,14 @@ def removal_plan(inventory: Inventory, targets: Iterable[Target], *, now: float,
         refs = ", ".join(rev.refs) or None
         named = Decision(Rule.NAMED, Case.WHOLE if whole else Case.TARGET, subject=target.text, scope=refs)
         if not item.deletable:
-            everything = (*item.warnings, *(w for r in item.revisions for w in r.warnings))
-            blocking = next(w for w in everything if w.blocks_deletion)
-            keep.append(
-                revision_unit(
-                    cache.root,
-                    item,
-                    rev,
-                    (named, Decision(Rule.DAMAGED, Case.BLOCKED, keep=True, subject=str(blocking))),
-                    0,
-                    False,
-                )
-            )
+            keep.append(revision_unit(cache.root, item, rev, (named, _damaged(item)), 0, False))
             continue
         sim = reclaims.setdefault(cache.root, Reclaim(cache))
         delete.append(revision_unit(cache.root, item, rev, (named,), sim.remove_revision(item, rev), whole))
         if whole and item.path not in swept:
             swept.add(item.path)
             delete.extend(_stale_junk(cache, item, named, sim, now))
+    delete += _file_units(named_files, chosen, reclaims, keep, files_of)
     caches = tuple(dict.fromkeys(PlanCache(u.kind, u.root) for u in (*delete, *keep)))
     order = lambda u: (u.root, u.path)  # noqa: E731 - as make_plan orders
     return Plan(
@@ -163,6 +200,38 @@ def removal_plan(inventory: Inventory, targets: Iterable[Target], *, now: float,
         policy=(f"remove: {', '.join(t.text for t in targets)}",),
         caches=caches,
     )
+
+
+def _damaged(item: Item) -> Decision:
+    everything = (*item.warnings, *(w for r in item.revisions for w in r.warnings))
+    blocking = next(w for w in everything if w.blocks_deletion)
+    return Decision(Rule.DAMAGED, Case.BLOCKED, keep=True, subject=str(blocking))
+
+
+def _file_units(
+    named: dict[str, tuple[CacheInventory, Item, Revision, RevisionFile, Target]],
+    chosen: dict[str, tuple[CacheInventory, Item, Revision, Target]],
+    reclaims: dict[str, Reclaim],
+    keep: list[PlanUnit],
+    files_of: FilesOf,
+) -> list[PlanUnit]:
+    """One unit per named file of a revision that stays; a blob is freed by the last file to leave it, as execution sees."""
+    units = []
+    rest: dict[str, set[str | None]] = {}  # revision path -> the keys its files not named still use
+    for path in sorted(named):
+        cache, item, rev, f, target = named[path]
+        if rev.path in chosen:
+            continue  # the whole revision goes anyway
+        reason = Decision(Rule.NAMED, Case.FILE, subject=target.text)
+        if not item.deletable:
+            keep.append(file_unit(cache.root, item, rev, f, (reason, _damaged(item)), 0))
+            continue
+        if rev.path not in rest:
+            rest[rev.path] = {g.key for g in files_of(cache, item, rev) or () if g.path not in named}
+        sim = reclaims.setdefault(cache.root, Reclaim(cache))
+        freed = sim.remove_file(item, rev, f.key, f.key not in rest[rev.path])
+        units.append(file_unit(cache.root, item, rev, f, (reason,), freed))
+    return units
 
 
 def _stale_junk(cache: CacheInventory, item: Item, named: Decision, sim: Reclaim, now: float) -> list[PlanUnit]:

@@ -47,11 +47,12 @@ from typing import TYPE_CHECKING
 
 from hfcache.caches.deletion import Finisher, Going, Outcomes, young
 from hfcache.caches.huggingface.blobs import finish_blobs, set_aside, sweep
+from hfcache.caches.huggingface.files import remove_entry, remove_unlinked, revision_files
 from hfcache.caches.huggingface.location import REF_TMP_RE
 from hfcache.caches.huggingface.trash import listdir, recover_trash, ref_entry, restore_refs, trash_name, trash_path
 from hfcache.fs.locks import is_lock_held
 from hfcache.fs.ops import Tree, UnsafePath
-from hfcache.model import CacheInventory, Item, Leftover, OrphanFile, Revision
+from hfcache.model import CacheInventory, Item, Leftover, OrphanFile, Revision, RevisionFile
 
 if TYPE_CHECKING:
     from hfcache.plan.decisions import PlanUnit
@@ -258,6 +259,21 @@ class HubDeletion:
             if err:
                 return 0, err  # stays a (revision-less) repo the hub reads without complaint
         return 0, None
+
+    # -- one file of a revision (hfcache.caches.huggingface.files) ----------------------------
+
+    def files(self, cache: CacheInventory, item: Item, rev: Revision) -> list[RevisionFile]:
+        return revision_files(item, rev)
+
+    def remove_file(
+        self, tree: Tree, cache: CacheInventory, item: Item, unit: PlanUnit, rev: Revision
+    ) -> tuple[int, str | None, str | None]:
+        return remove_entry(tree, item, unit, rev)
+
+    def remove_file_rest(
+        self, tree: Tree, cache: CacheInventory, item: Item, left: dict[str, str], out: Outcomes
+    ) -> Finisher | None:
+        return remove_unlinked(tree, cache, item, left, out)
 
     # -- junk ----------------------------------------------------------------------------------
 

@@ -131,10 +131,19 @@ def check_root(path: str, *, explicit: bool) -> str | None:
 
 
 def parse_hf_uri(text: str) -> Uri | None:
-    """``hf://[models|datasets|spaces|kernels/]org/name[@revision]``, as ``hf cache rm`` takes it; None for another scheme.
+    """``hf://[models|datasets|spaces|kernels/]org/name[@revision][/path]``, as ``hf cache rm`` and HfFileSystem take it.
+
+    A path after the repo names a file (or a folder) in it. Without ``@revision`` the repo
+    is ``org/name`` and the rest the path; a repo with no organisation (``gpt2``) takes a
+    path only after a revision (``hf://gpt2@main/config.json``). A revision with a slash is
+    written as HfFileSystem writes it, ``refs%2Fpr%2F1``. None for another scheme.
 
     >>> parse_hf_uri("hf://datasets/org/data@v1"), parse_hf_uri("hf://org/m"), parse_hf_uri("org/m")
-    (Uri(id='org/data', revision='v1', type='dataset'), Uri(id='org/m', revision=None, type='model'), None)
+    (Uri(id='org/data', revision='v1', type='dataset', file=None), Uri(id='org/m', revision=None, type='model', file=None), None)
+    >>> parse_hf_uri("hf://org/m/onnx/model.onnx")
+    Uri(id='org/m', revision=None, type='model', file='onnx/model.onnx')
+    >>> parse_hf_uri("hf://gpt2@refs%2Fpr%2F1/config.json")
+    Uri(id='gpt2', revision='refs/pr/1', type='model', file='config.json')
     """
     if not text.startswith("hf://"):
         return None
@@ -145,5 +154,10 @@ def parse_hf_uri(text: str) -> Uri | None:
         if not tail.strip("/"):
             return Uri("")  # hf://models/ names nothing: the caller refuses it
         rest, kind_type = tail, REPO_TYPES[head]
-    ident, at, revision = rest.partition("@")
-    return Uri(ident.rstrip("/"), revision if at else None, kind_type)  # "@" alone: revision "" (refused)
+    ident, at, after = rest.partition("@")
+    if at:
+        revision, _, path = after.partition("/")
+        revision = revision.replace("%2F", "/").replace("%2f", "/")  # "@" alone: revision "" (refused)
+        return Uri(ident.rstrip("/"), revision, kind_type, path.rstrip("/") or None)
+    parts = ident.rstrip("/").split("/")
+    return Uri("/".join(parts[:2]), None, kind_type, "/".join(parts[2:]) or None)

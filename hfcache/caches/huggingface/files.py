@@ -1,0 +1,118 @@
+"""One file of a hub revision: listed as the hub names it, removed without the revision (``hfcache rm hf://org/name/f``).
+
+A snapshot entry is a relative link to ``blobs/<etag>`` (or, in the no-symlink mode, a copy
+of the file). Removing the file from a revision is unlinking that entry, then, once per
+repo, taking the blobs no link of the repo reaches any more through the same protocol as a
+revision's blobs (:mod:`hfcache.caches.huggingface.blobs`): set aside under the hub's
+download lock, read again after the settling time, put back if a download linked them
+meanwhile. The links are read before anything is set aside, so a blob another revision
+still uses never leaves its place even for a moment.
+
+Killed between the two steps, the blob is an orphan, which ``prune --junk`` removes; set
+aside, it is finished by the next run's recovery, as a revision's blobs are.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat as stat_mod
+from typing import TYPE_CHECKING
+
+from hfcache.caches.deletion import Finisher, Outcomes
+from hfcache.caches.huggingface.blobs import finish_blobs, set_aside
+from hfcache.caches.huggingface.trash import linked_blobs
+from hfcache.fs.ops import Tree
+from hfcache.model import CacheInventory, Item, Revision, RevisionFile
+
+if TYPE_CHECKING:
+    from hfcache.plan.decisions import PlanUnit
+
+
+def _blob_of(entry: str, target: str, repo: str) -> str | None:
+    """The name of the repo blob a link at ``entry`` reaches (``target`` as read), or None when it leads elsewhere."""
+    resolved = os.path.normpath(os.path.join(os.path.dirname(entry), target))
+    return os.path.basename(resolved) if os.path.dirname(resolved) == os.path.join(repo, "blobs") else None
+
+
+def revision_files(item: Item, rev: Revision) -> list[RevisionFile]:
+    """Every file of the snapshot ``rev``, by its name in the repo; folders are walked, never through a link."""
+    out: list[RevisionFile] = []
+    stack = [rev.path]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        for entry in entries:
+            name = os.path.relpath(entry.path, rev.path).replace(os.sep, "/")
+            try:
+                st = entry.stat(follow_symlinks=False)
+                if stat_mod.S_ISDIR(st.st_mode):
+                    stack.append(entry.path)
+                elif stat_mod.S_ISLNK(st.st_mode):
+                    blob = _blob_of(entry.path, os.readlink(entry.path), item.path)
+                    try:
+                        bst = os.lstat(os.path.join(item.path, "blobs", blob)) if blob else None
+                    except FileNotFoundError:
+                        bst = None
+                    if bst is not None and stat_mod.S_ISREG(bst.st_mode):
+                        out.append(RevisionFile(name, entry.path, f"blobs/{blob}", bst.st_size, bst.st_atime))
+                    else:
+                        out.append(RevisionFile(name, entry.path, None, 0))  # dangling, or a link elsewhere
+                elif stat_mod.S_ISREG(st.st_mode):  # a copy: no-symlink mode
+                    out.append(RevisionFile(name, entry.path, os.path.relpath(entry.path, item.path), st.st_size, st.st_atime))
+            except OSError:
+                continue
+    return sorted(out)
+
+
+def remove_entry(tree: Tree, item: Item, unit: PlanUnit, rev: Revision) -> tuple[int, str | None, str | None]:
+    """Unlink one snapshot entry: (bytes freed, error, the blob it linked to or None); empty folders above it go.
+
+    Every folder on the way is reached strictly (a symlink or a mount point there is an
+    error, and nothing is removed).
+    """
+    blob = None
+    try:
+        st = tree.lstat(unit.path)
+        if st is None:
+            return 0, None, None
+        if stat_mod.S_ISLNK(st.st_mode):
+            target = tree.readlink(unit.path)
+            blob = _blob_of(unit.path, target, item.path) if target is not None else None
+            freed, error = tree.unlink(unit.path, count=False)  # a link holds no data
+        elif stat_mod.S_ISREG(st.st_mode):
+            freed, error = tree.unlink(unit.path)
+        else:
+            return 0, f"{unit.path}: not a file or a link, left alone", None
+    except OSError as e:
+        return 0, f"{e.filename or unit.path}: {e.strerror or e}; nothing of it was removed", None
+    if error:
+        return freed, error, None
+    folder = os.path.dirname(unit.path)
+    while folder.startswith(rev.path + os.sep):  # folders the file leaves empty, up to the snapshot (which stays)
+        try:
+            tree.rmdir(folder)
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+                return freed, f"{folder}: {e.strerror or e}", blob
+            break
+        folder = os.path.dirname(folder)
+    return freed, None, blob
+
+
+def remove_unlinked(tree: Tree, cache: CacheInventory, item: Item, left: dict[str, str], out: Outcomes) -> Finisher | None:
+    """Set aside the blobs of ``left`` no link of the repo reaches now; the finisher removes them after settling."""
+    linked = linked_blobs(tree, item.path)
+    owner = {name: unit_path for name, unit_path in left.items() if name not in linked}
+    aside = set_aside(tree, item.path, owner, out)
+    if not aside:
+        return None
+
+    def finish(tree: Tree) -> None:
+        finish_blobs(tree, item.path, aside, out)
+
+    return finish
