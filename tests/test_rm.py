@@ -269,3 +269,42 @@ def test_a_fresh_partial_download_keeps_the_repo_folder_and_is_said(rich):
     assert os.path.exists(partial)
     doc = json.loads(result.stdout)
     assert all(u["status"] in ("deleted", "skipped") for u in doc["delete"])
+
+
+def test_the_spellings_hf_cache_rm_reads_name_the_same_revisions(tmp_path):
+    """A bare commit, hf cache ls's ids (model/org/name), an unencoded refs/pr/N in a URI, as huggingface_hub reads them."""
+    root, a, b, m = _hub(tmp_path)
+
+    def planned(*targets: str) -> set[tuple[str, str]]:
+        result = _rm(root, *targets, "--dry-run")
+        assert result.exit_code == 0, result.output
+        return {(u["type"], u["revision"]) for u in json.loads(result.stdout)["delete"]}
+
+    assert planned(b) == {("model", b)}  # a commit alone: that revision, wherever it is
+    assert planned(a) == {("model", a), ("dataset", a)}  # in both repos that hold it
+    assert planned(a.upper(), "--type", "dataset") == {("dataset", a)}
+    assert planned("model/org/x@main") == {("model", m)}
+    assert planned("dataset/org/x") == {("dataset", a)}
+    assert planned("hf://org/x@refs/pr/1") == planned("hf://org/x@refs%2Fpr%2F1") == {("model", b)}
+
+
+def test_an_id_matches_without_case_only_when_nothing_matches_it_exactly_and_only_one_does(tmp_path):
+    from tests.trees import commit, repo
+
+    root, a, *_ = _hub(tmp_path)
+    assert {u["id"] for u in json.loads(_rm(root, "ORG/X", "--type", "model", "--dry-run").stdout)["delete"]} == {"org/x"}
+    repo(root, "models--Org--X", snapshots={commit("c"): {"w": "ec"}}, blobs={"ec": 1}, refs={"main": commit("c")})
+    exact = json.loads(_rm(root, "Org/X", "--dry-run").stdout)["delete"]
+    assert {u["id"] for u in exact} == {"Org/X"}
+    before = contents(root)
+    refused = _rm(root, "ORG/X", "--type", "model", "--yes")
+    assert refused.exit_code == 2 and "none exactly" in refused.stderr, refused.output
+    assert contents(root) == before
+
+
+@pytest.mark.parametrize("text", ["hf://model/org/x", "hf://dataset/org/x"])
+def test_a_singular_type_prefix_is_refused_as_the_hub_refuses_it(tmp_path, text):
+    root, *_ = _hub(tmp_path)
+    before = contents(root)
+    result = _rm(root, text, "--yes")
+    assert result.exit_code == 2 and contents(root) == before

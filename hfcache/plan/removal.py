@@ -14,6 +14,7 @@ Target(text='org/model@v1.0', id='org/model', revision='v1.0', type=None, kind=N
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import NamedTuple
@@ -88,8 +89,12 @@ def _matches(item: Item, revision: str) -> list[Revision]:
     return exact or [r for r in item.revisions if f"refs/{revision}" in r.refs]
 
 
-def _found(inventory: Inventory, target: Target, kinds: frozenset[str]) -> list[tuple[CacheInventory, Item, list[Revision]]]:
-    """Every item (and its revisions) ``target`` names. An id that is an item's whole id wins over id@revision."""
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+def _search(
+    inventory: Inventory, target: Target, same: Callable[[str, str], bool]
+) -> list[tuple[CacheInventory, Item, list[Revision]]]:
     out = []
     for cache in inventory.caches:
         if target.kind is not None and cache.kind != target.kind:
@@ -99,10 +104,35 @@ def _found(inventory: Inventory, target: Target, kinds: frozenset[str]) -> list[
                 continue
             if item.id == target.text and target.kind is None:  # an id with an @ in it (a Keras file name)
                 out.append((cache, item, list(item.revisions)))
-            elif item.id == target.id:
+            elif same(item.id, target.id):
                 revs = list(item.revisions) if target.revision is None else _matches(item, target.revision)
                 if revs:
                     out.append((cache, item, revs))
+    return out
+
+
+def _found(inventory: Inventory, target: Target, kinds: frozenset[str]) -> list[tuple[CacheInventory, Item, list[Revision]]]:
+    """Every item (and its revisions) ``target`` names. An id that is an item's whole id wins over id@revision.
+
+    As ``hf cache rm`` reads them, a bare 40-hex commit names that revision wherever it is,
+    and an id matches without regard to case when nothing matches it exactly (more than one
+    item then is an error: say which).
+    """
+    out = _search(inventory, target, str.__eq__)
+    if not out and target.kind is None and target.revision is None and _COMMIT.fullmatch(target.id.lower()):
+        commit = target.id.lower()
+        out = [
+            (cache, item, [r])
+            for cache in inventory.caches
+            for item in cache.items
+            for r in item.revisions
+            if r.revision == commit and target.type in (None, item.type)
+        ]
+    if not out:
+        out = _search(inventory, target, lambda a, b: a.lower() == b.lower())
+        named = sorted({item.id for _, item, _ in out})
+        if len(named) > 1:
+            raise UsageError(f"{target.text!r} matches {', '.join(map(repr, named))} but none exactly: say which")
     found_kinds = {cache.kind for cache, _, _ in out}
     if len(found_kinds) > 1 and not kinds:
         raise UsageError(

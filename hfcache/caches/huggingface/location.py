@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from urllib.parse import unquote
 
 from hfcache.caches._common import FILES_TO_IGNORE, check_dir, env_path, expanduser, expandvars, xdg_cache_home
 from hfcache.caches.protocol import Uri
@@ -130,21 +131,38 @@ def check_root(path: str, *, explicit: bool) -> str | None:
     return real
 
 
-def parse_hf_uri(text: str) -> Uri | None:
-    """``hf://[models|datasets|spaces|kernels/]org/name[@revision][/path]``, as ``hf cache rm`` and HfFileSystem take it.
+# Refs with a slash that a URI's revision takes whole (huggingface_hub's _SPECIAL_REFS_REVISION_REGEX).
+_SPECIAL_REFS = re.compile(r"^refs/(?:convert/[\w.-]+|pr/\d+)")
+# huggingface_hub's cache id (``hf cache ls`` prints it): ``model/org/name``, a singular type first.
+_CACHE_ID = re.compile(rf"^({'|'.join(REPO_TYPES.values())})/([^/@]+/[^/@]+)(?:@(.+))?$")
 
-    A path after the repo names a file (or a folder) in it. Without ``@revision`` the repo
-    is ``org/name`` and the rest the path; a repo with no organisation (``gpt2``) takes a
-    path only after a revision (``hf://gpt2@main/config.json``). A revision with a slash is
-    written as HfFileSystem writes it, ``refs%2Fpr%2F1``. None for another scheme.
+
+def parse_hf_uri(text: str) -> Uri | None:
+    """``hf://[models|datasets|spaces|kernels/]org/name[@revision][/path]``, as ``hf cache rm`` reads it; None otherwise.
+
+    The grammar of huggingface_hub's own ``parse_hf_uri``: a path after the repo names a file
+    (or a folder) in it; ``@`` separates a revision only right after ``org/name`` (an ``@``
+    deeper is part of a file name); ``refs/pr/N`` and ``refs/convert/...`` are taken whole, and
+    a revision may be %-encoded (``refs%2Fpr%2F1``). Beyond it, a repo with no organisation
+    (``gpt2``, cached before the Hub moved such repos) is named too, taking a path only after
+    a revision (``hf://gpt2@main/config.json``). ``hf cache ls``'s ids (``model/org/name``, with
+    ``@revision`` too) are read as well. A singular type prefix (``hf://model/...``) names
+    nothing (the caller refuses it, as the hub does).
 
     >>> parse_hf_uri("hf://datasets/org/data@v1"), parse_hf_uri("hf://org/m"), parse_hf_uri("org/m")
     (Uri(id='org/data', revision='v1', type='dataset', file=None), Uri(id='org/m', revision=None, type='model', file=None), None)
     >>> parse_hf_uri("hf://org/m/onnx/model.onnx")
     Uri(id='org/m', revision=None, type='model', file='onnx/model.onnx')
-    >>> parse_hf_uri("hf://gpt2@refs%2Fpr%2F1/config.json")
-    Uri(id='gpt2', revision='refs/pr/1', type='model', file='config.json')
+    >>> parse_hf_uri("hf://org/m@refs/pr/1/config.json")
+    Uri(id='org/m', revision='refs/pr/1', type='model', file='config.json')
+    >>> parse_hf_uri("hf://gpt2@refs%2Fpr%2F1")
+    Uri(id='gpt2', revision='refs/pr/1', type='model', file=None)
+    >>> parse_hf_uri("dataset/org/data@v1")
+    Uri(id='org/data', revision='v1', type='dataset', file=None)
     """
+    cache_id = _CACHE_ID.match(text)
+    if cache_id:
+        return Uri(cache_id.group(2), cache_id.group(3), cache_id.group(1))
     if not text.startswith("hf://"):
         return None
     rest = text[len("hf://") :]
@@ -154,10 +172,17 @@ def parse_hf_uri(text: str) -> Uri | None:
         if not tail.strip("/"):
             return Uri("")  # hf://models/ names nothing: the caller refuses it
         rest, kind_type = tail, REPO_TYPES[head]
-    ident, at, after = rest.partition("@")
-    if at:
+    elif head in REPO_TYPES.values() and tail:
+        return Uri("")  # hf://model/org/name: the hub asks for the plural, and so do we
+    at = rest.find("@")
+    if at == -1 or rest[:at].count("/") > 1:  # no revision; an "@" past org/name is a file name's
+        parts = rest.rstrip("/").split("/", 2)
+        return Uri("/".join(parts[:2]), None, kind_type, parts[2] if len(parts) > 2 else None)
+    ident, after = rest[:at], rest[at + 1 :]
+    special = _SPECIAL_REFS.match(after)
+    if special:
+        revision, path = special.group(), after[special.end() :].removeprefix("/")
+    else:
         revision, _, path = after.partition("/")
-        revision = revision.replace("%2F", "/").replace("%2f", "/")  # "@" alone: revision "" (refused)
-        return Uri(ident.rstrip("/"), revision, kind_type, path.rstrip("/") or None)
-    parts = ident.rstrip("/").split("/")
-    return Uri("/".join(parts[:2]), None, kind_type, "/".join(parts[2:]) or None)
+    # "@" alone: revision "" (refused by the caller)
+    return Uri(ident.rstrip("/"), unquote(revision), kind_type, path.rstrip("/") or None)
