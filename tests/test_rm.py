@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 from huggingface_hub import scan_cache_dir
@@ -308,3 +309,22 @@ def test_a_singular_type_prefix_is_refused_as_the_hub_refuses_it(tmp_path, text)
     before = contents(root)
     result = _rm(root, text, "--yes")
     assert result.exit_code == 2 and contents(root) == before
+
+
+def test_a_repo_with_no_revision_only_what_probes_recorded_goes_whole_with_its_orphans(tmp_path):
+    """transformers probing a repo whose files do not exist leaves refs and .no_exist/ only; rm names it and it goes."""
+    from tests.trees import commit
+
+    root, *_ = _hub(tmp_path)
+    ghost = os.path.join(root, "models--org--ghost")
+    write(os.path.join(ghost, ".no_exist", commit("g"), "adapter_config.json"), b"")
+    write(os.path.join(ghost, "refs", "main"), commit("g").encode())
+    write(os.path.join(ghost, "blobs", "e" * 40), b"x" * 100)  # an old orphan: it goes with the repo
+    old = time.time() - 10 * 86400
+    os.utime(os.path.join(ghost, "blobs", "e" * 40), (old, old))
+    assert "models--org--ghost" in os.listdir(root)
+    result = _rm(root, "org/ghost", "--yes")
+    assert result.exit_code == 0, result.output
+    assert {u["what"] for u in json.loads(result.stdout)["delete"]} == {"orphan", "leftover"}
+    assert "models--org--ghost" not in os.listdir(root)
+    assert "models--org--x" in os.listdir(root)

@@ -43,7 +43,7 @@ from hfcache.errors import AuditError, UnsafePlan
 from hfcache.execute.audit import AuditLog
 from hfcache.execute.checks import LiveChecks, TargetCheck, home_dirs, memo_realpath, root_problem
 from hfcache.fs.ops import Tree
-from hfcache.model import CacheInventory, Inventory, Item, Revision
+from hfcache.model import CacheInventory, Inventory, Item, Leftover, Revision
 from hfcache.output.words import describe_all
 from hfcache.plan.decisions import Execution, Plan, PlanUnit, Status, UnitResult, What
 from hfcache.plan.policies import DEFAULT_JUNK_GRACE
@@ -105,6 +105,13 @@ def _match_junk(unit: PlanUnit, found: object | None) -> str | None:
     return None
 
 
+def _bare_items(cache: CacheInventory) -> Iterator[Leftover]:
+    """Items with no revision (a hub repo holding only what probes recorded), as ``hfcache rm`` removes them: whole."""
+    for item in cache.items:
+        if not item.revisions and item.deletable and item.unit_paths == (item.path,):
+            yield Leftover(item.path, item.id, None, item.size_bytes, item.last_modified)
+
+
 def _prepare(plan: Plan, inventory: Inventory) -> tuple[list[_Work], dict[str, str]]:
     """Match each delete unit to the fresh scan; returns the work per cache and the skip reasons."""
     caches = {(c.kind, c.root): c for c in inventory.caches if c.exists}
@@ -142,7 +149,7 @@ def _prepare(plan: Plan, inventory: Inventory) -> tuple[list[_Work], dict[str, s
                     What.PARTIAL: cache.partial_files,
                     What.ORPHAN: cache.orphan_files,
                     What.PAYLOAD: cache.unreferenced_payloads,
-                    What.LEFTOVER: cache.leftovers,
+                    What.LEFTOVER: (*cache.leftovers, *_bare_items(cache)),
                 }.get(unit.what, ())
                 junk[key3] = {str(getattr(x, "path", "")): x for x in pool}
             found = junk[key3].get(unit.path)
@@ -151,6 +158,8 @@ def _prepare(plan: Plan, inventory: Inventory) -> tuple[list[_Work], dict[str, s
                 w.junk.append((unit, found))
         if reason is not None:
             skipped[unit.path] = reason
+    for w in work.values():  # an emptied item folder after the rest of its junk: it goes only when that went
+        w.junk.sort(key=lambda pair: isinstance(pair[1], Leftover) and pair[1].commit is None)
     return list(work.values()), skipped
 
 

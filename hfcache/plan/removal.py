@@ -186,6 +186,7 @@ def removal_plan(
     kinds = frozenset(chosen_kinds)
     chosen: dict[str, tuple[CacheInventory, Item, Revision, Target]] = {}
     named_files: dict[str, tuple[CacheInventory, Item, Revision, RevisionFile, Target]] = {}
+    bare: dict[str, tuple[CacheInventory, Item, Target]] = {}  # items with no revision (a hub repo after probes)
     missing = []
     for target in targets:
         if target.file is not None:
@@ -198,6 +199,8 @@ def removal_plan(
             for cache, item, revs in found:
                 for rev in revs:
                     chosen.setdefault(rev.path, (cache, item, rev, target))
+                if not item.revisions and target.revision is None and item.unit_paths == (item.path,):  # its own folder
+                    bare.setdefault(item.path, (cache, item, target))
             hit = bool(found)
         if not hit:
             missing.append(repr(target.text))
@@ -221,6 +224,14 @@ def removal_plan(
             swept.add(item.path)
             delete.extend(_stale_junk(cache, item, named, sim, now))
     delete += _file_units(named_files, chosen, reclaims, keep, files_of)
+    for cache, item, target in bare.values():
+        named = Decision(Rule.NAMED, Case.WHOLE, subject=target.text)
+        if not item.deletable:
+            keep.append(_bare_unit(cache, item, (named, _damaged(item))))
+            continue
+        sim = reclaims.setdefault(cache.root, Reclaim(cache))
+        delete.extend(_stale_junk(cache, item, named, sim, now))
+        delete.append(_bare_unit(cache, item, (named,)))
     caches = tuple(dict.fromkeys(PlanCache(u.kind, u.root) for u in (*delete, *keep)))
     order = lambda u: (u.root, u.path)  # noqa: E731 - as make_plan orders
     return Plan(
@@ -229,6 +240,28 @@ def removal_plan(
         created_at=now,
         policy=(f"remove: {', '.join(t.text for t in targets)}",),
         caches=caches,
+    )
+
+
+def _bare_unit(cache: CacheInventory, item: Item, reasons: tuple[Decision, ...]) -> PlanUnit:
+    """An item with no revision to remove goes whole, as an emptied repo does (a hub repo holding only what probes recorded).
+
+    Execution removes its folder last, after its junk, and never while a snapshot, a blob or
+    a download appears in it.
+    """
+    return PlanUnit(
+        cache.kind,
+        cache.root,
+        item.id,
+        None,
+        item.path,
+        item.size_bytes,
+        reasons,
+        what=What.LEFTOVER,
+        type=item.type,
+        size_bytes=item.size_bytes,
+        last_modified=item.last_modified,
+        item_removed=True,
     )
 
 
