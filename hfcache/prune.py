@@ -30,6 +30,7 @@ from hfcache.model import CacheInventory, Disk, Inventory
 from hfcache.plan.build import make_plan
 from hfcache.plan.decisions import Execution, Plan
 from hfcache.plan.planfile import load_plan_file, plan_to_dict
+from hfcache.plan.query import Scope
 from hfcache.plan.settings import Policy, Settings, find_config, load_config, validate
 
 logger = logging.getLogger(__name__)
@@ -89,13 +90,16 @@ def check_access_times(inventory: Inventory, policy: Policy) -> list[str]:
     return warnings
 
 
-def plan_prune(inventory: Inventory, policy: Policy) -> Plan:
-    """The plan for ``inventory``, with the free space of each root's file system when ``min_free`` needs it."""
+def plan_prune(inventory: Inventory, policy: Policy, scope: Scope = Scope()) -> Plan:
+    """The plan for ``inventory``, with the free space of each root's file system when ``min_free`` needs it.
+
+    ``scope`` narrows what it may delete (``--type``, ``--name``): see :func:`hfcache.plan.build.make_plan`.
+    """
     disks: dict[str, Disk] = {}
     for cache in inventory.caches:
         if cache.exists and policy.for_cache(cache.kind).min_free is not None:
             disks[cache.root] = disk_of(cache.root)
-    plan = make_plan(inventory, policy, now=inventory.scanned_at, disks=disks)
+    plan = make_plan(inventory, policy, now=inventory.scanned_at, disks=disks, scope=scope)
     if policy.sources:
         plan = replace(plan, policy=(f"file: {', '.join(policy.sources)}", *plan.policy))
     return plan

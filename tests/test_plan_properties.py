@@ -1,9 +1,9 @@
 """Properties of plans on random hub caches (hypothesis), checked against huggingface_hub and the disk.
 
-A plan never contains a protected unit or a path outside its root, never counts a byte
-twice (its total equals huggingface_hub's ``expected_freed_size`` for the same revisions),
-and executing it lowers the deduplicated total by exactly its ``reclaim_bytes``, leaving a
-cache huggingface_hub still reads without a warning.
+A plan never contains a protected unit, a unit outside its scope or a path outside its
+root, never counts a byte twice (its total equals huggingface_hub's ``expected_freed_size``
+for the same revisions), and executing it lowers the deduplicated total by exactly its
+``reclaim_bytes``, leaving a cache huggingface_hub still reads without a warning.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from hfcache.caches.huggingface.kind import HUB
 from hfcache.execute.checks import target_problem
 from hfcache.fs.ops import Tree
 from hfcache.plan.build import make_plan
+from hfcache.plan.query import Scope
 from hfcache.plan.settings import Policy, Settings
 from hfcache.prune import run_plan
 from tests.trees import commit, link, repo, sha256, share, shared_store, write
@@ -43,6 +44,7 @@ cache_spec = st.fixed_dictionaries(
         "max_size": st.one_of(st.none(), st.integers(0, 20000)),
         "allow_remove_all": st.booleans(),
         "protect": st.one_of(st.none(), st.integers(0, 2)),
+        "scope": st.one_of(st.none(), st.integers(0, 2)),  # prune --name org/m<i>: only that repo may lose anything
     }
 )
 
@@ -114,6 +116,7 @@ def hub_count(root: str, revisions: list[str]) -> int:
         "max_size": 0,
         "allow_remove_all": True,
         "protect": None,
+        "scope": None,
     }
 )
 def test_plans_are_exact_safe_and_do_what_they_say(spec):
@@ -129,8 +132,11 @@ def test_plans_are_exact_safe_and_do_what_they_say(spec):
         )
         inventory = hfcache.scan([root])
         (cache,) = inventory.caches
-        plan = make_plan(inventory, policy, now=2e9)
+        scope = Scope(names=(f"org/m{spec['scope']}",)) if spec["scope"] is not None else Scope()
+        plan = make_plan(inventory, policy, now=2e9, scope=scope)
 
+        for unit in (*plan.delete, *plan.keep):
+            assert scope.is_everything or unit.id == f"org/m{spec['scope']}", "out of the scope: not in the plan"
         for unit in plan.delete:
             assert unit.id != protected
             assert unit.path.startswith(cache.root + os.sep)

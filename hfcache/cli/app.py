@@ -16,6 +16,7 @@ from hfcache.caches.registry import registry, select_kinds
 from hfcache.errors import HfcacheError, UsageError
 from hfcache.output import render
 from hfcache.parallel import auto_jobs
+from hfcache.plan.query import Scope
 
 # What only prune, apply and metrics need (policy files, deletion, psutil) is imported by
 # them, so that `hfcache scan` starts faster (every command starts with a scan).
@@ -158,6 +159,11 @@ def _check_types(types: list[str], kinds: list[str] | None) -> frozenset[str]:
     return frozenset(types)
 
 
+def _scope(types: list[str] | None, names: list[str] | None, kinds: list[str] | None) -> Scope:
+    """``--type`` (checked against the kinds selected) and ``--name``: which items a command looks at."""
+    return Scope(types=_check_types(types or [], kinds), names=tuple(names or ()))
+
+
 CacheDirOption = Annotated[
     Optional[list[str]],
     typer.Option(
@@ -181,6 +187,19 @@ FormatOption = Annotated[
         "--format",
         help="table for people, json for programs, markdown for a CI job summary, ids for scripts (id or id@revision).",
     ),
+]
+TypeOption = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--type",
+        metavar="TYPE",
+        autocompletion=_complete_type,
+        help="Only items of this type: model, dataset, space, kernel, checkpoint, hub-repo, ... (repeatable).",
+    ),
+]
+NameOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--name", metavar="GLOB", help="Only item ids matching this glob, e.g. 'meta-llama/*' (repeatable)."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Same as --format json.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No warnings, notes or progress bar on stderr.")]

@@ -23,13 +23,16 @@ from hfcache.cli.app import (
     KindOption,
     LockWaitOption,
     LogOption,
+    NameOption,
     OutputFormat,
     QuietOption,
+    TypeOption,
     VerboseOption,
     YesOption,
     _format,
     _jobs,
     _progress,
+    _scope,
     _user_errors,
     app,
 )
@@ -178,6 +181,8 @@ class _Run:
 def prune(
     cache_dir: CacheDirOption = None,
     kind: KindOption = None,
+    item_type: TypeOption = None,
+    name: NameOption = None,
     max_age: Annotated[
         Optional[str],
         typer.Option("--max-age", metavar="AGE", help="Delete revisions not used for AGE (30d, 12h, 2w; s m h d w)."),
@@ -241,6 +246,12 @@ def prune(
     A unit goes when at least one policy selects it and no protection or keep rule saves
     it; --max-size and --min-free run last, over what survives.
 
+    --kind, --type and --name scope a prune: only those items' revisions and junk
+    may go; nothing else is deleted or listed (nor junk of no item, such as shared
+    payloads). Quotas still measure the whole cache (--max-size) and file system
+    (--min-free) but evict only in the scope; the plan says if that falls short.
+    A --name that matches nothing is a warning, not an error.
+
     Example: hfcache prune --keep 2 --max-age 90d --protect 'meta-llama/*' --dry-run
     """
     from hfcache.plan.settings import MinFree, Settings
@@ -260,13 +271,14 @@ def prune(
             allow_remove_all=True if allow_remove_all else None,
         )
         policy = build_policy(overrides, protect=tuple(protect or ()), config=config, use_config=not no_config)
+        scope = _scope(item_type, name, kind)  # a bad --type is refused before the scan
         run = _Run(yes=yes, fmt=fmt, quiet=quiet, lock_wait=float(parse_duration(lock_wait)), log=log, show_kept=show_kept)
         with _progress(not quiet):
             inventory = scan_caches(cache_dir or None, kinds=kind or None, jobs=_jobs(jobs))
         # Before the plan is written and anything deleted: no output file may land in a cache.
         _refuse_outputs_in_caches((c.root for c in inventory.caches), plan_out=plan_out, log=None if dry_run else log)
         notes = check_access_times(inventory, policy)
-        plan = plan_prune(inventory, policy)
+        plan = plan_prune(inventory, policy, scope)
         if plan_out:
             write_plan(plan, plan_out)
         if not quiet:

@@ -15,14 +15,15 @@ from hfcache.cli.app import (
     JobsOption,
     JsonOption,
     KindOption,
+    NameOption,
     OutputFormat,
     QuietOption,
+    TypeOption,
     VerboseOption,
-    _check_types,
-    _complete_type,
     _format,
     _jobs,
     _progress,
+    _scope,
     _user_errors,
     app,
 )
@@ -42,19 +43,8 @@ def scan(
     sort: Annotated[
         str, typer.Option("--sort", metavar="KEY[:asc|desc]", help="Order by name, size, accessed or modified.")
     ] = "name",
-    item_type: Annotated[
-        Optional[list[str]],
-        typer.Option(
-            "--type",
-            metavar="TYPE",
-            autocompletion=_complete_type,
-            help="Only items of this type: model, dataset, space, kernel, checkpoint, hub-repo, ... (repeatable).",
-        ),
-    ] = None,
-    name: Annotated[
-        Optional[list[str]],
-        typer.Option("--name", metavar="GLOB", help="Only item ids matching this glob, e.g. 'meta-llama/*' (repeatable)."),
-    ] = None,
+    item_type: TypeOption = None,
+    name: NameOption = None,
     larger_than: Annotated[
         Optional[str], typer.Option("--larger-than", metavar="SIZE", help="Only entries bigger than SIZE (500MB, 2GiB).")
     ] = None,
@@ -91,9 +81,10 @@ def scan(
     from hfcache.output.serialize import inventory_to_dict
 
     with _user_errors(verbose=verbose):
+        scope = _scope(item_type, name, kind)
         selection = Selection(
-            types=_check_types(item_type or [], kind),
-            names=tuple(name or ()),
+            types=scope.types,
+            names=scope.names,
             larger_than=parse_size(larger_than) if larger_than is not None else None,
             smaller_than=parse_size(smaller_than) if smaller_than is not None else None,
             older_than=parse_duration(older_than) if older_than is not None else None,

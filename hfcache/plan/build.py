@@ -12,6 +12,12 @@
 4. quotas run last, over what survives: ``max_size`` per cache, then ``min_free`` per
    file system, evicting the least recently used units until the target is met.
 
+A :class:`~hfcache.plan.query.Scope` (``prune --type --name``) narrows all of it: only the
+revisions of the items in the scope, and the junk of those items, are decided about; the
+rest is not in the plan at all, neither deleted nor listed as kept. The quotas still measure
+what they measure (the whole cache, the whole file system): they only have fewer units to
+evict, and say so when the scope cannot reach their target.
+
 The plan is a value; :mod:`hfcache.execute.run` carries it out. Its ``reclaim_bytes`` is
 counted by :class:`hfcache.plan.accounting.Reclaim`, so a byte shared with a unit that stays
 is not counted, and no byte is counted twice.
@@ -38,6 +44,7 @@ from hfcache.plan.policies import (
     matches,
     max_age,
 )
+from hfcache.plan.query import Scope
 from hfcache.plan.settings import Policy
 from hfcache.units import describe_size
 
@@ -60,10 +67,11 @@ def candidate(item: Item, rev: Revision) -> Candidate:
 class _CachePlan:
     """The decisions for one cache while a plan is made (see :func:`make_plan`); :meth:`decide` makes them."""
 
-    def __init__(self, cache: CacheInventory, policy: Policy, now: float) -> None:
+    def __init__(self, cache: CacheInventory, policy: Policy, now: float, scope: Scope = Scope()) -> None:
         self.cache = cache
         self.policy = policy
         self.now = now
+        self.scope = scope
         self.settings = policy.for_cache(cache.kind)
         self.age_by = self.settings.age_by or "atime"
         self.grace = self.settings.junk_grace if self.settings.junk_grace is not None else DEFAULT_JUNK_GRACE
@@ -100,6 +108,8 @@ class _CachePlan:
 
     def decide_revisions(self) -> None:
         for item in self.cache.items:
+            if not self.scope.holds(item):
+                continue  # out of the scope: no unit, so no policy (quotas included) ever decides about it
             settings = self.policy.for_item(item.kind, item.id)
             cands = [candidate(item, rev) for rev in item.revisions]
             for c, rev in zip(cands, item.revisions, strict=True):
@@ -138,7 +148,10 @@ class _CachePlan:
         items = {i.id: i for i in cache.items}
         orphans = {o.path: o for o in cache.orphan_files}
         decided = junk(cache, now=self.now, grace=self.grace)
+        in_scope = self.scope.junk_filter(cache)
         for path, what, item_id, size, mtime in junk_pieces(cache):
+            if not in_scope(item_id, path):
+                continue
             select, *keep = decided[path]
             glob = self.policy.protected_by(cache.kind, item_id) if item_id else None
             if glob is not None:
@@ -198,9 +211,9 @@ class _CachePlan:
         self.add(selected)
         self.add(saved)
         if left > 0:
+            rest = "kept by a rule" if self.scope.is_everything else "out of the scope or kept by a rule"
             self.warnings.append(
-                f"{self.cache.root}: stays {describe_size(left)} over max_size {describe_size(limit)}: "
-                "everything left is kept by a rule"
+                f"{self.cache.root}: stays {describe_size(left)} over max_size {describe_size(limit)}: everything left is {rest}"
             )
 
 
@@ -243,7 +256,8 @@ def _free_space(group: list[_CachePlan], disk: Disk, now: float) -> str | None:
         owner[path].add({path: d})
     if left > 0:
         roots = ", ".join(cp.cache.root for cp in group)
-        return f"{roots}: the file system stays {describe_size(left)} short of min_free: everything left is kept"
+        rest = "kept" if all(cp.scope.is_everything for cp in group) else "out of the scope or kept"
+        return f"{roots}: the file system stays {describe_size(left)} short of min_free: everything left is {rest}"
     return None
 
 
@@ -258,10 +272,13 @@ def make_plan(
     *,
     now: float,
     disks: Mapping[str, Disk] | None = None,
+    scope: Scope = Scope(),
 ) -> Plan:
     """The plan ``policy`` makes for ``inventory`` at time ``now``. Pure: reads no disk, no clock.
 
-    ``disks`` gives each cache root's file system (needed by ``min_free`` only). Raises
+    ``disks`` gives each cache root's file system (needed by ``min_free`` only). ``scope``
+    narrows what the plan may delete (see the module's docstring); the plan's ``policy``
+    lines state it, and its warnings say which of its globs match nothing. Raises
     ``ValueError`` for an empty policy: nothing to do never means "delete everything".
     """
     if policy.is_empty:
@@ -270,8 +287,10 @@ def make_plan(
     for cache in inventory.caches:
         if not cache.exists:
             continue
-        plans.append(_CachePlan(cache, policy, now).decide())
-    warnings = _min_free(plans, disks or {}, now) if any(cp.settings.min_free for cp in plans) else []
+        plans.append(_CachePlan(cache, policy, now, scope).decide())
+    warnings = scope.unmatched(inventory)
+    if any(cp.settings.min_free for cp in plans):
+        warnings.extend(_min_free(plans, disks or {}, now))
 
     delete: list[PlanUnit] = []
     keep: list[PlanUnit] = []
@@ -292,7 +311,7 @@ def make_plan(
         delete=tuple(sorted(delete, key=order)),
         keep=tuple(sorted(keep, key=order)),
         created_at=now,
-        policy=tuple(policy.describe()),
+        policy=(*policy.describe(), *(() if scope.is_everything else (f"scope: {scope.describe()}",))),
         caches=tuple(PlanCache(cp.cache.kind, cp.cache.root, cp.grace) for cp in plans),
         warnings=tuple(warnings),
     )

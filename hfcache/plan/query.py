@@ -1,5 +1,8 @@
 """Selecting and ordering what a scan found: pure functions, the clock passed in.
 
+What ``scan`` shows is a :class:`Selection`; what a ``prune`` may touch is a :class:`Scope`,
+the part of a selection that says which items (``--type``, ``--name``): both match the same way.
+
 >>> sel = Selection(types=frozenset({"model"}), names=("meta-llama/*",), larger_than=10**9)
 >>> key, reverse = parse_sort("size")
 >>> reverse
@@ -31,6 +34,102 @@ def matching_glob(ident: str, globs: Iterable[str]) -> str | None:
     return next((g for g in globs if fnmatch.fnmatchcase(ident, g.lower())), None)
 
 
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which items a prune may touch: those of one of ``types`` whose id matches one of ``names``.
+
+    An empty criterion does not narrow: ``Scope()`` is everything. Ids match as ``scan
+    --name`` matches them (:func:`matching_glob`: case-insensitively, a shell glob whose
+    ``*`` also crosses ``/``); a :class:`Selection`'s type and name criteria are a scope.
+
+    >>> s = Scope(types=frozenset({"model"}), names=("org/*",))
+    >>> s.holds(Item("huggingface", "ORG/a", "model", "/c/a")), s.holds(Item("huggingface", "org/a", "dataset", "/c/b"))
+    (True, False)
+    >>> s.describe()
+    "only items of type model whose id matches 'org/*'"
+    """
+
+    types: frozenset[str] = frozenset()
+    names: tuple[str, ...] = ()
+
+    @property
+    def is_everything(self) -> bool:
+        return not self.types and not self.names
+
+    def holds(self, item: Item) -> bool:
+        if self.types and item.type not in self.types:
+            return False
+        return not self.names or matching_glob(item.id, self.names) is not None
+
+    def junk_filter(self, cache: CacheInventory) -> Callable[[str | None, str], bool]:
+        """Whether a piece of ``cache``'s junk, given its item id and path, is in the scope.
+
+        A piece belongs to the item of its id whose folder holds it (a model and a dataset may
+        share an id), else to every item of that id, and is in the scope when they all are.
+        A piece of an id no item has (a first download that never finished) is in by its id
+        alone, never under a type (which cannot be known). Junk of no item (shared-store
+        payloads no repo links to, stray temporary files) is in only when the scope is everything.
+        """
+        if self.is_everything:
+            return lambda item_id, path: True
+        by_id: dict[str, list[Item]] = {}
+        for item in cache.items:
+            by_id.setdefault(item.id, []).append(item)
+
+        def holds(item_id: str | None, path: str) -> bool:
+            if item_id is None:
+                return False
+            same = by_id.get(item_id, [])
+            owners = [i for i in same if _inside(path, i.path)] or same
+            if not owners:
+                return not self.types and matching_glob(item_id, self.names) is not None
+            return all(self.holds(i) for i in owners)
+
+        return holds
+
+    def _reaches(self, cache: CacheInventory) -> bool:
+        if any(self.holds(i) for i in cache.items):
+            return True
+        junk = self.junk_filter(cache)
+        pieces = [(p.item_id, p.path) for p in cache.partial_files]
+        pieces += [(o.item_id, o.path) for o in cache.orphan_files]
+        pieces += [(lo.item_id, lo.path) for lo in cache.leftovers]
+        return any(junk(item_id, path) for item_id, path in pieces)
+
+    def unmatched(self, inventory: Inventory) -> list[str]:
+        """A warning for each glob (or, without globs, the types) that nothing in ``inventory`` matches.
+
+        >>> Scope(names=("org/*",)).unmatched(Inventory())
+        ["scope: no item in the caches scanned matches 'org/*': nothing of it to prune"]
+        """
+        if self.is_everything:
+            return []
+        of_type = f" of type {' or '.join(sorted(self.types))}" if self.types else ""
+        out = []
+        for glob in dict.fromkeys(self.names) or [None]:
+            part = replace(self, names=(glob,)) if glob is not None else self
+            if any(part._reaches(c) for c in inventory.caches):
+                continue
+            if glob is None:
+                out.append(f"scope: no item{of_type} in the caches scanned: nothing to prune")
+            else:
+                out.append(f"scope: no item{of_type} in the caches scanned matches {glob!r}: nothing of it to prune")
+        return out
+
+    def describe(self) -> str:
+        """The scope in words, for a plan's header (``scope: ...``)."""
+        words = "only items"
+        if self.types:
+            words += " of type " + " or ".join(sorted(self.types))
+        if self.names:
+            words += " whose id matches " + " or ".join(repr(g) for g in self.names)
+        return words
+
+
 # Newest and biggest first, names alphabetically: what `hf cache ls --sort` does.
 _DEFAULT_ORDER = {"name": "asc", "size": "desc", "accessed": "desc", "modified": "desc"}
 _SORT_RE = re.compile(r"(?P<key>[a-z]+)(?::(?P<order>asc|desc))?")
@@ -54,10 +153,13 @@ class Selection:
     age_by: str = "atime"
     revisions: bool = False
 
+    @property
+    def scope(self) -> Scope:
+        """The type and name criteria: which items (what ``prune --type --name`` takes)."""
+        return Scope(self.types, self.names)
+
     def matches_identity(self, item: Item) -> bool:
-        if self.types and item.type not in self.types:
-            return False
-        return not self.names or matching_glob(item.id, self.names) is not None
+        return self.scope.holds(item)
 
     def matches_measures(self, size: int, atime: float, mtime: float, now: float) -> bool:
         if self.larger_than is not None and size <= self.larger_than:
@@ -119,11 +221,9 @@ def revision_rows(cache: CacheInventory, sort: str = "name") -> list[tuple[Item,
 def _select_cache(cache: CacheInventory, sel: Selection, now: float, key: str, reverse: bool) -> CacheInventory:
     value = _sort_value(key)
     items: list[Item] = []
-    identities: set[str] = set()
     for item in cache.items:
         if not sel.matches_identity(item):
             continue
-        identities.add(item.id)
         if sel.revisions:
             revs = [r for r in item.revisions if sel.matches_measures(r.size_bytes, r.last_accessed, r.last_modified, now)]
             if not revs:
@@ -138,12 +238,12 @@ def _select_cache(cache: CacheInventory, sel: Selection, now: float, key: str, r
             items.append(item)
     items.sort(key=value, reverse=reverse)
 
-    filtered = sel.types or sel.names
+    junk = sel.scope.junk_filter(cache)  # by type and name only, as prune --type --name takes junk
     return replace(
         cache,
         items=tuple(items),
-        partial_files=tuple(p for p in cache.partial_files if not filtered or p.item_id in identities),
-        orphan_files=tuple(o for o in cache.orphan_files if not filtered or o.item_id in identities),
+        partial_files=tuple(p for p in cache.partial_files if junk(p.item_id, p.path)),
+        orphan_files=tuple(o for o in cache.orphan_files if junk(o.item_id, o.path)),
     )
 
 
