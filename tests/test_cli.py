@@ -354,3 +354,25 @@ def test_ids_for_scripts_from_scan_and_prune(tmp_path):
     assert planned.exit_code == 0
     old = {f"org/{n[-1]}@{commit(f'org--{n[-1]}-old')}" for n in made}
     assert set(planned.stdout.splitlines()) == old
+
+
+@pytest.mark.parametrize("command", ["scan", "prune", "apply", "rm", "metrics"])
+def test_help_paragraphs_wrap_at_the_terminal_not_at_the_source_line_breaks(command):
+    """Each paragraph of a command's docstring comes out as one run of text, wrapped only by width."""
+    import inspect
+
+    from hfcache.cli import app as typer_app
+
+    callback = next(c.callback for c in typer_app.registered_commands if (c.name or c.callback.__name__) == command)
+    text = run_cli(command, "--help", env={"COLUMNS": "400"}).stdout
+    lines = [line.strip() for line in text.splitlines()]
+    for paragraph in inspect.cleandoc(callback.__doc__ or "").split("\n\n"):
+        if not paragraph.startswith(("Example", " ", "- ")):
+            assert " ".join(paragraph.split()) in lines, paragraph
+
+
+def test_the_plan_header_shows_sizes_and_ages_in_their_units():
+    from hfcache.plan.settings import Policy, Settings
+
+    described = Policy(overrides=Settings(max_size=200 * 10**9, max_age=30 * 86400.0, keep=2)).describe()
+    assert described == ["command line: max_age=30d, keep=2, max_size=200.0 GB"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,8 +34,32 @@ def usage_error_line(e: Any) -> str:
     return f"{message} (see '{ctx.command_path} --help')" if ctx is not None else message
 
 
+def reflow(text: str | None) -> str | None:
+    r"""A docstring's paragraphs each as one line, for the help to wrap at the terminal's width.
+
+    Typer keeps a docstring's line breaks inside paragraphs, so help came out ragged ("saves" /
+    "it;") at any width but the source's. A paragraph whose lines are indented or are list
+    items ("- ") keeps its breaks.
+
+    >>> reflow("First line.\n\nOne paragraph\nin two lines.\n\n- a\n- b")
+    'First line.\n\nOne paragraph in two lines.\n\n- a\n- b'
+    """
+    if not text:
+        return text
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(p if _laid_out(p) else " ".join(p.split("\n")) for p in paragraphs)
+
+
+def _laid_out(paragraph: str) -> bool:
+    """Whether a paragraph's line breaks are its layout (indented lines, list items, click's \\b)."""
+    return any(line.startswith((" ", "- ", "\b")) for line in paragraph.splitlines())
+
+
 class _Group(TyperGroup):
-    """Typer's group, its usage errors as one line on stderr and exit 2 (Typer draws a box around them)."""
+    """Typer's group: help paragraphs reflowed (:func:`reflow`); usage errors as one line on stderr and exit 2.
+
+    (Typer draws a box around usage errors.)
+    """
 
     def main(  # type: ignore[override]  # the same parameters, spelt out
         self,
@@ -44,6 +69,8 @@ class _Group(TyperGroup):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
+        for command in self.commands.values():
+            command.help = reflow(command.help)
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, **extra)
         try:

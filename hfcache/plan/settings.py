@@ -184,7 +184,7 @@ class Policy:
         def show(where: str, s: Settings) -> None:
             given = {f.name: getattr(s, f.name) for f in fields(s) if getattr(s, f.name) is not None}
             if given:
-                lines.append(f"{where}: " + ", ".join(f"{k}={_show(v)}" for k, v in given.items()))
+                lines.append(f"{where}: " + ", ".join(f"{k}={_show(k, v)}" for k, v in given.items()))
 
         show("defaults", self.defaults)
         for r in self.models:
@@ -199,7 +199,10 @@ class Policy:
         return lines
 
 
-def _show(value: Any) -> str:
+def _show(key: str, value: Any) -> str:
+    """A setting as people write it: ages and sizes in their units (``max_size=200.0 GB``), never raw seconds or bytes."""
+    if key == "max_size" and isinstance(value, int):
+        return describe_size(value)
     if isinstance(value, float):
         return describe_age(value)
     return str(value).lower() if isinstance(value, bool) else str(value)
