@@ -293,3 +293,15 @@ def test_a_kill_mid_file_leaves_a_cache_that_loads_and_the_next_runs_finish(rich
         os.path.getsize(os.path.join(blobs, b)) for b in os.listdir(blobs)
     )  # no orphan left: every blob is some revision's
     assert_kept_revisions_load_offline(root, scan_cache_dir(root), set(), monkeypatch)
+
+
+def test_a_file_of_a_damaged_model_stays_and_is_said_with_its_name(rich):
+    root, c = rich
+    write(os.path.join(root, "models--org--moving", "refs", "v9"), b"f" * 40)  # a ref to no commit: damage
+    before = contents(root)
+    result = run_cli("rm", "hf://org/moving/weights.bin", "--cache-dir", root, "--yes")
+    assert result.exit_code == 1
+    assert f"org/moving@{c['d2']} weights.bin stays: damaged" in result.stderr, result.stderr
+    after = contents(root)
+    after.pop(".locks/hfcache-prune.lock", None)  # taken to finish what an interrupted run may have left
+    assert after == before

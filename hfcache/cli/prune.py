@@ -128,7 +128,9 @@ class _Run:
             from hfcache.output.words import describe_all
 
             for unit in plan.keep:
-                render.warning(f"{unit.id}@{unit.revision} stays: {'; '.join(describe_all(unit.reasons[1:]))}")
+                named = f"{unit.id}@{unit.revision}" if unit.revision else str(unit.id)
+                named += f" {unit.file}" if unit.file else ""
+                render.warning(f"{named} stays: {'; '.join(describe_all(unit.reasons[1:]))}")
         if not plan.delete:
             if self.yes:  # nothing to delete, but what an interrupted prune left half-done is finished
                 from hfcache.prune import repair
