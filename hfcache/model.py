@@ -148,12 +148,15 @@ class PartialFile:
     """A download that did not finish (or a temporary file an interrupted write left).
 
     ``scheme`` says which: ``resumable`` (hub <= 1.17 ``<etag>.incomplete``, resumed by
-    the next download), ``per-process`` (hub >= 1.18 ``<etag>.<8 hex>.incomplete``,
-    never resumed), ``temporary`` (``tmp_<uuid>``, ``.<etag>.<hex>.new``, torch's
-    ``*.partial`` and the like), ``extracting`` (an archive or folder left half-way through
-    unpacking) or ``unmarked`` (a folder its library has not marked complete: kagglehub).
-    ``lock_held`` is True/False when the download lock could be tested, None when there is
-    no lock file or the test was impossible.
+    the next download; so are llama.cpp's ``<oid>.downloadInProgress`` and the Rust hf-hub
+    crate's ``<etag>.part``), ``per-process`` (hub >= 1.18 ``<etag>.<8 hex>.incomplete``,
+    never resumed), ``temporary`` (``tmp_<uuid>``, ``.<etag>.<hex>.new``, a ref's atomic
+    write ``refs/<name>[.<8 hex>].tmp``, torch's ``*.partial`` and the like),
+    ``extracting`` (an archive or folder left half-way through unpacking) or ``unmarked`` (a
+    folder its library has not marked complete: kagglehub). ``lock_held`` is True/False
+    when the download lock could be tested, None when there is no lock file (llama.cpp takes
+    none: only the file's age and the processes holding it tell a live download) or the
+    test was impossible.
     """
 
     path: str
@@ -167,7 +170,11 @@ class PartialFile:
 
 @dataclass(frozen=True)
 class OrphanFile:
-    """A blob no revision reaches. ``shared_payload`` is set when it links into the shared store."""
+    """A blob no revision reaches. ``shared_payload`` is set when it links into the shared store.
+
+    Only a file named as the hub names blobs (an ETag: 40 or 64 hex, a mirror's md5) is
+    one; another name no snapshot links is reported as a warning and never deleted.
+    """
 
     path: str
     item_id: str

@@ -14,6 +14,7 @@ import tempfile
 import pytest
 
 CACHE_VARIABLES = (
+    "LLAMA_CACHE",
     "HF_HOME",
     "HF_HUB_CACHE",
     "HUGGINGFACE_HUB_CACHE",

@@ -606,7 +606,7 @@ def test_the_laptop_policy_does_what_its_comments_say(tmp_path, monkeypatch):
     tried = hub_model(hub, "org/tried", ("a", GB, 100, 100))
     used = hub_model(hub, "org/used", ("old", GB, 61, 120), ("x", GB, 59, 90), ("y", GB, 30, 60), ("main", GB, 0, 10))
     stale, fresh = partial_download(hub, "org/used", 25), partial_download(hub, "org/used", 12)
-    orphan = trees.write(os.path.join(hub, "models--org--used", "blobs", "unreferenced"), 1000)
+    orphan = trees.write(os.path.join(hub, "models--org--used", "blobs", trees.sha256("unreferenced")), 1000)
     os.utime(orphan, (time.time() - 3 * DAY, time.time() - 3 * DAY))
     resnet = torch_checkpoint(torch, "resnet18-5c106cde.pth", 10**7, read=100, downloaded=100)
     vit = torch_checkpoint(torch, "vit_b_16-c867db91.pth", 10**7, read=3, downloaded=100)

@@ -178,8 +178,9 @@ def test_hub_blobs_folder_a_mount_point_and_junk_beyond_it(tmp_path):
     root = str(tmp_path / "hub")
     hub_cache_with_data_folder(root)
     blobs = os.path.join(root, "models--org--a", "blobs")
-    write(os.path.join(blobs, "orphan"), 9)
+    write(os.path.join(blobs, "e" * 40), 9)  # an orphan blob (a git sha1 name), beyond the mount point
     write(os.path.join(blobs, "e9.incomplete"), 11)
+    assert [o.size_bytes for o in hf.scan(root).orphan_files] == [9]
     got = confine_to_mount(hf.scan(root), [blobs])
     a = item(got, "org/a")
     assert not a.deletable and a.size_bytes == 0 and all(r.size_bytes == 0 for r in a.revisions)

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING
 from hfcache.caches.deletion import Finisher, Going, Outcomes, young
 from hfcache.caches.huggingface.blobs import finish_blobs, set_aside, sweep
 from hfcache.caches.huggingface.files import remove_entry, remove_unlinked, revision_files
-from hfcache.caches.huggingface.location import REF_TMP_RE
+from hfcache.caches.huggingface.location import REF_TMP_RE, blob_temporary
 from hfcache.caches.huggingface.trash import listdir, recover_trash, ref_entry, restore_refs, trash_name, trash_path
 from hfcache.fs.locks import is_lock_held
 from hfcache.fs.ops import Tree, UnsafePath
@@ -113,17 +113,30 @@ class HubDeletion:
     def item_busy(
         self, tree: Tree, cache: CacheInventory, path: str, item_id: str | None, grace: float, now: float
     ) -> str | None:
-        """A download running into the repo: a lock of it held, or a partial blob younger than ``grace``."""
+        """A download running into the repo: a lock of it held, or a partial download younger than ``grace``.
+
+        Every writer of the hub layout counts: the hub's locks (``.locks/<repo folder>/``),
+        swift-huggingface's (``.locks/<repo folder>/blobs/``), the Rust hf-hub's beside its
+        blobs; huggingface_hub's ``.incomplete``, llama.cpp's ``.downloadInProgress`` (which
+        takes no lock at all: only its age tells), hf-hub's ``.part``.
+        """
         locks = os.path.join(tree.path, ".locks", os.path.basename(path))
-        for name in listdir(tree, locks):
-            if name.endswith(".lock") and is_lock_held(os.path.join(locks, name)):
-                return f"a download into this repo is running (lock held: {name})"
         blobs = os.path.join(path, "blobs")
+        for folder in (locks, os.path.join(locks, "blobs")):
+            for name in listdir(tree, folder):
+                if name.endswith(".lock") and is_lock_held(os.path.join(folder, name)):
+                    return f"a download into this repo is running (lock held: {name})"
         for name in listdir(tree, blobs):
-            if name.endswith(".incomplete"):
-                age = young(tree, os.path.join(blobs, name), now, grace)
-                if age:
-                    return f"a download into this repo may be running ({name} modified {age} ago)"
+            temp = blob_temporary(name) if "." in name or name.startswith("tmp_") else None  # (a blob: a plain hex name)
+            if temp is None:
+                continue
+            if temp.what == "lock":
+                if is_lock_held(os.path.join(blobs, name)):
+                    return f"a download into this repo is running (lock held: {name})"
+                continue
+            age = young(tree, os.path.join(blobs, name), now, grace)
+            if age:
+                return f"a download into this repo may be running ({name} modified {age} ago)"
         return None
 
     def revalidate(self, tree: Tree, cache: CacheInventory, item: Item, unit: PlanUnit, rev: Revision) -> str | None:

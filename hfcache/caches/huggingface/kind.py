@@ -9,7 +9,7 @@ from hfcache.caches.huggingface.location import (
     REPO_TYPES,
     SHARED_STORE_DIR,
     TITLE,
-    default_root,
+    default_roots,
     looks_like_cache,
     parse_hf_uri,
 )
@@ -25,7 +25,7 @@ HUB = FunctionKind(
     KIND,
     TITLE,
     tuple(REPO_TYPES.values()),
-    lambda env: [default_root(env)],
+    default_roots,  # the hub's root, and llama.cpp's LLAMA_CACHE when it holds a hub cache
     lambda root: looks_like_cache(names_in(root), root),
     scan,
     parallel=True,

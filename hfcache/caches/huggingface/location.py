@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from typing import NamedTuple
 from urllib.parse import unquote
 
-from hfcache.caches._common import FILES_TO_IGNORE, check_dir, env_path, expanduser, expandvars, xdg_cache_home
+from hfcache.caches._common import FILES_TO_IGNORE, check_dir, env_path, expanduser, expandvars, names_in, xdg_cache_home
 from hfcache.caches.protocol import Uri
 from hfcache.errors import CacheUnreadable, NotACache
 
@@ -43,14 +44,78 @@ REPO_DIR_RE = re.compile(r"(models|datasets|spaces|kernels)--(.+)", re.DOTALL)
 COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 
 
-# `refs/main.1a2b3c4d.tmp`: an interrupted atomic write of a ref, not a ref.
-REF_TMP_RE = re.compile(r"\.[0-9a-f]{8}\.tmp$")
+# An interrupted atomic write of a ref, never a ref: huggingface_hub 2.4 writes
+# `refs/<name>.<8 hex>.tmp`, llama.cpp `refs/<name>.tmp` (hf-cache.cpp, safe_write_file), then rename.
+REF_TMP_RE = re.compile(r"\.tmp$")
 
 
 INCOMPLETE_RE = re.compile(r"(?P<etag>.+?)(?P<token>\.[0-9a-f]{8})?\.incomplete", re.DOTALL)
 
 
 TEMP_BLOB_RE = re.compile(r"tmp_[0-9a-f-]{32,36}|\..+\.[0-9a-f]{8}\.(?:new|old|shared)", re.DOTALL)
+
+
+# The name of a blob the hub writes, `blobs/<etag>` with the ETag's quotes removed
+# (file_download._normalize_etag): a git sha1 (40 hex) for a file kept in git, a sha256 (64
+# hex) for LFS and Xet files; caches filled through mirrors also hold S3-style ETags (an md5,
+# or md5-<parts> of a multipart upload). Only a blob so named can be an orphan: any other name
+# no snapshot links is left alone (see blob_temporary for the names other writers use).
+BLOB_NAME_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}|[0-9a-f]{32}(?:-[0-9]{1,5})?")
+
+
+# llama.cpp (common/download.cpp): `blobs/<oid>` is downloaded into `<oid>.downloadInProgress`,
+# appended and resumed with a Range request, renamed when complete; no lock of the hub's.
+DOWNLOAD_IN_PROGRESS = ".downloadInProgress"
+
+
+# The Rust hf-hub crate 0.4.1-0.5 (src/api/sync.rs, tokio.rs): `<etag>.part` (sync API) or
+# `<etag>.sync.part` (tokio API), under the flock of `<etag>.lock` beside them; 0.4.0 wrote
+# `<etag>..part` and `<etag>..sync.part` (PathBuf::set_extension(".part") keeps the dot).
+RUST_PART_RE = re.compile(r"(?P<etag>[0-9a-f]{40}|[0-9a-f]{64})\.{1,2}(?:sync\.)?part")
+
+
+class BlobTemporary(NamedTuple):
+    """What a name in a repo's ``blobs/`` is when it is not a blob: a partial download or a lock.
+
+    ``etag`` is the blob it is for (None for huggingface_hub's umask probe and staging files),
+    ``scheme`` a partial's :attr:`~hfcache.model.PartialFile.scheme` ("" for a lock), ``lock``
+    the lock file its writer takes beside it in ``blobs/``, if any (the Rust hf-hub crate's;
+    llama.cpp takes none, but the download lock proposed for it, llama.cpp PR #28803, would
+    be ``<oid>.lock`` there by default).
+    """
+
+    what: str  # "partial" or "lock"
+    etag: str | None
+    scheme: str = ""
+    lock: str | None = None
+
+
+def blob_temporary(name: str) -> BlobTemporary | None:
+    """The partial download or lock a name in ``blobs/`` is, by the names their writers use; None otherwise.
+
+    >>> blob_temporary("0" * 64 + ".downloadInProgress").scheme, blob_temporary("0" * 40 + ".part").lock
+    ('resumable', '0000000000000000000000000000000000000000.lock')
+    >>> blob_temporary("0" * 64), blob_temporary("notes.part")
+    (None, None)
+    """
+    if name.endswith(".incomplete"):  # huggingface_hub, huggingface.js, swift-huggingface, hf-hub >= 1.0
+        match = INCOMPLETE_RE.fullmatch(name)
+        if match:
+            return BlobTemporary("partial", match.group("etag"), "per-process" if match.group("token") else "resumable")
+    if name.endswith(DOWNLOAD_IN_PROGRESS) and len(name) > len(DOWNLOAD_IN_PROGRESS):
+        oid = name[: -len(DOWNLOAD_IN_PROGRESS)]
+        return BlobTemporary("partial", oid, "resumable", oid + ".lock")
+    if name.endswith("part"):
+        match = RUST_PART_RE.fullmatch(name)
+        if match:
+            return BlobTemporary("partial", match.group("etag"), "resumable", match.group("etag") + ".lock")
+    if name.endswith(".lock") and len(name) > len(".lock"):
+        # hf-hub's lock_file(), swift's FileLock, llama.cpp's download lock (its common_file_lock,
+        # `path + ".lock"`): a flock file, never deleted by its writer, nor by hfcache.
+        return BlobTemporary("lock", name[: -len(".lock")])
+    if (name.startswith("tmp_") or name.startswith(".")) and TEMP_BLOB_RE.fullmatch(name):
+        return BlobTemporary("partial", None, "temporary")
+    return None
 
 
 XET_HASH_RE = re.compile(r"[0-9a-f]{64}")
@@ -92,6 +157,36 @@ def default_root(env: Mapping[str, str]) -> str:
     if explicit is not None:
         return os.path.abspath(_expand(explicit, env))
     return os.path.join(default_hf_home(env), "hub")
+
+
+def llama_cpp_root(env: Mapping[str, str]) -> str | None:
+    """``$LLAMA_CACHE``, where llama.cpp writes the hub layout instead of the hub's own root; None when unset.
+
+    llama.cpp (common/hf-cache.cpp, ``get_cache_directory``) takes ``LLAMA_CACHE`` first, then
+    the hub's variables in the hub's order; like the hub, an empty variable counts as unset.
+    It expands no ``~`` or ``$VAR`` in them (the shell does), so neither does this.
+
+    >>> llama_cpp_root({"LLAMA_CACHE": "/models"}), llama_cpp_root({"LLAMA_CACHE": ""})
+    ('/models', None)
+    """
+    value = env_path(env, "LLAMA_CACHE")
+    return os.path.abspath(value) if value is not None else None
+
+
+def default_roots(env: Mapping[str, str]) -> list[str]:
+    """The hub's root (:func:`default_root`), then llama.cpp's ``$LLAMA_CACHE`` when it holds a hub cache.
+
+    ``LLAMA_CACHE`` is one more hub-layout root (llama.cpp >= March 2026). It is listed only
+    when it exists and looks like a hub cache: before that, llama.cpp kept a flat cache of
+    its own there (``manifest=<org>=<repo>=<tag>.json``, ``*.gguf``), which is no hub cache.
+    The same folder under two names is scanned once (:func:`hfcache.caches.scan.scan_caches`
+    compares ``(st_dev, st_ino)``).
+    """
+    roots = [default_root(env)]
+    llama = llama_cpp_root(env)
+    if llama is not None and llama not in roots and looks_like_cache(names_in(llama), llama):
+        roots.append(llama)
+    return roots
 
 
 def looks_like_cache(names: list[str], root: str) -> bool:

@@ -32,7 +32,7 @@ def settle(scan_: RepoScan, ledger: bool = True) -> RepoScan:
             scan_.own_bytes += blob.size
         else:
             scan_.foreign[key] = blob.size
-    for key in blobs.keys() - referenced:
+    for key in blobs.keys() - referenced - scan_.unknown:  # (a name no writer is known to use is no orphan)
         if key.startswith("blobs/"):
             blob = blobs[key]
             path = blob.path or os.path.join(item.path, key)

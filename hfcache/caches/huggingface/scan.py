@@ -8,6 +8,12 @@ Layout reference: ``CACHE-LAYOUTS.md`` sections 1 and 2. In short::
     <root>/blobs/<xx>/<xet hash>                     hub >= 1.32 cross-repo shared store (marked)
     <root>/.locks/<repo folder>/<etag>.lock          per-blob download locks (flock)
 
+Other programs write the same layout (CACHE-LAYOUTS.md 2.12), each with its own temporary
+names in ``blobs/``: llama.cpp ``<oid>.downloadInProgress`` (no lock) and ``refs/<name>.tmp``,
+the Rust hf-hub crate ``<etag>.part`` and ``<etag>.lock``; llama.cpp's ``$LLAMA_CACHE`` is one
+more root of this kind. Those names are partial downloads and locks, never orphan blobs; a
+name no known writer uses is reported and left alone.
+
 The scanner is our own rather than ``huggingface_hub.scan_cache_dir``: it lists each folder
 once with ``os.scandir``, stats each blob once, reads links with ``os.readlink`` (the first
 hop only, never ``resolve()``), never opens a blob (that would move its atime) and never

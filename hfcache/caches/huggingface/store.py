@@ -10,12 +10,12 @@ from typing import NamedTuple
 from hfcache.caches._common import FILES_TO_IGNORE
 from hfcache.caches.huggingface.location import (
     DIR_FLAGS,
-    INCOMPLETE_RE,
     PREFIX_RE,
     SHARED_STORE_MARKER,
     SHARED_STORE_MARKER_CONTENT,
-    TEMP_BLOB_RE,
     XET_HASH_RE,
+    BlobTemporary,
+    blob_temporary,
 )
 from hfcache.fs.locks import is_lock_held
 from hfcache.model import PartialFile, ScanWarning
@@ -170,12 +170,38 @@ def _scan_blob_link(roots: Roots, link: str, blobs_dir: str) -> tuple[Blob, str 
     return found._replace(path=link), None
 
 
+def _lock_of(roots: Roots, folder: str, blobs_dir: str, temp: BlobTemporary) -> str | None:
+    """The lock file a partial download's writer takes, as it names it; the first that exists.
+
+    huggingface_hub (and hf-hub >= 1.0) lock ``.locks/<repo folder>/<etag>.lock``,
+    swift-huggingface the blob's path mirrored under ``.locks/`` (``.locks/<repo
+    folder>/blobs/<etag>.lock``), the Rust hf-hub 0.4-0.5 ``blobs/<etag>.lock``. When none
+    exists, the one its writer would take (:attr:`BlobTemporary.lock`, else the hub's), so
+    that a lock made after the scan is still tested before the partial goes.
+    """
+    if temp.etag is None:
+        return None
+    lock = temp.etag + ".lock"
+    hub = os.path.join(roots.real, ".locks", folder, lock)
+    beside = os.path.join(blobs_dir, temp.lock or lock)
+    candidates = (hub, os.path.join(roots.real, ".locks", folder, "blobs", lock), beside)
+    return next((c for c in candidates if os.path.lexists(c)), beside if temp.lock else hub)
+
+
 def scan_blobs_dir(
     roots: Roots, repo_dir: str, folder: str, item_id: str, warnings: list[ScanWarning]
-) -> tuple[dict[str, Blob], list[PartialFile]]:
+) -> tuple[dict[str, Blob], list[PartialFile], int]:
+    """A repo's blobs (by key ``blobs/<name>``), its partial downloads, and how many download locks lie beside them.
+
+    What the name says first (:func:`~hfcache.caches.huggingface.location.blob_temporary`):
+    a partial download of any writer of the hub layout is never a blob, a lock file never
+    anything (never deleted). Everything else is a blob, whatever its name: whether one no
+    snapshot links is an orphan is decided by its name once the links are known.
+    """
     blobs_dir = os.path.join(repo_dir, "blobs")
     blobs: dict[str, Blob] = {}
     partials: list[PartialFile] = []
+    locks = 0
     # Names and one lstat each, relative to the open folder: no DirEntry or path string per
     # blob, and the kernel resolves one name instead of the whole path (the hot loop).
     fd, names = open_folder(blobs_dir)
@@ -187,21 +213,19 @@ def scan_blobs_dir(
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             except OSError:
                 continue  # gone since it was listed
-            # Cheap tests first: almost every entry is a plain blob.
-            incomplete = INCOMPLETE_RE.fullmatch(name) if name.endswith(".incomplete") else None
-            if incomplete or (name[0] in "t." and TEMP_BLOB_RE.fullmatch(name)):
-                lock_path = None
-                scheme = "temporary"
-                if incomplete:
-                    scheme = "per-process" if incomplete.group("token") else "resumable"
-                    lock_path = os.path.join(roots.real, ".locks", folder, incomplete.group("etag") + ".lock")
+            # Cheap test first: almost every entry is a plain blob, a hex name without a dot.
+            temp = blob_temporary(name) if "." in name or name.startswith("tmp_") else None
+            if temp is not None and temp.what == "lock":
+                locks += 1
+            elif temp is not None:
+                lock_path = _lock_of(roots, folder, blobs_dir, temp)
                 partials.append(
                     PartialFile(
                         path=os.path.join(blobs_dir, name),
                         item_id=item_id,
                         size_bytes=st.st_size,
                         last_modified=st.st_mtime,
-                        scheme=scheme,
+                        scheme=temp.scheme,
                         lock_path=lock_path,
                         lock_held=is_lock_held(lock_path) if lock_path else None,
                     )
@@ -218,7 +242,7 @@ def scan_blobs_dir(
                 warnings.append(ScanWarning(os.path.join(blobs_dir, name), "unexpected entry in blobs/ (not a file)"))
     finally:
         os.close(fd)
-    return blobs, partials
+    return blobs, partials, locks
 
 
 def read_small(path: str, limit: int = 256) -> bytes:

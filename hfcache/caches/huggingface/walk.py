@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 
 from hfcache.caches._common import FILES_TO_IGNORE, measure
-from hfcache.caches.huggingface.location import COMMIT_RE, KIND, REF_TMP_RE, REPO_SUBDIRS
+from hfcache.caches.huggingface.location import BLOB_NAME_RE, COMMIT_RE, KIND, REF_TMP_RE, REPO_SUBDIRS
 from hfcache.caches.huggingface.snapshot import scan_snapshot
 from hfcache.caches.huggingface.store import Blob, Roots, list_folder, read_small, scan_blobs_dir
 from hfcache.caches.huggingface.trash import scan_trash
@@ -32,11 +32,18 @@ class RepoScan:
     own_bytes: int = 0  # referenced blobs in the repo's blobs/ (not shared-store links)
     foreign: dict[str, int] = field(default_factory=dict)  # referenced files elsewhere in the cache
     orphans: list[OrphanFile] = field(default_factory=list)
+    unknown: frozenset[str] = frozenset()  # keys of files in blobs/ that are neither blobs nor known temporaries
 
 
-def _scan_refs(refs_dir: str, warnings: list[ScanWarning]) -> dict[str, list[str]]:
-    """Map commit -> ref names, walking nested refs (``refs/pr/1``) and skipping atomic-write leftovers."""
+def _scan_refs(refs_dir: str, item_id: str, warnings: list[ScanWarning]) -> tuple[dict[str, list[str]], list[PartialFile]]:
+    """Map commit -> ref names, walking nested refs (``refs/pr/1``); atomic-write leftovers apart.
+
+    A ref is written to ``refs/<name>.<8 hex>.tmp`` (huggingface_hub) or ``refs/<name>.tmp``
+    (llama.cpp), then renamed: such a file a kill left is never a ref, whatever it holds,
+    but a temporary file (:class:`PartialFile`, scheme ``temporary``), junk once old.
+    """
     refs: dict[str, list[str]] = defaultdict(list)
+    temporaries: list[PartialFile] = []
     stack = [(refs_dir, "")]
     while stack:
         folder, prefix = stack.pop()
@@ -49,7 +56,11 @@ def _scan_refs(refs_dir: str, warnings: list[ScanWarning]) -> dict[str, list[str
             elif entry.is_dir(follow_symlinks=False):
                 stack.append((entry.path, f"{prefix}{name}/"))
             elif REF_TMP_RE.search(name):
-                continue  # `refs/main.1a2b3c4d.tmp`: an interrupted atomic write, not a ref
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue  # gone: renamed into place since it was listed
+                temporaries.append(PartialFile(entry.path, item_id, st.st_size, st.st_mtime, "temporary"))
             else:
                 try:
                     # A ref is a 40-byte pointer file, not model data.
@@ -61,7 +72,21 @@ def _scan_refs(refs_dir: str, warnings: list[ScanWarning]) -> dict[str, list[str
                     refs[content].append(prefix + name)
                 else:
                     warnings.append(ScanWarning(entry.path, "ref does not hold a commit hash"))
-    return refs
+    return refs, temporaries
+
+
+def _unknown_blobs(repo_dir: str, blobs: dict[str, Blob], reached: set[str], warnings: list[ScanWarning]) -> frozenset[str]:
+    """Keys of files in ``blobs/`` that no snapshot links and whose name is no blob name the hub writes.
+
+    Other programs write the hub layout with their own temporary names (those known are
+    partial downloads or locks already). A name none of them is known to write is not taken
+    for an orphan blob: it is reported, and never deleted.
+    """
+    unknown = [k for k in blobs.keys() - reached if k.startswith("blobs/") and not BLOB_NAME_RE.fullmatch(k[6:])]
+    for key in sorted(unknown):
+        message = "unknown file in blobs/ (not a blob name the hub writes, nor a temporary name of a known writer): left alone"
+        warnings.append(ScanWarning(os.path.join(repo_dir, key), message, blocks_deletion=False))
+    return frozenset(unknown)
 
 
 def dir_times(path: str) -> tuple[float, float]:
@@ -97,9 +122,13 @@ def scan_repo(roots: Roots, entry: os.DirEntry[str], repo_type: str, item_id: st
     traces: dict[str, list[str]] = {}
     subdirs: dict[str, os.DirEntry[str]] = {}
 
+    locks = 0  # download locks of other writers in blobs/ (never deleted): the folder is no emptied shell
+    unknown: frozenset[str] = frozenset()
+
     def finish() -> RepoScan:
         scan_ = _build_repo(roots, repo_dir, repo_type, item_id, warnings, blobs, partials, revisions, refs)
-        if not (revisions or refs or blobs or partials or any(w.blocks_deletion for w in warnings)):
+        scan_.unknown = unknown
+        if not (revisions or refs or blobs or partials or locks or any(w.blocks_deletion for w in warnings)):
             # An emptied shell (an interrupted removal of the whole repo): it goes as one leftover.
             m = measure(repo_dir, set(), [])
             folders = [repo_dir, *(e.path for e in subdirs.values() if e.is_dir(follow_symlinks=False))]
@@ -137,11 +166,12 @@ def scan_repo(roots: Roots, entry: os.DirEntry[str], repo_type: str, item_id: st
 
     if usable("blobs"):
         try:
-            blobs, partials = scan_blobs_dir(roots, repo_dir, entry.name, item_id, warnings)
+            blobs, partials, locks = scan_blobs_dir(roots, repo_dir, entry.name, item_id, warnings)
         except OSError as e:
             warnings.append(ScanWarning(os.path.join(repo_dir, "blobs"), f"cannot read blobs ({e.strerror or e})"))
     if usable("refs"):
-        refs = _scan_refs(os.path.join(repo_dir, "refs"), warnings)
+        refs, temporaries = _scan_refs(os.path.join(repo_dir, "refs"), item_id, warnings)
+        partials.extend(temporaries)
     set_aside: dict[str, Blob] = {}
     if entry.name in roots.trash:
         for commit, names in scan_trash(repo_dir, roots.trash[entry.name], blobs, set_aside, warnings).items():
@@ -173,10 +203,11 @@ def scan_repo(roots: Roots, entry: os.DirEntry[str], repo_type: str, item_id: st
                 rev_warnings.append(ScanWarning(snap.path, "snapshot folder is not named after a commit hash"))
             keys, nb_files = scan_snapshot(roots, repo_dir, snap.path, blobs, tables, rev_warnings)
             revisions.append((snap.name, snap.path, keys, nb_files, rev_warnings))
+    reached: set[str] = set().union(*(r[2] for r in revisions))
     if set_aside:  # a blob set aside that nothing links is gone (the repair deletes it), not an orphan
-        reached = set().union(*(r[2] for r in revisions))
         for key in set_aside.keys() - reached:
             del blobs[key]
+    unknown = _unknown_blobs(repo_dir, blobs, reached, warnings)
     return finish()
 
 
