@@ -94,7 +94,16 @@ def plugin_dist(tmp_path, monkeypatch):
 
 
 def test_builtin_kinds_are_the_documented_ones():
-    assert list(KINDS) == ["huggingface", "torch", "keras", "xet", "datasets", "kagglehub", "transformers-legacy"]
+    assert list(KINDS) == [
+        "huggingface",
+        "torch",
+        "keras",
+        "xet",
+        "datasets",
+        "kagglehub",
+        "transformers-legacy",
+        "llama-cpp-flat",
+    ]
 
 
 def test_plugin_from_an_installed_distribution_is_scanned(plugin_dist, isolated_home):
@@ -184,6 +193,7 @@ def make_machine(home: str) -> None:
     kh = os.path.join(home, ".cache", "kagglehub", "models", "keras", "gemma", "keras", "2b")
     write(os.path.join(kh, "3", "w.h5"), 70)
     write(os.path.join(kh, "3.complete"))
+    write(os.path.join(home, ".cache", "llama.cpp", "ai_smollm2_135M-Q4_0.gguf"), 80)
 
 
 def test_scan_every_kind_at_its_default_place(isolated_home):
@@ -205,6 +215,7 @@ def test_scan_every_kind_at_its_default_place(isolated_home):
         "torch": 90,
         "keras": 60,
         "kagglehub": 70,
+        "llama-cpp-flat": 80,
     }
     vision = next(i for i in found["torch"]["items"] if i["id"] == "pytorch/vision")
     assert vision["revisions"][0]["version"] == "0.10.0" and vision["revisions"][0]["revision"] == "v0.10.0"

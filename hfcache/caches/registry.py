@@ -18,6 +18,7 @@ from hfcache.caches.datasets import DATASETS
 from hfcache.caches.huggingface.kind import HUB
 from hfcache.caches.kagglehub import KAGGLEHUB
 from hfcache.caches.keras import KERAS
+from hfcache.caches.llamacpp_flat import LLAMA_CPP_FLAT
 from hfcache.caches.protocol import REQUIRED, CacheKind, complete
 from hfcache.caches.torch import TORCH
 from hfcache.caches.transformers_legacy import TRANSFORMERS_LEGACY
@@ -27,7 +28,7 @@ from hfcache.errors import UsageError
 ENTRY_POINT_GROUP = "hfcache.caches"
 
 
-BUILTIN: tuple[CacheKind, ...] = (HUB, TORCH, KERAS, XET, DATASETS, KAGGLEHUB, TRANSFORMERS_LEGACY)
+BUILTIN: tuple[CacheKind, ...] = (HUB, TORCH, KERAS, XET, DATASETS, KAGGLEHUB, TRANSFORMERS_LEGACY, LLAMA_CPP_FLAT)
 
 
 KINDS: dict[str, CacheKind] = {k.kind: k for k in BUILTIN}

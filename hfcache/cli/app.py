@@ -13,7 +13,7 @@ import typer
 from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from hfcache import __version__, progress
-from hfcache.caches.registry import registry, select_kinds
+from hfcache.caches.registry import KINDS, registry, select_kinds
 from hfcache.errors import HfcacheError, UsageError
 from hfcache.output import render
 from hfcache.parallel import auto_jobs
@@ -205,7 +205,7 @@ KindOption = Annotated[
         "--kind",
         metavar="NAME",
         autocompletion=_complete_kind,
-        help="Only this kind (repeatable): huggingface, torch, keras, xet, datasets, kagglehub, transformers-legacy.",
+        help=f"Only this kind (repeatable): {', '.join(KINDS)}.",
     ),
 ]
 FormatOption = Annotated[
