@@ -14,6 +14,7 @@ Exit codes (also in ``man/hfcache.1``, EXIT STATUS):
 5     a cache root is not a directory
 6     a cache root is not recognised as a cache of its kind
 7     a cache root cannot be read (permission denied)
+8     verify found corrupt or missing files (each is listed; nothing was changed)
 70    internal error (a bug: please report it; HFCACHE_DEBUG=1 shows the traceback)
 75    busy: another hfcache prune holds the cache's lock (nothing deleted; try again later)
 130   interrupted (SIGINT, SIGTERM or SIGHUP; a prune finishes the unit under way, reports, then stops)
@@ -25,6 +26,7 @@ from __future__ import annotations
 from pathlib import Path
 
 EXIT_PARTIAL = 1
+EXIT_CORRUPT = 8
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 

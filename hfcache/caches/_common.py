@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from hfcache.caches.deletion import PATHS, Deletion
-from hfcache.caches.protocol import PRUNE_LOCK, Uri
+from hfcache.caches.protocol import PRUNE_LOCK, Expected, Uri, no_hashes
 from hfcache.caches.versions import version_key
 from hfcache.errors import CacheNotADirectory, CacheNotFound, CacheUnreadable, NotACache
 from hfcache.fs.locks import is_lock_held
@@ -170,9 +170,13 @@ class FunctionKind:
     deletion: Deletion = PATHS
     has_refs: bool = False
     uri: Callable[[str], Uri | None] | None = None  # the kind's own URI scheme, if it has one
+    hashes: Callable[[CacheInventory, Item, Revision], list[Expected]] | None = None  # what its files hash to
 
     def parse_uri(self, text: str) -> Uri | None:
         return self.uri(text) if self.uri is not None else None
+
+    def expected(self, cache: CacheInventory, item: Item, rev: Revision) -> list[Expected]:
+        return self.hashes(cache, item, rev) if self.hashes is not None else no_hashes(self.title, rev)
 
     def default_roots(self, env: Mapping[str, str]) -> list[str]:
         return self.roots(env)

@@ -15,12 +15,13 @@ defaults of the others, once, when the registry loads it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from hfcache.caches.deletion import PATHS, Deletion
-from hfcache.model import CacheInventory
+from hfcache.model import CacheInventory, Item, Revision
 
 # hfcache's prune lock, relative to a cache root, for kinds that do not say where they keep it.
 PRUNE_LOCK = ".hfcache-prune.lock"
@@ -34,6 +35,33 @@ class Uri(NamedTuple):
     revision: str | None = None
     type: str | None = None
     file: str | None = None
+
+
+class Expected(NamedTuple):
+    """What one file of a revision should hash to, as its kind knows it (``hfcache verify``).
+
+    ``name`` is the file as its library names it (its path in the repo, a file name);
+    ``path`` the entry a user sees (a hub snapshot link), ``data`` the file holding its bytes
+    (the blob), None when there is none (a link to no blob: ``missing``). ``algorithm`` is
+    ``sha256``, ``git-sha1`` (git's blob hash) or ``sha256-prefix`` (``digest`` is the start
+    of a sha256), with the expected ``digest``; both None when the file cannot be checked,
+    and ``why`` says why.
+    """
+
+    name: str
+    path: str
+    data: str | None
+    algorithm: str | None = None
+    digest: str | None = None
+    why: str | None = None
+
+
+ALGORITHMS = ("sha256", "git-sha1", "sha256-prefix")
+
+
+def no_hashes(title: str, rev: Revision) -> list[Expected]:
+    """A kind that keeps no hash of its files: each unit path of ``rev``, unverifiable, and why."""
+    return [Expected(os.path.basename(p), p, p, why=f"the {title} keeps no hash of its files") for p in rev.unit_paths]
 
 
 REQUIRED = ("kind", "title", "types", "default_roots", "recognizes", "scan")
@@ -100,6 +128,10 @@ class CacheKind(Protocol):
         """What a URI of this kind's own scheme names (``hf://datasets/org/name@v1``), or None (default)."""
         ...
 
+    def expected(self, cache: CacheInventory, item: Item, rev: Revision) -> list[Expected]:
+        """What each file of ``rev`` should hash to (default: nothing known, :func:`no_hashes`)."""
+        ...
+
 
 @dataclass(frozen=True)
 class _Completed:
@@ -137,6 +169,10 @@ class _Completed:
     def parse_uri(self, text: str) -> Uri | None:
         parse = getattr(self.inner, "parse_uri", None)
         return parse(text) if callable(parse) else None
+
+    def expected(self, cache: CacheInventory, item: Item, rev: Revision) -> list[Expected]:
+        given = getattr(self.inner, "expected", None)
+        return list(given(cache, item, rev)) if callable(given) else no_hashes(self.title, rev)
 
 
 def complete(obj: object) -> CacheKind:

@@ -34,8 +34,9 @@ from hfcache.caches._common import (
     unknown_item,
     xdg_cache_home,
 )
+from hfcache.caches.protocol import Expected, no_hashes
 from hfcache.caches.versions import parse_version, split_version, strip_name
-from hfcache.model import CacheInventory, Item, PartialFile, ScanWarning
+from hfcache.model import CacheInventory, Item, PartialFile, Revision, ScanWarning
 
 KIND = "torch"
 TITLE = "PyTorch hub cache"
@@ -106,6 +107,20 @@ def split_repo_folder(name: str, trusted: list[str]) -> tuple[str, str, bool] | 
     if not repo or not ref:
         return None
     return f"{owner}/{repo}", ref, rest.count("_") == 1
+
+
+def checkpoint_hashes(cache: CacheInventory, item: Item, rev: Revision) -> list[Expected]:
+    """A checkpoint ``name-<hex>.ext`` carries the start of its sha256 (``check_hash``); a hub repo carries none."""
+    if item.type != "checkpoint":
+        return no_hashes(TITLE, rev)
+    out = []
+    for path in rev.unit_paths:
+        match = _HASH_RE.search(os.path.basename(path))
+        if match is None:
+            out.append(Expected(os.path.basename(path), path, path, why="its name carries no hash (no -<hex>. part)"))
+        else:
+            out.append(Expected(os.path.basename(path), path, path, "sha256-prefix", match.group(1)))
+    return out
 
 
 def _scan_checkpoints(
@@ -234,4 +249,5 @@ TORCH = FunctionKind(
     scan,
     # a weight file (or its partial), a repo folder, a zipball being fetched or unpacked
     shapes=(rf"{CHECKPOINTS}/[^/]+", r"[^/]+"),
+    hashes=checkpoint_hashes,  # the -<hex>. of a checkpoint's name: the start of its sha256
 )

@@ -1,6 +1,6 @@
 """The ``hfcache`` command: parse options, call the library, render, exit with a documented code.
 
-One module per command (:mod:`.scan`, :mod:`.prune` with ``apply``, :mod:`.rm`, :mod:`.metrics`), each
+One module per command (:mod:`.scan`, :mod:`.prune` with ``apply``, :mod:`.rm`, :mod:`.verify`, :mod:`.metrics`), each
 registering itself on the one Typer app of :mod:`.app` (its shared options live there too);
 :mod:`.main` is the entry point. Importing this package registers every command.
 """
@@ -9,6 +9,7 @@ registering itself on the one Typer app of :mod:`.app` (its shared options live 
 from hfcache.cli import scan  # noqa: I001, F401
 from hfcache.cli import prune  # noqa: F401
 from hfcache.cli import rm  # noqa: F401
+from hfcache.cli import verify  # noqa: F401
 from hfcache.cli import metrics  # noqa: F401
 from hfcache.cli.app import app
 from hfcache.cli.main import main, run

@@ -30,6 +30,10 @@ def metrics(
     log: Annotated[
         Optional[str], typer.Option("--log", metavar="FILE", help="The audit log to read the last prunes from.")
     ] = None,
+    state: Annotated[
+        Optional[str],
+        typer.Option("--state", metavar="FILE", help="The state database to read the last verifies from (as verify --state)."),
+    ] = None,
     verbose: VerboseOption = 0,
     jobs: JobsOption = 0,
 ) -> None:
@@ -40,11 +44,15 @@ def metrics(
     from hfcache.execute.audit import read_log
     from hfcache.fs.system import disk_of
     from hfcache.output.metrics import last_prunes, render_metrics, write_textfile
+    from hfcache.verify.state import default_state_path, read_last_verifies
 
     with _user_errors(verbose=verbose):
         inventory = scan_caches(cache_dir or None, kinds=kind or None, jobs=_jobs(jobs), ledger=False)
         disks = {c.root: disk_of(c.root) for c in inventory.caches if c.exists}
-        text = render_metrics(inventory, disks, last_prunes(read_log(log)))
+        verifies, problems = read_last_verifies(state or default_state_path())
+        for problem in problems:
+            render.warning(problem)
+        text = render_metrics(inventory, disks, last_prunes(read_log(log)), verifies)
         if textfile:
             _refuse_outputs_in_caches((c.root for c in inventory.caches), textfile=textfile)
             write_textfile(text, textfile)

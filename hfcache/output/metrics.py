@@ -28,6 +28,9 @@ METRICS: dict[str, tuple[str, str]] = {
     "hfcache_filesystem_size_bytes": ("gauge", "Size of the file system holding each cache root."),
     "hfcache_last_prune_timestamp_seconds": ("gauge", "When a prune last deleted from each cache (from the audit log)."),
     "hfcache_last_prune_freed_bytes": ("gauge", "Bytes the last prune of each cache freed (from the audit log)."),
+    "hfcache_last_verify_timestamp_seconds": ("gauge", "When hfcache verify last finished on each cache (state database)."),
+    "hfcache_last_verify_corrupt_files": ("gauge", "Files the last verify of each cache found corrupt."),
+    "hfcache_last_verify_missing_files": ("gauge", "Snapshot entries the last verify of each cache found pointing to no data."),
     "hfcache_scan_timestamp_seconds": ("gauge", "When these figures were taken."),
 }
 
@@ -60,8 +63,9 @@ def render_metrics(
     inventory: Inventory,
     disks: Mapping[str, Disk],
     prunes: Mapping[str, tuple[float, int]],
+    verifies: Mapping[str, tuple[float, int, int]] | None = None,
 ) -> str:
-    """The exposition text for ``inventory``; ``disks`` and ``prunes`` are keyed by cache root."""
+    """The exposition text for ``inventory``; ``disks``, ``prunes`` and ``verifies`` (when, corrupt, missing) by cache root."""
     samples: dict[str, list[str]] = {name: [] for name in METRICS}
 
     def add(name: str, labels: Mapping[str, str], value: float) -> None:
@@ -90,6 +94,11 @@ def render_metrics(
             when, freed = prunes[cache.root]
             add("hfcache_last_prune_timestamp_seconds", where, when)
             add("hfcache_last_prune_freed_bytes", where, freed)
+        if verifies and cache.root in verifies:
+            when, corrupt, missing = verifies[cache.root]
+            add("hfcache_last_verify_timestamp_seconds", where, when)
+            add("hfcache_last_verify_corrupt_files", where, corrupt)
+            add("hfcache_last_verify_missing_files", where, missing)
     add("hfcache_scan_timestamp_seconds", {}, inventory.scanned_at)
     lines = []
     for name, (kind, text) in METRICS.items():

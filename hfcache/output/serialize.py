@@ -16,10 +16,13 @@ lists what must never be deleted. Times are ISO 8601 strings in UTC, sizes integ
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hfcache.model import CacheInventory, Inventory, Item, Revision
 from hfcache.units import iso
+
+if TYPE_CHECKING:
+    from hfcache.verify.run import VerifyReport
 
 # The plan's JSON (contract version 1 too) is hfcache.plan.planfile's.
 
@@ -124,4 +127,46 @@ def inventory_to_dict(inventory: Inventory) -> dict[str, Any]:
         "version": JSON_VERSION,
         "scanned_at": iso(inventory.scanned_at),
         "caches": [cache_to_dict(c, inventory.scanned_at) for c in inventory.caches],
+    }
+
+
+def verify_to_dict(report: VerifyReport) -> dict[str, Any]:
+    """A verify as JSON (contract version 1): every file checked, per cache, with its verdict."""
+    from hfcache.verify.run import Verdict
+
+    return {
+        "version": 1,
+        "started_at": iso(report.started_at),
+        "finished_at": iso(report.finished_at),
+        "bytes_hashed": report.bytes_hashed,
+        "files_hashed": report.files_hashed,
+        "problems": report.problems,
+        "warnings": list(report.warnings),
+        "caches": [
+            {
+                "kind": c.kind,
+                "root": c.root,
+                "counts": {str(v): c.count(v) for v in Verdict},
+                "files": [
+                    {
+                        "id": f.id,
+                        "type": f.type,
+                        "revision": f.revision,
+                        "name": f.name,
+                        "path": f.path,
+                        "data": f.data,
+                        "status": str(f.status),
+                        "algorithm": f.algorithm,
+                        "expected": f.expected,
+                        "actual": f.actual,
+                        "size_bytes": f.size_bytes,
+                        "why": f.why,
+                        "hashed": f.hashed,
+                        "hashed_at": iso(f.hashed_at) if f.hashed_at else None,
+                    }
+                    for f in c.files
+                ],
+            }
+            for c in report.caches
+        ],
     }

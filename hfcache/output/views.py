@@ -19,6 +19,7 @@ from hfcache.plan.query import revision_rows, shown_bytes
 
 if TYPE_CHECKING:
     from hfcache.plan.decisions import Execution, Plan, PlanUnit, UnitResult
+    from hfcache.verify.run import FileCheck, VerifyReport
 
 
 def _plural(n: int, word: str) -> str:
@@ -248,3 +249,48 @@ def plan_tables(plan: Plan, *, execution: Execution | None = None, show_keep: bo
     elif plan.delete:
         kept = f"; {len(plan.keep)} kept by a rule" + ("" if show_keep else " (--show-kept lists them)") if plan.keep else ""
         out.line(f"Would free {size(plan.reclaim_bytes)} ({units}){kept}.")
+
+
+def verify_tables(report: VerifyReport, *, show_all: bool = False, markdown: bool = False) -> None:
+    """The human view of a verify: the files that are not ok (every file with ``show_all``), then one line per cache."""
+    from hfcache.verify.run import Verdict
+
+    out = writer(markdown)
+    style = {"ok": "green", "corrupt": "bold red", "missing": "bold red", "unverifiable": "yellow"}
+    for cache in report.caches:
+        shown = [f for f in cache.files if show_all or f.status in (Verdict.CORRUPT, Verdict.MISSING)]
+        if shown:
+            out.heading(Text(f"{cache.kind} {cache.root}", style="bold"))
+            table = table_of("STATUS", "ID", "REVISION", "FILE", "SIZE", "WHY")
+            for f in shown:
+                table.add_row(
+                    Text(str(f.status), style=style[str(f.status)]),
+                    f.id,
+                    short_hash(f.revision),
+                    f.name,
+                    size(f.size_bytes) if f.size_bytes or f.status != Verdict.MISSING else "-",
+                    _check_detail(f),
+                )
+            out.table(table)
+    for cache in report.caches:
+        counts = {v: cache.count(v) for v in Verdict}
+        detail = ", ".join(f"{n} {v}" for v, n in counts.items() if n) or "no files"
+        out.line(f"{cache.kind} {cache.root}: {_plural(len(cache.files), 'file')}: {detail}")
+        reasons = sorted({f.why for f in cache.files if f.status == Verdict.UNVERIFIABLE and f.why})
+        if reasons and not show_all:
+            out.line(Text("  unverifiable: " + "; ".join(reasons[:3]) + ("; ..." if len(reasons) > 3 else ""), style="dim"))
+    again = sum(1 for c in report.caches for f in c.files if f.status in (Verdict.OK, Verdict.CORRUPT) and not f.hashed)
+    out.line(
+        f"Hashed {size(report.bytes_hashed)} in {_plural(report.files_hashed, 'file')} "
+        f"({max(0.0, report.finished_at - report.started_at):.1f}s)"
+        + (f"; {again} unchanged since an earlier verify, not read again (--full reads them)" if again else "")
+        + "."
+    )
+
+
+def _check_detail(f: FileCheck) -> Text:
+    if f.status == "corrupt":  # (the whole digests are in --json)
+        return Text(f"{f.algorithm} differs: expected {(f.expected or '')[:12]}, got {(f.actual or '')[:12]}")
+    if f.status == "ok":
+        return Text(f"{f.algorithm} matches" + ("" if f.hashed else " (unchanged since an earlier verify)"), style="dim")
+    return Text(f.why or "", style="dim" if f.status == "unverifiable" else "")

@@ -17,11 +17,13 @@ from __future__ import annotations
 import errno
 import os
 import stat as stat_mod
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from hfcache.caches.deletion import Finisher, Outcomes
 from hfcache.caches.huggingface.blobs import finish_blobs, set_aside
 from hfcache.caches.huggingface.trash import linked_blobs
+from hfcache.caches.protocol import Expected
 from hfcache.fs.ops import Tree
 from hfcache.model import CacheInventory, Item, Revision, RevisionFile
 
@@ -35,9 +37,11 @@ def _blob_of(entry: str, target: str, repo: str) -> str | None:
     return os.path.basename(resolved) if os.path.dirname(resolved) == os.path.join(repo, "blobs") else None
 
 
-def revision_files(item: Item, rev: Revision) -> list[RevisionFile]:
-    """Every file of the snapshot ``rev``, by its name in the repo; folders are walked, never through a link."""
-    out: list[RevisionFile] = []
+def _walk(rev: Revision) -> Iterator[tuple[str, str, os.stat_result, str | None]]:
+    """Every file of the snapshot ``rev``: (name in the repo, entry path, its lstat, the link's target or None).
+
+    Folders are walked, never through a link; what vanishes meanwhile is skipped.
+    """
     stack = [rev.path]
     while stack:
         folder = stack.pop()
@@ -47,26 +51,66 @@ def revision_files(item: Item, rev: Revision) -> list[RevisionFile]:
         except OSError:
             continue
         for entry in entries:
-            name = os.path.relpath(entry.path, rev.path).replace(os.sep, "/")
             try:
                 st = entry.stat(follow_symlinks=False)
                 if stat_mod.S_ISDIR(st.st_mode):
                     stack.append(entry.path)
-                elif stat_mod.S_ISLNK(st.st_mode):
-                    blob = _blob_of(entry.path, os.readlink(entry.path), item.path)
-                    try:
-                        bst = os.lstat(os.path.join(item.path, "blobs", blob)) if blob else None
-                    except FileNotFoundError:
-                        bst = None
-                    if bst is not None and stat_mod.S_ISREG(bst.st_mode):
-                        out.append(RevisionFile(name, entry.path, f"blobs/{blob}", bst.st_size, bst.st_atime))
-                    else:
-                        out.append(RevisionFile(name, entry.path, None, 0))  # dangling, or a link elsewhere
-                elif stat_mod.S_ISREG(st.st_mode):  # a copy: no-symlink mode
-                    out.append(RevisionFile(name, entry.path, os.path.relpath(entry.path, item.path), st.st_size, st.st_atime))
+                    continue
+                target = os.readlink(entry.path) if stat_mod.S_ISLNK(st.st_mode) else None
             except OSError:
                 continue
+            if target is not None or stat_mod.S_ISREG(st.st_mode):
+                yield os.path.relpath(entry.path, rev.path).replace(os.sep, "/"), entry.path, st, target
+
+
+def _blob_stat(item: Item, blob: str | None) -> os.stat_result | None:
+    try:
+        return os.stat(os.path.join(item.path, "blobs", blob)) if blob else None  # (through a shared-store link)
+    except OSError:
+        return None
+
+
+def revision_files(item: Item, rev: Revision) -> list[RevisionFile]:
+    """Every file of the snapshot ``rev``, by its name in the repo; folders are walked, never through a link."""
+    out: list[RevisionFile] = []
+    for name, path, st, target in _walk(rev):
+        if target is None:  # a copy: no-symlink mode
+            out.append(RevisionFile(name, path, os.path.relpath(path, item.path), st.st_size, st.st_atime))
+            continue
+        blob = _blob_of(path, target, item.path)
+        bst = _blob_stat(item, blob)
+        if bst is not None and stat_mod.S_ISREG(bst.st_mode):
+            out.append(RevisionFile(name, path, f"blobs/{blob}", bst.st_size, bst.st_atime))
+        else:
+            out.append(RevisionFile(name, path, None, 0))  # dangling, or a link elsewhere
     return sorted(out)
+
+
+def revision_hashes(cache: CacheInventory, item: Item, rev: Revision) -> list[Expected]:
+    """What each file of ``rev`` should hash to: its blob's name is its ETag, a content hash (``hfcache verify``).
+
+    ``blobs/<64 hex>`` is the sha256 of the file (LFS and Xet files), ``blobs/<40 hex>`` git's
+    blob hash (``sha1(b"blob <size>\\0" + content)``, a file kept in git): huggingface_hub's
+    ``_normalize_etag``. Another name (a mirror's ETag) or a copy made without symlinks
+    carries no hash; a link to no blob is ``missing``.
+    """
+    out = []
+    for name, path, _, target in sorted(_walk(rev)):
+        if target is None:
+            out.append(Expected(name, path, None, why="a copy made without symlinks: its name carries no hash"))
+            continue
+        blob = _blob_of(path, target, item.path)
+        if blob is None:
+            out.append(Expected(name, path, None, why="a link out of the repo's blobs/: not the hub's layout"))
+            continue
+        algorithm = "sha256" if len(blob) == 64 else "git-sha1" if len(blob) == 40 else None
+        if algorithm is None or not all(c in "0123456789abcdef" for c in blob):
+            out.append(Expected(name, path, None, why=f"its blob's name {blob!r} is no content hash (a mirror's ETag)"))
+            continue
+        bst = _blob_stat(item, blob)
+        data = os.path.join(item.path, "blobs", blob) if bst is not None else None
+        out.append(Expected(name, path, data, algorithm, blob))
+    return out
 
 
 def remove_entry(tree: Tree, item: Item, unit: PlanUnit, rev: Revision) -> tuple[int, str | None, str | None]:

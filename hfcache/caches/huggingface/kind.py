@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hfcache.caches._common import TEMPFILE_RE, FunctionKind, names_in
 from hfcache.caches.huggingface.delete import HUB_DELETION
+from hfcache.caches.huggingface.files import revision_hashes
 from hfcache.caches.huggingface.location import (
     KIND,
     REPO_TYPES,
@@ -45,4 +46,5 @@ HUB = FunctionKind(
     # its own locks live one level down, in .locks/<repo folder>/, so this name cannot collide.
     lock_file=".locks/hfcache-prune.lock",
     deletion=HUB_DELETION,
+    hashes=revision_hashes,  # a blob's name is the sha256 (LFS, Xet) or git blob hash of its content
 )

@@ -1,0 +1,151 @@
+"""Reading a cached file to hash it without disturbing the machine: atimes, page cache, nothing written.
+
+- **Access times**: the file is opened with ``O_NOATIME`` where the kernel allows it (the
+  file's owner, or root); otherwise its access time is put back after reading (which moves
+  its ctime, never its mtime). Age policies read atimes: a verify must never make a cold
+  model look used.
+- **Page cache**: before reading, ``mincore`` says which pages of the file were already in
+  memory; afterwards, only the pages the read brought in are dropped
+  (``posix_fadvise(DONTNEED)``), so a model a server keeps hot stays hot, and a verify of
+  500 GB does not push out the machine's working set. Where ``mincore`` cannot be called,
+  nothing is dropped.
+- **Only regular files** are read: a file that turns out to be something else once opened
+  (a FIFO, a device a link was swapped for) is refused, never read forever.
+
+Digests: ``sha256`` (LFS and Xet blobs, torch checkpoints' prefixes) and ``git-sha1``
+(``sha1(b"blob <size>\\0" + content)``, git's blob hash, for files the Hub keeps in git),
+both from one pass over the file.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import hashlib
+import mmap
+import os
+import stat as stat_mod
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+CHUNK = 4 * 1024 * 1024  # large reads: the disk's speed, not the system call's
+_NOATIME = getattr(os, "O_NOATIME", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+class NotAFile(OSError):
+    """The path is not a regular file once opened: never read."""
+
+
+class FileChanged(OSError):
+    """The file's size changed while it was read: its digest would be of no version of it."""
+
+
+class Digest(NamedTuple):
+    """What one read found: the digests asked for (by family, ``sha256`` and ``git-sha1``), and the file as it was."""
+
+    digests: dict[str, str]
+    size: int
+    st: os.stat_result  # after the read (and after the atime was put back): what a later run compares with
+
+
+def _libc() -> Any:
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        lib.mmap.restype = ctypes.c_void_p
+        lib.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+        lib.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        lib.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+        return lib
+    except (OSError, AttributeError):  # pragma: no cover - no C library with mincore (Windows)
+        return None
+
+
+_LIBC = _libc()
+_PAGE = mmap.PAGESIZE
+_MAP_FAILED = ctypes.c_void_p(-1).value
+
+
+def resident(fd: int, size: int) -> bytearray | None:
+    """One byte per page of the file: nonzero when the page is in memory now; None when that cannot be known."""
+    if _LIBC is None or size == 0 or not hasattr(os, "posix_fadvise"):
+        return None
+    addr = _LIBC.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+    if addr is None or addr == _MAP_FAILED:
+        return None
+    try:
+        pages = (size + _PAGE - 1) // _PAGE
+        vec = (ctypes.c_ubyte * pages)()
+        if _LIBC.mincore(ctypes.c_void_p(addr), ctypes.c_size_t(size), vec) != 0:
+            return None
+        return bytearray(vec)
+    finally:
+        _LIBC.munmap(ctypes.c_void_p(addr), ctypes.c_size_t(size))
+
+
+def drop_new_pages(fd: int, before: bytearray | None) -> None:
+    """Drop from the page cache the pages of ``fd`` that were not there before the read (``before``: :func:`resident`)."""
+    if before is None:
+        return
+    start = None
+    for i, was in enumerate([*before, 1]):  # (a sentinel closes the last run)
+        if not was and start is None:
+            start = i
+        elif was and start is not None:
+            os.posix_fadvise(fd, start * _PAGE, (i - start) * _PAGE, os.POSIX_FADV_DONTNEED)
+            start = None
+
+
+def _open(path: str) -> tuple[int, bool]:
+    """(fd, whether the atime must be put back): ``O_NOATIME`` when the kernel allows it."""
+    flags = os.O_RDONLY | _CLOEXEC | getattr(os, "O_NONBLOCK", 0)  # (a FIFO swapped in never blocks the open)
+    if _NOATIME:
+        try:
+            return os.open(path, flags | _NOATIME), False
+        except PermissionError:
+            pass  # not the file's owner: opened plainly, the atime put back afterwards
+        except OSError as e:
+            if e.errno != errno.EPERM:
+                raise
+    return os.open(path, flags), True
+
+
+def hash_file(path: str, families: Iterable[str]) -> Digest:
+    """Read ``path`` once and return its digests of ``families`` (``sha256``, ``git-sha1``); see the module docstring."""
+    fd, restore = _open(path)
+    try:
+        st = os.fstat(fd)
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise NotAFile(errno.EINVAL, "not a regular file, not read", path)
+        hashers: dict[str, Any] = {}
+        for family in set(families):
+            if family == "git-sha1":
+                h = hashlib.sha1(usedforsecurity=False)
+                h.update(b"blob %d\0" % st.st_size)
+                hashers[family] = h
+            else:
+                hashers[family] = hashlib.sha256()
+        before = resident(fd, st.st_size)
+        buf = bytearray(min(CHUNK, max(st.st_size, 1)))
+        view = memoryview(buf)
+        size = 0
+        while True:
+            n = os.readv(fd, [buf])
+            if not n:
+                break
+            size += n
+            for h in hashers.values():
+                h.update(view[:n])
+        drop_new_pages(fd, before)
+        if size != st.st_size:  # written to while read (a download resuming into it?): no digest of it is true
+            raise FileChanged(errno.EAGAIN, f"changed while read ({st.st_size} bytes, then {size})", path)
+        if restore:
+            try:
+                os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+            except OSError:
+                pass  # another user's file, read without root: its atime moved (relatime: once a day)
+        after = os.fstat(fd)
+        return Digest({family: h.hexdigest() for family, h in hashers.items()}, size, after)
+    finally:
+        os.close(fd)

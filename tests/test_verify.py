@@ -1,0 +1,261 @@
+"""``hfcache verify`` (issue 19): every cached file against the hash its cache keeps for it, offline.
+
+Hub caches are built by huggingface_hub's own ``hf_hub_download`` against the loopback hub
+(LFS files named by their sha256, files kept in git by their git blob hash); torch
+checkpoints by ``torch.hub.load_state_dict_from_url``. Each kind of damage is made by hand
+and must be found, and nothing else flagged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sqlite3
+import threading
+import time
+
+import pytest
+
+import hfcache
+from hfcache.caches.registry import KINDS
+from hfcache.verify import reading
+from hfcache.verify.reading import hash_file, resident
+from hfcache.verify.run import _due, verify
+from hfcache.verify.state import State
+from tests.fakehub import FakeHub
+from tests.support import build_rich_cache, run_cli
+from tests.test_real_libraries import Files, need
+
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+
+@pytest.fixture
+def rich(tmp_path):
+    root = str(tmp_path / "hub")
+    with FakeHub() as hub:
+        commits = build_rich_cache(hub, root)
+    return root, commits
+
+
+def _verify(root: str, *args: str, state: str):
+    result = run_cli("verify", "--cache-dir", root, "--state", state, "--json", *args)
+    return result.exit_code, json.loads(result.stdout) if result.stdout.strip() else result.output
+
+
+def _files(doc) -> dict[tuple[str, str, str], dict]:
+    return {(f["id"], f["revision"], f["name"]): f for c in doc["caches"] for f in c["files"]}
+
+
+def _blob(root: str, repo: str, commit: str, name: str) -> str:
+    return os.path.realpath(os.path.join(root, repo, "snapshots", commit, name))
+
+
+def _keep_times(path: str):
+    st = os.stat(path)
+    return lambda: os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_a_cache_built_by_the_real_client_is_all_ok_and_each_content_is_read_once(rich, tmp_path):
+    root, _ = rich
+    code, doc = _verify(root, state=str(tmp_path / "state.db"))
+    assert code == 0, doc
+    files = _files(doc)
+    assert {f["status"] for f in files.values()} == {"ok"}
+    assert {f["algorithm"] for f in files.values()} == {"sha256", "git-sha1"}  # LFS files and files kept in git
+    blobs = {os.stat(f["data"]).st_ino for f in files.values()}
+    assert doc["files_hashed"] == len(blobs) < len(files)  # a blob several revisions share: read once
+
+
+def test_every_kind_of_damage_is_found_and_nothing_else_is_flagged(rich, tmp_path):
+    root, c = rich
+    state = str(tmp_path / "state.db")
+    assert _verify(root, state=state)[0] == 0
+    model = "models--org--model"
+    flipped = _blob(root, model, c["c3"], "model.safetensors")  # one bit of a 4000-byte LFS blob, same size
+    data = bytearray(open(flipped, "rb").read())
+    data[1234] ^= 0x01
+    with open(flipped, "r+b") as f:
+        f.write(data)
+    truncated = _blob(root, "models--org--moving", c["d2"], "weights.bin")
+    os.truncate(truncated, 100)
+    swapped = _blob(root, "models--org--pinned", c["pinned"], "w.bin")  # another blob's bytes, of equal size
+    other = _blob(root, model, c["c1"], "unet/diffusion_pytorch_model.bin")
+    with open(swapped, "r+b") as f:
+        f.write(open(other, "rb").read(os.path.getsize(swapped)))
+    git_file = _blob(root, model, c["pr"], "config.json")  # a file kept in git: its git blob hash
+    with open(git_file, "r+b") as f:
+        f.write(b"X")
+    os.remove(
+        _blob(
+            root,
+            "datasets--org--data",
+            next(iter(os.listdir(os.path.join(root, "datasets--org--data", "snapshots")))),
+            "README.md",
+        )
+    )
+
+    code, doc = _verify(root, state=state)
+    assert code == 8, doc
+    bad = {k: f["status"] for k, f in _files(doc).items() if f["status"] != "ok"}
+    data_rev = next(iter(os.listdir(os.path.join(root, "datasets--org--data", "snapshots"))))
+    assert bad == {
+        ("org/model", c["c3"], "model.safetensors"): "corrupt",
+        ("org/moving", c["d2"], "weights.bin"): "corrupt",
+        ("org/pinned", c["pinned"], "w.bin"): "corrupt",
+        ("org/model", c["pr"], "config.json"): "corrupt",
+        ("org/data", data_rev, "README.md"): "missing",
+    }
+    flip = _files(doc)[("org/model", c["c3"], "model.safetensors")]
+    assert flip["expected"] == os.path.basename(flipped) and flip["actual"] != flip["expected"] and flip["size_bytes"] == 4000
+    assert doc["problems"] == 5
+    text = run_cli("verify", "--cache-dir", root, "--state", state, env={"COLUMNS": "80"})
+    assert text.exit_code == 8 and "5 ok" not in text.stdout and "1 missing" in text.stdout, text.stdout
+
+
+def test_a_repeat_run_reads_nothing_unchanged_and_rot_is_found_by_full_or_when_due(rich, tmp_path):
+    root, c = rich
+    state = str(tmp_path / "state.db")
+    assert _verify(root, state=state)[0] == 0
+    code, again = _verify(root, state=state)
+    assert code == 0 and again["files_hashed"] == 0
+    assert {f["hashed"] for f in _files(again).values()} == {False}
+    # Bit rot: the content changes, no timestamp moves. Written by hand, then the record made to
+    # look as if the times had not moved (ctime cannot be set back).
+    blob = _blob(root, "models--org--model", c["c3"], "model.safetensors")
+    data = bytearray(open(blob, "rb").read())
+    data[0] ^= 0x80
+    with open(blob, "r+b") as f:
+        f.write(data)
+    st = os.stat(blob)
+    with sqlite3.connect(state) as db:
+        db.execute("UPDATE digests SET mtime_ns = ?, ctime_ns = ? WHERE ino = ?", (st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+    assert _verify(root, state=state)[0] == 0  # trusted: unchanged as far as any timestamp says
+    code, full = _verify(root, "--full", state=state)
+    assert code == 8 and full["files_hashed"] > 1
+    inventory = hfcache.scan([root])
+    later = verify(inventory, kinds=KINDS, state=State(state), clock=lambda: time.time() + 31 * 86400)
+    assert later.problems == 1  # read again once its digest was a month old
+
+
+def test_a_month_of_nightly_runs_reads_everything_again_spread_over_a_fortnight():
+    keys = [(2049, ino) for ino in range(1000, 3000)]
+    due_on = [next(day for day in range(1, 40) if _due(k, 0.0, day * 86400.0, 30 * 86400.0)) for k in keys]
+    assert min(due_on) >= 15 and max(due_on) <= 30
+    assert max(due_on.count(d) for d in set(due_on)) < len(keys) / 8  # no night reads more than an eighth
+
+
+def test_verify_moves_no_access_time_even_without_o_noatime(rich, tmp_path, monkeypatch):
+    root, _ = rich
+    blobs = [os.path.join(d, n) for d, _, names in os.walk(root) if d.endswith("blobs") for n in names]
+    old = time.time() - 30 * 86400
+    for b in blobs:
+        os.utime(b, (old, os.stat(b).st_mtime))
+    before = {b: (os.stat(b).st_atime_ns, os.stat(b).st_mtime_ns) for b in blobs}
+    assert _verify(root, "--full", state=str(tmp_path / "a.db"))[0] == 0
+    monkeypatch.setattr(reading, "_NOATIME", 0)  # as for another user's file: read plainly, the atime put back
+    assert _verify(root, "--full", state=str(tmp_path / "b.db"))[0] == 0
+    assert {b: (os.stat(b).st_atime_ns, os.stat(b).st_mtime_ns) for b in blobs} == before
+
+
+def test_pages_the_read_brought_in_are_dropped_and_those_already_cached_stay(tmp_path):
+    cold, hot = str(tmp_path / "cold.bin"), str(tmp_path / "hot.bin")
+    for path in (cold, hot):
+        with open(path, "wb") as f:
+            f.write(os.urandom(8 * 1024 * 1024))
+            f.flush()
+            os.fsync(f.fileno())
+    fd = os.open(cold, os.O_RDONLY)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    assert sum(1 for p in resident(fd, os.fstat(fd).st_size) or b"" if p) < 64, "cannot evict here"
+    os.close(fd)
+    with open(hot, "rb") as f:
+        f.read()
+    hash_file(cold, ["sha256"])
+    hash_file(hot, ["sha256"])
+    for path, expect in ((cold, "few"), (hot, "all")):
+        fd = os.open(path, os.O_RDONLY)
+        pages = resident(fd, os.fstat(fd).st_size) or bytearray()
+        os.close(fd)
+        cached = sum(1 for p in pages if p & 1)
+        assert (cached < len(pages) // 8) if expect == "few" else (cached == len(pages)), (path, cached, len(pages))
+
+
+def test_a_torch_checkpoint_is_checked_by_the_sha256_prefix_in_its_name(tmp_path):
+    torch = need("torch")
+    server = Files()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
+    try:
+        root = str(tmp_path / "torch" / "hub")
+        names = []
+        for n in (10, 20):
+            buf = io.BytesIO()
+            torch.save({"w": torch.zeros(n)}, buf)
+            name = f"net{n}-{hashlib.sha256(buf.getvalue()).hexdigest()[:8]}.pth"
+            server.files[f"/{name}"] = buf.getvalue()
+            torch.hub.load_state_dict_from_url(
+                f"{server.url}/{name}", model_dir=os.path.join(root, "checkpoints"), progress=False, check_hash=True
+            )
+            names.append(name)
+    finally:
+        server.shutdown()
+        server.server_close()
+    bad = os.path.join(root, "checkpoints", names[1])
+    with open(bad, "ab") as f:
+        f.write(b"\0")
+    code, doc = _verify(root, state=str(tmp_path / "s.db"))
+    assert code == 8
+    assert {f["name"]: f["status"] for f in _files(doc).values()} == {names[0]: "ok", names[1]: "corrupt"}
+    assert {f["algorithm"] for f in _files(doc).values()} == {"sha256-prefix"}
+
+
+def test_selection_by_name_and_revision(rich, tmp_path):
+    root, c = rich
+    code, doc = _verify(root, "--name", "org/model", "--revision", "v1.0", state=str(tmp_path / "s.db"))
+    assert code == 0 and {(k[0], k[1]) for k in _files(doc)} == {("org/model", c["c1"])}
+    code, doc = _verify(root, "--revision", c["d1"][:8], state=str(tmp_path / "s.db"))
+    assert {(k[0], k[1]) for k in _files(doc)} == {("org/moving", c["d1"])}
+
+
+@pytest.mark.parametrize("damage", ["garbage", "directory"])
+def test_a_state_database_that_cannot_be_used_is_a_warning_and_the_verify_still_runs(rich, tmp_path, damage):
+    root, _ = rich
+    state = str(tmp_path / "state.db")
+    if damage == "garbage":
+        with open(state, "wb") as f:
+            f.write(b"this is not sqlite" * 100)
+    else:
+        os.makedirs(state)
+    result = run_cli("verify", "--cache-dir", root, "--state", state)
+    assert result.exit_code == 0, result.output
+    assert "state database" in result.stderr
+    if damage == "garbage":  # moved aside, started afresh: the next run remembers
+        assert any(n.startswith("state.db.corrupt-") for n in os.listdir(tmp_path))
+        code, doc = _verify(root, state=state)
+        assert code == 0 and doc["files_hashed"] == 0 and doc["warnings"] == []
+
+
+def test_a_state_file_inside_a_cache_is_refused(rich):
+    root, _ = rich
+    result = run_cli("verify", "--cache-dir", root, "--state", os.path.join(root, "state.db"))
+    assert result.exit_code == 2 and not os.path.exists(os.path.join(root, "state.db"))
+
+
+def test_metrics_export_the_last_verify_of_each_cache(rich, tmp_path):
+    from tests.test_metrics import parse
+
+    root, c = rich
+    state = str(tmp_path / "state.db")
+    os.truncate(_blob(root, "models--org--moving", c["d2"], "weights.bin"), 10)
+    started = time.time()
+    assert _verify(root, state=state)[0] == 8
+    result = run_cli("metrics", "--cache-dir", root, "--state", state)
+    assert result.exit_code == 0, result.output
+    metrics = parse(result.stdout)
+    [(labels, corrupt)] = metrics["hfcache_last_verify_corrupt_files"]
+    assert labels["root"] == os.path.realpath(root) and corrupt == 1
+    assert metrics["hfcache_last_verify_missing_files"][0][1] == 0
+    assert metrics["hfcache_last_verify_timestamp_seconds"][0][1] >= int(started)
+    quiet = run_cli("metrics", "--cache-dir", root, "--state", str(tmp_path / "none.db"))
+    assert "hfcache_last_verify" not in quiet.stdout and not os.path.exists(tmp_path / "none.db")
