@@ -15,6 +15,7 @@ Exit codes (also in ``man/hfcache.1``, EXIT STATUS):
 6     a cache root is not recognised as a cache of its kind
 7     a cache root cannot be read (permission denied)
 8     verify found corrupt or missing files (each is listed; nothing was changed)
+9     verify --repair could not keep a damaged file in quarantine: nothing was repaired
 70    internal error (a bug: please report it; HFCACHE_DEBUG=1 shows the traceback)
 75    busy: another hfcache prune holds the cache's lock (nothing deleted; try again later)
 130   interrupted (SIGINT, SIGTERM or SIGHUP; a prune finishes the unit under way, reports, then stops)
@@ -110,6 +111,12 @@ class CacheUnreadable(HfcacheError):
     exit_code = 7
 
 
+class QuarantineFailed(HfcacheError):
+    """``verify --repair`` could not keep a damaged file before it leaves the cache: nothing is repaired."""
+
+    exit_code = 9
+
+
 ERROR_CLASSES: tuple[type[HfcacheError], ...] = (
     UsageError,
     ConfirmationRequired,
@@ -121,4 +128,5 @@ ERROR_CLASSES: tuple[type[HfcacheError], ...] = (
     CacheNotADirectory,
     NotACache,
     CacheUnreadable,
+    QuarantineFailed,
 )

@@ -15,7 +15,7 @@ Example, for a cache with one model and two revisions::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -125,6 +125,16 @@ class Item:
     nb_blobs: int = 0
     warnings: tuple[ScanWarning, ...] = ()
     paths: tuple[str, ...] = ()
+
+    def damage_only_in(self, paths: Collection[str]) -> bool:
+        """Whether everything that keeps this item from being deleted was found in ``paths`` (the files a plan removes).
+
+        A damaged model is never deleted through; but taking out the very files that are its
+        damage (a link to a blob that is gone) repairs it, and a file unit re-reads the disk
+        for everything else it touches.
+        """
+        everything = (*self.warnings, *(w for r in self.revisions for w in r.warnings))
+        return all(w.path in paths for w in everything if w.blocks_deletion)
 
     @property
     def unit_paths(self) -> tuple[str, ...]:

@@ -259,3 +259,68 @@ def test_metrics_export_the_last_verify_of_each_cache(rich, tmp_path):
     assert metrics["hfcache_last_verify_timestamp_seconds"][0][1] >= int(started)
     quiet = run_cli("metrics", "--cache-dir", root, "--state", str(tmp_path / "none.db"))
     assert "hfcache_last_verify" not in quiet.stdout and not os.path.exists(tmp_path / "none.db")
+
+
+def test_repair_takes_the_damage_out_keeps_it_in_quarantine_and_the_library_downloads_a_good_copy(tmp_path, monkeypatch):
+    from huggingface_hub import scan_cache_dir
+
+    from hfcache.execute.audit import read_log
+    from tests.support import assert_kept_revisions_load_offline, get
+
+    root, state, log = str(tmp_path / "hub"), str(tmp_path / "state.db"), str(tmp_path / "logs" / "audit.log")
+    with FakeHub() as hub:
+        c = build_rich_cache(hub, root)
+        corrupt = _blob(root, "models--org--model", c["c1"], "model.safetensors")  # shared by v1.0 and v1.1
+        with open(corrupt, "r+b") as f:
+            f.write(b"\xff")
+        dangling = os.path.join(root, "models--org--moving", "snapshots", c["d2"], "weights.bin")
+        os.remove(os.path.realpath(dangling))
+        before = scan_cache_dir(root)
+
+        dry = run_cli("verify", "--cache-dir", root, "--state", state, "--repair", "--dry-run", "--json", "--log", log)
+        assert dry.exit_code == 8, dry.output
+        planned = json.loads(dry.stdout)["delete"]
+        assert {(u["revision"], u["file"]) for u in planned} == {
+            (c["c1"], "model.safetensors"),
+            (c["c2"], "model.safetensors"),
+            (c["d2"], "weights.bin"),
+        }
+        assert all(u["reasons"][0].startswith("verify: ") for u in planned)
+
+        done = run_cli("verify", "--cache-dir", root, "--state", state, "--repair", "--yes", "--json", "--log", log)
+        assert done.exit_code == 0, done.output
+        assert {u["status"] for u in json.loads(done.stdout)["delete"]} == {"deleted"}
+        [kept] = [os.path.join(d, n) for d, _, names in os.walk(os.path.join(tmp_path, "logs", "quarantine")) for n in names]
+        assert open(kept, "rb").read(1) == b"\xff"  # the corrupt content, kept for inspection
+        assert not os.path.exists(corrupt) and not os.path.lexists(dangling)
+        assert {r["status"] for r in read_log(log) if r["status"] != "started"} == {"deleted"}
+        assert run_cli("verify", "--cache-dir", root, "--state", state).exit_code == 0
+        # Every other file still loads offline, and the library fetches good copies of the rest.
+        assert_kept_revisions_load_offline(root, scan_cache_dir(root), set(), monkeypatch)
+        monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+        get(hub, root, "org/model", "model.safetensors", "v1.0")
+        get(hub, root, "org/moving", "weights.bin")
+    code, doc = _verify(root, "--full", state=state)
+    assert code == 0 and {f["status"] for f in _files(doc).values()} == {"ok"}, doc
+    after = scan_cache_dir(root)
+    assert after.warnings == [] and "org/moving" in {r.repo_id for r in after.repos}  # it was unreadable before the repair
+    assert {r.repo_id for r in before.repos} < {r.repo_id for r in after.repos}
+
+
+def test_repair_starts_nothing_when_the_quarantine_cannot_be_written(rich, tmp_path):
+    from tests.support import contents
+
+    root, c = rich
+    os.truncate(_blob(root, "models--org--moving", c["d2"], "weights.bin"), 10)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "quarantine").write_text("a file where the folder should be")
+    before = contents(root)
+    result = run_cli(
+        "verify", "--cache-dir", root, "--state", str(tmp_path / "s.db"), "--repair", "--yes", "--log", str(logs / "audit.log")
+    )
+    assert result.exit_code == 9, result.output
+    assert "nothing repaired" in result.stderr
+    after = contents(root)
+    after.pop(".locks/hfcache-prune.lock", None)
+    assert after == before

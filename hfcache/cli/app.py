@@ -237,6 +237,7 @@ VerboseOption = Annotated[
     ),
 ]
 YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking (needed when there is no terminal).")]
+DryRunOption = Annotated[bool, typer.Option("--dry-run", "-n", help="Show the plan, delete nothing.")]
 JobsOption = Annotated[
     int,
     typer.Option(

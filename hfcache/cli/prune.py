@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -17,6 +17,7 @@ from hfcache.caches.scan import scan_caches
 from hfcache.cli.app import (
     AgeBy,
     CacheDirOption,
+    DryRunOption,
     FormatOption,
     JobsOption,
     JsonOption,
@@ -112,9 +113,35 @@ class _Run:
     show_kept: bool = False
     # hfcache rm: what was named and not removed (kept for damage, skipped by a live check) is exit 1
     named: bool = False
+    # Run once the question is answered, before anything is deleted (verify --repair: the quarantine); its notes are said
+    prepare: Callable[[Plan], list[str]] | None = None
 
     def emit(self, plan: Plan, *, execution: Execution | None = None) -> None:
         _emit(plan, self.fmt, execution=execution, show_keep=self.show_kept and execution is None, quiet=self.quiet)
+
+    def _nothing(self, plan: Plan) -> None:
+        """Nothing to delete: said; with --yes, what an interrupted prune left half-done is finished."""
+        if self.yes:
+            from hfcache.prune import repair
+
+            notes = repair(plan, lock_wait=self.lock_wait)
+            plan = replace(plan, warnings=(*notes, *plan.warnings)) if notes else plan
+        self.emit(plan)
+        if self.named and plan.keep:
+            raise typer.Exit(EXIT_PARTIAL)
+
+    def _confirmed(self, plan: Plan) -> bool:
+        """The question on a terminal (the plan as a table first); refused with no terminal to ask on."""
+        if not sys.stdin.isatty():
+            self.emit(plan)
+            raise ConfirmationRequired(
+                "refusing to delete without confirmation: no terminal to ask on; add --yes (or use --dry-run)"
+            )
+        _emit(plan, OutputFormat.table, show_keep=self.show_kept)  # a question on a terminal: always the table
+        if not typer.confirm(f"Delete these {len(plan.delete)} units?", default=False):
+            render.note("Nothing deleted.")
+            return False
+        return True
 
     def __call__(self, plan: Plan, inventory: Inventory | None) -> None:
         """Ask on a terminal (unless --yes), refuse without one, then execute and report.
@@ -132,32 +159,20 @@ class _Run:
                 named += f" {unit.file}" if unit.file else ""
                 render.warning(f"{named} stays: {'; '.join(describe_all(unit.reasons[1:]))}")
         if not plan.delete:
-            if self.yes:  # nothing to delete, but what an interrupted prune left half-done is finished
-                from hfcache.prune import repair
-
-                notes = repair(plan, lock_wait=self.lock_wait)
-                plan = replace(plan, warnings=(*notes, *plan.warnings)) if notes else plan
-            self.emit(plan)
-            if self.named and plan.keep:
-                raise typer.Exit(EXIT_PARTIAL)
+            self._nothing(plan)
             return
         roots = [*(c.root for c in plan.caches), *(u.root for u in plan.delete)]
         if inventory is not None:
             roots += [c.root for c in inventory.caches]
         _refuse_outputs_in_caches(roots, log=self.log)
         if not self.yes:
-            if not sys.stdin.isatty():
-                self.emit(plan)
-                raise ConfirmationRequired(
-                    "refusing to delete without confirmation: no terminal to ask on; add --yes (or use --dry-run)"
-                )
-            _emit(plan, OutputFormat.table, show_keep=self.show_kept)  # a question on a terminal: always the table
-            if not typer.confirm(f"Delete these {len(plan.delete)} units?", default=False):
-                render.note("Nothing deleted.")
+            if not self._confirmed(plan):
                 return
             inventory = None  # time passed while the question was open: check against a fresh scan
-        # A signal while the plan executes and its results are printed is only noted
-        # (hfcache.interrupt): execution stops between two units, never inside one.
+        if self.prepare is not None:
+            for line in self.prepare(plan):
+                if not self.quiet:
+                    render.note(line)
         interrupt.reset()  # a signal noted before this point was raised, not deferred: stale
         with interrupt.deferred():
             with _progress(not self.quiet):
@@ -229,7 +244,7 @@ def prune(
         typer.Option("--config", metavar="FILE", help="Policy file (YAML); default $HFCACHE_CONFIG, then the usual places."),
     ] = None,
     no_config: Annotated[bool, typer.Option("--no-config", help="Ignore policy files: only the command line counts.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Show the plan, delete nothing.")] = False,
+    dry_run: DryRunOption = False,
     yes: YesOption = False,
     plan_out: Annotated[
         Optional[str], typer.Option("--plan-out", metavar="FILE", help="Also save the plan as JSON, for 'hfcache apply'.")

@@ -10,6 +10,7 @@ from hfcache.caches.registry import registry
 from hfcache.caches.scan import scan_caches
 from hfcache.cli.app import (
     CacheDirOption,
+    DryRunOption,
     FormatOption,
     JobsOption,
     JsonOption,
@@ -48,7 +49,7 @@ def rm(
         Optional[str],
         typer.Option("--type", metavar="TYPE", help="Only items of this type (model, dataset, space, checkpoint, ...)."),
     ] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", "-n", help="Show the plan, delete nothing.")] = False,
+    dry_run: DryRunOption = False,
     yes: YesOption = False,
     lock_wait: LockWaitOption = "10s",
     log: LogOption = None,

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from hfcache.caches.scan import scan_caches
 from hfcache.cli.app import (
     CacheDirOption,
+    DryRunOption,
     FormatOption,
     JsonOption,
     KindOption,
+    LockWaitOption,
+    LogOption,
     NameOption,
     OutputFormat,
     QuietOption,
     TypeOption,
     VerboseOption,
+    YesOption,
     _format,
     _progress,
     _scope,
@@ -26,8 +30,11 @@ from hfcache.cli.app import (
 )
 from hfcache.cli.prune import _refuse_outputs_in_caches
 from hfcache.errors import EXIT_CORRUPT
-from hfcache.model import Item, Revision
+from hfcache.model import Inventory, Item, Revision
 from hfcache.output import render
+
+if TYPE_CHECKING:
+    from hfcache.verify.run import VerifyReport
 
 
 @app.command()
@@ -49,6 +56,17 @@ def verify(
     jobs: Annotated[
         int, typer.Option("--jobs", "-j", min=0, metavar="N", help="Hash N files at once; 0 (default): one per CPU.")
     ] = 0,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Take what is corrupt or missing out of the cache (kept in a quarantine folder first), through prune's checks.",
+        ),
+    ] = False,
+    dry_run: DryRunOption = False,
+    yes: YesOption = False,
+    lock_wait: LockWaitOption = "10s",
+    log: LogOption = None,
     output_format: FormatOption = OutputFormat.table,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
@@ -91,6 +109,9 @@ def verify(
                 )
         finally:
             db.close()
+    if repair and report.problems:
+        _repair(report, inventory, fmt=fmt, quiet=quiet, dry_run=dry_run, yes=yes, lock_wait=lock_wait, log=log, verbose=verbose)
+        return
     if fmt is OutputFormat.json:
         from hfcache.output.serialize import verify_to_dict
 
@@ -106,3 +127,53 @@ def verify(
             render.warning(warning)
     if report.problems:
         raise typer.Exit(EXIT_CORRUPT)
+
+
+def _repair(
+    report: VerifyReport,
+    inventory: Inventory,
+    *,
+    fmt: OutputFormat,
+    quiet: bool,
+    dry_run: bool,
+    yes: bool,
+    lock_wait: str,
+    log: str | None,
+    verbose: int,
+) -> None:
+    """``--repair``: the plan that takes the damaged files out, through prune's question, checks and audit log.
+
+    The verify's findings are shown first (JSON: only the repair's document, on stdout); each
+    corrupt content is kept in the quarantine folder once the question is answered, before
+    anything is deleted. Exit 8 when something damaged stays (a dry run), 1 when a unit
+    could not go, 0 when everything damaged left the cache.
+    """
+    import time
+
+    from hfcache.caches.registry import registry
+    from hfcache.cli.prune import _Run
+    from hfcache.units import parse_duration
+    from hfcache.verify.repair import damaged, default_quarantine, quarantine, repair_plan
+
+    if fmt not in (OutputFormat.json, OutputFormat.ids):
+        from hfcache.output import views
+
+        views.verify_tables(report, markdown=fmt is OutputFormat.markdown)
+    with _user_errors(verbose=verbose):
+        plan = repair_plan(inventory, report, registry().kinds, now=time.time())
+        folder = os.path.join(os.path.dirname(os.path.abspath(log)), "quarantine") if log else default_quarantine()
+        _refuse_outputs_in_caches((c.root for c in inventory.caches), quarantine=folder, log=log)
+        found = damaged(report)
+        run = _Run(
+            yes=yes,
+            fmt=fmt,
+            quiet=quiet,
+            lock_wait=float(parse_duration(lock_wait)),
+            log=log,
+            named=True,
+            prepare=lambda _plan: quarantine(found, folder),
+        )
+        if dry_run:
+            run.emit(plan)
+            raise typer.Exit(EXIT_CORRUPT)
+        run(plan, None)  # hashing took time: the plan is checked against a fresh scan

@@ -32,7 +32,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from hfcache import interrupt, progress
@@ -81,7 +81,9 @@ def _match_revision(unit: PlanUnit, revs: dict[str, tuple[Item, Revision]]) -> s
     return None
 
 
-def _match_file(unit: PlanUnit, found: tuple[Item, Revision] | None, kind: CacheKind | None) -> str | None:
+def _match_file(
+    unit: PlanUnit, found: tuple[Item, Revision] | None, kind: CacheKind | None, planned: Collection[str]
+) -> str | None:
     """A file unit: its revision still there, undamaged, its path that revision's entry for the file."""
     if kind is None or not isinstance(kind.deletion, FileDeletion):
         return "its kind does not remove single files"
@@ -90,7 +92,7 @@ def _match_file(unit: PlanUnit, found: tuple[Item, Revision] | None, kind: Cache
     item, rev = found
     if unit.file is None or unit.path != os.path.join(rev.path, *unit.file.split("/")):
         return "the path is not that revision's entry for the file"
-    if not item.deletable:
+    if not item.deletable and not item.damage_only_in(planned):  # (its damage is what the plan removes: a repair)
         return "the scan now finds damage in this model"
     return None
 
@@ -121,6 +123,7 @@ def _prepare(plan: Plan, inventory: Inventory) -> tuple[list[_Work], dict[str, s
     commits: dict[tuple[str, str], dict[tuple[str, str], tuple[Item, Revision]]] = {}
     junk: dict[tuple[str, str, str], dict[str, object]] = {}
     kinds = registry().kinds
+    planned_files = {u.path for u in plan.delete if u.what == What.FILE}
     for unit in plan.delete:
         cache = caches.get((unit.kind, unit.root))
         if cache is None:
@@ -134,7 +137,7 @@ def _prepare(plan: Plan, inventory: Inventory) -> tuple[list[_Work], dict[str, s
                 commits[key] = {(i.id, r.revision): (i, r) for i, r in revisions[key].values()}
             if unit.what == What.FILE:
                 found_rev = commits[key].get((unit.id or "", unit.revision or ""))
-                reason = _match_file(unit, found_rev, kinds.get(unit.kind))
+                reason = _match_file(unit, found_rev, kinds.get(unit.kind), planned_files)
                 if reason is None and found_rev is not None:
                     w.files.setdefault(found_rev[0].path, (found_rev[0], []))[1].append((unit, found_rev[1]))
             else:

@@ -78,7 +78,17 @@ def describe(d: Decision) -> str:
         return f"{d.policy}: {_last(d)}"
     if d.case is Case.LRU:
         return f"{d.policy}: {_lru(d)}"
+    if d.policy is Rule.VERIFY:
+        return f"{d.policy}: {d.subject}; {_REPAIR.get(d.case, '')}" + (f"; its refs go too: {d.scope}" if d.scope else "")
     return f"{d.policy}: {_WHY[d.case](d)}"
+
+
+# hfcache verify --repair: what goes with a file found corrupt or missing (the library downloads it again).
+_REPAIR = {
+    Case.FILE: "this file goes, its revision stays",
+    Case.TARGET: "the revision goes (its kind removes no single file)",
+    Case.WHOLE: "the whole model goes (its kind removes no single file)",
+}
 
 
 def describe_all(decisions: Iterable[Decision]) -> list[str]:

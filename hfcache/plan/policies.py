@@ -83,6 +83,7 @@ class Rule(Word):
     KEEP = "keep"  # junk kept: too young, its download lock held, ...
     RECORDED = "recorded"  # a reason read back from a plan file, as it was written
     NAMED = "named"  # hfcache rm: named on the command line
+    VERIFY = "verify"  # hfcache verify --repair: found corrupt or missing (``subject`` says how)
 
 
 class Case(Word):

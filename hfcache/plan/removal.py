@@ -173,6 +173,7 @@ def removal_plan(
     now: float,
     chosen_kinds: Iterable[str] = (),
     files_of: FilesOf = kind_files,
+    rule: Rule = Rule.NAMED,
 ) -> Plan:
     """The plan that removes every revision (or file of one) ``targets`` name, counted as a policy's plan is.
 
@@ -181,6 +182,7 @@ def removal_plan(
     with the reason, as every policy keeps it. A revision refs point to is removed with them,
     and its reason says so; a model's last revision takes the whole model. A file goes from
     every revision named that holds it (``files_of`` lists them); the revisions stay.
+    ``rule`` is who named them (``verify --repair`` names what it found damaged).
     """
     targets = list(targets)
     kinds = frozenset(chosen_kinds)
@@ -214,7 +216,7 @@ def removal_plan(
         cache, item, rev, target = chosen[path]
         whole = all(r.path in chosen for r in item.revisions)
         refs = ", ".join(rev.refs) or None
-        named = Decision(Rule.NAMED, Case.WHOLE if whole else Case.TARGET, subject=target.text, scope=refs)
+        named = Decision(rule, Case.WHOLE if whole else Case.TARGET, subject=target.text, scope=refs)
         if not item.deletable:
             keep.append(revision_unit(cache.root, item, rev, (named, _damaged(item)), 0, False))
             continue
@@ -223,9 +225,9 @@ def removal_plan(
         if whole and item.path not in swept:
             swept.add(item.path)
             delete.extend(_stale_junk(cache, item, named, sim, now))
-    delete += _file_units(named_files, chosen, reclaims, keep, files_of)
+    delete += _file_units(named_files, chosen, reclaims, keep, files_of, rule)
     for cache, item, target in bare.values():
-        named = Decision(Rule.NAMED, Case.WHOLE, subject=target.text)
+        named = Decision(rule, Case.WHOLE, subject=target.text)
         if not item.deletable:
             keep.append(_bare_unit(cache, item, (named, _damaged(item))))
             continue
@@ -238,7 +240,9 @@ def removal_plan(
         delete=tuple(sorted(delete, key=order)),
         keep=tuple(sorted(keep, key=order)),
         created_at=now,
-        policy=(f"remove: {', '.join(t.text for t in targets)}",),
+        policy=(f"remove: {', '.join(t.text for t in targets)}",)
+        if rule is Rule.NAMED
+        else (f"repair: {len(targets)} found by verify",),
         caches=caches,
     )
 
@@ -277,6 +281,7 @@ def _file_units(
     reclaims: dict[str, Reclaim],
     keep: list[PlanUnit],
     files_of: FilesOf,
+    rule: Rule,
 ) -> list[PlanUnit]:
     """One unit per named file of a revision that stays; a blob is freed by the last file to leave it, as execution sees."""
     units = []
@@ -285,8 +290,8 @@ def _file_units(
         cache, item, rev, f, target = named[path]
         if rev.path in chosen:
             continue  # the whole revision goes anyway
-        reason = Decision(Rule.NAMED, Case.FILE, subject=target.text)
-        if not item.deletable:
+        reason = Decision(rule, Case.FILE, subject=target.text)
+        if not item.deletable and not item.damage_only_in(named):
             keep.append(file_unit(cache.root, item, rev, f, (reason, _damaged(item)), 0))
             continue
         if rev.path not in rest:
