@@ -182,12 +182,13 @@ class PartialFile:
 class OrphanFile:
     """A blob no revision reaches. ``shared_payload`` is set when it links into the shared store.
 
-    Only a file named as the hub names blobs (an ETag: 40 or 64 hex, a mirror's md5) is
-    one; another name no snapshot links is reported as a warning and never deleted.
+    In a hub cache only a file named as the hub names blobs (an ETag: 40 or 64 hex, a
+    mirror's md5) is one; another name no snapshot links is reported as a warning and never
+    deleted. ``item_id`` is None for a blob of a store shared by every item (Ollama's ``blobs/``).
     """
 
     path: str
-    item_id: str
+    item_id: str | None
     size_bytes: int
     last_accessed: float
     last_modified: float
@@ -212,11 +213,12 @@ class Leftover:
     Listed only for commits that no snapshot holds and no ref points to: a ref to a commit
     known only from ``.no_exist/`` is the hub's normal state after a probe, not a leftover.
     ``commit`` is None for a whole repo folder with no revision, ref, blob or partial
-    download left in it (what an interrupted removal of the repo leaves).
+    download left in it (what an interrupted removal of the repo leaves), or an emptied
+    folder of Ollama's ``manifests/`` (``item_id`` None above a model's folder).
     """
 
     path: str
-    item_id: str
+    item_id: str | None
     commit: str | None
     size_bytes: int
     last_modified: float

@@ -31,7 +31,11 @@ CACHE_VARIABLES = (
     "KAGGLEHUB_CACHE",
     "PYTORCH_TRANSFORMERS_CACHE",
     "PYTORCH_PRETRAINED_BERT_CACHE",
+    "OLLAMA_MODELS",
 )
+# Where hfcache looks for the Ollama service's store (/usr/share/ollama/.ollama/models):
+# pointed into the test's home, so that no test ever reads the real one.
+OLLAMA_SERVICE_VARIABLE = "HFCACHE_OLLAMA_SERVICE_ROOT"
 
 _SESSION_HOME = tempfile.mkdtemp(prefix="hfcache-tests-home-")
 atexit.register(shutil.rmtree, _SESSION_HOME, True)  # each run made one and left it in /tmp
@@ -39,6 +43,7 @@ os.environ["HOME"] = _SESSION_HOME
 os.environ["XDG_CACHE_HOME"] = os.path.join(_SESSION_HOME, ".cache")
 for _var in CACHE_VARIABLES:
     os.environ.pop(_var, None)
+os.environ[OLLAMA_SERVICE_VARIABLE] = os.path.join(_SESSION_HOME, "usr", "share", "ollama", ".ollama", "models")
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 os.environ["HF_HUB_DISABLE_XET"] = "1"  # the loopback hub speaks plain HTTP only
@@ -61,6 +66,7 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     monkeypatch.setattr(config, "SYSTEM_CONFIG", os.path.join(home, "etc", "hfcache", "config.yaml"))
     for var in CACHE_VARIABLES:
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv(OLLAMA_SERVICE_VARIABLE, os.path.join(home, "usr", "share", "ollama", ".ollama", "models"))
     # Keras's fallback is a literal /tmp/.keras: point it into this test's home as well.
     from hfcache.caches import keras
 

@@ -126,3 +126,20 @@ def test_the_readme_layout_lists_every_module_and_nothing_else():
     actual = {str(p.relative_to(package)) for p in package.rglob("*.py") if p.parent == package or p.name != "__init__.py"}
     actual |= {str(p.parent.relative_to(package)) + "/" for p in package.rglob("__init__.py") if p.parent != package}
     assert listed == actual, f"in the README only: {sorted(listed - actual)}; in hfcache/ only: {sorted(actual - listed)}"
+
+
+def test_every_builtin_kind_is_listed_wherever_kinds_are_enumerated():
+    """The README's kind table and JSON contract, both man pages and the --kind help name every built-in kind."""
+    table = README.split("| kind | what | items |", 1)[1].split("\n\n", 1)[0]
+    contract = README.split("`kind` is ", 1)[1].split("\n\n", 1)[0]
+    man = _man_text()
+    yaml_page = (CHECKOUT / "man" / "hfcache.yaml.5").read_text().replace("\\-", "-")
+    helps = run_cli("scan", "--help", env={"COLUMNS": "400"}).stdout.splitlines()
+    kind_help = next(line for line in helps if "│ --kind " in line)
+    for name in KINDS:
+        assert f"| `{name}` |" in table, name
+        assert f"`{name}`" in contract, name
+        assert f".B {name}\n" in man, name  # its own paragraph in DESCRIPTION
+        assert name in man.split(".BI --kind", 1)[1].split(".TP", 1)[0], name  # the --kind option's list
+        assert name in yaml_page.split(".B caches", 1)[1].split(".PP", 1)[0], name
+        assert name in kind_help, name

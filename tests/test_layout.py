@@ -9,7 +9,8 @@ from hfcache.caches.registry import KINDS
 
 PACKAGE = Path(__file__).resolve().parent.parent / "hfcache"
 KIND_MODULES = {"hfcache.caches." + p.stem for p in (PACKAGE / "caches").glob("*.py") if not p.stem.startswith("_")} | {
-    "hfcache.caches.huggingface"
+    "hfcache.caches." + p.parent.name
+    for p in (PACKAGE / "caches").glob("*/__init__.py")  # a kind's package
 }
 GENERIC = {"hfcache.caches.protocol", "hfcache.caches.registry", "hfcache.caches.scan", "hfcache.caches.deletion"}
 GENERIC |= {"hfcache.caches.versions", "hfcache.caches.confine"}

@@ -24,20 +24,20 @@ PLUGIN = textwrap.dedent(
     import os
     from hfcache.model import CacheInventory, Item, Revision
 
-    class Ollama:
-        kind = "ollama"
-        title = "Ollama models"
+    class LmStudio:
+        kind = "lmstudio"
+        title = "LM Studio models"
         types = ("model",)
 
         def default_roots(self, env):
-            return [os.path.join(env.get("HOME", "/"), ".ollama", "models")]
+            return [os.path.join(env.get("HOME", "/"), ".lmstudio", "models")]
 
         def recognizes(self, root):
-            return os.path.isdir(os.path.join(root, "manifests"))
+            return os.path.isdir(os.path.join(root, "lmstudio-community"))
 
         def scan(self, root, *, explicit=True):
             rev = Revision("latest", root, size_bytes=1, reclaimable_bytes=1)
-            item = Item(kind=self.kind, id="llama3", type="model", path=root, size_bytes=1, revisions=(rev,))
+            item = Item(kind=self.kind, id="gemma", type="model", path=root, size_bytes=1, revisions=(rev,))
             return CacheInventory(kind=self.kind, title=self.title, root=root, size_bytes=1, items=(item,))
 
     class Ggufs:
@@ -85,7 +85,7 @@ def plugin_dist(tmp_path, monkeypatch):
     write(str(site / "hfcache_test_plugin.py"), PLUGIN.encode())
     dist = site / "hfcache_test_plugin-1.0.dist-info"
     write(str(dist / "METADATA"), b"Metadata-Version: 2.1\nName: hfcache-test-plugin\nVersion: 1.0\n")
-    entry_points = f"[{ENTRY_POINT_GROUP}]\nollama = hfcache_test_plugin:Ollama\nggufs = hfcache_test_plugin:Ggufs\n"
+    entry_points = f"[{ENTRY_POINT_GROUP}]\nlmstudio = hfcache_test_plugin:LmStudio\nggufs = hfcache_test_plugin:Ggufs\n"
     write(str(dist / "entry_points.txt"), entry_points.encode())
     monkeypatch.syspath_prepend(str(site))
     yield site
@@ -101,6 +101,7 @@ def test_builtin_kinds_are_the_documented_ones():
         "xet",
         "datasets",
         "kagglehub",
+        "ollama",
         "transformers-legacy",
         "llama-cpp-flat",
     ]
@@ -108,12 +109,12 @@ def test_builtin_kinds_are_the_documented_ones():
 
 def test_plugin_from_an_installed_distribution_is_scanned(plugin_dist, isolated_home):
     registry = load_registry()
-    assert "ollama" in registry.kinds and "ggufs" in registry.kinds
+    assert "lmstudio" in registry.kinds and "ggufs" in registry.kinds
     # It declares no deletion shapes: it is scanned, and told so, never pruned.
     assert len(registry.problems) == 1 and "declares no deletion shapes" in registry.problems[0]
-    write(os.path.join(isolated_home, ".ollama", "models", "manifests", "x"), 3)
-    inventory = scan_caches(kinds=["ollama"], kind_registry=registry)
-    assert [(c.kind, [i.id for i in c.items]) for c in inventory.caches] == [("ollama", ["llama3"])]
+    write(os.path.join(isolated_home, ".lmstudio", "models", "lmstudio-community", "x"), 3)
+    inventory = scan_caches(kinds=["lmstudio"], kind_registry=registry)
+    assert [(c.kind, [i.id for i in c.items]) for c in inventory.caches] == [("lmstudio", ["gemma"])]
 
 
 def test_a_third_party_kind_is_scanned_planned_and_pruned_through_the_protocol_alone(plugin_dist, isolated_home):
@@ -157,17 +158,17 @@ def test_broken_plugins_are_reported_not_fatal(plugin_dist):
         EntryPoint("bad", "hfcache_test_plugin:broken", ENTRY_POINT_GROUP),
         EntryPoint("missing", "no_such_module:Kind", ENTRY_POINT_GROUP),
         EntryPoint("shape", "hfcache_test_plugin:NotAKind", ENTRY_POINT_GROUP),
-        EntryPoint("torch", "hfcache_test_plugin:Ollama", ENTRY_POINT_GROUP),
-        EntryPoint("again", "hfcache_test_plugin:Ollama", ENTRY_POINT_GROUP),
+        EntryPoint("torch", "hfcache_test_plugin:LmStudio", ENTRY_POINT_GROUP),
+        EntryPoint("again", "hfcache_test_plugin:LmStudio", ENTRY_POINT_GROUP),
     ]
     registry = load_registry(eps)
-    assert list(registry.kinds)[-1] == "ollama" and len(registry.kinds) == len(KINDS) + 1
+    assert list(registry.kinds)[-1] == "lmstudio" and len(registry.kinds) == len(KINDS) + 1
     problems = "\n".join(registry.problems)
     assert "'bad'" in problems and "plug-in bug" in problems
     assert "'missing'" in problems and "ModuleNotFoundError" in problems
     assert "'shape'" in problems and "does not provide" in problems
     assert "'again'" in problems and "already exists" in problems
-    assert "'ollama'" in problems and "declares no deletion shapes" in problems
+    assert "'lmstudio'" in problems and "declares no deletion shapes" in problems
     assert len(registry.problems) == 5
 
 
@@ -194,6 +195,12 @@ def make_machine(home: str) -> None:
     write(os.path.join(kh, "3", "w.h5"), 70)
     write(os.path.join(kh, "3.complete"))
     write(os.path.join(home, ".cache", "llama.cpp", "ai_smollm2_135M-Q4_0.gguf"), 80)
+    ollama = os.path.join(home, ".ollama", "models")
+    write(os.path.join(ollama, "blobs", "sha256-" + "c" * 64), 8)
+    write(os.path.join(ollama, "blobs", "sha256-" + "d" * 64), 80)
+    config, weights = {"digest": "sha256:" + "c" * 64, "size": 8}, {"digest": "sha256:" + "d" * 64, "size": 80}
+    manifest = {"schemaVersion": 2, "config": config, "layers": [weights]}
+    write(os.path.join(ollama, "manifests", "registry.ollama.ai", "library", "llama3", "latest"), json.dumps(manifest).encode())
 
 
 def test_scan_every_kind_at_its_default_place(isolated_home):
@@ -207,6 +214,7 @@ def test_scan_every_kind_at_its_default_place(isolated_home):
     assert ids["torch"] == {("checkpoint", "resnet18"), ("hub-repo", "pytorch/vision")}
     assert ids["keras"] == {("model", "resnet50.h5")}
     assert ids["kagglehub"] == {("model", "keras/gemma/keras/2b")}
+    assert ids["ollama"] == {("model", "llama3")}
     assert {k: c["size_bytes"] for k, c in found.items()} == {
         "huggingface": 100,
         "xet": 10,
@@ -216,6 +224,7 @@ def test_scan_every_kind_at_its_default_place(isolated_home):
         "keras": 60,
         "kagglehub": 70,
         "llama-cpp-flat": 80,
+        "ollama": 88,
     }
     vision = next(i for i in found["torch"]["items"] if i["id"] == "pytorch/vision")
     assert vision["revisions"][0]["version"] == "0.10.0" and vision["revisions"][0]["revision"] == "v0.10.0"

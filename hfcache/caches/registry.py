@@ -4,7 +4,7 @@ Other packages add kinds through the entry-point group ``hfcache.caches``; an en
 a class or factory (called with no arguments) or an instance::
 
     [project.entry-points."hfcache.caches"]
-    ollama = "hfcache_ollama:OllamaCache"
+    lmstudio = "hfcache_lmstudio:LmStudioCache"
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from hfcache.caches.huggingface.kind import HUB
 from hfcache.caches.kagglehub import KAGGLEHUB
 from hfcache.caches.keras import KERAS
 from hfcache.caches.llamacpp_flat import LLAMA_CPP_FLAT
+from hfcache.caches.ollama.kind import OLLAMA
 from hfcache.caches.protocol import REQUIRED, CacheKind, complete
 from hfcache.caches.torch import TORCH
 from hfcache.caches.transformers_legacy import TRANSFORMERS_LEGACY
@@ -28,7 +29,7 @@ from hfcache.errors import UsageError
 ENTRY_POINT_GROUP = "hfcache.caches"
 
 
-BUILTIN: tuple[CacheKind, ...] = (HUB, TORCH, KERAS, XET, DATASETS, KAGGLEHUB, TRANSFORMERS_LEGACY, LLAMA_CPP_FLAT)
+BUILTIN: tuple[CacheKind, ...] = (HUB, TORCH, KERAS, XET, DATASETS, KAGGLEHUB, OLLAMA, TRANSFORMERS_LEGACY, LLAMA_CPP_FLAT)
 
 
 KINDS: dict[str, CacheKind] = {k.kind: k for k in BUILTIN}

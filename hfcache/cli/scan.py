@@ -73,7 +73,7 @@ def scan(
     """Show what the model caches hold: models, revisions, refs, versions, sizes and ages.
 
     Every kind of cache found is shown (Hugging Face hub, torch hub, Keras, Xet, datasets,
-    kagglehub, transformers < 4.22), each where its library would put it.
+    kagglehub, Ollama, transformers < 4.22), each where its library would put it.
 
     Example: hfcache scan --kind torch --revisions --larger-than 1GB --sort size
     """

@@ -9,7 +9,7 @@ Required fields (others may be added, none changes meaning)::
             "last_modified"}
 
 ``kind`` is one of ``huggingface``, ``torch``, ``keras``, ``xet``, ``datasets``, ``kagglehub``,
-``transformers-legacy`` or a plug-in's name. ``version`` is a normalised version string or
+``ollama``, ``transformers-legacy`` or a plug-in's name. ``version`` is a normalised version string or
 null. ``paths`` (items and revisions) lists what deleting them removes; ``protected`` (caches)
 lists what must never be deleted. Times are ISO 8601 strings in UTC, sizes integers (bytes).
 """

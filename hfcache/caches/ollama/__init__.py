@@ -1,0 +1,1 @@
+"""Ollama's model store (``~/.ollama/models``): models ``host/namespace/model``, revisions = tags, shared blobs."""
