@@ -324,3 +324,26 @@ def test_repair_starts_nothing_when_the_quarantine_cannot_be_written(rich, tmp_p
     after = contents(root)
     after.pop(".locks/hfcache-prune.lock", None)
     assert after == before
+
+
+def test_ollama_blobs_are_checked_by_their_sha256_names_and_repair_removes_every_tag_naming_a_bad_one(tmp_path):
+    from tests.ollama_trees import blob_path, digests, model
+
+    root = str(tmp_path / "ollama")
+    shared = b"W" * 5000
+    a = model(root, "llama3", "8b", weights=shared)
+    b = model(root, "llama3", "latest", weights=shared)
+    c = model(root, "phi3", "latest", weights=b"P" * 3000)
+    state = str(tmp_path / "s.db")
+    code, doc = _verify(root, state=state)
+    assert code == 0 and {f["algorithm"] for f in _files(doc).values()} == {"sha256"}
+    weights = blob_path(root, digests(a)[0][0])  # the weights both tags name
+    with open(weights, "r+b") as f:
+        f.write(b"X")
+    code, doc = _verify(root, state=state)
+    assert code == 8
+    assert {(k[0], k[1]) for k, f in _files(doc).items() if f["status"] == "corrupt"} == {("llama3", "8b"), ("llama3", "latest")}
+    done = run_cli("verify", "--cache-dir", root, "--state", state, "--repair", "--yes", "--log", str(tmp_path / "log" / "a.log"))
+    assert done.exit_code == 0, done.output
+    assert not os.path.exists(a) and not os.path.exists(b) and not os.path.exists(weights) and os.path.exists(c)
+    assert _verify(root, state=state)[0] == 0

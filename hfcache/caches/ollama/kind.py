@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 from hfcache.caches._common import FunctionKind
 from hfcache.caches.ollama.delete import OLLAMA_DELETION
 from hfcache.caches.ollama.layout import KIND, TITLE, TRASH, default_roots, looks_like_cache, parse_name
 from hfcache.caches.ollama.scan import scan
-from hfcache.caches.protocol import Uri
+from hfcache.caches.protocol import Expected, Uri
+from hfcache.model import CacheInventory, Item, Revision
 
 _HEX = "[0-9a-fA-F]{64}"
 
@@ -29,6 +32,16 @@ def parse_ollama_name(text: str) -> Uri | None:
     return Uri(name.id, name.tag) if name.valid else None
 
 
+def blob_hashes(cache: CacheInventory, item: Item, rev: Revision) -> list[Expected]:
+    """Each blob a tag names is ``blobs/sha256-<hex>``, the sha256 of its content (``hfcache verify``)."""
+    out = []
+    for name in sorted(rev.blobs):
+        path = os.path.join(cache.root, "blobs", name)
+        digest = name.removeprefix("sha256-")
+        out.append(Expected(name, path, path, "sha256", digest.lower()))
+    return out
+
+
 OLLAMA = FunctionKind(
     KIND,
     TITLE,
@@ -46,4 +59,5 @@ OLLAMA = FunctionKind(
     ),
     deletion=OLLAMA_DELETION,
     uri=parse_ollama_name,
+    hashes=blob_hashes,  # content-addressed: a blob's name is the sha256 of its bytes
 )
