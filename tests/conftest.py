@@ -32,6 +32,11 @@ CACHE_VARIABLES = (
     "PYTORCH_TRANSFORMERS_CACHE",
     "PYTORCH_PRETRAINED_BERT_CACHE",
     "OLLAMA_MODELS",
+    "MODELSCOPE_CACHE",
+    "MS_CACHE_HOME",
+    "MODELSCOPE_HOME",
+    "TFHUB_CACHE_DIR",
+    "VLLM_CACHE_ROOT",
 )
 # Where hfcache looks for the Ollama service's store (/usr/share/ollama/.ollama/models):
 # pointed into the test's home, so that no test ever reads the real one.
@@ -53,7 +58,13 @@ os.environ["NO_COLOR"] = "1"
 
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh HOME per test, with the XDG folders under it, no cache variable and no policy file set."""
+    """A fresh HOME per test, with the XDG folders under it, no cache variable and no policy file set.
+
+    But one: TF Hub's default cache is the machine's shared ``/tmp/tfhub_modules`` (or under
+    ``$TMPDIR``), so ``TFHUB_CACHE_DIR`` points into the test's home. (Not ``TMPDIR`` itself:
+    ``tempfile`` remembers the first folder it picks for the rest of the process, and tests
+    running as other accounts need their temporary folders where those can reach them.)
+    """
     home = str(tmp_path_factory.mktemp("home"))
     monkeypatch.setenv("HOME", home)
     monkeypatch.setenv("XDG_CACHE_HOME", os.path.join(home, ".cache"))
@@ -67,6 +78,7 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     for var in CACHE_VARIABLES:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv(OLLAMA_SERVICE_VARIABLE, os.path.join(home, "usr", "share", "ollama", ".ollama", "models"))
+    monkeypatch.setenv("TFHUB_CACHE_DIR", os.path.join(home, "tmp", "tfhub_modules"))
     # Keras's fallback is a literal /tmp/.keras: point it into this test's home as well.
     from hfcache.caches import keras
 

@@ -376,3 +376,22 @@ def markdown_tables(text: str) -> list[list[list[str]]]:
         else:
             i += 1
     return tables
+
+
+def assert_deletable_paths_fit_their_shapes(cache: CacheInventory) -> None:
+    """Every path a prune of ``cache`` could remove passes the checks run before the first deletion.
+
+    A scanner reporting a unit its kind's shapes do not cover would get every plan of the
+    cache refused whole (nothing deleted, exit 4): each revision, each item with its last
+    revision, each partial download.
+    """
+    from hfcache.caches.registry import KINDS
+    from hfcache.execute.checks import target_problem
+
+    shapes = KINDS[cache.kind].shapes
+    paths = [p.path for p in cache.partial_files]
+    for item in cache.items:
+        if item.deletable:
+            paths += [*item.unit_paths, *(p for r in item.revisions for p in r.unit_paths)]
+    problems = [problem for problem in (target_problem(p, cache, shapes) for p in paths) if problem]
+    assert problems == []

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from hfcache.caches import datasets, kagglehub, keras, torch, transformers_legacy, xet
+from hfcache.caches import datasets, kagglehub, keras, modelscope, tfhub, torch, transformers_legacy, vllm, xet
 from hfcache.errors import NotACache
 from hfcache.model import CacheInventory, Item
 from tests.trees import sha256, write
@@ -329,7 +329,7 @@ def test_transformers_legacy_triples(fs):
 # Roots that are not caches, and missing ones
 
 
-@pytest.mark.parametrize("module", [torch, keras, xet, datasets, kagglehub, transformers_legacy])
+@pytest.mark.parametrize("module", [torch, keras, xet, datasets, kagglehub, transformers_legacy, modelscope, tfhub, vllm])
 def test_each_kind_refuses_a_home_folder_and_accepts_a_missing_default(fs, module):
     write("/home/me/Documents/cv.pdf", 10)
     with pytest.raises(NotACache):

@@ -215,7 +215,7 @@ done
     assert "-F _hfcache_completion hfcache" in out
     assert "hfcache pr => prune" in out
     assert "hfcache scan --ki => --kind" in out
-    assert "hfcache scan --kind t => torch transformers-legacy" in out
+    assert "hfcache scan --kind t => torch tfhub transformers-legacy" in out
     assert "hfcache scan --format m => markdown" in out
 
 

@@ -94,9 +94,14 @@ def plugin_dist(tmp_path, monkeypatch):
 
 
 def test_builtin_kinds_are_the_documented_ones():
+    # ModelScope, TF Hub and vLLM come before the kinds that also recognise models/, datasets/ or a *.lock
+    # (Keras, datasets, kagglehub): a --cache-dir is scanned as the first kind that recognises it.
     assert list(KINDS) == [
         "huggingface",
         "torch",
+        "modelscope",
+        "tfhub",
+        "vllm",
         "keras",
         "xet",
         "datasets",
@@ -201,6 +206,13 @@ def make_machine(home: str) -> None:
     config, weights = {"digest": "sha256:" + "c" * 64, "size": 8}, {"digest": "sha256:" + "d" * 64, "size": 80}
     manifest = {"schemaVersion": 2, "config": config, "layers": [weights]}
     write(os.path.join(ollama, "manifests", "registry.ollama.ai", "library", "llama3", "latest"), json.dumps(manifest).encode())
+    ms = os.path.join(home, ".cache", "modelscope", "models", "Qwen--Qwen3-0.6B", "snapshots", "master")
+    write(os.path.join(ms, "model.safetensors"), 80)
+    tfhub = os.path.join(os.environ["TFHUB_CACHE_DIR"], "4a" * 20)  # (see conftest: TF Hub's default is /tmp's)
+    write(os.path.join(tfhub, "saved_model.pb"), 90)
+    write(tfhub + ".descriptor.txt", b"Module: https://tfhub.dev/google/x/1\nDownload Time: t\nDownloader Hostname: h (PID:1)")
+    vllm = os.path.join(home, ".cache", "vllm", "torch_compile_cache", "0123456789")
+    write(os.path.join(vllm, "rank_0_0", "backbone", "vllm_compile_cache.py"), 100)
 
 
 def test_scan_every_kind_at_its_default_place(isolated_home):
@@ -215,6 +227,9 @@ def test_scan_every_kind_at_its_default_place(isolated_home):
     assert ids["keras"] == {("model", "resnet50.h5")}
     assert ids["kagglehub"] == {("model", "keras/gemma/keras/2b")}
     assert ids["ollama"] == {("model", "llama3")}
+    assert ids["modelscope"] == {("model", "Qwen/Qwen3-0.6B")}
+    assert ids["tfhub"] == {("module", "https://tfhub.dev/google/x")}
+    assert ids["vllm"] == {("torch-compile", "0123456789")}
     assert {k: c["size_bytes"] for k, c in found.items()} == {
         "huggingface": 100,
         "xet": 10,
@@ -225,6 +240,9 @@ def test_scan_every_kind_at_its_default_place(isolated_home):
         "kagglehub": 70,
         "llama-cpp-flat": 80,
         "ollama": 88,
+        "modelscope": 80,
+        "tfhub": 90 + len(b"Module: https://tfhub.dev/google/x/1\nDownload Time: t\nDownloader Hostname: h (PID:1)"),
+        "vllm": 100,
     }
     vision = next(i for i in found["torch"]["items"] if i["id"] == "pytorch/vision")
     assert vision["revisions"][0]["version"] == "0.10.0" and vision["revisions"][0]["revision"] == "v0.10.0"
@@ -235,7 +253,8 @@ def test_scan_every_kind_at_its_default_place(isolated_home):
         assert not any(os.path.basename(p) == needed for p in every_path)
 
     table = run_cli("scan")
-    for title in ("Hugging Face hub cache", "PyTorch hub cache", "Keras cache", "kagglehub cache", "Xet cache"):
+    titles = ("Hugging Face hub cache", "PyTorch hub cache", "Keras cache", "kagglehub cache", "Xet cache")
+    for title in (*titles, "ModelScope cache", "TensorFlow Hub cache", "vLLM compile cache"):
         assert title in table.stdout
     only = json.loads(run_cli("scan", "--kind", "torch", "--kind", "keras", "--json").stdout)
     assert [c["kind"] for c in only["caches"]] == ["torch", "keras"]

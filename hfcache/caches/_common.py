@@ -270,6 +270,41 @@ def read_small_json(path: str) -> dict[str, object] | None:
     return data if isinstance(data, dict) else None
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this pid runs (in this PID namespace): ``kill(pid, 0)``, which sends nothing."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError, ValueError):
+        return False
+    except OSError:  # EPERM: another user's process runs; anything else: say it runs
+        return True
+    return True
+
+
+def read_text_noatime(path: str, limit: int = 4096) -> str | None:
+    """The start of a small file, read only where its access time cannot move; else None.
+
+    ``O_NOATIME`` (Linux; the file's owner or root): a scan that moved the atime of a file
+    belonging to a unit would make the unit look just used, so where the flag is refused (or
+    the platform has none) nothing is read. Never through a symlink.
+    """
+    noatime = getattr(os, "O_NOATIME", 0)
+    if not noatime:  # pragma: no cover - not Linux
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | noatime | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, limit).decode("utf-8", "replace")
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def partial_file(
     path: str,
     item_id: str | None,

@@ -16,12 +16,15 @@ through it (descriptor-relative, one mount, symlinks never followed):
    while a download racing for them may still link them), run by execution in batches.
 
 :class:`PathDeletion` is the default: a unit is its paths, removed strictly; the item's own
-paths go with its last unit. Kinds that share data between units (the hub) bring their own.
+paths go with its last unit. :class:`TrashDeletion` does the same, a folder first moved
+aside in one rename (ModelScope, TF Hub, vLLM). Kinds that share data between units (the
+hub) bring their own.
 """
 
 from __future__ import annotations
 
 import os
+import stat as stat_mod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -208,3 +211,84 @@ class PathDeletion:
 
 
 PATHS = PathDeletion()
+
+
+# Where :class:`TrashDeletion` moves a folder before removing it, relative to the cache root.
+TRASH = ".hfcache-trash"
+
+
+class TrashDeletion(PathDeletion):
+    """:class:`PathDeletion`, but a folder leaves its place at once: renamed into ``<root>/<trash>/``, then removed.
+
+    A library that finds a unit's folder at all finds it whole: a vLLM engine starting while
+    its compile cache goes either loads it complete or compiles anew, never half a folder
+    ("Inductor cache lookup failed"); TF Hub and ModelScope download again what is gone,
+    but load a half-removed folder as it is. A prune killed between the rename and the
+    removal leaves the folder in the trash, which the scan reports (never as an item) and
+    :meth:`recover` empties under the next prune's lock. The trash folder is removed when
+    empty. Where the rename fails (the folder cannot be moved on its file system), the folder
+    is removed in place, as :class:`PathDeletion` does.
+    """
+
+    def __init__(self, trash: str = TRASH) -> None:
+        self.trash = trash
+        self._count = 0
+
+    def _discard(self, tree: Tree, path: str) -> tuple[int, str | None]:
+        try:
+            st = tree.lstat(path)
+        except OSError:
+            st = None  # (a link or mount on the way: remove says why, and touches nothing)
+        if st is None or not stat_mod.S_ISDIR(st.st_mode):
+            return tree.remove(path)
+        if tree.mount_inside(path) is not None:
+            return tree.remove(path)  # (which refuses it: a mount point is never entered nor moved away)
+        trash = os.path.join(tree.path, self.trash)
+        self._count += 1
+        aside = os.path.join(trash, f"{os.path.basename(path)}.{os.getpid()}.{self._count}")
+        try:
+            tree.makedirs(trash)
+            tree.rename(path, aside)
+        except OSError:
+            return tree.remove(path)
+        freed, error = tree.remove(aside)
+        self._drop_trash(tree, trash)
+        return freed, error
+
+    def _drop_trash(self, tree: Tree, trash: str) -> None:
+        try:
+            tree.rmdir(trash)
+        except OSError:
+            pass  # (not empty: what failed to go stays there, for the next prune's recover)
+
+    def recover(self, tree: Tree, cache: CacheInventory) -> list[str]:
+        trash = os.path.join(tree.path, self.trash)
+        names = tree.listdir(trash)
+        if not names:
+            self._drop_trash(tree, trash)
+            return []
+        errors = [e for e in (tree.remove(os.path.join(trash, n))[1] for n in names) if e]
+        self._drop_trash(tree, trash)
+        done = f"{trash}: removed {len(names) - len(errors)} folder(s) an interrupted prune had moved there"
+        return [done, *errors]
+
+    def remove_revision(
+        self, tree: Tree, cache: CacheInventory, item: Item, unit: PlanUnit, rev: Revision
+    ) -> tuple[int, str | None]:
+        freed = 0
+        for path in rev.unit_paths:
+            got, err = self._discard(tree, path)
+            freed += got
+            if err:
+                return freed, err
+        return freed, None
+
+    def remove_rest(
+        self, tree: Tree, cache: CacheInventory, item: Item, gone: Going, stay: Sequence[Revision], out: Outcomes
+    ) -> Finisher | None:
+        if not gone or stay:
+            return None
+        last = out[gone[-1][0].path]
+        for path in item.unit_paths:
+            last.add(*self._discard(tree, path))
+        return None

@@ -19,17 +19,36 @@ from hfcache.caches.huggingface.kind import HUB
 from hfcache.caches.kagglehub import KAGGLEHUB
 from hfcache.caches.keras import KERAS
 from hfcache.caches.llamacpp_flat import LLAMA_CPP_FLAT
+from hfcache.caches.modelscope import MODELSCOPE
 from hfcache.caches.ollama.kind import OLLAMA
 from hfcache.caches.protocol import REQUIRED, CacheKind, complete
+from hfcache.caches.tfhub import TFHUB
 from hfcache.caches.torch import TORCH
 from hfcache.caches.transformers_legacy import TRANSFORMERS_LEGACY
+from hfcache.caches.vllm import VLLM
 from hfcache.caches.xet import XET
 from hfcache.errors import UsageError
 
 ENTRY_POINT_GROUP = "hfcache.caches"
 
 
-BUILTIN: tuple[CacheKind, ...] = (HUB, TORCH, KERAS, XET, DATASETS, KAGGLEHUB, OLLAMA, TRANSFORMERS_LEGACY, LLAMA_CPP_FLAT)
+# A --cache-dir is scanned as the first kind that recognises it: ModelScope, TF Hub and vLLM come
+# before Keras, datasets and kagglehub, which also take a models/ or datasets/ folder, or a
+# "*.lock" entry, for theirs (their own recognisers are strict).
+BUILTIN: tuple[CacheKind, ...] = (
+    HUB,
+    TORCH,
+    MODELSCOPE,
+    TFHUB,
+    VLLM,
+    KERAS,
+    XET,
+    DATASETS,
+    KAGGLEHUB,
+    OLLAMA,
+    TRANSFORMERS_LEGACY,
+    LLAMA_CPP_FLAT,
+)
 
 
 KINDS: dict[str, CacheKind] = {k.kind: k for k in BUILTIN}

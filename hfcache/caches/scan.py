@@ -3,8 +3,9 @@
 A kind knows where its library puts its cache (read from the environment at call time),
 how to recognise and scan a root into the common inventory model, and through that model
 what its deletion units are (each revision's ``unit_paths``) and what must never be deleted
-(``CacheInventory.protected``). Built-in kinds: the Hugging Face hub, torch hub, Keras, Xet,
-datasets, kagglehub, Ollama and the pre-4.22 transformers cache. Other packages add kinds through
+(``CacheInventory.protected``). Built-in kinds: the Hugging Face hub, torch hub, ModelScope,
+TF Hub, vLLM's compile cache, Keras, Xet, datasets, kagglehub, Ollama, the pre-4.22 transformers
+cache and llama.cpp's flat cache. Other packages add kinds through
 the entry-point group ``hfcache.caches``; an entry point names a class or factory (called
 with no arguments) or an instance::
 

@@ -4,7 +4,7 @@ Two questions, two functions:
 
 * :func:`parse_version` - is this whole string (a git tag, a ref, a folder name) a version?
   PEP 440 and semver, with or without a leading ``v``: ``v1.2.0``, ``2.0``, ``1.2.0-rc.1``.
-  A bare integer counts only where the layout says versions are integers (kagglehub).
+  A bare integer counts only where the layout says versions are integers (kagglehub, TF Hub).
 * :func:`split_version` - does this *name* (``resnet50_v1.5``, ``..._no_top_v2.h5``) carry a
   version token? Only an explicit ``v<digits>`` token, else a dotted multi-part number; never a
   bare number inside a name (``resnet50``, ``224``, ``8b``).

@@ -72,8 +72,9 @@ def scan(
 ) -> None:
     """Show what the model caches hold: models, revisions, refs, versions, sizes and ages.
 
-    Every kind of cache found is shown (Hugging Face hub, torch hub, Keras, Xet, datasets,
-    kagglehub, Ollama, transformers < 4.22), each where its library would put it.
+    Every kind of cache found is shown (Hugging Face hub, torch hub, ModelScope, TF Hub, vLLM's
+    compile cache, Keras, Xet, datasets, kagglehub, Ollama, transformers < 4.22, llama.cpp's
+    flat cache), each where its library would put it.
 
     Example: hfcache scan --kind torch --revisions --larger-than 1GB --sort size
     """

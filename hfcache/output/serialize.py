@@ -8,10 +8,11 @@ Required fields (others may be added, none changes meaning)::
     REV:   {"revision", "refs", "size_bytes", "reclaimable_bytes", "version", "path", "last_accessed",
             "last_modified"}
 
-``kind`` is one of ``huggingface``, ``torch``, ``keras``, ``xet``, ``datasets``, ``kagglehub``,
-``ollama``, ``transformers-legacy`` or a plug-in's name. ``version`` is a normalised version string or
-null. ``paths`` (items and revisions) lists what deleting them removes; ``protected`` (caches)
-lists what must never be deleted. Times are ISO 8601 strings in UTC, sizes integers (bytes).
+``kind`` is one of ``huggingface``, ``torch``, ``modelscope``, ``tfhub``, ``vllm``, ``keras``,
+``xet``, ``datasets``, ``kagglehub``, ``ollama``, ``transformers-legacy``, ``llama-cpp-flat``
+or a plug-in's name. ``version`` is a normalised version string or null. ``paths`` (items
+and revisions) lists what deleting them removes; ``protected`` (caches) lists what must
+never be deleted. Times are ISO 8601 strings in UTC, sizes integers (bytes).
 """
 
 from __future__ import annotations

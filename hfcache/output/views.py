@@ -12,7 +12,7 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from hfcache.model import CacheInventory, Inventory
+from hfcache.model import CacheInventory, Inventory, PartialFile
 from hfcache.output.layout import OUTCOME_STYLE, table_of, writer
 from hfcache.output.render import ago, size
 from hfcache.plan.query import revision_rows, shown_bytes
@@ -38,6 +38,19 @@ def _ident(ident: str, odd: bool) -> Text:
 def _versions(versions: list[str | None]) -> Text:
     shown = [v for v in versions if v is not None]
     return Text(", ".join(shown)) if shown else Text("-", style="dim")
+
+
+def _partials_by_place(cache: CacheInventory) -> tuple[list[PartialFile], list[PartialFile]]:
+    """The cache's partial downloads outside every revision's unit, and those inside one (counted in its size)."""
+    units = {p for item in cache.items for rev in item.revisions for p in rev.unit_paths}
+    outside: list[PartialFile] = []
+    inside: list[PartialFile] = []
+    for partial in cache.partial_files:
+        folder, within = os.path.dirname(partial.path), False
+        while units and len(folder) > len(cache.root) and not within:
+            within, folder = folder in units, os.path.dirname(folder)
+        (inside if within else outside).append(partial)
+    return outside, inside
 
 
 def _item_table(cache: CacheInventory, now: float) -> Table:
@@ -119,11 +132,9 @@ def scan_tables(
             line += ", shared blobs counted once"
         out.line(line)
         extras = []
-        if cache.partial_files:
-            extras.append(
-                f"{_plural(len(cache.partial_files), 'partial download')} "
-                f"({size(sum(p.size_bytes for p in cache.partial_files))})"
-            )
+        outside, inside = _partials_by_place(cache)
+        if outside:
+            extras.append(f"{_plural(len(outside), 'partial download')} ({size(sum(p.size_bytes for p in outside))})")
         if cache.orphan_files:
             extras.append(
                 f"{_plural(len(cache.orphan_files), 'orphan blob')} ({size(sum(o.size_bytes for o in cache.orphan_files))})"
@@ -135,6 +146,9 @@ def scan_tables(
             )
         if extras:
             out.line("not in any revision: " + ", ".join(extras))
+        if inside:
+            total = size(sum(p.size_bytes for p in inside))
+            out.line(f"inside revisions, counted in them: {_plural(len(inside), 'partial download')} ({total})")
         if any(not i.deletable for i in cache.items):
             out.line(
                 Text(
