@@ -347,3 +347,28 @@ def test_ollama_blobs_are_checked_by_their_sha256_names_and_repair_removes_every
     assert done.exit_code == 0, done.output
     assert not os.path.exists(a) and not os.path.exists(b) and not os.path.exists(weights) and os.path.exists(c)
     assert _verify(root, state=state)[0] == 0
+
+
+def test_a_corrupted_shared_store_payload_is_found_through_every_repo_linking_to_it(tmp_path):
+    """huggingface_hub's own publish_blob_to_shared_store: the repo blobs become links to one payload."""
+    from tests.support import get, payload, publish
+
+    root = str(tmp_path / "hub")
+    same = payload(5000, 8)
+    with FakeHub() as hub:
+        pointers = []
+        for repo_id in ("org/a", "org/b"):
+            hub.push(repo_id, {"model.safetensors": same})
+            pointers.append(get(hub, root, repo_id, "model.safetensors"))
+    for pointer in pointers:
+        publish(root, pointer, "a1" * 32, len(same))
+    state = str(tmp_path / "s.db")
+    code, doc = _verify(root, state=state)
+    assert code == 0 and doc["files_hashed"] == 1  # one payload, read once for both repos
+    payload_file = os.path.realpath(pointers[0])
+    assert "models--" not in payload_file and payload_file == os.path.realpath(pointers[1])  # in the shared store
+    with open(payload_file, "r+b") as f:
+        f.write(b"!")
+    code, doc = _verify(root, state=state)
+    assert code == 8
+    assert {(f["id"], f["status"]) for f in _files(doc).values()} == {("org/a", "corrupt"), ("org/b", "corrupt")}
