@@ -29,6 +29,7 @@ import re
 import sys
 from collections import defaultdict
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import replace
 
 from hfcache.caches._common import (
@@ -101,8 +102,9 @@ def _parts(name: str, files: set[str]) -> list[str]:
     return [f for f in found if f in files] or [name]
 
 
-def _with_companions(names: list[str], files: set[str]) -> list[str]:
-    return [x for name in names for x in (name, *(name + c for c in COMPANIONS)) if x in files]
+def _with_companions(names: list[str], files: set[str], named: AbstractSet[str] = frozenset()) -> list[str]:
+    """The files and their ``.etag`` / ``.json`` beside them, except a companion some manifest names as a file."""
+    return [x for name in names for x in (name, *(name + c for c in COMPANIONS if name + c not in named)) if x in files]
 
 
 def scan(root: str, *, explicit: bool = True) -> CacheInventory:
@@ -145,25 +147,47 @@ def _read_manifests(real: str, files: set[str], warnings: list[ScanWarning]) -> 
     return tags
 
 
-def _model(state: ScanState, item_id: str, entries: list[tuple[str, str, list[str]]], files: set[str]) -> Item:
-    """One model: a revision per tag (its manifest and the files only it names); files tags share, once, with the last."""
+def _model(
+    state: ScanState,
+    item_id: str,
+    entries: list[tuple[str, str, list[str]]],
+    files: set[str],
+    models_of: Mapping[str, int],
+    counted: set[str],
+) -> Item:
+    """One model: a revision per tag (its manifest and the files only it names); files its tags share, once, with the last.
+
+    ``models_of`` says how many models name each file: two repos whose names map to one file
+    name (``org/A`` + ``B_c.gguf``, ``org/A_B`` + ``c.gguf``) share it, and it goes with neither
+    (a warning says so); it is counted once, in the first.
+    """
     real = state.root
     users: dict[str, int] = defaultdict(int)
     for _, _, named in entries:
         for f in set(named):
             users[f] += 1
+    everything_named = {f for f, n in models_of.items() if n}
+    # A manifest naming another named file's .etag (or .json) as its file: that one stays with its file.
+    companions = {f for f in everything_named for c in COMPANIONS if f.endswith(c) and f[: -len(c)] in everything_named}
     units = []
     for tag, manifest, named in entries:
-        own = _with_companions([f for f in named if users[f] == 1], files)
+        mine = [f for f in named if users[f] == 1 and models_of[f] == 1 and f not in companions]
+        own = _with_companions(mine, files, everything_named)
         blocked = [w for w in state.warnings if w.path == os.path.join(real, manifest)]
         paths = tuple(os.path.join(real, f) for f in (manifest, *own))
         units.append(Unit(tag, paths, warnings=blocked, default=tag == "latest"))
     item = build_item(KIND, item_id, "model", real, units, state.seen)
-    shared = sorted(f for f, n in users.items() if n > 1)
+    shared = sorted(f for f, n in users.items() if n > 1 and models_of[f] == 1)
     if shared:
-        extra = [os.path.join(real, f) for f in _with_companions(shared, files)]
+        extra = [os.path.join(real, f) for f in _with_companions(shared, files, everything_named)]
         size = sum(measure(p, state.seen, state.warnings).size for p in extra)
         item = replace(item, paths=(*item.paths, *extra), size_bytes=item.size_bytes + size)
+    for f in sorted(f for f in users if models_of[f] > 1 and f not in counted):
+        counted.add(f)  # counted once (with its .etag), in the first model naming it
+        size = sum(measure(os.path.join(real, g), state.seen, state.warnings).size for g in _with_companions([f], files))
+        item = replace(item, size_bytes=item.size_bytes + size)
+        warning = "named by the manifests of two models: left alone"
+        state.warnings.append(ScanWarning(os.path.join(real, f), warning, blocks_deletion=False))
     return item
 
 
@@ -187,8 +211,13 @@ def _scan_entries(real: str, entries: list[os.DirEntry[str]], warnings: list[Sca
     files = {e.name for e in entries if e.is_file(follow_symlinks=False)}
     tags = _read_manifests(real, files, warnings)
     claimed = {f for entries_ in tags.values() for _, _, named in entries_ for f in named}
+    models_of: dict[str, int] = defaultdict(int)
+    for entries_ in tags.values():
+        for f in {f for _, _, named in entries_ for f in named}:
+            models_of[f] += 1
+    counted: set[str] = set()
     for item_id, entries_ in sorted(tags.items()):
-        state.items.append(_model(state, item_id, entries_, files))
+        state.items.append(_model(state, item_id, entries_, files, models_of, counted))
     loose = _loose(state, files, claimed)
     owned = claimed | loose
     for name in sorted(files):

@@ -114,7 +114,7 @@ class _Run:
     # hfcache rm: what was named and not removed (kept for damage, skipped by a live check) is exit 1
     named: bool = False
     # Run once the question is answered, before anything is deleted (verify --repair: the quarantine); its notes are said
-    prepare: Callable[[Plan], list[str]] | None = None
+    prepare: Callable[[Plan], tuple[Plan, list[str]]] | None = None
 
     def emit(self, plan: Plan, *, execution: Execution | None = None) -> None:
         _emit(plan, self.fmt, execution=execution, show_keep=self.show_kept and execution is None, quiet=self.quiet)
@@ -143,6 +143,14 @@ class _Run:
             return False
         return True
 
+    def _prepared(self, plan: Plan) -> Plan:
+        """What ``prepare`` makes of the plan once the question is answered (its notes said)."""
+        assert self.prepare is not None
+        plan, lines = self.prepare(plan)
+        for line in [] if self.quiet else lines:
+            render.note(line)
+        return plan
+
     def __call__(self, plan: Plan, inventory: Inventory | None) -> None:
         """Ask on a terminal (unless --yes), refuse without one, then execute and report.
 
@@ -170,9 +178,10 @@ class _Run:
                 return
             inventory = None  # time passed while the question was open: check against a fresh scan
         if self.prepare is not None:
-            for line in self.prepare(plan):
-                if not self.quiet:
-                    render.note(line)
+            plan = self._prepared(plan)
+            if not plan.delete:
+                self.emit(plan)
+                return
         interrupt.reset()  # a signal noted before this point was raised, not deferred: stale
         with interrupt.deferred():
             with _progress(not self.quiet):

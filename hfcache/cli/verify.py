@@ -34,7 +34,8 @@ from hfcache.model import Inventory, Item, Revision
 from hfcache.output import render
 
 if TYPE_CHECKING:
-    from hfcache.verify.run import VerifyReport
+    from hfcache.plan.decisions import Plan
+    from hfcache.verify.run import FileCheck, VerifyReport
 
 
 @app.command()
@@ -153,7 +154,7 @@ def _repair(
     from hfcache.caches.registry import registry
     from hfcache.cli.prune import _Run
     from hfcache.units import parse_duration
-    from hfcache.verify.repair import damaged, default_quarantine, quarantine, repair_plan
+    from hfcache.verify.repair import damaged, default_quarantine, repair_plan
 
     if fmt not in (OutputFormat.json, OutputFormat.ids):
         from hfcache.output import views
@@ -171,9 +172,19 @@ def _repair(
             lock_wait=float(parse_duration(lock_wait)),
             log=log,
             named=True,
-            prepare=lambda _plan: quarantine(found, folder),
+            prepare=lambda plan: _kept(plan, found, folder),
         )
         if dry_run:
             run.emit(plan)
             raise typer.Exit(EXIT_CORRUPT)
         run(plan, None)  # hashing took time: the plan is checked against a fresh scan
+
+
+def _kept(plan: Plan, found: list[FileCheck], folder: str) -> tuple[Plan, list[str]]:
+    """Once the question is answered: each corrupt content kept in quarantine; what changed since the verify stays."""
+    from hfcache.verify import repair
+
+    notes, changed = repair.quarantine(found, folder)
+    if changed:
+        notes.append(f"{len(changed)} file(s) changed since the verify judged them: not repaired (a next verify checks them)")
+    return repair.without_changed(plan, changed), notes

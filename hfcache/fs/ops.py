@@ -284,14 +284,23 @@ class Tree:
                     pass
                 self._dir(parts[: i + 1])
 
-    def links(self, path: str) -> Iterator[str]:
-        """The target of every symlink in the tree ``path`` (folders reached strictly; links never followed)."""
+    def links(self, path: str, *, strict: bool = False) -> Iterator[str]:
+        """The target of every symlink in the tree ``path`` (folders reached strictly; links never followed).
+
+        A folder that cannot be entered (swapped for a symlink, a mount point, not a folder) is
+        skipped, or with ``strict`` raises :class:`UnsafePath`: a reading that must see every
+        link (which blobs are still linked) cannot take a skipped folder for one without links.
+        """
         stack = [self.parts(path)]
         while stack:
             parts = stack.pop()
             try:
                 fd = self.open_dir(parts)
-            except (FileNotFoundError, UnsafePath, NotADirectoryError):
+            except FileNotFoundError:
+                continue
+            except (UnsafePath, NotADirectoryError) as e:
+                if strict:
+                    raise UnsafePath(errno.EXDEV, f"cannot read every link ({e.strerror or e})", os.sep.join(parts)) from None
                 continue
             try:
                 with os.scandir(fd) as it:

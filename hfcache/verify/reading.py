@@ -149,3 +149,36 @@ def hash_file(path: str, families: Iterable[str]) -> Digest:
         return Digest({family: h.hexdigest() for family, h in hashers.items()}, size, after)
     finally:
         os.close(fd)
+
+
+def copy_gently(src: str, dst: str) -> None:
+    """Copy ``src`` to a new file ``dst`` (never an existing one: ``O_EXCL``), reading as :func:`hash_file` reads.
+
+    The source's access time does not move (a copy must not look like a use to the checks
+    that run just before a deletion), its new pages are dropped again.
+    """
+    fd, restore = _open(src)
+    try:
+        st = os.fstat(fd)
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise NotAFile(errno.EINVAL, "not a regular file, not copied", src)
+        before = resident(fd, st.st_size)
+        out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _CLOEXEC, 0o600)
+        try:
+            buf = bytearray(CHUNK)
+            view = memoryview(buf)
+            while n := os.readv(fd, [buf]):
+                left = view[:n]
+                while left:
+                    left = left[os.write(out, left) :]
+            os.fsync(out)
+        finally:
+            os.close(out)
+        drop_new_pages(fd, before)
+        if restore:
+            try:
+                os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+            except OSError:
+                pass
+    finally:
+        os.close(fd)

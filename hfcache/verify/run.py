@@ -64,6 +64,12 @@ class FileCheck:
     why: str | None = None
     hashed: bool = False  # read by this run (else its digest is an earlier run's, its file unchanged since)
     hashed_at: float | None = None
+    identity: tuple[int, int, int, int, int] | None = None  # its data's (dev, ino, size, mtime_ns, ctime_ns) as judged
+
+
+def identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    """What tells one content from another without reading it: a later write moves the mtime or ctime."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 @dataclass(frozen=True)
@@ -241,8 +247,10 @@ def _judge(
         return _replace(base, why=content.error if content else "changed while verified", size_bytes=st.st_size, **expect)
     if content.digest is not None:
         actual, hashed, at, size = content.digest.digests[_FAMILY[e.algorithm]], True, now, content.digest.size
+        judged = identity(content.digest.st)
     elif content.known is not None:
         actual, hashed, at, size = content.known.digests[_FAMILY[e.algorithm]], False, content.known.hashed_at, content.st.st_size
+        judged = identity(content.st)
     else:  # pragma: no cover - every content is hashed or known
         return _replace(base, why="not hashed")
     good = actual.startswith(e.digest or "") if e.algorithm == "sha256-prefix" else actual == e.digest
@@ -253,6 +261,7 @@ def _judge(
         size_bytes=size,
         hashed=hashed,
         hashed_at=at,
+        identity=judged,
         why=None if good else f"{e.algorithm} of its content differs from its name's",
         **expect,
     )

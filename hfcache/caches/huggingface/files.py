@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from hfcache.caches.deletion import Finisher, Outcomes
-from hfcache.caches.huggingface.blobs import finish_blobs, set_aside
+from hfcache.caches.huggingface.blobs import finish_blobs, set_aside, sweep
 from hfcache.caches.huggingface.trash import linked_blobs
 from hfcache.caches.protocol import Expected
 from hfcache.fs.ops import Tree
@@ -155,8 +155,14 @@ def remove_unlinked(tree: Tree, cache: CacheInventory, item: Item, left: dict[st
     aside = set_aside(tree, item.path, owner, out)
     if not aside:
         return None
+    # A blob that links into the shared store: its payload goes too when nothing links to it any more
+    # (huggingface_hub's own sweep_shared_blob decides), as when a revision goes.
+    ledger = cache.ledger.blobs.get(item.path, {}) if cache.ledger else {}
+    stores = {name: store for name in aside if (store := ledger.get(f"blobs/{name}", (0, None))[1])}
 
     def finish(tree: Tree) -> None:
         finish_blobs(tree, item.path, aside, out)
+        for name, store in stores.items():
+            out[aside[name]].add(*sweep(tree, store))
 
     return finish

@@ -10,15 +10,19 @@ finished, a blob set aside goes back if linked, else goes.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat as stat_mod
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from urllib.parse import quote, unquote
 
 from hfcache.caches.huggingface.location import COMMIT_RE
 from hfcache.caches.huggingface.store import Blob, Roots, list_folder, new_blob, read_small
 from hfcache.fs.ops import Tree, UnsafePath
 from hfcache.model import ScanWarning
+
+log = logging.getLogger("hfcache.caches.huggingface.delete")
 
 TRASH = os.path.join(".locks", "hfcache-trash")  # relative to the cache root
 # In the trash, one level, each name starting with its repo folder (quoted) and "+":
@@ -126,13 +130,32 @@ def listdir(tree: Tree, path: str) -> list[str]:
         return []
 
 
-def linked_blobs(tree: Tree, repo: str) -> set[str]:
-    """Names of the blobs some snapshot link of the repo points to now (``blobs/<name>``)."""
+class _EveryName(frozenset[str]):
+    """What a reading of the links that could not see them all says: every blob may be linked."""
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+
+EVERY_NAME = _EveryName()
+
+
+def linked_blobs(tree: Tree, repo: str) -> AbstractSet[str]:
+    """Names of the blobs some snapshot link of the repo points to now (``blobs/<name>``).
+
+    When a folder under ``snapshots/`` cannot be read strictly (a mount point, a folder
+    swapped for a symlink), the links behind it are unknown: every name counts as linked
+    (:data:`EVERY_NAME`), so no blob leaves on a partial reading.
+    """
     names: set[str] = set()
-    for target in tree.links(os.path.join(repo, "snapshots")):
-        parts = target.replace("\\", "/").split("/")
-        if len(parts) >= 2 and parts[-2] == "blobs":
-            names.add(parts[-1])
+    try:
+        for target in tree.links(os.path.join(repo, "snapshots"), strict=True):
+            parts = target.replace("\\", "/").split("/")
+            if len(parts) >= 2 and parts[-2] == "blobs":
+                names.add(parts[-1])
+    except UnsafePath as e:
+        log.warning("%s: %s: every blob of it stays", repo, e)
+        return EVERY_NAME
     return names
 
 
