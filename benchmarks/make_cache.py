@@ -9,6 +9,12 @@ subfolders; ``refs/main``, tags and PR refs, detached revisions; ``.no_exist`` m
 ``.incomplete`` partial downloads (with their ``.locks``). Blobs are sparse files of the
 sizes real weights have (up to gigabytes): the tree costs inodes, not disk. The same seed
 gives the same tree. ``--files`` counts snapshot entries (the links), about 20 per revision.
+
+``--content`` (``make_cache(..., content=True)``, for ``bench_verify.py``): the same tree,
+but each blob holds a few hundred bytes of real content and is named by its hash, as the hub
+names it: the sha256 where the sparse variant has a 64-hex name (weights, LFS), git's blob
+hash where it has a 40-hex one (files kept in git). ``hfcache verify`` finds every file ok.
+Partial downloads stay sparse (nothing verifies them).
 """
 
 from __future__ import annotations
@@ -42,8 +48,16 @@ def file_names(rng: random.Random, n: int) -> list[str]:
     return names[:n]
 
 
-def write_repo(root: str, rng: random.Random, index: int, revisions: int, files: int) -> int:
-    """One repo folder; returns the number of snapshot entries written."""
+def hashed_blob(index: int, name: str, revision: int, lfs: bool) -> tuple[str, bytes]:
+    """A small real content and its hub name: the sha256 (``lfs``), else git's blob hash ``sha1(b"blob <n>\\0" + content)``."""
+    content = f"repo {index} file {name} revision {revision}\n".encode() * (4 + index % 13)
+    if lfs:
+        return hashlib.sha256(content).hexdigest(), content
+    return hashlib.sha1(b"blob %d\0" % len(content) + content, usedforsecurity=False).hexdigest(), content
+
+
+def write_repo(root: str, rng: random.Random, index: int, revisions: int, files: int, content: bool = False) -> int:
+    """One repo folder; returns the number of snapshot entries written (``content``: see the module docstring)."""
     repo_type = "models" if index % 10 < 8 else ("datasets" if index % 10 == 8 else "spaces")
     repo_dir = os.path.join(root, f"{repo_type}--org{index % 97}--repo-{index}")
     blobs_dir = os.path.join(repo_dir, "blobs")
@@ -59,10 +73,16 @@ def write_repo(root: str, rng: random.Random, index: int, revisions: int, files:
             if name in current and rng.random() < SHARED:
                 continue
             size = blob_size(rng, name)
-            etag = sha(index, name, r, n=64 if size > 10_000_000 else 40)
+            if content:  # (the same random draws as the sparse tree: the same shape)
+                etag, data = hashed_blob(index, name, r, lfs=size > 10_000_000)
+            else:
+                etag, data = sha(index, name, r, n=64 if size > 10_000_000 else 40), b""
             path = os.path.join(blobs_dir, etag)
             with open(path, "wb") as f:
-                f.truncate(size)  # sparse: no data blocks
+                if content:
+                    f.write(data)
+                else:
+                    f.truncate(size)  # sparse: no data blocks
             when = time.time() - rng.uniform(0, 180) * 86400
             os.utime(path, (when + rng.uniform(0, 86400), when))
             current[name] = etag
@@ -98,14 +118,14 @@ def write_repo(root: str, rng: random.Random, index: int, revisions: int, files:
     return written
 
 
-def make_cache(root: str, files: int, seed: int = 0) -> int:
+def make_cache(root: str, files: int, seed: int = 0, content: bool = False) -> int:
     rng = random.Random(seed)
     os.makedirs(root)
     written = index = 0
     while written < files:
         revisions = min(rng.choice((1, 1, 2, 3, 4)), files - written)
         per = max(1, min(FILES_PER_REVISION + rng.randint(-15, 15), (files - written) // revisions))
-        written += write_repo(root, rng, index, revisions, per)
+        written += write_repo(root, rng, index, revisions, per, content)
         index += 1
     return index
 
@@ -115,11 +135,12 @@ def main() -> None:
     parser.add_argument("root", help="folder to create (must not exist)")
     parser.add_argument("--files", type=int, default=100_000, help="snapshot entries to write (default 100000)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--content", action="store_true", help="small real blobs named by their hash (for verify)")
     args = parser.parse_args()
     if os.path.exists(args.root):
         sys.exit(f"error: {args.root} exists; give a new folder")
     started = time.monotonic()
-    repos = make_cache(args.root, args.files, args.seed)
+    repos = make_cache(args.root, args.files, args.seed, content=args.content)
     print(f"{args.root}: {repos} repos, {args.files} snapshot files, in {time.monotonic() - started:.1f}s")
 
 

@@ -13,7 +13,7 @@ import sys
 
 from hfcache.caches.scan import scan_caches
 from tests.fakehub import FakeHub
-from tests.support import assert_same_as_hub, build_rich_cache
+from tests.support import assert_same_as_hub, build_rich_cache, run_cli
 
 BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks")
 sys.path.insert(0, BENCHMARKS)
@@ -108,3 +108,50 @@ def test_the_render_benchmark_runs_every_format(tmp_path):
     assert set(report["results"]) == {"scan", "scan --revisions", "prune --keep 1 --junk (plan)"}
     assert all(set(r) == {"json", "table", "markdown"} for r in report["results"].values())
     assert os.listdir(tmp_path) == []  # the generated cache is removed
+
+
+def test_the_verify_benchmark_times_every_command_on_blobs_named_by_their_content(tmp_path):
+    """bench_verify.py (issue 19) at a tiny size: both parts run, every verify finds all ok, nothing is left behind."""
+    report = _bench_report(
+        tmp_path, "bench_verify.py", "--gb", "0.02", "--small", "5", "--files", "300", "--rounds", "1", "--jobs", "2"
+    )
+    throughput, repeat = report["throughput"], report["repeat"]
+    ref = throughput["parallel_reference"]  # openssl, or sha256sum where there is no openssl
+    assert {"sha256sum", "hfcache verify --full -j 1", "hfcache verify --full -j 2", f"{ref} x2"} <= set(throughput["results"])
+    assert (throughput["blobs"], throughput["files"]) == (7, 7)  # a shard, its config.json, 5 small files
+    assert throughput["bytes"] > 20 * 10**6 and throughput["results"]["hfcache verify --full -j 1"]["verify_s"] > 0
+    assert set(repeat["results"]) == {"hfcache verify (repeat)", "hfcache verify --json (repeat)", "hfcache scan --json"}
+    assert repeat["files"] == 300 and repeat["blobs"] > 100
+    assert repeat["results"]["hfcache verify (repeat)"]["scan_s"] > 0
+    assert set(report["targets_met"]) == {"per core vs sha256sum", f"scaling vs {ref} (-j 2)", "repeat run s (300 files)"}
+    assert os.listdir(tmp_path) == []  # the generated caches are removed
+
+
+def test_the_verify_benchmark_caches_are_all_ok_and_a_wrong_blob_is_no_result(tmp_path):
+    from bench_verify import check_blob_names, check_verify, make_weights_cache
+
+    weights, hub, state = str(tmp_path / "weights"), str(tmp_path / "hub"), str(tmp_path / "state.db")
+    cache = make_weights_cache(weights, 3 * 2**20, small=3)
+    make_cache(hub, 200, content=True)
+    assert check_blob_names(cache["blobs"]) is None
+    result = run_cli("verify", "--cache-dir", weights, "--cache-dir", hub, "--state", state, "--json")
+    doc = json.loads(result.stdout)
+    assert result.exit_code == 0 and doc["problems"] == 0
+    assert [c["counts"]["ok"] for c in doc["caches"]] == [cache["files"], 200]
+    assert sum(c["counts"]["unverifiable"] for c in doc["caches"]) == 0
+
+    # The content variant has the sparse tree's shape: the same snapshot entries.
+    def links(root):
+        return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) if "/snapshots/" in d for f in fs)
+
+    make_cache(str(tmp_path / "sparse"), 200)
+    assert links(str(tmp_path / "sparse")) == links(hub)
+
+    path, _ = cache["blobs"][0]
+    with open(path, "r+b") as f:
+        first = f.read(1)
+        f.seek(0)
+        f.write(bytes([first[0] ^ 1]))
+    assert "1 blobs not named by their sha256" in check_blob_names(cache["blobs"])
+    found = {"files_hashed": 1, "counts": {"ok": cache["files"] - 1, "corrupt": 1}}
+    assert "not 5 ok" in check_verify(found, files=cache["files"], hashed=1)

@@ -25,6 +25,7 @@ import errno
 import hashlib
 import mmap
 import os
+import re
 import stat as stat_mod
 from collections.abc import Iterable
 from typing import Any, NamedTuple
@@ -84,17 +85,19 @@ def resident(fd: int, size: int) -> bytearray | None:
         _LIBC.munmap(ctypes.c_void_p(addr), ctypes.c_size_t(size))
 
 
+_ABSENT = re.compile(rb"\x00+")  # a run of pages that were not in memory
+
+
 def drop_new_pages(fd: int, before: bytearray | None) -> None:
-    """Drop from the page cache the pages of ``fd`` that were not there before the read (``before``: :func:`resident`)."""
+    """Drop from the page cache the pages of ``fd`` that were not there before the read (``before``: :func:`resident`).
+
+    The runs of absent pages are found by a regular expression, in C: a page at a time in
+    Python took 10 ms per GB, 1% of hashing it.
+    """
     if before is None:
         return
-    start = None
-    for i, was in enumerate([*before, 1]):  # (a sentinel closes the last run)
-        if not was and start is None:
-            start = i
-        elif was and start is not None:
-            os.posix_fadvise(fd, start * _PAGE, (i - start) * _PAGE, os.POSIX_FADV_DONTNEED)
-            start = None
+    for run in _ABSENT.finditer(before):
+        os.posix_fadvise(fd, run.start() * _PAGE, (run.end() - run.start()) * _PAGE, os.POSIX_FADV_DONTNEED)
 
 
 def _open(path: str) -> tuple[int, bool]:

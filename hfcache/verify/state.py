@@ -132,7 +132,11 @@ class State:
             rows = self.db.execute("SELECT dev, ino, size, mtime_ns, ctime_ns, sha256, git_sha1, hashed_at FROM digests")
             out = {}
             for dev, ino, size, mtime_ns, ctime_ns, sha256, git_sha1, hashed_at in rows:
-                digests = {k: v for k, v in (("sha256", sha256), ("git-sha1", git_sha1)) if v}
+                digests = {}
+                if sha256:
+                    digests["sha256"] = sha256
+                if git_sha1:
+                    digests["git-sha1"] = git_sha1
                 out[(dev, ino)] = Known(size, mtime_ns, ctime_ns, digests, hashed_at)
             return out
         except sqlite3.Error as e:

@@ -86,30 +86,55 @@ def revision_files(item: Item, rev: Revision) -> list[RevisionFile]:
     return sorted(out)
 
 
+_HEX = "0123456789abcdef"
+
+
 def revision_hashes(cache: CacheInventory, item: Item, rev: Revision) -> list[Expected]:
     """What each file of ``rev`` should hash to: its blob's name is its ETag, a content hash (``hfcache verify``).
 
     ``blobs/<64 hex>`` is the sha256 of the file (LFS and Xet files), ``blobs/<40 hex>`` git's
     blob hash (``sha1(b"blob <size>\\0" + content)``, a file kept in git): huggingface_hub's
     ``_normalize_etag``. Another name (a mirror's ETag) or a copy made without symlinks
-    carries no hash; a link to no blob is ``missing``.
+    carries no hash. A link's blob is not looked at here: the verify finds a missing one.
+
+    The walk reads only the listing's types and each link (a 100,000-file repeat verify walks
+    them all): the hub's own ``../../blobs/<name>`` is recognised by its prefix at each depth.
     """
     out = []
-    for name, path, _, target in sorted(_walk(rev)):
-        if target is None:
-            out.append(Expected(name, path, None, why="a copy made without symlinks: its name carries no hash"))
+    blobs_dir = os.path.join(item.path, "blobs")
+    stack = [(rev.path, "", "../../blobs/")]  # (folder, its name in the repo, the hub's link prefix there)
+    while stack:
+        folder, prefix, up = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError:
             continue
-        blob = _blob_of(path, target, item.path)
-        if blob is None:
-            out.append(Expected(name, path, None, why="a link out of the repo's blobs/: not the hub's layout"))
-            continue
-        algorithm = "sha256" if len(blob) == 64 else "git-sha1" if len(blob) == 40 else None
-        if algorithm is None or not all(c in "0123456789abcdef" for c in blob):
-            out.append(Expected(name, path, None, why=f"its blob's name {blob!r} is no content hash (a mirror's ETag)"))
-            continue
-        bst = _blob_stat(item, blob)
-        data = os.path.join(item.path, "blobs", blob) if bst is not None else None
-        out.append(Expected(name, path, data, algorithm, blob))
+        for entry in entries:
+            name = prefix + entry.name
+            try:
+                if entry.is_symlink():
+                    target = os.readlink(entry.path)
+                elif entry.is_dir(follow_symlinks=False):
+                    stack.append((entry.path, name + "/", "../" + up))
+                    continue
+                elif entry.is_file(follow_symlinks=False):
+                    out.append(Expected(name, entry.path, None, why="a copy made without symlinks: its name carries no hash"))
+                    continue
+                else:
+                    continue
+            except OSError:
+                continue
+            blob = target[len(up) :] if target.startswith(up) else _blob_of(entry.path, target, item.path)
+            if blob is None or "/" in blob:
+                out.append(Expected(name, entry.path, None, why="a link out of the repo's blobs/: not the hub's layout"))
+                continue
+            algorithm = "sha256" if len(blob) == 64 else "git-sha1" if len(blob) == 40 else None
+            if algorithm is None or blob.strip(_HEX):
+                out.append(Expected(name, entry.path, None, why=f"its blob's name {blob!r} is no content hash (a mirror's ETag)"))
+                continue
+            out.append(Expected(name, entry.path, os.path.join(blobs_dir, blob), algorithm, blob))
+    out.sort()
     return out
 
 
