@@ -184,16 +184,20 @@ class PathDeletion:
     def revalidate(self, tree: Tree, cache: CacheInventory, item: Item, unit: PlanUnit, rev: Revision) -> str | None:
         return last_revision(tree, item, unit, rev)
 
+    def _discard(self, tree: Tree, path: str) -> tuple[int, str | None]:
+        """Remove one path of a unit, strictly (:class:`TrashDeletion` moves a folder away first)."""
+        return tree.remove(path)
+
     def remove_revision(
         self, tree: Tree, cache: CacheInventory, item: Item, unit: PlanUnit, rev: Revision
     ) -> tuple[int, str | None]:
-        freed, error = 0, None
+        freed = 0
         for path in rev.unit_paths:
-            got, err = tree.remove(path)
+            got, err = self._discard(tree, path)
             freed += got
             if err:
                 return freed, err
-        return freed, error
+        return freed, None
 
     def remove_rest(
         self, tree: Tree, cache: CacheInventory, item: Item, gone: Going, stay: Sequence[Revision], out: Outcomes
@@ -202,7 +206,7 @@ class PathDeletion:
             return None
         last = out[gone[-1][0].path]
         for path in item.unit_paths:
-            last.add(*tree.remove(path))
+            last.add(*self._discard(tree, path))
         return None
 
     def remove_junk(self, tree: Tree, cache: CacheInventory, unit: PlanUnit, found: object, out: Outcomes) -> Finisher | None:
@@ -271,24 +275,3 @@ class TrashDeletion(PathDeletion):
         self._drop_trash(tree, trash)
         done = f"{trash}: removed {len(names) - len(errors)} folder(s) an interrupted prune had moved there"
         return [done, *errors]
-
-    def remove_revision(
-        self, tree: Tree, cache: CacheInventory, item: Item, unit: PlanUnit, rev: Revision
-    ) -> tuple[int, str | None]:
-        freed = 0
-        for path in rev.unit_paths:
-            got, err = self._discard(tree, path)
-            freed += got
-            if err:
-                return freed, err
-        return freed, None
-
-    def remove_rest(
-        self, tree: Tree, cache: CacheInventory, item: Item, gone: Going, stay: Sequence[Revision], out: Outcomes
-    ) -> Finisher | None:
-        if not gone or stay:
-            return None
-        last = out[gone[-1][0].path]
-        for path in item.unit_paths:
-            last.add(*self._discard(tree, path))
-        return None

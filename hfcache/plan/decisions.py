@@ -8,7 +8,7 @@ file) and never changes: each :class:`PlanUnit` is a decision, with its reasons.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 from hfcache.model import CacheInventory, Item, Revision, RevisionFile
@@ -89,23 +89,8 @@ def revision_unit(root: str, item: Item, rev: Revision, reasons: tuple[Decision,
 
 def file_unit(root: str, item: Item, rev: Revision, f: RevisionFile, reasons: tuple[Decision, ...], reclaim: int) -> PlanUnit:
     """The unit of one file ``f`` of revision ``rev`` of ``item``: the revision stays, without it."""
-    return PlanUnit(
-        kind=item.kind,
-        root=root,
-        id=item.id,
-        revision=rev.revision,
-        path=f.path,
-        reclaim_bytes=reclaim,
-        reasons=reasons,
-        what=What.FILE,
-        type=item.type,
-        version=rev.version,
-        refs=rev.refs,
-        size_bytes=f.size_bytes,
-        last_accessed=f.last_accessed,
-        last_modified=rev.last_modified,
-        file=f.name,
-    )
+    whole = revision_unit(root, item, rev, reasons, reclaim, False)
+    return replace(whole, path=f.path, what=What.FILE, size_bytes=f.size_bytes, last_accessed=f.last_accessed, file=f.name)
 
 
 class JunkPiece(NamedTuple):
