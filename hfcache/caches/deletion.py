@@ -129,6 +129,42 @@ class FileDeletion(Protocol):
         ...
 
 
+def written_since(tree: Tree, path: str) -> bool:
+    """Whether a file under the folder ``path`` was created or changed after ``tree.since`` (the scan plans rest on).
+
+    An item's folder goes with its last revision; a revision a download started in it during
+    the run is not in the plan, and must not go with the folder. Folders' own times do not
+    count (the run's own removals move them); files' ctimes do.
+    """
+    if tree.since is None:
+        return False
+    try:
+        st = tree.lstat(path)
+    except OSError:
+        return False
+    if st is None or not stat_mod.S_ISDIR(st.st_mode):
+        return False
+    stack = [path]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = tree.entries(folder)
+        except OSError:
+            return True  # cannot look inside: not known to be unchanged
+        for name, is_dir in entries:
+            child = os.path.join(folder, name)
+            if is_dir:
+                stack.append(child)
+                continue
+            try:
+                st = tree.lstat(child)
+            except OSError:
+                return True
+            if st is not None and st.st_ctime >= tree.since - 1:
+                return True
+    return False
+
+
 def young(tree: Tree, path: str, now: float, grace: float) -> str | None:
     """How old ``path`` is, when younger than ``grace`` (a download may still be writing it)."""
     try:
@@ -206,6 +242,8 @@ class PathDeletion:
             return None
         last = out[gone[-1][0].path]
         for path in item.unit_paths:
+            if written_since(tree, path):
+                continue  # a download (a new revision) wrote into the item's folder since the scan: it stays
             last.add(*self._discard(tree, path))
         return None
 

@@ -29,6 +29,7 @@ import hashlib
 import os
 import re
 import socket
+import time
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -51,11 +52,12 @@ from hfcache.caches._common import (
 )
 from hfcache.caches.deletion import TRASH, TrashDeletion
 from hfcache.caches.versions import parse_version
-from hfcache.model import CacheInventory, Item, PartialFile, ScanWarning
+from hfcache.model import CacheInventory, Item, PartialFile, Revision, ScanWarning
 from hfcache.units import describe_age
 
 if TYPE_CHECKING:
     from hfcache.fs.ops import Tree
+    from hfcache.plan.decisions import PlanUnit
 
 KIND = "tfhub"
 TITLE = "TensorFlow Hub cache"
@@ -302,9 +304,12 @@ def lock_busy(lock: str, grace: float, now: float) -> str | None:
 class TfhubDeletion(TrashDeletion):
     """:class:`TrashDeletion`, each module only when no download of it runs and no lock of its is held or recent."""
 
+    grace = 24 * 3600.0  # the run's junk grace, as item_busy (called first, per model) was given it
+
     def item_busy(
         self, tree: Tree, cache: CacheInventory, path: str, item_id: str | None, grace: float, now: float
     ) -> str | None:
+        self.grace = grace
         for partial in cache.partial_files:
             if partial.item_id == item_id and partial.lock_held:
                 return f"a download of it is running ({os.path.basename(partial.path)}, its lock held)"
@@ -318,6 +323,12 @@ class TfhubDeletion(TrashDeletion):
                     if why:
                         return why
         return None
+
+    def revalidate(self, tree: Tree, cache: CacheInventory, item: Item, unit: PlanUnit, rev: Revision) -> str | None:
+        """Just before the module goes (after the slower checks): a lock taken since the item's check keeps it."""
+        lock = rev.path + LOCK
+        why = lock_busy(lock, self.grace, time.time()) if tree.lstat(lock) is not None else None
+        return why or super().revalidate(tree, cache, item, unit, rev)
 
 
 TFHUB = FunctionKind(

@@ -378,6 +378,8 @@ def execute_plan(
     graces = {(c.kind, c.root): c.junk_grace for c in plan.caches}
     failed = dict(failed or {})
     trees = _open_trees(work, failed)
+    for opened in trees.values():
+        opened.since = inventory.scanned_at  # (what the units were matched against)
     run = _Run(plan, skipped, audit)
     try:
         for w in work:

@@ -46,6 +46,8 @@ class Tree:
     """
 
     def __init__(self, root: str) -> None:
+        # When what a deletion works from was read (the fresh scan): anything written into an item since is news to it.
+        self.since: float | None = None
         self.path = os.path.realpath(root)
         self.fd = os.open(self.path, _DIR_FLAGS)
         st = os.fstat(self.fd)

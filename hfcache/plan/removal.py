@@ -133,6 +133,15 @@ def _found(inventory: Inventory, target: Target, kinds: frozenset[str]) -> list[
         named = sorted({item.id for _, item, _ in out})
         if len(named) > 1:
             raise UsageError(f"{target.text!r} matches {', '.join(map(repr, named))} but none exactly: say which")
+    places: dict[tuple[str, str, str], set[str]] = {}
+    for cache, item, _ in out:
+        places.setdefault((cache.root, item.id, item.type), set()).add(item.path)
+    for (root, ident, _), paths in places.items():
+        if len(paths) > 1:  # one id for several folders (Ollama folds the case of hosts and namespaces): never all
+            raise UsageError(
+                f"{target.text!r} names {len(paths)} items called {ident!r} in {root} ({', '.join(sorted(paths))}): "
+                "hfcache cannot tell them apart, so nothing deleted"
+            )
     found_kinds = {cache.kind for cache, _, _ in out}
     if len(found_kinds) > 1 and not kinds:
         raise UsageError(

@@ -225,8 +225,13 @@ _INT64 = (-(2**63), 2**63 - 1)
 
 
 def _values(obj: _Object, name: str) -> list[Any]:
-    """Every value of ``name`` in an object, in document order (Go's decoder matches keys case-insensitively)."""
-    return [v for k, v in obj if k.lower() == name]
+    """Every value of ``name`` in an object, in document order.
+
+    Go's decoder matches keys with Unicode simple case folding (``layerſ`` is ``layers``, the
+    Kelvin sign ``K`` is ``k``): ``casefold`` does, where ``lower`` would miss them, and a blob a
+    manifest names that way would be taken for one nobody names.
+    """
+    return [v for k, v in obj if k.casefold() == name]
 
 
 def _typed(obj: _Object, name: str, want: type, what: str) -> Any:

@@ -102,13 +102,14 @@ def read_manifest(path: str) -> tuple[Manifest, os.stat_result]:
 
 
 class _Blob:
-    __slots__ = ("path", "size", "atime", "mtime")
+    __slots__ = ("path", "size", "atime", "mtime", "freeable")
 
     def __init__(self, path: str, st: os.stat_result) -> None:
         self.path = path
         self.size = st.st_size
         self.atime = st.st_atime
         self.mtime = st.st_mtime
+        self.freeable = st.st_size if st.st_nlink == 1 else 0  # a blob linked elsewhere too frees nothing when it goes
 
 
 @dataclass
@@ -300,7 +301,7 @@ def _revision(state: _Scan, tag: _Tag) -> tuple[Revision, dict[str, _Blob]]:
         revision=tag.name.tag,
         path=tag.path,
         size_bytes=tag.manifest.size,
-        reclaimable_bytes=sum(present[n].size for n in only),
+        reclaimable_bytes=sum(present[n].freeable for n in only),
         last_accessed=max([tag.st.st_atime, *(b.atime for b in present.values())]),
         last_modified=tag.st.st_mtime,
         nb_files=1 + len(present),
@@ -331,7 +332,7 @@ def _inventory(state: _Scan) -> CacheInventory:
             for name, b in present.items():
                 payload = os.path.join(root, BLOBS, name)
                 sizes[name] = b.size
-                payloads[payload] = b.size
+                payloads[payload] = b.freeable  # (0 when linked elsewhere too: nothing leaves the disk)
                 ledger.setdefault(folder, {})[name] = (b.size, payload)
         revs.sort(key=revision_order, reverse=True)
         items.append(
@@ -353,8 +354,9 @@ def _inventory(state: _Scan) -> CacheInventory:
     # no plan removes, so that no plan counts those blobs as freed.
     for path, names in state.strays.items():
         for name in names & referenced:
-            size = (state.blobs.get(name) or state.aside[name]).size
-            payloads[os.path.join(root, BLOBS, name)] = size
+            blob = state.blobs.get(name) or state.aside[name]
+            size = blob.size
+            payloads[os.path.join(root, BLOBS, name)] = blob.freeable
             ledger.setdefault(path, {})[name] = (size, os.path.join(root, BLOBS, name))
     orphans: list[OrphanFile] = []
     for name, b in sorted(state.blobs.items()):
