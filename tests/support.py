@@ -395,3 +395,22 @@ def assert_deletable_paths_fit_their_shapes(cache: CacheInventory) -> None:
             paths += [*item.unit_paths, *(p for r in item.revisions for p in r.unit_paths)]
     problems = [problem for problem in (target_problem(p, cache, shapes) for p in paths) if problem]
     assert problems == []
+
+
+def live_hook(action):
+    """LiveChecks (given the roots) whose open-file table runs ``action`` once: just before the first model's units go.
+
+    The last hook before deletion: what ``action`` does to the disk is what a racing process
+    would do after the plan, the fresh scan and the checks before the first deletion.
+    """
+    from hfcache.execute.checks import LiveChecks
+    from hfcache.fs.system import OpenFiles
+
+    done: list[object] = []
+
+    def list_open_files(roots):
+        if not done:
+            done.append(action())
+        return OpenFiles({}, 0)
+
+    return lambda roots: LiveChecks(roots, list_open_files=list_open_files)

@@ -17,28 +17,15 @@ import pytest
 import hfcache
 from hfcache.caches.ollama import delete as ollama_delete
 from hfcache.caches.ollama.delete import OllamaDeletion
-from hfcache.execute.checks import LiveChecks
 from hfcache.execute.run import execute_plan
-from hfcache.fs.system import OpenFiles
 from hfcache.plan.build import make_plan
 from hfcache.plan.settings import Policy, Settings
 from tests.ollama_trees import age, blob_path, digests, loads, manifest_bytes, model
-from tests.support import DAY, cli, payload
+from tests.support import DAY, cli, live_hook, payload
 from tests.trees import write
 
 TRASH = ".hfcache-trash"
 W1, W2, W3 = payload(2000, 11), payload(1500, 12), payload(700, 13)
-
-
-def _hook(action):
-    done = []
-
-    def list_open_files(roots):
-        if not done:
-            done.append(action())
-        return OpenFiles({}, 0)
-
-    return lambda roots: LiveChecks(roots, list_open_files=list_open_files)
 
 
 def contents(folder: str) -> dict[str, bytes]:
@@ -100,7 +87,7 @@ def test_ollama_cp_just_before_the_units_go_keeps_the_blobs(oroot):
     def cp():
         write(copy, text)
 
-    result = execute_plan(plan, inv, live=_hook(cp)([oroot]))
+    result = execute_plan(plan, inv, live=live_hook(cp)([oroot]))
     (unit,) = result.results
     assert unit.freed_bytes == 0, unit
     assert loads(oroot, copy) and loads(oroot, made["latest"])
@@ -310,7 +297,7 @@ def test_ollama_mount_on_a_host_folder_during_the_run(oroot, tmp_path, mounts):
     def mount():
         mounts.bind(outside, host)
 
-    result = execute_plan(plan, inv, live=_hook(mount)([oroot]))
+    result = execute_plan(plan, inv, live=live_hook(mount)([oroot]))
     assert contents(outside) == before
     (unit,) = result.results
     assert unit.freed_bytes == 0, unit
@@ -374,7 +361,7 @@ def test_modelscope_new_snapshot_appearing_during_the_run_survives(tmp_path, mon
         write(os.path.join(new, "config.json"), b"{}")  # a finished file of the new snapshot
         write(os.path.join(new, "w.bin.incomplete"), 500)
 
-    result = execute_plan(plan, inv, live=_hook(download)([root]))
+    result = execute_plan(plan, inv, live=live_hook(download)([root]))
     assert os.path.isfile(os.path.join(new, "config.json")), result.results
 
 
@@ -411,7 +398,7 @@ def test_vllm_mount_inside_an_artefact_during_the_run(tmp_path, mounts):
     def mount():
         mounts.bind(outside, target)
 
-    result = execute_plan(plan, inv, live=_hook(mount)([root]))
+    result = execute_plan(plan, inv, live=live_hook(mount)([root]))
     assert contents(outside) == before, result.results
     (unit,) = result.results
     assert unit.status != "deleted" or unit.freed_bytes == 0 or True
@@ -438,7 +425,7 @@ def test_tfhub_lock_taken_just_before_the_module_goes_is_never_removed(tmp_path)
         write(tmp, mine.encode())
         os.replace(tmp, lock_path)
 
-    result = execute_plan(plan, inv, live=_hook(take)([root]))
+    result = execute_plan(plan, inv, live=live_hook(take)([root]))
     assert os.path.isfile(lock_path), result.results
     with open(lock_path) as f:
         assert f.read() == mine

@@ -18,27 +18,13 @@ import pytest
 
 import hfcache
 from hfcache.caches.registry import KINDS
-from hfcache.execute.checks import LiveChecks
 from hfcache.execute.run import execute_plan
-from hfcache.fs.system import OpenFiles
 from hfcache.plan.removal import parse_target, removal_plan
-from tests.support import contents, run_cli
+from tests.support import contents, live_hook, run_cli
 from tests.trees import commit, link, repo, sha256, write
 
 C1, C2, C3 = commit("adv-1"), commit("adv-2"), commit("adv-3")
 W, CFG, OTHER = sha256("w"), sha256("cfg"), sha256("other")
-
-
-def _hook(action):
-    """LiveChecks whose open-file table runs ``action`` once, just before the first model's units go."""
-    done: list[object] = []
-
-    def list_open_files(roots):
-        if not done:
-            done.append(action())
-        return OpenFiles({}, 0)
-
-    return LiveChecks([], list_open_files=list_open_files)
 
 
 def _plan(root: str, *targets: str):
@@ -87,7 +73,7 @@ def test_a_mount_on_another_revisions_subfolder_during_the_run_keeps_the_blob_it
     [unit] = plan.delete
     assert unit.reclaim_bytes == 0  # C2 still links W
     sub2 = os.path.join(repo_dir, "snapshots", C2, "sub")
-    result = execute_plan(plan, inventory, live=_hook(lambda: mounts.bind(sub2, sub2)))
+    result = execute_plan(plan, inventory, live=live_hook(lambda: mounts.bind(sub2, sub2))([]))
     assert _resolves(os.path.join(sub2, "w.bin")), "blob W deleted while C2 (behind a mount point) still links it"
     assert os.path.exists(os.path.join(repo_dir, "blobs", W))
     assert sum(r.freed_bytes for r in result.results) == 0
@@ -258,7 +244,7 @@ def test_an_entry_swapped_during_the_run_never_takes_anything_outside_the_plan(t
         else:
             os.symlink(os.path.relpath(os.path.join(other, "blobs", OTHER), os.path.dirname(entry)), entry)
 
-    result = execute_plan(plan, inventory, live=_hook(act))
+    result = execute_plan(plan, inventory, live=live_hook(act)([]))
     [done] = result.results
     assert open(outside, "rb").read() == b"P" * 700
     assert os.path.getsize(os.path.join(other, "blobs", OTHER)) == 300
@@ -280,7 +266,7 @@ def test_a_blob_hard_linked_elsewhere_frees_nothing_and_the_other_link_keeps_its
     elsewhere = str(tmp_path / "mine.bin")
     inventory, plan = _plan(root, "hf://org/m/w.bin")
     [unit] = plan.delete
-    result = execute_plan(plan, inventory, live=_hook(lambda: os.link(os.path.join(repo_dir, "blobs", W), elsewhere)))
+    result = execute_plan(plan, inventory, live=live_hook(lambda: os.link(os.path.join(repo_dir, "blobs", W), elsewhere))([]))
     [done] = result.results
     assert os.path.getsize(elsewhere) == 5000
     assert done.freed_bytes == 0, "bytes another hard link still holds were reported freed"
@@ -297,7 +283,7 @@ def test_blobs_swapped_for_a_symlink_during_the_run_deletes_nothing_through_it(t
         shutil.move(os.path.join(repo_dir, "blobs"), real)
         os.symlink(real, os.path.join(repo_dir, "blobs"))
 
-    result = execute_plan(plan, inventory, live=_hook(swap))
+    result = execute_plan(plan, inventory, live=live_hook(swap)([]))
     [done] = result.results
     # (A descriptor of blobs/ held from before the swap still names the same folder, as rm -rf's do:
     # the planned blob W may go from it, and nothing else; its bytes are counted only if they went.)
@@ -336,7 +322,7 @@ def test_a_snapshots_folder_swapped_for_a_symlink_after_the_first_file_never_fre
     orig = delete_mod.remove_entry
     delete_mod.remove_entry = remove_then_swap
     try:
-        execute_plan(plan, inventory, live=_hook(lambda: None))
+        execute_plan(plan, inventory, live=live_hook(lambda: None)([]))
     finally:
         delete_mod.remove_entry = orig
     for name in ("a.bin", "b.bin"):
@@ -661,7 +647,7 @@ def test_a_link_made_while_the_blob_is_set_aside_puts_it_back(tmp_path, monkeypa
         return aside
 
     monkeypatch.setattr(files_mod, "set_aside", set_aside_then_download)
-    result = execute_plan(plan, inventory, live=_hook(lambda: None))
+    result = execute_plan(plan, inventory, live=live_hook(lambda: None)([]))
     [done] = result.results
     assert os.path.getsize(os.path.join(repo_dir, "snapshots", C3, "w.bin")) == 5000
     assert done.freed_bytes == 0
@@ -678,7 +664,7 @@ def test_a_folder_put_where_the_blob_was_is_never_removed(tmp_path):
         os.unlink(blob)
         write(os.path.join(blob, "precious"), b"P" * 10)
 
-    execute_plan(plan, inventory, live=_hook(swap))
+    execute_plan(plan, inventory, live=live_hook(swap)([]))
     run_cli("prune", "--cache-dir", root, "--junk", "--junk-grace", "0s", "--yes")  # the next run's recovery
     found = [os.path.join(d, n) for d, _, ns in os.walk(root) for n in ns if n == "precious"]
     assert len(found) == 1 and open(found[0], "rb").read() == b"P" * 10

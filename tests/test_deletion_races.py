@@ -26,9 +26,7 @@ from hfcache.caches.huggingface import delete as hub_delete
 from hfcache.caches.huggingface.delete import HubDeletion
 from hfcache.caches.huggingface.trash import TRASH
 from hfcache.execute.audit import read_log
-from hfcache.execute.checks import LiveChecks
 from hfcache.execute.run import execute_plan
-from hfcache.fs.system import OpenFiles
 from hfcache.plan.build import make_plan
 from hfcache.plan.settings import Policy, Settings
 from hfcache.prune import rescan, run_plan
@@ -40,6 +38,7 @@ from tests.support import (
     cli,
     contents,
     get,
+    live_hook,
     many_repos,
     payload,
     slow_cli,
@@ -56,18 +55,6 @@ def _outside(tmp_path) -> str:
     outside = str(tmp_path / "root-only")
     write(os.path.join(outside, "secret.txt"), b"not the cache's")
     return outside
-
-
-def _hook(action):
-    """A LiveChecks whose open-file table runs ``action`` once, just before the first model goes."""
-    done = []
-
-    def list_open_files(roots):
-        if not done:
-            done.append(action())
-        return OpenFiles({}, 0)
-
-    return lambda roots: LiveChecks(roots, list_open_files=list_open_files)
 
 
 def _plan(root: str, **settings):
@@ -114,7 +101,7 @@ def test_a_folder_swapped_for_a_symlink_during_the_run_redirects_no_deletion(tmp
             os.symlink(outside, os.path.join(root, TRASH))
 
     before = contents(outside)
-    result = execute_plan(plan, inventory, live=_hook(plant)([root]))
+    result = execute_plan(plan, inventory, live=live_hook(plant)([root]))
     assert contents(outside) == before
     (unit,) = result.results
     if swap == "snapshot subfolder":  # the link itself goes with the snapshot; never its target
@@ -152,7 +139,7 @@ def test_a_folder_mounted_into_a_snapshot_during_the_run_is_never_emptied(tmp_pa
 
     before = contents(outside)
     try:
-        result = execute_plan(plan, inventory, live=_hook(mount)([root]))
+        result = execute_plan(plan, inventory, live=live_hook(mount)([root]))
         assert contents(outside) == before
         (unit,) = result.results
         assert unit.status == "failed" and "mount point" in unit.error, unit

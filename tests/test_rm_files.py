@@ -22,12 +22,10 @@ import hfcache
 from hfcache.caches.huggingface.trash import TRASH
 from hfcache.caches.registry import KINDS
 from hfcache.errors import UsageError
-from hfcache.execute.checks import LiveChecks
 from hfcache.execute.run import execute_plan
-from hfcache.fs.system import OpenFiles
 from hfcache.plan.removal import Target, parse_target, removal_plan
 from tests.fakehub import FakeHub
-from tests.support import assert_kept_revisions_load_offline, build_rich_cache, contents, run_cli
+from tests.support import assert_kept_revisions_load_offline, build_rich_cache, contents, live_hook, run_cli
 from tests.trees import write
 
 SAFETENSORS = "hf://org/model/model.safetensors"
@@ -176,18 +174,6 @@ def test_a_plan_file_with_a_malformed_file_unit_is_refused_whole(rich, tmp_path,
 # Races: the disk changes between the plan and each unit
 
 
-def _hook(action):
-    """LiveChecks whose open-file table runs ``action`` once, just before the first model's units go."""
-    done: list[object] = []
-
-    def list_open_files(roots):
-        if not done:
-            done.append(action())
-        return OpenFiles({}, 0)
-
-    return LiveChecks([], list_open_files=list_open_files)
-
-
 def _plan(root: str, *targets: str):
     inventory = hfcache.scan([root])
     return inventory, removal_plan(inventory, [parse_target(t, kinds=KINDS.values()) for t in targets], now=time.time())
@@ -205,7 +191,7 @@ def test_a_folder_swapped_for_a_symlink_during_the_run_redirects_no_deletion(ric
         os.symlink(outside, unet)
 
     before = contents(outside)
-    result = execute_plan(plan, inventory, live=_hook(plant))
+    result = execute_plan(plan, inventory, live=live_hook(plant)([]))
     assert contents(outside) == before
     [unit] = result.results
     assert unit.status == "failed" and "symlink" in (unit.error or ""), unit
@@ -225,7 +211,7 @@ def test_a_link_a_download_adds_during_the_run_keeps_the_blob(rich, monkeypatch)
         os.makedirs(newer)
         os.symlink(blob, os.path.join(newer, "model.safetensors"))
 
-    result = execute_plan(plan, inventory, live=_hook(download))
+    result = execute_plan(plan, inventory, live=live_hook(download)([]))
     [done] = result.results
     assert done.status == "deleted" and done.freed_bytes == 0
     with open(os.path.join(newer, "model.safetensors"), "rb") as f:
