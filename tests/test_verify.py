@@ -372,3 +372,16 @@ def test_a_corrupted_shared_store_payload_is_found_through_every_repo_linking_to
     code, doc = _verify(root, state=state)
     assert code == 8
     assert {(f["id"], f["status"]) for f in _files(doc).values()} == {("org/a", "corrupt"), ("org/b", "corrupt")}
+
+
+def test_a_repeat_run_marks_rows_seen_at_most_once_a_day(rich, tmp_path):
+    root, _ = rich
+    state = str(tmp_path / "s.db")
+    inventory = hfcache.scan([root])
+    verify(inventory, kinds=KINDS, state=State(state), clock=lambda: 1_000_000.0)
+    seen = lambda: {r[0] for r in sqlite3.connect(state).execute("SELECT seen_at FROM digests")}  # noqa: E731
+    assert seen() == {1_000_000.0}
+    verify(inventory, kinds=KINDS, state=State(state), clock=lambda: 1_000_000.0 + 3600)
+    assert seen() == {1_000_000.0}  # an hour later: nothing written back
+    verify(inventory, kinds=KINDS, state=State(state), clock=lambda: 1_000_000.0 + 2 * 86400)
+    assert seen() == {1_000_000.0 + 2 * 86400}

@@ -134,6 +134,7 @@ def _expected(kind: CacheKind | None, cache: CacheInventory, item: Item, rev: Re
         ]
 
 
+SEEN_EVERY = 86400.0  # how often a file's row is marked seen again
 RECHECK = 30 * 86400.0  # an unchanged file is read again after 15 to 30 days: bit rot moves no timestamp
 
 
@@ -235,7 +236,9 @@ def verify(
                 content.digest.st.st_ctime_ns,
             )
             fresh.append((content.digest.st, {**(old.digests if same and old else {}), **content.digest.digests}))
-    state.remember(fresh, contents.keys(), finished)
+    # Marked seen at most once a day (what the 90-day forgetting needs): a repeat run writes back nothing it need not.
+    stale = [k for k in contents if (row := known.get(k)) is None or row.seen_at < finished - SEEN_EVERY]
+    state.remember(fresh, stale, finished)
     caches = []
     seen: dict[str, tuple[_Content | None, int] | OSError] = {}  # each data path stat'ed again once, after the reads
     for cache, rows in plans:

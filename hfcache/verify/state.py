@@ -63,6 +63,7 @@ class Known(NamedTuple):
     ctime_ns: int
     digests: dict[str, str]
     hashed_at: float
+    seen_at: float = 0.0
 
 
 class LastVerify(NamedTuple):
@@ -129,15 +130,15 @@ class State:
         if self.db is None:
             return {}
         try:
-            rows = self.db.execute("SELECT dev, ino, size, mtime_ns, ctime_ns, sha256, git_sha1, hashed_at FROM digests")
+            rows = self.db.execute("SELECT dev, ino, size, mtime_ns, ctime_ns, sha256, git_sha1, hashed_at, seen_at FROM digests")
             out = {}
-            for dev, ino, size, mtime_ns, ctime_ns, sha256, git_sha1, hashed_at in rows:
+            for dev, ino, size, mtime_ns, ctime_ns, sha256, git_sha1, hashed_at, seen_at in rows:
                 digests = {}
                 if sha256:
                     digests["sha256"] = sha256
                 if git_sha1:
                     digests["git-sha1"] = git_sha1
-                out[(dev, ino)] = Known(size, mtime_ns, ctime_ns, digests, hashed_at)
+                out[(dev, ino)] = Known(size, mtime_ns, ctime_ns, digests, hashed_at, seen_at)
             return out
         except sqlite3.Error as e:
             self._guard("reading", e)
