@@ -176,6 +176,13 @@ class PartialFile:
     scheme: str
     lock_path: str | None = None
     lock_held: bool | None = None
+    # Every lock file a writer of it may take (several programs write one layout, each locking its own
+    # place): any of them held keeps it; ``lock_path`` is the one shown.
+    other_locks: tuple[str, ...] = ()
+
+    @property
+    def locks(self) -> tuple[str, ...]:
+        return (self.lock_path, *self.other_locks) if self.lock_path else self.other_locks
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ from tests.trees import commit, repo, sha256, write
 
 DAY = 86400.0
 ROOT = "/cache/hub"
-C1, C2 = commit("llama-1"), commit("llama-2")
+C1, C2, C9 = commit("llama-1"), commit("llama-2"), commit("llama-never-cached")
 
 
 def git_sha1(data: bytes) -> str:
@@ -95,7 +95,7 @@ def test_llama_cpp_ref_tmp_is_a_leftover_never_a_ref(fs):
     repo_dir = llama_repo(ROOT)
     # safe_write_file(refs/main): `path.string() + ".tmp"` written, then renamed; a kill in between leaves it.
     tmp = write(f"{repo_dir}/refs/main.tmp", C2.encode())
-    nested = write(f"{repo_dir}/refs/feature/x.tmp", C1.encode())  # a branch "feature/x": refs/feature/x.tmp
+    nested = write(f"{repo_dir}/refs/feature/x.tmp", C9.encode())  # a branch "feature/x" of a commit never cached
     inv = hf.scan(ROOT)
     item = only(inv)
     assert item.refs.keys() == {"main"}
@@ -106,14 +106,16 @@ def test_llama_cpp_ref_tmp_is_a_leftover_never_a_ref(fs):
 
 
 def test_llama_cpp_ref_tmp_alone_and_hub_ref_tmp(fs):
-    """llama.cpp killed before its first rename: only refs/main.tmp; huggingface_hub's own <name>.<8 hex>.tmp too."""
+    """llama.cpp killed before its first rename: only refs/main.tmp, naming a revision that is there; a hub one too."""
     repo_dir = repo(ROOT, "models--org--m-GGUF", snapshots={C1: {"a.gguf": sha256(1)}}, blobs={sha256(1): 5})
     write(f"{repo_dir}/refs/main.tmp", C1.encode())
     write(f"{repo_dir}/refs/v1.1a2b3c4d.tmp", C1.encode())
     inv = hf.scan(ROOT)
     rev = only(inv).revisions[0]
-    assert rev.refs == () and rev.detached
-    assert sorted(os.path.basename(p.path) for p in inv.partial_files) == ["main.tmp", "v1.1a2b3c4d.tmp"]
+    # The lone main.tmp is the only record of a ref to a revision that is there: read as a ref (as
+    # huggingface_hub reads it), it keeps the revision tagged; huggingface_hub's own temporary is none.
+    assert rev.refs == ("main.tmp",) and not rev.detached
+    assert sorted(os.path.basename(p.path) for p in inv.partial_files) == ["v1.1a2b3c4d.tmp"]
 
 
 def test_llama_cpp_degraded_mode(fs):

@@ -160,7 +160,7 @@ def written_since(tree: Tree, path: str) -> bool:
                 st = tree.lstat(child)
             except OSError:
                 return True
-            if st is not None and st.st_ctime >= tree.since - 1:
+            if st is not None and st.st_ctime > tree.since:  # (after the scan began: a write it did not see)
                 return True
     return False
 

@@ -358,6 +358,6 @@ class LiveChecks:
             return self.item_busy(deletion, tree, cache, unit.path, found.item_id, grace)
         if st.st_mtime > unit.last_modified + ATIME_SLACK and not stat_mod.S_ISDIR(st.st_mode):
             return "modified since the plan was made"
-        if isinstance(found, PartialFile) and found.lock_path and is_lock_held(found.lock_path):
+        if isinstance(found, PartialFile) and any(is_lock_held(lock) for lock in found.locks):
             return "its download lock is held"
         return self.in_use(unit_files([unit.path], follow=True))

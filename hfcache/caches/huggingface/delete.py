@@ -45,10 +45,10 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from hfcache.caches.deletion import Finisher, Going, Outcomes, young
+from hfcache.caches.deletion import Finisher, Going, Outcomes, written_since, young
 from hfcache.caches.huggingface.blobs import finish_blobs, set_aside, sweep
 from hfcache.caches.huggingface.files import remove_entry, remove_unlinked, revision_files
-from hfcache.caches.huggingface.location import REF_TMP_RE, blob_temporary
+from hfcache.caches.huggingface.location import blob_temporary, is_ref_temporary
 from hfcache.caches.huggingface.trash import listdir, recover_trash, ref_entry, restore_refs, trash_name, trash_path
 from hfcache.fs.locks import is_lock_held
 from hfcache.fs.ops import Tree, UnsafePath
@@ -99,10 +99,11 @@ class HubDeletion:
                 entries = tree.entries(folder)
             except (UnsafePath, NotADirectoryError):
                 continue
+            names = [n for n, _ in entries]
             for name, is_dir in entries:
                 if is_dir:
                     stack.append(f"{prefix}{name}/" if prefix else f"{name}/")
-                elif not REF_TMP_RE.search(name):
+                elif not is_ref_temporary(name, names):
                     text = tree.read_text(os.path.join(folder, name), 256)  # (None for a link or what is not a file)
                     if text is not None:
                         refs[f"{prefix}{name}"] = _commit(text) or ""
@@ -247,6 +248,8 @@ class HubDeletion:
         leaving a repo the hub reads without complaint.
         """
         tree.forget(repo)  # looked up afresh: what a download may have created since is seen
+        if written_since(tree, repo):
+            return 0, None  # a download wrote into it since the scan (a ref, say): it stays
         try:
             if listdir(tree, os.path.join(repo, "snapshots")) or listdir(tree, os.path.join(repo, "blobs")):
                 return 0, None  # a revision or a download appeared since the plan: the repo stays

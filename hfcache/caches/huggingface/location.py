@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import NamedTuple
 from urllib.parse import unquote
 
@@ -44,9 +44,27 @@ REPO_DIR_RE = re.compile(r"(models|datasets|spaces|kernels)--(.+)", re.DOTALL)
 COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 
 
-# An interrupted atomic write of a ref, never a ref: huggingface_hub 2.4 writes
-# `refs/<name>.<8 hex>.tmp`, llama.cpp `refs/<name>.tmp` (hf-cache.cpp, safe_write_file), then rename.
+# An interrupted atomic write of a ref: huggingface_hub 2.4 writes `refs/<name>.<8 hex>.tmp`,
+# llama.cpp `refs/<name>.tmp` (hf-cache.cpp, safe_write_file), then renames it (see is_ref_temporary).
 REF_TMP_RE = re.compile(r"\.tmp$")
+_HUB_REF_TMP_RE = re.compile(r"\.[0-9a-f]{8}\.tmp$")
+
+
+def is_ref_temporary(name: str, siblings: Collection[str]) -> bool:
+    """Whether ``refs/.../name`` is a ref's atomic write a kill left, not a ref (``siblings``: the names beside it).
+
+    huggingface_hub's ``<name>.<8 hex>.tmp`` always is. llama.cpp's ``<name>.tmp`` is only
+    when the ref ``<name>`` it was renamed to is there (a write superseded): alone, it may be a
+    real ref named so (``v1.tmp`` is a valid tag name, and huggingface_hub reads it as one) or
+    the only record of the revision llama.cpp was pointing ``<name>`` at: either way it is read
+    as a ref, which keeps its revision.
+
+    >>> is_ref_temporary("main.1a2b3c4d.tmp", []), is_ref_temporary("main.tmp", ["main"]), is_ref_temporary("v1.tmp", [])
+    (True, True, False)
+    """
+    if _HUB_REF_TMP_RE.search(name):
+        return True
+    return name.endswith(".tmp") and name[: -len(".tmp")] in siblings
 
 
 INCOMPLETE_RE = re.compile(r"(?P<etag>.+?)(?P<token>\.[0-9a-f]{8})?\.incomplete", re.DOTALL)
@@ -184,7 +202,12 @@ def default_roots(env: Mapping[str, str]) -> list[str]:
     """
     roots = [default_root(env)]
     llama = llama_cpp_root(env)
-    if llama is not None and llama not in roots and looks_like_cache(names_in(llama), llama):
+    if llama is None or llama in roots:
+        return roots
+    hub, real = os.path.realpath(roots[0]), os.path.realpath(llama)
+    if real.startswith(hub.rstrip(os.sep) + os.sep):
+        return roots  # a folder inside the hub cache (its .locks/, a repo) is never a cache of its own
+    if looks_like_cache(names_in(llama), llama):
         roots.append(llama)
     return roots
 

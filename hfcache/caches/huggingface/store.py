@@ -170,22 +170,32 @@ def _scan_blob_link(roots: Roots, link: str, blobs_dir: str) -> tuple[Blob, str 
     return found._replace(path=link), None
 
 
-def _lock_of(roots: Roots, folder: str, blobs_dir: str, temp: BlobTemporary) -> str | None:
-    """The lock file a partial download's writer takes, as it names it; the first that exists.
+def _locks_of(roots: Roots, folder: str, blobs_dir: str, temp: BlobTemporary) -> tuple[str, ...]:
+    """Every lock file a writer of this partial download may take; the one to show first.
 
     huggingface_hub (and hf-hub >= 1.0) lock ``.locks/<repo folder>/<etag>.lock``,
     swift-huggingface the blob's path mirrored under ``.locks/`` (``.locks/<repo
-    folder>/blobs/<etag>.lock``), the Rust hf-hub 0.4-0.5 ``blobs/<etag>.lock``. When none
-    exists, the one its writer would take (:attr:`BlobTemporary.lock`, else the hub's), so
-    that a lock made after the scan is still tested before the partial goes.
+    folder>/blobs/<etag>.lock``), the Rust hf-hub 0.4-0.5 and llama.cpp's proposed lock
+    ``blobs/<etag>.lock``. All are tested, now and again just before the partial goes (a
+    free lock one program left does not hide the one another holds, nor does a lock taken
+    after the scan in another place). First: a held one, else one that exists, else the one
+    its writer would take (:attr:`BlobTemporary.lock`, else the hub's).
     """
     if temp.etag is None:
-        return None
+        return ()
     lock = temp.etag + ".lock"
     hub = os.path.join(roots.real, ".locks", folder, lock)
     beside = os.path.join(blobs_dir, temp.lock or lock)
-    candidates = (hub, os.path.join(roots.real, ".locks", folder, "blobs", lock), beside)
-    return next((c for c in candidates if os.path.lexists(c)), beside if temp.lock else hub)
+    candidates = [hub, os.path.join(roots.real, ".locks", folder, "blobs", lock), beside]
+    first = next((c for c in candidates if is_lock_held(c)), None)
+    first = first or next((c for c in candidates if os.path.lexists(c)), beside if temp.lock else hub)
+    return (first, *(c for c in candidates if c != first))
+
+
+def _held(locks: tuple[str, ...]) -> bool | None:
+    """True when a lock of them is held, False when one could be tested and none is, None when none could."""
+    states = [is_lock_held(c) for c in locks]
+    return True if True in states else False if False in states else None
 
 
 def scan_blobs_dir(
@@ -217,8 +227,12 @@ def scan_blobs_dir(
             temp = blob_temporary(name) if "." in name or name.startswith("tmp_") else None
             if temp is not None and temp.what == "lock":
                 locks += 1
+            elif temp is not None and not stat_mod.S_ISREG(st.st_mode):  # a folder (or link) named like one: not ours
+                message = "named like a partial download but not a file: left alone"
+                warnings.append(ScanWarning(os.path.join(blobs_dir, name), message, blocks_deletion=False))
             elif temp is not None:
-                lock_path = _lock_of(roots, folder, blobs_dir, temp)
+                writer_locks = _locks_of(roots, folder, blobs_dir, temp)
+                lock_path = writer_locks[0] if writer_locks else None
                 partials.append(
                     PartialFile(
                         path=os.path.join(blobs_dir, name),
@@ -227,7 +241,8 @@ def scan_blobs_dir(
                         last_modified=st.st_mtime,
                         scheme=temp.scheme,
                         lock_path=lock_path,
-                        lock_held=is_lock_held(lock_path) if lock_path else None,
+                        lock_held=_held(writer_locks),
+                        other_locks=writer_locks[1:],
                     )
                 )
             elif stat_mod.S_ISREG(st.st_mode):

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 
 from hfcache.caches._common import FILES_TO_IGNORE, measure
-from hfcache.caches.huggingface.location import BLOB_NAME_RE, COMMIT_RE, KIND, REF_TMP_RE, REPO_SUBDIRS
+from hfcache.caches.huggingface.location import BLOB_NAME_RE, COMMIT_RE, KIND, REPO_SUBDIRS, is_ref_temporary
 from hfcache.caches.huggingface.snapshot import scan_snapshot
 from hfcache.caches.huggingface.store import Blob, Roots, list_folder, read_small, scan_blobs_dir
 from hfcache.caches.huggingface.trash import scan_trash
@@ -35,19 +35,30 @@ class RepoScan:
     unknown: frozenset[str] = frozenset()  # keys of files in blobs/ that are neither blobs nor known temporaries
 
 
-def _scan_refs(refs_dir: str, item_id: str, warnings: list[ScanWarning]) -> tuple[dict[str, list[str]], list[PartialFile]]:
+Lonely = list[tuple[str, str, str, PartialFile]]  # (ref name, commit, path, the file as a temporary)
+
+
+def _scan_refs(
+    refs_dir: str, item_id: str, warnings: list[ScanWarning]
+) -> tuple[dict[str, list[str]], list[PartialFile], Lonely]:
     """Map commit -> ref names, walking nested refs (``refs/pr/1``); atomic-write leftovers apart.
 
     A ref is written to ``refs/<name>.<8 hex>.tmp`` (huggingface_hub) or ``refs/<name>.tmp``
-    (llama.cpp), then renamed: such a file a kill left is never a ref, whatever it holds,
-    but a temporary file (:class:`PartialFile`, scheme ``temporary``), junk once old.
+    (llama.cpp), then renamed: such a file a kill left is no ref but a temporary file
+    (:class:`PartialFile`, scheme ``temporary``), junk once old; llama.cpp's only when the ref
+    it was renamed to is there (:func:`~hfcache.caches.huggingface.location.is_ref_temporary`).
+    A lone ``<name>.tmp`` holding a commit comes back apart (``lonely``): a ref when that
+    commit's snapshot is there (it keeps its revision), else a temporary.
     """
     refs: dict[str, list[str]] = defaultdict(list)
     temporaries: list[PartialFile] = []
+    lonely: Lonely = []
     stack = [(refs_dir, "")]
     while stack:
         folder, prefix = stack.pop()
-        for entry in list_folder(folder, "refs", warnings):
+        entries = list_folder(folder, "refs", warnings)
+        names = {e.name for e in entries}
+        for entry in entries:
             name = entry.name
             if name in FILES_TO_IGNORE:
                 continue
@@ -55,7 +66,7 @@ def _scan_refs(refs_dir: str, item_id: str, warnings: list[ScanWarning]) -> tupl
                 warnings.append(ScanWarning(entry.path, "ref is a symlink, not followed"))
             elif entry.is_dir(follow_symlinks=False):
                 stack.append((entry.path, f"{prefix}{name}/"))
-            elif REF_TMP_RE.search(name):
+            elif is_ref_temporary(name, names):
                 try:
                     st = entry.stat(follow_symlinks=False)
                 except OSError:
@@ -68,11 +79,15 @@ def _scan_refs(refs_dir: str, item_id: str, warnings: list[ScanWarning]) -> tupl
                 except OSError as e:
                     warnings.append(ScanWarning(entry.path, f"cannot read ref ({e.strerror or e})"))
                     continue
-                if COMMIT_RE.fullmatch(content):
+                if name.endswith(".tmp") and COMMIT_RE.fullmatch(content):
+                    st = entry.stat(follow_symlinks=False)
+                    as_temporary = PartialFile(entry.path, item_id, st.st_size, st.st_mtime, "temporary")
+                    lonely.append((prefix + name, content, entry.path, as_temporary))
+                elif COMMIT_RE.fullmatch(content):
                     refs[content].append(prefix + name)
                 else:
                     warnings.append(ScanWarning(entry.path, "ref does not hold a commit hash"))
-    return refs, temporaries
+    return refs, temporaries, lonely
 
 
 def _unknown_blobs(repo_dir: str, blobs: dict[str, Blob], reached: set[str], warnings: list[ScanWarning]) -> frozenset[str]:
@@ -121,6 +136,7 @@ def scan_repo(roots: Roots, entry: os.DirEntry[str], repo_type: str, item_id: st
     refs: dict[str, list[str]] = {}
     traces: dict[str, list[str]] = {}
     subdirs: dict[str, os.DirEntry[str]] = {}
+    lonely: Lonely = []
 
     locks = 0  # download locks of other writers in blobs/ (never deleted): the folder is no emptied shell
     unknown: frozenset[str] = frozenset()
@@ -170,7 +186,7 @@ def scan_repo(roots: Roots, entry: os.DirEntry[str], repo_type: str, item_id: st
         except OSError as e:
             warnings.append(ScanWarning(os.path.join(repo_dir, "blobs"), f"cannot read blobs ({e.strerror or e})"))
     if usable("refs"):
-        refs, temporaries = _scan_refs(os.path.join(repo_dir, "refs"), item_id, warnings)
+        refs, temporaries, lonely = _scan_refs(os.path.join(repo_dir, "refs"), item_id, warnings)
         partials.extend(temporaries)
     set_aside: dict[str, Blob] = {}
     if entry.name in roots.trash:
@@ -203,6 +219,12 @@ def scan_repo(roots: Roots, entry: os.DirEntry[str], repo_type: str, item_id: st
                 rev_warnings.append(ScanWarning(snap.path, "snapshot folder is not named after a commit hash"))
             keys, nb_files = scan_snapshot(roots, repo_dir, snap.path, blobs, tables, rev_warnings)
             revisions.append((snap.name, snap.path, keys, nb_files, rev_warnings))
+    present = {r[0] for r in revisions}
+    for ref, commit, _, as_temporary in lonely:  # llama.cpp's lone refs/<name>.tmp
+        if commit in present:
+            refs.setdefault(commit, []).append(ref)  # the only record of a ref to a revision that is there
+        else:
+            partials.append(as_temporary)
     reached: set[str] = set().union(*(r[2] for r in revisions))
     if set_aside:  # a blob set aside that nothing links is gone (the repair deletes it), not an orphan
         for key in set_aside.keys() - reached:
