@@ -385,3 +385,8 @@ def test_a_repeat_run_marks_rows_seen_at_most_once_a_day(rich, tmp_path):
     assert seen() == {1_000_000.0}  # an hour later: nothing written back
     verify(inventory, kinds=KINDS, state=State(state), clock=lambda: 1_000_000.0 + 2 * 86400)
     assert seen() == {1_000_000.0 + 2 * 86400}
+
+
+def test_nothing_cached_is_said_and_is_no_error(isolated_home, tmp_path):
+    result = run_cli("verify", "--state", str(tmp_path / "s.db"))
+    assert result.exit_code == 0 and "No model caches found" in result.stderr, result.output

@@ -126,6 +126,10 @@ def verify(
     if not quiet:
         for warning in report.warnings:
             render.warning(warning)
+        if not any(c.exists for c in inventory.caches):
+            render.note("No model caches found: nothing to verify (hfcache scan says where it looked).")
+        for cache in inventory.caches:
+            render.warnings(cache)  # what the scan found odd (a damaged model is still verified)
     if report.problems:
         raise typer.Exit(EXIT_CORRUPT)
 
