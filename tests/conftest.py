@@ -25,6 +25,7 @@ CACHE_VARIABLES = (
     "HF_XET_CACHE",
     "HFCACHE_CONFIG",
     "HFCACHE_DEBUG",
+    "HFCACHE_STATE",  # (the state database then lies under the test's XDG_STATE_HOME, never the real one)
     "TORCH_HOME",
     "KERAS_HOME",
     "HF_DATASETS_CACHE",
