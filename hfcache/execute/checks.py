@@ -330,18 +330,16 @@ class LiveChecks:
         ``follow`` reads each file through its links (the hub's snapshot entries, whose data
         and access time are their blobs').
         """
-        if not os.path.lexists(rev.path):
-            return "no longer in the cache"
-        files = unit_files(rev.unit_paths, follow=follow)
-        if files.atime is not None and files.atime > unit.last_accessed + ATIME_SLACK:
-            return f"read since the plan was made ({describe_age(max(0.0, self.clock() - files.atime))} ago)"
-        return self.in_use(files)
+        return self._busy(rev.path, rev.unit_paths, unit, follow)
 
     def file_busy(self, unit: PlanUnit) -> str | None:
         """One file of a revision: vanished, read since the plan, or open or mapped by a process (through its link)."""
-        if not os.path.lexists(unit.path):
+        return self._busy(unit.path, [unit.path], unit, True)
+
+    def _busy(self, path: str, paths: Iterable[str], unit: PlanUnit, follow: bool) -> str | None:
+        if not os.path.lexists(path):
             return "no longer in the cache"
-        files = unit_files([unit.path], follow=True)
+        files = unit_files(paths, follow=follow)
         if files.atime is not None and files.atime > unit.last_accessed + ATIME_SLACK:
             return f"read since the plan was made ({describe_age(max(0.0, self.clock() - files.atime))} ago)"
         return self.in_use(files)
