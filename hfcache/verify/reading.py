@@ -27,7 +27,8 @@ import mmap
 import os
 import re
 import stat as stat_mod
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 CHUNK = 4 * 1024 * 1024  # large reads: the disk's speed, not the system call's
@@ -114,44 +115,67 @@ def _open(path: str) -> tuple[int, bool]:
     return os.open(path, flags), True
 
 
-def hash_file(path: str, families: Iterable[str]) -> Digest:
-    """Read ``path`` once and return its digests of ``families`` (``sha256``, ``git-sha1``); see the module docstring."""
+class _Reading:
+    """A file open for a gentle read: its descriptor, its stat before, and (once closed) after."""
+
+    def __init__(self, fd: int, st: os.stat_result) -> None:
+        self.fd = fd
+        self.st = st
+        self.after = st
+
+    def chunks(self, size: int = CHUNK) -> Iterator[memoryview]:
+        buf = bytearray(min(size, max(self.st.st_size, 1)))
+        view = memoryview(buf)
+        while n := os.readv(self.fd, [buf]):
+            yield view[:n]
+
+
+@contextmanager
+def _gently(path: str, verb: str) -> Iterator[_Reading]:
+    """Open ``path`` as the module docstring says; on the way out, drop the pages read brought in, put the atime back.
+
+    ``after`` is the file's stat once that is done (the atime put back moves its ctime).
+    """
     fd, restore = _open(path)
     try:
         st = os.fstat(fd)
         if not stat_mod.S_ISREG(st.st_mode):
-            raise NotAFile(errno.EINVAL, "not a regular file, not read", path)
+            raise NotAFile(errno.EINVAL, f"not a regular file, not {verb}", path)
+        reading = _Reading(fd, st)
+        before = resident(fd, st.st_size)
+        try:
+            yield reading
+        finally:
+            drop_new_pages(fd, before)
+            if restore:
+                try:
+                    os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+                except OSError:
+                    pass  # another user's file, read without root: its atime moved (relatime: once a day)
+            reading.after = os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
+def hash_file(path: str, families: Iterable[str]) -> Digest:
+    """Read ``path`` once and return its digests of ``families`` (``sha256``, ``git-sha1``); see the module docstring."""
+    with _gently(path, "read") as reading:
         hashers: dict[str, Any] = {}
         for family in set(families):
             if family == "git-sha1":
                 h = hashlib.sha1(usedforsecurity=False)
-                h.update(b"blob %d\0" % st.st_size)
+                h.update(b"blob %d\0" % reading.st.st_size)
                 hashers[family] = h
             else:
                 hashers[family] = hashlib.sha256()
-        before = resident(fd, st.st_size)
-        buf = bytearray(min(CHUNK, max(st.st_size, 1)))
-        view = memoryview(buf)
         size = 0
-        while True:
-            n = os.readv(fd, [buf])
-            if not n:
-                break
-            size += n
+        for chunk in reading.chunks():
+            size += len(chunk)
             for h in hashers.values():
-                h.update(view[:n])
-        drop_new_pages(fd, before)
-        if size != st.st_size:  # written to while read (a download resuming into it?): no digest of it is true
-            raise FileChanged(errno.EAGAIN, f"changed while read ({st.st_size} bytes, then {size})", path)
-        if restore:
-            try:
-                os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
-            except OSError:
-                pass  # another user's file, read without root: its atime moved (relatime: once a day)
-        after = os.fstat(fd)
-        return Digest({family: h.hexdigest() for family, h in hashers.items()}, size, after)
-    finally:
-        os.close(fd)
+                h.update(chunk)
+    if size != reading.st.st_size:  # written to while read (a download resuming into it?): no digest of it is true
+        raise FileChanged(errno.EAGAIN, f"changed while read ({reading.st.st_size} bytes, then {size})", path)
+    return Digest({family: h.hexdigest() for family, h in hashers.items()}, size, reading.after)
 
 
 def copy_gently(src: str, dst: str) -> None:
@@ -160,28 +184,13 @@ def copy_gently(src: str, dst: str) -> None:
     The source's access time does not move (a copy must not look like a use to the checks
     that run just before a deletion), its new pages are dropped again.
     """
-    fd, restore = _open(src)
-    try:
-        st = os.fstat(fd)
-        if not stat_mod.S_ISREG(st.st_mode):
-            raise NotAFile(errno.EINVAL, "not a regular file, not copied", src)
-        before = resident(fd, st.st_size)
+    with _gently(src, "copied") as reading:
         out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _CLOEXEC, 0o600)
         try:
-            buf = bytearray(CHUNK)
-            view = memoryview(buf)
-            while n := os.readv(fd, [buf]):
-                left = view[:n]
+            for chunk in reading.chunks():
+                left = chunk
                 while left:
                     left = left[os.write(out, left) :]
             os.fsync(out)
         finally:
             os.close(out)
-        drop_new_pages(fd, before)
-        if restore:
-            try:
-                os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
