@@ -37,71 +37,14 @@ def _blob_of(entry: str, target: str, repo: str) -> str | None:
     return os.path.basename(resolved) if os.path.dirname(resolved) == os.path.join(repo, "blobs") else None
 
 
-def _walk(rev: Revision) -> Iterator[tuple[str, str, os.stat_result, str | None]]:
-    """Every file of the snapshot ``rev``: (name in the repo, entry path, its lstat, the link's target or None).
+def _files(item: Item, rev: Revision) -> Iterator[tuple[str, os.DirEntry[str], bool, str | None]]:
+    """Every file of the snapshot ``rev``: (name in the repo, its entry, whether a link, the blob the link reaches).
 
-    Folders are walked, never through a link; what vanishes meanwhile is skipped.
+    Folders are walked, never through a link; the listing's types are used (no ``lstat``), and
+    only links are read: the hub's own ``../../blobs/<name>`` is recognised by its prefix at each
+    depth (a 100,000-file repeat verify walks them all), any other target resolved; a link
+    leading elsewhere reaches no blob (None). What vanishes meanwhile is skipped.
     """
-    stack = [rev.path]
-    while stack:
-        folder = stack.pop()
-        try:
-            with os.scandir(folder) as it:
-                entries = list(it)
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                st = entry.stat(follow_symlinks=False)
-                if stat_mod.S_ISDIR(st.st_mode):
-                    stack.append(entry.path)
-                    continue
-                target = os.readlink(entry.path) if stat_mod.S_ISLNK(st.st_mode) else None
-            except OSError:
-                continue
-            if target is not None or stat_mod.S_ISREG(st.st_mode):
-                yield os.path.relpath(entry.path, rev.path).replace(os.sep, "/"), entry.path, st, target
-
-
-def _blob_stat(item: Item, blob: str | None) -> os.stat_result | None:
-    try:
-        return os.stat(os.path.join(item.path, "blobs", blob)) if blob else None  # (through a shared-store link)
-    except OSError:
-        return None
-
-
-def revision_files(item: Item, rev: Revision) -> list[RevisionFile]:
-    """Every file of the snapshot ``rev``, by its name in the repo; folders are walked, never through a link."""
-    out: list[RevisionFile] = []
-    for name, path, st, target in _walk(rev):
-        if target is None:  # a copy: no-symlink mode
-            out.append(RevisionFile(name, path, os.path.relpath(path, item.path), st.st_size, st.st_atime))
-            continue
-        blob = _blob_of(path, target, item.path)
-        bst = _blob_stat(item, blob)
-        if bst is not None and stat_mod.S_ISREG(bst.st_mode):
-            out.append(RevisionFile(name, path, f"blobs/{blob}", bst.st_size, bst.st_atime))
-        else:
-            out.append(RevisionFile(name, path, None, 0))  # dangling, or a link elsewhere
-    return sorted(out)
-
-
-_HEX = "0123456789abcdef"
-
-
-def revision_hashes(cache: CacheInventory, item: Item, rev: Revision) -> list[Expected]:
-    """What each file of ``rev`` should hash to: its blob's name is its ETag, a content hash (``hfcache verify``).
-
-    ``blobs/<64 hex>`` is the sha256 of the file (LFS and Xet files), ``blobs/<40 hex>`` git's
-    blob hash (``sha1(b"blob <size>\\0" + content)``, a file kept in git): huggingface_hub's
-    ``_normalize_etag``. Another name (a mirror's ETag) or a copy made without symlinks
-    carries no hash. A link's blob is not looked at here: the verify finds a missing one.
-
-    The walk reads only the listing's types and each link (a 100,000-file repeat verify walks
-    them all): the hub's own ``../../blobs/<name>`` is recognised by its prefix at each depth.
-    """
-    out = []
-    blobs_dir = os.path.join(item.path, "blobs")
     stack = [(rev.path, "", "../../blobs/")]  # (folder, its name in the repo, the hub's link prefix there)
     while stack:
         folder, prefix, up = stack.pop()
@@ -119,20 +62,57 @@ def revision_hashes(cache: CacheInventory, item: Item, rev: Revision) -> list[Ex
                     stack.append((entry.path, name + "/", "../" + up))
                     continue
                 elif entry.is_file(follow_symlinks=False):
-                    out.append(Expected(name, entry.path, None, why="a copy made without symlinks: its name carries no hash"))
+                    yield name, entry, False, None
                     continue
                 else:
                     continue
             except OSError:
                 continue
-            blob = target[len(up) :] if target.startswith(up) else _blob_of(entry.path, target, item.path)
-            if blob is None or "/" in blob:
-                out.append(Expected(name, entry.path, None, why="a link out of the repo's blobs/: not the hub's layout"))
+            rest = target[len(up) :] if target.startswith(up) else ""
+            yield name, entry, True, rest if rest and "/" not in rest else _blob_of(entry.path, target, item.path)
+
+
+def revision_files(item: Item, rev: Revision) -> list[RevisionFile]:
+    """Every file of the snapshot ``rev``, by its name in the repo; folders are walked, never through a link."""
+    out: list[RevisionFile] = []
+    for name, entry, is_link, blob in _files(item, rev):
+        try:
+            if not is_link:  # a copy: no-symlink mode
+                st = entry.stat(follow_symlinks=False)
+                out.append(RevisionFile(name, entry.path, os.path.relpath(entry.path, item.path), st.st_size, st.st_atime))
                 continue
-            algorithm = "sha256" if len(blob) == 64 else "git-sha1" if len(blob) == 40 else None
-            if algorithm is None or blob.strip(_HEX):
-                out.append(Expected(name, entry.path, None, why=f"its blob's name {blob!r} is no content hash (a mirror's ETag)"))
-                continue
+            bst = os.stat(os.path.join(item.path, "blobs", blob)) if blob else None  # (through a shared-store link)
+        except OSError:
+            bst = None
+        if bst is not None and stat_mod.S_ISREG(bst.st_mode):
+            out.append(RevisionFile(name, entry.path, f"blobs/{blob}", bst.st_size, bst.st_atime))
+        else:
+            out.append(RevisionFile(name, entry.path, None, 0))  # dangling, or a link elsewhere
+    return sorted(out)
+
+
+_HEX = "0123456789abcdef"
+
+
+def revision_hashes(cache: CacheInventory, item: Item, rev: Revision) -> list[Expected]:
+    """What each file of ``rev`` should hash to: its blob's name is its ETag, a content hash (``hfcache verify``).
+
+    ``blobs/<64 hex>`` is the sha256 of the file (LFS and Xet files), ``blobs/<40 hex>`` git's
+    blob hash (``sha1(b"blob <size>\\0" + content)``, a file kept in git): huggingface_hub's
+    ``_normalize_etag``. Another name (a mirror's ETag) or a copy made without symlinks
+    carries no hash. A link's blob is not looked at here: the verify finds a missing one.
+    """
+    out = []
+    blobs_dir = os.path.join(item.path, "blobs")
+    for name, entry, is_link, blob in _files(item, rev):
+        if not is_link:
+            out.append(Expected(name, entry.path, None, why="a copy made without symlinks: its name carries no hash"))
+        elif blob is None:
+            out.append(Expected(name, entry.path, None, why="a link out of the repo's blobs/: not the hub's layout"))
+        elif len(blob) not in (40, 64) or blob.strip(_HEX):
+            out.append(Expected(name, entry.path, None, why=f"its blob's name {blob!r} is no content hash (a mirror's ETag)"))
+        else:
+            algorithm = "sha256" if len(blob) == 64 else "git-sha1"
             out.append(Expected(name, entry.path, os.path.join(blobs_dir, blob), algorithm, blob))
     out.sort()
     return out
