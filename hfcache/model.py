@@ -301,3 +301,21 @@ class Disk(NamedTuple):
     device: int
     total: int
     free: int
+
+
+class Use(NamedTuple):
+    """What the usage history (``hfcache.history``) knows of one revision's use.
+
+    ``last``: the latest use recorded (0.0 when none); ``source`` how it was seen (``atime``:
+    its access time moved; ``process``: a process held one of its files; ``watched``: no use
+    seen since the history began watching it, on a mount whose access times never move);
+    ``program`` the programs then holding it; ``days`` the UTC day numbers it was used on,
+    oldest first (those from the start the reader asked for); ``first_seen`` when a run first
+    saw the revision: before that, the history knows nothing of it.
+    """
+
+    last: float
+    source: str | None
+    program: str | None
+    days: tuple[int, ...]
+    first_seen: float

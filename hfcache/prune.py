@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import replace
 
 from hfcache.caches.protocol import PRUNE_LOCK, CacheKind
@@ -26,7 +27,7 @@ from hfcache.execute.audit import AuditLog
 from hfcache.execute.prune_lock import DEFAULT_LOCK_WAIT, PruneLocks
 from hfcache.execute.run import check_roots, execute_plan, recover
 from hfcache.fs.system import disk_of, mount_of
-from hfcache.model import CacheInventory, Disk, Inventory
+from hfcache.model import CacheInventory, Disk, Inventory, Use
 from hfcache.plan.build import make_plan
 from hfcache.plan.decisions import Execution, Plan
 from hfcache.plan.planfile import load_plan_file, plan_to_dict
@@ -55,6 +56,8 @@ def build_policy(
     validate(overrides, where="command line")
     if overrides.keep_per and not overrides.keep:
         raise UsageError("--keep-per needs --keep N (how many to keep in each series)")
+    if overrides.window and not overrides.min_uses:
+        raise UsageError("--window needs --min-uses N (how many days of use in the window)")
     path = find_config(config) if use_config else None
     logger.info("policy file: %s", path or "none")
     policy = load_config(path, kinds=tuple(registry().kinds)) if path else Policy()
@@ -66,40 +69,86 @@ def build_policy(
     return policy
 
 
+def _noatime(root: str) -> str | None:
+    """The mount point holding ``root`` when it is mounted ``noatime`` (access times never move there)."""
+    mount = mount_of(root)
+    return mount[0] if mount is not None and "noatime" in mount[1] else None
+
+
 def check_access_times(inventory: Inventory, policy: Policy) -> list[str]:
     """Refuse an atime policy on a ``noatime`` mount; returns warnings for lesser problems.
 
     Under ``noatime`` access times never move, so "not accessed for 30 days" would select
     models read every day. ``relatime`` (Linux's default) moves atime at most once a day,
     which is fine for ages counted in days. Quotas order by atime too: there they fall back
-    on nothing, so a warning says the order is by age of download.
+    on nothing, so a warning says the order is by age of download. Ages by use (``age_by:
+    use``, the usage history) are allowed there: see :func:`usage_for`.
     """
     warnings = []
     for cache in inventory.caches:
-        if not cache.exists or (policy.for_cache(cache.kind).age_by or "atime") != "atime":
+        if not cache.exists:
             continue
-        mount = mount_of(cache.root)
-        if mount is None or "noatime" not in mount[1]:
-            continue
-        where = f"{cache.root} is on a noatime mount ({mount[0]})"
-        if any(s.max_age for s in policy.levels(cache.kind)):
-            raise UsageError(f"{where}: access times never change there, so max-age by atime is refused; use --age-by mtime")
+        by_atime = [i.id for i in cache.items if (s := policy.for_item(cache.kind, i.id)).max_age and s.age_by in (None, "atime")]
         settings = policy.for_cache(cache.kind)
-        if settings.max_size or settings.min_free:
-            warnings.append(f"{where}: least-recently-used order is by download time there (use --age-by mtime to say so)")
+        quota_by_atime = (settings.max_size or settings.min_free) and (settings.age_by or "atime") == "atime"
+        if not by_atime and not quota_by_atime:
+            continue
+        mount = _noatime(cache.root)
+        if mount is None:
+            continue
+        where = f"{cache.root} is on a noatime mount ({mount})"
+        if by_atime:
+            raise UsageError(
+                f"{where}: access times never change there, so max-age by atime is refused (of {by_atime[0]}); "
+                "use --age-by use (the usage history) or --age-by mtime"
+            )
+        warnings.append(f"{where}: least-recently-used order is by download time there (use --age-by use or mtime)")
     return warnings
 
 
-def plan_prune(inventory: Inventory, policy: Policy, scope: Scope = Scope()) -> Plan:
+def usage_for(inventory: Inventory, policy: Policy, state: str | None) -> tuple[dict[str, Use], list[str]]:
+    """What the usage history at ``state`` knows of each revision, when ``policy`` ages by use or counts uses.
+
+    On a ``noatime`` mount a revision's access time is its download time, so a use before
+    the history began watching it cannot be told from no use: there its last use is taken to
+    be no earlier than the moment the history first saw it. Returns the uses and the state
+    database's warnings (none read: ``{}``, and a policy of use falls back to access times).
+    """
+    levels = policy.levels()
+    if state is None or not any(s.age_by == "use" or s.min_uses for s in levels):
+        return {}, []
+    from hfcache.history.store import usage
+    from hfcache.plan.settings import DEFAULT_WINDOW
+    from hfcache.state import StateDB
+
+    window = max([s.window or DEFAULT_WINDOW for s in levels if s.min_uses] or [0.0])
+    roots = [c.root for c in inventory.caches if c.exists]
+    if not os.path.exists(state):
+        return {}, []
+    with StateDB(state) as db:
+        found = usage(db, roots, since=inventory.scanned_at - window)
+        warnings = db.warnings
+    for cache in inventory.caches:
+        if cache.exists and _noatime(cache.root):
+            for item in cache.items:
+                for rev in item.revisions:
+                    use = found.get(rev.path)
+                    if use is not None and use.first_seen > use.last:
+                        found[rev.path] = use._replace(last=use.first_seen, source="watched", program=None)
+    return found, warnings
+
+
+def plan_prune(inventory: Inventory, policy: Policy, scope: Scope = Scope(), usage: Mapping[str, Use] | None = None) -> Plan:
     """The plan for ``inventory``, with the free space of each root's file system when ``min_free`` needs it.
 
-    ``scope`` narrows what it may delete (``--type``, ``--name``): see :func:`hfcache.plan.build.make_plan`.
+    ``scope`` narrows what it may delete (``--type``, ``--name``), ``usage`` is the usage
+    history's (:func:`usage_for`): see :func:`hfcache.plan.build.make_plan`.
     """
     disks: dict[str, Disk] = {}
     for cache in inventory.caches:
         if cache.exists and policy.for_cache(cache.kind).min_free is not None:
             disks[cache.root] = disk_of(cache.root)
-    plan = make_plan(inventory, policy, now=inventory.scanned_at, disks=disks, scope=scope)
+    plan = make_plan(inventory, policy, now=inventory.scanned_at, disks=disks, scope=scope, usage=usage)
     if policy.sources:
         plan = replace(plan, policy=(f"file: {', '.join(policy.sources)}", *plan.policy))
     return plan

@@ -258,7 +258,9 @@ def test_metrics_export_the_last_verify_of_each_cache(rich, tmp_path):
     assert metrics["hfcache_last_verify_missing_files"][0][1] == 0
     assert metrics["hfcache_last_verify_timestamp_seconds"][0][1] >= int(started)
     quiet = run_cli("metrics", "--cache-dir", root, "--state", str(tmp_path / "none.db"))
-    assert "hfcache_last_verify" not in quiet.stdout and not os.path.exists(tmp_path / "none.db")
+    assert "hfcache_last_verify" not in quiet.stdout  # (that database has the usage history only)
+    off = run_cli("metrics", "--cache-dir", root, "--state", "off")
+    assert off.exit_code == 0 and "hfcache_last_verify" not in off.stdout and not os.path.exists("off")
 
 
 def test_repair_takes_the_damage_out_keeps_it_in_quarantine_and_the_library_downloads_a_good_copy(tmp_path, monkeypatch):

@@ -15,6 +15,7 @@ from typer.core import TyperArgument, TyperGroup, TyperOption
 from hfcache import __version__, progress
 from hfcache.caches.registry import KINDS, registry, select_kinds
 from hfcache.errors import HfcacheError, UsageError
+from hfcache.model import Disk, Inventory
 from hfcache.output import render
 from hfcache.parallel import auto_jobs
 from hfcache.plan.query import Scope
@@ -120,6 +121,14 @@ class OutputFormat(str, Enum):
 class AgeBy(str, Enum):
     atime = "atime"
     mtime = "mtime"
+
+
+class PruneAgeBy(str, Enum):
+    """``prune --age-by``: also ``use``, the usage history's last use (``hfcache.history``)."""
+
+    atime = "atime"
+    mtime = "mtime"
+    use = "use"
 
 
 @contextmanager
@@ -260,3 +269,34 @@ LogOption = Annotated[
     Optional[str],
     typer.Option("--log", metavar="FILE", help="Append the audit log (one JSON line per deleted unit) here instead."),
 ]
+StateOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--state",
+        metavar="FILE",
+        help="The state database (usage history, verify digests); default $HFCACHE_STATE, else the user state folder; "
+        "'off': none.",
+    ),
+]
+
+
+def _remember(inventory: Inventory, state: str | None, *, quiet: bool = False, disks: dict[str, Disk] | None = None) -> None:
+    """Record this run in the usage history (``hfcache.history``); its problems are warnings, never a failure.
+
+    A database that would lie in a cache is not written (hfcache writes nothing into a
+    cache): said, and the run goes on without remembering.
+    """
+    from hfcache.cli.prune import _refuse_outputs_in_caches
+    from hfcache.history.watch import remember_run, state_path
+
+    path = state_path(state)
+    problems = []
+    if path is not None:
+        try:
+            _refuse_outputs_in_caches((c.root for c in inventory.caches), state=path)
+        except UsageError as e:
+            problems.append(f"{e}: nothing is remembered this run")
+            path = None
+    problems.extend(remember_run(inventory, path, disks=disks))
+    for problem in [] if quiet else problems:
+        render.warning(problem)

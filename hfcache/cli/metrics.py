@@ -7,7 +7,17 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from hfcache.caches.scan import scan_caches
-from hfcache.cli.app import CacheDirOption, JobsOption, KindOption, VerboseOption, _jobs, _user_errors, app
+from hfcache.cli.app import (
+    CacheDirOption,
+    JobsOption,
+    KindOption,
+    StateOption,
+    VerboseOption,
+    _jobs,
+    _remember,
+    _user_errors,
+    app,
+)
 from hfcache.cli.prune import _refuse_outputs_in_caches
 from hfcache.output import render
 
@@ -30,10 +40,7 @@ def metrics(
     log: Annotated[
         Optional[str], typer.Option("--log", metavar="FILE", help="The audit log to read the last prunes from.")
     ] = None,
-    state: Annotated[
-        Optional[str],
-        typer.Option("--state", metavar="FILE", help="The state database to read the last verifies from (as verify --state)."),
-    ] = None,
+    state: StateOption = None,
     verbose: VerboseOption = 0,
     jobs: JobsOption = 0,
 ) -> None:
@@ -43,13 +50,16 @@ def metrics(
     """
     from hfcache.execute.audit import read_log
     from hfcache.fs.system import disk_of
+    from hfcache.history.watch import state_path
     from hfcache.output.metrics import last_prunes, render_metrics, write_textfile
-    from hfcache.verify.state import default_state_path, read_last_verifies
+    from hfcache.verify.state import read_last_verifies
 
     with _user_errors(verbose=verbose):
         inventory = scan_caches(cache_dir or None, kinds=kind or None, jobs=_jobs(jobs), ledger=False)
         disks = {c.root: disk_of(c.root) for c in inventory.caches if c.exists}
-        verifies, problems = read_last_verifies(state or default_state_path())
+        _remember(inventory, state, disks=disks)
+        path = state_path(state)
+        verifies, problems = read_last_verifies(path) if path else ({}, [])
         for problem in problems:
             render.warning(problem)
         text = render_metrics(inventory, disks, last_prunes(read_log(log)), verifies)

@@ -15,7 +15,6 @@ from hfcache import interrupt
 from hfcache.caches.registry import registry
 from hfcache.caches.scan import scan_caches
 from hfcache.cli.app import (
-    AgeBy,
     CacheDirOption,
     DryRunOption,
     FormatOption,
@@ -26,13 +25,16 @@ from hfcache.cli.app import (
     LogOption,
     NameOption,
     OutputFormat,
+    PruneAgeBy,
     QuietOption,
+    StateOption,
     TypeOption,
     VerboseOption,
     YesOption,
     _format,
     _jobs,
     _progress,
+    _remember,
     _scope,
     _user_errors,
     app,
@@ -243,7 +245,22 @@ def prune(
         ),
     ] = None,
     age_by: Annotated[
-        Optional[AgeBy], typer.Option("--age-by", help="Age and LRU order by last access (atime, default) or modification.")
+        Optional[PruneAgeBy],
+        typer.Option(
+            "--age-by",
+            help="Age and LRU order by last access (atime, default), modification, or use (the usage history, else atime).",
+        ),
+    ] = None,
+    min_uses: Annotated[
+        Optional[int],
+        typer.Option(
+            "--min-uses",
+            metavar="N",
+            help="Delete revisions used on fewer than N days of the --window (LFU, from the usage history).",
+        ),
+    ] = None,
+    window: Annotated[
+        Optional[str], typer.Option("--window", metavar="AGE", help="With --min-uses: the days counted (default 30d).")
     ] = None,
     allow_remove_all: Annotated[
         bool, typer.Option("--allow-remove-all", help="Let --keep-less policies (quotas) remove a model's last revision.")
@@ -261,6 +278,7 @@ def prune(
     lock_wait: LockWaitOption = "10s",
     log: LogOption = None,
     show_kept: ShowKeptOption = False,
+    state: StateOption = None,
     output_format: FormatOption = OutputFormat.table,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
@@ -280,8 +298,9 @@ def prune(
 
     Example: hfcache prune --keep 2 --max-age 90d --protect 'meta-llama/*' --dry-run
     """
+    from hfcache.history.watch import state_path
     from hfcache.plan.settings import MinFree, Settings
-    from hfcache.prune import build_policy, check_access_times, plan_prune, write_plan
+    from hfcache.prune import build_policy, check_access_times, plan_prune, usage_for, write_plan
 
     fmt = _format(output_format, as_json)
     with _user_errors(verbose=verbose):
@@ -295,6 +314,8 @@ def prune(
             junk=True if junk else None,
             junk_grace=float(parse_duration(junk_grace)) if junk_grace is not None else None,
             allow_remove_all=True if allow_remove_all else None,
+            min_uses=min_uses,
+            window=float(parse_duration(window)) if window is not None else None,
         )
         policy = build_policy(overrides, protect=tuple(protect or ()), config=config, use_config=not no_config)
         scope = _scope(item_type, name, kind)  # a bad --type is refused before the scan
@@ -303,8 +324,11 @@ def prune(
             inventory = scan_caches(cache_dir or None, kinds=kind or None, jobs=_jobs(jobs))
         # Before the plan is written and anything deleted: no output file may land in a cache.
         _refuse_outputs_in_caches((c.root for c in inventory.caches), plan_out=plan_out, log=None if dry_run else log)
+        _remember(inventory, state, quiet=quiet)  # before the plan: a process using a model now is a use now
         notes = check_access_times(inventory, policy)
-        plan = plan_prune(inventory, policy, scope)
+        usage, problems = usage_for(inventory, policy, state_path(state))
+        notes += problems
+        plan = plan_prune(inventory, policy, scope, usage)
         if plan_out:
             write_plan(plan, plan_out)
         if not quiet:

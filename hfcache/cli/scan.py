@@ -18,11 +18,13 @@ from hfcache.cli.app import (
     NameOption,
     OutputFormat,
     QuietOption,
+    StateOption,
     TypeOption,
     VerboseOption,
     _format,
     _jobs,
     _progress,
+    _remember,
     _scope,
     _user_errors,
     app,
@@ -67,6 +69,7 @@ def scan(
     output_format: FormatOption = OutputFormat.table,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
+    state: StateOption = None,
     verbose: VerboseOption = 0,
     jobs: JobsOption = 0,
 ) -> None:
@@ -97,6 +100,7 @@ def scan(
         with _progress(not quiet):
             # With --revisions the footer counts the blobs of the revisions shown, each once: the ledger has them.
             inventory = scan_caches(cache_dir or None, kinds=kind or None, jobs=_jobs(jobs), ledger=revisions)
+        _remember(inventory, state, quiet=quiet)
         shown = select(inventory, selection, now=inventory.scanned_at, sort=sort, limit=limit)
     everything = not kind and not cache_dir
     if fmt is OutputFormat.json:

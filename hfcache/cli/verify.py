@@ -19,6 +19,7 @@ from hfcache.cli.app import (
     NameOption,
     OutputFormat,
     QuietOption,
+    StateOption,
     TypeOption,
     VerboseOption,
     YesOption,
@@ -50,10 +51,7 @@ def verify(
     ] = None,
     full: Annotated[bool, typer.Option("--full", help="Hash every file, even those unchanged since an earlier verify.")] = False,
     show_all: Annotated[bool, typer.Option("--all", help="List every file checked, not only corrupt and missing ones.")] = False,
-    state: Annotated[
-        Optional[str],
-        typer.Option("--state", metavar="FILE", help="The state database (default $HFCACHE_STATE, else the user state folder)."),
-    ] = None,
+    state: StateOption = None,
     jobs: Annotated[
         int, typer.Option("--jobs", "-j", min=0, metavar="N", help="Hash N files at once; 0 (default): one per CPU.")
     ] = 0,
@@ -83,8 +81,9 @@ def verify(
     Example: hfcache verify --name 'meta-llama/*' --jobs 8
     """
     from hfcache.caches.registry import registry
+    from hfcache.history.watch import state_path
     from hfcache.verify.run import verify as run_verify
-    from hfcache.verify.state import default_state_path, open_state
+    from hfcache.verify.state import State
 
     fmt = _format(output_format, as_json)
     with _user_errors(verbose=verbose):
@@ -100,9 +99,10 @@ def verify(
 
         with _progress(not quiet):
             inventory = scan_caches(cache_dir or None, kinds=kind or None, ledger=False)
-        path = state or default_state_path()
-        _refuse_outputs_in_caches((c.root for c in inventory.caches), state=path)
-        db = open_state(path)
+        path = state_path(state)
+        if path is not None:
+            _refuse_outputs_in_caches((c.root for c in inventory.caches), state=path)
+        db = State(path)
         try:
             with _progress(not quiet):
                 report = run_verify(

@@ -50,6 +50,10 @@ class OpenFiles(NamedTuple):
     users: dict[tuple[int, int], str]
     denied: int
     unreadable: tuple[str, ...] = ()
+    # Each file as a process named it (in its own mount namespace, so possibly not a path here),
+    # and the programs (``comm``) holding it: what the usage history records (``hfcache.history``).
+    paths: dict[tuple[int, int], str] = {}
+    programs: dict[tuple[int, int], tuple[str, ...]] = {}
 
 
 _CAP_SYS_PTRACE = 19  # include/uapi/linux/capability.h
@@ -136,6 +140,7 @@ def _proc_open_files(roots: list[str]) -> OpenFiles:
         return _psutil_open_files(roots)
     scan = _Scan(_plain_devices(roots))
     users: dict[tuple[int, int], str] = {}
+    programs: dict[tuple[int, int], tuple[str, ...]] = {}
     unreadable: list[str] = []
     for pid in pids:
         keys: set[tuple[int, int]] = set()
@@ -146,12 +151,13 @@ def _proc_open_files(roots: list[str]) -> OpenFiles:
                 unreadable.append(f"pid {pid} ({_name(pid)})")
         except OSError:
             continue  # exited
-        new = [k for k in keys if k not in users]
-        if new:
-            label = f"pid {pid} ({_name(pid)})"
-            for k in new:
-                users[k] = label
-    return OpenFiles(users, len(unreadable), tuple(unreadable))
+        if keys:
+            name = _name(pid)
+            for k in keys:
+                users.setdefault(k, f"pid {pid} ({name})")
+                if name not in programs.get(k, ()):
+                    programs[k] = (*programs.get(k, ()), name)
+    return OpenFiles(users, len(unreadable), tuple(unreadable), scan.paths, programs)
 
 
 class _Scan:
@@ -162,10 +168,11 @@ class _Scan:
         # Plain file systems: a mapping's device must be one of the roots', so the pattern
         # names those devices, and most lines fail at once.
         alternatives = b"|".join(b"%02x:%02x" % (os.major(d), os.minor(d)) for d in sorted(devs or ()))
-        self.plain_line = re.compile(rb"^[0-9a-f]+-[0-9a-f]+ \S+ \S+ (" + alternatives + rb") ([1-9][0-9]*) ", re.M)
+        self.plain_line = re.compile(rb"^[0-9a-f]+-[0-9a-f]+ \S+ \S+ (" + alternatives + rb") ([1-9][0-9]*) +([^\n]*)$", re.M)
         self.map_files = True  # until a stat through /proc/PID/map_files is refused
         self.own_ns = _mount_ns("self")
         self.identities: dict[tuple[str, bytes, bytes, bytes, bytes], tuple[int, int] | None] = {}
+        self.paths: dict[tuple[int, int], str] = {}  # one name per file, as the first process holding it named it
 
     def process(self, pid: str, keys: set[tuple[int, int]]) -> None:
         """Add to ``keys`` the identities of what ``pid`` holds open or mapped.
@@ -185,16 +192,24 @@ class _Scan:
             except OSError:
                 continue  # closed meanwhile
             if stat_mod.S_ISREG(st.st_mode) and (devs is None or st.st_dev in devs):
-                keys.add((st.st_dev, st.st_ino))
+                key = (st.st_dev, st.st_ino)
+                keys.add(key)
+                if key not in self.paths:
+                    try:
+                        self.paths[key] = os.readlink(f"{base}/fd/{fd}")
+                    except OSError:
+                        pass
         try:
             with open(f"{base}/maps", "rb") as f:
                 maps = f.read()
         except PermissionError:
             raise _Denied from None
         if devs is not None:
-            for dev, ino in set(self.plain_line.findall(maps)):
+            for dev, ino, path in set(self.plain_line.findall(maps)):
                 major, minor = dev.split(b":")
-                keys.add((os.makedev(int(major, 16), int(minor, 16)), int(ino)))
+                key = (os.makedev(int(major, 16), int(minor, 16)), int(ino))
+                keys.add(key)
+                self.paths.setdefault(key, os.fsdecode(path))
             return
         seen: set[tuple[bytes, bytes, bytes, bytes]] = set()
         ns: str | None = None
@@ -204,7 +219,9 @@ class _Scan:
             seen.add((major, minor, ino, path))
             # The file as the mapping names it: on overlayfs, possibly not what stat() says, but
             # only ever a file of the same mapping: a false match can only keep a unit.
-            keys.add((os.makedev(int(major, 16), int(minor, 16)), int(ino)))
+            key = (os.makedev(int(major, 16), int(minor, 16)), int(ino))
+            keys.add(key)
+            self.paths.setdefault(key, os.fsdecode(path))
             if ns is None:
                 ns = _mount_ns(pid) or f"pid {pid}"
             known = (ns, major, minor, ino, path)
@@ -213,6 +230,7 @@ class _Scan:
             identity = self.identities[known]
             if identity is not None:
                 keys.add(identity)
+                self.paths.setdefault(identity, os.fsdecode(path))
 
     def _stat_mapping(self, base: str, start: bytes, end: bytes, path: bytes, our_namespace: bool) -> tuple[int, int] | None:
         """``stat()``'s identity of a mapped file: through map_files (root), else by its path in our namespace."""
@@ -308,6 +326,8 @@ def _psutil_open_files(under: Iterable[str]) -> OpenFiles:
     """
     prefixes = tuple(p.rstrip(os.sep) + os.sep for p in under)
     users: dict[tuple[int, int], str] = {}
+    held: dict[tuple[int, int], str] = {}
+    programs: dict[tuple[int, int], tuple[str, ...]] = {}
     unreadable: list[str] = []
     for proc in psutil.process_iter(["pid", "name"]):
         try:
@@ -327,5 +347,9 @@ def _psutil_open_files(under: Iterable[str]) -> OpenFiles:
                 st = os.stat(path)
             except OSError:
                 continue
-            users.setdefault((st.st_dev, st.st_ino), f"pid {proc.pid} ({proc.info.get('name') or '?'})")
-    return OpenFiles(users, len(unreadable), tuple(unreadable))
+            key, name = (st.st_dev, st.st_ino), proc.info.get("name") or "?"
+            users.setdefault(key, f"pid {proc.pid} ({name})")
+            held.setdefault(key, path)
+            if name not in programs.get(key, ()):
+                programs[key] = (*programs.get(key, ()), name)
+    return OpenFiles(users, len(unreadable), tuple(unreadable), held, programs)

@@ -17,12 +17,14 @@ never be deleted. Times are ISO 8601 strings in UTC, sizes integers (bytes).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from hfcache.model import CacheInventory, Inventory, Item, Revision
 from hfcache.units import iso
 
 if TYPE_CHECKING:
+    from hfcache.history.report import HistoryReport
     from hfcache.verify.run import VerifyReport
 
 # The plan's JSON (contract version 1 too) is hfcache.plan.planfile's.
@@ -169,5 +171,75 @@ def verify_to_dict(report: VerifyReport) -> dict[str, Any]:
                 ],
             }
             for c in report.caches
+        ],
+    }
+
+
+def _series(points: Iterable[tuple[float, float]]) -> list[list[Any]]:
+    return [[iso(t), int(v)] for t, v in points]
+
+
+def _when(t: float | None) -> str | None:
+    return iso(t) if t is not None else None
+
+
+def history_to_dict(report: HistoryReport) -> dict[str, Any]:
+    """``hfcache history --json``: file systems (free space over the window, its rate, when it fills), caches, growers, uses.
+
+    Rates are bytes per day; ``forecast`` is null with too little history since the last
+    cleanup, its ``full_at`` null when the file system is not filling; ``earliest``/``latest``
+    bound a 90% interval (``latest`` null: not bounded at the slow end).
+    """
+    return {
+        "version": JSON_VERSION,
+        "now": iso(report.now),
+        "window_seconds": report.window,
+        "first_sample": _when(report.first),
+        "filesystems": [
+            {
+                "device": fs.device,
+                "roots": list(fs.roots),
+                "size_bytes": fs.total,
+                "free_bytes": fs.free,
+                "at": iso(fs.at),
+                "free_bytes_per_day": fs.rate,
+                "forecast": None
+                if fs.forecast is None
+                else {
+                    "full_at": _when(fs.forecast.at),
+                    "earliest": _when(fs.forecast.earliest),
+                    "latest": _when(fs.forecast.latest),
+                    "free_bytes_per_day": fs.forecast.trend.per_day(),
+                    "points": fs.forecast.trend.points,
+                },
+                "free": _series(fs.free_series),
+            }
+            for fs in report.filesystems
+        ],
+        "caches": [
+            {
+                "kind": c.kind,
+                "root": c.root,
+                "size_bytes": c.size,
+                "change_bytes": c.change,
+                "bytes_per_day": c.rate,
+                "sizes": _series(c.series),
+            }
+            for c in report.caches
+        ],
+        "growers": [
+            {"id": g.item, "root": g.root, "size_bytes": g.size, "grew_bytes": g.change, "new": g.new} for g in report.growers
+        ],
+        "models": [
+            {
+                "id": m.item,
+                "root": m.root,
+                "days_used": len(m.days),
+                "use_days": [iso(d * 86400.0)[:10] for d in m.days],
+                "last_used": _when(m.last or None),
+                "last_seen_as": m.source,
+                "last_used_by": m.program,
+            }
+            for m in report.models
         ],
     }

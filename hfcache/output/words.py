@@ -22,7 +22,13 @@ _LOCK = {True: "lock held", False: "lock free", None: "no lock"}
 
 
 def _verb(by: str | None) -> str:
-    return "accessed" if by == "atime" else "modified"
+    return {"atime": "accessed", "use": "used"}.get(by or "", "modified")
+
+
+def _unused(d: Decision) -> str:
+    if d.by == "use":  # the signal that decided: "by python3 (history)", "(access time)"
+        return f"last used {_age(d.age)} ago {d.subject or ''} (limit {_age(d.limit)})".replace("  ", " ")
+    return f"not {_verb(d.by)} for {_age(d.age)} (limit {_age(d.limit)})"
 
 
 def _age(seconds: float | None) -> str:
@@ -34,7 +40,10 @@ def _bytes(limit: float | None) -> str:
 
 
 _WHY: dict[Case, Callable[[Decision], str]] = {
-    Case.UNUSED: lambda d: f"not {_verb(d.by)} for {_age(d.age)} (limit {_age(d.limit)})",
+    Case.UNUSED: _unused,
+    Case.RARE: lambda d: (
+        f"used on {d.rank} day{'' if d.rank == 1 else 's'} in the last {_age(d.limit)}, fewer than {d.n} (history)"
+    ),
     Case.LATEST: lambda d: f"#{d.rank} of the {d.n} latest of {d.scope} (by {d.by})",
     Case.DEFAULT: lambda d: "default revision (main): what libraries load",
     Case.OLDER: lambda d: f"older than the {d.n} latest of {d.scope} (by {d.by})",
@@ -64,7 +73,7 @@ def _last(d: Decision) -> str:
 
 
 def _lru(d: Decision) -> str:
-    used = f"least recently used ({_verb(d.by)} {_age(d.age)} ago)"
+    used = f"least recently used ({_verb(d.by)} {_age(d.age)} ago{' ' + d.subject if d.subject else ''})"
     if d.policy is Rule.MIN_FREE:
         return f"{used} until {_bytes(d.limit)} are free"
     return f"{used} while the cache is over {_bytes(d.limit)}"

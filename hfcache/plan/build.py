@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 
-from hfcache.model import CacheInventory, Disk, Inventory, Item, Revision
+from hfcache.model import CacheInventory, Disk, Inventory, Item, Revision, Use
 from hfcache.plan.accounting import Reclaim
 from hfcache.plan.decisions import Plan, PlanCache, PlanUnit, What, junk_pieces, revision_unit
 from hfcache.plan.policies import (
@@ -43,14 +43,16 @@ from hfcache.plan.policies import (
     lru_order,
     matches,
     max_age,
+    min_uses,
 )
 from hfcache.plan.query import Scope
-from hfcache.plan.settings import Policy
+from hfcache.plan.settings import DEFAULT_WINDOW, Policy
 from hfcache.units import describe_size
 
 
-def candidate(item: Item, rev: Revision) -> Candidate:
-    return Candidate(
+def candidate(item: Item, rev: Revision, use: Use | None = None) -> Candidate:
+    """The policies' view of ``rev``, with what the usage history knows of it (``use``), if anything."""
+    c = Candidate(
         path=rev.path,
         item_id=item.id,
         revision=rev.revision,
@@ -62,13 +64,24 @@ def candidate(item: Item, rev: Revision) -> Candidate:
         size_bytes=rev.size_bytes,
         default=rev.default,
     )
+    if use is None:
+        return c
+    how = {"process": f"by {use.program or 'a process'} (history)", "atime": "(access time, history)"}
+    used_by = how.get(use.source or "", "(not seen in use since the history began)")
+    return replace(c, last_used=use.last, used_by=used_by, use_days=use.days, watched_since=use.first_seen)
+
+
+_OF_USE = (Rule.MAX_AGE, Rule.MIN_USES)  # rules that may take a model's last revision: it is not used
 
 
 class _CachePlan:
     """The decisions for one cache while a plan is made (see :func:`make_plan`); :meth:`decide` makes them."""
 
-    def __init__(self, cache: CacheInventory, policy: Policy, now: float, scope: Scope = Scope()) -> None:
+    def __init__(
+        self, cache: CacheInventory, policy: Policy, now: float, scope: Scope = Scope(), usage: Mapping[str, Use] | None = None
+    ) -> None:
         self.cache = cache
+        self.usage = usage or {}
         self.policy = policy
         self.now = now
         self.scope = scope
@@ -111,14 +124,17 @@ class _CachePlan:
             if not self.scope.holds(item):
                 continue  # out of the scope: no unit, so no policy (quotas included) ever decides about it
             settings = self.policy.for_item(item.kind, item.id)
-            cands = [candidate(item, rev) for rev in item.revisions]
+            cands = [candidate(item, rev, self.usage.get(rev.path)) for rev in item.revisions]
             for c, rev in zip(cands, item.revisions, strict=True):
                 self.units[c.path] = (item, rev)
                 self.cands[c.path] = c
             if settings.keep:
                 self.add(keep_latest(cands, n=settings.keep, per=settings.keep_per))
             if settings.max_age:
-                self.add(max_age(cands, now=self.now, older_than=settings.max_age, age_by=self.age_by))
+                self.add(max_age(cands, now=self.now, older_than=settings.max_age, age_by=settings.age_by or "atime"))
+            if settings.min_uses:
+                window = settings.window or DEFAULT_WINDOW
+                self.add(min_uses(cands, now=self.now, uses=settings.min_uses, window=window))
             glob = self.policy.protected_by(item.kind, item.id)
             if glob is not None:
                 self.add({c.path: matches(glob) for c in cands})
@@ -128,16 +144,20 @@ class _CachePlan:
                 self.add({c.path: Decision(Rule.DAMAGED, Case.BLOCKED, keep=True, subject=str(blocking)) for c in cands})
 
     def last_revision_rule(self) -> None:
-        """Keep one revision of a model every policy would empty, unless allowed (or max-age took them all)."""
+        """Keep one revision of a model every policy would empty, unless allowed (or a rule of use took them all).
+
+        A rule of use (max-age, min-uses) that selects every revision says the whole model is
+        unused: it goes, as the user's age or use limit asks.
+        """
         if self.settings.allow_remove_all:
             return
         for item in self.cache.items:
             paths = [r.path for r in item.revisions]
             if not paths or not all(p in self.selects and p not in self.vetoes for p in paths):
                 continue
-            if all(any(d.policy is Rule.MAX_AGE for d in self.selects[p]) for p in paths):
+            if all(any(d.policy in _OF_USE for d in self.selects[p]) for p in paths):
                 continue
-            spare = [p for p in paths if not any(d.policy is Rule.MAX_AGE for d in self.selects[p])]
+            spare = [p for p in paths if not any(d.policy in _OF_USE for d in self.selects[p])]
             newest = max(spare, key=lambda p: (self.cands[p].last_modified, p))
             self.add({newest: Decision(Rule.LAST_REVISION, Case.LAST, keep=True, scope=item.id)})
 
@@ -199,7 +219,8 @@ class _CachePlan:
             return
 
         def decision(c: Candidate) -> Decision:
-            return Decision(Rule.MAX_SIZE, Case.LRU, by=self.age_by, age=self.now - c.time(self.age_by), limit=limit)
+            age = self.now - c.time(self.age_by)
+            return Decision(Rule.MAX_SIZE, Case.LRU, by=self.age_by, age=age, limit=limit, subject=c.signal(self.age_by))
 
         selected, saved, left = evict_lru(
             self.evictable(),
@@ -243,7 +264,9 @@ def _free_space(group: list[_CachePlan], disk: Disk, now: float) -> str | None:
 
     def decision(c: Candidate) -> Decision:
         cp = owner[c.path]
-        return Decision(Rule.MIN_FREE, Case.LRU, by=cp.age_by, age=now - c.time(cp.age_by), limit=target)
+        return Decision(
+            Rule.MIN_FREE, Case.LRU, by=cp.age_by, age=now - c.time(cp.age_by), limit=target, subject=c.signal(cp.age_by)
+        )
 
     selected, saved, left = evict_lru(
         merged,
@@ -273,10 +296,13 @@ def make_plan(
     now: float,
     disks: Mapping[str, Disk] | None = None,
     scope: Scope = Scope(),
+    usage: Mapping[str, Use] | None = None,
 ) -> Plan:
     """The plan ``policy`` makes for ``inventory`` at time ``now``. Pure: reads no disk, no clock.
 
-    ``disks`` gives each cache root's file system (needed by ``min_free`` only). ``scope``
+    ``disks`` gives each cache root's file system (needed by ``min_free`` only). ``usage``
+    is what the usage history knows of each revision (by its path), for ``age_by: use`` and
+    ``min_uses``; a revision it does not name is aged by its access time. ``scope``
     narrows what the plan may delete (see the module's docstring); the plan's ``policy``
     lines state it, and its warnings say which of its globs match nothing. Raises
     ``ValueError`` for an empty policy: nothing to do never means "delete everything".
@@ -287,7 +313,7 @@ def make_plan(
     for cache in inventory.caches:
         if not cache.exists:
             continue
-        plans.append(_CachePlan(cache, policy, now, scope).decide())
+        plans.append(_CachePlan(cache, policy, now, scope, usage).decide())
     warnings = scope.unmatched(inventory)
     if any(cp.settings.min_free for cp in plans):
         warnings.extend(_min_free(plans, disks or {}, now))

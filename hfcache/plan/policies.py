@@ -30,7 +30,8 @@ from hfcache.model import CacheInventory
 from hfcache.plan.query import matching_glob
 
 KEEP_PER = ("major", "minor")
-AGE_BY = ("atime", "mtime")
+AGE_BY = ("atime", "mtime", "use")
+DAY = 86400.0
 # How long junk stays after its last change unless a policy says otherwise: a download may
 # still be writing a partial file, or about to link an orphan blob or fill an empty repo folder.
 DEFAULT_JUNK_GRACE = 24 * 3600.0
@@ -54,9 +55,27 @@ class Candidate:
     last_modified: float = 0.0
     size_bytes: int = 0
     default: bool = False
+    # From the usage history (``hfcache.history``), when there is one: the last use it recorded
+    # and how it was seen (:meth:`signal`), the UTC days it was used on, and since when it knows
+    # the revision at all (None: no history of it).
+    last_used: float = 0.0
+    used_by: str | None = None
+    use_days: tuple[int, ...] = ()
+    watched_since: float | None = None
 
     def time(self, age_by: str) -> float:
+        """When it was last accessed, modified, or used (``use``: the history's last use, else the access time)."""
+        if age_by == "use":
+            return max(self.last_used, self.last_accessed)
         return self.last_accessed if age_by == "atime" else self.last_modified
+
+    def signal(self, age_by: str) -> str | None:
+        """Which signal :meth:`time` took, for a plan's reason (``use`` only): ``by python3 (history)``, ``(access time)``."""
+        if age_by != "use":
+            return None
+        if self.last_used > self.last_accessed:
+            return self.used_by or "(history)"
+        return "(access time)"
 
 
 class Word(str, Enum):
@@ -82,6 +101,7 @@ class Rule(Word):
     JUNK = "junk"
     KEEP = "keep"  # junk kept: too young, its download lock held, ...
     RECORDED = "recorded"  # a reason read back from a plan file, as it was written
+    MIN_USES = "min-uses"  # used on fewer than N days of a window (LFU, from the usage history)
     NAMED = "named"  # hfcache rm: named on the command line
     VERIFY = "verify"  # hfcache verify --repair: found corrupt or missing (``subject`` says how)
 
@@ -90,6 +110,7 @@ class Case(Word):
     """Which case of its rule a decision is."""
 
     UNUSED = "unused"  # max-age: not used for longer than the limit
+    RARE = "rare"  # min-uses: used on ``rank`` days of the ``limit`` seconds window, fewer than ``n``
     LATEST = "latest"  # keep-latest: among the n latest (``rank`` of ``n``)
     DEFAULT = "default"  # keep-latest: the revision libraries load by default
     OLDER = "older"  # keep-latest: older than the n latest
@@ -146,7 +167,32 @@ def max_age(candidates: Iterable[Candidate], *, now: float, older_than: float, a
     for c in candidates:
         age = now - c.time(age_by)
         if age > older_than:
-            out[c.path] = Decision(Rule.MAX_AGE, Case.UNUSED, by=age_by, age=age, limit=older_than)
+            out[c.path] = Decision(Rule.MAX_AGE, Case.UNUSED, by=age_by, age=age, limit=older_than, subject=c.signal(age_by))
+    return out
+
+
+def min_uses(candidates: Iterable[Candidate], *, now: float, uses: int, window: float) -> dict[str, Decision]:
+    """Select units used on fewer than ``uses`` distinct days (UTC) of the ``window`` seconds before ``now`` (LFU).
+
+    Only a unit the history has watched for the whole window, and that is older than the
+    window (last modified before it began), can be selected: a new download, or a history
+    begun last week, has not had the time to be used ``uses`` times.
+
+    >>> watched = dict(watched_since=0.0, last_modified=0.0)
+    >>> rare = Candidate("/c/rare", "m", "a", use_days=(95,), **watched)
+    >>> hot = Candidate("/c/hot", "m", "b", use_days=(91, 95, 99), **watched)
+    >>> new = Candidate("/c/new", "m", "c", watched_since=0.0, last_modified=95 * 86400.0)
+    >>> sorted(min_uses([rare, hot, new], now=100 * 86400.0, uses=2, window=30 * 86400.0))
+    ['/c/rare']
+    """
+    first = int((now - window) // DAY)
+    out = {}
+    for c in candidates:
+        if c.watched_since is None or c.watched_since > now - window or c.last_modified > now - window:
+            continue
+        days = len({d for d in c.use_days if d >= first})
+        if days < uses:
+            out[c.path] = Decision(Rule.MIN_USES, Case.RARE, rank=days, n=uses, limit=window)
     return out
 
 

@@ -42,9 +42,9 @@ def _setting(path: str, name: str, key: str, node: yaml.Node) -> Any:
     """The value of setting ``name`` (written ``key`` in the file, for messages)."""
     text = _scalar(path, node, key)
     try:
-        if name in ("max_age", "junk_grace"):
+        if name in ("max_age", "junk_grace", "window"):
             return float(parse_duration(text))  # (what is absurdly long is refused there)
-        if name == "keep":
+        if name in ("keep", "min_uses"):
             if not _WHOLE_NUMBER.fullmatch(text):  # not str.isdigit(): it takes '²', which int() refuses
                 raise UsageError(f"expected a whole number, got {quoted(text)}")
             # int() refuses more than 4300 digits: anything over 19 is over MAX_COUNT anyway

@@ -7,6 +7,7 @@ user config dir, ``/etc/hfcache/config.yaml``). Its format (``man 5 hfcache.yaml
     max_age: 30d              # top-level settings apply to every cache
     keep: 2
     junk: true
+    age_by: use               # ages from the usage history (falls back to access times)
     protect: ["meta-llama/*"] # model-id globs never deleted by any policy
     models:                   # per model glob, first match wins
       "org/core-*": {protect: true}
@@ -45,9 +46,11 @@ MAX_POLICY_BYTES = 1024 * 1024  # the examples are under 1 kB
 MAX_COUNT = 2**63 - 1  # bytes (st_size's range: no file system holds more) and revisions to keep
 
 # Settings that make sense per model; the others are per cache (a quota is a cache's, not a model's).
-ITEM_KEYS = ("max_age", "keep", "keep_per", "protect")
-CACHE_KEYS = ("age_by", "max_size", "min_free", "junk", "junk_grace", "allow_remove_all")
-POLICY_KEYS = ("max_age", "keep", "max_size", "min_free", "junk")
+ITEM_KEYS = ("max_age", "keep", "keep_per", "protect", "age_by", "min_uses", "window")
+CACHE_KEYS = ("max_size", "min_free", "junk", "junk_grace", "allow_remove_all")
+POLICY_KEYS = ("max_age", "keep", "max_size", "min_free", "junk", "min_uses")
+DEFAULT_WINDOW = 30 * 86400.0  # min_uses counts the days of use in this window unless told
+MAX_WINDOW = 365 * 86400.0  # the history keeps a year of uses (and a little more)
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,8 @@ class Settings:
     junk: bool | None = None
     junk_grace: float | None = None
     allow_remove_all: bool | None = None
+    min_uses: int | None = None
+    window: float | None = None
 
     def over(self, base: Settings) -> Settings:
         """``base`` with every setting given here replacing its value.
@@ -234,6 +239,10 @@ def validate(settings: Settings, *, where: str = "") -> None:
         raise UsageError(f"{prefix}max_age must be longer than 0s")
     if settings.max_age is not None and not _finite(settings.max_age):
         raise UsageError(f"{prefix}max_age must be finite")
+    if settings.min_uses is not None and not 1 <= settings.min_uses <= 366:
+        raise UsageError(f"{prefix}min_uses must be between 1 and 366 (days of use in the window)")
+    if settings.window is not None and not 86400.0 <= settings.window <= MAX_WINDOW:
+        raise UsageError(f"{prefix}window must be between 1d and 365d")
     if settings.junk_grace is not None and not settings.junk_grace >= 0:
         raise UsageError(f"{prefix}junk_grace must be 0s or longer")
     if settings.junk_grace is not None and not _finite(settings.junk_grace):
