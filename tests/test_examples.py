@@ -15,6 +15,7 @@ the job when the install or the prune fails.
 from __future__ import annotations
 
 import configparser
+import contextlib
 import json
 import os
 import re
@@ -154,6 +155,16 @@ def test_crontab_lines_run_as_cron_runs_them(tmp_path, monkeypatch):
     found = prometheus(open(os.path.join(collector, "hfcache-ml.prom")).read())
     [(labels, when)] = [s for s in found["hfcache_last_prune_timestamp_seconds"] if s[0]["root"] == root]
     assert time.time() - 600 < when <= time.time()
+    # The usage history accumulates with no setup: the dry run, the prune and metrics each recorded a sample.
+    assert history_samples(os.path.join(home, ".local", "state", "hfcache", "state.db"), root) == 3
+
+
+def history_samples(state: str, root: str) -> int:
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(state)) as db:
+        (n,) = db.execute("SELECT count(*) FROM samples WHERE root = ?", (os.fsencode(root),)).fetchone()
+    return int(n)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,7 +180,9 @@ def read_unit(path: str) -> configparser.ConfigParser:
 
 def test_systemd_units_verify_and_the_service_runs(tmp_path, monkeypatch, need_tool):
     service_file, timer_file = example("systemd", "hfcache-prune.service"), example("systemd", "hfcache-prune.timer")
+    metrics_file, metrics_timer_file = example("systemd", "hfcache-metrics.service"), example("systemd", "hfcache-metrics.timer")
     service, timer = read_unit(service_file), read_unit(timer_file)
+    metrics_service, metrics_timer = read_unit(metrics_file), read_unit(metrics_timer_file)
     assert service["Service"]["Type"] == "oneshot"
     assert service["Service"]["Nice"] == "19" and service["Service"]["IOSchedulingClass"] == "idle"
     assert timer["Timer"]["RandomizedDelaySec"] and timer["Timer"]["Persistent"] == "true"
@@ -180,17 +193,20 @@ def test_systemd_units_verify_and_the_service_runs(tmp_path, monkeypatch, need_t
     analyze = need_tool("systemd-analyze")  # Debian's systemd: the units as systemd itself reads them
     units = tmp_path / "units"
     units.mkdir()
-    for src in (service_file, timer_file):
+    sources = (service_file, timer_file, metrics_file, metrics_timer_file)
+    for src in sources:
         text = open(src).read().replace(installed, HFCACHE)
         (units / os.path.basename(src)).write_text(text)
     verify = subprocess.run(  # the man pages are checked by test_docs, not installed here
-        [analyze, "verify", "--man=no", str(units / "hfcache-prune.service"), str(units / "hfcache-prune.timer")],
+        [analyze, "verify", "--man=no", *(str(units / os.path.basename(src)) for src in sources)],
         capture_output=True,
         text=True,
     )
     assert verify.returncode == 0 and verify.stderr == "", verify.stderr
-    calendar = subprocess.run([analyze, "calendar", timer["Timer"]["OnCalendar"]], capture_output=True, text=True)
-    assert calendar.returncode == 0 and "Next elapse" in calendar.stdout, calendar.stderr
+    for on_calendar in (timer["Timer"]["OnCalendar"], metrics_timer["Timer"]["OnCalendar"]):
+        calendar = subprocess.run([analyze, "calendar", "--iterations=2", on_calendar], capture_output=True, text=True)
+        assert calendar.returncode == 0 and "Next elapse" in calendar.stdout, calendar.stderr
+    assert metrics_timer["Timer"]["OnCalendar"] == "*:0/15"  # the history's sampling rate
 
     # The service's commands, with its paths in a temporary folder.
     hf_home = service["Service"]["Environment"].split("=", 1)[1]
@@ -226,6 +242,10 @@ def test_systemd_units_verify_and_the_service_runs(tmp_path, monkeypatch, need_t
     found = prometheus(open(os.path.join(collector, "hfcache.prom")).read())
     [(_, freed)] = [s for s in found["hfcache_last_prune_freed_bytes"] if s[0]["root"] == root]
     assert freed == sum(r["bytes"] for r in read_log(os.path.join(state, "audit.log")))
+    # Every 15 minutes, the metrics service: the same state folder, the usage history grows.
+    done = subprocess.run(mapped(metrics_service["Service"]["ExecStart"]), env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert history_samples(os.path.join(state, "state.db"), root) == 4  # dry run, prune, its metrics, this one
 
 
 # ---------------------------------------------------------------------------------------------

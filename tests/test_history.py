@@ -323,3 +323,176 @@ def test_metrics_and_scan_record_and_the_revision_rows_are_written_only_when_the
     sizes = db.execute("SELECT count(*) FROM item_sizes").fetchone()
     assert sizes == (len(MODELS),)
     assert json.loads(run_cli("scan", "--cache-dir", hub_root, "--state", state, "--json").stdout)
+
+
+def seed_filling_disk(root: str, state: str, now: float, *, days: int = 10, per_day: float = 5e9) -> tuple[int, int]:
+    """``days`` of samples every 3 hours: the real file system of ``root``, its free space falling by ``per_day``
+    towards what it has now (so a real run now lands on the line). Returns (device, free now)."""
+    from hfcache.fs.system import disk_of
+    from hfcache.model import Disk
+
+    disk = disk_of(root)
+    inventory = scan_caches([root], now=now)
+    with StateDB(state) as db:
+        for i in range(days * 8 + 1):
+            t = now - days * DAY + i * 3 * 3600.0
+            free = int(disk.free + per_day * (now - t) / DAY)
+            record(db, observe(inventory, {inventory.caches[0].root: Disk(disk.device, disk.total, free)}, at=t))
+    return disk.device, disk.free
+
+
+def test_history_says_what_grows_and_when_the_disk_fills_as_json_and_as_a_chart_at_80_columns(tmp_path):
+    root = str(tmp_path / "hub")
+    state = str(tmp_path / "state.db")
+    now = time.time()
+    with FakeHub() as hub:
+        hub.push("org/steady", {"a.bin": payload(5000, 1)})
+        get(hub, root, "org/steady", "a.bin")
+        seed_filling_disk(root, state, now - 2 * DAY)
+        # Then a second model arrives, and the first grows: the growers, biggest growth first.
+        hub.push("org/fresh", {"w.bin": payload(9000, 2)})
+        get(hub, root, "org/fresh", "w.bin")
+        hub.push("org/steady", {"a.bin": payload(5000, 1), "b.bin": payload(3000, 3)})
+        get(hub, root, "org/steady", "b.bin")
+    seed_filling_disk(root, state, now, days=2)
+    code, doc = cli("history", "--state", state, "--window", "5d", "--json")
+    assert code == 0, doc
+    (fs,) = doc["filesystems"]
+    assert fs["free_bytes_per_day"] == pytest.approx(-5e9, rel=0.01)
+    full = fs["forecast"]["full_at"]
+    expected = now + fs["free_bytes"] / 5e9 * DAY
+    got = time.mktime(time.strptime(full, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    assert abs(got - expected) < 0.05 * (expected - now) + 3600
+    assert [(g["id"], g["new"]) for g in doc["growers"]] == [("org/fresh", True), ("org/steady", False)]
+    assert doc["growers"][1]["grew_bytes"] == 3000
+    result = run_cli("history", "--state", state, "--window", "5d", env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert any("free space and caches" in line for line in lines)  # the chart
+    chart = [line for line in lines if "┤" in line or "└" in line or "┌" in line]
+    assert chart and max(len(line) for line in chart) <= 80  # (braille and box drawing: one cell each)
+    assert any(line.startswith("full in about") for line in lines)
+    no_chart = run_cli("history", "--state", state, "--no-chart")
+    assert "free space and caches" not in no_chart.stdout and "org/fresh" in no_chart.stdout
+
+
+def test_history_of_a_model_lists_its_days_of_use_and_last_users(hub_root, tmp_path):
+    state = str(tmp_path / "state.db")
+    now = time.time()
+    seed_tiers(hub_root, state, now)
+    blob = blobs_of(hub_root, "org/cold")[1]
+    proc = holder(blob)
+    try:
+        inventory = scan_caches([hub_root], now=now + 1)
+        held = held_revisions(inventory, open_files([hub_root]))
+        program = program_of(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+    with StateDB(state) as db:
+        record(db, observe(inventory, {}, at=now + 1, held=held))
+    code, doc = cli("history", "--state", state, "--name", "org/cold", "--name", "org/stale", "--window", "30d", "--json")
+    assert code == 0, doc
+    models = {m["id"]: m for m in doc["models"]}
+    assert models.keys() == {"org/cold", "org/stale"}
+    assert models["org/cold"]["last_used_by"] == program and models["org/cold"]["last_seen_as"] == "process"
+    assert models["org/cold"]["days_used"] == 2  # day 25 of the seed, and now
+    assert models["org/stale"]["days_used"] == 2 and models["org/stale"]["last_seen_as"] == "atime"
+    out = run_cli("history", "--state", state, "--name", "org/cold")
+    assert program in out.stdout
+
+
+def test_history_without_a_history_says_so_and_creates_nothing(tmp_path):
+    state = tmp_path / "none.db"
+    result = run_cli("history", "--state", str(state))
+    assert result.exit_code == 0 and "No history yet" in result.stdout and not state.exists()
+    code, doc = cli("history", "--state", str(state), "--json")
+    assert code == 0 and doc["filesystems"] == [] and doc["first_sample"] is None
+    assert run_cli("history", "--window", "0s").exit_code == 2
+
+
+def test_metrics_export_the_growth_rate_and_when_the_disk_fills(hub_root, tmp_path):
+    from tests.test_metrics import parse
+
+    state = str(tmp_path / "state.db")
+    now = time.time()
+    _, free = seed_filling_disk(hub_root, state, now - 60)
+    result = run_cli("metrics", "--cache-dir", hub_root, "--state", state)
+    assert result.exit_code == 0, result.output
+    metrics = parse(result.stdout)
+    [(labels, rate)] = metrics["hfcache_filesystem_free_bytes_per_day"]
+    assert labels["root"] == os.path.realpath(hub_root) and rate == pytest.approx(-5e9, rel=0.05)
+    [(_, full)] = metrics["hfcache_filesystem_full_timestamp_seconds"]
+    assert abs(full - (now + free / 5e9 * DAY)) < 0.1 * free / 5e9 * DAY + 3600
+    [(_, earliest)] = metrics["hfcache_filesystem_full_earliest_timestamp_seconds"]
+    assert now < earliest <= full
+    [(_, growth)] = metrics["hfcache_cache_growth_bytes_per_day"]
+    assert growth == pytest.approx(0.0, abs=1.0)  # the cache itself did not grow
+
+
+def readme_tiers() -> str:
+    import re
+
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    (block,) = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL) if "min_uses" in b]
+    return block
+
+
+def test_the_readme_tiers_evict_by_real_use_on_a_noatime_mount(tmp_path, mounts):
+    """On noatime, access times say nothing: processes seen holding files decide, as the history recorded them."""
+    mnt = mounts.mount("-t", "tmpfs", "-o", "noatime,size=64m", "tmpfs", str(tmp_path / "mnt"))
+    root = os.path.join(mnt, "hub")
+    models = ("org/core-a", "org/serving-hot", "org/serving-idle", "org/batch-busy", "org/batch-rare")
+    with FakeHub() as hub:
+        for n, model in enumerate(models):
+            hub.push(model, {"model.safetensors": payload(1000 + n, n)})
+            get(hub, root, model, "model.safetensors")
+    state = str(tmp_path / "state.db")
+    now = time.time()
+    for blob in (b for m in models for b in blobs_of(root, m)):  # downloaded 60 days ago
+        os.utime(blob, (now - 60 * DAY, now - 60 * DAY))
+    uses = {  # days ago each model was seen in use by a process
+        "org/serving-hot": (2,),
+        "org/serving-idle": (12,),
+        "org/batch-busy": (25, 18, 9, 4),
+        "org/batch-rare": (20,),
+    }
+    for days_ago in sorted({d for ds in uses.values() for d in ds} | {31}, reverse=True):
+        users = [m for m, ds in uses.items() if days_ago in ds]
+        procs = [holder(blobs_of(root, m)[0]) for m in users]
+        try:
+            inventory = scan_caches([root], now=now - days_ago * DAY)
+            held = held_revisions(inventory, open_files([root]))
+        finally:
+            for proc in procs:
+                proc.kill()
+                proc.wait()
+        assert len(held) == len(users)
+        with StateDB(state) as db:
+            record(db, observe(inventory, {}, at=now - days_ago * DAY, held=held))
+    policy = tmp_path / "tiers.yaml"
+    policy.write_text(readme_tiers())
+    code, plan = cli("prune", "--cache-dir", root, "--config", str(policy), "--state", state, "--dry-run", "--json")
+    assert code == 0, plan
+    # core: protected; serving-hot used 2 days ago (< 7d); batch-busy used on 4 days of the last 30;
+    # serving-idle unused for 12 days (> 7d); batch-rare used on 1 day (< 3). Access times never moved.
+    assert sorted(u["id"] for u in plan["delete"]) == ["org/batch-rare", "org/serving-idle"]
+    [idle] = [u for u in plan["delete"] if u["id"] == "org/serving-idle"]
+    assert idle["reasons"][0].startswith("max-age: last used 12d ago by python") and "(history)" in idle["reasons"][0]
+    # The same ages by access time are refused there: they never move.
+    code, out = cli("prune", "--cache-dir", root, "--state", state, "--max-age", "7d", "--dry-run")
+    assert code == 2 and "noatime" in out
+
+
+def test_no_rate_or_forecast_from_samples_minutes_apart(hub_root, tmp_path):
+    """A prune, its metrics and a scan a few seconds apart: a line through them is noise times thousands per day."""
+    state = str(tmp_path / "state.db")
+    for command in (("scan",), ("metrics",), ("scan",)):
+        assert run_cli(*command, "--cache-dir", hub_root, "--state", state).exit_code == 0
+    code, doc = cli("history", "--state", state, "--json")
+    assert code == 0, doc
+    (fs,) = doc["filesystems"]
+    assert fs["free_bytes_per_day"] is None and fs["forecast"] is None
+    assert [c["bytes_per_day"] for c in doc["caches"]] == [None]
+    out = run_cli("history", "--state", state).stdout
+    assert "too little history" in out

@@ -22,7 +22,8 @@ from hfcache.cli.prune import _refuse_outputs_in_caches
 from hfcache.output import render
 
 if TYPE_CHECKING:
-    pass
+    from hfcache.history.report import HistoryReport
+    from hfcache.model import Inventory
 
 
 @app.command()
@@ -60,11 +61,32 @@ def metrics(
         _remember(inventory, state, disks=disks)
         path = state_path(state)
         verifies, problems = read_last_verifies(path) if path else ({}, [])
-        for problem in problems:
+        trends, more = _trends(path, inventory)
+        for problem in problems + more:
             render.warning(problem)
-        text = render_metrics(inventory, disks, last_prunes(read_log(log)), verifies)
+        text = render_metrics(inventory, disks, last_prunes(read_log(log)), verifies, trends)
         if textfile:
             _refuse_outputs_in_caches((c.root for c in inventory.caches), textfile=textfile)
             write_textfile(text, textfile)
         else:
             render.raw(text)
+
+
+TREND_WINDOW = 7 * 86400.0  # the growth rates and forecasts of the metrics: fitted over the last week
+
+
+def _trends(path: str | None, inventory: Inventory) -> tuple[HistoryReport | None, list[str]]:
+    """The usage history's report on the scanned caches over :data:`TREND_WINDOW` (None without a database)."""
+    import os
+
+    from hfcache.history.report import build_report
+    from hfcache.history.store import samples
+    from hfcache.state import StateDB
+
+    if path is None or not os.path.exists(path):
+        return None, []
+    roots = [c.root for c in inventory.caches if c.exists]
+    now = inventory.scanned_at
+    with StateDB(path) as db:
+        found = samples(db, since=now - 2 * TREND_WINDOW, roots=roots)
+        return build_report(found, {}, now=now, window=TREND_WINDOW), db.warnings

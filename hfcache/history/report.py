@@ -16,14 +16,26 @@ from hfcache.history.forecast import Forecast, fit, forecast, settled
 from hfcache.history.store import ModelUse, Sample
 
 Point = tuple[float, float]
+DAY = 86400.0
+
+
+def _span_enough(points: Sequence[Point], window: float) -> bool:
+    """Whether ``points`` cover enough time for a rate per day: a seventh of the window, at most a day.
+
+    Three samples a few seconds apart (a prune and its metrics) fit a line, but its slope
+    per day is noise multiplied by thousands: no rate, no forecast, until the history spans
+    some hours.
+    """
+    return len(points) >= 3 and max(t for t, _ in points) - min(t for t, _ in points) >= min(window / 7, DAY)
 
 
 @dataclass(frozen=True)
 class FileSystemTrend:
     """One file system (by device number) holding ``roots``: its size, free bytes over time, and the forecast.
 
-    ``rate`` is the fitted change of free bytes per day (negative: filling); ``forecast``
-    None when the window holds too few samples since the last cleanup to fit a line.
+    ``rate`` is the fitted change of free bytes per day (negative: filling); it and
+    ``forecast`` are None when the window holds too few samples since the last cleanup, or
+    too short a stretch of time (:func:`_span_enough`), to fit a line.
     """
 
     device: int
@@ -84,6 +96,8 @@ def _filesystems(samples: Sequence[Sample], now: float, window: float) -> list[F
         free = [(s.at, float(s.fs_free or 0)) for s in ordered if s.at >= now - window]
         total = float(last.fs_total or 0)
         calm = settled(free, total=total)
+        if not _span_enough(calm, window):
+            calm = []
         trend = fit(calm)
         out.append(
             FileSystemTrend(
@@ -94,7 +108,7 @@ def _filesystems(samples: Sequence[Sample], now: float, window: float) -> list[F
                 last.at,
                 tuple(free),
                 trend.per_day() if trend else None,
-                forecast(calm, level=0.0, now=now, window=window),
+                forecast(calm, level=0.0, now=now, window=window) if calm else None,
             )
         )
     return out
@@ -111,7 +125,7 @@ def _caches(samples: Sequence[Sample], now: float, window: float) -> list[CacheT
         inside = [s for s in rows if s.at >= now - window]
         series = tuple((s.at, float(s.size)) for s in inside)
         start = (before[-1] if before else rows[0]).size
-        trend = fit(series)
+        trend = fit(series) if _span_enough(series, window) else None
         out.append(CacheTrend(kind, root, rows[-1].size, series, rows[-1].size - start, trend.per_day() if trend else None))
     return out
 

@@ -9,9 +9,13 @@ records come in, the text goes out. Names follow Prometheus conventions (base un
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from hfcache.errors import UsageError
 from hfcache.model import Disk, Inventory
+
+if TYPE_CHECKING:
+    from hfcache.history.report import HistoryReport
 
 # name -> (type, help)
 METRICS: dict[str, tuple[str, str]] = {
@@ -31,6 +35,22 @@ METRICS: dict[str, tuple[str, str]] = {
     "hfcache_last_verify_timestamp_seconds": ("gauge", "When hfcache verify last finished on each cache (state database)."),
     "hfcache_last_verify_corrupt_files": ("gauge", "Files the last verify of each cache found corrupt."),
     "hfcache_last_verify_missing_files": ("gauge", "Snapshot entries the last verify of each cache found pointing to no data."),
+    "hfcache_cache_growth_bytes_per_day": (
+        "gauge",
+        "How fast each cache grew over the last 7 days (least-squares fit of the usage history; negative: shrank).",
+    ),
+    "hfcache_filesystem_free_bytes_per_day": (
+        "gauge",
+        "How fast the free space of each cache's file system changed over the last 7 days, since its last cleanup.",
+    ),
+    "hfcache_filesystem_full_timestamp_seconds": (
+        "gauge",
+        "When the file system of each cache fills at that rate (absent when it is not filling or the history is too short).",
+    ),
+    "hfcache_filesystem_full_earliest_timestamp_seconds": (
+        "gauge",
+        "The early end of a 90% interval of that forecast: alert on it to be warned in time.",
+    ),
     "hfcache_scan_timestamp_seconds": ("gauge", "When these figures were taken."),
 }
 
@@ -64,8 +84,15 @@ def render_metrics(
     disks: Mapping[str, Disk],
     prunes: Mapping[str, tuple[float, int]],
     verifies: Mapping[str, tuple[float, int, int]] | None = None,
+    trends: HistoryReport | None = None,
 ) -> str:
-    """The exposition text for ``inventory``; ``disks``, ``prunes`` and ``verifies`` (when, corrupt, missing) by cache root."""
+    """The exposition text for ``inventory``; ``disks``, ``prunes`` and ``verifies`` (when, corrupt, missing) by cache root.
+
+    ``trends`` (the usage history's report) adds each cache's growth rate and its file
+    system's rate and forecast.
+    """
+    growth = {c.root: c.rate for c in trends.caches} if trends else {}
+    filesystems = {root: fs for fs in trends.filesystems for root in fs.roots} if trends else {}
     samples: dict[str, list[str]] = {name: [] for name in METRICS}
 
     def add(name: str, labels: Mapping[str, str], value: float) -> None:
@@ -94,6 +121,15 @@ def render_metrics(
             when, freed = prunes[cache.root]
             add("hfcache_last_prune_timestamp_seconds", where, when)
             add("hfcache_last_prune_freed_bytes", where, freed)
+        if growth.get(cache.root) is not None:
+            add("hfcache_cache_growth_bytes_per_day", where, growth[cache.root] or 0.0)
+        fs = filesystems.get(cache.root)
+        if fs is not None and fs.rate is not None:
+            add("hfcache_filesystem_free_bytes_per_day", where, fs.rate)
+        if fs is not None and fs.forecast is not None and fs.forecast.at is not None:
+            add("hfcache_filesystem_full_timestamp_seconds", where, fs.forecast.at)
+            if fs.forecast.earliest is not None:
+                add("hfcache_filesystem_full_earliest_timestamp_seconds", where, fs.forecast.earliest)
         if verifies and cache.root in verifies:
             when, corrupt, missing = verifies[cache.root]
             add("hfcache_last_verify_timestamp_seconds", where, when)
