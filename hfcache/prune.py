@@ -111,31 +111,65 @@ def usage_for(inventory: Inventory, policy: Policy, state: str | None) -> tuple[
 
     On a ``noatime`` mount a revision's access time is its download time, so a use before
     the history began watching it cannot be told from no use: there its last use is taken to
-    be no earlier than the moment the history first saw it. Returns the uses and the state
-    database's warnings (none read: ``{}``, and a policy of use falls back to access times).
+    be no earlier than the moment the history first saw it, and a revision the history does
+    not know at all (no database, ``--state off``) is taken to be in use now. A database that
+    someone else can write is not trusted with deciding deletions (a warning; as if there was
+    none). Returns the uses and warnings.
     """
     levels = policy.levels()
-    if state is None or not any(s.age_by == "use" or s.min_uses for s in levels):
+    if not any(s.age_by == "use" or s.min_uses for s in levels):
         return {}, []
-    from hfcache.history.store import usage
     from hfcache.plan.settings import DEFAULT_WINDOW
-    from hfcache.state import StateDB
 
     window = max([s.window or DEFAULT_WINDOW for s in levels if s.min_uses] or [0.0])
-    roots = [c.root for c in inventory.caches if c.exists]
-    if not os.path.exists(state):
-        return {}, []
-    with StateDB(state) as db:
-        found = usage(db, roots, since=inventory.scanned_at - window)
-        warnings = db.warnings
+    found, warnings = _read_usage(state, [c.root for c in inventory.caches if c.exists], inventory.scanned_at - window)
+    now = inventory.scanned_at
     for cache in inventory.caches:
-        if cache.exists and _noatime(cache.root):
-            for item in cache.items:
-                for rev in item.revisions:
-                    use = found.get(rev.path)
-                    if use is not None and use.first_seen > use.last:
-                        found[rev.path] = use._replace(last=use.first_seen, source="watched", program=None)
+        if not cache.exists or not _noatime(cache.root):
+            continue
+        unknown = 0
+        for item in cache.items:
+            for rev in item.revisions:
+                use = found.get(rev.path)
+                if use is None:
+                    unknown += 1
+                    found[rev.path] = Use(now, "watched", None, (), now)
+                elif use.first_seen > use.last:
+                    found[rev.path] = use._replace(last=use.first_seen, source="watched", program=None)
+        if unknown:
+            warnings.append(
+                f"{cache.root} is on a noatime mount and the usage history knows nothing of {unknown} revision(s) there: "
+                "they are taken to be in use now"
+            )
     return found, warnings
+
+
+def _read_usage(state: str | None, roots: list[str], since: float) -> tuple[dict[str, Use], list[str]]:
+    if state is None or not os.path.exists(state):
+        return {}, []
+    from hfcache.history.store import usage
+    from hfcache.state import StateDB
+
+    problem = _untrusted(state)
+    if problem:
+        return {}, [f"state database {state} {problem}: its usage history is not used to decide deletions"]
+    with StateDB(state) as db:
+        return usage(db, roots, since=since), db.warnings
+
+
+def _untrusted(path: str) -> str | None:
+    """Why a state database may not decide deletions: another account owns it or its folder, or anyone may write either."""
+    me = os.geteuid() if hasattr(os, "geteuid") else None
+    for place in (path, os.path.dirname(os.path.abspath(path))):
+        try:
+            st = os.stat(place)
+        except OSError as e:
+            return f"cannot be checked ({e.strerror or e})"
+        if me is not None and st.st_uid not in (me, 0):
+            return f"(or its folder) belongs to uid {st.st_uid}, not to this account"
+        if st.st_mode & 0o002 and not (st.st_mode & 0o1000):  # world-writable (a sticky folder, such as /tmp, is fine)
+            return "(or its folder) can be written by anyone"
+    return None
 
 
 def plan_prune(inventory: Inventory, policy: Policy, scope: Scope = Scope(), usage: Mapping[str, Use] | None = None) -> Plan:

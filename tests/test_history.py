@@ -496,3 +496,39 @@ def test_no_rate_or_forecast_from_samples_minutes_apart(hub_root, tmp_path):
     assert [c["bytes_per_day"] for c in doc["caches"]] == [None]
     out = run_cli("history", "--state", state).stdout
     assert "too little history" in out
+
+
+def test_on_a_noatime_mount_a_revision_the_history_has_not_watched_is_never_aged_by_its_download(tmp_path, mounts):
+    """No history at all (--state off, a new machine): the access time there is the download time, not a last use."""
+    mnt = mounts.mount("-t", "tmpfs", "-o", "noatime,size=16m", "tmpfs", str(tmp_path / "mnt"))
+    root = os.path.join(mnt, "hub")
+    with FakeHub() as hub:
+        hub.push("org/daily", {"w.bin": payload(1000, 1)})
+        get(hub, root, "org/daily", "w.bin")
+    for blob in blobs_of(root, "org/daily"):  # downloaded 60 days ago, read every day since (noatime: no trace)
+        os.utime(blob, (time.time() - 60 * DAY, time.time() - 60 * DAY))
+    for state in ("off", str(tmp_path / "fresh.db")):
+        code, plan = cli(
+            "prune", "--cache-dir", root, "--state", state, "--max-age", "7d", "--age-by", "use", "--dry-run", "--json"
+        )
+        assert code == 0, plan
+        assert plan["delete"] == [], state
+
+
+def test_a_state_database_others_can_write_never_decides_a_deletion(hub_root, tmp_path):
+    """Anyone able to write the history could make a used model look unused: such a database is not trusted."""
+    state = str(tmp_path / "state.db")
+    now = time.time()
+    set_times(hub_root, now - 60 * DAY)
+    remember(hub_root, state, now - 40 * DAY)
+    args = ("prune", "--cache-dir", hub_root, "--state", state, "--min-uses", "1", "--dry-run", "--json")
+    code, plan = cli(*args)
+    assert code == 0 and len(plan["delete"]) == len(MODELS)  # trusted: nothing used in 30 days
+    os.chmod(state, 0o666)
+    code, out = cli(*args[:-1])
+    assert code == 0 and "can be written by anyone" in out and "Nothing to delete" in out
+    os.chmod(state, 0o644)
+    if os.geteuid() == 0:
+        os.chown(state, 65534, 65534)
+        code, out = cli(*args[:-1])
+        assert code == 0 and "belongs to uid 65534" in out and "Nothing to delete" in out
