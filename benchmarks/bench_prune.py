@@ -390,6 +390,10 @@ def main() -> None:
         parser.error("--rounds must be at least 1")
 
     work = tempfile.mkdtemp(prefix="hfcache-bench-prune-")
+
+    # Every scan and prune records the usage history: into the work folder, never the user's own.
+
+    os.environ["HFCACHE_STATE"] = os.path.join(work, "state.db")
     worktree = None
     try:
         trees = {"hfcache prune": REPO}

@@ -57,6 +57,10 @@ def main() -> None:
     args = parser.parse_args()
 
     work = tempfile.mkdtemp(prefix="hfcache-render-")
+
+    # Every scan and prune records the usage history: into the work folder, never the user's own.
+
+    os.environ["HFCACHE_STATE"] = os.path.join(work, "state.db")
     try:
         root = os.path.join(work, "hub")
         make_cache(root, args.files)

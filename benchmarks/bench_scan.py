@@ -201,6 +201,9 @@ def main() -> None:
 
     made = None
     root = args.cache
+    # Every scan records the usage history (as users' scans do): into a folder of its own, never the user's.
+    history = tempfile.mkdtemp(prefix="hfcache-bench-state-")
+    os.environ["HFCACHE_STATE"] = os.path.join(history, "state.db")
     if root is None:
         made = tempfile.mkdtemp(prefix="hfcache-bench-")
         root = os.path.join(made, "hub")
@@ -211,6 +214,7 @@ def main() -> None:
         files = count_files(root)
         results = bench(root, args.runs, args.jobs, prime_each=not args.no_prime)
     finally:
+        shutil.rmtree(history)
         if made and not args.keep:
             shutil.rmtree(made)
 

@@ -111,6 +111,10 @@ def main() -> None:
     args = parser.parse_args()
 
     work = tempfile.mkdtemp(prefix="hfcache-compare-")
+
+    # Every scan and prune records the usage history: into the work folder, never the user's own.
+
+    os.environ["HFCACHE_STATE"] = os.path.join(work, "state.db")
     base = os.path.join(work, "base")
     try:
         subprocess.run(["git", "-C", REPO, "worktree", "add", "--detach", base, args.base], check=True, capture_output=True)

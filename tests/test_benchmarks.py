@@ -155,3 +155,15 @@ def test_the_verify_benchmark_caches_are_all_ok_and_a_wrong_blob_is_no_result(tm
     assert "1 blobs not named by their sha256" in check_blob_names(cache["blobs"])
     found = {"files_hashed": 1, "counts": {"ok": cache["files"] - 1, "corrupt": 1}}
     assert "not 5 ok" in check_verify(found, files=cache["files"], hashed=1)
+
+
+def test_the_history_benchmark_runs_and_every_repeat_run_recorded(tmp_path):
+    """bench_history.py (issue 20) at a tiny size: the three scans run, the repeat runs each recorded a sample."""
+    report = _bench_report(tmp_path, "bench_history.py", "--files", "300", "--rounds", "1")
+    assert set(report["results"]) == {
+        "scan --json --state off",
+        "scan --json --state S (repeat)",
+        "scan --json --state NEW (first)",
+    }
+    assert report["target"] == 1.10 and isinstance(report["target_met"], bool)
+    assert os.listdir(tmp_path) == []  # the generated cache and the databases are removed
