@@ -532,3 +532,28 @@ def test_a_state_database_others_can_write_never_decides_a_deletion(hub_root, tm
         os.chown(state, 65534, 65534)
         code, out = cli(*args[:-1])
         assert code == 0 and "belongs to uid 65534" in out and "Nothing to delete" in out
+
+
+def test_quotas_evict_least_recently_used_by_the_history_with_age_by_use(hub_root, tmp_path):
+    state = str(tmp_path / "state.db")
+    now = time.time()
+    set_times(hub_root, now - 60 * DAY)
+    remember(hub_root, state, now - 40 * DAY)
+    last_read = {"org/hot": 1, "org/warm": 5, "org/stale": 20, "org/cold": 30, "org/new": 3}
+    for model, days in sorted(last_read.items(), key=lambda kv: -kv[1]):
+        read_at(hub_root, model, now - days * DAY)
+        remember(hub_root, state, now - days * DAY + 60)
+    set_times(hub_root, now - 60 * DAY)  # access times reset (a restore): only the history knows
+    inventory = scan_caches([hub_root], now=now)
+    (cache,) = inventory.caches
+    sizes = {i.id: i.size_bytes for i in cache.items}
+    with StateDB(state) as db:
+        uses = usage(db, [hub_root], since=now - 30 * DAY)
+    limit = cache.size_bytes - sizes["org/cold"] - sizes["org/stale"]  # two models must go
+    policy = Policy(defaults=Settings(max_size=limit, age_by="use", allow_remove_all=True))
+    plan = make_plan(inventory, policy, now=now, usage=uses)
+    assert plan_ids(plan) == ["org/cold", "org/stale"]  # least recently used first, by the history
+    reasons = {u.id: u.reasons[0] for u in plan.delete}
+    assert reasons["org/cold"].by == "use" and reasons["org/cold"].subject == "(access time, history)"
+    blind = make_plan(inventory, Policy(defaults=Settings(max_size=limit, age_by="atime", allow_remove_all=True)), now=now)
+    assert plan_ids(blind) != ["org/cold", "org/stale"]  # by the reset access times the order is another
