@@ -557,3 +557,34 @@ def test_quotas_evict_least_recently_used_by_the_history_with_age_by_use(hub_roo
     assert reasons["org/cold"].by == "use" and reasons["org/cold"].subject == "(access time, history)"
     blind = make_plan(inventory, Policy(defaults=Settings(max_size=limit, age_by="atime", allow_remove_all=True)), now=now)
     assert plan_ids(blind) != ["org/cold", "org/stale"]  # by the reset access times the order is another
+
+
+WRITER = """
+import sys, time
+from hfcache.caches.scan import scan_caches
+from hfcache.history.observe import observe
+from hfcache.history.store import record
+from hfcache.state import StateDB
+root, state, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
+inventory = scan_caches([root])
+for i in range(10):
+    with StateDB(state) as db:
+        record(db, observe(inventory, {}, at=start + i))
+        if db.warnings:
+            sys.exit("\\n".join(db.warnings))
+"""
+
+
+def test_concurrent_writers_in_other_processes_and_a_scan_lose_nothing(hub_root, tmp_path):
+    state = str(tmp_path / "state.db")
+    now = time.time()
+    writers = [
+        subprocess.Popen([sys.executable, "-c", WRITER, hub_root, state, str(now + k * 1000)], stderr=subprocess.PIPE, text=True)
+        for k in range(3)
+    ]
+    scans = [run_cli("scan", "--cache-dir", hub_root, "--state", state) for _ in range(3)]
+    for proc in writers:
+        assert proc.wait(timeout=120) == 0, proc.stderr.read() if proc.stderr else ""
+    assert all(r.exit_code == 0 and "state database" not in r.stderr for r in scans), [r.stderr for r in scans]
+    with StateDB(state) as db:
+        assert len(samples(db, since=0.0)) == 3 * 10 + 3
