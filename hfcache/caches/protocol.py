@@ -59,6 +59,58 @@ class Expected(NamedTuple):
 ALGORITHMS = ("sha256", "git-sha1", "sha256-prefix")
 
 
+class Stored(NamedTuple):
+    """One file of a unit as an archive keeps it: where restoring writes it (``place``, relative to the root, ``/``)
+    and where its bytes are now (``source``), its library's ``name`` for it, and the sha256 its cache names it by, if
+    any (an archive that has it then needs no read)."""
+
+    place: str
+    source: str
+    name: str
+    sha256: str | None = None
+
+
+class Layout(NamedTuple):
+    """What restoring a unit writes under a root of its kind: files, relative symlinks (``place`` -> ``target``),
+    and small texts written only where nothing is (``place`` -> ``text``: a hub ref). ``problem`` says why the unit
+    cannot be archived whole (a link to a blob that is gone): then nothing of it is."""
+
+    files: tuple[Stored, ...] = ()
+    links: tuple[tuple[str, str], ...] = ()
+    texts: tuple[tuple[str, str], ...] = ()
+    problem: str | None = None
+
+
+def unit_layout(cache: CacheInventory, item: Item, rev: Revision) -> Layout:
+    """The default :meth:`CacheKind.layout`: every file (and symlink) under the unit's paths, as it lies."""
+    files: list[Stored] = []
+    links: list[tuple[str, str]] = []
+    root = cache.root.rstrip(os.sep) + os.sep
+
+    def place(path: str) -> str:
+        return path[len(root) :].replace(os.sep, "/")
+
+    for unit in rev.unit_paths:
+        if not unit.startswith(root):
+            return Layout(problem=f"{unit} is not under the cache root")
+        stack = [unit]
+        while stack:
+            path = stack.pop()
+            try:
+                st = os.lstat(path)
+            except OSError as e:
+                return Layout(problem=f"{path}: {e.strerror or e}")
+            if os.path.islink(path):
+                links.append((place(path), os.readlink(path)))
+            elif os.path.isdir(path):
+                stack.extend(sorted((os.path.join(path, n) for n in os.listdir(path)), reverse=True))
+            elif st.st_size >= 0 and os.path.isfile(path):
+                files.append(Stored(place(path), path, os.path.basename(path)))
+            else:
+                return Layout(problem=f"{path}: not a file, a folder or a link")
+    return Layout(tuple(files), tuple(links))
+
+
 def no_hashes(title: str, rev: Revision) -> list[Expected]:
     """A kind that keeps no hash of its files: each unit path of ``rev``, unverifiable, and why."""
     return [Expected(os.path.basename(p), p, p, why=f"the {title} keeps no hash of its files") for p in rev.unit_paths]
@@ -132,6 +184,10 @@ class CacheKind(Protocol):
         """What each file of ``rev`` should hash to (default: nothing known, :func:`no_hashes`)."""
         ...
 
+    def layout(self, cache: CacheInventory, item: Item, rev: Revision) -> Layout:
+        """What an archive keeps of ``rev``, and restoring it writes (default: the unit's files as they lie)."""
+        ...
+
 
 @dataclass(frozen=True)
 class _Completed:
@@ -173,6 +229,11 @@ class _Completed:
     def expected(self, cache: CacheInventory, item: Item, rev: Revision) -> list[Expected]:
         given = getattr(self.inner, "expected", None)
         return list(given(cache, item, rev)) if callable(given) else no_hashes(self.title, rev)
+
+    def layout(self, cache: CacheInventory, item: Item, rev: Revision) -> Layout:
+        given = getattr(self.inner, "layout", None)
+        found = given(cache, item, rev) if callable(given) else unit_layout(cache, item, rev)
+        return found if isinstance(found, Layout) else Layout(problem="its kind's layout is not a Layout")
 
 
 def complete(obj: object) -> CacheKind:

@@ -131,7 +131,7 @@ class _Reading:
 
 
 @contextmanager
-def _gently(path: str, verb: str) -> Iterator[_Reading]:
+def gently(path: str, verb: str) -> Iterator[_Reading]:
     """Open ``path`` as the module docstring says; on the way out, drop the pages read brought in, put the atime back.
 
     ``after`` is the file's stat once that is done (the atime put back moves its ctime).
@@ -159,7 +159,7 @@ def _gently(path: str, verb: str) -> Iterator[_Reading]:
 
 def hash_file(path: str, families: Iterable[str]) -> Digest:
     """Read ``path`` once and return its digests of ``families`` (``sha256``, ``git-sha1``); see the module docstring."""
-    with _gently(path, "read") as reading:
+    with gently(path, "read") as reading:
         hashers: dict[str, Any] = {}
         for family in set(families):
             if family == "git-sha1":
@@ -184,7 +184,7 @@ def copy_gently(src: str, dst: str) -> None:
     The source's access time does not move (a copy must not look like a use to the checks
     that run just before a deletion), its new pages are dropped again.
     """
-    with _gently(src, "copied") as reading:
+    with gently(src, "copied") as reading:
         out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _CLOEXEC, 0o600)
         try:
             for chunk in reading.chunks():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from hfcache.caches._common import TEMPFILE_RE, FunctionKind, names_in
+from hfcache.caches.huggingface.archive import hub_layout
 from hfcache.caches.huggingface.delete import HUB_DELETION
 from hfcache.caches.huggingface.files import revision_hashes
 from hfcache.caches.huggingface.location import (
@@ -47,4 +48,5 @@ HUB = FunctionKind(
     lock_file=".locks/hfcache-prune.lock",
     deletion=HUB_DELETION,
     hashes=revision_hashes,  # a blob's name is the sha256 (LFS, Xet) or git blob hash of its content
+    archive=hub_layout,  # blobs, the snapshot's links, the refs: the hub's own layout when restored
 )

@@ -8,7 +8,7 @@ from hfcache.caches._common import FunctionKind
 from hfcache.caches.ollama.delete import OLLAMA_DELETION
 from hfcache.caches.ollama.layout import KIND, TITLE, TRASH, default_roots, looks_like_cache, parse_name
 from hfcache.caches.ollama.scan import scan
-from hfcache.caches.protocol import Expected, Uri
+from hfcache.caches.protocol import Expected, Layout, Stored, Uri
 from hfcache.model import CacheInventory, Item, Revision
 
 _HEX = "[0-9a-fA-F]{64}"
@@ -42,6 +42,20 @@ def blob_hashes(cache: CacheInventory, item: Item, rev: Revision) -> list[Expect
     return out
 
 
+def tag_layout(cache: CacheInventory, item: Item, rev: Revision) -> Layout:
+    """A tag as an archive keeps it: its manifest and every blob it names (those other tags share too, which may be
+    gone by the time it is restored)."""
+    root = cache.root.rstrip(os.sep) + os.sep
+    if not rev.path.startswith(root):
+        return Layout(problem=f"{rev.path} is not under the store")
+    manifest = Stored(rev.path[len(root) :].replace(os.sep, "/"), rev.path, rev.revision)
+    blobs = tuple(
+        Stored(f"blobs/{name}", os.path.join(cache.root, "blobs", name), name, name.removeprefix("sha256-").lower())
+        for name in sorted(rev.blobs)
+    )
+    return Layout((manifest, *blobs))
+
+
 OLLAMA = FunctionKind(
     KIND,
     TITLE,
@@ -60,4 +74,5 @@ OLLAMA = FunctionKind(
     deletion=OLLAMA_DELETION,
     uri=parse_ollama_name,
     hashes=blob_hashes,  # content-addressed: a blob's name is the sha256 of its bytes
+    archive=tag_layout,
 )
