@@ -29,7 +29,7 @@ from hfcache.execute.run import check_roots, execute_plan, recover
 from hfcache.fs.system import disk_of, mount_of
 from hfcache.model import CacheInventory, Disk, Inventory, Use
 from hfcache.plan.build import make_plan
-from hfcache.plan.decisions import Execution, Plan
+from hfcache.plan.decisions import Execution, Plan, PlanUnit, What
 from hfcache.plan.planfile import load_plan_file, plan_to_dict
 from hfcache.plan.query import Scope
 from hfcache.plan.settings import Policy, Settings, find_config, load_config, validate
@@ -255,6 +255,45 @@ def repair(plan: Plan, *, lock_wait: float = DEFAULT_LOCK_WAIT) -> list[str]:
                 caches=tuple(CacheInventory(c.kind, c.root) for c in plan.caches if c.root in set(needed) - set(locks.failed))
             )
         )
+
+
+def archives_of(policy: Policy) -> list[str]:
+    """Every archive the policy sends units to (``archive_to``), each checked now: a URL no back-end serves is exit 2."""
+    dests = list(dict.fromkeys(s.archive_to for s in policy.levels() if s.archive_to))
+    if dests:
+        from hfcache.archive.store import Archive
+
+        for dest in dests:
+            Archive(dest)
+    return dests
+
+
+def archive_units(plan: Plan, policy: Policy) -> tuple[Plan, list[str]]:
+    """Copy each revision unit of ``plan`` whose model's policy says ``archive_to`` into that archive, before it goes.
+
+    A fresh scan of the plan's caches says what each unit is now. A unit that cannot be
+    archived whole leaves ``delete`` for ``keep``, with the reason (see
+    :func:`hfcache.archive.run.archive_plan`); units with no archive go as planned.
+    """
+    from hfcache.archive.run import archive_plan
+    from hfcache.archive.store import Archive
+
+    inventory = rescan(plan)
+    notes: list[str] = []
+    by_dest: dict[str | None, list[PlanUnit]] = {}
+    for unit in plan.delete:
+        dest = policy.for_item(unit.kind, unit.id).archive_to if unit.id and unit.what == What.REVISION else None
+        by_dest.setdefault(dest, []).append(unit)
+    delete = list(by_dest.pop(None, []))
+    keep = list(plan.keep)
+    for dest, units in by_dest.items():
+        assert dest is not None
+        part, said = archive_plan(replace(plan, delete=tuple(units), keep=()), inventory, Archive(dest), registry().kinds)
+        delete.extend(part.delete)
+        keep.extend(part.keep)
+        notes.extend(said)
+    order = lambda u: (u.root, u.path)  # noqa: E731 - the plan's own order
+    return replace(plan, delete=tuple(sorted(delete, key=order)), keep=tuple(sorted(keep, key=order))), notes
 
 
 def write_plan(plan: Plan, path: str) -> None:

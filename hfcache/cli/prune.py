@@ -181,6 +181,7 @@ class _Run:
             inventory = None  # time passed while the question was open: check against a fresh scan
         if self.prepare is not None:
             plan = self._prepared(plan)
+            inventory = None  # the preparation took its time (an archive's uploads): check against a fresh scan
             if not plan.delete:
                 self.emit(plan)
                 return
@@ -265,6 +266,14 @@ def prune(
     allow_remove_all: Annotated[
         bool, typer.Option("--allow-remove-all", help="Let --keep-less policies (quotas) remove a model's last revision.")
     ] = False,
+    archive_to: Annotated[
+        Optional[str],
+        typer.Option(
+            "--archive-to",
+            metavar="DEST",
+            help="Copy each revision to this archive (a folder, s3://...), verified, before it leaves the cache.",
+        ),
+    ] = None,
     config: Annotated[
         Optional[str],
         typer.Option("--config", metavar="FILE", help="Policy file (YAML); default $HFCACHE_CONFIG, then the usual places."),
@@ -300,7 +309,7 @@ def prune(
     """
     from hfcache.history.watch import state_path
     from hfcache.plan.settings import MinFree, Settings
-    from hfcache.prune import build_policy, check_access_times, plan_prune, usage_for, write_plan
+    from hfcache.prune import archive_units, archives_of, build_policy, check_access_times, plan_prune, usage_for, write_plan
 
     fmt = _format(output_format, as_json)
     with _user_errors(verbose=verbose):
@@ -316,14 +325,31 @@ def prune(
             allow_remove_all=True if allow_remove_all else None,
             min_uses=min_uses,
             window=float(parse_duration(window)) if window is not None else None,
+            archive_to=archive_to or None,
         )
         policy = build_policy(overrides, protect=tuple(protect or ()), config=config, use_config=not no_config)
         scope = _scope(item_type, name, kind)  # a bad --type is refused before the scan
-        run = _Run(yes=yes, fmt=fmt, quiet=quiet, lock_wait=float(parse_duration(lock_wait)), log=log, show_kept=show_kept)
+        archives = archives_of(policy)  # a URL no back-end serves is refused before the scan
+
+        def archive(plan: Plan) -> tuple[Plan, list[str]]:
+            return archive_units(plan, policy)
+
+        run = _Run(
+            yes=yes,
+            fmt=fmt,
+            quiet=quiet,
+            lock_wait=float(parse_duration(lock_wait)),
+            log=log,
+            show_kept=show_kept,
+            prepare=archive if archives else None,
+        )
         with _progress(not quiet):
             inventory = scan_caches(cache_dir or None, kinds=kind or None, jobs=_jobs(jobs))
         # Before the plan is written and anything deleted: no output file may land in a cache.
         _refuse_outputs_in_caches((c.root for c in inventory.caches), plan_out=plan_out, log=None if dry_run else log)
+        for dest in archives:
+            if "://" not in dest:  # a folder: never inside a cache
+                _refuse_outputs_in_caches((c.root for c in inventory.caches), archive_to=dest)
         _remember(inventory, state, quiet=quiet)  # before the plan: a process using a model now is a use now
         notes = check_access_times(inventory, policy)
         usage, problems = usage_for(inventory, policy, state_path(state))

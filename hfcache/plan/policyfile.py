@@ -55,7 +55,7 @@ def _setting(path: str, name: str, key: str, node: yaml.Node) -> Any:
             return MinFree.parse(text)
         if name in ("protect", "junk", "allow_remove_all"):
             return _bool(path, node, key)
-        return text  # keep_per, age_by: checked by validate()
+        return text  # keep_per, age_by: checked by validate(); archive_to: by the archive, before the scan
     except ConfigError:
         raise
     except UsageError as e:

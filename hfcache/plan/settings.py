@@ -46,7 +46,7 @@ MAX_POLICY_BYTES = 1024 * 1024  # the examples are under 1 kB
 MAX_COUNT = 2**63 - 1  # bytes (st_size's range: no file system holds more) and revisions to keep
 
 # Settings that make sense per model; the others are per cache (a quota is a cache's, not a model's).
-ITEM_KEYS = ("max_age", "keep", "keep_per", "protect", "age_by", "min_uses", "window")
+ITEM_KEYS = ("max_age", "keep", "keep_per", "protect", "age_by", "min_uses", "window", "archive_to")
 CACHE_KEYS = ("max_size", "min_free", "junk", "junk_grace", "allow_remove_all")
 POLICY_KEYS = ("max_age", "keep", "max_size", "min_free", "junk", "min_uses")
 DEFAULT_WINDOW = 30 * 86400.0  # min_uses counts the days of use in this window unless told
@@ -100,6 +100,7 @@ class Settings:
     allow_remove_all: bool | None = None
     min_uses: int | None = None
     window: float | None = None
+    archive_to: str | None = None  # a folder or fsspec URL: units leave the cache by this archive (hfcache.archive)
 
     def over(self, base: Settings) -> Settings:
         """``base`` with every setting given here replacing its value.

@@ -1,0 +1,120 @@
+"""Archiving the units of a plan before they leave the cache (``prune --archive-to DEST``).
+
+Called once the plan is confirmed and before anything is deleted (the ``prepare`` step of
+``prune``'s run): each revision unit is copied into the archive (:mod:`hfcache.archive.store`:
+objects first, each read back and hashed, the manifest last), and only a unit whose manifest
+is written stays in the plan's ``delete``. A unit that cannot be archived whole moves to
+``keep`` with the reason, and stays in the cache. Junk (partial downloads, orphans) is not
+archived: it goes as the plan says.
+
+Killed at any moment, the rule holds: a unit leaves the cache only after its manifest is in
+the archive, and a manifest is written only after every object it names was verified; so
+either the unit is whole in the cache, or a complete, verified copy is in the archive (or
+both, when the kill came between the two: the next prune removes it, its objects already
+there). Objects are stored once by content: a blob shared by revisions, repos or machines
+is uploaded once, and a second run skips what the first one finished.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+from hfcache import progress
+from hfcache.archive.store import Archive, ArchiveError
+from hfcache.caches.protocol import CacheKind, Layout
+from hfcache.model import CacheInventory, Inventory, Item, Revision
+from hfcache.plan.decisions import Plan, PlanUnit, What
+from hfcache.plan.policies import Case, Decision, Rule
+from hfcache.units import describe_size
+
+
+def _note(text: str) -> Decision:
+    return Decision(Rule.RECORDED, Case.TEXT, subject=text)
+
+
+def manifest_of(
+    cache: CacheInventory, item: Item, rev: Revision, layout: Layout, files: list[dict[str, Any]], now: float
+) -> dict[str, Any]:
+    return {
+        "kind": cache.kind,
+        "root": cache.root,
+        "id": item.id,
+        "type": item.type,
+        "revision": rev.revision,
+        "refs": list(rev.refs),
+        "version": rev.version,
+        "default": rev.default,
+        "size_bytes": rev.size_bytes,
+        "last_accessed": rev.last_accessed,
+        "last_modified": rev.last_modified,
+        "archived_at": now,
+        "files": files,
+        "links": [{"place": p, "target": t} for p, t in layout.links],
+        "texts": [{"place": p, "text": t} for p, t in layout.texts],
+    }
+
+
+def archive_unit(
+    archive: Archive, kind: CacheKind, cache: CacheInventory, item: Item, rev: Revision, *, now: float
+) -> tuple[str, int]:
+    """Copy one revision into ``archive``: (where its manifest is, bytes uploaded). Raises :class:`ArchiveError`."""
+    layout = kind.layout(cache, item, rev)
+    if layout.problem:
+        raise ArchiveError(layout.problem)
+    files = []
+    uploaded = 0
+    for stored in layout.files:
+        try:
+            sha, size, sent = archive.put_file(stored.source, expected=stored.sha256)
+        except OSError as e:
+            if isinstance(e, ArchiveError):
+                raise
+            raise ArchiveError(f"{e.filename or stored.source}: {e.strerror or e}") from None
+        uploaded += sent
+        files.append({"place": stored.place, "name": stored.name, "sha256": sha, "size": size})
+        progress.report("archiving", uploaded, 0)
+    return archive.put_manifest(manifest_of(cache, item, rev, layout, files, now)), uploaded
+
+
+def archive_plan(
+    plan: Plan,
+    inventory: Inventory,
+    archive: Archive,
+    kinds: Mapping[str, CacheKind],
+    *,
+    clock: Callable[[], float] = time.time,
+) -> tuple[Plan, list[str]]:
+    """``plan`` with each revision unit archived (and marked so), or moved to ``keep`` with why; and notes to say."""
+    archive.ensure()
+    where: dict[str, tuple[CacheInventory, Item, Revision]] = {}
+    for cache in inventory.caches:
+        for item in cache.items:
+            for rev in item.revisions:
+                where[rev.path] = (cache, item, rev)
+    delete: list[PlanUnit] = []
+    kept: list[PlanUnit] = []
+    uploaded = archived = 0
+    for unit in plan.delete:
+        if unit.what != What.REVISION:
+            delete.append(unit)
+            continue
+        found = where.get(unit.path)
+        kind = kinds.get(unit.kind)
+        try:
+            if found is None or kind is None:
+                raise ArchiveError("not in the caches any more" if found is None else f"kind {unit.kind} is not installed")
+            _, sent = archive_unit(archive, kind, *found, now=clock())
+        except OSError as e:  # ArchiveError, or the destination failing (full, unreachable, refused)
+            why = str(e) if isinstance(e, ArchiveError) else f"{e.strerror or e}"
+            kept.append(replace(unit, reclaim_bytes=0, reasons=(*unit.reasons, _note(f"archive: {why}; kept in the cache"))))
+            continue
+        uploaded += sent
+        archived += 1
+        delete.append(replace(unit, reasons=(*unit.reasons, _note(f"archive: copied to {archive.url} and verified"))))
+    notes = [f"archived {archived} unit(s) to {archive.url} ({describe_size(uploaded)} uploaded, the rest already there)"]
+    if kept:
+        notes.append(f"{len(kept)} unit(s) could not be archived and stay in the cache (see their reasons)")
+    return replace(plan, delete=tuple(delete), keep=(*plan.keep, *kept)), notes

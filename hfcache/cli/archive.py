@@ -1,0 +1,166 @@
+"""``hfcache archive ls`` and ``hfcache restore``: what an archive holds, and bringing units back into a cache."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from hfcache.cli.app import (
+    CacheDirOption,
+    FormatOption,
+    JsonOption,
+    LockWaitOption,
+    OutputFormat,
+    QuietOption,
+    VerboseOption,
+    _format,
+    _progress,
+    _user_errors,
+    app,
+)
+from hfcache.errors import EXIT_PARTIAL, UsageError
+from hfcache.output import render
+from hfcache.units import describe_size, iso, parse_duration
+
+if TYPE_CHECKING:
+    from hfcache.archive.store import Archive
+
+archive_app = typer.Typer(
+    name="archive",
+    help="What an archive (prune --archive-to DEST) holds.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(archive_app)
+
+DestArgument = Annotated[
+    str, typer.Argument(metavar="DEST", help="The archive: a folder, or an fsspec URL (s3://bucket/prefix).")
+]
+
+
+def _open(dest: str) -> Archive:
+    from hfcache.archive.store import Archive
+
+    archive = Archive(dest)
+    if not archive.exists():
+        raise UsageError(f"{dest} is not an hfcache archive (no hfcache-archive.json there)", path=dest)
+    return archive
+
+
+@archive_app.command("ls")
+def archive_ls(
+    dest: DestArgument,
+    output_format: FormatOption = OutputFormat.table,
+    as_json: JsonOption = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Every unit in the archive: kind, id, revision, refs, size, when and from which host it was archived.
+
+    Example: hfcache archive ls /mnt/cold/hf-archive
+    """
+    fmt = _format(output_format, as_json)
+    with _user_errors(verbose=verbose):
+        archive = _open(dest)
+        manifests = archive.manifests()
+    if fmt is OutputFormat.json:
+        render.json_document({"version": 1, "archive": dest, "units": manifests})
+        return
+    if fmt is OutputFormat.ids:
+        render.raw("".join(f"{m['id']}@{m['revision']}\n" for m in manifests))
+        return
+    from hfcache.output.archives import archive_table
+
+    archive_table(dest, manifests, markdown=fmt is OutputFormat.markdown)
+
+
+@app.command()
+def restore(
+    dest: DestArgument,
+    targets: Annotated[
+        list[str], typer.Argument(metavar="ID[@REV]...", help="What to bring back: a model id, @ a revision or ref.")
+    ],
+    cache_dir: CacheDirOption = None,
+    lock_wait: LockWaitOption = "10s",
+    output_format: FormatOption = OutputFormat.table,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+    verbose: VerboseOption = 0,
+) -> None:
+    """Bring archived revisions back into the cache, as their library lays them out, each file's hash checked.
+
+    Restores into the default cache of each unit's kind, or --cache-dir. Nothing in the cache
+    is overwritten: what is already there stays (a newer ref is never moved back). Exit 1 when
+    a unit could not be restored, 2 when a target names nothing in the archive.
+
+    Example: hfcache restore /mnt/cold/hf-archive meta-llama/Llama-3.2-1B@main
+    """
+    from hfcache.archive.restore import Restored, matching, restore_manifest
+    from hfcache.caches.registry import registry
+    from hfcache.execute.prune_lock import PruneLocks
+
+    fmt = _format(output_format, as_json)
+    with _user_errors(verbose=verbose):
+        archive = _open(dest)
+        manifests = archive.manifests()
+        chosen: list[dict[str, Any]] = []
+        for target in targets:
+            found = matching(manifests, target)
+            if not found:
+                raise UsageError(f"{target}: not in the archive {dest} (hfcache archive ls {dest})")
+            chosen.extend(m for m in found if m not in chosen)
+        kinds = registry().kinds
+        plans = []
+        for m in chosen:
+            kind = kinds.get(str(m.get("kind")))
+            if kind is None:
+                raise UsageError(f"{m.get('id')}: kind {m.get('kind')!r} is not installed here")
+            roots = list(cache_dir or ()) or kind.default_roots(dict(os.environ))[:1]
+            if not roots:
+                raise UsageError(f"{m.get('id')}: no cache of kind {kind.kind} here; use --cache-dir")
+            root = os.path.abspath(roots[0])
+            plans.append((m, root, os.path.join(root, kind.lock_file)))
+        results: list[Restored] = []
+        with _progress(not quiet), PruneLocks({root: lock for _, root, lock in plans}, float(parse_duration(lock_wait))) as locks:
+            for m, root, _ in plans:
+                if root in locks.failed:
+                    results.append(Restored(m, root, error=f"the prune lock of {root}: {locks.failed[root]}"))
+                    continue
+                results.append(restore_manifest(archive, m, root))
+    if fmt is OutputFormat.json:
+        render.json_document(
+            {
+                "version": 1,
+                "archive": dest,
+                "restored_at": iso(time.time()),
+                "units": [
+                    {
+                        "kind": r.manifest.get("kind"),
+                        "id": r.manifest.get("id"),
+                        "revision": r.manifest.get("revision"),
+                        "root": r.root,
+                        "status": "failed" if r.error else "restored",
+                        "written_bytes": r.written,
+                        "already_there": r.present,
+                        "notes": list(r.notes),
+                        "error": r.error,
+                    }
+                    for r in results
+                ],
+            }
+        )
+    else:
+        for r in results:
+            what = f"{r.manifest.get('id')}@{str(r.manifest.get('revision'))[:12]}"
+            if r.error:
+                render.error(f"{what}: {r.error}")
+            else:
+                render.note(
+                    f"{what}: restored into {r.root} ({describe_size(r.written)} written, {r.present} file(s) already there)"
+                )
+            for note in r.notes:
+                render.warning(f"{what}: {note}")
+    if any(r.error for r in results):
+        raise typer.Exit(EXIT_PARTIAL)

@@ -1,0 +1,131 @@
+"""Archiving cold models and bringing them back (issue 21): ``prune --archive-to DEST``, ``archive ls``, ``restore``.
+
+Caches built by the real huggingface_hub client (and torch's own download function); after
+archive then restore, ``hf_hub_download(..., local_files_only=True)`` must return the same
+bytes, and ``scan_cache_dir`` must see a clean cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from huggingface_hub import hf_hub_download
+
+from hfcache.archive.restore import restore_manifest
+from hfcache.archive.store import Archive
+from tests.fakehub import FakeHub
+from tests.support import age_everything, assert_same_as_hub, build_rich_cache, cli, contents, payload, run_cli
+
+
+@pytest.fixture
+def rich(tmp_path):
+    root = str(tmp_path / "hub")
+    with FakeHub() as hub:
+        commits = build_rich_cache(hub, root)
+    return root, commits
+
+
+def loads_offline(root: str, repo_id: str, filename: str, revision: str, **kw) -> bytes:
+    path = hf_hub_download(repo_id, filename, revision=revision, cache_dir=root, local_files_only=True, **kw)
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def test_archive_then_restore_gives_the_library_the_same_files_offline(rich, tmp_path):
+    root, c = rich
+    before = contents(root)
+    dest = str(tmp_path / "archive")
+    age_everything(root, 90)
+    code, plan = cli("prune", "--cache-dir", root, "--max-age", "30d", "--archive-to", dest, "--yes", "--json")
+    assert code == 0, plan
+    gone = [u for u in plan["delete"] if u["what"] == "revision"]
+    assert gone and all(u["status"] == "deleted" for u in gone)
+    assert all(any("archive: copied to" in r for r in u["reasons"]) for u in gone)
+    code, left = cli("scan", "--cache-dir", root, "--revisions", "--json")
+    assert sum(len(i["revisions"]) for i in left["caches"][0]["items"]) == 0  # every revision left the cache
+    code, listing = cli("archive", "ls", dest, "--json")
+    assert code == 0
+    archived = {(u["id"], u["revision"]) for u in listing["units"]}
+    assert archived == {(u["id"], u["revision"]) for u in gone}
+    # Each blob once, by content: objects are fewer than the files of all the units.
+    objects = [f for _, _, fs in os.walk(os.path.join(dest, "objects")) for f in fs]
+    files = {f["sha256"] for u in listing["units"] for f in u["files"]}
+    assert len(objects) == len(files)
+
+    code, out = cli("restore", dest, *sorted({f"{i}@{r}" for i, r in archived}), "--cache-dir", root, "--json")
+    assert code == 0, out
+    assert all(u["status"] == "restored" for u in out["units"])
+    assert_same_as_hub(root)  # scan_cache_dir: clean, and every figure as ours
+    after = contents(root)
+    for path, data in before.items():
+        if "/blobs/" in path or "/snapshots/" in path:
+            assert after.get(path) == data, path
+    # The library loads every restored revision offline, by tag, branch, PR ref and commit.
+    assert loads_offline(root, "org/model", "model.safetensors", "v1.0") == payload(3000, 1)
+    assert loads_offline(root, "org/model", "config.json", "v1.1") == b'{"v": 2}'
+    assert loads_offline(root, "org/model", "model.safetensors", "main") == payload(4000, 3)
+    assert loads_offline(root, "org/model", "config.json", "refs/pr/1") == b'{"pr": 1}'
+    assert loads_offline(root, "org/moving", "weights.bin", c["d1"]) == payload(1500, 4)
+    assert loads_offline(root, "org/pinned", "w.bin", c["pinned"]) == payload(1200, 6)
+    assert loads_offline(root, "org/data", "data/train.csv", "main", repo_type="dataset") == b"a,b\n1,2\n"
+
+
+def test_a_kill_or_a_failure_while_archiving_never_loses_a_unit(rich, tmp_path, monkeypatch):
+    """The archive breaks part-way (a full disk, a network error): the units not archived stay, whole."""
+    root, _ = rich
+    dest = str(tmp_path / "archive")
+    age_everything(root, 90)
+    calls = {"n": 0}
+    real = Archive.put_manifest
+
+    def flaky(self, manifest):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(28, "No space left on device")
+        return real(self, manifest)
+
+    monkeypatch.setattr(Archive, "put_manifest", flaky)
+    code, plan = cli("prune", "--cache-dir", root, "--max-age", "30d", "--archive-to", dest, "--yes", "--json")
+    assert code in (0, 1), plan
+    kept = [u for u in plan["keep"] if any("archive:" in r for r in u["reasons"])]
+    deleted = [u for u in plan["delete"] if u.get("status") == "deleted"]
+    assert len(kept) == 1 and deleted
+    assert os.path.isdir(kept[0]["path"])  # whole in the cache
+    listing = json.loads(run_cli("archive", "ls", dest, "--json").stdout)
+    assert {u["revision"] for u in listing["units"]} == {u["revision"] for u in deleted}
+
+
+def test_a_manifest_that_would_write_outside_the_root_is_refused(tmp_path):
+    archive = Archive(str(tmp_path / "a"))
+    archive.ensure()
+    root = str(tmp_path / "root")
+    for evil in (
+        {"files": [{"place": "../escape", "sha256": "0" * 64, "size": 1}]},
+        {"files": [{"place": "/etc/passwd", "sha256": "0" * 64, "size": 1}]},
+        {"links": [{"place": "models--a--b/snapshots/c/f", "target": "../../../../etc/passwd"}]},
+        {"texts": [{"place": "x/../../y", "text": "z"}]},
+    ):
+        result = restore_manifest(archive, {"kind": "huggingface", "id": "a/b", "revision": "c", **evil}, root)
+        assert result.error and "refused" in result.error
+    assert not os.path.exists(tmp_path / "escape") and not os.path.exists(root + "/x")
+
+
+def test_restore_never_writes_through_a_symlinked_folder(rich, tmp_path):
+    root, _ = rich
+    dest = str(tmp_path / "archive")
+    age_everything(root, 90)
+    code, plan = cli("prune", "--cache-dir", root, "--max-age", "30d", "--archive-to", dest, "--yes", "--json")
+    assert code == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    repo = os.path.join(root, "models--org--model")
+    if os.path.exists(repo):
+        import shutil
+
+        shutil.rmtree(repo)
+    os.symlink(elsewhere, repo)  # planted where the restore will write
+    code, out = cli("restore", dest, "org/model", "--cache-dir", root, "--json")
+    assert code == 1
+    assert os.listdir(elsewhere) == []
