@@ -41,7 +41,7 @@ are checked, and a run that finds anything corrupt or missing stops the benchmar
    verify starts with). Each verify must hash nothing again.
 
 Every hfcache verify runs as its console script does, with timers around the scan, the
-kind's ``expected`` (for the hub: a second walk over the snapshot links) and
+kind's ``expected`` (for the hub: each revision's files as the scan listed them) and
 ``hfcache.verify.run.verify``; the rest is start-up (interpreter, imports) and what follows
 (the state database opened, the output written, exit). Prints medians (and minima) of
 ``--rounds`` rounds (default 5): wall time, CPU time (user + system, all processes), MB/s (10^6 bytes),

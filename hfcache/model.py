@@ -245,6 +245,30 @@ class BlobLedger:
     payloads: Mapping[str, int]
 
 
+Identity = tuple[int, int, int, int, int]  # a file's (dev, ino, size, mtime_ns, ctime_ns): a write moves the mtime or ctime
+Listed = tuple[str, list[str], list[str | None]]  # a folder of a revision (FileListing): its name in it, its files, their blobs
+
+
+@dataclass(frozen=True)
+class FileListing:
+    """What a hub scan read of each revision's files, kept for ``hfcache verify`` (``scan(..., listing=True)``).
+
+    So that a verify neither walks and reads every snapshot link again nor stats every blob
+    before deciding what to read. ``files`` maps a revision's path to its folders as the scan
+    walked them, each ``(its name in the revision ("" or ending in "/"), its files' names,
+    what each holds)``: for a link, the key of the blob it names in the item's ``blobs/``
+    (``blobs/<name>``, whether or not it is there), "" when it leads elsewhere; None for a
+    copy made without symlinks (two columns, not a record per file: 100,000 files cost two
+    appends each). ``blobs`` maps an item's path to the stat identity of each of its blobs
+    that is a regular file, by blob name, as the scan saw it (a blob that is a link into the
+    shared store, or is gone, has none). A revision the scan could not walk has no entry:
+    its files are read from the disk.
+    """
+
+    files: Mapping[str, tuple[Listed, ...]]
+    blobs: Mapping[str, Mapping[str, Identity]]
+
+
 @dataclass(frozen=True)
 class CacheInventory:
     """Everything found under one cache root.
@@ -258,6 +282,7 @@ class CacheInventory:
     nothing may ever delete them. ``ledger`` (hub only) says which blob and payload bytes
     each revision stands for. ``has_refs``: its revisions are named by refs (branches, tags,
     the hub's way); elsewhere "detached" means nothing and no ref can point anywhere.
+    ``listing`` (hub only, when asked for) is what the scan read of each revision's files.
     """
 
     kind: str
@@ -275,6 +300,7 @@ class CacheInventory:
     leftovers: tuple[Leftover, ...] = ()
     ledger: BlobLedger | None = field(default=None, repr=False, compare=False)
     has_refs: bool = False
+    listing: FileListing | None = field(default=None, repr=False, compare=False)
 
     @property
     def all_warnings(self) -> list[ScanWarning]:

@@ -155,7 +155,8 @@ class FunctionKind:
     every path a prune removes must match one of them. ``lock_file`` is where, relative to
     the root, hfcache's own prune lock lives. ``deletion`` is how its units leave the disk
     (:mod:`hfcache.caches.deletion`; by default each unit's paths). A kind with ``parallel`` takes ``jobs=N`` (worker
-    processes) and ``ledger=False`` (no :class:`~hfcache.model.BlobLedger`) in ``scan``.
+    processes), ``ledger=False`` (no :class:`~hfcache.model.BlobLedger`) and ``listing=True``
+    (a :class:`~hfcache.model.FileListing`) in ``scan``.
     """
 
     kind: str

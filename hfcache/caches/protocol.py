@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from hfcache.caches.deletion import PATHS, Deletion
-from hfcache.model import CacheInventory, Item, Revision
+from hfcache.model import CacheInventory, Identity, Item, Revision
 
 # hfcache's prune lock, relative to a cache root, for kinds that do not say where they keep it.
 PRUNE_LOCK = ".hfcache-prune.lock"
@@ -45,7 +45,9 @@ class Expected(NamedTuple):
     (the blob), None when there is none (a link to no blob: ``missing``). ``algorithm`` is
     ``sha256``, ``git-sha1`` (git's blob hash) or ``sha256-prefix`` (``digest`` is the start
     of a sha256), with the expected ``digest``; both None when the file cannot be checked,
-    and ``why`` says why.
+    and ``why`` says why. ``seen`` is the ``(dev, ino, size, mtime_ns, ctime_ns)`` of
+    ``data`` when the scan stat'ed it (:class:`~hfcache.model.FileListing`): the verify then
+    does not stat it again to decide whether to read it; None, and it does.
     """
 
     name: str
@@ -54,6 +56,7 @@ class Expected(NamedTuple):
     algorithm: str | None = None
     digest: str | None = None
     why: str | None = None
+    seen: Identity | None = None
 
 
 ALGORITHMS = ("sha256", "git-sha1", "sha256-prefix")
@@ -130,8 +133,9 @@ class CacheKind(Protocol):
       root (``/``-separated). Empty (the default): the kind is scanned, never pruned.
     - ``lock_file``: where, relative to the root, hfcache's own prune lock lives.
     - ``deletion``: how units leave the disk (default: each unit's paths, strictly).
-    - ``parallel``: ``scan`` also takes ``jobs=N`` (worker processes) and ``ledger=False``
-      (no :class:`~hfcache.model.BlobLedger`).
+    - ``parallel``: ``scan`` also takes ``jobs=N`` (worker processes), ``ledger=False``
+      (no :class:`~hfcache.model.BlobLedger`) and ``listing=True`` (a
+      :class:`~hfcache.model.FileListing`, which its ``expected`` may use: ``hfcache verify``).
     - ``has_refs``: revisions are named by refs (branches, tags), as the hub's are; every
       inventory of the kind says so (:attr:`~hfcache.model.CacheInventory.has_refs`).
 

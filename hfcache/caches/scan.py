@@ -65,6 +65,7 @@ def scan_caches(
     kind_registry: Registry | None = None,
     jobs: int = 1,
     ledger: bool = True,
+    listing: bool = False,
 ) -> Inventory:
     """Scan the default roots of ``kinds`` (all when None), or the given roots instead.
 
@@ -76,7 +77,9 @@ def scan_caches(
     (:func:`confine_to_mount`). When every kind is scanned by default, one kind's unreadable
     or unrecognisable root becomes a warning on that cache; otherwise it is an error.
     ``jobs`` > 1 and ``ledger=False`` (no blob ledger: for an inventory that is only shown,
-    not planned with) are passed on to kinds that take them (``parallel``: the hub's).
+    not planned with) are passed on to kinds that take them (``parallel``: the hub's), and so
+    is ``listing=True`` (each revision's files as walked, :class:`~hfcache.model.FileListing`:
+    for a verify).
 
     >>> import tempfile
     >>> inv = scan_caches([tempfile.mkdtemp()])
@@ -107,6 +110,8 @@ def scan_caches(
             options = {"jobs": jobs} if jobs > 1 else {}
             if not ledger:
                 options["ledger"] = False
+            if listing:
+                options["listing"] = True
             if options and kind.parallel:
                 inventory = kind.scan(root, explicit=explicit, **options)
             else:

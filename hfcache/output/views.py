@@ -271,8 +271,11 @@ def verify_tables(report: VerifyReport, *, show_all: bool = False, markdown: boo
 
     out = writer(markdown)
     style = {"ok": "green", "corrupt": "bold red", "missing": "bold red", "unverifiable": "yellow"}
+    bad, checked = (Verdict.CORRUPT, Verdict.MISSING), (Verdict.OK, Verdict.CORRUPT)
     for cache in report.caches:
-        shown = [f for f in cache.files if show_all or f.status in (Verdict.CORRUPT, Verdict.MISSING)]
+        # (The counts first: a 100,000-file repeat run has nothing to list, and each pass costs.)
+        problems = cache.count(Verdict.CORRUPT) + cache.count(Verdict.MISSING)
+        shown = cache.files if show_all else [f for f in cache.files if f.status in bad] if problems else ()
         if shown:
             out.heading(Text(f"{cache.kind} {cache.root}", style="bold"))
             table = table_of("STATUS", "ID", "REVISION", "FILE", "SIZE", "WHY")
@@ -290,10 +293,11 @@ def verify_tables(report: VerifyReport, *, show_all: bool = False, markdown: boo
         counts = {v: cache.count(v) for v in Verdict}
         detail = ", ".join(f"{n} {v}" for v, n in counts.items() if n) or "no files"
         out.line(f"{cache.kind} {cache.root}: {_plural(len(cache.files), 'file')}: {detail}")
-        reasons = sorted({f.why for f in cache.files if f.status == Verdict.UNVERIFIABLE and f.why})
+        unverifiable = Verdict.UNVERIFIABLE
+        reasons = sorted({f.why for f in cache.files if f.status == unverifiable and f.why}) if counts[unverifiable] else []
         if reasons and not show_all:
             out.line(Text("  unverifiable: " + "; ".join(reasons[:3]) + ("; ..." if len(reasons) > 3 else ""), style="dim"))
-    again = sum(1 for c in report.caches for f in c.files if f.status in (Verdict.OK, Verdict.CORRUPT) and not f.hashed)
+    again = sum(1 for c in report.caches for f in c.files if not f.hashed and f.status in checked)
     out.line(
         f"Hashed {size(report.bytes_hashed)} in {_plural(report.files_hashed, 'file')} "
         f"({max(0.0, report.finished_at - report.started_at):.1f}s)"

@@ -2,7 +2,9 @@
 
 1. Each selected revision's files come with what they should hash to, from their kind
    (:meth:`~hfcache.caches.protocol.CacheKind.expected`: the hub's blob names, torch's
-   checkpoint prefixes; ``unverifiable``, and why, where a kind keeps no hash).
+   checkpoint prefixes; ``unverifiable``, and why, where a kind keeps no hash), and with
+   what the scan's stat saw of each content when it made one (``Expected.seen``: the hub's
+   scan with ``listing=True``), else each is stat'ed here.
 2. Each content is read once, however many revisions share it (one ``(dev, ino)``, one
    read, every digest it needs from that pass), in parallel (``jobs`` threads: hashlib and
    the reads release the GIL), gently (:mod:`hfcache.verify.reading`).
@@ -23,9 +25,11 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
+from operator import itemgetter
 from typing import NamedTuple
 
 from hfcache import progress
@@ -73,6 +77,9 @@ class FileCheck(NamedTuple):
     identity: tuple[int, int, int, int, int] | None = None  # its data's (dev, ino, size, mtime_ns, ctime_ns) as judged
 
 
+_STATUS = itemgetter(FileCheck._fields.index("status"))
+
+
 def identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
     """What tells one content from another without reading it: a later write moves the mtime or ctime."""
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
@@ -85,7 +92,12 @@ class CacheChecks:
     files: tuple[FileCheck, ...] = ()
 
     def count(self, verdict: Verdict) -> int:
-        return sum(1 for f in self.files if f.status == verdict)
+        return self._tally[verdict]
+
+    @cached_property
+    def _tally(self) -> Counter[str]:
+        """Files by verdict, counted once (the view, the JSON, the exit code and the state database all ask)."""
+        return Counter(map(_STATUS, self.files))
 
 
 @dataclass(frozen=True)
@@ -106,20 +118,37 @@ class VerifyReport:
 class _Content:
     """One file content to hash (one ``(dev, ino)``) and the digests asked of it.
 
-    Of its stat only what a verify compares is kept, ``stamp``: (size, mtime_ns, ctime_ns)
-    (a stat result and its numbers take about 600 bytes; a 100,000-file cache has 60,000 blobs).
+    Of its stat only what a verify compares is kept, ``seen``: its identity (dev, ino, size,
+    mtime_ns, ctime_ns), most often the very tuple the scan made (a stat result and its
+    numbers take about 600 bytes; a 100,000-file cache has 60,000 blobs).
     """
 
-    __slots__ = ("path", "key", "stamp", "families", "digest", "known", "error")
+    __slots__ = ("path", "seen", "families", "digest", "known", "error")
 
-    def __init__(self, path: str, st: os.stat_result) -> None:
+    def __init__(self, path: str, seen: tuple[int, int, int, int, int]) -> None:
         self.path = path
-        self.key = (st.st_dev, st.st_ino)
-        self.stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        self.seen = seen
         self.families: set[str] = set()
         self.digest: Digest | None = None
         self.known: Known | None = None
         self.error: str | None = None
+
+
+Found = tuple[_Content | None, int] | OSError  # what a data path holds (None: a content this run did not look at), its size
+
+
+def _look(path: str, seen: tuple[int, int, int, int, int] | None, contents: dict[tuple[int, int], _Content]) -> Found:
+    """The content at ``path`` by its identity, from the scan (``seen``) or a stat now, or why it cannot be stat'ed."""
+    if seen is None:
+        try:
+            seen = identity(os.stat(path))
+        except OSError as err:
+            return err
+    key = (seen[0], seen[1])
+    content = contents.get(key)
+    if content is None:
+        content = contents[key] = _Content(path, seen)
+    return content, seen[2]
 
 
 def _expected(kind: CacheKind | None, cache: CacheInventory, item: Item, rev: Revision) -> list[Expected]:
@@ -135,6 +164,7 @@ def _expected(kind: CacheKind | None, cache: CacheInventory, item: Item, rev: Re
 
 
 SEEN_EVERY = 86400.0  # how often a file's row is marked seen again
+FRESH = 5.0  # seconds since the scan began within which a run that read nothing judges on its one look (_found_now)
 RECHECK = 30 * 86400.0  # an unchanged file is read again after 15 to 30 days: bit rot moves no timestamp
 
 
@@ -148,11 +178,9 @@ def _due(key: tuple[int, int], hashed_at: float, now: float, recheck: float) -> 
     return now - hashed_at >= recheck * (0.5 + 0.5 * spread)
 
 
-def _unchanged(known: Known | None, stamp: tuple[int, int, int], families: Iterable[str]) -> bool:
-    """Whether ``known`` is of the content with ``stamp`` (size, mtime_ns, ctime_ns) and has every digest asked for."""
-    return (
-        known is not None and (known.size, known.mtime_ns, known.ctime_ns) == stamp and all(f in known.digests for f in families)
-    )
+def _unchanged(known: Known, seen: tuple[int, int, int, int, int], families: set[str]) -> bool:
+    """Whether ``known`` is of the content of identity ``seen`` (same size, mtime, ctime) and has every digest asked for."""
+    return known[:3] == seen[2:] and families <= known.digests.keys()
 
 
 def _hash(content: _Content) -> _Content:
@@ -182,48 +210,38 @@ def verify(
     started = clock()
     state = state or State(None)
     known = {} if full else state.known()
-    plans: list[tuple[CacheInventory, list[tuple[Item, Revision, Expected]]]] = []
+    plans: list[tuple[CacheInventory, list[tuple[Item, Revision, list[Expected]]]]] = []
     contents: dict[tuple[int, int], _Content] = {}
-    by_path: dict[str, _Content | None] = {}  # each data path stat'ed once, however many links reach it
+    by_path: dict[str, Found] = {}  # each data path looked at once, however many links reach it
     for cache in inventory.caches:
         if not cache.exists:
             continue
         kind = kinds.get(cache.kind)
-        rows = [(i, r, e) for i in cache.items for r in i.revisions if chosen(i, r) for e in _expected(kind, cache, i, r)]
-        plans.append((cache, rows))
-        for _, _, e in rows:
-            if e.algorithm is None or e.data is None:
-                continue
-            if e.data in by_path:
-                content = by_path[e.data]
-            else:
-                try:
-                    st = os.stat(e.data)
-                except OSError:
-                    content = None  # gone: missing, below
-                else:
-                    content = contents.setdefault((st.st_dev, st.st_ino), _Content(e.data, st))
-                by_path[e.data] = content
-            if content is not None:
-                content.families.add(_FAMILY[e.algorithm])
+        revs = [(i, r, _expected(kind, cache, i, r)) for i in cache.items for r in i.revisions if chosen(i, r)]
+        plans.append((cache, revs))
+        for _, _, expected in revs:
+            for _, _, data, algorithm, _, _, seen in expected:
+                if algorithm is None or data is None:
+                    continue
+                found = by_path.get(data)
+                if found is None:
+                    found = by_path[data] = _look(data, seen, contents)
+                if not isinstance(found, OSError) and found[0] is not None:
+                    found[0].families.add(_FAMILY[algorithm])
     todo = []
     for key, content in contents.items():
         old = known.get(key)
-        if (
-            old is not None
-            and _unchanged(old, content.stamp, content.families)
-            and not _due(key, old.hashed_at, started, recheck)
-        ):
+        if old is not None and _unchanged(old, content.seen, content.families) and not _due(key, old.hashed_at, started, recheck):
             content.known = old
         else:
             todo.append(content)
-    total = sum(c.stamp[0] for c in todo)
+    total = sum(c.seen[2] for c in todo)
     done_bytes = 0
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         # Largest first: a big shard started last runs alone at the end. Shards of 768, 512, 371
         # and 256 MiB on 2 jobs: 1.95x, against 1.76x in path order (benchmarks/bench_verify.py).
-        for content in pool.map(_hash, sorted(todo, key=lambda c: (-c.stamp[0], c.path))):
-            done_bytes += content.stamp[0]
+        for content in pool.map(_hash, sorted(todo, key=lambda c: (-c.seen[2], c.path))):
+            done_bytes += content.seen[2]
             progress.report("hashing", done_bytes, total)
     finished = clock()
     fresh = []
@@ -240,13 +258,13 @@ def verify(
     stale = [k for k in contents if (row := known.get(k)) is None or row.seen_at < finished - SEEN_EVERY]
     state.remember(fresh, stale, finished)
     caches = []
-    seen: dict[str, tuple[_Content | None, int] | OSError] = {}  # each data path stat'ed again once, after the reads
-    for cache, rows in plans:
-        checks = tuple(_judge(cache, item, rev, e, contents, finished, seen) for item, rev, e in rows)
-        result = CacheChecks(cache.kind, cache.root, checks)
-        tally = Counter(f.status for f in checks)
-        counts = [tally[v] for v in (Verdict.OK, Verdict.CORRUPT, Verdict.MISSING, Verdict.UNVERIFIABLE)]
-        state.record_run(LastVerify(cache.kind, cache.root, finished, len(checks), *counts))
+    # Each data path stat'ed again once, after the reads, unless nothing was read and every look is fresh (see _found_now).
+    fresh_looks = not todo and 0.0 <= time.time() - inventory.scanned_at <= FRESH
+    now_of = by_path.__getitem__ if fresh_looks else _found_now(contents)
+    for cache, revs in plans:
+        result = CacheChecks(cache.kind, cache.root, _judge(cache, revs, now_of, finished))
+        counts = [result.count(v) for v in (Verdict.OK, Verdict.CORRUPT, Verdict.MISSING, Verdict.UNVERIFIABLE)]
+        state.record_run(LastVerify(cache.kind, cache.root, finished, len(result.files), *counts))
         caches.append(result)
     hashed = [c for c in todo if c.digest is not None]
     return VerifyReport(
@@ -259,72 +277,113 @@ def verify(
     )
 
 
-def _content_now(
-    path: str, contents: Mapping[tuple[int, int], _Content], seen: dict[str, tuple[_Content | None, int] | OSError]
-) -> tuple[_Content | None, int] | OSError:
-    """The content ``path`` holds now (None: not one this run looked at) and its size, or why it cannot be stat'ed.
+def _judged_stamp(content: _Content) -> tuple[int, int]:
+    """(size, mtime_ns) of the content as judged: after this run's read, else as first looked at.
 
-    Once per path in a run's judging (many links share one blob); only what the verdict needs
-    is kept, not the stat result (a 100,000-file cache has 60,000 blobs).
+    Not the ctime: a hard link of the blob removed or added meanwhile moves it, and the
+    content stays the same; a write moves the mtime.
     """
-    found = seen.get(path)
-    if found is None:
-        try:
-            st = os.stat(path)
-        except OSError as err:
-            found = err
-        else:
-            found = (contents.get((st.st_dev, st.st_ino)), st.st_size)
-        seen[path] = found
-    return found
+    st = content.digest.st if content.digest is not None else None
+    return (st.st_size, st.st_mtime_ns) if st is not None else (content.seen[2], content.seen[3])
+
+
+def _found_now(contents: Mapping[tuple[int, int], _Content]) -> Callable[[str], Found]:
+    """What each data path holds now, stat'ed again once per path after the reads.
+
+    A run that read something took time (hours for a big first run): a blob deleted or
+    replaced meanwhile, read or not, must not be reported ``ok``, and a path that now holds a
+    content this run did not look at is "changed while verified". Only what the verdict
+    needs is kept, not the stat result (a 100,000-file cache has 60,000 blobs). The same
+    inode with another size or mtime than the content had when judged was written since (a
+    resumed download, a tool writing through the link): "changed while verified".
+
+    A run that read nothing, and whose scan began at most :data:`FRESH` seconds ago, judges
+    each path on the one look it had instead (:func:`_look`: the scan's stat, or its own just
+    before; ``verify`` decides). Nothing was read in between, only this run's bookkeeping:
+    the verdict is as of that look, a few seconds at most before the report, as a second
+    stat's would be as of a moment before it; and ``ok`` still means that the content the
+    look found (its dev, inode, size, mtime and ctime) is the one an earlier run's digest
+    matched. A 100,000-file repeat run saves 60,000 stats (a tenth of a second) this way. A
+    blob gone or replaced before the scan looked is found either way; a slow scan (a cold
+    disk, NFS) makes its looks older than :data:`FRESH`, and the second stat is done.
+    """
+    seen: dict[str, Found] = {}
+
+    def now(path: str) -> Found:
+        found = seen.get(path)
+        if found is None:
+            try:
+                st = os.stat(path)
+            except OSError as err:
+                found = err
+            else:
+                content = contents.get((st.st_dev, st.st_ino))
+                if content is not None and (st.st_size, st.st_mtime_ns) != _judged_stamp(content):
+                    content = None  # the same inode, written since it was looked at: changed while verified
+                found = (content, st.st_size)
+            seen[path] = found
+        return found
+
+    return now
+
+
+_new = tuple.__new__  # FileCheck(...) without the Python-level __new__ of a NamedTuple: 100,000 per repeat run
 
 
 def _judge(
-    cache: CacheInventory,
-    item: Item,
-    rev: Revision,
-    e: Expected,
-    contents: Mapping[tuple[int, int], _Content],
-    now: float,
-    seen: dict[str, tuple[_Content | None, int] | OSError],
-) -> FileCheck:
-    """The verdict on one file, its data stat'ed again after the reads (a blob gone or replaced meanwhile is no ``ok``).
+    cache: CacheInventory, revs: list[tuple[Item, Revision, list[Expected]]], now_of: Callable[[str], Found], now: float
+) -> tuple[FileCheck, ...]:
+    """The verdict on each file of ``revs``, on what its data path holds (``now_of``: see :func:`_found_now`).
 
-    Built in one call (no ``dataclasses.replace`` of a base: a 100,000-file repeat run makes
-    100,000 of them).
+    Each built in one call (no ``dataclasses.replace`` of a base); a checked one, nearly every
+    file, with every field in order, without the keyword handling (a 100,000-file repeat run
+    makes 100,000 of them).
     """
-    head = (cache.kind, cache.root, item.id, item.type, rev.revision, e.name, e.path)
-    if e.algorithm is None:
-        return FileCheck(*head, Verdict.UNVERIFIABLE, e.data, why=e.why or "no hash known")
-    if e.data is None:
-        return FileCheck(*head, Verdict.MISSING, None, e.algorithm, e.digest, why="a link to no data")
-    found = _content_now(e.data, contents, seen)
-    if isinstance(found, OSError):
-        why = f"its data is gone ({found.strerror or found})"
-        return FileCheck(*head, Verdict.MISSING, e.data, e.algorithm, e.digest, why=why)
-    content, size_now = found
-    if content is None or content.error:
-        trouble = content.error if content else "changed while verified"
-        return FileCheck(*head, Verdict.UNVERIFIABLE, e.data, e.algorithm, e.digest, size_bytes=size_now, why=trouble)
-    if content.digest is not None:
-        actual, hashed, at, size = content.digest.digests[_FAMILY[e.algorithm]], True, now, content.digest.size
-        judged = identity(content.digest.st)
-    elif content.known is not None:
-        actual, hashed, at, size = content.known.digests[_FAMILY[e.algorithm]], False, content.known.hashed_at, content.stamp[0]
-        judged = (*content.key, *content.stamp)
-    else:  # pragma: no cover - every content is hashed or known
-        return FileCheck(*head, Verdict.UNVERIFIABLE, e.data, e.algorithm, e.digest, why="not hashed")
-    good = actual.startswith(e.digest or "") if e.algorithm == "sha256-prefix" else actual == e.digest
-    return FileCheck(
-        *head,
-        Verdict.OK if good else Verdict.CORRUPT,
-        e.data,
-        e.algorithm,
-        e.digest,
-        actual,
-        size,
-        why=None if good else f"{e.algorithm} of its content differs from its name's",
-        hashed=hashed,
-        hashed_at=at,
-        identity=judged,
-    )
+    out = []
+    for item, rev, expected in revs:
+        head = (cache.kind, cache.root, item.id, item.type, rev.revision)
+        for e in expected:
+            name, path, data, algorithm, digest, why, _ = e
+            if algorithm is None:
+                out.append(FileCheck(*head, name, path, Verdict.UNVERIFIABLE, data, why=why or "no hash known"))
+                continue
+            if data is None:
+                out.append(FileCheck(*head, name, path, Verdict.MISSING, None, algorithm, digest, why="a link to no data"))
+                continue
+            found = now_of(data)
+            if isinstance(found, OSError):
+                gone = f"its data is gone ({found.strerror or found})"
+                out.append(FileCheck(*head, name, path, Verdict.MISSING, data, algorithm, digest, why=gone))
+                continue
+            content, size_now = found
+            if content is None or content.error:
+                trouble = content.error if content else "changed while verified"
+                out.append(
+                    FileCheck(*head, name, path, Verdict.UNVERIFIABLE, data, algorithm, digest, size_bytes=size_now, why=trouble)
+                )
+                continue
+            if content.digest is not None:
+                actual, hashed, at, size = content.digest.digests[_FAMILY[algorithm]], True, now, content.digest.size
+                judged = identity(content.digest.st)
+            elif content.known is not None:
+                known, judged = content.known, content.seen
+                actual, hashed, at, size = known.digests[_FAMILY[algorithm]], False, known.hashed_at, judged[2]
+            else:  # pragma: no cover - every content is hashed or known
+                out.append(FileCheck(*head, name, path, Verdict.UNVERIFIABLE, data, algorithm, digest, why="not hashed"))
+                continue
+            if actual == digest or algorithm == "sha256-prefix" and actual.startswith(digest or ""):
+                out.append(
+                    _new(
+                        FileCheck,
+                        (*head, name, path, Verdict.OK, data, algorithm, digest, actual, size, None, hashed, at, judged),
+                    )
+                )
+            else:
+                why = f"{algorithm} of its content differs from its name's"
+                out.append(
+                    _new(
+                        FileCheck,
+                        (*head, name, path, Verdict.CORRUPT, data, algorithm, digest, actual, size, why, hashed, at, judged),
+                    )
+                )
+    return tuple(out)

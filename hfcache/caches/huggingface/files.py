@@ -17,24 +17,19 @@ from __future__ import annotations
 import errno
 import os
 import stat as stat_mod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from hfcache.caches.deletion import Finisher, Outcomes
 from hfcache.caches.huggingface.blobs import finish_blobs, set_aside, sweep
+from hfcache.caches.huggingface.store import blob_of, named_blob
 from hfcache.caches.huggingface.trash import linked_blobs
 from hfcache.caches.protocol import Expected
 from hfcache.fs.ops import Tree
-from hfcache.model import CacheInventory, Item, Revision, RevisionFile
+from hfcache.model import CacheInventory, Identity, Item, Revision, RevisionFile
 
 if TYPE_CHECKING:
     from hfcache.plan.decisions import PlanUnit
-
-
-def _blob_of(entry: str, target: str, repo: str) -> str | None:
-    """The name of the repo blob a link at ``entry`` reaches (``target`` as read), or None when it leads elsewhere."""
-    resolved = os.path.normpath(os.path.join(os.path.dirname(entry), target))
-    return os.path.basename(resolved) if os.path.dirname(resolved) == os.path.join(repo, "blobs") else None
 
 
 def _files(item: Item, rev: Revision) -> Iterator[tuple[str, os.DirEntry[str], bool, str | None]]:
@@ -68,8 +63,7 @@ def _files(item: Item, rev: Revision) -> Iterator[tuple[str, os.DirEntry[str], b
                     continue
             except OSError:
                 continue
-            rest = target[len(up) :] if target.startswith(up) else ""
-            yield name, entry, True, rest if rest and "/" not in rest else _blob_of(entry.path, target, item.path)
+            yield name, entry, True, named_blob(entry.path, target, item.path, up)
 
 
 def revision_files(item: Item, rev: Revision) -> list[RevisionFile]:
@@ -91,7 +85,19 @@ def revision_files(item: Item, rev: Revision) -> list[RevisionFile]:
     return sorted(out)
 
 
+def _hashed(name: str, path: str, is_link: bool, blob: str | None, blobs_dir: str, seen: Mapping[str, Identity]) -> Expected:
+    """What one file should hash to, by the blob its link names (``blobs_dir`` ends with a separator)."""
+    if not is_link:
+        return Expected(name, path, None, why="a copy made without symlinks: its name carries no hash")
+    if blob is None:
+        return Expected(name, path, None, why="a link out of the repo's blobs/: not the hub's layout")
+    if len(blob) not in (40, 64) or blob.strip(_HEX):
+        return Expected(name, path, None, why=f"its blob's name {blob!r} is no content hash (a mirror's ETag)")
+    return Expected(name, path, blobs_dir + blob, "sha256" if len(blob) == 64 else "git-sha1", blob, None, seen.get(blob))
+
+
 _HEX = "0123456789abcdef"
+_ALGORITHM = {46: "git-sha1", 70: "sha256"}  # by the length of a blob's key, blobs/<40 or 64 hex>
 
 
 def revision_hashes(cache: CacheInventory, item: Item, rev: Revision) -> list[Expected]:
@@ -101,19 +107,31 @@ def revision_hashes(cache: CacheInventory, item: Item, rev: Revision) -> list[Ex
     blob hash (``sha1(b"blob <size>\\0" + content)``, a file kept in git): huggingface_hub's
     ``_normalize_etag``. Another name (a mirror's ETag) or a copy made without symlinks
     carries no hash. A link's blob is not looked at here: the verify finds a missing one.
+
+    The files are the scan's when it listed them (:class:`~hfcache.model.FileListing`, with
+    the identity the scan saw of each blob, :attr:`Expected.seen`), else walked now
+    (:func:`_files`): the same records either way (:func:`_hashed`; a listed link to a blob
+    named by a hash is made inline, the loop of a 100,000-file verify).
     """
+    blobs_dir = os.path.join(item.path, "blobs") + os.sep
+    listing = cache.listing
+    listed = listing.files.get(rev.path) if listing is not None else None
+    if listing is None or listed is None:
+        out = [_hashed(name, entry.path, is_link, blob, blobs_dir, {}) for name, entry, is_link, blob in _files(item, rev)]
+        out.sort()
+        return out
+    seen = listing.blobs.get(item.path, {})
+    new = tuple.__new__  # Expected(...) without the Python-level __new__ of a NamedTuple
     out = []
-    blobs_dir = os.path.join(item.path, "blobs")
-    for name, entry, is_link, blob in _files(item, rev):
-        if not is_link:
-            out.append(Expected(name, entry.path, None, why="a copy made without symlinks: its name carries no hash"))
-        elif blob is None:
-            out.append(Expected(name, entry.path, None, why="a link out of the repo's blobs/: not the hub's layout"))
-        elif len(blob) not in (40, 64) or blob.strip(_HEX):
-            out.append(Expected(name, entry.path, None, why=f"its blob's name {blob!r} is no content hash (a mirror's ETag)"))
-        else:
-            algorithm = "sha256" if len(blob) == 64 else "git-sha1"
-            out.append(Expected(name, entry.path, os.path.join(blobs_dir, blob), algorithm, blob))
+    for prefix, names, keys in listed:
+        top = rev.path + os.sep + prefix
+        for name, key in zip(names, keys, strict=True):
+            algorithm = _ALGORITHM.get(len(key)) if key else None
+            blob = key[6:] if key else None
+            if algorithm is None or blob is None or blob.strip(_HEX):
+                out.append(_hashed(prefix + name, top + name, key is not None, blob, blobs_dir, seen))
+            else:
+                out.append(new(Expected, (prefix + name, top + name, blobs_dir + blob, algorithm, blob, None, seen.get(blob))))
     out.sort()
     return out
 
@@ -131,7 +149,7 @@ def remove_entry(tree: Tree, item: Item, unit: PlanUnit, rev: Revision) -> tuple
             return 0, None, None
         if stat_mod.S_ISLNK(st.st_mode):
             target = tree.readlink(unit.path)
-            blob = _blob_of(unit.path, target, item.path) if target is not None else None
+            blob = blob_of(unit.path, target, item.path) if target is not None else None
             freed, error = tree.unlink(unit.path, count=False)  # a link holds no data
         elif stat_mod.S_ISREG(st.st_mode):
             freed, error = tree.unlink(unit.path)

@@ -42,7 +42,17 @@ from hfcache.caches.huggingface.store import Roots, scan_store
 from hfcache.caches.huggingface.trash import read_trash
 from hfcache.caches.huggingface.walk import RepoScan, dir_times, scan_repo
 from hfcache.errors import CacheUnreadable
-from hfcache.model import BlobLedger, CacheInventory, OrphanFile, PartialFile, ScanWarning, SharedPayload
+from hfcache.model import (
+    BlobLedger,
+    CacheInventory,
+    FileListing,
+    Item,
+    Listed,
+    OrphanFile,
+    PartialFile,
+    ScanWarning,
+    SharedPayload,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Where the cache is
@@ -52,7 +62,7 @@ from hfcache.model import BlobLedger, CacheInventory, OrphanFile, PartialFile, S
 # Scanning
 
 
-def scan(root: str, *, explicit: bool = True, jobs: int = 1, ledger: bool = True) -> CacheInventory:
+def scan(root: str, *, explicit: bool = True, jobs: int = 1, ledger: bool = True, listing: bool = False) -> CacheInventory:
     """Scan one hub cache root into a :class:`CacheInventory`. Never writes, never opens a blob.
 
     Raises the errors of :func:`check_root`. Everything odd inside the cache becomes a
@@ -60,7 +70,8 @@ def scan(root: str, *, explicit: bool = True, jobs: int = 1, ledger: bool = True
     time (:func:`hfcache.parallel.ordered_map`: forked worker processes on Linux, else threads);
     the result is the same for any ``jobs``. ``ledger=False`` leaves out the
     :class:`BlobLedger` (each blob's size and payload), which only planning needs: a scan that
-    is only shown saves its memory and, with workers, the time to send it back.
+    is only shown saves its memory and, with workers, the time to send it back. ``listing``
+    adds the :class:`FileListing` a verify uses instead of walking every snapshot again.
 
     >>> import tempfile
     >>> scan(tempfile.mkdtemp()).items
@@ -101,7 +112,7 @@ def scan(root: str, *, explicit: bool = True, jobs: int = 1, ledger: bool = True
             cache_warnings.append(ScanWarning(entry.path, "not a repo folder, left alone", blocks_deletion=False))
 
     def one_repo(repo: tuple[os.DirEntry[str], str, str]) -> RepoScan:
-        return settle(scan_repo(roots, *repo), ledger)
+        return settle(scan_repo(roots, *repo, listing=listing), ledger)
 
     for folder in sorted(roots.trash.keys() - {entry.name for entry, _, _ in repos}):
         for trash_entry, _ in roots.trash[folder]:
@@ -149,4 +160,13 @@ def scan(root: str, *, explicit: bool = True, jobs: int = 1, ledger: bool = True
         leftovers=tuple(lo for scan_ in scans for lo in scan_.leftovers),
         ledger=blob_ledger,
         has_refs=True,
+        listing=_listing(scans, items) if listing else None,
     )
+
+
+def _listing(scans: list[RepoScan], items: list[Item]) -> FileListing:
+    """The scan's :class:`FileListing`: every repo's revisions' files and blob identities, as walked."""
+    files: dict[str, tuple[Listed, ...]] = {}
+    for scan_ in scans:
+        files.update(scan_.files or {})
+    return FileListing(files, {item.path: scan_.identities or {} for scan_, item in zip(scans, items, strict=True)})

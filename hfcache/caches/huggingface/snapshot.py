@@ -5,8 +5,17 @@ from __future__ import annotations
 import os
 import stat as stat_mod
 
-from hfcache.caches.huggingface.store import Blob, Roots, has_inner_dotdot, open_folder, resolve_link, stat_blob, stat_foreign
-from hfcache.model import ScanWarning
+from hfcache.caches.huggingface.store import (
+    Blob,
+    Roots,
+    has_inner_dotdot,
+    named_blob,
+    open_folder,
+    resolve_link,
+    stat_blob,
+    stat_foreign,
+)
+from hfcache.model import Listed, ScanWarning
 
 
 def _link_table(blobs: dict[str, Blob], depth: int, tables: dict[int, dict[str, str]]) -> dict[str, str]:
@@ -34,32 +43,32 @@ def _not_a_link(
     keys: set[str],
     stack: list[tuple[str, int]],
     warnings: list[ScanWarning],
-) -> int:
-    """A snapshot entry ``readlink`` refused (``error``): how many files it counts for (0 or 1).
+) -> str | None:
+    """A snapshot entry ``readlink`` refused (``error``): ``copy`` or ``link`` when it counts as a file, else None.
 
-    A folder is walked (pushed on ``stack``); a regular file is its own blob (the no-symlink
-    mode of Windows or ``HF_HUB_DISABLE_SYMLINKS``); a link that cannot be read, or anything
-    else, is a warning, which keeps the revision from being deleted.
+    A folder is walked (pushed on ``stack``); a regular file is its own blob (a ``copy``: the
+    no-symlink mode of Windows or ``HF_HUB_DISABLE_SYMLINKS``); a ``link`` that cannot be
+    read, or anything else, is a warning, which keeps the revision from being deleted.
     """
     path = os.path.join(folder, name)
     try:
         st = os.stat(name, dir_fd=fd, follow_symlinks=False)
     except OSError as e:
         warnings.append(ScanWarning(path, f"cannot read snapshot entry ({e.strerror or e})"))
-        return 0
+        return None
     if stat_mod.S_ISDIR(st.st_mode):
         stack.append((path, depth + 1))
-        return 0
+        return None
     if stat_mod.S_ISREG(st.st_mode):
         key = path[cut:]
         blobs[key] = stat_blob(st, path)
         keys.add(key)
-        return 1
+        return "copy"
     if stat_mod.S_ISLNK(st.st_mode):
         warnings.append(ScanWarning(path, f"unreadable symlink ({error.strerror or error})"))
-        return 1
+        return "link"
     warnings.append(ScanWarning(path, "unexpected entry in snapshot (not a file or folder)"))
-    return 0
+    return None
 
 
 def scan_snapshot(
@@ -69,8 +78,16 @@ def scan_snapshot(
     blobs: dict[str, Blob],
     tables: dict[int, dict[str, str]],
     warnings: list[ScanWarning],
+    files: list[Listed] | None = None,
 ) -> tuple[set[str], int]:
-    """Walk one snapshot: the set of blob keys it reaches, and its number of files."""
+    """Walk one snapshot: the set of blob keys it reaches, and its number of files.
+
+    With ``files``, each folder's files are also listed there as a verify needs them
+    (:class:`~hfcache.model.FileListing`): the blob a link names by the rule of
+    :mod:`hfcache.caches.huggingface.files` (:func:`~hfcache.caches.huggingface.store.named_blob`;
+    almost always the key the scan found anyway), a link that cannot be read left out, as there.
+    Two appends per file, of strings the walk holds already (a 100,000-file verify).
+    """
     keys: set[str] = set()
     nb_files = 0
     blobs_prefix = repo_dir + os.sep + "blobs" + os.sep
@@ -80,6 +97,10 @@ def scan_snapshot(
     while stack:
         folder, depth = stack.pop()
         hub_links = _link_table(blobs, depth, tables)
+        if files is not None:
+            listed_names: list[str] = []
+            listed_keys: list[str | None] = []
+            files.append((folder[len(snapshot_dir) + 1 :] + "/" if folder != snapshot_dir else "", listed_names, listed_keys))
         # Names, and links read relative to the open folder: no DirEntry or path string per
         # file, and the kernel resolves one name instead of the whole path (the hot loop).
         try:
@@ -92,14 +113,25 @@ def scan_snapshot(
                 try:
                     target = os.readlink(name, dir_fd=fd)
                 except OSError as e:  # not a link (a folder, a file), or an unreadable one
-                    nb_files += _not_a_link(folder, name, fd, e, depth, cut, blobs, keys, stack, warnings)
+                    what = _not_a_link(folder, name, fd, e, depth, cut, blobs, keys, stack, warnings)
+                    nb_files += what is not None
+                    if what == "copy" and files is not None:
+                        listed_names.append(name)
+                        listed_keys.append(None)
                     continue
                 nb_files += 1
                 key = hub_links.get(target)
                 if key is not None:  # almost every link: exactly what the hub writes, to a counted blob
                     keys.add(key)
+                    if files is not None:
+                        listed_names.append(name)
+                        listed_keys.append(key)
                     continue
                 link = os.path.join(folder, name)
+                if files is not None:
+                    blob = named_blob(link, target, repo_dir, "../" * depth + "blobs/")
+                    listed_names.append(name)
+                    listed_keys.append("blobs/" + blob if blob else "")
                 path = resolve_link(roots, folder, target)
                 rest = path[len(blobs_prefix) :]
                 if path.startswith(blobs_prefix) and os.sep not in rest and not has_inner_dotdot(target):

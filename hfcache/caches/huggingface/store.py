@@ -18,7 +18,7 @@ from hfcache.caches.huggingface.location import (
     blob_temporary,
 )
 from hfcache.fs.locks import is_lock_held
-from hfcache.model import PartialFile, ScanWarning
+from hfcache.model import Identity, PartialFile, ScanWarning
 
 
 class Blob(NamedTuple):
@@ -126,6 +126,24 @@ def has_inner_dotdot(target: str) -> bool:
     return ".." in parts[i:]
 
 
+def blob_of(link: str, target: str, repo: str) -> str | None:
+    """The name of the repo blob a link at ``link`` reaches (``target`` as read), or None when it leads elsewhere."""
+    resolved = os.path.normpath(os.path.join(os.path.dirname(link), target))
+    return os.path.basename(resolved) if os.path.dirname(resolved) == os.path.join(repo, "blobs") else None
+
+
+def named_blob(link: str, target: str, repo: str, up: str) -> str | None:
+    """The blob of ``repo`` a snapshot link names (whether or not it is there), or None when it leads elsewhere.
+
+    ``up`` is the hub's own link prefix at the link's depth (``../../blobs/`` in the snapshot
+    folder itself, one ``../`` more per folder below): recognised by it without resolving,
+    any other target resolved (:func:`blob_of`). The one rule of the scan's listing
+    (``listing=True``) and of the walks of :mod:`hfcache.caches.huggingface.files`.
+    """
+    rest = target[len(up) :] if target.startswith(up) else ""
+    return rest if rest and "/" not in rest else blob_of(link, target, repo)
+
+
 def resolve_link(roots: Roots, link_dir: str, target: str) -> str:
     """Absolute, normalised path of a link's first hop (``os.readlink`` result), without touching the disk."""
     if os.path.isabs(target):
@@ -199,14 +217,21 @@ def _held(locks: tuple[str, ...]) -> bool | None:
 
 
 def scan_blobs_dir(
-    roots: Roots, repo_dir: str, folder: str, item_id: str, warnings: list[ScanWarning]
+    roots: Roots,
+    repo_dir: str,
+    folder: str,
+    item_id: str,
+    warnings: list[ScanWarning],
+    identities: dict[str, Identity] | None = None,
 ) -> tuple[dict[str, Blob], list[PartialFile], int]:
     """A repo's blobs (by key ``blobs/<name>``), its partial downloads, and how many download locks lie beside them.
 
     What the name says first (:func:`~hfcache.caches.huggingface.location.blob_temporary`):
     a partial download of any writer of the hub layout is never a blob, a lock file never
     anything (never deleted). Everything else is a blob, whatever its name: whether one no
-    snapshot links is an orphan is decided by its name once the links are known.
+    snapshot links is an orphan is decided by its name once the links are known. With
+    ``identities``, the stat identity of each blob that is a regular file goes there, by name
+    (:class:`~hfcache.model.FileListing`).
     """
     blobs_dir = os.path.join(repo_dir, "blobs")
     blobs: dict[str, Blob] = {}
@@ -247,6 +272,8 @@ def scan_blobs_dir(
                 )
             elif stat_mod.S_ISREG(st.st_mode):
                 blobs["blobs/" + name] = new_blob(Blob, (st.st_size, st.st_atime, st.st_mtime, None, ""))
+                if identities is not None:
+                    identities[name] = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
             elif stat_mod.S_ISLNK(st.st_mode):
                 link = os.path.join(blobs_dir, name)
                 blob, problem = _scan_blob_link(roots, link, blobs_dir)

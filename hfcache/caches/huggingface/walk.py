@@ -14,7 +14,7 @@ from hfcache.caches.huggingface.snapshot import scan_snapshot
 from hfcache.caches.huggingface.store import Blob, Roots, list_folder, read_small, scan_blobs_dir
 from hfcache.caches.huggingface.trash import scan_trash
 from hfcache.caches.versions import parse_version, version_key
-from hfcache.model import Item, Leftover, OrphanFile, PartialFile, Revision, ScanWarning
+from hfcache.model import Identity, Item, Leftover, Listed, OrphanFile, PartialFile, Revision, ScanWarning
 
 
 @dataclass
@@ -33,6 +33,9 @@ class RepoScan:
     foreign: dict[str, int] = field(default_factory=dict)  # referenced files elsewhere in the cache
     orphans: list[OrphanFile] = field(default_factory=list)
     unknown: frozenset[str] = frozenset()  # keys of files in blobs/ that are neither blobs nor known temporaries
+    # With listing=True (hfcache verify): each revision's files, by its path, and the blobs' identities (FileListing)
+    files: dict[str, tuple[Listed, ...]] | None = None
+    identities: dict[str, Identity] | None = None
 
 
 Lonely = list[tuple[str, str, str, PartialFile]]  # (ref name, commit, path, the file as a temporary)
@@ -127,7 +130,10 @@ def _totals(blobs: dict[str, Blob], keys: Collection[str], fallback_dir: str) ->
 
 # One repo folder's walk, in the order the hub reads it; 30 > 15 until the hub kind becomes a
 # package of its own (issue 16, point 1: location, walk, shared store, reclaim, deletion).
-def scan_repo(roots: Roots, entry: os.DirEntry[str], repo_type: str, item_id: str) -> RepoScan:  # noqa: C901
+def scan_repo(  # noqa: C901
+    roots: Roots, entry: os.DirEntry[str], repo_type: str, item_id: str, listing: bool = False
+) -> RepoScan:
+    """Walk one repo folder; with ``listing``, also what a verify needs of its files (:class:`~hfcache.model.FileListing`)."""
     repo_dir = entry.path
     warnings: list[ScanWarning] = []
     blobs: dict[str, Blob] = {}
@@ -140,10 +146,13 @@ def scan_repo(roots: Roots, entry: os.DirEntry[str], repo_type: str, item_id: st
 
     locks = 0  # download locks of other writers in blobs/ (never deleted): the folder is no emptied shell
     unknown: frozenset[str] = frozenset()
+    files: dict[str, tuple[Listed, ...]] | None = {} if listing else None
+    identities: dict[str, Identity] | None = {} if listing else None
 
     def finish() -> RepoScan:
         scan_ = _build_repo(roots, repo_dir, repo_type, item_id, warnings, blobs, partials, revisions, refs)
         scan_.unknown = unknown
+        scan_.files, scan_.identities = files, identities
         if not (revisions or refs or blobs or partials or locks or any(w.blocks_deletion for w in warnings)):
             # An emptied shell (an interrupted removal of the whole repo): it goes as one leftover.
             m = measure(repo_dir, set(), [])
@@ -182,7 +191,7 @@ def scan_repo(roots: Roots, entry: os.DirEntry[str], repo_type: str, item_id: st
 
     if usable("blobs"):
         try:
-            blobs, partials, locks = scan_blobs_dir(roots, repo_dir, entry.name, item_id, warnings)
+            blobs, partials, locks = scan_blobs_dir(roots, repo_dir, entry.name, item_id, warnings, identities)
         except OSError as e:
             warnings.append(ScanWarning(os.path.join(repo_dir, "blobs"), f"cannot read blobs ({e.strerror or e})"))
     if usable("refs"):
@@ -217,8 +226,11 @@ def scan_repo(roots: Roots, entry: os.DirEntry[str], repo_type: str, item_id: st
             rev_warnings: list[ScanWarning] = []
             if not COMMIT_RE.fullmatch(snap.name):
                 rev_warnings.append(ScanWarning(snap.path, "snapshot folder is not named after a commit hash"))
-            keys, nb_files = scan_snapshot(roots, repo_dir, snap.path, blobs, tables, rev_warnings)
+            listed: list[Listed] | None = [] if files is not None else None
+            keys, nb_files = scan_snapshot(roots, repo_dir, snap.path, blobs, tables, rev_warnings, listed)
             revisions.append((snap.name, snap.path, keys, nb_files, rev_warnings))
+            if files is not None and listed is not None:
+                files[snap.path] = tuple(listed)
     present = {r[0] for r in revisions}
     for ref, commit, _, as_temporary in lonely:  # llama.cpp's lone refs/<name>.tmp
         if commit in present:
