@@ -337,7 +337,9 @@ class Use(NamedTuple):
     seen since the history began watching it, on a mount whose access times never move);
     ``program`` the programs then holding it; ``days`` the UTC day numbers it was used on,
     oldest first (those from the start the reader asked for); ``first_seen`` when a run first
-    saw the revision: before that, the history knows nothing of it.
+    saw the revision: before that, the history knows nothing of it; ``unwatched`` the days
+    (from that start) on which no run looked at its cache: a use then may have gone unseen
+    (a run sees only the latest access time).
     """
 
     last: float
@@ -345,3 +347,4 @@ class Use(NamedTuple):
     program: str | None
     days: tuple[int, ...]
     first_seen: float
+    unwatched: tuple[int, ...] = ()

@@ -32,7 +32,7 @@ from hfcache.plan.build import make_plan
 from hfcache.plan.decisions import Execution, Plan, PlanUnit, What
 from hfcache.plan.planfile import load_plan_file, plan_to_dict
 from hfcache.plan.query import Scope
-from hfcache.plan.settings import Policy, Settings, find_config, load_config, validate
+from hfcache.plan.settings import DEFAULT_WINDOW, Policy, Settings, find_config, load_config, validate
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,8 @@ def build_policy(
         raise UsageError("--keep-per needs --keep N (how many to keep in each series)")
     if overrides.window and not overrides.min_uses:
         raise UsageError("--window needs --min-uses N (how many days of use in the window)")
+    if overrides.min_uses and not overrides.window:
+        validate(replace(overrides, window=DEFAULT_WINDOW), where="command line (--window 30d, the default)")
     path = find_config(config) if use_config else None
     logger.info("policy file: %s", path or "none")
     policy = load_config(path, kinds=tuple(registry().kinds)) if path else Policy()
@@ -122,7 +124,9 @@ def usage_for(inventory: Inventory, policy: Policy, state: str | None) -> tuple[
     from hfcache.plan.settings import DEFAULT_WINDOW
 
     window = max([s.window or DEFAULT_WINDOW for s in levels if s.min_uses] or [0.0])
-    found, warnings = _read_usage(state, [c.root for c in inventory.caches if c.exists], inventory.scanned_at - window)
+    found, warnings = _read_usage(
+        state, [c.root for c in inventory.caches if c.exists], inventory.scanned_at - window, now=inventory.scanned_at
+    )
     now = inventory.scanned_at
     for cache in inventory.caches:
         if not cache.exists or not _noatime(cache.root):
@@ -144,7 +148,7 @@ def usage_for(inventory: Inventory, policy: Policy, state: str | None) -> tuple[
     return found, warnings
 
 
-def _read_usage(state: str | None, roots: list[str], since: float) -> tuple[dict[str, Use], list[str]]:
+def _read_usage(state: str | None, roots: list[str], since: float, *, now: float) -> tuple[dict[str, Use], list[str]]:
     if state is None or not os.path.exists(state):
         return {}, []
     from hfcache.history.store import usage
@@ -154,7 +158,7 @@ def _read_usage(state: str | None, roots: list[str], since: float) -> tuple[dict
     if problem:
         return {}, [f"state database {state} {problem}: its usage history is not used to decide deletions"]
     with StateDB(state) as db:
-        return usage(db, roots, since=since), db.warnings
+        return usage(db, roots, since=since, now=now), db.warnings
 
 
 def _untrusted(path: str) -> str | None:

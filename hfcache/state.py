@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import stat as stat_mod
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -69,6 +70,61 @@ CREATE TABLE IF NOT EXISTS item_sizes (
 """
 
 
+BUSY_TIMEOUT = 10.0  # seconds a run waits for another's write (writes take milliseconds)
+_HEADER = b"SQLite format 3\x00"
+_NAMES = (".db", ".sqlite", ".sqlite3")  # a file so named, not a database, is taken for a corrupt one and moved aside
+_CORRUPT = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
+
+
+def _not_ours(path: str) -> str | None:
+    """Why ``path`` is not a place for hfcache's database, or None (nothing there, or a database, or a ``.db`` file).
+
+    A folder, a FIFO or a device is never opened (a FIFO would block the read); a regular file
+    that is not an SQLite database is taken for a corrupt one (and moved aside, as the
+    module says) only when it is named like one: ``--state notes.txt`` or a model's blob
+    never lose their contents.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"cannot be looked at ({e.strerror or e})"
+    if not stat_mod.S_ISREG(st.st_mode):
+        return "is not a file"
+    if st.st_size == 0 or path.endswith(_NAMES):
+        return None
+    try:
+        with open(path, "rb") as f:
+            header = f.read(len(_HEADER))
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    return None if header == _HEADER else "is not an SQLite database (and not named .db)"
+
+
+def _corrupt(e: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite says the file itself is damaged (not: busy, locked, full, an I/O error)."""
+    code = getattr(e, "sqlite_errorcode", None)
+    if code is not None:
+        return bool(code & 0xFF in _CORRUPT)
+    text = str(e).lower()
+    return "malformed" in text or "not a database" in text
+
+
+def _schema(db: sqlite3.Connection) -> int | None:
+    """The schema version the database says it has; None for a new (or pre-meta) one."""
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):
+            return None
+        raise
+    try:
+        return int(row[0]) if row else None
+    except ValueError:
+        return None
+
+
 def default_state_path(env: Mapping[str, str] | None = None) -> str:
     """``$HFCACHE_STATE``, else ``state.db`` in the user state folder (beside the audit log)."""
     env = os.environ if env is None else env
@@ -90,18 +146,28 @@ class StateDB:
             self.db = self._connect(path)
 
     def _connect(self, path: str) -> sqlite3.Connection | None:
+        problem = _not_ours(path)
+        if problem:
+            self.warnings.append(f"state database {path} {problem}: left alone, nothing is remembered this run")
+            return None
         for attempt in (1, 2):
             try:
                 os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-                db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
-                db.execute("PRAGMA busy_timeout = 30000")
-                db.execute("PRAGMA journal_mode = WAL")
-                db.executescript(_TABLES)
-                db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA),))
-                db.execute("SELECT count(*) FROM digests").fetchone()  # a corrupt file fails here, if not before
+                db = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None)
+                db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+                found = _schema(db)
+                if found is not None and found > SCHEMA:
+                    db.close()
+                    self.warnings.append(f"state database {path} is of a newer hfcache (schema {found}): not used this run")
+                    return None
+                if found != SCHEMA:  # new, or older: its tables made (reading never writes otherwise)
+                    db.execute("PRAGMA journal_mode = WAL")
+                    db.executescript(_TABLES)
+                    db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA),))
+                db.execute("SELECT 1 FROM digests LIMIT 1").fetchall()  # a corrupt file fails here, if not before
                 return db
             except sqlite3.DatabaseError as e:
-                if attempt == 2 or isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+                if attempt == 2 or not _corrupt(e):  # locked, busy, full disk, I/O error: not the file's fault
                     self.warnings.append(f"state database {path} cannot be used ({e}): nothing is remembered this run")
                     return None
                 aside = f"{path}.corrupt-{int(time.time())}"

@@ -157,7 +157,8 @@ def test_a_revision_younger_than_the_window_or_than_the_history_is_never_rare(hu
     policy = Policy(defaults=Settings(min_uses=1, window=30 * DAY))
     for began, expected in ((10, []), (31, sorted(MODELS))):
         state = str(tmp_path / f"began-{began}.db")
-        remember(hub_root, state, now - began * DAY)  # the history began then
+        for days_ago in range(began, -1, -1):  # the history began then, a run every day since
+            remember(hub_root, state, now - days_ago * DAY)
         with StateDB(state) as db:
             uses = usage(db, [hub_root], since=now - 30 * DAY)
         # Watched for 10 days only, it cannot know 30 days of uses: nothing is rare yet.
@@ -457,7 +458,7 @@ def test_the_readme_tiers_evict_by_real_use_on_a_noatime_mount(tmp_path, mounts)
         "org/batch-busy": (25, 18, 9, 4),
         "org/batch-rare": (20,),
     }
-    for days_ago in sorted({d for ds in uses.values() for d in ds} | {31}, reverse=True):
+    for days_ago in range(31, 0, -1):  # metrics ran every day (every 15 minutes, in real life)
         users = [m for m, ds in uses.items() if days_ago in ds]
         procs = [holder(blobs_of(root, m)[0]) for m in users]
         try:
@@ -520,7 +521,8 @@ def test_a_state_database_others_can_write_never_decides_a_deletion(hub_root, tm
     state = str(tmp_path / "state.db")
     now = time.time()
     set_times(hub_root, now - 60 * DAY)
-    remember(hub_root, state, now - 40 * DAY)
+    for days_ago in range(40, -1, -1):
+        remember(hub_root, state, now - days_ago * DAY)
     args = ("prune", "--cache-dir", hub_root, "--state", state, "--min-uses", "1", "--dry-run", "--json")
     code, plan = cli(*args)
     assert code == 0 and len(plan["delete"]) == len(MODELS)  # trusted: nothing used in 30 days

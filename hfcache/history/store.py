@@ -24,6 +24,8 @@ from hfcache.state import StateDB
 
 DAY = 86400.0
 SEEN_EVERY = DAY  # a revision's row is marked seen again at most this often
+CLOCK_SLACK = 60.0  # an access time this far after the run is still the run's clock's
+PLAUSIBLE_GAP = 30 * DAY  # a run this long after the newest sample may be a wrong clock: no roll-up then
 ROLL_UP_EVERY = DAY
 # (age, bucket): older samples are thinned to one per cache and bucket; past the last age they go.
 SAMPLE_TIERS = ((14 * DAY, 0.0), (180 * DAY, 3600.0), (730 * DAY, DAY))
@@ -72,10 +74,11 @@ def record(state: StateDB, obs: Observation) -> None:
     with state.writing() as db:
         if db is None:
             return
+        where, args = _in("root", roots)
+        (previous,) = db.execute(f"SELECT max(at) FROM samples WHERE {where}", args).fetchone()
         db.executemany(
             "INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?, ?)", [(now, c.kind, _b(c.root), *c[2:]) for c in obs.caches]
         )
-        where, args = _in("root", roots)
         known = {
             path: (size, atime, seen)
             for path, size, atime, seen in db.execute(f"SELECT path, size, atime, last_seen FROM revisions WHERE {where}", args)
@@ -89,13 +92,14 @@ def record(state: StateDB, obs: Observation) -> None:
             if old is None:
                 rows.append((*row, r.atime, now, now))
                 if r.atime > 0:
-                    uses.append((path, day_of(r.atime), r.atime, "atime", None))
+                    uses.append(_atime_use(path, r.atime, now))
                 continue
             size, atime, seen = old
-            if r.atime > atime + 1.0:  # (a second's slack: file systems round access times)
-                uses.append((path, day_of(r.atime), r.atime, "atime", None))
-            if r.size != size or r.atime > atime or seen < now - SEEN_EVERY:
-                rows.append((*row, max(r.atime, atime), now, now))
+            moved = abs(r.atime - atime) > 1.0  # (a second's slack: file systems round access times)
+            if moved:
+                uses.append(_atime_use(path, r.atime, now))
+            if r.size != size or moved or seen < now - SEEN_EVERY:
+                rows.append((*row, r.atime, now, now))  # the access time as read: not a maximum a future one would freeze
         db.executemany(
             "INSERT INTO revisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET "
             "size = excluded.size, atime = excluded.atime, last_seen = excluded.last_seen",
@@ -119,13 +123,27 @@ def record(state: StateDB, obs: Observation) -> None:
         changed = [(root, item, now, size) for (root, item), size in now_sizes.items() if sizes.get((root, item)) != size]
         gone = [(root, item, now, 0) for (root, item), size in sizes.items() if size and (root, item) not in now_sizes]
         db.executemany("INSERT OR REPLACE INTO item_sizes VALUES (?, ?, ?, ?)", changed + gone)
-        _roll_up(db, now)
+        _roll_up(db, now, previous)
 
 
-def _roll_up(db: sqlite3.Connection, now: float) -> None:
-    """Thin old samples and forget old uses (:data:`SAMPLE_TIERS`, :data:`FORGET_AFTER`), at most once a day."""
+def _atime_use(path: bytes, atime: float, now: float) -> tuple[bytes, int, float, str, str | None]:
+    """The use an access time that moved says: on its day; one after this run (a clock that was ahead) counts now."""
+    when = atime if atime <= now + CLOCK_SLACK else now
+    return (path, day_of(when), when, "atime", None)
+
+
+def _roll_up(db: sqlite3.Connection, now: float, previous: float | None) -> None:
+    """Thin old samples and forget old uses (:data:`SAMPLE_TIERS`, :data:`FORGET_AFTER`), at most once a day.
+
+    Only when the clock moved plausibly since the newest earlier sample (``previous``): one run
+    with the clock years ahead must not take every use with it (the uses would then be
+    forgotten while the revisions' first sight stays, and a model used every day would look
+    unused). A mark of the last roll-up in the future is ignored.
+    """
+    if previous is not None and not previous - CLOCK_SLACK <= now <= previous + PLAUSIBLE_GAP:
+        return
     row = db.execute("SELECT value FROM meta WHERE key = 'history_rolled_up'").fetchone()
-    if row is not None and float(row[0]) > now - ROLL_UP_EVERY:
+    if row is not None and now - ROLL_UP_EVERY < float(row[0]) <= now:
         return
     newer = 0.0
     for age, bucket in SAMPLE_TIERS:
@@ -162,13 +180,15 @@ def _read(state: StateDB, what: str, query: str, args: tuple[object, ...] = ()) 
         return []
 
 
-def usage(state: StateDB, roots: Iterable[str], *, since: float) -> dict[str, Use]:
-    """Each recorded revision of ``roots`` (by path): its last use, and its use days from ``since`` on."""
+def usage(state: StateDB, roots: Iterable[str], *, since: float, now: float | None = None) -> dict[str, Use]:
+    """Each recorded revision of ``roots`` (by path): its last use, its use days from ``since`` on, and the days
+    from then to ``now`` (default: the newest sample) on which no run looked at its cache."""
+    roots = list(roots)
     where, args = _in("r.root", map(_b, roots))
     rows = _read(
         state,
         "uses",
-        f"SELECT r.path, r.first_seen, max(u.at), u.source, u.program FROM revisions r "
+        f"SELECT r.path, r.root, r.first_seen, max(u.at), u.source, u.program FROM revisions r "
         f"LEFT JOIN uses u ON u.path = r.path WHERE {where} GROUP BY r.path",
         args,
     )
@@ -179,9 +199,18 @@ def usage(state: StateDB, roots: Iterable[str], *, since: float) -> dict[str, Us
     )
     for path, day in _read(state, "uses", query, (*args, day_of(since))):
         days.setdefault(path, []).append(day)
+    watched: dict[bytes, set[int]] = {}
+    newest = since
+    swhere, sargs = _in("root", map(_b, roots))
+    query = f"SELECT root, CAST(at / 86400 AS INTEGER), max(at) FROM samples WHERE {swhere} AND at >= ? GROUP BY 1, 2"
+    for root, day, at in _read(state, "samples", query, (*sargs, day_of(since) * DAY)):  # whole days: a run that day
+        watched.setdefault(root, set()).add(day)
+        newest = max(newest, at)
+    every = range(day_of(since), day_of(newest if now is None else now) + 1)
+    unwatched = {root: tuple(d for d in every if d not in seen) for root, seen in watched.items()}
     return {
-        os.fsdecode(path): Use(last or 0.0, source, program, tuple(days.get(path, ())), first)
-        for path, first, last, source, program in rows
+        os.fsdecode(path): Use(last or 0.0, source, program, tuple(days.get(path, ())), first, unwatched.get(root, tuple(every)))
+        for path, root, first, last, source, program in rows
     }
 
 

@@ -68,7 +68,9 @@ def candidate(item: Item, rev: Revision, use: Use | None = None) -> Candidate:
         return c
     how = {"process": f"by {use.program or 'a process'} (history)", "atime": "(access time, history)"}
     used_by = how.get(use.source or "", "(not seen in use since the history began)")
-    return replace(c, last_used=use.last, used_by=used_by, use_days=use.days, watched_since=use.first_seen)
+    return replace(
+        c, last_used=use.last, used_by=used_by, use_days=use.days, watched_since=use.first_seen, unwatched_days=use.unwatched
+    )
 
 
 _OF_USE = (Rule.MAX_AGE, Rule.MIN_USES)  # rules that may take a model's last revision: it is not used

@@ -62,6 +62,7 @@ class Candidate:
     used_by: str | None = None
     use_days: tuple[int, ...] = ()
     watched_since: float | None = None
+    unwatched_days: tuple[int, ...] = ()  # days no run looked: a use then may have gone unseen
 
     def time(self, age_by: str) -> float:
         """When it was last accessed, modified, or used (``use``: the history's last use, else the access time)."""
@@ -176,7 +177,8 @@ def min_uses(candidates: Iterable[Candidate], *, now: float, uses: int, window: 
 
     Only a unit the history has watched for the whole window, and that is older than the
     window (last modified before it began), can be selected: a new download, or a history
-    begun last week, has not had the time to be used ``uses`` times.
+    begun last week, has not had the time to be used ``uses`` times. A day on which no run
+    looked at its cache counts as a possible use (a run sees only the latest access time).
 
     >>> watched = dict(watched_since=0.0, last_modified=0.0)
     >>> rare = Candidate("/c/rare", "m", "a", use_days=(95,), **watched)
@@ -186,12 +188,16 @@ def min_uses(candidates: Iterable[Candidate], *, now: float, uses: int, window: 
     ['/c/rare']
     """
     first = int((now - window) // DAY)
+    if uses > int(now // DAY) - first + 1:
+        return {}  # more days than the window holds: nothing could ever meet it (refused on the command line)
     out = {}
     for c in candidates:
         if c.watched_since is None or c.watched_since > now - window or c.last_modified > now - window:
             continue
         days = len({d for d in c.use_days if d >= first})
-        if days < uses:
+        # A day no run looked may have had a use no run saw: counted as one (a weekly run is no daily use count).
+        possible = len({d for d in (*c.use_days, *c.unwatched_days) if d >= first})
+        if possible < uses:
             out[c.path] = Decision(Rule.MIN_USES, Case.RARE, rank=days, n=uses, limit=window)
     return out
 

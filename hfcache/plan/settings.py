@@ -221,6 +221,17 @@ def _finite(value: float) -> bool:
         return False
 
 
+def _validate_uses(settings: Settings, prefix: str) -> None:
+    """``min_uses`` and ``window``: a count of days a window can hold (more would make every model rare)."""
+    uses, window = settings.min_uses, settings.window
+    if uses is not None and not 1 <= uses <= 366:
+        raise UsageError(f"{prefix}min_uses must be between 1 and 366 (days of use in the window)")
+    if window is not None and not 86400.0 <= window <= MAX_WINDOW:
+        raise UsageError(f"{prefix}window must be between 1d and 365d")
+    if uses is not None and window is not None and uses > int(window // 86400) + 1:
+        raise UsageError(f"{prefix}min_uses {uses} is more days than a window of {describe_age(window)} holds")
+
+
 def validate(settings: Settings, *, where: str = "") -> None:
     """Refuse settings that contradict each other or make no sense, before anything is scanned.
 
@@ -240,10 +251,7 @@ def validate(settings: Settings, *, where: str = "") -> None:
         raise UsageError(f"{prefix}max_age must be longer than 0s")
     if settings.max_age is not None and not _finite(settings.max_age):
         raise UsageError(f"{prefix}max_age must be finite")
-    if settings.min_uses is not None and not 1 <= settings.min_uses <= 366:
-        raise UsageError(f"{prefix}min_uses must be between 1 and 366 (days of use in the window)")
-    if settings.window is not None and not 86400.0 <= settings.window <= MAX_WINDOW:
-        raise UsageError(f"{prefix}window must be between 1d and 365d")
+    _validate_uses(settings, prefix)
     if settings.junk_grace is not None and not settings.junk_grace >= 0:
         raise UsageError(f"{prefix}junk_grace must be 0s or longer")
     if settings.junk_grace is not None and not _finite(settings.junk_grace):
