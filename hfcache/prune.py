@@ -26,7 +26,7 @@ from hfcache.errors import UsageError
 from hfcache.execute.audit import AuditLog
 from hfcache.execute.prune_lock import DEFAULT_LOCK_WAIT, PruneLocks
 from hfcache.execute.run import check_roots, execute_plan, recover
-from hfcache.fs.system import disk_of, mount_of
+from hfcache.fs.system import disk_of, frozen_atimes
 from hfcache.model import CacheInventory, Disk, Inventory, Use
 from hfcache.plan.build import make_plan
 from hfcache.plan.decisions import Execution, Plan, PlanUnit, What
@@ -71,17 +71,12 @@ def build_policy(
     return policy
 
 
-def _noatime(root: str) -> str | None:
-    """The mount point holding ``root`` when it is mounted ``noatime`` (access times never move there)."""
-    mount = mount_of(root)
-    return mount[0] if mount is not None and "noatime" in mount[1] else None
-
-
 def check_access_times(inventory: Inventory, policy: Policy) -> list[str]:
-    """Refuse an atime policy on a ``noatime`` mount; returns warnings for lesser problems.
+    """Refuse an atime policy where access times never move; returns warnings for lesser problems.
 
-    Under ``noatime`` access times never move, so "not accessed for 30 days" would select
-    models read every day. ``relatime`` (Linux's default) moves atime at most once a day,
+    Under ``noatime`` (and on read-only and overlay mounts: see
+    :func:`~hfcache.fs.system.frozen_atimes`) access times never move, so "not accessed for
+    30 days" would select models read every day. ``relatime`` (Linux's default) moves atime at most once a day,
     which is fine for ages counted in days. Quotas order by atime too: there they fall back
     on nothing, so a warning says the order is by age of download. Ages by use (``age_by:
     use``, the usage history) are allowed there: see :func:`usage_for`.
@@ -95,10 +90,10 @@ def check_access_times(inventory: Inventory, policy: Policy) -> list[str]:
         quota_by_atime = (settings.max_size or settings.min_free) and (settings.age_by or "atime") == "atime"
         if not by_atime and not quota_by_atime:
             continue
-        mount = _noatime(cache.root)
+        mount = frozen_atimes(cache.root)
         if mount is None:
             continue
-        where = f"{cache.root} is on a noatime mount ({mount})"
+        where = f"{cache.root} is on {mount}"
         if by_atime:
             raise UsageError(
                 f"{where}: access times never change there, so max-age by atime is refused (of {by_atime[0]}); "
@@ -129,7 +124,8 @@ def usage_for(inventory: Inventory, policy: Policy, state: str | None) -> tuple[
     )
     now = inventory.scanned_at
     for cache in inventory.caches:
-        if not cache.exists or not _noatime(cache.root):
+        frozen = frozen_atimes(cache.root) if cache.exists else None
+        if frozen is None:
             continue
         unknown = 0
         for item in cache.items:
@@ -142,7 +138,7 @@ def usage_for(inventory: Inventory, policy: Policy, state: str | None) -> tuple[
                     found[rev.path] = use._replace(last=use.first_seen, source="watched", program=None)
         if unknown:
             warnings.append(
-                f"{cache.root} is on a noatime mount and the usage history knows nothing of {unknown} revision(s) there: "
+                f"{cache.root} is on {frozen} and the usage history knows nothing of {unknown} revision(s) there: "
                 "they are taken to be in use now"
             )
     return found, warnings
@@ -162,17 +158,28 @@ def _read_usage(state: str | None, roots: list[str], since: float, *, now: float
 
 
 def _untrusted(path: str) -> str | None:
-    """Why a state database may not decide deletions: another account owns it or its folder, or anyone may write either."""
+    """Why a state database may not decide deletions: another account owns it or its folder, or others may write them.
+
+    SQLite also reads ``<db>-wal`` (and ``-shm``, ``-journal``) beside it: in a folder anyone
+    may write, even a sticky one such as ``/tmp``, another account could plant a ``-wal``
+    that rewrites the history when it is read. So the folder must be the account's own to
+    write, and any of those files there must be the account's too.
+    """
     me = os.geteuid() if hasattr(os, "geteuid") else None
-    for place in (path, os.path.dirname(os.path.abspath(path))):
+    folder = os.path.dirname(os.path.abspath(path))
+    for place in (path, folder, *(path + s for s in ("-wal", "-shm", "-journal"))):
         try:
             st = os.stat(place)
+        except FileNotFoundError:
+            if place == path or place == folder:
+                return "cannot be checked (gone)"
+            continue
         except OSError as e:
             return f"cannot be checked ({e.strerror or e})"
         if me is not None and st.st_uid not in (me, 0):
-            return f"(or its folder) belongs to uid {st.st_uid}, not to this account"
-        if st.st_mode & 0o002 and not (st.st_mode & 0o1000):  # world-writable (a sticky folder, such as /tmp, is fine)
-            return "(or its folder) can be written by anyone"
+            return f"(or {os.path.basename(place)} beside it) belongs to uid {st.st_uid}, not to this account"
+        if st.st_mode & 0o002:
+            return f"(or its folder {folder}) can be written by anyone"
     return None
 
 

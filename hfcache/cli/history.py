@@ -49,6 +49,7 @@ def history(
 
     Example: hfcache history --window 30d --top 5
     """
+    from hfcache.caches.registry import registry, select_kinds
     from hfcache.history.report import build_report
     from hfcache.history.store import model_uses, recorded_caches, samples, size_changes
     from hfcache.history.watch import state_path
@@ -62,6 +63,8 @@ def history(
         span = float(parse_duration(window))
         if span <= 0:
             raise UsageError("--window must be longer than 0s")
+        if kind:
+            select_kinds(kind, registry())  # an unknown kind is refused, as scan refuses it
         path = state_path(state)
         now = time.time()
         wanted_roots = {os.path.realpath(d) for d in cache_dir or ()}
@@ -81,12 +84,15 @@ def history(
                 top=top,
             )
             problems = db.warnings
+            filtered_out = not roots and bool(recorded_caches(db))
     for problem in problems:
         render.warning(problem)
     if fmt is OutputFormat.json:
         from hfcache.output.serialize import history_to_dict
 
         render.json_document(history_to_dict(report))
+    elif filtered_out:
+        render.note("No history of these caches: the history holds others (hfcache history alone shows them all).")
     else:
         from hfcache.output.trends import history_tables
 

@@ -18,19 +18,33 @@ import psutil
 from hfcache.model import Disk
 
 
-def mount_of(path: str) -> tuple[str, frozenset[str]] | None:
-    """The mount point holding ``path`` and its options (``noatime``, ``relatime``, ...), or None if unknown."""
+def frozen_atimes(path: str) -> str | None:
+    """Why reading a file under ``path`` may not move its access time, or None.
+
+    Said as "a noatime mount (/data)": ``noatime`` (never moved), ``ro`` (a read-only mount
+    writes no access time), or ``overlay`` (a read of a file in an image's lower layer moves
+    none: checked on Linux 6.x). ``relatime`` moves it at most once a day: not frozen.
+    """
     real = os.path.realpath(path)
-    best: tuple[str, frozenset[str]] | None = None
+    best = None
     try:
         partitions = psutil.disk_partitions(all=True)
     except OSError:  # pragma: no cover - /proc not mounted
         return None
     for part in partitions:
         mp = part.mountpoint
-        if (real == mp or real.startswith(mp.rstrip(os.sep) + os.sep)) and (best is None or len(mp) > len(best[0])):
-            best = (mp, frozenset(part.opts.split(",")))
-    return best
+        if (real == mp or real.startswith(mp.rstrip(os.sep) + os.sep)) and (best is None or len(mp) > len(best.mountpoint)):
+            best = part
+    if best is None:
+        return None
+    opts = set(best.opts.split(","))
+    if "noatime" in opts:
+        return f"a noatime mount ({best.mountpoint})"
+    if "ro" in opts:
+        return f"a read-only mount ({best.mountpoint})"
+    if best.fstype == "overlay":
+        return f"an overlay mount ({best.mountpoint}), whose lower layers' access times never move"
+    return None
 
 
 def disk_of(path: str) -> Disk:
@@ -52,7 +66,7 @@ class OpenFiles(NamedTuple):
     unreadable: tuple[str, ...] = ()
     # Each file as a process named it (in its own mount namespace, so possibly not a path here),
     # and the programs (``comm``) holding it: what the usage history records (``hfcache.history``).
-    paths: dict[tuple[int, int], str] = {}
+    paths: dict[tuple[int, int], tuple[str, ...]] = {}
     programs: dict[tuple[int, int], tuple[str, ...]] = {}
 
 
@@ -109,6 +123,9 @@ _MAPS_LINE = re.compile(rb"^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ ([0-9a-f]+):([0-9a-f
 _PLAIN_FS = frozenset(
     "ext2 ext3 ext4 xfs tmpfs ramfs f2fs jfs reiserfs nilfs2 vfat msdos exfat ntfs ntfs3 hfsplus zfs nfs nfs4".split()
 )
+
+
+NAMES_KEPT = 4  # names kept per held file (processes in several namespaces, or through several links)
 
 
 class _Denied(Exception):
@@ -172,7 +189,13 @@ class _Scan:
         self.map_files = True  # until a stat through /proc/PID/map_files is refused
         self.own_ns = _mount_ns("self")
         self.identities: dict[tuple[str, bytes, bytes, bytes, bytes], tuple[int, int] | None] = {}
-        self.paths: dict[tuple[int, int], str] = {}  # one name per file, as the first process holding it named it
+        self.paths: dict[tuple[int, int], tuple[str, ...]] = {}  # the names processes gave each file (a few)
+
+    def name(self, key: tuple[int, int], path: str) -> None:
+        """Keep ``path`` as a name of ``key`` (a few per file: each process may name it in its own namespace)."""
+        names = self.paths.get(key, ())
+        if path not in names and len(names) < NAMES_KEPT:
+            self.paths[key] = (*names, path)
 
     def process(self, pid: str, keys: set[tuple[int, int]]) -> None:
         """Add to ``keys`` the identities of what ``pid`` holds open or mapped.
@@ -194,9 +217,9 @@ class _Scan:
             if stat_mod.S_ISREG(st.st_mode) and (devs is None or st.st_dev in devs):
                 key = (st.st_dev, st.st_ino)
                 keys.add(key)
-                if key not in self.paths:
+                if len(self.paths.get(key, ())) < NAMES_KEPT:
                     try:
-                        self.paths[key] = os.readlink(f"{base}/fd/{fd}")
+                        self.name(key, os.readlink(f"{base}/fd/{fd}"))
                     except OSError:
                         pass
         try:
@@ -209,7 +232,7 @@ class _Scan:
                 major, minor = dev.split(b":")
                 key = (os.makedev(int(major, 16), int(minor, 16)), int(ino))
                 keys.add(key)
-                self.paths.setdefault(key, os.fsdecode(path))
+                self.name(key, os.fsdecode(path))
             return
         seen: set[tuple[bytes, bytes, bytes, bytes]] = set()
         ns: str | None = None
@@ -221,7 +244,7 @@ class _Scan:
             # only ever a file of the same mapping: a false match can only keep a unit.
             key = (os.makedev(int(major, 16), int(minor, 16)), int(ino))
             keys.add(key)
-            self.paths.setdefault(key, os.fsdecode(path))
+            self.name(key, os.fsdecode(path))
             if ns is None:
                 ns = _mount_ns(pid) or f"pid {pid}"
             known = (ns, major, minor, ino, path)
@@ -230,7 +253,7 @@ class _Scan:
             identity = self.identities[known]
             if identity is not None:
                 keys.add(identity)
-                self.paths.setdefault(identity, os.fsdecode(path))
+                self.name(identity, os.fsdecode(path))
 
     def _stat_mapping(self, base: str, start: bytes, end: bytes, path: bytes, our_namespace: bool) -> tuple[int, int] | None:
         """``stat()``'s identity of a mapped file: through map_files (root), else by its path in our namespace."""
@@ -326,7 +349,7 @@ def _psutil_open_files(under: Iterable[str]) -> OpenFiles:
     """
     prefixes = tuple(p.rstrip(os.sep) + os.sep for p in under)
     users: dict[tuple[int, int], str] = {}
-    held: dict[tuple[int, int], str] = {}
+    held: dict[tuple[int, int], tuple[str, ...]] = {}
     programs: dict[tuple[int, int], tuple[str, ...]] = {}
     unreadable: list[str] = []
     for proc in psutil.process_iter(["pid", "name"]):
@@ -349,7 +372,8 @@ def _psutil_open_files(under: Iterable[str]) -> OpenFiles:
                 continue
             key, name = (st.st_dev, st.st_ino), proc.info.get("name") or "?"
             users.setdefault(key, f"pid {proc.pid} ({name})")
-            held.setdefault(key, path)
+            if path not in held.get(key, ()):
+                held[key] = (*held.get(key, ()), path)
             if name not in programs.get(key, ()):
                 programs[key] = (*programs.get(key, ()), name)
     return OpenFiles(users, len(unreadable), tuple(unreadable), held, programs)

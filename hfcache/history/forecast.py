@@ -119,6 +119,10 @@ def fit(points: Iterable[Point], *, since: float | None = None) -> Trend | None:
     )
 
 
+OUTLIER = 10.0  # a rise this many times the median step between samples is a cleanup
+FLOOR = 0.001  # ... when it is also more than this share of the file system (0.1%)
+
+
 def settled(points: Iterable[Point], *, total: float, jump: float = 0.01) -> list[Point]:
     """A free-space series from its last cleanup on: the points after the last rise of more than ``jump * total``.
 
@@ -128,15 +132,22 @@ def settled(points: Iterable[Point], *, total: float, jump: float = 0.01) -> lis
     file system between two samples, catches a prune of a few GB on a disk of hundreds,
     which 15 minutes of ordinary use rarely frees; a rise that is not a cleanup costs only
     history (a shorter fit, a wider interval), while a cleanup missed hides a filling disk.
-    Returned in time order.
+    A smaller rise counts too when it stands out of the series' own steps: more than
+    :data:`OUTLIER` times the median step between samples (and :data:`FLOOR` of the file
+    system): a 90 GB prune on a 10 TB disk filling 20 GB a day is one. Returned in time order.
 
     >>> settled([(0, 10.0), (1, 9.0), (2, 30.0), (3, 29.0), (4, 28.5)], total=100)
     [(2, 30.0), (3, 29.0), (4, 28.5)]
     """
     pts = sorted(points)
+    steps = sorted(abs(pts[i][1] - pts[i - 1][1]) for i in range(1, len(pts)))
+    limit = jump * total
+    if len(steps) >= 8:  # a rise that stands out of the series' own steps is a cleanup too, however small a share
+        typical = steps[len(steps) // 2]
+        limit = min(limit, max(OUTLIER * typical, FLOOR * total))
     cut = 0
     for i in range(1, len(pts)):
-        if pts[i][1] - pts[i - 1][1] > jump * total:
+        if pts[i][1] - pts[i - 1][1] > limit:
             cut = i
     return pts[cut:]
 

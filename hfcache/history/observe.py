@@ -80,13 +80,18 @@ def _owners(cache: CacheInventory) -> tuple[dict[str, list[tuple[str, str]]], li
                 # A hub blob key is relative to its repo folder; Ollama's to the store's blobs/ folder.
                 for base in (item.path, os.path.join(cache.root, "blobs")):
                     by_name.setdefault(os.path.basename(key), []).append((rev.path, os.path.join(base, key)))
-            units.extend((rev.path, unit) for unit in rev.unit_paths)
+            for unit in rev.unit_paths:
+                units.append((rev.path, unit))
+                if not rev.blobs:  # a file unit (a torch checkpoint): found by its name too
+                    by_name.setdefault(os.path.basename(unit), []).append((rev.path, unit))
     return by_name, units
 
 
 def _here(name: str, root: str, key: tuple[int, int]) -> str | None:
     """The path under ``root`` of the file a process named ``name`` (in its namespace) and holds as ``key``."""
     parts = [p for p in name.split("/") if p]
+    if name.endswith(" (deleted)"):
+        return None
     if name.startswith(root + os.sep):
         parts = parts[len([p for p in root.split("/") if p]) :]  # our own namespace: the name itself first
     for n in range(min(len(parts), _TAIL), 0, -1):
@@ -103,29 +108,54 @@ def _here(name: str, root: str, key: tuple[int, int]) -> str | None:
 def held_revisions(inventory: Inventory, files: OpenFiles) -> dict[str, tuple[str, ...]]:
     """Revision path -> the programs holding (open or mapped) a file of it now, matched by inode.
 
-    Only files on the devices of the cache roots are looked at; each is looked for under
-    each root by the trailing parts of the name its process gave it, and counts only when the
-    file found there is the very inode held. A blob several revisions share is a use of each.
+    Only files on the devices of the cache roots are looked at. Each name a process gave a
+    held file suggests where to look: its trailing parts under each root (a cache mounted
+    whole elsewhere), else its file name among the revisions' blobs and files (one repo
+    folder mounted alone); a candidate counts only when it is the very inode held. A blob
+    several revisions share is a use of each. Not found: a file held through a hard link of
+    another name, or a payload of the hub's shared Xet store (its repo blobs are links).
     """
     out: dict[str, set[str]] = {}
-    caches = [c for c in inventory.caches if c.exists]
     devices: dict[int, list[CacheInventory]] = {}
-    for cache in caches:
-        try:
-            devices.setdefault(os.stat(cache.root).st_dev, []).append(cache)
-        except OSError:
-            continue
-    owners: dict[str, tuple[dict[str, list[tuple[str, str]]], list[tuple[str, str]]]] = {}
-    for key, name in files.paths.items():
-        for cache in devices.get(key[0], ()):
-            found = _here(name, cache.root, key)
-            if found is None:
+    for cache in inventory.caches:
+        if cache.exists:
+            try:
+                devices.setdefault(os.stat(cache.root).st_dev, []).append(cache)
+            except OSError:
                 continue
+    owners: dict[str, tuple[dict[str, list[tuple[str, str]]], list[tuple[str, str]]]] = {}
+    for key, names in files.paths.items():
+        for cache in devices.get(key[0], ()):
             if cache.root not in owners:
                 owners[cache.root] = _owners(cache)
-            by_name, units = owners[cache.root]
-            revs = {rev for rev, path in by_name.get(os.path.basename(found), ()) if path == found}
-            revs |= {rev for rev, unit in units if found == unit or found.startswith(unit + os.sep)}
-            for rev in revs:
+            for rev in _revisions_holding(cache, owners[cache.root], key, names):
                 out.setdefault(rev, set()).update(files.programs.get(key, ("?",)))
     return {rev: tuple(sorted(programs)) for rev, programs in out.items()}
+
+
+def _revisions_holding(
+    cache: CacheInventory,
+    owned: tuple[dict[str, list[tuple[str, str]]], list[tuple[str, str]]],
+    key: tuple[int, int],
+    names: tuple[str, ...],
+) -> set[str]:
+    by_name, units = owned
+    for name in names:
+        found = _here(name, cache.root, key)
+        if found is not None:
+            revs = {rev for rev, path in by_name.get(os.path.basename(found), ()) if path == found}
+            return revs | {rev for rev, unit in units if found == unit or found.startswith(unit + os.sep)}
+    revs = set()
+    for name in names:  # not under the root by any tail: by its file name among the revisions' own files
+        for rev, path in by_name.get(os.path.basename(name), ()):
+            if rev not in revs and _is(path, key):
+                revs.add(rev)
+    return revs
+
+
+def _is(path: str, key: tuple[int, int]) -> bool:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == key

@@ -53,8 +53,14 @@ def _chart(
     fs: FileSystemTrend, caches: dict[str, list[tuple[float, float]]], width: int, window: float, now: float
 ) -> str | None:
     """Free space (and the caches on it) over the window, the forecast dashed within a window ahead; None without plotext."""
+    import sys
+
     from hfcache.output.charts import line_chart
 
+    try:
+        "⣿┤─┄".encode(sys.stdout.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return None  # a terminal that cannot show braille and box drawing: the figures without the chart
     series: dict[str, list[tuple[float, float]]] = {"free": list(fs.free_series), **caches}
     marks, dashed = [], []
     f = fs.forecast
@@ -118,4 +124,4 @@ def history_tables(report: HistoryReport, *, markdown: bool = False, chart: bool
         out.heading(Text(f"Uses over the last {window}", style="bold"))
         out.table(table)
     if missing_chart:
-        out.line(Text("(no chart: install hfcache[charts], which brings plotext)", style="dim"))
+        out.line(Text("(no chart: install hfcache[charts], which brings plotext, on a UTF-8 terminal)", style="dim"))
