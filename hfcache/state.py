@@ -5,8 +5,10 @@ SQLite (the standard library's ``sqlite3``) in the user state folder
 Linux), or ``--state FILE`` / ``$HFCACHE_STATE``. WAL and a busy timeout, so that a cron
 run and an interactive one can overlap. Everything works without it: a database that
 cannot be opened, or is corrupt, is a warning; a corrupt one is moved aside
-(``state.db.corrupt-<time>``) and started afresh. Nothing in it ever decides a deletion on
-its own: it adds what the disk cannot tell (a use a ``noatime`` mount did not record).
+(``state.db.corrupt-<time>``) and started afresh (only a file SQLite calls corrupt, or one
+named ``.db``: a folder or another file at that path is left alone). The usage history
+decides deletions (``age_by: use``, ``min_uses``), so ``prune`` trusts only a database of its
+own account, in a folder no one else may write (``hfcache.prune``).
 
 Tables (schema version 2; version 1 had the first two, which are unchanged):
 
