@@ -181,3 +181,85 @@ def test_an_s3_archive_with_the_real_client_round_trips(rich, s3, tmp_path):
     for path, data in contents(root).items():
         if "/blobs/" in path:
             assert before.get(path) == data, path  # every restored blob byte-identical
+
+
+KILLABLE = """
+import os, sys, time
+delay = float(sys.argv[1])
+def slow(f):
+    def slowed(*args, **kwargs):
+        time.sleep(delay)
+        return f(*args, **kwargs)
+    return slowed
+# Every step of an archive's writes (a temporary file made durable, moved into place) and of a deletion, slowed.
+os.replace, os.fsync, os.unlink, os.rmdir, os.rename = (slow(f) for f in (os.replace, os.fsync, os.unlink, os.rmdir, os.rename))
+sys.argv = ["hfcache", *sys.argv[2:]]
+from hfcache.cli import main
+main()
+"""
+
+
+def _archived_whole(dest: str, item_id: str, commit: str) -> bool:
+    """A manifest for the revision, and every object it names there with the right bytes."""
+    import hashlib
+
+    archive = Archive(dest)
+    if not os.path.exists(archive.manifest_path("huggingface", item_id, commit)):
+        return False
+    manifest = json.load(open(archive.manifest_path("huggingface", item_id, commit)))
+    for f in manifest["files"]:
+        with open(archive.object_path(f["sha256"]), "rb") as obj:
+            if hashlib.sha256(obj.read()).hexdigest() != f["sha256"]:
+                return False
+    return True
+
+
+def _whole_in_cache(root: str, template: dict[str, bytes], repo: str, commit: str) -> bool:
+    prefix = f"{repo}/snapshots/{commit}/"
+    expected = {p: d for p, d in template.items() if p.startswith(prefix)}
+    now = contents(root)
+    return all(now.get(p) == d for p, d in expected.items())
+
+
+def test_kill_9_at_any_moment_of_an_archiving_prune_never_loses_a_revision(rich, tmp_path):
+    """Never neither: after each kill every revision is whole in the cache or archived whole; a re-run finishes."""
+    import random
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    template_root, _ = rich
+    template = contents(template_root)
+    revisions = [
+        (e.name, s.name)
+        for e in os.scandir(template_root)
+        if e.name.startswith(("models--", "datasets--", "spaces--"))
+        for s in os.scandir(os.path.join(e.path, "snapshots"))
+    ]
+    ids = {repo: repo.split("--", 1)[1].replace("--", "/") for repo, _ in revisions}
+    rng = random.Random(21)
+    for round_ in range(6):
+        root, dest = str(tmp_path / f"hub{round_}"), str(tmp_path / f"archive{round_}")
+        shutil.copytree(template_root, root, symlinks=True)
+        age_everything(root, 90)
+        args = ["prune", "--cache-dir", root, "--max-age", "30d", "--archive-to", dest, "--yes", "--log", str(tmp_path / "a.log")]
+        proc = subprocess.Popen(
+            [sys.executable, "-c", KILLABLE, "0.01", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        time.sleep(rng.uniform(0.3, 2.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        for repo, commit in revisions:
+            assert _whole_in_cache(root, template, repo, commit) or _archived_whole(dest, ids[repo], commit), (
+                round_,
+                repo,
+                commit,
+            )
+        # A second run finishes the job: everything archived, nothing left in the cache's snapshots.
+        code, plan = cli(*args, "--json")
+        assert code == 0, plan
+        for repo, commit in revisions:
+            assert _archived_whole(dest, ids[repo], commit), (round_, repo, commit)
+            assert not os.path.exists(os.path.join(root, repo, "snapshots", commit)), (round_, repo, commit)
