@@ -222,3 +222,66 @@ def test_keras_default_root_is_keras_home_and_keras_json_is_never_an_item(tmp_pa
     del run_env["KERAS_HOME"]
     theirs = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=run_env, check=True)
     assert keras_kind.default_root({"HOME": isolated_home}) == os.path.expanduser(theirs.stdout.strip().splitlines()[-1])
+
+
+def _age(root: str, days: float) -> None:
+    old = time.time() - days * 86400
+    for folder, _, names in os.walk(root):
+        for name in (*names, "."):
+            os.utime(os.path.join(folder, name), (old, old), follow_symlinks=False)
+
+
+def test_torch_and_keras_downloads_archived_then_restored_load_without_the_network(files, tmp_path):
+    """Issue 21, point 5: plain-file units (a checkpoint, a Keras file and an extracted archive) leave by an archive and
+    come back as their library finds them: the same call returns the same data with the server gone."""
+    from tests.support import cli
+
+    torch, keras = need("torch"), need("keras")
+    troot, kroot, dest = str(tmp_path / "torch" / "hub"), str(tmp_path / "keras"), str(tmp_path / "archive")
+    data, prefix = checkpoint_bytes(torch, 50)
+    files.files[f"/resnet18-{prefix}.pth"] = data
+    url = f"{files.url}/resnet18-{prefix}.pth"
+    model_dir = os.path.join(troot, "checkpoints")
+    torch.hub.load_state_dict_from_url(url, model_dir=model_dir, progress=False, check_hash=True)
+    os.makedirs(kroot)
+    files.files["/w.h5"] = b"h" * 900
+    files.files["/foo.tar.gz"] = tar_gz({"foo/a.txt": b"a" * 3000})
+    keras.utils.get_file(origin=f"{files.url}/w.h5", cache_dir=kroot, cache_subdir="models")
+    keras.utils.get_file("foo.tar.gz", origin=f"{files.url}/foo.tar.gz", cache_dir=kroot, extract=True)
+    before = {r: _tree(r) for r in (troot, kroot)}
+    _age(troot, 90)
+    _age(kroot, 90)
+    for root, kind in ((troot, "torch"), (kroot, "keras")):
+        code, plan = cli(
+            "prune", "--cache-dir", root, "--kind", kind, "--max-age", "30d", "--archive-to", dest, "--yes", "--json"
+        )
+        assert code == 0, plan
+        assert [u["status"] for u in plan["delete"] if u["what"] == "revision"] and all(
+            u["status"] == "deleted" for u in plan["delete"]
+        )
+    assert not os.listdir(model_dir)
+    files.files.clear()  # the network is gone: only the archive can bring them back
+    code, listing = cli("archive", "ls", dest, "--json")
+    assert code == 0 and {u["kind"] for u in listing["units"]} == {"torch", "keras"}
+    for root, kind in ((troot, "torch"), (kroot, "keras")):
+        ids = sorted({u["id"] for u in listing["units"] if u["kind"] == kind})
+        code, out = cli("restore", dest, *ids, "--cache-dir", root, "--json")
+        assert code == 0, out
+        assert _tree(root) == before[root], kind
+    state = torch.hub.load_state_dict_from_url(url, model_dir=model_dir, progress=False, check_hash=True)
+    assert state["w"].shape == (50,)
+    assert (
+        open(keras.utils.get_file(origin=f"{files.url}/w.h5", cache_dir=kroot, cache_subdir="models"), "rb").read() == b"h" * 900
+    )
+
+
+def _tree(root: str) -> dict[str, bytes]:
+    out = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            if name.endswith("prune.lock"):  # hfcache's own lock, left by the prune
+                continue
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, root)] = f.read()
+    return out
