@@ -19,16 +19,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
 from hfcache import progress
 from hfcache.archive.store import Archive, ArchiveError
-from hfcache.caches.protocol import CacheKind, Layout
+from hfcache.caches.protocol import CacheKind, Layout, Stored
 from hfcache.model import CacheInventory, Inventory, Item, Revision
 from hfcache.plan.decisions import Plan, PlanUnit, What
 from hfcache.plan.policies import Case, Decision, Rule
 from hfcache.units import describe_size
+
+UPLOADS = 8  # files of a unit uploaded at once to an object store
 
 
 def _note(text: str) -> Decision:
@@ -57,25 +60,40 @@ def manifest_of(
     }
 
 
+def _put(archive: Archive, stored: Stored) -> tuple[Stored, str, int, int]:
+    try:
+        return (stored, *archive.put_file(stored.source, expected=stored.sha256))
+    except ArchiveError:
+        raise
+    except OSError as e:
+        raise ArchiveError(f"{e.filename or stored.source}: {e.strerror or e}") from None
+
+
 def archive_unit(
-    archive: Archive, kind: CacheKind, cache: CacheInventory, item: Item, rev: Revision, *, now: float
+    archive: Archive,
+    kind: CacheKind,
+    cache: CacheInventory,
+    item: Item,
+    rev: Revision,
+    *,
+    now: float,
+    done: Callable[[int], None] = lambda n: None,
 ) -> tuple[str, int]:
-    """Copy one revision into ``archive``: (where its manifest is, bytes uploaded). Raises :class:`ArchiveError`."""
+    """Copy one revision into ``archive``: (where its manifest is, bytes uploaded). Raises :class:`ArchiveError`.
+
+    Its files go up in parallel to an object store (each upload waits on the network), one at a
+    time to a folder (the disk is the limit). ``done`` is told the bytes of each file finished.
+    """
     layout = kind.layout(cache, item, rev)
     if layout.problem:
         raise ArchiveError(layout.problem)
     files = []
     uploaded = 0
-    for stored in layout.files:
-        try:
-            sha, size, sent = archive.put_file(stored.source, expected=stored.sha256)
-        except OSError as e:
-            if isinstance(e, ArchiveError):
-                raise
-            raise ArchiveError(f"{e.filename or stored.source}: {e.strerror or e}") from None
-        uploaded += sent
-        files.append({"place": stored.place, "name": stored.name, "sha256": sha, "size": size})
-        progress.report("archiving", uploaded, 0)
+    with ThreadPoolExecutor(max_workers=1 if archive.local else UPLOADS) as pool:
+        for stored, sha, size, sent in pool.map(lambda s: _put(archive, s), layout.files):
+            uploaded += sent
+            done(size)
+            files.append({"place": stored.place, "name": stored.name, "sha256": sha, "size": size})
     return archive.put_manifest(manifest_of(cache, item, rev, layout, files, now)), uploaded
 
 
@@ -97,6 +115,14 @@ def archive_plan(
     delete: list[PlanUnit] = []
     kept: list[PlanUnit] = []
     uploaded = archived = 0
+    total = sum(u.size_bytes for u in plan.delete if u.what == What.REVISION)
+    copied = 0
+
+    def done(n: int) -> None:
+        nonlocal copied
+        copied += n
+        progress.report("archiving", min(copied, total), total)
+
     for unit in plan.delete:
         if unit.what != What.REVISION:
             delete.append(unit)
@@ -106,7 +132,7 @@ def archive_plan(
         try:
             if found is None or kind is None:
                 raise ArchiveError("not in the caches any more" if found is None else f"kind {unit.kind} is not installed")
-            _, sent = archive_unit(archive, kind, *found, now=clock())
+            _, sent = archive_unit(archive, kind, *found, now=clock(), done=done)
         except OSError as e:  # ArchiveError, or the destination failing (full, unreachable, refused)
             why = str(e) if isinstance(e, ArchiveError) else f"{e.strerror or e}"
             kept.append(replace(unit, reclaim_bytes=0, reasons=(*unit.reasons, _note(f"archive: {why}; kept in the cache"))))

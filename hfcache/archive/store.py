@@ -16,9 +16,10 @@ files such as a hub ref, written only where nothing is).
 
 Nothing half-written is ever taken for whole: an object is written under ``tmp/`` and moved
 to its name once complete (a rename on a folder, fsynced; a server-side copy on object
-stores, where an object appears whole or not at all), then read back and hashed; a
-manifest is written the same way, last. A unit is archived when, and only when, its
-manifest is there, and every object it names was verified before it was written.
+stores, where an object appears whole or not at all), named by the sha256 of the bytes sent
+and checked to be there with its size (``read_back``: read again and hashed); a manifest is
+written the same way, last. A unit is archived when, and only when, its manifest is there,
+and every object it names was checked before it was written.
 """
 
 from __future__ import annotations
@@ -56,10 +57,11 @@ class Archive:
     back-end serves (``pip install 'hfcache[s3]'`` for ``s3://``).
     """
 
-    def __init__(self, url: str, *, storage_options: dict[str, Any] | None = None) -> None:
+    def __init__(self, url: str, *, storage_options: dict[str, Any] | None = None, read_back: bool = False) -> None:
         import fsspec  # type: ignore[import-untyped]  # (comes with huggingface-hub; ships no types)
 
         self.url = url
+        self.read_back = read_back
         try:
             self.fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
         except (ImportError, ValueError) as e:
@@ -83,7 +85,8 @@ class Archive:
             if found.get("format") != FORMAT:
                 raise UsageError(f"archive {self.url}: format {found.get('format')!r}, this hfcache reads {FORMAT}")
             return
-        if self.local and os.path.isdir(self.base) and os.listdir(self.base):
+        # A new archive, or one whose first run was killed before its marker was in place (only its own folders there).
+        if self.local and os.path.isdir(self.base) and set(os.listdir(self.base)) - {"tmp", "objects", "units"}:
             raise UsageError(f"archive {self.url}: a folder with other files in it, not an hfcache archive", path=self.url)
         self._commit(json.dumps({"format": FORMAT}).encode(), marker)
 
@@ -108,13 +111,17 @@ class Archive:
 
         ``expected`` (a sha256 the cache names the file by) lets a file the archive already
         holds be skipped without reading it. The source is read gently (its access time and
-        the page cache left as they were). Raises :class:`ArchiveError` when its content does
-        not hash to ``expected`` (a corrupt cache file is never archived as good) or when the
-        copy does not read back the same.
+        the page cache left as they were) and hashed as it is sent: the object is named by the
+        hash of the bytes that went out, and must equal ``expected`` (a corrupt cache file is
+        never archived as good). Then the object must be there with its size: written under a
+        temporary name, fsynced, then moved (a folder), or a whole upload (object stores, whose
+        client checks each part's checksum). ``read_back`` also reads every object back and
+        hashes it (twice the I/O; on a local disk the read comes from the page cache, so it
+        checks little there). Raises :class:`ArchiveError` when any of that fails.
         """
         size = os.stat(source).st_size
         if expected and self.has_object(expected, size):
-            return expected, size, 0
+            return expected, size, 0  # (objects only ever reach their name whole: its size is enough)
         tmp: str | None = self._tmp()
         digest = hashlib.sha256()
         written = 0
@@ -138,7 +145,10 @@ class Archive:
         finally:
             if tmp is not None:
                 self._discard(tmp)
-        self.check_object(sha, written)
+        if not self.has_object(sha, written):
+            raise ArchiveError(f"the archive's copy of {source} is not there whole after it was written")
+        if self.read_back:
+            self.check_object(sha, written)
         return sha, written, written
 
     def check_object(self, sha256: str, size: int) -> None:
