@@ -204,9 +204,11 @@ def _archived_whole(dest: str, item_id: str, commit: str) -> bool:
     import hashlib
 
     archive = Archive(dest)
-    if not os.path.exists(archive.manifest_path("huggingface", item_id, commit)):
+    folder = os.path.dirname(archive.manifest_path("huggingface", item_id, commit, "x"))
+    if not os.path.isdir(folder) or not os.listdir(folder):
         return False
-    manifest = json.load(open(archive.manifest_path("huggingface", item_id, commit)))
+    (name,) = os.listdir(folder)  # one machine, one content: one manifest
+    manifest = json.load(open(os.path.join(folder, name)))
     for f in manifest["files"]:
         with open(archive.object_path(f["sha256"]), "rb") as obj:
             if hashlib.sha256(obj.read()).hexdigest() != f["sha256"]:

@@ -57,12 +57,14 @@ def manifest_of(
         "files": files,
         "links": [{"place": p, "target": t} for p, t in layout.links],
         "texts": [{"place": p, "text": t} for p, t in layout.texts],
+        "dirs": list(layout.dirs),
+        "merge": layout.merge,
     }
 
 
 def _put(archive: Archive, stored: Stored) -> tuple[Stored, str, int, int]:
     try:
-        return (stored, *archive.put_file(stored.source, expected=stored.sha256))
+        return (stored, *archive.put_file(stored.source, check=stored.check))
     except ArchiveError:
         raise
     except OSError as e:
@@ -87,6 +89,9 @@ def archive_unit(
     layout = kind.layout(cache, item, rev)
     if layout.problem:
         raise ArchiveError(layout.problem)
+    # What the kind names each file by (a torch checkpoint's sha256 prefix), where its layout did not say.
+    named = {e.data: (e.algorithm, e.digest) for e in kind.expected(cache, item, rev) if e.data and e.algorithm and e.digest}
+    layout = layout._replace(files=tuple(f if f.check else f._replace(check=named.get(f.source)) for f in layout.files))
     files = []
     uploaded = 0
     with ThreadPoolExecutor(max_workers=1 if archive.local else UPLOADS) as pool:
@@ -133,8 +138,8 @@ def archive_plan(
             if found is None or kind is None:
                 raise ArchiveError("not in the caches any more" if found is None else f"kind {unit.kind} is not installed")
             _, sent = archive_unit(archive, kind, *found, now=clock(), done=done)
-        except OSError as e:  # ArchiveError, or the destination failing (full, unreachable, refused)
-            why = str(e) if isinstance(e, ArchiveError) else f"{e.strerror or e}"
+        except Exception as e:  # noqa: BLE001 - ArchiveError, or the destination failing (full, unreachable, a back-end's own error)
+            why = str(e) if isinstance(e, ArchiveError) else f"{getattr(e, 'strerror', None) or e}"
             kept.append(replace(unit, reclaim_bytes=0, reasons=(*unit.reasons, _note(f"archive: {why}; kept in the cache"))))
             continue
         uploaded += sent

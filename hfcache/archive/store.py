@@ -4,7 +4,8 @@ Layout (format 1), readable without hfcache::
 
     DEST/hfcache-archive.json                        {"format": 1}: what this folder is
     DEST/objects/sha256/<2 hex>/<64 hex>             each file's bytes, named by their sha256
-    DEST/units/<kind>/<id, %-quoted>/<revision>.json one manifest per archived unit (JSON, below)
+    DEST/units/<kind>/<id>/<revision>/<digest>.json  manifests of archived units (JSON, below; id and revision
+                                                     %-quoted; digest: of what it restores, so none overwrites another)
     DEST/tmp/<host>-<pid>-<random>                   uploads under way (never read as objects)
 
 A manifest names the unit (``kind``, ``id``, ``type``, ``revision``, ``refs``, ``version``),
@@ -29,6 +30,7 @@ import json
 import os
 import secrets
 import socket
+import time
 import urllib.parse
 from collections.abc import Iterator
 from typing import Any
@@ -39,6 +41,7 @@ from hfcache.verify.reading import gently
 FORMAT = 1
 MARKER = "hfcache-archive.json"
 CHUNK = 8 * 1024 * 1024
+TMP_GRACE = 86400.0  # a temporary this old is a killed run's: swept
 
 
 class ArchiveError(OSError):
@@ -50,11 +53,29 @@ def quote(item_id: str) -> str:
     return urllib.parse.quote(item_id, safe="")
 
 
+def hashers(size: int, families: set[str]) -> dict[str, Any]:
+    """Hashers by family: ``sha256`` always, ``git-sha1`` (git's blob hash of a ``size``-byte file) when asked."""
+    out: dict[str, Any] = {"sha256": hashlib.sha256()}
+    if "git-sha1" in families:
+        h = hashlib.sha1(usedforsecurity=False)
+        h.update(b"blob %d\0" % size)
+        out["git-sha1"] = h
+    return out
+
+
+def check_digest(algorithm: str, expected: str, digests: dict[str, str]) -> bool:
+    """Whether ``digests`` (by family) match what a cache names a file by (``sha256``, ``git-sha1``, ``sha256-prefix``)."""
+    if algorithm == "sha256-prefix":
+        return digests["sha256"].startswith(expected)
+    return digests.get(algorithm) == expected
+
+
 class Archive:
     """The archive at ``url``: a folder path or an fsspec URL (``s3://bucket/prefix``, ``gs://...``).
 
     Raises :class:`~hfcache.errors.UsageError` (exit 2) for a URL no installed fsspec
-    back-end serves (``pip install 'hfcache[s3]'`` for ``s3://``).
+    back-end serves (``pip install 'hfcache[s3]'`` for ``s3://``; the endpoint of an
+    S3-compatible store comes from ``AWS_ENDPOINT_URL``, as the AWS tools read it).
     """
 
     def __init__(self, url: str, *, storage_options: dict[str, Any] | None = None, read_back: bool = False) -> None:
@@ -62,6 +83,9 @@ class Archive:
 
         self.url = url
         self.read_back = read_back
+        self.checked: set[str] = set()  # objects read back and hashed this run (trusted for the rest of it)
+        self.identity: tuple[int, int] | None = None  # a folder archive's marker, as ensure() found it
+        self.warnings: list[str] = []
         try:
             self.fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
         except (ImportError, ValueError) as e:
@@ -78,20 +102,69 @@ class Archive:
     # -- the archive itself ----------------------------------------------------------------
 
     def ensure(self) -> None:
-        """Create the archive's marker (and folder) when it is new; refuse a folder that is something else's."""
+        """Create the archive's marker (and folder) when it is new; refuse what is something else's (exit 2).
+
+        Also removes the temporaries of runs killed a day or more ago.
+        """
         marker = self._path(MARKER)
-        if self.fs.exists(marker):
+        try:
+            if not self.fs.exists(marker):
+                # New, or its first run was killed before its marker was in place (only its own folders there).
+                if self.local and os.path.isdir(self.base) and set(os.listdir(self.base)) - {"tmp", "objects", "units"}:
+                    raise UsageError(f"archive {self.url}: a folder with other files in it, not an archive", path=self.url)
+                self._commit(json.dumps({"format": FORMAT}).encode(), marker)
+            self._read_marker()
+            self._sweep_tmp()
+        except UsageError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a back-end's failure (OSError, botocore's own): one line, exit 2
+            raise UsageError(f"archive {self.url} cannot be used: {_why(e)}", path=self.url) from None
+
+    def _read_marker(self) -> None:
+        marker = self._path(MARKER)
+        try:
             found = json.loads(self.fs.cat_file(marker))
-            if found.get("format") != FORMAT:
-                raise UsageError(f"archive {self.url}: format {found.get('format')!r}, this hfcache reads {FORMAT}")
-            return
-        # A new archive, or one whose first run was killed before its marker was in place (only its own folders there).
-        if self.local and os.path.isdir(self.base) and set(os.listdir(self.base)) - {"tmp", "objects", "units"}:
-            raise UsageError(f"archive {self.url}: a folder with other files in it, not an hfcache archive", path=self.url)
-        self._commit(json.dumps({"format": FORMAT}).encode(), marker)
+        except ValueError:
+            found = None
+        if not isinstance(found, dict) or found.get("format") != FORMAT:
+            raise UsageError(f"archive {self.url}: {MARKER} is not one this hfcache reads (format {FORMAT})", path=self.url)
+        if self.local:
+            st = os.stat(marker)
+            self.identity = (st.st_dev, st.st_ino)
 
     def exists(self) -> bool:
-        return bool(self.fs.exists(self._path(MARKER)))
+        try:
+            return bool(self.fs.exists(self._path(MARKER)))
+        except Exception as e:  # noqa: BLE001 - a back-end's failure: one line, exit 2
+            raise UsageError(f"archive {self.url} cannot be read: {_why(e)}", path=self.url) from None
+
+    def _still_there(self) -> None:
+        """A folder archive must be the one ensure() found: an unmounted disk leaves its mount point, which is not."""
+        if self.identity is None:
+            return
+        try:
+            st = os.stat(self._path(MARKER))
+        except OSError as e:
+            raise ArchiveError(f"the archive {self.url} is gone ({e.strerror or e}): nothing more is written") from None
+        if (st.st_dev, st.st_ino) != self.identity:
+            raise ArchiveError(f"the archive {self.url} is not the one this run began with (unmounted?): nothing more is written")
+
+    def _sweep_tmp(self) -> None:
+        """Temporaries a day old or more: uploads of runs that were killed (never read as objects)."""
+        if not self.local:
+            return  # (an object store's lifecycle rule on tmp/ does this better; listed in the man page)
+        folder = self._path("tmp")
+        try:
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            return
+        host = socket.gethostname()
+        for entry in entries:
+            try:
+                if _dead(entry.name, host) or time.time() - entry.stat(follow_symlinks=False).st_mtime > TMP_GRACE:
+                    os.unlink(entry.path)
+            except OSError:
+                continue
 
     # -- objects ---------------------------------------------------------------------------
 
@@ -106,41 +179,62 @@ class Archive:
             return False
         return int(info.get("size", -1)) == size
 
-    def put_file(self, source: str, *, expected: str | None = None) -> tuple[str, int, int]:
+    def _good_object(self, sha256: str, size: int) -> bool:
+        """Whether the object there may stand for a unit's file: its size, and (once per run) its bytes hashed again.
+
+        An object archived long ago may have rotted: trusting its name alone would let a unit
+        leave the cache with no good copy anywhere. A bad one is removed (the file is uploaded
+        again).
+        """
+        if not self.has_object(sha256, size):
+            return False
+        if sha256 in self.checked:
+            return True
+        try:
+            self.check_object(sha256, size)
+        except ArchiveError:
+            return False
+        return True
+
+    def put_file(self, source: str, *, check: tuple[str, str] | None = None) -> tuple[str, int, int]:
         """Store the file at ``source``: (its sha256, its size, bytes uploaded: 0 when the archive had it).
 
-        ``expected`` (a sha256 the cache names the file by) lets a file the archive already
-        holds be skipped without reading it. The source is read gently (its access time and
-        the page cache left as they were) and hashed as it is sent: the object is named by the
-        hash of the bytes that went out, and must equal ``expected`` (a corrupt cache file is
-        never archived as good). Then the object must be there with its size: written under a
-        temporary name, fsynced, then moved (a folder), or a whole upload (object stores, whose
-        client checks each part's checksum). ``read_back`` also reads every object back and
-        hashes it (twice the I/O; on a local disk the read comes from the page cache, so it
-        checks little there). Raises :class:`ArchiveError` when any of that fails.
+        ``check`` (an algorithm and digest the cache names the file by: ``sha256``, ``git-sha1``
+        or ``sha256-prefix``) must match the bytes sent: a corrupt cache file is never archived
+        as good. With a full ``sha256``, an object the archive holds already is used without
+        reading the source, once its own bytes were hashed again this run. The source is read
+        gently (its access time and the page cache left as they were) and hashed as it is sent:
+        the object is named by the sha256 of the bytes that went out. Then the object must be
+        there with its size: written under a temporary name, fsynced, then moved (a folder), or
+        a whole upload (object stores, whose client checks each part's checksum). ``read_back``
+        also reads every new object back and hashes it. Raises :class:`ArchiveError` when any
+        of that fails.
         """
         size = os.stat(source).st_size
-        if expected and self.has_object(expected, size):
-            return expected, size, 0  # (objects only ever reach their name whole: its size is enough)
+        if check and check[0] == "sha256" and self._good_object(check[1], size):
+            return check[1], size, 0
+        self._still_there()
         tmp: str | None = self._tmp()
-        digest = hashlib.sha256()
+        hashing = hashers(size, {check[0]} if check else set())
         written = 0
         try:
             assert tmp is not None
             with gently(source, "archived") as reading, self._writer(tmp) as out:
                 for chunk in reading.chunks(CHUNK):
-                    digest.update(chunk)
+                    for h in hashing.values():
+                        h.update(chunk)
                     out.write(chunk)
                     written += len(chunk)
-            sha = digest.hexdigest()
+            digests = {family: h.hexdigest() for family, h in hashing.items()}
+            sha = digests["sha256"]
             if written != size:
                 raise ArchiveError(f"{source} changed while it was archived ({size} bytes, then {written})")
-            if expected and sha != expected:
-                raise ArchiveError(f"{source}: its content's sha256 is {sha[:12]}, not {expected[:12]} (corrupt): not archived")
-            final = self.object_path(sha)
-            if self.has_object(sha, written):
+            if check and not check_digest(check[0], check[1], digests):
+                raise ArchiveError(f"{source}: its content does not match its {check[0]} {check[1][:12]} (corrupt): not archived")
+            if self._good_object(sha, written):
                 return sha, written, 0
-            self._move(tmp, final)
+            self._still_there()
+            self._move(tmp, self.object_path(sha))
             tmp = None  # moved: nothing to discard
         finally:
             if tmp is not None:
@@ -149,6 +243,7 @@ class Archive:
             raise ArchiveError(f"the archive's copy of {source} is not there whole after it was written")
         if self.read_back:
             self.check_object(sha, written)
+        self.checked.add(sha)
         return sha, written, written
 
     def check_object(self, sha256: str, size: int) -> None:
@@ -161,7 +256,8 @@ class Archive:
                 n += len(chunk)
         if n != size or digest.hexdigest() != sha256:
             self._discard(self.object_path(sha256))
-            raise ArchiveError(f"the archive's copy of {sha256[:12]} reads back wrong ({n} bytes): removed, not archived")
+            raise ArchiveError(f"the archive's copy of {sha256[:12]} reads back wrong ({n} bytes): removed")
+        self.checked.add(sha256)
 
     def read_object(self, sha256: str) -> Iterator[bytes]:
         with self.fs.open(self.object_path(sha256), "rb", block_size=CHUNK) as f:
@@ -170,18 +266,26 @@ class Archive:
 
     # -- manifests ------------------------------------------------------------------------
 
-    def manifest_path(self, kind: str, item_id: str, revision: str) -> str:
-        return self._path("units", kind, quote(item_id), quote(revision) + ".json")
+    def manifest_path(self, kind: str, item_id: str, revision: str, digest: str) -> str:
+        return self._path("units", kind, quote(item_id), quote(revision), digest + ".json")
 
     def put_manifest(self, manifest: dict[str, Any]) -> str:
-        """Write a unit's manifest (last, once every object it names is verified); returns where it is."""
+        """Write a unit's manifest (last, once every object it names was checked); returns where it is.
+
+        Named by what it restores (a digest of its files, links and texts): another machine's
+        manifest of the same revision with other files (the hub downloads file by file), or a
+        tag whose content changed, is written beside it, never over it.
+        """
+        what = {k: manifest.get(k) for k in ("files", "links", "texts", "dirs")}
+        digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
         manifest = {"format": FORMAT, "host": socket.gethostname(), **manifest}
-        path = self.manifest_path(manifest["kind"], manifest["id"], manifest["revision"])
+        path = self.manifest_path(manifest["kind"], manifest["id"], manifest["revision"], digest)
+        self._still_there()
         self._commit(json.dumps(manifest, indent=1, sort_keys=True).encode(), path)
         return path
 
     def manifests(self) -> list[dict[str, Any]]:
-        """Every manifest in the archive (unreadable ones left out), in path order."""
+        """Every well-formed manifest in the archive, in path order; the others are left out, each said in ``warnings``."""
         units = self._path("units")
         if not self.fs.exists(units):
             return []
@@ -191,10 +295,14 @@ class Archive:
                 continue
             try:
                 found = json.loads(self.fs.cat_file(path))
-            except (OSError, ValueError):
+            except (OSError, ValueError) as e:
+                self.warnings.append(f"{path}: not read ({_why(e)})")
                 continue
-            if isinstance(found, dict) and found.get("format") == FORMAT:
-                out.append(found)
+            problem = malformed(found)
+            if problem:
+                self.warnings.append(f"{path}: {problem}: left out")
+                continue
+            out.append(found)
         return out
 
     # -- writing whole or not at all -------------------------------------------------------
@@ -233,8 +341,56 @@ class Archive:
     def _discard(self, path: str) -> None:
         try:
             self.fs.rm_file(path)
-        except (OSError, FileNotFoundError):
+        except Exception:  # noqa: BLE001, S110 - already gone, or the back-end down: a temporary the next run sweeps
             pass
+
+
+def _dead(name: str, host: str) -> bool:
+    """Whether the temporary ``<host>-<pid>-<random>`` was written by a process of this machine that is gone."""
+    made_by, _, rest = name.rpartition("-")[0].rpartition("-")
+    if made_by != host or not rest.isdigit():
+        return False
+    try:
+        os.kill(int(rest), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _why(e: BaseException) -> str:
+    return str(getattr(e, "strerror", None) or e) or type(e).__name__
+
+
+_STR = (str,)
+
+
+def malformed(m: object) -> str | None:
+    """Why ``m`` is not a manifest this hfcache reads, or None."""
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        return "not a manifest of this format"
+    for key in ("kind", "id", "revision"):
+        if not isinstance(m.get(key), str):
+            return f"no {key}"
+    if not isinstance(m.get("refs", []), list) or not all(isinstance(r, str) for r in m.get("refs", [])):
+        return "refs is not a list of names"
+    for key, fields in (("files", ("place", "sha256")), ("links", ("place", "target")), ("texts", ("place", "text"))):
+        entries = m.get(key, [])
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            return f"{key} is not a list of objects"
+        for e in entries:
+            if not all(isinstance(e.get(f), str) for f in fields):
+                return f"an entry of {key} has no {' and '.join(fields)}"
+            if key == "files" and (not isinstance(e.get("size"), int) or isinstance(e.get("size"), bool) or e["size"] < 0):
+                return "a file has no size"
+    for key in ("archived_at", "size_bytes", "last_accessed", "last_modified"):
+        if key in m and (not isinstance(m[key], (int, float)) or isinstance(m[key], bool)):
+            return f"{key} is not a number"
+    dirs = m.get("dirs", [])
+    if not isinstance(dirs, list) or not all(isinstance(d, str) for d in dirs):
+        return "dirs is not a list of places"
+    return None
 
 
 class _LocalWriter:

@@ -64,13 +64,14 @@ ALGORITHMS = ("sha256", "git-sha1", "sha256-prefix")
 
 class Stored(NamedTuple):
     """One file of a unit as an archive keeps it: where restoring writes it (``place``, relative to the root, ``/``)
-    and where its bytes are now (``source``), its library's ``name`` for it, and the sha256 its cache names it by, if
-    any (an archive that has it then needs no read)."""
+    and where its bytes are now (``source``), its library's ``name`` for it, and what its cache names it by, if
+    anything: an algorithm of :data:`ALGORITHMS` and the digest (a corrupt file is then never archived; a full
+    sha256 lets an archive that has the object skip reading it)."""
 
     place: str
     source: str
     name: str
-    sha256: str | None = None
+    check: tuple[str, str] | None = None
 
 
 class Layout(NamedTuple):
@@ -82,12 +83,15 @@ class Layout(NamedTuple):
     links: tuple[tuple[str, str], ...] = ()
     texts: tuple[tuple[str, str], ...] = ()
     problem: str | None = None
+    dirs: tuple[str, ...] = ()  # folders restored even when empty (an extracted archive's)
+    merge: bool = False  # a revision is immutable (a commit): its manifests from several machines add up
 
 
 def unit_layout(cache: CacheInventory, item: Item, rev: Revision) -> Layout:
     """The default :meth:`CacheKind.layout`: every file (and symlink) under the unit's paths, as it lies."""
     files: list[Stored] = []
     links: list[tuple[str, str]] = []
+    dirs: list[str] = []
     root = cache.root.rstrip(os.sep) + os.sep
 
     def place(path: str) -> str:
@@ -105,13 +109,18 @@ def unit_layout(cache: CacheInventory, item: Item, rev: Revision) -> Layout:
                 return Layout(problem=f"{path}: {e.strerror or e}")
             if os.path.islink(path):
                 links.append((place(path), os.readlink(path)))
+                try:  # reading a link moves its own access time, which a deletion's check would take for a use
+                    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+                except OSError:
+                    pass
             elif os.path.isdir(path):
+                dirs.append(place(path))
                 stack.extend(sorted((os.path.join(path, n) for n in os.listdir(path)), reverse=True))
             elif st.st_size >= 0 and os.path.isfile(path):
                 files.append(Stored(place(path), path, os.path.basename(path)))
             else:
                 return Layout(problem=f"{path}: not a file, a folder or a link")
-    return Layout(tuple(files), tuple(links))
+    return Layout(tuple(files), tuple(links), dirs=tuple(dirs))
 
 
 def no_hashes(title: str, rev: Revision) -> list[Expected]:

@@ -65,6 +65,8 @@ def archive_ls(
     with _user_errors(verbose=verbose):
         archive = _open(dest)
         manifests = archive.manifests()
+    for problem in archive.warnings:
+        render.warning(problem)
     if fmt is OutputFormat.json:
         render.json_document({"version": 1, "archive": dest, "units": manifests})
         return
@@ -105,6 +107,8 @@ def restore(
     with _user_errors(verbose=verbose):
         archive = _open(dest)
         manifests = archive.manifests()
+        for problem in archive.warnings:
+            render.warning(problem)
         chosen: list[dict[str, Any]] = []
         for target in targets:
             found = matching(manifests, target)
@@ -121,14 +125,17 @@ def restore(
             if not roots:
                 raise UsageError(f"{m.get('id')}: no cache of kind {kind.kind} here; use --cache-dir")
             root = os.path.abspath(roots[0])
-            plans.append((m, root, os.path.join(root, kind.lock_file)))
+            plans.append((m, root, os.path.join(root, kind.lock_file), os.path.dirname(kind.lock_file)))
         results: list[Restored] = []
-        with _progress(not quiet), PruneLocks({root: lock for _, root, lock in plans}, float(parse_duration(lock_wait))) as locks:
-            for m, root, _ in plans:
+        with (
+            _progress(not quiet),
+            PruneLocks({root: lock for _, root, lock, _ in plans}, float(parse_duration(lock_wait))) as locks,
+        ):
+            for m, root, _, scratch in plans:
                 if root in locks.failed:
                     results.append(Restored(m, root, error=f"the prune lock of {root}: {locks.failed[root]}"))
                     continue
-                results.append(restore_manifest(archive, m, root))
+                results.append(restore_manifest(archive, m, root, scratch_in=scratch))
     if fmt is OutputFormat.json:
         render.json_document(
             {

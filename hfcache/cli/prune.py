@@ -348,8 +348,9 @@ def prune(
         # Before the plan is written and anything deleted: no output file may land in a cache.
         _refuse_outputs_in_caches((c.root for c in inventory.caches), plan_out=plan_out, log=None if dry_run else log)
         for dest in archives:
-            if "://" not in dest:  # a folder: never inside a cache
-                _refuse_outputs_in_caches((c.root for c in inventory.caches), archive_to=dest)
+            local = dest.removeprefix("file://") if dest.startswith("file://") or "://" not in dest else None
+            if local is not None:  # a folder: never inside a cache
+                _refuse_outputs_in_caches((c.root for c in inventory.caches), archive_to=local)
         _remember(inventory, state, quiet=quiet)  # before the plan: a process using a model now is a use now
         notes = check_access_times(inventory, policy)
         usage, problems = usage_for(inventory, policy, state_path(state))

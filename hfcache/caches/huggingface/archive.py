@@ -29,10 +29,11 @@ def hub_layout(cache: CacheInventory, item: Item, rev: Revision) -> Layout:
         if f.key.startswith("blobs/"):
             etag = f.key[len("blobs/") :]
             place = f"{repo}/{f.key}"
-            sha = etag if len(etag) == 64 and set(etag) <= _HEX else None
-            files.setdefault(place, Stored(place, os.path.join(item.path, "blobs", etag), f.name, sha))
+            hexed = set(etag) <= _HEX
+            check = ("sha256", etag) if len(etag) == 64 and hexed else ("git-sha1", etag) if len(etag) == 40 and hexed else None
+            files.setdefault(place, Stored(place, os.path.join(item.path, "blobs", etag), f.name, check))
             links.append((entry, "../" * (f.name.count("/") + 2) + f.key))
         else:  # a copy: the file itself
             files[entry] = Stored(entry, f.path, f.name)
     texts = tuple((f"{repo}/refs/{ref}", rev.revision) for ref in rev.refs)
-    return Layout(tuple(files.values()), tuple(links), texts)
+    return Layout(tuple(files.values()), tuple(links), texts, merge=True)  # a commit's files: the same wherever archived

@@ -50,7 +50,7 @@ def tag_layout(cache: CacheInventory, item: Item, rev: Revision) -> Layout:
         return Layout(problem=f"{rev.path} is not under the store")
     manifest = Stored(rev.path[len(root) :].replace(os.sep, "/"), rev.path, rev.revision)
     blobs = tuple(
-        Stored(f"blobs/{name}", os.path.join(cache.root, "blobs", name), name, name.removeprefix("sha256-").lower())
+        Stored(f"blobs/{name}", os.path.join(cache.root, "blobs", name), name, ("sha256", name.removeprefix("sha256-").lower()))
         for name in sorted(rev.blobs)
     )
     return Layout((manifest, *blobs))
