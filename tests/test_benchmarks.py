@@ -167,3 +167,11 @@ def test_the_history_benchmark_runs_and_every_repeat_run_recorded(tmp_path):
     }
     assert report["target"] == 1.10 and isinstance(report["target_met"], bool)
     assert os.listdir(tmp_path) == []  # the generated cache and the databases are removed
+
+
+def test_the_archive_benchmark_runs_and_leaves_nothing(tmp_path):
+    """bench_archive.py (issue 21) at a tiny size: the three copies run, the figures are there, nothing is left."""
+    report = _bench_report(tmp_path, "bench_archive.py", "--gb", "0.01", "--rounds", "1")
+    assert set(report["results"]) == {"cp", "cp + sync", "hfcache archive"}
+    assert report["files"] >= 2 and report["target"] == 1.5 and isinstance(report["target_met"], bool)
+    assert os.listdir(tmp_path) == []

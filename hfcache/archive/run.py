@@ -17,6 +17,7 @@ is uploaded once, and a second run skips what the first one finished.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +32,8 @@ from hfcache.plan.decisions import Plan, PlanUnit, What
 from hfcache.plan.policies import Case, Decision, Rule
 from hfcache.units import describe_size
 
-UPLOADS = 8  # files of a unit uploaded at once to an object store
+UPLOADS = 8  # files of a unit uploaded at once to an object store (each waits on the network)
+LOCAL_COPIES = min(4, os.cpu_count() or 1)  # ... copied at once to a folder: one hashes while another writes
 
 
 def _note(text: str) -> Decision:
@@ -94,7 +96,7 @@ def archive_unit(
     layout = layout._replace(files=tuple(f if f.check else f._replace(check=named.get(f.source)) for f in layout.files))
     files = []
     uploaded = 0
-    with ThreadPoolExecutor(max_workers=1 if archive.local else UPLOADS) as pool:
+    with ThreadPoolExecutor(max_workers=LOCAL_COPIES if archive.local else UPLOADS) as pool:
         for stored, sha, size, sent in pool.map(lambda s: _put(archive, s), layout.files):
             uploaded += sent
             done(size)
