@@ -272,3 +272,37 @@ def test_kill_9_at_any_moment_of_an_archiving_prune_never_loses_a_revision(rich,
         for repo, commit in revisions:
             assert _archived_whole(dest, ids[repo], commit), (round_, repo, commit)
             assert not os.path.exists(os.path.join(root, repo, "snapshots", commit)), (round_, repo, commit)
+
+
+def test_scan_shows_archived_revisions_beside_the_cached_ones(rich, tmp_path):
+    root, c = rich
+    dest = str(tmp_path / "archive")
+    age_everything(root, 90, but=("models--org--model",))
+    code, plan = cli("prune", "--cache-dir", root, "--max-age", "30d", "--archive-to", dest, "--yes", "--json")
+    assert code == 0, plan
+    gone = {(u["id"], u["revision"]) for u in plan["delete"] if u["what"] == "revision"}
+    code, doc = cli("scan", "--cache-dir", root, "--archive", dest, "--json")
+    assert code == 0, doc
+    assert {(m["id"], m["revision"]) for m in doc["archived"]} == gone
+    assert all(i["id"] != "org/moving" for i in doc["caches"][0]["items"])  # (gone from the cache, listed as archived)
+    code, doc = cli("scan", "--cache-dir", root, "--archive", dest, "--name", "org/moving", "--json")
+    assert {m["id"] for m in doc["archived"]} == {"org/moving"}
+    out = run_cli("scan", "--cache-dir", root, "--archive", dest).stdout
+    assert "Archived in" in out and "org/pinned" in out
+    assert run_cli("scan", "--cache-dir", root, "--archive", str(tmp_path)).exit_code == 2  # not an archive
+
+
+def test_archive_to_per_model_in_the_policy_file(rich, tmp_path):
+    """archive_to in a model rule: those models leave by the archive, the others are deleted as usual."""
+    root, _ = rich
+    dest = str(tmp_path / "archive")
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(f'version: 1\nmax_age: 30d\nmodels:\n  "org/moving": {{archive_to: "{dest}"}}\n')
+    age_everything(root, 90)
+    code, plan = cli("prune", "--cache-dir", root, "--config", str(policy), "--yes", "--json")
+    assert code == 0, plan
+    archived = {u["id"] for u in plan["delete"] if any("archive: copied" in r for r in u["reasons"])}
+    deleted = {u["id"] for u in plan["delete"] if u["status"] == "deleted"}
+    assert archived == {"org/moving"} and {"org/model", "org/pinned"} <= deleted
+    code, listing = cli("archive", "ls", dest, "--json")
+    assert {u["id"] for u in listing["units"]} == {"org/moving"}

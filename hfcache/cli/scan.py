@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -29,8 +29,10 @@ from hfcache.cli.app import (
     _user_errors,
     app,
 )
+from hfcache.errors import UsageError
+from hfcache.model import Inventory
 from hfcache.output import render
-from hfcache.plan.query import Selection, parse_sort, revision_rows, select
+from hfcache.plan.query import Scope, Selection, parse_sort, revision_rows, select
 from hfcache.units import parse_duration, parse_size
 
 if TYPE_CHECKING:
@@ -69,6 +71,10 @@ def scan(
     output_format: FormatOption = OutputFormat.table,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
+    archive: Annotated[
+        Optional[str],
+        typer.Option("--archive", metavar="DEST", help="Also list the revisions archived in DEST that are not in the caches."),
+    ] = None,
     state: StateOption = None,
     verbose: VerboseOption = 0,
     jobs: JobsOption = 0,
@@ -102,9 +108,13 @@ def scan(
             inventory = scan_caches(cache_dir or None, kinds=kind or None, jobs=_jobs(jobs), ledger=revisions)
         _remember(inventory, state, quiet=quiet)
         shown = select(inventory, selection, now=inventory.scanned_at, sort=sort, limit=limit)
+        archived = _archived(archive, inventory, scope) if archive else None
     everything = not kind and not cache_dir
     if fmt is OutputFormat.json:
-        render.json_document(inventory_to_dict(shown))
+        document = inventory_to_dict(shown)
+        if archived is not None:
+            document["archived"] = archived
+        render.json_document(document)
     elif fmt is OutputFormat.ids:
         if revisions:
             rows = [f"{item.id}@{rev.revision}" for cache in shown.caches for item, rev in revision_rows(cache, sort)]
@@ -122,6 +132,10 @@ def scan(
             markdown=fmt is OutputFormat.markdown,
             sort=sort,
         )
+        if archived is not None and archive:
+            from hfcache.output.archives import archive_table
+
+            archive_table(f"Archived in {archive}, not in the caches", archived, markdown=fmt is OutputFormat.markdown)
     if quiet:
         return
     for problem in registry().problems:
@@ -136,3 +150,22 @@ def scan(
             render.note(f"No {cache.title or cache.kind} at {cache.root} yet: nothing cached.")
     for cache in inventory.caches:
         render.warnings(cache)
+
+
+def _archived(dest: str, inventory: Inventory, scope: Scope) -> list[dict[str, Any]]:
+    """The manifests of ``dest`` whose revision no scanned cache holds (in the scope), each revision once."""
+    from hfcache.archive.restore import merged
+    from hfcache.archive.store import Archive
+
+    archive = Archive(dest)
+    if not archive.exists():
+        raise UsageError(f"{dest} is not an hfcache archive (no hfcache-archive.json there)", path=dest)
+    here = {(c.kind, i.id, r.revision) for c in inventory.caches for i in c.items for r in i.revisions}
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for m in archive.manifests():
+        key = (m["kind"], m["id"], m["revision"])
+        if key not in here and scope.holds_id(m["id"], m.get("type")):
+            groups.setdefault(key, []).append(m)
+    for problem in archive.warnings:
+        render.warning(problem)
+    return [merged(found) for _, found in sorted(groups.items())]

@@ -61,9 +61,13 @@ class Scope:
         return not self.types and not self.names
 
     def holds(self, item: Item) -> bool:
-        if self.types and item.type not in self.types:
+        return self.holds_id(item.id, item.type)
+
+    def holds_id(self, item_id: str, item_type: str | None) -> bool:
+        """Whether an item of this id and type is in the scope (an archived one: no Item to hand)."""
+        if self.types and item_type not in self.types:
             return False
-        return not self.names or matching_glob(item.id, self.names) is not None
+        return not self.names or matching_glob(item_id, self.names) is not None
 
     def junk_filter(self, cache: CacheInventory) -> Callable[[str | None, str], bool]:
         """Whether a piece of ``cache``'s junk, given its item id and path, is in the scope.
