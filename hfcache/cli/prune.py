@@ -180,7 +180,8 @@ class _Run:
                 return
             inventory = None  # time passed while the question was open: check against a fresh scan
         if self.prepare is not None:
-            plan = self._prepared(plan)
+            with _progress(not self.quiet):  # an archive's copies take their time: a bar on a terminal
+                plan = self._prepared(plan)
             inventory = None  # the preparation took its time (an archive's uploads): check against a fresh scan
             if not plan.delete:
                 self.emit(plan)
