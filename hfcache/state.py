@@ -10,7 +10,7 @@ named ``.db``: a folder or another file at that path is left alone). The usage h
 decides deletions (``age_by: use``, ``min_uses``), so ``prune`` trusts only a database of its
 own account, in a folder no one else may write (``hfcache.prune``).
 
-Tables (schema version 2; version 1 had the first two, which are unchanged):
+Tables (schema version 3; version 1 had the first two, version 2 all but ``prune_runs``):
 
 - ``digests`` and ``verify_runs``: what ``hfcache verify`` hashed (:mod:`hfcache.verify.state`).
 Paths (``root``, ``path``) are stored as their bytes (a file name need not be UTF-8).
@@ -21,6 +21,8 @@ Paths (``root``, ``path``) are stored as their bytes (a file name need not be UT
   run first and last saw it; ``uses``: per revision and day (UTC), that it was used, when,
   how it was seen (a later access time, or a process holding one of its files) and by what
   program; ``item_sizes``: each model's size, a row each time it changed.
+- ``prune_runs``: per cache, the last prune that ran (not a dry run): when, units deleted
+  and failed (``metrics``: an alert when prunes fail or stop running).
 
 Retention (so its size stays bounded; :func:`hfcache.history.store.roll_up`): samples are
 kept whole for 14 days, then one per cache and hour up to 180 days, one per day up to two
@@ -42,7 +44,7 @@ import platformdirs
 log = logging.getLogger(__name__)
 
 STATE_NAME = "state.db"
-SCHEMA = 2
+SCHEMA = 3
 _TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS digests (
@@ -69,6 +71,8 @@ CREATE TABLE IF NOT EXISTS uses (
 CREATE TABLE IF NOT EXISTS item_sizes (
     root BLOB NOT NULL, item TEXT NOT NULL, at REAL NOT NULL, size INTEGER NOT NULL,
     PRIMARY KEY (root, item, at));
+CREATE TABLE IF NOT EXISTS prune_runs (
+    root BLOB PRIMARY KEY, kind TEXT NOT NULL, at REAL NOT NULL, deleted INTEGER NOT NULL, failed INTEGER NOT NULL);
 """
 
 

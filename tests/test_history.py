@@ -590,3 +590,18 @@ def test_concurrent_writers_in_other_processes_and_a_scan_lose_nothing(hub_root,
     assert all(r.exit_code == 0 and "state database" not in r.stderr for r in scans), [r.stderr for r in scans]
     with StateDB(state) as db:
         assert len(samples(db, since=0.0)) == 3 * 10 + 3
+
+
+def test_a_prune_that_ran_is_recorded_for_metrics_and_a_dry_run_is_not(hub_root, tmp_path):
+    from tests.test_metrics import parse
+
+    state = str(tmp_path / "state.db")
+    assert cli("prune", "--cache-dir", hub_root, "--state", state, "--keep", "1", "--dry-run")[0] == 0
+    metrics = parse(run_cli("metrics", "--cache-dir", hub_root, "--state", state).stdout)
+    assert "hfcache_last_prune_run_timestamp_seconds" not in metrics  # a dry run is no run
+    started = time.time()
+    assert cli("prune", "--cache-dir", hub_root, "--state", state, "--keep", "1", "--yes")[0] == 0  # nothing to delete
+    metrics = parse(run_cli("metrics", "--cache-dir", hub_root, "--state", state).stdout)
+    [(labels, when)] = metrics["hfcache_last_prune_run_timestamp_seconds"]
+    assert labels["root"] == os.path.realpath(hub_root) and when >= int(started)
+    assert metrics["hfcache_last_prune_failed_units"] == [(labels, 0.0)]

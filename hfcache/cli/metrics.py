@@ -61,10 +61,10 @@ def metrics(
         _remember(inventory, state, disks=disks)
         path = state_path(state)
         verifies, problems = read_last_verifies(path) if path else ({}, [])
-        trends, more = _trends(path, inventory)
+        trends, runs, more = _from_history(path, inventory)
         for problem in problems + more:
             render.warning(problem)
-        text = render_metrics(inventory, disks, last_prunes(read_log(log)), verifies, trends)
+        text = render_metrics(inventory, disks, last_prunes(read_log(log)), verifies, trends, runs)
         if textfile:
             _refuse_outputs_in_caches((c.root for c in inventory.caches), textfile=textfile)
             write_textfile(text, textfile)
@@ -75,18 +75,21 @@ def metrics(
 TREND_WINDOW = 7 * 86400.0  # the growth rates and forecasts of the metrics: fitted over the last week
 
 
-def _trends(path: str | None, inventory: Inventory) -> tuple[HistoryReport | None, list[str]]:
-    """The usage history's report on the scanned caches over :data:`TREND_WINDOW` (None without a database)."""
+def _from_history(
+    path: str | None, inventory: Inventory
+) -> tuple[HistoryReport | None, dict[str, tuple[float, int, int]], list[str]]:
+    """The usage history's report on the scanned caches over :data:`TREND_WINDOW`, the last prune run of each, and
+    the database's warnings (nothing without a database)."""
     import os
 
     from hfcache.history.report import build_report
-    from hfcache.history.store import samples
+    from hfcache.history.store import last_prunes, samples
     from hfcache.state import StateDB
 
     if path is None or not os.path.exists(path):
-        return None, []
+        return None, {}, []
     roots = [c.root for c in inventory.caches if c.exists]
     now = inventory.scanned_at
     with StateDB(path) as db:
         found = samples(db, since=now - 2 * TREND_WINDOW, roots=roots)
-        return build_report(found, {}, now=now, window=TREND_WINDOW), db.warnings
+        return build_report(found, {}, now=now, window=TREND_WINDOW), last_prunes(db), db.warnings

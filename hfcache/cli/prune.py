@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from enum import Enum
@@ -117,6 +118,30 @@ class _Run:
     named: bool = False
     # Run once the question is answered, before anything is deleted (verify --repair: the quarantine); its notes are said
     prepare: Callable[[Plan], tuple[Plan, list[str]]] | None = None
+    # The state database a prune's run is recorded in (prune and apply: for metrics' "last prune" gauges)
+    state: str | None = None
+
+    def _record(self, plan: Plan, result: Execution | None) -> None:
+        """Note this run in the state database, per cache: units deleted and failed (a problem there is a warning)."""
+        if self.state is None:
+            return
+        from hfcache.history.store import record_prune
+        from hfcache.state import StateDB
+
+        kinds = {c.root: c.kind for c in plan.caches}
+        deleted = dict.fromkeys(kinds, 0)
+        failed = dict.fromkeys(kinds, 0)
+        for r in result.results if result is not None else ():
+            kinds.setdefault(r.unit.root, r.unit.kind)
+            if r.status == "deleted":
+                deleted[r.unit.root] = deleted.get(r.unit.root, 0) + 1
+            elif r.status == "failed":
+                failed[r.unit.root] = failed.get(r.unit.root, 0) + 1
+        runs = [(kind, root, deleted.get(root, 0), failed.get(root, 0)) for root, kind in kinds.items()]
+        with StateDB(self.state) as db:
+            record_prune(db, time.time(), runs)
+            for problem in [] if self.quiet else db.warnings:
+                render.warning(problem)
 
     def emit(self, plan: Plan, *, execution: Execution | None = None) -> None:
         _emit(plan, self.fmt, execution=execution, show_keep=self.show_kept and execution is None, quiet=self.quiet)
@@ -129,6 +154,7 @@ class _Run:
             notes = repair(plan, lock_wait=self.lock_wait)
             plan = replace(plan, warnings=(*notes, *plan.warnings)) if notes else plan
         self.emit(plan)
+        self._record(plan, None)
         if self.named and plan.keep:
             raise typer.Exit(EXIT_PARTIAL)
 
@@ -190,6 +216,7 @@ class _Run:
         with interrupt.deferred():
             with _progress(not self.quiet):
                 result = run_plan(plan, inventory, lock_wait=self.lock_wait, log=self.log)
+            self._record(result.plan, result)
             try:
                 self.emit(result.plan, execution=result)
             except OSError:
@@ -343,6 +370,7 @@ def prune(
             log=log,
             show_kept=show_kept,
             prepare=archive if archives else None,
+            state=state_path(state),
         )
         with _progress(not quiet):
             inventory = scan_caches(cache_dir or None, kinds=kind or None, jobs=_jobs(jobs))
@@ -385,6 +413,7 @@ def apply(
 
     Example: hfcache prune --max-age 30d --plan-out plan.json --dry-run && hfcache apply plan.json --yes
     """
+    from hfcache.history.watch import state_path
     from hfcache.prune import read_plan
 
     with _user_errors(verbose=verbose):
@@ -395,6 +424,7 @@ def apply(
             lock_wait=float(parse_duration(lock_wait)),
             log=log,
             show_kept=show_kept,
+            state=state_path(None),
         )
         plan = read_plan(plan_file)
         if dry_run:

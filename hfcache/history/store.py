@@ -266,3 +266,19 @@ def model_uses(state: StateDB, roots: Iterable[str], *, since: float) -> list[Mo
 def recorded_caches(state: StateDB) -> list[tuple[str, str]]:
     """Every ``(kind, root)`` the history has samples of."""
     return [(kind, os.fsdecode(root)) for kind, root in _read(state, "samples", "SELECT DISTINCT kind, root FROM samples")]
+
+
+def record_prune(state: StateDB, at: float, runs: Iterable[tuple[str, str, int, int]]) -> None:
+    """Record a prune that ran: per cache (kind, root), the units it deleted and those that failed."""
+    with state.writing() as db:
+        if db is not None:
+            db.executemany(
+                "INSERT OR REPLACE INTO prune_runs VALUES (?, ?, ?, ?, ?)",
+                [(_b(root), kind, at, deleted, failed) for kind, root, deleted, failed in runs],
+            )
+
+
+def last_prunes(state: StateDB) -> dict[str, tuple[float, int, int]]:
+    """Per cache root, the last prune that ran: (when, units deleted, units failed)."""
+    rows = _read(state, "prune runs", "SELECT root, at, deleted, failed FROM prune_runs")
+    return {os.fsdecode(root): (at, deleted, failed) for root, at, deleted, failed in rows}

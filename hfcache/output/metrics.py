@@ -32,6 +32,11 @@ METRICS: dict[str, tuple[str, str]] = {
     "hfcache_filesystem_size_bytes": ("gauge", "Size of the file system holding each cache root."),
     "hfcache_last_prune_timestamp_seconds": ("gauge", "When a prune last deleted from each cache (from the audit log)."),
     "hfcache_last_prune_freed_bytes": ("gauge", "Bytes the last prune of each cache freed (from the audit log)."),
+    "hfcache_last_prune_run_timestamp_seconds": (
+        "gauge",
+        "When a prune (or apply) last ran on each cache, whatever it deleted (state database; dry runs are not runs).",
+    ),
+    "hfcache_last_prune_failed_units": ("gauge", "Units the last prune of each cache failed to delete (state database)."),
     "hfcache_last_verify_timestamp_seconds": ("gauge", "When hfcache verify last finished on each cache (state database)."),
     "hfcache_last_verify_corrupt_files": ("gauge", "Files the last verify of each cache found corrupt."),
     "hfcache_last_verify_missing_files": ("gauge", "Snapshot entries the last verify of each cache found pointing to no data."),
@@ -85,11 +90,12 @@ def render_metrics(
     prunes: Mapping[str, tuple[float, int]],
     verifies: Mapping[str, tuple[float, int, int]] | None = None,
     trends: HistoryReport | None = None,
+    runs: Mapping[str, tuple[float, int, int]] | None = None,
 ) -> str:
     """The exposition text for ``inventory``; ``disks``, ``prunes`` and ``verifies`` (when, corrupt, missing) by cache root.
 
     ``trends`` (the usage history's report) adds each cache's growth rate and its file
-    system's rate and forecast.
+    system's rate and forecast; ``runs`` each cache's last prune run (when, deleted, failed).
     """
     growth = {c.root: c.rate for c in trends.caches} if trends else {}
     filesystems = {root: fs for fs in trends.filesystems for root in fs.roots} if trends else {}
@@ -130,6 +136,10 @@ def render_metrics(
             add("hfcache_filesystem_full_timestamp_seconds", where, fs.forecast.at)
             if fs.forecast.earliest is not None:
                 add("hfcache_filesystem_full_earliest_timestamp_seconds", where, fs.forecast.earliest)
+        if runs and cache.root in runs:
+            when, _, failed = runs[cache.root]
+            add("hfcache_last_prune_run_timestamp_seconds", where, when)
+            add("hfcache_last_prune_failed_units", where, failed)
         if verifies and cache.root in verifies:
             when, corrupt, missing = verifies[cache.root]
             add("hfcache_last_verify_timestamp_seconds", where, when)
