@@ -183,17 +183,55 @@ def _untrusted(path: str) -> str | None:
     return None
 
 
-def plan_prune(inventory: Inventory, policy: Policy, scope: Scope = Scope(), usage: Mapping[str, Use] | None = None) -> Plan:
+def desired_of(state: str | None) -> tuple[dict[str, str], list[str]]:
+    """The revisions manifests want on this node (``hfcache sync``), by path -> manifest; and warnings.
+
+    Read from any state database there is (one others may write only ever adds protections).
+    """
+    if state is None or not os.path.exists(state):
+        return {}, []
+    from hfcache.history.store import desired
+    from hfcache.state import StateDB
+
+    with StateDB(state) as db:
+        return desired(db), db.warnings
+
+
+def hold_desired(plan: Plan, wanted: Mapping[str, str]) -> Plan:
+    """``plan`` with every unit in a revision a manifest wants moved to ``keep``, with why (``apply``, ``rm``)."""
+    from hfcache.plan.policies import listed
+
+    def wanting(path: str) -> str | None:
+        return wanted.get(path) or next((m for p, m in wanted.items() if path.startswith(p + os.sep)), None)
+
+    held = {u.path: manifest for u in plan.delete if (manifest := wanting(u.path))}
+    if not held:
+        return plan
+    kept = tuple(replace(u, reclaim_bytes=0, reasons=(*u.reasons, listed(held[u.path]))) for u in plan.delete if u.path in held)
+    # A model that keeps a revision is not removed whole: its folder stays, whatever else of it goes.
+    staying = {(u.root, u.id) for u in kept}
+    delete = tuple(replace(u, item_removed=False) if (u.root, u.id) in staying else u for u in plan.delete if u.path not in held)
+    return replace(plan, delete=delete, keep=(*plan.keep, *kept))
+
+
+def plan_prune(
+    inventory: Inventory,
+    policy: Policy,
+    scope: Scope = Scope(),
+    usage: Mapping[str, Use] | None = None,
+    desired: Mapping[str, str] | None = None,
+) -> Plan:
     """The plan for ``inventory``, with the free space of each root's file system when ``min_free`` needs it.
 
     ``scope`` narrows what it may delete (``--type``, ``--name``), ``usage`` is the usage
-    history's (:func:`usage_for`): see :func:`hfcache.plan.build.make_plan`.
+    history's (:func:`usage_for`), ``desired`` what ``hfcache sync`` keeps (:func:`desired_of`):
+    see :func:`hfcache.plan.build.make_plan`.
     """
     disks: dict[str, Disk] = {}
     for cache in inventory.caches:
         if cache.exists and policy.for_cache(cache.kind).min_free is not None:
             disks[cache.root] = disk_of(cache.root)
-    plan = make_plan(inventory, policy, now=inventory.scanned_at, disks=disks, scope=scope, usage=usage)
+    plan = make_plan(inventory, policy, now=inventory.scanned_at, disks=disks, scope=scope, usage=usage, desired=desired)
     if policy.sources:
         plan = replace(plan, policy=(f"file: {', '.join(policy.sources)}", *plan.policy))
     return plan

@@ -10,7 +10,7 @@ named ``.db``: a folder or another file at that path is left alone). The usage h
 decides deletions (``age_by: use``, ``min_uses``), so ``prune`` trusts only a database of its
 own account, in a folder no one else may write (``hfcache.prune``).
 
-Tables (schema version 3; version 1 had the first two, version 2 all but ``prune_runs``):
+Tables (schema version 4; version 1 had the first two, version 2 those up to ``item_sizes``, 3 ``prune_runs``):
 
 - ``digests`` and ``verify_runs``: what ``hfcache verify`` hashed (:mod:`hfcache.verify.state`).
 Paths (``root``, ``path``) are stored as their bytes (a file name need not be UTF-8).
@@ -21,6 +21,8 @@ Paths (``root``, ``path``) are stored as their bytes (a file name need not be UT
   run first and last saw it; ``uses``: per revision and day (UTC), that it was used, when,
   how it was seen (a later access time, or a process holding one of its files) and by what
   program; ``item_sizes``: each model's size, a row each time it changed.
+- ``desired``: the revisions a manifest says the node must hold (``hfcache sync``), by path:
+  ``prune``, ``apply`` and ``rm`` keep them.
 - ``prune_runs``: per cache, the last prune that ran (not a dry run): when, units deleted
   and failed (``metrics``: an alert when prunes fail or stop running).
 
@@ -44,7 +46,7 @@ import platformdirs
 log = logging.getLogger(__name__)
 
 STATE_NAME = "state.db"
-SCHEMA = 3
+SCHEMA = 4
 _TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS digests (
@@ -71,6 +73,9 @@ CREATE TABLE IF NOT EXISTS uses (
 CREATE TABLE IF NOT EXISTS item_sizes (
     root BLOB NOT NULL, item TEXT NOT NULL, at REAL NOT NULL, size INTEGER NOT NULL,
     PRIMARY KEY (root, item, at));
+CREATE TABLE IF NOT EXISTS desired (
+    root BLOB NOT NULL, kind TEXT NOT NULL, item TEXT NOT NULL, revision TEXT NOT NULL, path BLOB NOT NULL,
+    manifest TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (root, kind, item, revision));
 CREATE TABLE IF NOT EXISTS prune_runs (
     root BLOB PRIMARY KEY, kind TEXT NOT NULL, at REAL NOT NULL, deleted INTEGER NOT NULL, failed INTEGER NOT NULL);
 """

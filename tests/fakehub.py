@@ -14,6 +14,7 @@ need a download in progress).
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ class FakeHub:
     def __init__(self) -> None:
         self.repos: dict[tuple[str, str], FakeRepo] = {}
         self.delay = 0.0
+        self.cut: set[str] = set()  # file names whose body breaks off half-way (a connection lost mid-download)
         self.requests: list[tuple[str, str]] = []
         self._counter = 0
         self._server: ThreadingHTTPServer | None = None
@@ -101,6 +103,9 @@ class FakeHub:
 
             def _answer(self, body: bool) -> None:
                 hub.requests.append((self.command, self.path))
+                if self.path.startswith("/api/"):
+                    self._api()
+                    return
                 found = hub._lookup(self.path.split("?", 1)[0])
                 if isinstance(found, tuple) and found[1] is None:  # the revision exists, the file does not
                     self.send_response(404)
@@ -126,6 +131,11 @@ class FakeHub:
                 self.end_headers()
                 if not body:
                     return
+                if any(self.path.split("?", 1)[0].endswith("/" + name) for name in hub.cut):
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
                 if hub.delay:
                     chunk = max(1, len(data) // 20)
                     for start in range(0, len(data), chunk):
@@ -134,6 +144,19 @@ class FakeHub:
                         time.sleep(hub.delay / 20)
                 else:
                     self.wfile.write(data)
+
+            def _api(self) -> None:
+                """``repo_info`` and ``list_repo_tree`` (what ``snapshot_download`` asks first), as JSON."""
+                found = hub._api(self.path.split("?", 1)[0])
+                data = json.dumps(found if not isinstance(found, str) else {"error": found}).encode()
+                self.send_response(200 if not isinstance(found, str) else 404)
+                if isinstance(found, str):
+                    self.send_header("X-Error-Code", found)
+                    self.send_header("X-Error-Message", found)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
@@ -145,6 +168,30 @@ class FakeHub:
         assert self._server is not None
         self._server.shutdown()
         self._server.server_close()
+
+    def _api(self, path: str) -> object:
+        """``/api/{models,datasets,spaces}/{repo_id}/revision/{rev}`` and ``.../tree/{rev}``: the Hub's JSON, or an error code."""
+        parts = path[len("/api/") :].split("/")
+        repo_type = {"models": "model", "datasets": "dataset", "spaces": "space"}.get(parts[0])
+        if repo_type is None or len(parts) < 5 or parts[3] not in ("revision", "tree"):
+            return "RepoNotFound"
+        repo_id, what, revision = "/".join(parts[1:3]), parts[3], unquote(parts[4])
+        repo = self.repos.get((repo_type, repo_id))
+        if repo is None:
+            return "RepoNotFound"
+        commit = repo.resolve(revision)
+        if commit is None:
+            return "RevisionNotFound"
+        files = repo.commits[commit]
+        if what == "revision":
+            return {"id": repo_id, "sha": commit, "siblings": [{"rfilename": name} for name in sorted(files)]}
+        entries = []
+        for name, data in sorted(files.items()):
+            entry: dict[str, object] = {"type": "file", "path": name, "size": len(data), "oid": git_blob_sha1(data)}
+            if len(data) >= repo.lfs_threshold:
+                entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 130}
+            entries.append(entry)
+        return entries
 
     def _lookup(self, path: str) -> tuple[str, bytes | None, str] | str:
         """(commit, data, etag); data None when the commit exists but not the file; an error code otherwise."""

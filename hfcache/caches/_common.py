@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from hfcache.caches.deletion import PATHS, Deletion
-from hfcache.caches.protocol import PRUNE_LOCK, Expected, Layout, Uri, no_hashes, unit_layout
+from hfcache.caches.protocol import PRUNE_LOCK, Expected, Fetched, Layout, Uri, Wanted, no_hashes, unit_layout
 from hfcache.caches.versions import version_key
 from hfcache.errors import CacheNotADirectory, CacheNotFound, CacheUnreadable, NotACache
 from hfcache.fs.locks import is_lock_held
@@ -173,6 +173,12 @@ class FunctionKind:
     uri: Callable[[str], Uri | None] | None = None  # the kind's own URI scheme, if it has one
     hashes: Callable[[CacheInventory, Item, Revision], list[Expected]] | None = None  # what its files hash to
     archive: Callable[[CacheInventory, Item, Revision], Layout] | None = None  # what an archive keeps of a unit
+    download: Callable[[str, Wanted], Fetched] | None = None  # hfcache sync: fetch a revision with the library
+
+    def fetch(self, root: str, wanted: Wanted) -> Fetched:
+        if self.download is None:
+            raise NotImplementedError(f"the {self.title} kind cannot fetch models")
+        return self.download(root, wanted)
 
     def layout(self, cache: CacheInventory, item: Item, rev: Revision) -> Layout:
         return self.archive(cache, item, rev) if self.archive is not None else unit_layout(cache, item, rev)

@@ -87,6 +87,27 @@ class Layout(NamedTuple):
     merge: bool = False  # a revision is immutable (a commit): its manifests from several machines add up
 
 
+class Wanted(NamedTuple):
+    """A revision a node must hold (``hfcache sync``): a model id, the revision (a ref or commit) and, optionally, which
+    of its files (``include``/``exclude`` globs, as ``snapshot_download`` takes them)."""
+
+    id: str
+    revision: str | None = None
+    type: str | None = None
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+
+class Fetched(NamedTuple):
+    """What fetching a wanted revision did: the revision it is (a commit), its path in the cache, files and bytes the
+    download added (0: everything was there)."""
+
+    revision: str
+    path: str
+    files: int
+    bytes: int
+
+
 def unit_layout(cache: CacheInventory, item: Item, rev: Revision) -> Layout:
     """The default :meth:`CacheKind.layout`: every file (and symlink) under the unit's paths, as it lies."""
     files: list[Stored] = []
@@ -201,6 +222,14 @@ class CacheKind(Protocol):
         """What an archive keeps of ``rev``, and restoring it writes (default: the unit's files as they lie)."""
         ...
 
+    def fetch(self, root: str, wanted: Wanted) -> Fetched:
+        """Download ``wanted`` into the cache at ``root`` with the owning library (``hfcache sync``).
+
+        Raises :class:`NotImplementedError` for a kind that cannot fetch (the default); any other
+        exception is the download's failure, reported for that entry.
+        """
+        ...
+
 
 @dataclass(frozen=True)
 class _Completed:
@@ -242,6 +271,13 @@ class _Completed:
     def expected(self, cache: CacheInventory, item: Item, rev: Revision) -> list[Expected]:
         given = getattr(self.inner, "expected", None)
         return list(given(cache, item, rev)) if callable(given) else no_hashes(self.title, rev)
+
+    def fetch(self, root: str, wanted: Wanted) -> Fetched:
+        given = getattr(self.inner, "fetch", None)
+        if not callable(given):
+            raise NotImplementedError(f"the {self.title} kind cannot fetch models")
+        result: Fetched = given(root, wanted)
+        return result
 
     def layout(self, cache: CacheInventory, item: Item, rev: Revision) -> Layout:
         given = getattr(self.inner, "layout", None)

@@ -13,6 +13,7 @@ from hfcache.cli import verify  # noqa: F401
 from hfcache.cli import metrics  # noqa: F401
 from hfcache.cli import history  # noqa: F401
 from hfcache.cli import archive  # noqa: F401
+from hfcache.cli import sync  # noqa: F401
 from hfcache.cli.app import app
 from hfcache.cli.main import main, run
 

@@ -337,7 +337,16 @@ def prune(
     """
     from hfcache.history.watch import state_path
     from hfcache.plan.settings import MinFree, Settings
-    from hfcache.prune import archive_units, archives_of, build_policy, check_access_times, plan_prune, usage_for, write_plan
+    from hfcache.prune import (
+        archive_units,
+        archives_of,
+        build_policy,
+        check_access_times,
+        desired_of,
+        plan_prune,
+        usage_for,
+        write_plan,
+    )
 
     fmt = _format(output_format, as_json)
     with _user_errors(verbose=verbose):
@@ -383,8 +392,9 @@ def prune(
         _remember(inventory, state, quiet=quiet)  # before the plan: a process using a model now is a use now
         notes = check_access_times(inventory, policy)
         usage, problems = usage_for(inventory, policy, state_path(state))
-        notes += problems
-        plan = plan_prune(inventory, policy, scope, usage)
+        wanted, more = desired_of(state_path(state))
+        notes += problems + more
+        plan = plan_prune(inventory, policy, scope, usage, wanted)
         if plan_out:
             write_plan(plan, plan_out)
         if not quiet:
@@ -414,7 +424,7 @@ def apply(
     Example: hfcache prune --max-age 30d --plan-out plan.json --dry-run && hfcache apply plan.json --yes
     """
     from hfcache.history.watch import state_path
-    from hfcache.prune import read_plan
+    from hfcache.prune import desired_of, hold_desired, read_plan
 
     with _user_errors(verbose=verbose):
         run = _Run(
@@ -427,6 +437,10 @@ def apply(
             state=state_path(None),
         )
         plan = read_plan(plan_file)
+        wanted, problems = desired_of(state_path(None))  # a revision wanted since the plan was made stays
+        plan = hold_desired(plan, wanted)
+        for problem in [] if quiet else problems:
+            render.warning(problem)
         if dry_run:
             run.emit(plan)
         else:

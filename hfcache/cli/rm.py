@@ -28,6 +28,7 @@ from hfcache.cli.app import (
     app,
 )
 from hfcache.cli.prune import ShowKeptOption, _refuse_outputs_in_caches, _Run
+from hfcache.output import render
 from hfcache.units import parse_duration
 
 
@@ -67,7 +68,9 @@ def rm(
 
     Example: hfcache rm meta-llama/Llama-3.1-8B@v1.0 hf://datasets/org/data --dry-run
     """
+    from hfcache.history.watch import state_path
     from hfcache.plan.removal import parse_target, removal_plan
+    from hfcache.prune import desired_of, hold_desired
 
     fmt = _format(output_format, as_json)
     with _user_errors(verbose=verbose):
@@ -86,6 +89,10 @@ def rm(
             inventory = scan_caches(cache_dir or None, kinds=kind or None, jobs=_jobs(jobs))
         _refuse_outputs_in_caches((c.root for c in inventory.caches), log=None if dry_run else log)
         plan = removal_plan(inventory, wanted, now=inventory.scanned_at, chosen_kinds=kind or ())
+        listed, problems = desired_of(state_path(None))  # what hfcache sync keeps on this node stays
+        plan = hold_desired(plan, listed)
+        for problem in [] if quiet else problems:
+            render.warning(problem)
         if dry_run:
             run.emit(plan)
         else:

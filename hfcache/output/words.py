@@ -49,6 +49,7 @@ _WHY: dict[Case, Callable[[Decision], str]] = {
     Case.OLDER: lambda d: f"older than the {d.n} latest of {d.scope} (by {d.by})",
     Case.UNVERSIONED: lambda d: f"no version, so no {d.by} series to rank it in",
     Case.MATCHES: lambda d: f"model matches {d.subject!r}",
+    Case.DESIRED: lambda d: f"listed in {d.subject} (hfcache sync): this node keeps it",
     Case.BLOCKED: lambda d: f"not deletable: {d.subject}",
     Case.PARTIAL: lambda d: f"{d.subject} partial download, {_age(d.age)} old, {_LOCK[d.held]}",
     Case.ORPHAN: lambda d: "blob no revision uses",

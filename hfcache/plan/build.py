@@ -40,6 +40,7 @@ from hfcache.plan.policies import (
     evict_lru,
     junk,
     keep_latest,
+    listed,
     lru_order,
     matches,
     max_age,
@@ -80,10 +81,17 @@ class _CachePlan:
     """The decisions for one cache while a plan is made (see :func:`make_plan`); :meth:`decide` makes them."""
 
     def __init__(
-        self, cache: CacheInventory, policy: Policy, now: float, scope: Scope = Scope(), usage: Mapping[str, Use] | None = None
+        self,
+        cache: CacheInventory,
+        policy: Policy,
+        now: float,
+        scope: Scope = Scope(),
+        usage: Mapping[str, Use] | None = None,
+        desired: Mapping[str, str] | None = None,
     ) -> None:
         self.cache = cache
         self.usage = usage or {}
+        self.desired = desired or {}
         self.policy = policy
         self.now = now
         self.scope = scope
@@ -140,6 +148,7 @@ class _CachePlan:
             glob = self.policy.protected_by(item.kind, item.id)
             if glob is not None:
                 self.add({c.path: matches(glob) for c in cands})
+            self.add({c.path: listed(self.desired[c.path]) for c in cands if c.path in self.desired})
             if not item.deletable:
                 everything = (*item.warnings, *(w for r in item.revisions for w in r.warnings))
                 blocking = next(w for w in everything if w.blocks_deletion)
@@ -299,12 +308,14 @@ def make_plan(
     disks: Mapping[str, Disk] | None = None,
     scope: Scope = Scope(),
     usage: Mapping[str, Use] | None = None,
+    desired: Mapping[str, str] | None = None,
 ) -> Plan:
     """The plan ``policy`` makes for ``inventory`` at time ``now``. Pure: reads no disk, no clock.
 
     ``disks`` gives each cache root's file system (needed by ``min_free`` only). ``usage``
     is what the usage history knows of each revision (by its path), for ``age_by: use`` and
-    ``min_uses``; a revision it does not name is aged by its access time. ``scope``
+    ``min_uses``; a revision it does not name is aged by its access time. ``desired`` (revision
+    path -> manifest) are the revisions ``hfcache sync`` keeps on this node: protected. ``scope``
     narrows what the plan may delete (see the module's docstring); the plan's ``policy``
     lines state it, and its warnings say which of its globs match nothing. Raises
     ``ValueError`` for an empty policy: nothing to do never means "delete everything".
@@ -315,7 +326,7 @@ def make_plan(
     for cache in inventory.caches:
         if not cache.exists:
             continue
-        plans.append(_CachePlan(cache, policy, now, scope, usage).decide())
+        plans.append(_CachePlan(cache, policy, now, scope, usage, desired).decide())
     warnings = scope.unmatched(inventory)
     if any(cp.settings.min_free for cp in plans):
         warnings.extend(_min_free(plans, disks or {}, now))

@@ -117,6 +117,7 @@ class Case(Word):
     OLDER = "older"  # keep-latest: older than the n latest
     UNVERSIONED = "unversioned"  # keep-latest per series: no version, no series to rank it in
     MATCHES = "matches"  # protect: the model id matches ``subject`` (a glob)
+    DESIRED = "desired"  # protect: a manifest (``subject``) says this node must hold the revision (hfcache sync)
     BLOCKED = "blocked"  # damaged: the scan found ``subject`` (a warning)
     LAST = "last"  # last-revision, max-size, min-free: the model's last revision stays
     LRU = "lru"  # max-size, min-free: least recently used while over the target
@@ -256,6 +257,11 @@ def keep_latest(candidates: Iterable[Candidate], *, n: int, per: str | None = No
 def matches(glob: str) -> Decision:
     """The decision of a protection: the model id matches ``glob``."""
     return Decision(Rule.PROTECT, Case.MATCHES, keep=True, subject=glob)
+
+
+def listed(manifest: str) -> Decision:
+    """The decision of a revision a manifest wants on this node (``hfcache sync``): kept, by every policy."""
+    return Decision(Rule.PROTECT, Case.DESIRED, keep=True, subject=manifest)
 
 
 def protect(candidates: Iterable[Candidate], *, globs: Iterable[str]) -> dict[str, Decision]:

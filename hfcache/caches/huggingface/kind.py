@@ -5,6 +5,7 @@ from __future__ import annotations
 from hfcache.caches._common import TEMPFILE_RE, FunctionKind, names_in
 from hfcache.caches.huggingface.archive import hub_layout
 from hfcache.caches.huggingface.delete import HUB_DELETION
+from hfcache.caches.huggingface.fetch import fetch_revision
 from hfcache.caches.huggingface.files import revision_hashes
 from hfcache.caches.huggingface.location import (
     KIND,
@@ -49,4 +50,5 @@ HUB = FunctionKind(
     deletion=HUB_DELETION,
     hashes=revision_hashes,  # a blob's name is the sha256 (LFS, Xet) or git blob hash of its content
     archive=hub_layout,  # blobs, the snapshot's links, the refs: the hub's own layout when restored
+    download=fetch_revision,  # hfcache sync: snapshot_download, the library's own way
 )
