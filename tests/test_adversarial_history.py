@@ -23,7 +23,7 @@ from hfcache.history.store import day_of, record, usage
 from hfcache.model import Disk
 from hfcache.plan.build import make_plan
 from hfcache.plan.settings import Policy, Settings
-from hfcache.state import StateDB
+from hfcache.state import SCHEMA, StateDB
 from tests.support import DAY, cli, need_mounts, run_cli
 from tests.trees import commit, repo, share, shared_store, write
 
@@ -539,14 +539,14 @@ def test_a_database_from_a_newer_hfcache_is_not_a_traceback(tmp_path):
     assert run_cli("scan", "--cache-dir", root, "--state", state).exit_code == 0
     db = sqlite3.connect(state)
     db.execute("ALTER TABLE samples ADD COLUMN inodes INTEGER")
-    db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', '3')")
+    db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA + 1),))
     db.commit()
     db.close()
     for command in (("history",), ("history", "--json"), ("metrics", "--cache-dir", root)):
         result = run_cli(*command, "--state", state)
         assert result.exit_code == 0, result.output
     (mark,) = sqlite3.connect(state).execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-    assert mark == "3"
+    assert mark == str(SCHEMA + 1)
 
 
 def test_a_schema_1_database_keeps_its_digests_and_gains_the_history(tmp_path):

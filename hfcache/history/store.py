@@ -217,7 +217,8 @@ def usage(state: StateDB, roots: Iterable[str], *, since: float, now: float | No
 def samples(state: StateDB, *, since: float, roots: Iterable[str] | None = None) -> list[Sample]:
     """The samples taken from ``since`` on (of ``roots``, or of every cache), oldest first."""
     where, args = _in("root", map(_b, roots)) if roots is not None else ("1", ())
-    rows = _read(state, "samples", f"SELECT * FROM samples WHERE at >= ? AND {where} ORDER BY at", (since, *args))
+    columns = "at, kind, root, size, device, fs_total, fs_free"  # by name: a newer hfcache may add columns
+    rows = _read(state, "samples", f"SELECT {columns} FROM samples WHERE at >= ? AND {where} ORDER BY at", (since, *args))
     return [Sample(at, kind, os.fsdecode(root), *rest) for at, kind, root, *rest in rows]
 
 

@@ -118,7 +118,8 @@ class State(StateDB):
         if self.db is None:
             return []
         try:
-            return [LastVerify(*row) for row in self.db.execute("SELECT * FROM verify_runs ORDER BY kind, root")]
+            columns = "kind, root, finished_at, files, ok, corrupt, missing, unverifiable"  # by name, never *
+            return [LastVerify(*row) for row in self.db.execute(f"SELECT {columns} FROM verify_runs ORDER BY kind, root")]
         except sqlite3.Error as e:
             self._guard("reading", e)
             return []
