@@ -755,3 +755,88 @@ def test_the_kubernetes_policy_does_what_its_comments_say(tmp_path, monkeypatch)
     assert served["r1"] in going and recent["a"] not in going and served["main"] not in going, promise
     promise = says(policy, "partial downloads and orphans younger than two days stay")
     assert old_partial in going and young_partial not in going, promise
+
+
+# ---------------------------------------------------------------------------------------------
+# Kubernetes per node, Slurm
+
+
+def test_the_node_daemonset_validates_holds_no_privilege_and_its_loop_runs(tmp_path):
+    """Issue 22, point 3: hostPath caches, metrics for the node's exporter and a daily prune inside the pod."""
+    import kubernetes_validate
+
+    from hfcache.plan.settings import load_config
+
+    docs = list(yaml.safe_load_all(open(example("kubernetes", "hfcache-node-daemonset.yaml"))))
+    for doc in docs:
+        kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+    config_map, daemonset = docs
+    pod = daemonset["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert not any(pod.get(k) for k in ("hostPID", "hostNetwork", "hostIPC"))
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"] and not security.get("privileged")
+    assert container["resources"]["limits"]["memory"] and container["resources"]["limits"]["cpu"]
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text(config_map["data"]["config.yaml"])
+    min_free = load_config(str(policy_file)).defaults.min_free
+    assert min_free is not None and min_free.percent is not None and min_free.percent > 10  # above the kubelet's eviction
+
+    # The container's loop, one round, its volumes mapped into a temporary folder as the kubelet mounts them.
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: str(tmp_path / m["name"]) for m in container["volumeMounts"]}
+    for mount in container["volumeMounts"]:
+        os.makedirs(mounts[mount["mountPath"]])
+        if "configMap" in volumes[mount["name"]]:
+            for name, text in config_map["data"].items():
+                open(os.path.join(mounts[mount["mountPath"]], name), "w").write(text)
+
+    where = re.compile("(?<![\\w/])(" + "|".join(re.escape(p) for p in sorted(mounts, key=len, reverse=True)) + ")(?=[/\"\\s]|$)")
+
+    def mapped(value: str) -> str:  # in one pass: a mapped path is never mapped again
+        return where.sub(lambda m: mounts[m.group(1)], value)
+
+    env = {"PATH": f"{BINDIR}:/usr/bin:/bin", "NODE_NAME": "gpu-7", "HFCACHE_ROUNDS": "1"}
+    env.update({e["name"]: mapped(e["value"]) for e in container["env"] if "value" in e})
+    root = os.path.join(env["HF_HOME"], "hub")
+    real_cache(root, aged_days=30)
+    before = revisions(root)
+    script = mapped(container["args"][0])
+    done = subprocess.run([*container["command"], script], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    found = prometheus(open(os.path.join(mounts["/textfile"], "hfcache-gpu-7.prom")).read())
+    assert [labels["root"] for labels, _ in found["hfcache_cache_size_bytes"]] == [root]
+    assert revisions(root) < before  # the daily prune ran: 30 days unread is over max_age 14d
+    assert read_log(os.path.join(mounts["/var/lib/hfcache"], "audit.log"))
+    assert history_samples(os.path.join(mounts["/var/lib/hfcache"], "state.db"), root) >= 2  # metrics and prune
+
+
+def test_the_slurm_epilog_prunes_and_never_drains_the_node_for_a_busy_cache(tmp_path, need_tool):
+    bash = need_tool("bash")
+    text = open(example("slurm", "hfcache-epilog.sh")).read()
+    paths = {"/etc/hfcache": str(tmp_path / "etc"), "/var/lib/hfcache": str(tmp_path / "state")}
+    for old, new in paths.items():
+        text = text.replace(old, new)
+        os.makedirs(new)
+    script = tmp_path / "epilog.sh"
+    script.write_text(text)
+    shutil.copy(example("policies", "laptop.yaml"), os.path.join(paths["/etc/hfcache"], "config.yaml"))
+    env = {"PATH": "/usr/bin:/bin", "HFCACHE": HFCACHE, "HF_HOME": str(tmp_path / "hf"), "SLURM_JOB_ID": "4242"}
+    root = os.path.join(env["HF_HOME"], "hub")
+    real_cache(root, aged_days=90)
+    before = revisions(root)
+    # Another prune holds the cache past the epilog's --lock-wait: busy, nothing deleted, and exit 0 (no drain).
+    quick = text.replace("--lock-wait=30s", "--lock-wait=1s")
+    script.write_text(quick)
+    with PruneLocks({root: os.path.join(root, ".locks", "hfcache-prune.lock")}, 0):
+        done = subprocess.run([bash, str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and revisions(root) == before, done.stderr
+    script.write_text(text)
+    done = subprocess.run([bash, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and revisions(root) < before, done.stderr
+    # A broken policy file drains the node (exit 2): an operator's signal, the reason on stderr.
+    open(os.path.join(paths["/etc/hfcache"], "config.yaml"), "w").write("keep: two\n")
+    done = subprocess.run([bash, str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "keep" in done.stderr
