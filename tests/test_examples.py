@@ -793,7 +793,7 @@ def test_the_node_daemonset_validates_holds_no_privilege_and_its_loop_runs(tmp_p
             for name, text in config_map["data"].items():
                 open(os.path.join(mounts[mount["mountPath"]], name), "w").write(text)
 
-    where = re.compile("(?<![\\w/])(" + "|".join(re.escape(p) for p in sorted(mounts, key=len, reverse=True)) + ")(?=[/\"\\s]|$)")
+    where = re.compile("(?<![\\w/])(" + "|".join(re.escape(p) for p in sorted(mounts, key=len, reverse=True)) + ')(?=[/"\\s]|$)')
 
     def mapped(value: str) -> str:  # in one pass: a mapped path is never mapped again
         return where.sub(lambda m: mounts[m.group(1)], value)

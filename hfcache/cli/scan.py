@@ -75,6 +75,14 @@ def scan(
         Optional[str],
         typer.Option("--archive", metavar="DEST", help="Also list the revisions archived in DEST that are not in the caches."),
     ] = None,
+    all_users: Annotated[
+        bool,
+        typer.Option("--all-users", help="Every account's caches (as root): per-account totals, models cached twice."),
+    ] = False,
+    passwd: Annotated[
+        Optional[str],
+        typer.Option("--passwd", metavar="FILE", help="With --all-users: the accounts of this passwd file (a host's)."),
+    ] = None,
     state: StateOption = None,
     verbose: VerboseOption = 0,
     jobs: JobsOption = 0,
@@ -90,6 +98,12 @@ def scan(
     fmt = _format(output_format, as_json)
     from hfcache.output.serialize import inventory_to_dict
 
+    if all_users or passwd:
+        with _user_errors(verbose=verbose):
+            if cache_dir:
+                raise UsageError("--all-users scans each account's own places: it takes no --cache-dir")
+            _all_users(passwd, kind, fmt, quiet=quiet, jobs=jobs)
+        return
     with _user_errors(verbose=verbose):
         scope = _scope(item_type, name, kind)
         selection = Selection(
@@ -169,3 +183,24 @@ def _archived(dest: str, inventory: Inventory, scope: Scope) -> list[dict[str, A
     for problem in archive.warnings:
         render.warning(problem)
     return [merged(found) for _, found in sorted(groups.items())]
+
+
+def _all_users(passwd: str | None, kind: list[str] | None, fmt: OutputFormat, *, quiet: bool, jobs: int) -> None:
+    """``scan --all-users``: each account's caches, totals, and the models several accounts cache."""
+    import os
+
+    from hfcache.caches.accounts import accounts, scan_accounts, shared
+
+    if not quiet and hasattr(os, "geteuid") and os.geteuid() != 0:
+        render.warning("not root: other accounts' caches may not be readable, and are then left out or counted short")
+    with _progress(not quiet):
+        scanned = scan_accounts(accounts(passwd), kinds=kind or None, jobs=_jobs(jobs))
+    twice = shared(scanned)
+    if fmt is OutputFormat.json:
+        from hfcache.output.serialize import accounts_to_dict
+
+        render.json_document(accounts_to_dict(scanned, twice))
+    else:
+        from hfcache.output.views import accounts_tables
+
+        accounts_tables(scanned, twice, markdown=fmt is OutputFormat.markdown)

@@ -24,6 +24,7 @@ from hfcache.model import CacheInventory, Inventory, Item, Revision
 from hfcache.units import iso
 
 if TYPE_CHECKING:
+    from hfcache.caches.accounts import Account, Shared
     from hfcache.history.report import HistoryReport
     from hfcache.verify.run import VerifyReport
 
@@ -241,5 +242,33 @@ def history_to_dict(report: HistoryReport) -> dict[str, Any]:
                 "last_used_by": m.program,
             }
             for m in report.models
+        ],
+    }
+
+
+def accounts_to_dict(scanned: list[tuple[Account, Inventory]], twice: list[Shared]) -> dict[str, Any]:
+    """``scan --all-users --json``: per account its caches (as ``scan --json``) and totals; the models cached twice."""
+    return {
+        "version": JSON_VERSION,
+        "accounts": [
+            {
+                "user": account.name,
+                "uid": account.uid,
+                "home": account.home,
+                "size_bytes": sum(c.size_bytes for c in inventory.caches),
+                "caches": inventory_to_dict(inventory)["caches"],
+            }
+            for account, inventory in scanned
+        ],
+        "shared": [
+            {
+                "kind": s.kind,
+                "type": s.type,
+                "id": s.id,
+                "accounts": [{"user": user, "size_bytes": size} for user, size in s.sizes],
+                "total_bytes": s.total,
+                "one_cache_saves_bytes": s.saved,
+            }
+            for s in twice
         ],
     }

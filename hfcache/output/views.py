@@ -18,6 +18,7 @@ from hfcache.output.render import ago, size
 from hfcache.plan.query import revision_rows, shown_bytes
 
 if TYPE_CHECKING:
+    from hfcache.caches.accounts import Account, Shared
     from hfcache.plan.decisions import Execution, Plan, PlanUnit, UnitResult
     from hfcache.verify.run import FileCheck, VerifyReport
 
@@ -312,3 +313,24 @@ def _check_detail(f: FileCheck) -> Text:
     if f.status == "ok":
         return Text(f"{f.algorithm} matches" + ("" if f.hashed else " (unchanged since an earlier verify)"), style="dim")
     return Text(f.why or "", style="dim" if f.status == "unverifiable" else "")
+
+
+def accounts_tables(scanned: list[tuple[Account, Inventory]], twice: list[Shared], *, markdown: bool = False) -> None:
+    """``scan --all-users``: a row per account, then the models several accounts cache, each its own copy."""
+    out = writer(markdown)
+    table = table_of("USER", "HOME", "CACHES", "SIZE")
+    for account, inventory in scanned:
+        if inventory.caches:
+            table.add_row(
+                account.name, account.home, str(len(inventory.caches)), size(sum(c.size_bytes for c in inventory.caches))
+            )
+    out.heading(Text("Accounts with model caches", style="bold"))
+    out.table(table)
+    if twice:
+        table = table_of("ID", "KIND", "ACCOUNTS", "SIZE", "SAVES")
+        for s in twice:
+            table.add_row(s.id, s.kind, ", ".join(user for user, _ in s.sizes), size(s.total), size(s.saved))
+        out.heading(Text("Cached by several accounts (SAVES: what one shared cache would not hold)", style="bold"))
+        out.table(table)
+    total = sum(s.saved for s in twice)
+    out.line(f"{len(twice)} model(s) cached by several accounts; one shared cache would save {size(total)}.")
