@@ -77,9 +77,9 @@ def _owners(cache: CacheInventory) -> tuple[dict[str, list[tuple[str, str]]], li
     for item in cache.items:
         for rev in item.revisions:
             for key in rev.blobs:
-                # A hub blob key is relative to its repo folder; Ollama's to the store's blobs/ folder.
-                for base in (item.path, os.path.join(cache.root, "blobs")):
-                    by_name.setdefault(os.path.basename(key), []).append((rev.path, os.path.join(base, key)))
+                # A hub blob key is relative to its repo folder (blobs/<etag>); Ollama's, a bare name, to the store's blobs/.
+                base = item.path if "/" in key else os.path.join(cache.root, "blobs")
+                by_name.setdefault(os.path.basename(key), []).append((rev.path, os.path.join(base, key)))
             for unit in rev.unit_paths:
                 units.append((rev.path, unit))
                 if not rev.blobs:  # a file unit (a torch checkpoint): found by its name too
