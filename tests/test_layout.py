@@ -13,7 +13,7 @@ KIND_MODULES = {"hfcache.caches." + p.stem for p in (PACKAGE / "caches").glob("*
     for p in (PACKAGE / "caches").glob("*/__init__.py")  # a kind's package
 }
 GENERIC = {"hfcache.caches.protocol", "hfcache.caches.registry", "hfcache.caches.scan", "hfcache.caches.deletion"}
-GENERIC |= {"hfcache.caches.versions", "hfcache.caches.confine"}
+GENERIC |= {"hfcache.caches.versions", "hfcache.caches.confine", "hfcache.caches.accounts"}  # (every kind's places, per account)
 
 
 def _outside_caches() -> list[Path]:
