@@ -64,6 +64,10 @@ class PlanFileError(UsageError):
     """A saved plan that cannot be read back: not JSON, another version, a unit missing a field."""
 
 
+class DesiredUnknown(UsageError):
+    """The list of what ``hfcache sync`` keeps cannot be read: nothing is deleted until it can."""
+
+
 class AuditError(Exception):
     """The audit log could not be written (a full disk).
 
@@ -122,6 +126,7 @@ ERROR_CLASSES: tuple[type[HfcacheError], ...] = (
     ConfirmationRequired,
     ConfigError,
     PlanFileError,
+    DesiredUnknown,
     UnsafePlan,
     CacheBusy,
     CacheNotFound,

@@ -183,18 +183,15 @@ def _untrusted(path: str) -> str | None:
     return None
 
 
-def desired_of(state: str | None) -> tuple[dict[str, str], list[str]]:
-    """The revisions manifests want on this node (``hfcache sync``), by path -> manifest; and warnings.
+def desired_of(state: str | None) -> dict[str, str]:
+    """The revisions manifests want on this node (``hfcache sync``), by path -> manifest.
 
-    Read from any state database there is (one others may write only ever adds protections).
+    None (``--state off``): none. Raises :class:`~hfcache.desired.DesiredUnknown` (exit 2) when
+    the list cannot be read: what must stay is unknown, so nothing is deleted.
     """
-    if state is None or not os.path.exists(state):
-        return {}, []
-    from hfcache.history.store import desired
-    from hfcache.state import StateDB
+    from hfcache.desired import wanted
 
-    with StateDB(state) as db:
-        return desired(db), db.warnings
+    return wanted(state)
 
 
 def hold_desired(plan: Plan, wanted: Mapping[str, str]) -> Plan:

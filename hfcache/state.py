@@ -21,8 +21,7 @@ Paths (``root``, ``path``) are stored as their bytes (a file name need not be UT
   run first and last saw it; ``uses``: per revision and day (UTC), that it was used, when,
   how it was seen (a later access time, or a process holding one of its files) and by what
   program; ``item_sizes``: each model's size, a row each time it changed.
-- ``desired``: the revisions a manifest says the node must hold (``hfcache sync``), by path:
-  ``prune``, ``apply`` and ``rm`` keep them.
+(What ``hfcache sync`` keeps is apart, in ``desired.json`` beside it: :mod:`hfcache.desired`.)
 - ``prune_runs``: per cache, the last prune that ran (not a dry run): when, units deleted
   and failed (``metrics``: an alert when prunes fail or stop running).
 
@@ -73,9 +72,6 @@ CREATE TABLE IF NOT EXISTS uses (
 CREATE TABLE IF NOT EXISTS item_sizes (
     root BLOB NOT NULL, item TEXT NOT NULL, at REAL NOT NULL, size INTEGER NOT NULL,
     PRIMARY KEY (root, item, at));
-CREATE TABLE IF NOT EXISTS desired (
-    root BLOB NOT NULL, kind TEXT NOT NULL, item TEXT NOT NULL, revision TEXT NOT NULL, path BLOB NOT NULL,
-    manifest TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (root, kind, item, revision));
 CREATE TABLE IF NOT EXISTS prune_runs (
     root BLOB PRIMARY KEY, kind TEXT NOT NULL, at REAL NOT NULL, deleted INTEGER NOT NULL, failed INTEGER NOT NULL);
 """

@@ -22,6 +22,7 @@ A failed entry is reported and fails the run (exit 1); the others are done all t
 from __future__ import annotations
 
 import os
+import stat as stat_mod
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -65,6 +66,8 @@ def _strings(path: str, where: str, value: object) -> tuple[str, ...]:
 def load_manifest(path: str, *, kinds: Mapping[str, CacheKind]) -> list[Entry]:
     """The entries of the manifest at ``path``; :class:`~hfcache.errors.ConfigError` (exit 2) naming what is wrong."""
     try:
+        if not stat_mod.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the read for ever
+            raise ConfigError(f"manifest {path} is not a file", path=path)
         with open(path, "rb") as f:
             data = f.read(MAX_MANIFEST_BYTES + 1)
         if len(data) > MAX_MANIFEST_BYTES:
@@ -90,8 +93,8 @@ def load_manifest(path: str, *, kinds: Mapping[str, CacheKind]) -> list[Entry]:
         if kind not in kinds:
             raise ConfigError(f"{path}: {where}: unknown cache kind {kind!r}; known: {', '.join(kinds)}", path=path)
         for key in ("revision", "type"):
-            if raw.get(key) is not None and not isinstance(raw[key], (str, int)):
-                raise ConfigError(f"{path}: {where}.{key}: expected a single value", path=path)
+            if raw.get(key) is not None and not isinstance(raw[key], str):  # YAML reads 1.0, 0123 as numbers: 1.0, 83
+                raise ConfigError(f'{path}: {where}.{key}: expected a name; quote it ({key}: "{raw[key]}")', path=path)
         wanted = Wanted(
             raw["id"].strip(),
             str(raw["revision"]) if raw.get("revision") is not None else None,
@@ -149,19 +152,21 @@ def warm(results: list[Synced]) -> int:
     return asked
 
 
-def desired_rows(results: list[Synced], roots: Mapping[str, str]) -> list[tuple[str, str, str, str, str]]:
-    """What the state database records as wanted: (root, kind, id, revision, path) of each entry that is there."""
-    return [
-        (
-            os.path.realpath(roots[r.entry.kind]),
-            r.entry.kind,
-            r.entry.wanted.id,
-            r.fetched.revision,
-            os.path.realpath(r.fetched.path),
-        )
-        for r in results
-        if r.fetched is not None
-    ]
+def desired_rows(results: list[Synced], roots: Mapping[str, str]) -> list[dict[str, str]]:
+    """What :mod:`hfcache.desired` records as wanted: each entry that is there, its root, kind, id, revision and path."""
+    out = []
+    for r in results:
+        if r.fetched is not None:
+            out.append(
+                {
+                    "root": os.path.realpath(roots[r.entry.kind]),
+                    "kind": r.entry.kind,
+                    "id": r.entry.wanted.id,
+                    "revision": r.fetched.revision,
+                    "path": os.path.realpath(r.fetched.path),
+                }
+            )
+    return out
 
 
 def report(manifest: str, results: list[Synced], *, warmed: int = 0, now: float | None = None) -> dict[str, Any]:

@@ -143,8 +143,9 @@ def test_rm_and_apply_keep_what_a_sync_recorded_in_the_state_database_it_was_giv
     age_everything(root, 30)
     code, plan = cli("prune", "--cache-dir", root, "--max-age", "1d", "--dry-run", "--json", "--state", state)
     assert plan["delete"] == []  # prune --state sees them
-    run_cli("apply", saved, "--yes")
-    run_cli("rm", "org/a", "--cache-dir", root, "--yes")
+    # (fixed: rm and apply take --state too; the Slurm epilog exports HFCACHE_STATE, which all read)
+    run_cli("apply", saved, "--yes", "--state", state)
+    run_cli("rm", "org/a", "--cache-dir", root, "--yes", "--state", state)
     removed = [what for what, path in (("rm", a), ("apply", b)) if not os.path.isdir(path)]
     assert removed == [], f"removed a revision the manifest lists: {removed}"
 
@@ -156,17 +157,23 @@ def test_a_corrupt_state_database_does_not_silently_drop_every_sync_protection(h
     # next prunes, on the fresh database, have none either until the next sync). Fix: when the
     # database that may hold desired rows cannot be read (corrupt, unreadable, not a file), a prune
     # that would delete should refuse (exit 2, "run hfcache sync again first") and say why.
+    # (fixed: what sync keeps lives apart, in desired.json beside the database: a corrupt database loses none
+    # of it; and a desired.json that cannot be read stops every deletion, exit 2, until a sync writes it anew)
     root = str(tmp_path / "hub")
     node = manifest(tmp_path, "node.yaml", "org/a")
     listed = synced(hub, root, node)["entries"][0]["path"]
-    state = os.path.join(os.environ["XDG_STATE_HOME"], "hfcache", "state.db")
-    assert os.path.isfile(state)
-    with open(state, "r+b") as f:
+    folder = os.path.join(os.environ["XDG_STATE_HOME"], "hfcache")
+    assert run_cli("scan", "--cache-dir", root).exit_code == 0  # (the database made)
+    with open(os.path.join(folder, "state.db"), "r+b") as f:
         f.seek(100)
         f.write(b"\xff" * 4000)
     age_everything(root, 30)
     result = run_cli("prune", "--cache-dir", root, "--max-age", "1d", "--yes", "--json")
     assert os.path.isdir(listed), result.stderr
+    with open(os.path.join(folder, "desired.json"), "r+b") as f:
+        f.write(b"\xff" * 40)
+    result = run_cli("prune", "--cache-dir", root, "--max-age", "1d", "--yes", "--json")
+    assert result.exit_code == 2 and "hfcache sync" in result.stderr and os.path.isdir(listed)
 
 
 def test_rm_of_a_listed_file_or_a_whole_model_keeps_the_listed_revision_and_its_folder(hub, tmp_path):
@@ -301,7 +308,7 @@ def test_odd_ids_unknown_kinds_and_odd_files_are_one_line_errors(hub, tmp_path):
         result = run_cli("sync", str(path), "--cache-dir", root)
         assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, (what, result.output)
     result = run_cli("sync", str(tmp_path), "--cache-dir", root)  # a folder
-    assert result.exit_code == 2 and "Is a directory" in result.stderr
+    assert result.exit_code == 2 and "not a file" in result.stderr
     code, out = hfcache("sync", manifest(tmp_path, "n.yaml", "org/a"), "--cache-dir", root, "--prune", endpoint=hub.endpoint)
     assert code == 2 and "no policy given" in out and "Traceback" not in out
 

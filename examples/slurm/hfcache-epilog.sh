@@ -15,10 +15,13 @@
 # next job for long.
 set -u
 export HF_HOME="${HF_HOME:-/var/lib/models/huggingface}"
+# The node's state database (the usage history, what hfcache sync keeps): exported, so that an
+# operator's hfcache rm or apply on the node, run with the same variable, reads the same one.
+export HFCACHE_STATE="${HFCACHE_STATE:-/var/lib/hfcache/state.db}"
 HFCACHE="${HFCACHE:-/usr/local/bin/hfcache}"
 
 "$HFCACHE" prune --yes --quiet --lock-wait=30s --config=/etc/hfcache/config.yaml \
-  --log=/var/lib/hfcache/audit.log --state=/var/lib/hfcache/state.db > /dev/null
+  --log=/var/lib/hfcache/audit.log > /dev/null
 status=$?
 case "$status" in
   0) ;;

@@ -11,13 +11,14 @@ store) belong to no one account.
 from __future__ import annotations
 
 import os
+import stat as stat_mod
 import time
 from collections.abc import Iterable
 from typing import NamedTuple
 
 from hfcache.caches.registry import registry, select_kinds
 from hfcache.caches.scan import scan_caches
-from hfcache.errors import HfcacheError
+from hfcache.errors import HfcacheError, UsageError
 from hfcache.model import CacheInventory, Inventory
 
 MIN_UID = 1000  # people's accounts (Debian, Fedora, ...); root is taken too
@@ -27,6 +28,7 @@ class Account(NamedTuple):
     name: str
     uid: int
     home: str
+    unreadable: bool = False  # its home could not be entered (not root): its caches are unknown, not empty
 
 
 def accounts(passwd: str | None = None, *, min_uid: int = MIN_UID) -> list[Account]:
@@ -37,7 +39,13 @@ def accounts(passwd: str | None = None, *, min_uid: int = MIN_UID) -> list[Accou
         entries = [(p.pw_name, p.pw_uid, p.pw_dir) for p in pwd.getpwall()]
     else:
         entries = []
-        with open(passwd, encoding="utf-8", errors="replace") as f:
+        try:
+            if not stat_mod.S_ISREG(os.stat(passwd).st_mode):  # a FIFO would block the read for ever
+                raise UsageError(f"--passwd {passwd} is not a file", path=passwd)
+            f = open(passwd, encoding="utf-8", errors="replace")  # noqa: SIM115 - closed below
+        except OSError as e:
+            raise UsageError(f"cannot read --passwd {passwd}: {e.strerror or e}", path=passwd) from None
+        with f:
             for line in f:
                 fields = line.rstrip("\n").split(":")
                 if len(fields) >= 7 and fields[2].isdigit() and not line.startswith("#"):
@@ -62,6 +70,9 @@ def scan_accounts(
     chosen = select_kinds(list(kinds) if kinds else None, reg)
     out = []
     for account in found:
+        if not os.access(account.home, os.R_OK | os.X_OK):
+            out.append((account._replace(unreadable=True), Inventory(scanned_at=time.time())))
+            continue
         env = {"HOME": account.home, "USER": account.name, "LOGNAME": account.name}
         caches: list[CacheInventory] = []
         scanned_at = time.time()
@@ -82,11 +93,12 @@ def scan_accounts(
 
 
 class Shared(NamedTuple):
-    """A model several accounts cache, each its own copy: their sizes, and what one shared cache would save."""
+    """A revision several accounts cache, each its own copy: their sizes, and what one shared cache would save."""
 
     kind: str
     type: str
     id: str
+    revision: str
     sizes: tuple[tuple[str, int], ...]  # (account, bytes)
 
     @property
@@ -100,14 +112,18 @@ class Shared(NamedTuple):
 
 
 def shared(scanned: list[tuple[Account, Inventory]]) -> list[Shared]:
-    """The models found in more than one account's caches, costliest first."""
-    holders: dict[tuple[str, str, str], dict[str, int]] = {}
+    """The revisions found in more than one account's caches (the same commit, the same bytes), costliest first.
+
+    Two accounts holding different revisions of a model share nothing: they are not counted.
+    """
+    holders: dict[tuple[str, str, str, str], dict[str, int]] = {}
     for account, inventory in scanned:
         for cache in inventory.caches:
             for item in cache.items:
-                key = (cache.kind, item.type, item.id)
-                holders.setdefault(key, {})
-                holders[key][account.name] = holders[key].get(account.name, 0) + item.size_bytes
+                for rev in item.revisions:
+                    key = (cache.kind, item.type, item.id, rev.revision)
+                    holders.setdefault(key, {})
+                    holders[key][account.name] = holders[key].get(account.name, 0) + rev.size_bytes
     out = [Shared(*key, tuple(sorted(sizes.items()))) for key, sizes in holders.items() if len(sizes) > 1]
     return sorted(out, key=lambda s: (-s.saved, s.id))
 

@@ -392,8 +392,8 @@ def prune(
         _remember(inventory, state, quiet=quiet)  # before the plan: a process using a model now is a use now
         notes = check_access_times(inventory, policy)
         usage, problems = usage_for(inventory, policy, state_path(state))
-        wanted, more = desired_of(state_path(state))
-        notes += problems + more
+        wanted = desired_of(state_path(state))
+        notes += problems
         plan = plan_prune(inventory, policy, scope, usage, wanted)
         if plan_out:
             write_plan(plan, plan_out)
@@ -414,6 +414,7 @@ def apply(
     lock_wait: LockWaitOption = "10s",
     log: LogOption = None,
     show_kept: ShowKeptOption = False,
+    state: StateOption = None,
     output_format: FormatOption = OutputFormat.table,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
@@ -434,13 +435,10 @@ def apply(
             lock_wait=float(parse_duration(lock_wait)),
             log=log,
             show_kept=show_kept,
-            state=state_path(None),
+            state=state_path(state),
         )
         plan = read_plan(plan_file)
-        wanted, problems = desired_of(state_path(None))  # a revision wanted since the plan was made stays
-        plan = hold_desired(plan, wanted)
-        for problem in [] if quiet else problems:
-            render.warning(problem)
+        plan = hold_desired(plan, desired_of(state_path(state)))  # a revision wanted since the plan was made stays
         if dry_run:
             run.emit(plan)
         else:

@@ -19,6 +19,7 @@ from hfcache.cli.app import (
     LogOption,
     OutputFormat,
     QuietOption,
+    StateOption,
     VerboseOption,
     YesOption,
     _format,
@@ -28,7 +29,6 @@ from hfcache.cli.app import (
     app,
 )
 from hfcache.cli.prune import ShowKeptOption, _refuse_outputs_in_caches, _Run
-from hfcache.output import render
 from hfcache.units import parse_duration
 
 
@@ -58,6 +58,7 @@ def rm(
     output_format: FormatOption = OutputFormat.table,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
+    state: StateOption = None,
     verbose: VerboseOption = 0,
     jobs: JobsOption = 0,
 ) -> None:
@@ -89,10 +90,7 @@ def rm(
             inventory = scan_caches(cache_dir or None, kinds=kind or None, jobs=_jobs(jobs))
         _refuse_outputs_in_caches((c.root for c in inventory.caches), log=None if dry_run else log)
         plan = removal_plan(inventory, wanted, now=inventory.scanned_at, chosen_kinds=kind or ())
-        listed, problems = desired_of(state_path(None))  # what hfcache sync keeps on this node stays
-        plan = hold_desired(plan, listed)
-        for problem in [] if quiet else problems:
-            render.warning(problem)
+        plan = hold_desired(plan, desired_of(state_path(state)))  # what hfcache sync keeps on this node stays
         if dry_run:
             run.emit(plan)
         else:

@@ -196,6 +196,9 @@ def _all_users(passwd: str | None, kind: list[str] | None, fmt: OutputFormat, *,
     with _progress(not quiet):
         scanned = scan_accounts(accounts(passwd), kinds=kind or None, jobs=_jobs(jobs))
     twice = shared(scanned)
+    for account, _ in scanned if not quiet else ():
+        if account.unreadable:
+            render.warning(f"{account.name}: {account.home} cannot be read by this account: its caches are unknown")
     if fmt is OutputFormat.json:
         from hfcache.output.serialize import accounts_to_dict
 

@@ -57,9 +57,8 @@ def sync(
     Example: hfcache sync /etc/hfcache/node-models.yaml --prune
     """
     from hfcache.caches.registry import registry
-    from hfcache.history.store import set_desired
+    from hfcache.desired import record
     from hfcache.history.watch import state_path
-    from hfcache.state import StateDB
     from hfcache.sync import desired_rows, load_manifest, report
     from hfcache.sync import sync as run_sync
     from hfcache.sync import warm as warm_files
@@ -80,14 +79,19 @@ def sync(
         warmed = warm_files(results) if warm else 0
         path = state_path(state)
         problems: list[str] = []
+        rows = desired_rows(results, roots)
         if path is not None:
-            with StateDB(path) as db:
-                set_desired(db, os.path.abspath(manifest), desired_rows(results, roots), _now())
-                problems.extend(db.warnings)
-        elif not quiet:
-            problems.append("--state off: what the manifest lists is fetched but not protected from prune")
+            failed = [(r.entry.kind, r.entry.wanted.id) for r in results if r.status == "failed"]
+            try:
+                record(path, os.path.abspath(manifest), rows, failed=failed)
+            except OSError as e:
+                problems.append(f"what the manifest lists cannot be recorded ({e.strerror or e}): prune does not keep it")
+        else:
+            problems.append("--state off: what the manifest lists is fetched but not kept from later prunes")
         doc = report(os.path.abspath(manifest), results, warmed=warmed)
-        pruned = _prune(roots, config, state, lock_wait, log, quiet) if prune else None
+        # --prune keeps what this sync just fetched, whatever the state database did.
+        this = {row["path"]: os.path.abspath(manifest) for row in rows}
+        pruned = _prune(roots, config, state, lock_wait, log, quiet, this) if prune else None
     for problem in [] if quiet else problems:
         render.warning(problem)
     if fmt is OutputFormat.json:
@@ -118,7 +122,15 @@ def _now() -> float:
     return time.time()
 
 
-def _prune(roots: dict[str, str], config: str | None, state: str | None, lock_wait: str, log: str | None, quiet: bool) -> Any:
+def _prune(
+    roots: dict[str, str],
+    config: str | None,
+    state: str | None,
+    lock_wait: str,
+    log: str | None,
+    quiet: bool,
+    this: dict[str, str],
+) -> Any:
     """The node's policy over the synced caches, what the manifests want protected; the plan and its run, as JSON."""
     from hfcache.caches.scan import scan_caches
     from hfcache.history.watch import state_path
@@ -128,10 +140,7 @@ def _prune(roots: dict[str, str], config: str | None, state: str | None, lock_wa
 
     policy = build_policy(Settings(), config=config)  # no policy anywhere: a usage error, as for prune
     inventory = scan_caches(list(dict.fromkeys(roots.values())), kinds=list(roots))
-    wanted, problems = desired_of(state_path(state))
-    for problem in [] if quiet else problems:
-        render.warning(problem)
-    plan = plan_prune(inventory, policy, desired=wanted)
+    plan = plan_prune(inventory, policy, desired={**desired_of(state_path(state)), **this})
     if not plan.delete:
         return plan_to_dict(plan)
     with _progress(not quiet):

@@ -283,19 +283,3 @@ def last_prunes(state: StateDB) -> dict[str, tuple[float, int, int]]:
     """Per cache root, the last prune that ran: (when, units deleted, units failed)."""
     rows = _read(state, "prune runs", "SELECT root, at, deleted, failed FROM prune_runs")
     return {os.fsdecode(root): (at, deleted, failed) for root, at, deleted, failed in rows}
-
-
-def set_desired(state: StateDB, manifest: str, rows: Iterable[tuple[str, str, str, str, str]], now: float) -> None:
-    """The revisions ``manifest`` wants now, as (root, kind, id, revision, path): replacing what it wanted before."""
-    with state.writing() as db:
-        if db is not None:
-            db.execute("DELETE FROM desired WHERE manifest = ?", (manifest,))
-            db.executemany(
-                "INSERT OR REPLACE INTO desired VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(_b(root), kind, _text(item), revision, _b(path), manifest, now) for root, kind, item, revision, path in rows],
-            )
-
-
-def desired(state: StateDB) -> dict[str, str]:
-    """Every revision a manifest wants (by its path in the cache) -> the manifest that wants it."""
-    return {os.fsdecode(path): manifest for path, manifest in _read(state, "desired", "SELECT path, manifest FROM desired")}

@@ -256,6 +256,7 @@ def accounts_to_dict(scanned: list[tuple[Account, Inventory]], twice: list[Share
                 "uid": account.uid,
                 "home": account.home,
                 "size_bytes": sum(c.size_bytes for c in inventory.caches),
+                "unreadable": account.unreadable,
                 "caches": inventory_to_dict(inventory)["caches"],
             }
             for account, inventory in scanned
@@ -265,6 +266,7 @@ def accounts_to_dict(scanned: list[tuple[Account, Inventory]], twice: list[Share
                 "kind": s.kind,
                 "type": s.type,
                 "id": s.id,
+                "revision": s.revision,
                 "accounts": [{"user": user, "size_bytes": size} for user, size in s.sizes],
                 "total_bytes": s.total,
                 "one_cache_saves_bytes": s.saved,

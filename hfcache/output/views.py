@@ -316,21 +316,23 @@ def _check_detail(f: FileCheck) -> Text:
 
 
 def accounts_tables(scanned: list[tuple[Account, Inventory]], twice: list[Shared], *, markdown: bool = False) -> None:
-    """``scan --all-users``: a row per account, then the models several accounts cache, each its own copy."""
+    """``scan --all-users``: a row per account, then the revisions several accounts cache, each its own copy."""
     out = writer(markdown)
     table = table_of("USER", "HOME", "CACHES", "SIZE")
     for account, inventory in scanned:
-        if inventory.caches:
-            table.add_row(
-                account.name, account.home, str(len(inventory.caches)), size(sum(c.size_bytes for c in inventory.caches))
-            )
+        if account.unreadable:
+            table.add_row(account.name, account.home, "?", Text("not readable", style="yellow"))
+        elif inventory.caches:
+            held = size(sum(c.size_bytes for c in inventory.caches))
+            table.add_row(account.name, account.home, str(len(inventory.caches)), held)
     out.heading(Text("Accounts with model caches", style="bold"))
     out.table(table)
     if twice:
-        table = table_of("ID", "KIND", "ACCOUNTS", "SIZE", "SAVES")
+        table = table_of("ID", "REVISION", "KIND", "ACCOUNTS", "SIZE", "SAVES")
         for s in twice:
-            table.add_row(s.id, s.kind, ", ".join(user for user, _ in s.sizes), size(s.total), size(s.saved))
+            users = ", ".join(user for user, _ in s.sizes)
+            table.add_row(s.id, s.revision[:12], s.kind, users, size(s.total), size(s.saved))
         out.heading(Text("Cached by several accounts (SAVES: what one shared cache would not hold)", style="bold"))
         out.table(table)
     total = sum(s.saved for s in twice)
-    out.line(f"{len(twice)} model(s) cached by several accounts; one shared cache would save {size(total)}.")
+    out.line(f"{len(twice)} revision(s) cached by several accounts; one shared cache would save {size(total)}.")

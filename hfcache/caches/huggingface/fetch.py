@@ -43,6 +43,9 @@ def fetch_revision(root: str, wanted: Wanted) -> Fetched:
         )
     )
     commit = os.path.basename(path)
-    added = _present(path) - before.get(commit, set())
+    present = _present(path) if os.path.isdir(path) else set()
+    if not present:  # an include that matches nothing (a typo): nothing of the revision is here
+        raise FileNotFoundError(f"no file of {wanted.id}@{wanted.revision or 'main'} matches include/exclude")
+    added = present - before.get(commit, set())
     size = sum(os.path.getsize(os.path.join(path, f)) for f in added)
     return Fetched(commit, path, len(added), size)
