@@ -41,13 +41,17 @@ DestArgument = Annotated[
 ]
 
 
-def _open(dest: str) -> Archive:
+def _open(dest: str) -> tuple[Archive, list[dict[str, Any]]]:
+    """The archive at ``dest`` and its well-formed manifests (the others said, one warning each); exit 2 for no archive."""
     from hfcache.archive.store import Archive
 
     archive = Archive(dest)
     if not archive.exists():
         raise UsageError(f"{dest} is not an hfcache archive (no hfcache-archive.json there)", path=dest)
-    return archive
+    manifests = archive.manifests()
+    for problem in archive.warnings:
+        render.warning(problem)
+    return archive, manifests
 
 
 @archive_app.command("ls")
@@ -63,10 +67,7 @@ def archive_ls(
     """
     fmt = _format(output_format, as_json)
     with _user_errors(verbose=verbose):
-        archive = _open(dest)
-        manifests = archive.manifests()
-    for problem in archive.warnings:
-        render.warning(problem)
+        _, manifests = _open(dest)
     if fmt is OutputFormat.json:
         render.json_document({"version": 1, "archive": dest, "units": manifests})
         return
@@ -105,10 +106,7 @@ def restore(
 
     fmt = _format(output_format, as_json)
     with _user_errors(verbose=verbose):
-        archive = _open(dest)
-        manifests = archive.manifests()
-        for problem in archive.warnings:
-            render.warning(problem)
+        archive, manifests = _open(dest)
         chosen: list[dict[str, Any]] = []
         for target in targets:
             found = matching(manifests, target)
