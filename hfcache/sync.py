@@ -24,11 +24,12 @@ from __future__ import annotations
 import os
 import stat as stat_mod
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import yaml
 
+from hfcache import progress
 from hfcache.caches.protocol import CacheKind, Fetched, Wanted
 from hfcache.errors import ConfigError
 
@@ -106,15 +107,13 @@ def load_manifest(path: str, *, kinds: Mapping[str, CacheKind]) -> list[Entry]:
     return entries
 
 
-def sync(
-    entries: list[Entry],
-    *,
-    kinds: Mapping[str, CacheKind],
-    roots: Mapping[str, str],
-    done: Callable[[int, int], None] = lambda n, total: None,
-) -> list[Synced]:
-    """Fetch every entry into the root of its kind (``roots``); each result says what happened, none raises."""
+def sync(entries: list[Entry], *, kinds: Mapping[str, CacheKind], roots: Mapping[str, str]) -> list[Synced]:
+    """Fetch every entry into the root of its kind (``roots``); each result says what happened, none raises.
+
+    Progress is reported per entry (a bar on a terminal: ``syncing``, entries done of all).
+    """
     out = []
+    progress.report("syncing", 0, len(entries))
     for n, entry in enumerate(entries, start=1):
         try:
             fetched = kinds[entry.kind].fetch(roots[entry.kind], entry.wanted)
@@ -122,7 +121,7 @@ def sync(
             out.append(Synced(entry, "failed", error=f"{type(e).__name__}: {e}".splitlines()[0][:300]))
         else:
             out.append(Synced(entry, "fetched" if fetched.files else "present", fetched))
-        done(n, len(entries))
+        progress.report("syncing", n, len(entries))
     return out
 
 
