@@ -10,6 +10,8 @@ A manifest (YAML)::
         include: ["*.safetensors", "*.json"]  # only these files (snapshot_download's allow_patterns)
         exclude: ["original/*"]
         kind: huggingface                  # the cache kind that fetches it (default huggingface)
+      - kind: torch                        # a torch hub checkpoint, fetched by torch from its address
+        url: https://download.pytorch.org/models/resnet18-f37072fd.pth
 
 Each entry is fetched by its kind (:meth:`~hfcache.caches.protocol.CacheKind.fetch`: for the
 hub, ``snapshot_download``: its locks, its resumed partial downloads, ``HF_ENDPOINT`` and
@@ -34,7 +36,7 @@ from hfcache.caches.protocol import CacheKind, Fetched, Wanted
 from hfcache.errors import ConfigError
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
-_KEYS = {"id", "revision", "type", "include", "exclude", "kind"}
+_KEYS = {"id", "revision", "type", "include", "exclude", "kind", "url"}
 
 
 class Entry(NamedTuple):
@@ -83,8 +85,12 @@ def load_manifest(path: str, *, kinds: Mapping[str, CacheKind]) -> list[Entry]:
     entries = []
     for n, raw in enumerate(doc["models"], start=1):
         where = f"models[{n}]"
+        if isinstance(raw, dict) and isinstance(raw.get("url"), str) and raw.get("id") is None:  # (a file by its address)
+            raw = {**raw, "id": os.path.basename(raw["url"].split("?", 1)[0]).split("-", 1)[0].split(".", 1)[0] or raw["url"]}
         if not isinstance(raw, dict) or not isinstance(raw.get("id"), str) or not raw["id"].strip():
-            raise ConfigError(f"{path}: {where}: expected a mapping with an 'id'", path=path)
+            raise ConfigError(f"{path}: {where}: expected a mapping with an 'id' (or a 'url')", path=path)
+        if raw.get("url") is not None and not isinstance(raw["url"], str):
+            raise ConfigError(f"{path}: {where}.url: expected an address", path=path)
         unknown = set(raw) - _KEYS
         if unknown:
             raise ConfigError(
@@ -102,6 +108,7 @@ def load_manifest(path: str, *, kinds: Mapping[str, CacheKind]) -> list[Entry]:
             str(raw["type"]) if raw.get("type") is not None else None,
             _strings(path, f"{where}.include", raw.get("include")),
             _strings(path, f"{where}.exclude", raw.get("exclude")),
+            raw.get("url"),
         )
         entries.append(Entry(kind, wanted))
     return entries

@@ -285,3 +285,31 @@ def _tree(root: str) -> dict[str, bytes]:
             with open(path, "rb") as f:
                 out[os.path.relpath(path, root)] = f.read()
     return out
+
+
+def test_sync_fetches_a_torch_checkpoint_with_torch_and_keeps_it(files, tmp_path):
+    """Issue 22, point 4: a manifest entry of kind torch, fetched by torch.hub.download_url_to_file (its hash prefix
+    checked), kept from an aggressive policy; the second run fetches nothing."""
+    from tests.support import cli
+
+    torch = need("torch")
+    troot = str(tmp_path / "torch" / "hub")
+    data, prefix = checkpoint_bytes(torch, 30)
+    files.files[f"/resnet18-{prefix}.pth"] = data
+    manifest = tmp_path / "node.yaml"
+    manifest.write_text(f"version: 1\nmodels:\n  - kind: torch\n    url: {files.url}/resnet18-{prefix}.pth\n")
+    code, doc = cli("sync", str(manifest), "--cache-dir", troot, "--json")
+    assert code == 0, doc
+    (entry,) = doc["entries"]
+    assert entry["status"] == "fetched" and entry["id"] == "resnet18" and entry["resolved"] == prefix
+    assert open(entry["path"], "rb").read() == data
+    code, again = cli("sync", str(manifest), "--cache-dir", troot, "--json")
+    assert again["entries"][0]["status"] == "present"
+    _age(troot, 90)
+    code, plan = cli("prune", "--cache-dir", troot, "--kind", "torch", "--max-age", "1d", "--dry-run", "--json")
+    assert code == 0 and plan["delete"] == [], plan
+    files.files[f"/resnet18_v2-{'0' * 8}.pth"] = data  # a wrong hash prefix in the name: torch refuses the download
+    manifest.write_text(f"version: 1\nmodels:\n  - kind: torch\n    url: {files.url}/resnet18_v2-{'0' * 8}.pth\n")
+    code, doc = cli("sync", str(manifest), "--cache-dir", troot, "--json")
+    assert code == 1 and doc["entries"][0]["status"] == "failed"
+    assert not os.path.exists(os.path.join(troot, "checkpoints", f"resnet18_v2-{'0' * 8}.pth"))

@@ -96,6 +96,7 @@ class Wanted(NamedTuple):
     type: str | None = None
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    url: str | None = None  # for kinds that download a file by its address (torch hub checkpoints)
 
 
 class Fetched(NamedTuple):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 from collections import defaultdict
 from collections.abc import Mapping
 
@@ -34,7 +35,7 @@ from hfcache.caches._common import (
     unknown_item,
     xdg_cache_home,
 )
-from hfcache.caches.protocol import Expected, no_hashes
+from hfcache.caches.protocol import Expected, Fetched, Wanted, no_hashes
 from hfcache.caches.versions import parse_version, split_version, strip_name
 from hfcache.model import CacheInventory, Item, PartialFile, Revision, ScanWarning
 
@@ -240,6 +241,28 @@ def _scan_entries(real: str, entries: list[os.DirEntry[str]], warnings: list[Sca
     return inventory(KIND, TITLE, real, items, warnings, protected, partials)
 
 
+def fetch_checkpoint(root: str, wanted: Wanted) -> Fetched:
+    """``hfcache sync`` of a checkpoint: ``torch.hub.download_url_to_file`` into ``checkpoints/``, as
+    ``load_state_dict_from_url`` stores it (its hash prefix checked by torch when the name has one)."""
+    if not wanted.url:
+        raise ValueError("a torch entry needs the checkpoint's url")
+    name = os.path.basename(urllib.parse.urlparse(wanted.url).path)
+    if not name or name.startswith("."):
+        raise ValueError(f"{wanted.url}: no file name in the address")
+    dst = os.path.join(root, CHECKPOINTS, name)
+    revision = _stem(name)[1]
+    if os.path.isfile(dst):
+        return Fetched(revision, dst, 0, 0)
+    try:
+        import torch.hub
+    except ImportError:
+        raise RuntimeError("torch is not installed here: its checkpoints are fetched by torch itself") from None
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    prefix = _HASH_RE.search(name)
+    torch.hub.download_url_to_file(wanted.url, dst, hash_prefix=prefix.group(1) if prefix else None, progress=False)
+    return Fetched(revision, dst, 1, os.path.getsize(dst))
+
+
 TORCH = FunctionKind(
     KIND,
     TITLE,
@@ -250,4 +273,5 @@ TORCH = FunctionKind(
     # a weight file (or its partial), a repo folder, a zipball being fetched or unpacked
     shapes=(rf"{CHECKPOINTS}/[^/]+", r"[^/]+"),
     hashes=checkpoint_hashes,  # the -<hex>. of a checkpoint's name: the start of its sha256
+    download=fetch_checkpoint,  # hfcache sync: torch's own download function
 )
