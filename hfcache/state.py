@@ -138,6 +138,19 @@ def default_state_path(env: Mapping[str, str] | None = None) -> str:
     return env.get("HFCACHE_STATE") or os.path.join(platformdirs.user_state_dir("hfcache", appauthor=False), STATE_NAME)
 
 
+OFF = "off"  # --state off / HFCACHE_STATE=off: no state database at all
+
+
+def state_path(given: str | None) -> str | None:
+    """The state database a command uses: ``given`` (``--state``), else the default; None when turned off.
+
+    Here, not in :mod:`hfcache.history`: ``verify`` records no history and does not import it
+    (psutil and the history's modules: about 15 ms of its start-up).
+    """
+    path = given or default_state_path()
+    return None if path == OFF else path
+
+
 class StateDB:
     """The state database, or nothing (``warnings`` says why) when it cannot be used.
 

@@ -25,6 +25,7 @@ from hfcache.cli.app import (
     YesOption,
     _format,
     _jobs,
+    _no_collection,
     _progress,
     _scope,
     _user_errors,
@@ -82,12 +83,12 @@ def verify(
     Example: hfcache verify --name 'meta-llama/*' --jobs 8
     """
     from hfcache.caches.registry import registry
-    from hfcache.history.watch import state_path
+    from hfcache.state import state_path
     from hfcache.verify.run import verify as run_verify
     from hfcache.verify.state import State
 
     fmt = _format(output_format, as_json)
-    with _user_errors(verbose=verbose):
+    with _user_errors(verbose=verbose), _no_collection():
         scope = _scope(item_type, name, kind)
         wanted = tuple(revision or ())
 
@@ -119,7 +120,8 @@ def verify(
     if fmt is OutputFormat.json:
         from hfcache.output.serialize import verify_to_dict
 
-        render.json_document(verify_to_dict(report))
+        with _no_collection():
+            render.json_document(verify_to_dict(report))
     elif fmt is OutputFormat.ids:
         render.raw("".join(f"{f.path}\n" for c in report.caches for f in c.files if f.status in ("corrupt", "missing")))
     else:

@@ -8,17 +8,11 @@ from hfcache.fs.system import disk_of, open_files
 from hfcache.history.observe import held_revisions, observe
 from hfcache.history.store import record
 from hfcache.model import Disk, Inventory
-from hfcache.state import StateDB, default_state_path
+from hfcache.state import OFF, StateDB, state_path
+
+__all__ = ["OFF", "disks_of", "remember_run", "state_path"]
 
 log = logging.getLogger(__name__)
-
-OFF = "off"  # --state off / HFCACHE_STATE=off: no state database at all
-
-
-def state_path(given: str | None) -> str | None:
-    """The state database a command uses: ``given`` (``--state``), else the default; None when turned off."""
-    path = given or default_state_path()
-    return None if path == OFF else path
 
 
 def disks_of(inventory: Inventory) -> dict[str, Disk]:

@@ -33,13 +33,6 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-# (store_path: Path, *, cache_dir: str | Path) -> bytes freed; None before huggingface_hub 1.32
-sweep_shared_blob: Callable[..., int] | None
-try:  # the hub's own garbage collection of its shared store (huggingface_hub >= 1.32)
-    from huggingface_hub.utils._shared_blobs import sweep_shared_blob
-except ImportError:  # pragma: no cover - older hub: payloads are left behind (leaked, never lost)
-    sweep_shared_blob = None
-
 # How long to wait for the hub's lock of one blob before leaving that blob for another run.
 BLOB_LOCK_WAIT = 2.0
 # At most this many blob locks held at once (each an open descriptor) while a repo's links are read.
@@ -163,8 +156,23 @@ def _blob_lock(tree: Tree, repo: str, name: str, listed: set[str]) -> Iterator[N
         os.close(fd)
 
 
+def _hub_sweep() -> Callable[..., int] | None:
+    """The hub's own garbage collection of its shared store (huggingface_hub >= 1.32), None before.
+
+    ``(store_path: Path, *, cache_dir: str | Path) -> bytes freed``. Imported when a payload
+    goes, not with this module: it brings the hub's utilities and filelock, about 20 ms of
+    the start-up of every command, most of which delete nothing.
+    """
+    try:
+        from huggingface_hub.utils._shared_blobs import sweep_shared_blob
+    except ImportError:  # pragma: no cover - older hub: payloads are left behind (leaked, never lost)
+        return None
+    return sweep_shared_blob
+
+
 def sweep(tree: Tree, store: str) -> tuple[int, str | None]:
     """A shared-store payload, by huggingface_hub's own garbage collection (under the hub's lock)."""
+    sweep_shared_blob = _hub_sweep()
     if sweep_shared_blob is None:  # pragma: no cover - older hub
         return 0, None
     try:
