@@ -476,7 +476,7 @@ def _fake_hfcache(tmp_path, prune_exit: int) -> str:
     bindir = tmp_path / "bin"
     bindir.mkdir(exist_ok=True)
     (bindir / "hfcache").write_text(
-        f'#!/bin/sh\necho "$1" >> "{tmp_path}/calls"\n[ "$1" = prune ] && exit {prune_exit}\nexit 0\n'
+        f'#!/bin/sh\necho "$1" >> "{tmp_path}/calls"\ncase "$1" in prune|sync) exit {prune_exit};; esac\nexit 0\n'
     )
     (bindir / "sleep").write_text("#!/bin/sh\nexit 0\n")  # the loop's 15-minute sleep, at once
     for name in ("hfcache", "sleep"):
@@ -515,7 +515,7 @@ def test_the_daemonset_loop_survives_any_prune_exit(tmp_path, prune_exit):
         timeout=60,
     )
     calls = (tmp_path / "calls").read_text().split()
-    assert calls.count("metrics") == 98 and calls.count("prune") == 2, calls  # rounds 0 and 96
+    assert calls.count("metrics") == 98 and calls.count("sync") == 2, calls  # rounds 0 and 96: sync --prune, daily
     assert f"exit {prune_exit}" in done.stderr
 
 

@@ -804,11 +804,27 @@ def test_the_node_daemonset_validates_holds_no_privilege_and_its_loop_runs(tmp_p
     real_cache(root, aged_days=30)
     before = revisions(root)
     script = mapped(container["args"][0])
-    done = subprocess.run([*container["command"], script], env=env, capture_output=True, text=True, timeout=120)
+    listed = yaml.safe_load(config_map["data"]["models.yaml"])["models"]
+    with FakeHub() as hub:  # the hub the node's models come from (HF_ENDPOINT: a mirror, here 127.0.0.1)
+        for entry in listed:
+            hub.push(entry["id"], {"config.json": b"{}", "model.safetensors": b"w" * 2000, "vocab.txt": b"a\nb\n", "x.bin": b"x"})
+        env["HF_ENDPOINT"] = hub.endpoint
+        done = subprocess.run([*container["command"], script], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     found = prometheus(open(os.path.join(mounts["/textfile"], "hfcache-gpu-7.prom")).read())
     assert [labels["root"] for labels, _ in found["hfcache_cache_size_bytes"]] == [root]
-    assert revisions(root) < before  # the daily prune ran: 30 days unread is over max_age 14d
+    now = revisions(root)
+    assert not before <= now  # the daily prune ran: 30 days unread is over max_age 14d
+    for entry in listed:  # the node's models fetched (only the files included) and kept
+        snapshots = os.path.join(root, "models--" + entry["id"].replace("/", "--"), "snapshots")
+        (commit,) = os.listdir(snapshots)
+        assert commit in now and sorted(os.listdir(os.path.join(snapshots, commit))) == [
+            "config.json",
+            "model.safetensors",
+            "vocab.txt",
+        ]
+    desired = json.load(open(os.path.join(mounts["/var/lib/hfcache"], "desired.json")))
+    assert [r["id"] for m in desired["manifests"].values() for r in m["revisions"]] == [e["id"] for e in listed]
     assert read_log(os.path.join(mounts["/var/lib/hfcache"], "audit.log"))
     assert history_samples(os.path.join(mounts["/var/lib/hfcache"], "state.db"), root) >= 2  # metrics and prune
 

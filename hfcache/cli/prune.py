@@ -104,6 +104,30 @@ def _refuse_outputs_in_caches(roots: Iterable[str], **outputs: str | None) -> No
             refuse_in_caches(path, every, "--" + option.replace("_", "-"))
 
 
+def note_prune_run(state: str | None, plan: Plan, result: Execution | None, *, quiet: bool = False) -> None:
+    """Note a prune that ran (not a dry run) in the state database, per cache: units deleted and failed (for metrics'
+    "last prune" gauges; a problem there is a warning)."""
+    if state is None:
+        return
+    from hfcache.history.store import record_prune
+    from hfcache.state import StateDB
+
+    kinds = {c.root: c.kind for c in plan.caches}
+    deleted = dict.fromkeys(kinds, 0)
+    failed = dict.fromkeys(kinds, 0)
+    for r in result.results if result is not None else ():
+        kinds.setdefault(r.unit.root, r.unit.kind)
+        if r.status == "deleted":
+            deleted[r.unit.root] = deleted.get(r.unit.root, 0) + 1
+        elif r.status == "failed":
+            failed[r.unit.root] = failed.get(r.unit.root, 0) + 1
+    runs = [(kind, root, deleted.get(root, 0), failed.get(root, 0)) for root, kind in kinds.items()]
+    with StateDB(state) as db:
+        record_prune(db, time.time(), runs)
+        for problem in [] if quiet else db.warnings:
+            render.warning(problem)
+
+
 @dataclass(frozen=True)
 class _Run:
     """How ``prune`` and ``apply`` carry out a plan: confirmation, lock wait, audit log."""
@@ -122,26 +146,7 @@ class _Run:
     state: str | None = None
 
     def _record(self, plan: Plan, result: Execution | None) -> None:
-        """Note this run in the state database, per cache: units deleted and failed (a problem there is a warning)."""
-        if self.state is None:
-            return
-        from hfcache.history.store import record_prune
-        from hfcache.state import StateDB
-
-        kinds = {c.root: c.kind for c in plan.caches}
-        deleted = dict.fromkeys(kinds, 0)
-        failed = dict.fromkeys(kinds, 0)
-        for r in result.results if result is not None else ():
-            kinds.setdefault(r.unit.root, r.unit.kind)
-            if r.status == "deleted":
-                deleted[r.unit.root] = deleted.get(r.unit.root, 0) + 1
-            elif r.status == "failed":
-                failed[r.unit.root] = failed.get(r.unit.root, 0) + 1
-        runs = [(kind, root, deleted.get(root, 0), failed.get(root, 0)) for root, kind in kinds.items()]
-        with StateDB(self.state) as db:
-            record_prune(db, time.time(), runs)
-            for problem in [] if self.quiet else db.warnings:
-                render.warning(problem)
+        note_prune_run(self.state, plan, result, quiet=self.quiet)
 
     def emit(self, plan: Plan, *, execution: Execution | None = None) -> None:
         _emit(plan, self.fmt, execution=execution, show_keep=self.show_kept and execution is None, quiet=self.quiet)

@@ -19,6 +19,7 @@ from hfcache.cli.app import (
     VerboseOption,
     _format,
     _progress,
+    _remember,
     _user_errors,
     app,
 )
@@ -133,6 +134,7 @@ def _prune(
 ) -> Any:
     """The node's policy over the synced caches, what the manifests want protected; the plan and its run, as JSON."""
     from hfcache.caches.scan import scan_caches
+    from hfcache.cli.prune import note_prune_run
     from hfcache.history.watch import state_path
     from hfcache.plan.planfile import plan_to_dict
     from hfcache.plan.settings import Settings
@@ -140,9 +142,12 @@ def _prune(
 
     policy = build_policy(Settings(), config=config)  # no policy anywhere: a usage error, as for prune
     inventory = scan_caches(list(dict.fromkeys(roots.values())), kinds=list(roots))
+    _remember(inventory, state, quiet=quiet)  # a prune's run is recorded in the usage history, as prune's
     plan = plan_prune(inventory, policy, desired={**desired_of(state_path(state)), **this})
     if not plan.delete:
+        note_prune_run(state_path(state), plan, None, quiet=quiet)
         return plan_to_dict(plan)
     with _progress(not quiet):
         result = run_plan(plan, inventory, lock_wait=float(parse_duration(lock_wait)), log=log)
+    note_prune_run(state_path(state), result.plan, result, quiet=quiet)
     return plan_to_dict(result.plan, result)

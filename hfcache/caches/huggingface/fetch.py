@@ -8,6 +8,7 @@ files already there not downloaded again (a second run only asks which commit th
 from __future__ import annotations
 
 import os
+import sys
 
 from hfcache.caches.protocol import Fetched, Wanted
 
@@ -25,6 +26,10 @@ def _present(folder: str) -> set[str]:
 
 def fetch_revision(root: str, wanted: Wanted) -> Fetched:
     from huggingface_hub import snapshot_download
+    from huggingface_hub.utils.tqdm import disable_progress_bars
+
+    if not sys.stderr.isatty():  # its progress bars on a terminal only: never in a log, a cron mail, a pod's output
+        disable_progress_bars()
 
     repo_type = wanted.type or "model"
     repo = os.path.join(root, f"{repo_type}s--{wanted.id.replace('/', '--')}")
