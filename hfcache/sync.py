@@ -12,6 +12,8 @@ A manifest (YAML)::
         kind: huggingface                  # the cache kind that fetches it (default huggingface)
       - kind: torch                        # a torch hub checkpoint, fetched by torch from its address
         url: https://download.pytorch.org/models/resnet18-f37072fd.pth
+      - kind: keras                        # a Keras download (type: model or dataset), by keras.utils.get_file
+        url: https://example.org/weights.h5
 
 Each entry is fetched by its kind (:meth:`~hfcache.caches.protocol.CacheKind.fetch`: for the
 hub, ``snapshot_download``: its locks, its resumed partial downloads, ``HF_ENDPOINT`` and

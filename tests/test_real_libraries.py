@@ -313,3 +313,25 @@ def test_sync_fetches_a_torch_checkpoint_with_torch_and_keeps_it(files, tmp_path
     code, doc = cli("sync", str(manifest), "--cache-dir", troot, "--json")
     assert code == 1 and doc["entries"][0]["status"] == "failed"
     assert not os.path.exists(os.path.join(troot, "checkpoints", f"resnet18_v2-{'0' * 8}.pth"))
+
+
+def test_sync_fetches_a_keras_file_with_keras_and_keeps_it(files, tmp_path):
+    """Issue 22, point 4: a manifest entry of kind keras, fetched by keras.utils.get_file (a sha256 checked), kept."""
+    from tests.support import cli
+
+    need("keras")
+    kroot = str(tmp_path / "keras")
+    os.makedirs(kroot)
+    files.files["/w_no_top.h5"] = b"h" * 900
+    sha = hashlib.sha256(files.files["/w_no_top.h5"]).hexdigest()
+    manifest = tmp_path / "node.yaml"
+    manifest.write_text(f"version: 1\nmodels:\n  - kind: keras\n    url: {files.url}/w_no_top.h5\n    revision: '{sha}'\n")
+    code, doc = cli("sync", str(manifest), "--cache-dir", kroot, "--json")
+    assert code == 0, doc
+    (entry,) = doc["entries"]
+    assert entry["status"] == "fetched" and open(entry["path"], "rb").read() == b"h" * 900
+    assert entry["path"] == os.path.join(kroot, "models", "w_no_top.h5")
+    assert cli("sync", str(manifest), "--cache-dir", kroot, "--json")[1]["entries"][0]["status"] == "present"
+    _age(kroot, 90)
+    code, plan = cli("prune", "--cache-dir", kroot, "--kind", "keras", "--max-age", "1d", "--dry-run", "--json")
+    assert code == 0 and plan["delete"] == [], plan

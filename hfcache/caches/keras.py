@@ -17,7 +17,10 @@ a finished file.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import urllib.parse
 from collections import defaultdict
 from collections.abc import Mapping
 
@@ -34,6 +37,7 @@ from hfcache.caches._common import (
     open_and_scan,
     unknown_item,
 )
+from hfcache.caches.protocol import Fetched, Wanted
 from hfcache.caches.versions import group_versions, split_extension
 from hfcache.model import CacheInventory, Item, ScanWarning
 
@@ -134,6 +138,29 @@ def _scan_entries(real: str, entries: list[os.DirEntry[str]], warnings: list[Sca
     return inventory(KIND, TITLE, real, items, warnings, protected)
 
 
+def fetch_file(root: str, wanted: Wanted) -> Fetched:
+    """``hfcache sync`` of a Keras download: ``keras.utils.get_file`` into ``models/`` (``type: dataset``:
+    ``datasets/``) of this Keras folder, as Keras stores it (a sha256 given as ``revision`` is checked by Keras)."""
+    if not wanted.url:
+        raise ValueError("a keras entry needs the file's url")
+    name = os.path.basename(urllib.parse.urlparse(wanted.url).path)
+    if not name or name.startswith("."):
+        raise ValueError(f"{wanted.url}: no file name in the address")
+    subdir = next((folder for folder, kind in SUBDIRS.items() if kind == (wanted.type or "model")), None)
+    if subdir is None:
+        raise ValueError(f"type {wanted.type!r}: a Keras download is a model or a dataset")
+    dst = os.path.join(root, subdir, name)
+    if os.path.isfile(dst):
+        return Fetched(name, dst, 0, 0)
+    try:
+        import keras  # type: ignore[import-not-found,import-untyped,unused-ignore]  # (optional: the integration extra)
+    except ImportError:
+        raise RuntimeError("keras is not installed here: its files are fetched by keras itself") from None
+    with contextlib.redirect_stdout(sys.stderr):  # Keras prints its download to stdout: never into hfcache's output
+        got = keras.utils.get_file(fname=name, origin=wanted.url, cache_dir=root, cache_subdir=subdir, file_hash=wanted.revision)
+    return Fetched(name, str(got), 1, os.path.getsize(got))
+
+
 KERAS = FunctionKind(
     KIND,
     TITLE,
@@ -142,4 +169,5 @@ KERAS = FunctionKind(
     looks_like_cache,
     scan,
     shapes=(rf"(?:{'|'.join(SUBDIRS)})/[^/]+",),  # a download, an archive's extraction folder
+    download=fetch_file,  # hfcache sync: keras's own get_file
 )
