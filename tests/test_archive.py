@@ -306,3 +306,48 @@ def test_archive_to_per_model_in_the_policy_file(rich, tmp_path):
     assert archived == {"org/moving"} and {"org/model", "org/pinned"} <= deleted
     code, listing = cli("archive", "ls", dest, "--json")
     assert {u["id"] for u in listing["units"]} == {"org/moving"}
+
+
+RESUMABLE = """
+import sys, time
+import hfcache.archive.store as store
+real = store._LocalWriter.write
+def slow(self, data):
+    real(self, data)
+    time.sleep(0.05)
+store._LocalWriter.write = slow
+store.CHUNK = 256 * 1024
+archive = store.Archive(sys.argv[2])
+archive.ensure()
+archive.put_file(sys.argv[1], check=("sha256", sys.argv[3]))
+"""
+
+
+def test_a_killed_copy_of_a_big_file_goes_on_where_it_stopped(tmp_path):
+    """Uploads are resumable: kill -9 part-way through a file, and the next run copies only the rest of it."""
+    import hashlib
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = payload(8 * 1024 * 1024, 7)
+    sha = hashlib.sha256(data).hexdigest()
+    source = tmp_path / "blob"
+    source.write_bytes(data)
+    dest = str(tmp_path / "archive")
+    child = subprocess.Popen([sys.executable, "-c", RESUMABLE, str(source), dest, sha])
+    part = os.path.join(dest, "tmp", f"{sha}.part")
+    deadline = time.monotonic() + 30
+    while not (os.path.exists(part) and os.path.getsize(part) >= 2 * 1024 * 1024):
+        assert time.monotonic() < deadline and child.poll() is None, "the copy never got going"
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    had = os.path.getsize(part)
+    assert 0 < had < len(data)
+    archive = Archive(dest)
+    archive.ensure()
+    got, size, sent = archive.put_file(str(source), check=("sha256", sha))
+    assert (got, size) == (sha, len(data)) and sent == len(data) - had  # only the rest was copied
+    assert open(archive.object_path(sha), "rb").read() == data and not os.path.exists(part)

@@ -25,6 +25,7 @@ and every object it names was checked before it was written.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -214,12 +215,16 @@ class Archive:
         if check and check[0] == "sha256" and self._good_object(check[1], size):
             return check[1], size, 0
         self._still_there()
-        tmp: str | None = self._tmp()
         hashing = hashers(size, {check[0]} if check else set())
-        written = 0
+        resumed = self._resumable(check[1], size, hashing) if check and check[0] == "sha256" and self.local else None
+        tmp: str | None = resumed[0] if resumed else self._tmp()
+        written = resumed[1] if resumed else 0
         try:
             assert tmp is not None
-            with gently(source, "archived") as reading, self._writer(tmp) as out:
+            writer = resumed[2] if resumed else self._writer(tmp)
+            with gently(source, "archived") as reading, writer as out:
+                if written:
+                    os.lseek(reading.fd, written, os.SEEK_SET)  # the rest of it, after what a killed run had written
                 for chunk in reading.chunks(CHUNK):
                     for h in hashing.values():
                         h.update(chunk)
@@ -244,7 +249,39 @@ class Archive:
         if self.read_back:
             self.check_object(sha, written)
         self.checked.add(sha)
-        return sha, written, written
+        return sha, written, written - (resumed[1] if resumed else 0)
+
+    def _resumable(self, sha256: str, size: int, hashing: dict[str, Any]) -> tuple[str, int, _LocalWriter] | None:
+        """A folder archive's upload of a known content goes to ``tmp/<sha256>.part``: what a killed run wrote there is
+        kept, read back into ``hashing``, and the copy goes on after it (a 100 GB shard is not copied again from its
+        start). Held with an ``flock``: another run copying the same content uses a name of its own (None)."""
+        path = self._path("tmp", f"{sha256}.part")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return None
+        try:
+            have = os.fstat(fd).st_size
+            if have > size:
+                os.ftruncate(fd, 0)
+                have = 0
+            done = 0
+            while done < have:  # what is there already, hashed as if it had just been sent
+                chunk = os.pread(fd, min(CHUNK, have - done), done)
+                if not chunk:
+                    break
+                for h in hashing.values():
+                    h.update(chunk)
+                done += len(chunk)
+            os.lseek(fd, done, os.SEEK_SET)
+            os.ftruncate(fd, done)
+        except OSError:
+            os.close(fd)
+            raise
+        return path, done, _LocalWriter(path, fd=fd)
 
     def check_object(self, sha256: str, size: int) -> None:
         """Read the object back and hash it; :class:`ArchiveError` (and the object removed) when it is not what it should be."""
@@ -394,10 +431,12 @@ def malformed(m: object) -> str | None:
 
 
 class _LocalWriter:
-    """A new local file, fsynced before it is closed (a rename after it is then durable)."""
+    """A new local file (or an open one, to go on writing at its offset), fsynced before it is closed."""
 
-    def __init__(self, path: str) -> None:
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+    def __init__(self, path: str, *, fd: int | None = None) -> None:
+        self.fd = (
+            fd if fd is not None else os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+        )
 
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
