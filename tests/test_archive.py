@@ -351,3 +351,40 @@ def test_a_killed_copy_of_a_big_file_goes_on_where_it_stopped(tmp_path):
     got, size, sent = archive.put_file(str(source), check=("sha256", sha))
     assert (got, size) == (sha, len(data)) and sent == len(data) - had  # only the rest was copied
     assert open(archive.object_path(sha), "rb").read() == data and not os.path.exists(part)
+
+
+def test_modelscope_revisions_old_and_new_layouts_round_trip(tmp_path, monkeypatch):
+    """Kinds with folder units (ModelScope's snapshots and its old layout's folders with .mdl, .msc, .mv) leave by
+    the archive and come back byte for byte, as its clients laid them out (tests/test_modelscope.py reads those)."""
+    import time
+
+    from tests.trees import write
+
+    root = str(tmp_path / "ms")
+    monkeypatch.setenv("MODELSCOPE_CACHE", root)
+    snap = os.path.join(root, "models", "Qwen--Qwen3-0.6B", "snapshots", "v1.0.0")
+    write(os.path.join(snap, "model.safetensors"), 3000)
+    write(os.path.join(snap, "tokenizer", "vocab.json"), 200)
+    os.makedirs(os.path.join(root, "models", "Qwen--Qwen3-0.6B", "snapshots", "master"))
+    write(os.path.join(root, "models", "Qwen--Qwen3-0.6B", "snapshots", "master", "model.safetensors"), 3100)
+    old = os.path.join(root, "models", "damo", "legacy___v2")
+    write(os.path.join(old, ".mdl"), b"\x80\x04\x95pickled")
+    write(os.path.join(old, ".msc"), b"\x80\x04\x95pickled list")
+    write(os.path.join(old, ".mv"), b"Revision:v1.0.0,CreatedAt:1700000000")
+    write(os.path.join(old, "w.bin"), 300)
+    when = time.time() - 60 * 86400
+    for top in (snap, old):
+        for folder, dirs, files in os.walk(top):
+            for name in dirs + files:
+                os.utime(os.path.join(folder, name), (when, when))
+        os.utime(top, (when, when))
+    before = contents(root)
+    dest = str(tmp_path / "archive")
+    code, plan = cli("prune", "--kind", "modelscope", "--max-age", "30d", "--archive-to", dest, "--yes", "--json")
+    assert code == 0, plan
+    assert sorted(u["path"] for u in plan["delete"]) == sorted([snap, old])
+    assert all(u["status"] == "deleted" for u in plan["delete"]) and not os.path.exists(snap) and not os.path.exists(old)
+    code, out = cli("restore", dest, "Qwen/Qwen3-0.6B", "damo/legacy.v2", "--cache-dir", root, "--json")
+    assert code == 0 and [u["status"] for u in out["units"]] == ["restored", "restored"], out
+    after = contents(root)
+    assert {p: d for p, d in after.items() if not p.startswith(".")} == {p: d for p, d in before.items() if not p.startswith(".")}
