@@ -116,3 +116,41 @@ def mounts():
         yield made
     finally:
         made.undo()
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    """A real S3 endpoint on 127.0.0.1 (moto's server, as s3fs's own tests use), a bucket, and the variables
+    the real s3fs client reads (``AWS_ENDPOINT_URL``: where users point it at MinIO, Ceph or another store)."""
+    import logging
+
+    try:
+        import boto3
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        from tests.support import cannot_run
+
+        cannot_run("needs moto[server] and s3fs (the integration extra)")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{server._server.server_port}"
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+        ("AWS_ENDPOINT_URL", url),
+    ):
+        monkeypatch.setenv(name, value)
+    import urllib.request
+
+    urllib.request.urlopen(urllib.request.Request(url + "/moto-api/reset", method="POST")).close()  # (state is per process)
+    boto3.client("s3").create_bucket(Bucket="cold")
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()  # (fsspec keeps a client per set of arguments: one of an earlier server)
+    try:
+        yield "s3://cold/hf-archive"
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+        server.stop()

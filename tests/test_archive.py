@@ -131,37 +131,6 @@ def test_restore_never_writes_through_a_symlinked_folder(rich, tmp_path):
     assert os.listdir(elsewhere) == []
 
 
-@pytest.fixture
-def s3(monkeypatch):
-    """A real S3 endpoint on 127.0.0.1 (moto's server, as s3fs's own tests use), a bucket, and the variables
-    the real s3fs client reads (``AWS_ENDPOINT_URL``: where users point it at MinIO, Ceph or another store)."""
-    import logging
-
-    try:
-        import boto3
-        from moto.server import ThreadedMotoServer
-    except ImportError:
-        from tests.support import cannot_run
-
-        cannot_run("needs moto[server] and s3fs (the integration extra)")
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{server._server.server_port}"
-    for name, value in (
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-        ("AWS_ENDPOINT_URL", url),
-    ):
-        monkeypatch.setenv(name, value)
-    boto3.client("s3").create_bucket(Bucket="cold")
-    try:
-        yield "s3://cold/hf-archive"
-    finally:
-        server.stop()
-
-
 @pytest.mark.integration
 def test_an_s3_archive_with_the_real_client_round_trips(rich, s3, tmp_path):
     root, c = rich

@@ -7,6 +7,8 @@ Layout (format 1), readable without hfcache::
     DEST/units/<kind>/<id>/<revision>/<digest>.json  manifests of archived units (JSON, below; id and revision
                                                      %-quoted; digest: of what it restores, so none overwrites another)
     DEST/tmp/<host>-<pid>-<random>                   uploads under way (never read as objects)
+    DEST/tmp/<sha256>.part                           a folder archive's copy of a known content, resumable
+    DEST/tmp/up-<32 hex>                             an S3 archive's upload of a large file not named by its sha256
 
 A manifest names the unit (``kind``, ``id``, ``type``, ``revision``, ``refs``, ``version``),
 when and from where it was archived (``archived_at``, ``host``, ``root``), its times, and what
@@ -18,9 +20,11 @@ files such as a hub ref, written only where nothing is).
 Nothing half-written is ever taken for whole: an object is written under ``tmp/`` and moved
 to its name once complete (a rename on a folder, fsynced; a server-side copy on object
 stores, where an object appears whole or not at all), named by the sha256 of the bytes sent
-and checked to be there with its size (``read_back``: read again and hashed); a manifest is
-written the same way, last. A unit is archived when, and only when, its manifest is there,
-and every object it names was checked before it was written.
+and checked to be there with its size (``read_back``: read again and hashed). On S3 a large
+file goes up as a multipart upload that a later run resumes, completed only once its bytes
+hashed right (:mod:`hfcache.archive.multipart`). A manifest is written the same way, last.
+A unit is archived when, and only when, its manifest is there, and every object it names was
+checked before it was written.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
+from hfcache.archive import multipart
 from hfcache.errors import UsageError
 from hfcache.verify.reading import gently
 
@@ -96,6 +101,7 @@ class Archive:
         self.local = "file" in (protocol if isinstance(protocol, tuple) else (protocol,))
         if self.local:
             self.base = os.path.abspath(self.base)
+        self.multipart = multipart.is_s3(self.fs)  # large files in resumable parts (s3fs), else whole
 
     def _path(self, *parts: str) -> str:
         return "/".join([self.base, *parts])
@@ -152,8 +158,10 @@ class Archive:
 
     def _sweep_tmp(self) -> None:
         """Temporaries a day old or more: uploads of runs that were killed (never read as objects)."""
+        if self.multipart:
+            self._sweep_s3()
         if not self.local:
-            return  # (an object store's lifecycle rule on tmp/ does this better; listed in the man page)
+            return
         folder = self._path("tmp")
         try:
             entries = list(os.scandir(folder))
@@ -166,6 +174,18 @@ class Archive:
                     os.unlink(entry.path)
             except OSError:
                 continue
+
+    def _sweep_s3(self, now: float | None = None) -> None:
+        """An S3 archive's temporaries a day old or more (objects appear whole: one that old is a killed run's)."""
+        now = time.time() if now is None else now
+        try:
+            entries = self.fs.ls(self._path("tmp"), detail=True, refresh=True)
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            modified = entry.get("LastModified")
+            if entry.get("type") == "file" and modified is not None and now - modified.timestamp() > TMP_GRACE:
+                self._discard(entry["name"])
 
     # -- objects ---------------------------------------------------------------------------
 
@@ -216,6 +236,8 @@ class Archive:
             return check[1], size, 0
         self._still_there()
         hashing = hashers(size, {check[0]} if check else set())
+        if self.multipart and size > multipart.PART:
+            return self._put_parts(source, size, check, hashing)
         resumed = self._resumable(check[1], size, hashing) if check and check[0] == "sha256" and self.local else None
         tmp: str | None = resumed[0] if resumed else self._tmp()
         written = resumed[1] if resumed else 0
@@ -250,6 +272,53 @@ class Archive:
             self.check_object(sha, written)
         self.checked.add(sha)
         return sha, written, written - (resumed[1] if resumed else 0)
+
+    def _put_parts(self, source: str, size: int, check: tuple[str, str] | None, hashing: dict[str, Any]) -> tuple[str, int, int]:
+        """An S3 archive's upload of a large file, in parts (:mod:`hfcache.archive.multipart`): resumed where a killed run
+        stopped, completed only once the bytes sent hashed to what the object's name says.
+
+        A file whose sha256 the cache names it by goes straight to its object's name; another
+        goes to ``tmp/up-<its identity>`` (the same file on the next run: the same name, so
+        its upload is resumed), and is moved to its object's name once its sha256 is known.
+        """
+        expect = check[1] if check and check[0] == "sha256" else None
+        with gently(source, "archived") as reading:
+            st = reading.st
+            name = (
+                self.object_path(expect)
+                if expect
+                else self._path("tmp", multipart.upload_name((socket.gethostname(), st.st_dev, st.st_ino, size, st.st_mtime_ns)))
+            )
+            upload = multipart.Upload(self.fs, name, size)
+            written, sent = upload.send(multipart.pread_from(reading.fd), hashing)
+        digests = {family: h.hexdigest() for family, h in hashing.items()}
+        sha = digests["sha256"]
+        if written != size:
+            upload.abort()
+            raise ArchiveError(f"{source} changed while it was archived ({size} bytes, then {written})")
+        if check and not check_digest(check[0], check[1], digests):
+            upload.abort()
+            raise ArchiveError(f"{source}: its content does not match its {check[0]} {check[1][:12]} (corrupt): not archived")
+        if expect is None and self._good_object(sha, written):
+            upload.abort()
+            return sha, written, sent
+        try:
+            upload.complete()
+        except OSError as e:  # (another run completed the same upload first: its object is there)
+            if not self.has_object(sha, written):
+                raise ArchiveError(f"the upload of {source} could not be completed: {_why(e)}") from None
+        if expect is None:
+            try:
+                self._move(name, self.object_path(sha))
+            except BaseException:
+                self._discard(name)
+                raise
+        if not self.has_object(sha, written):
+            raise ArchiveError(f"the archive's copy of {source} is not there whole after it was written")
+        if self.read_back:
+            self.check_object(sha, written)
+        self.checked.add(sha)
+        return sha, written, sent
 
     def _resumable(self, sha256: str, size: int, hashing: dict[str, Any]) -> tuple[str, int, _LocalWriter] | None:
         """A folder archive's upload of a known content goes to ``tmp/<sha256>.part``: what a killed run wrote there is
