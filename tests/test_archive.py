@@ -357,3 +357,82 @@ def test_modelscope_revisions_old_and_new_layouts_round_trip(tmp_path, monkeypat
     assert code == 0 and [u["status"] for u in out["units"]] == ["restored", "restored"], out
     after = contents(root)
     assert {p: d for p, d in after.items() if not p.startswith(".")} == {p: d for p, d in before.items() if not p.startswith(".")}
+
+
+def _round_trip(kind: str, root: str, dest: str, planned: list[str]) -> None:
+    """Archive the old units of ``kind`` by age, then restore every archived unit: the cache's files as they were."""
+    before = contents(root)
+    code, plan = cli("prune", "--kind", kind, "--max-age", "30d", "--archive-to", dest, "--yes", "--json")
+    assert code == 0, plan
+    assert sorted((u["path"], u["status"]) for u in plan["delete"]) == sorted((p, "deleted") for p in planned)
+    assert not any(os.path.lexists(p) for p in planned)
+    code, listing = cli("archive", "ls", dest, "--json")
+    assert code == 0 and len(listing["units"]) == len(planned), listing
+    wanted = [f"{u['id']}@{u['revision']}" for u in listing["units"]]
+    code, out = cli("restore", dest, *wanted, "--json")
+    assert code == 0 and [u["status"] for u in out["units"]] == ["restored"] * len(planned), out
+    after = contents(root)
+    ours = (".hfcache", ".locks")  # hfcache's own lock and trash, made by the prune
+    assert {p: d for p, d in after.items() if not p.startswith(ours)} == {
+        p: d for p, d in before.items() if not p.startswith(ours)
+    }
+    code, scan = cli("scan", "--kind", kind, "--revisions", "--json")
+    found = {r["path"] for c in scan["caches"] for i in c["items"] for r in i["revisions"]}
+    assert set(planned) <= found  # the kind's own scan sees each restored unit again
+
+
+def test_tfhub_modules_round_trip(isolated_home, tmp_path):
+    """A TF Hub module (its SavedModel folder and its descriptor) leaves by the archive and comes back as TF Hub wrote it."""
+    from tests.test_tfhub import HANDLE_V4, HANDLE_V5, module
+
+    root = os.environ["TFHUB_CACHE_DIR"]
+    old = module(root, HANDLE_V4, days_old=60)
+    module(root, HANDLE_V5)
+    _round_trip("tfhub", root, str(tmp_path / "archive"), [old])
+    assert os.path.isfile(old + ".descriptor.txt") and os.path.isfile(os.path.join(old, "variables", "variables.index"))
+
+
+def test_vllm_compile_artefacts_round_trip(isolated_home, tmp_path, monkeypatch):
+    """vLLM's compiled artefacts (a JIT one with its ranks' Inductor and Triton caches, an AOT one) come back whole."""
+    from tests.test_vllm import age, aot_artefact, jit_artefact
+
+    root = os.path.join(isolated_home, "vllm-cache")
+    monkeypatch.setenv("VLLM_CACHE_ROOT", root)
+    old = jit_artefact(root, "old", ranks=2)
+    old_aot = aot_artefact(root, "old-aot")
+    jit_artefact(root, "new")
+    for path in (old, old_aot):
+        age(path, 60)
+    _round_trip("vllm", root, str(tmp_path / "archive"), [old, old_aot])
+
+
+def test_restore_never_writes_a_unit_into_a_cache_of_another_kind(rich, tmp_path):
+    """A hub revision restored with --cache-dir naming a torch hub cache would be lost to both libraries: exit 2."""
+    from tests.trees import write
+
+    root, _ = rich
+    dest = str(tmp_path / "archive")
+    age_everything(root, 90)
+    code, _ = cli("prune", "--cache-dir", root, "--max-age", "30d", "--archive-to", dest, "--yes", "--json")
+    assert code == 0
+    torch_root = str(tmp_path / "torch" / "hub")
+    write(os.path.join(torch_root, "checkpoints", "resnet18-f37072fd.pth"), 100)
+    torch_before = contents(torch_root)
+    result = run_cli("restore", dest, "org/model@v1.0", "--cache-dir", torch_root)
+    assert result.exit_code == 2 and "no --cache-dir is a cache of kind huggingface" in result.output, result.output
+    result = run_cli("restore", dest, "org/model@v1.0", "--cache-dir", torch_root, "--kind", "huggingface")
+    assert result.exit_code == 2, result.output  # --kind does not make a torch cache a hub one
+    assert contents(torch_root) == torch_before
+    # Among several --cache-dir, the one of its kind; an empty new folder only when --kind says so.
+    fresh = str(tmp_path / "fresh")
+    os.makedirs(fresh)
+    code, out = cli("restore", dest, "org/model@v1.0", "--cache-dir", torch_root, "--cache-dir", root, "--json")
+    assert code == 0 and out["units"][0]["status"] == "restored", out
+    assert loads_offline(root, "org/model", "model.safetensors", "v1.0") == payload(3000, 1)
+    assert run_cli("restore", dest, "org/pinned", "--cache-dir", torch_root, "--cache-dir", fresh).exit_code == 2
+    two = ("--cache-dir", torch_root, "--cache-dir", fresh)
+    code, out = cli("restore", dest, "org/pinned", *two, "--kind", "huggingface", "--json")
+    assert code == 0 and out["units"][0]["root"] == fresh, out
+    assert contents(torch_root) == torch_before
+    assert run_cli("restore", dest, "org/model", "--kind", "torch").exit_code == 2  # no torch unit by that id
+    assert run_cli("restore", dest, "org/model", "--kind", "nope").exit_code == 2

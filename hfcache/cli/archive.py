@@ -12,6 +12,7 @@ from hfcache.cli.app import (
     CacheDirOption,
     FormatOption,
     JsonOption,
+    KindOption,
     LockWaitOption,
     OutputFormat,
     QuietOption,
@@ -26,7 +27,10 @@ from hfcache.output import render
 from hfcache.units import describe_size, iso, parse_duration
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from hfcache.archive.store import Archive
+    from hfcache.caches.protocol import CacheKind
 
 archive_app = typer.Typer(
     name="archive",
@@ -79,6 +83,61 @@ def archive_ls(
     archive_table(dest, manifests, markdown=fmt is OutputFormat.markdown)
 
 
+def _restore_plans(
+    dest: str, manifests: list[dict[str, Any]], targets: list[str], cache_dirs: list[str], only: list[str] | None
+) -> list[tuple[dict[str, Any], str, str, str]]:
+    """What ``restore`` brings back: (manifest, cache root, its lock file, its scratch folder) per unit; exit 2 for a
+    target that names nothing, a kind not installed, or a unit with no cache of its kind to go to."""
+    from hfcache.archive.restore import matching
+    from hfcache.caches.registry import registry
+
+    kinds = registry().kinds
+    for name in only or ():
+        if name not in kinds:
+            raise UsageError(f"--kind {name}: no such kind (one of {', '.join(sorted(kinds))})")
+    if only:
+        manifests = [m for m in manifests if m.get("kind") in only]
+    chosen: list[dict[str, Any]] = []
+    for target in targets:
+        found = matching(manifests, target)
+        if not found:
+            raise UsageError(f"{target}: not in the archive {dest} (hfcache archive ls {dest})")
+        chosen.extend(m for m in found if m not in chosen)
+    plans = []
+    for m in chosen:
+        of = kinds.get(str(m.get("kind")))
+        if of is None:
+            raise UsageError(f"{m.get('id')}: kind {m.get('kind')!r} is not installed here")
+        root = _restore_root(of, cache_dirs, set(only or ()), kinds.values())
+        if root is None and not cache_dirs:
+            raise UsageError(f"{m.get('id')}: no cache of kind {of.kind} here; use --cache-dir")
+        if root is None:
+            raise UsageError(
+                f"{m.get('id')}: no --cache-dir is a cache of kind {of.kind} (a new, empty one takes it with --kind {of.kind})"
+            )
+        plans.append((m, root, os.path.join(root, of.lock_file), os.path.dirname(of.lock_file)))
+    return plans
+
+
+def _restore_root(of: CacheKind, cache_dirs: list[str], chosen: set[str], every: Iterable[CacheKind]) -> str | None:
+    """Where a unit of kind ``of`` goes: its kind's default cache, or the ``--cache-dir`` that is a cache of its kind.
+
+    A folder no kind recognises (new, or empty) takes it when it is the only ``--cache-dir``, or
+    when ``--kind`` names its kind; a cache of another kind never does (a hub revision written
+    into a torch hub cache is lost to both libraries).
+    """
+    if not cache_dirs:
+        roots = of.default_roots(dict(os.environ))[:1]
+        return os.path.abspath(roots[0]) if roots else None
+    for root in cache_dirs:
+        if os.path.isdir(root) and of.recognizes(root):
+            return os.path.abspath(root)
+    for root in cache_dirs:
+        if not any(os.path.isdir(root) and k.recognizes(root) for k in every) and (of.kind in chosen or len(cache_dirs) == 1):
+            return os.path.abspath(root)
+    return None
+
+
 @app.command()
 def restore(
     dest: DestArgument,
@@ -86,6 +145,7 @@ def restore(
         list[str], typer.Argument(metavar="ID[@REV]...", help="What to bring back: a model id, @ a revision or ref.")
     ],
     cache_dir: CacheDirOption = None,
+    kind: KindOption = None,
     lock_wait: LockWaitOption = "10s",
     output_format: FormatOption = OutputFormat.table,
     as_json: JsonOption = False,
@@ -94,36 +154,21 @@ def restore(
 ) -> None:
     """Bring archived revisions back into the cache, as their library lays them out, each file's hash checked.
 
-    Restores into the default cache of each unit's kind, or --cache-dir. Nothing in the cache
-    is overwritten: what is already there stays (a newer ref is never moved back). Exit 1 when
-    a unit could not be restored, 2 when a target names nothing in the archive.
+    Restores into the default cache of each unit's kind, or into the --cache-dir that is a
+    cache of its kind (a new, empty folder when it is the only one, or with --kind; --kind
+    also takes only that kind's units). Nothing in the cache is overwritten: what is already
+    there stays (a newer ref is never moved back). Exit 1 when a unit could not be restored,
+    2 when a target names nothing in the archive.
 
     Example: hfcache restore /mnt/cold/hf-archive meta-llama/Llama-3.2-1B@main
     """
-    from hfcache.archive.restore import Restored, matching, restore_manifest
-    from hfcache.caches.registry import registry
+    from hfcache.archive.restore import Restored, restore_manifest
     from hfcache.execute.prune_lock import PruneLocks
 
     fmt = _format(output_format, as_json)
     with _user_errors(verbose=verbose):
         archive, manifests = _open(dest)
-        chosen: list[dict[str, Any]] = []
-        for target in targets:
-            found = matching(manifests, target)
-            if not found:
-                raise UsageError(f"{target}: not in the archive {dest} (hfcache archive ls {dest})")
-            chosen.extend(m for m in found if m not in chosen)
-        kinds = registry().kinds
-        plans = []
-        for m in chosen:
-            kind = kinds.get(str(m.get("kind")))
-            if kind is None:
-                raise UsageError(f"{m.get('id')}: kind {m.get('kind')!r} is not installed here")
-            roots = list(cache_dir or ()) or kind.default_roots(dict(os.environ))[:1]
-            if not roots:
-                raise UsageError(f"{m.get('id')}: no cache of kind {kind.kind} here; use --cache-dir")
-            root = os.path.abspath(roots[0])
-            plans.append((m, root, os.path.join(root, kind.lock_file), os.path.dirname(kind.lock_file)))
+        plans = _restore_plans(dest, manifests, targets, list(cache_dir or ()), kind)
         results: list[Restored] = []
         with (
             _progress(not quiet),
