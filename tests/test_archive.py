@@ -436,3 +436,77 @@ def test_restore_never_writes_a_unit_into_a_cache_of_another_kind(rich, tmp_path
     assert contents(torch_root) == torch_before
     assert run_cli("restore", dest, "org/model", "--kind", "torch").exit_code == 2  # no torch unit by that id
     assert run_cli("restore", dest, "org/model", "--kind", "nope").exit_code == 2
+
+
+def _datasets_tree(root: str) -> None:
+    from tests.trees import sha256, write
+
+    squad = f"{root}/rajpurkar___squad/plain_text/0.0.0"
+    write(f"{squad}/{'1' * 16}/dataset_info.json", 100)
+    write(f"{squad}/{'1' * 16}/squad-train.arrow", 4000)
+    write(f"{squad}/{'2' * 16}/squad-train.arrow", 4100)
+    name = f"{sha256('url')}.{sha256('etag')}"
+    write(f"{root}/downloads/{name}", 3000)
+    write(f"{root}/downloads/{name}.json", json.dumps({"url": "https://example.com/data.zip", "etag": "e"}).encode())
+
+
+def _kagglehub_tree(root: str) -> None:
+    from tests.trees import write
+
+    var = f"{root}/models/keras/gemma/keras/gemma_2b_en"
+    write(f"{var}/1/model.weights.h5", 1000)
+    write(f"{var}/1.complete")
+    write(f"{var}/2/model.weights.h5", 1200)
+    write(f"{var}/.complete/2/model.weights.h5.complete")
+    write(f"{root}/datasets/owner/titanic/versions/5/train.csv", 600)
+    write(f"{root}/datasets/owner/titanic/5.complete")
+
+
+def _legacy_tree(root: str) -> None:
+    import hashlib
+
+    from tests.trees import sha256, write
+
+    url = "https://huggingface.co/bert-base-uncased/resolve/main/pytorch_model.bin"
+    for etag, size in (("e1", 400), ("e2", 500)):
+        name = f"{hashlib.sha256(url.encode()).hexdigest()}.{sha256(etag)}"
+        write(f"{root}/{name}", size)
+        write(f"{root}/{name}.json", json.dumps({"url": url, "etag": etag}).encode())
+    write(f"{root}/version.txt", b"1")
+
+
+def _llama_tree(root: str) -> None:
+    from tests.test_llamacpp_flat import flat_cache
+
+    flat_cache(root)
+
+
+@pytest.mark.parametrize(
+    ("kind", "build"),
+    [
+        ("datasets", _datasets_tree),
+        ("kagglehub", _kagglehub_tree),
+        ("transformers-legacy", _legacy_tree),
+        ("llama-cpp-flat", _llama_tree),
+    ],
+)
+def test_every_other_kind_with_deletion_shapes_round_trips(tmp_path, kind, build):
+    """Each unit a prune of these kinds removes goes to the archive first, and comes back byte for byte."""
+    root = str(tmp_path / "cache")
+    build(root)
+    age_everything(root, 90)
+    before = contents(root)
+    dest = str(tmp_path / "archive")
+    args = ("--cache-dir", root, "--kind", kind)
+    code, plan = cli("prune", *args, "--max-age", "30d", "--allow-remove-all", "--archive-to", dest, "--yes", "--json")
+    assert code == 0, plan
+    gone = [u for u in plan["delete"] if u["what"] == "revision"]
+    assert gone and all(u["status"] == "deleted" for u in gone), plan
+    code, listing = cli("archive", "ls", dest, "--json")
+    assert code == 0 and len(listing["units"]) == len(gone), listing
+    code, out = cli("restore", dest, *[f"{u['id']}@{u['revision']}" for u in listing["units"]], *args, "--json")
+    assert code == 0 and {u["status"] for u in out["units"]} == {"restored"}, out
+    ours = (".hfcache",)
+    assert {p: d for p, d in contents(root).items() if not p.startswith(ours)} == {
+        p: d for p, d in before.items() if not p.startswith(ours)
+    }

@@ -92,9 +92,14 @@ def check_dir(path: str, *, explicit: bool, title: str) -> str | None:
 
 
 def names_in(folder: str) -> list[str]:
-    """The names in a folder, or none when it cannot be listed (for ``recognizes``)."""
+    """The names in a folder, or none when it cannot be listed (for ``recognizes``).
+
+    Without OS litter and hfcache's own prune lock: a cache every unit of which a prune
+    removed holds only that lock, which must not make it look like a datasets cache (whose
+    recogniser takes any ``*.lock``) when a restore or a scan asks what it is.
+    """
     try:
-        return os.listdir(folder)
+        return [n for n in os.listdir(folder) if n not in FILES_TO_IGNORE]
     except OSError:
         return []
 

@@ -45,7 +45,8 @@ from hfcache.caches._common import (
     open_and_scan,
     read_small_json,
 )
-from hfcache.model import CacheInventory, Item, ScanWarning
+from hfcache.caches.protocol import Layout, unit_layout
+from hfcache.model import CacheInventory, Item, Revision, ScanWarning
 
 KIND = "llama-cpp-flat"
 TITLE = "llama.cpp flat cache (before March 2026)"
@@ -233,6 +234,26 @@ def _scan_entries(real: str, entries: list[os.DirEntry[str]], warnings: list[Sca
     return inventory(KIND, TITLE, real, state.items, warnings, (), state.partials)
 
 
+def tag_layout(cache: CacheInventory, item: Item, rev: Revision) -> Layout:
+    """What an archive keeps of a tag: its manifest and every file it names, with their ``.etag``, shared or not.
+
+    The tag's unit holds only the files no other tag names (a shared file goes with the last
+    tag); its archive must hold them all: archived one tag at a time, the last one's copy
+    would otherwise leave the shared model file out, and it would be deleted with no copy
+    anywhere. Restored, a file another tag brought back already stays as it is.
+    """
+    if item.type != "model" or not rev.unit_paths:
+        return unit_layout(cache, item, rev)
+    real = os.path.dirname(rev.unit_paths[0])
+    files = set(names_in(real))
+    tags = _read_manifests(real, {os.path.basename(rev.unit_paths[0])} | files, [])
+    named = [f for entries in tags.values() for tag, _, names in entries if tag == rev.revision for f in names]
+    everything = set(named)
+    extra = [os.path.join(real, f) for f in _with_companions(named, files, everything)]
+    unit = (*rev.unit_paths, *(p for p in extra if p not in rev.unit_paths))
+    return unit_layout(cache, item, replace(rev, paths=unit))
+
+
 def _owner(target: str, tags: Tags) -> str | None:
     """The item a partial download is for: the model a manifest names it for, or the loose file's id."""
     for item_id, entries in tags.items():
@@ -258,4 +279,5 @@ LLAMA_CPP_FLAT = FunctionKind(
         rf"[^/]+{IN_PROGRESS}",  # a download that did not finish
         r"[^/]+\.tmp",  # an atomic write a kill interrupted
     ),
+    archive=tag_layout,
 )
