@@ -12,10 +12,11 @@ folder on the same file system, removed after the run (untimed):
 - ``cp`` of every blob file (one process; the reference of the issue);
 - ``cp`` then ``sync -f`` (the same, made durable, as an archive must be before the cache
   lets its copy go);
-- the archive of every revision (``hfcache.archive.run.archive_unit``, in a fresh process as
-  a prune's archiving step runs it): each file hashed as it is copied (sha256, and git's
-  blob hash for the config), written under a temporary name, fsynced, moved into place, the
-  folder fsynced; a manifest per revision.
+- the archive of every revision (``hfcache.archive.run.archive_plan`` of a plan deleting
+  them all, in a fresh process, as a prune's archiving step runs it, scan included): each
+  file hashed as it is copied (sha256, and git's blob hash for the config), written under a
+  temporary name, its writeback started as it goes, fsynced, moved into place, the folder
+  fsynced; a manifest per revision.
 
 Prints medians (and minima), MB/s, the ratios, and the target: the archive at most 1.5x
 ``cp``. ``--check`` makes a missed target exit 1; ``--json`` prints it all. Everything is
@@ -43,18 +44,18 @@ from bench_verify import make_weights_cache  # noqa: E402
 TARGET = 1.5
 ARCHIVE = """
 import sys, time
-from hfcache.archive.run import archive_unit
+from hfcache.archive.run import archive_plan
 from hfcache.archive.store import Archive
 from hfcache.caches.registry import registry
 from hfcache.caches.scan import scan_caches
+from hfcache.plan.build import make_plan
+from hfcache.plan.settings import Policy, Settings
 root, dest = sys.argv[1], sys.argv[2]
-(cache,) = scan_caches([root]).caches
-kind = registry().kinds[cache.kind]
-archive = Archive(dest)
-archive.ensure()
-for item in cache.items:
-    for rev in item.revisions:
-        archive_unit(archive, kind, cache, item, rev, now=time.time())
+inventory = scan_caches([root])
+plan = make_plan(inventory, Policy(overrides=Settings(max_age=1.0, allow_remove_all=True)), now=time.time() + 86400)
+archived, notes = archive_plan(plan, inventory, Archive(dest), registry().kinds)
+revisions = sum(len(i.revisions) for i in inventory.caches[0].items)
+assert len([u for u in archived.delete if u.what == "revision"]) == revisions and not archived.keep, notes
 """
 
 

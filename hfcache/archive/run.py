@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from hfcache import progress
 from hfcache.archive.store import Archive, ArchiveError
@@ -34,6 +35,7 @@ from hfcache.units import describe_size
 
 UPLOADS = 8  # files of a unit uploaded at once to an object store (each waits on the network)
 LOCAL_COPIES = min(4, os.cpu_count() or 1)  # ... copied at once to a folder: one hashes while another writes
+AHEAD = 4  # units whose copies are under way while the oldest one's are awaited (archive_plan)
 
 
 def _note(text: str) -> Decision:
@@ -73,6 +75,50 @@ def _put(archive: Archive, stored: Stored) -> tuple[Stored, str, int, int]:
         raise ArchiveError(f"{e.filename or stored.source}: {e.strerror or e}") from None
 
 
+class _Started(NamedTuple):
+    """A unit whose files are being copied (futures of a pool shared by several units)."""
+
+    cache: CacheInventory
+    item: Item
+    rev: Revision
+    layout: Layout
+    copies: list[Future[tuple[Stored, str, int, int]]]
+
+
+def _start(archive: Archive, kind: CacheKind, cache: CacheInventory, item: Item, rev: Revision, pool: Executor) -> _Started:
+    """Lay the unit out and hand each of its files to ``pool``; raises :class:`ArchiveError` for a unit that cannot be."""
+    layout = kind.layout(cache, item, rev)
+    if layout.problem:
+        raise ArchiveError(layout.problem)
+    # What the kind names each file by (a torch checkpoint's sha256 prefix), where its layout did not say.
+    named = {e.data: (e.algorithm, e.digest) for e in kind.expected(cache, item, rev) if e.data and e.algorithm and e.digest}
+    layout = layout._replace(files=tuple(f if f.check else f._replace(check=named.get(f.source)) for f in layout.files))
+    return _Started(cache, item, rev, layout, [pool.submit(_put, archive, stored) for stored in layout.files])
+
+
+def _finish(archive: Archive, started: _Started, *, now: float, done: Callable[[int], None]) -> tuple[str, int]:
+    """Wait for the unit's copies, then write its manifest: (where it is, bytes uploaded). Raises :class:`ArchiveError`
+    (its copies not begun are called off) when any file could not be archived."""
+    files = []
+    uploaded = 0
+    try:
+        for copy in started.copies:
+            stored, sha, size, sent = copy.result()
+            uploaded += sent
+            done(size)
+            files.append({"place": stored.place, "name": stored.name, "sha256": sha, "size": size})
+    except BaseException:
+        for copy in started.copies:
+            copy.cancel()
+        raise
+    manifest = manifest_of(started.cache, started.item, started.rev, started.layout, files, now)
+    return archive.put_manifest(manifest), uploaded
+
+
+def _pool(archive: Archive) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=LOCAL_COPIES if archive.local else UPLOADS)
+
+
 def archive_unit(
     archive: Archive,
     kind: CacheKind,
@@ -85,23 +131,13 @@ def archive_unit(
 ) -> tuple[str, int]:
     """Copy one revision into ``archive``: (where its manifest is, bytes uploaded). Raises :class:`ArchiveError`.
 
-    Its files go up in parallel to an object store (each upload waits on the network), one at a
-    time to a folder (the disk is the limit). ``done`` is told the bytes of each file finished.
+    Its files go up in parallel: :data:`UPLOADS` at once to an object store (each upload waits
+    on the network), :data:`LOCAL_COPIES` to a folder (one hashes while another writes).
+    ``done`` is told the bytes of each file finished. :func:`archive_plan` runs several units'
+    copies in one pool instead.
     """
-    layout = kind.layout(cache, item, rev)
-    if layout.problem:
-        raise ArchiveError(layout.problem)
-    # What the kind names each file by (a torch checkpoint's sha256 prefix), where its layout did not say.
-    named = {e.data: (e.algorithm, e.digest) for e in kind.expected(cache, item, rev) if e.data and e.algorithm and e.digest}
-    layout = layout._replace(files=tuple(f if f.check else f._replace(check=named.get(f.source)) for f in layout.files))
-    files = []
-    uploaded = 0
-    with ThreadPoolExecutor(max_workers=LOCAL_COPIES if archive.local else UPLOADS) as pool:
-        for stored, sha, size, sent in pool.map(lambda s: _put(archive, s), layout.files):
-            uploaded += sent
-            done(size)
-            files.append({"place": stored.place, "name": stored.name, "sha256": sha, "size": size})
-    return archive.put_manifest(manifest_of(cache, item, rev, layout, files, now)), uploaded
+    with _pool(archive) as pool:
+        return _finish(archive, _start(archive, kind, cache, item, rev, pool), now=now, done=done)
 
 
 def archive_plan(
@@ -119,8 +155,6 @@ def archive_plan(
         for item in cache.items:
             for rev in item.revisions:
                 where[rev.path] = (cache, item, rev)
-    delete: list[PlanUnit] = []
-    kept: list[PlanUnit] = []
     uploaded = archived = 0
     total = sum(u.size_bytes for u in plan.delete if u.what == What.REVISION)
     copied = 0
@@ -130,23 +164,49 @@ def archive_plan(
         copied += n
         progress.report("archiving", min(copied, total), total)
 
-    for unit in plan.delete:
-        if unit.what != What.REVISION:
-            delete.append(unit)
-            continue
-        found = where.get(unit.path)
-        kind = kinds.get(unit.kind)
+    def kept_for(unit: PlanUnit, e: Exception) -> PlanUnit:
+        why = str(e) if isinstance(e, ArchiveError) else f"{getattr(e, 'strerror', None) or e}"
+        return replace(unit, reclaim_bytes=0, reasons=(*unit.reasons, _note(f"archive: {why}; kept in the cache")))
+
+    outcome: dict[int, PlanUnit] = {}  # plan order -> the unit as it goes, or as it is kept
+    going: set[int] = set()
+    pending: deque[tuple[int, PlanUnit, _Started]] = deque()
+
+    def finish_oldest() -> None:
+        nonlocal uploaded, archived
+        i, unit, started = pending.popleft()
         try:
-            if found is None or kind is None:
-                raise ArchiveError("not in the caches any more" if found is None else f"kind {unit.kind} is not installed")
-            _, sent = archive_unit(archive, kind, *found, now=clock(), done=done)
+            _, sent = _finish(archive, started, now=clock(), done=done)
         except Exception as e:  # noqa: BLE001 - ArchiveError, or the destination failing (full, unreachable, a back-end's own error)
-            why = str(e) if isinstance(e, ArchiveError) else f"{getattr(e, 'strerror', None) or e}"
-            kept.append(replace(unit, reclaim_bytes=0, reasons=(*unit.reasons, _note(f"archive: {why}; kept in the cache"))))
-            continue
+            outcome[i] = kept_for(unit, e)
+            return
         uploaded += sent
         archived += 1
-        delete.append(replace(unit, reasons=(*unit.reasons, _note(f"archive: copied to {archive.url} and verified"))))
+        going.add(i)
+        outcome[i] = replace(unit, reasons=(*unit.reasons, _note(f"archive: copied to {archive.url} and verified")))
+
+    # Several units' files in one pool, a few units ahead: a unit's small files and short shards
+    # leave no copier idle while its largest shard is still going (2 GB: 1.28 s -> s).
+    with _pool(archive) as pool:
+        for i, unit in enumerate(plan.delete):
+            if unit.what != What.REVISION:
+                outcome[i] = unit
+                going.add(i)
+                continue
+            found = where.get(unit.path)
+            kind = kinds.get(unit.kind)
+            try:
+                if found is None or kind is None:
+                    raise ArchiveError("not in the caches any more" if found is None else f"kind {unit.kind} is not installed")
+                pending.append((i, unit, _start(archive, kind, *found, pool)))
+            except Exception as e:  # noqa: BLE001 - as in finish_oldest
+                outcome[i] = kept_for(unit, e)
+            while len(pending) > AHEAD:
+                finish_oldest()
+        while pending:
+            finish_oldest()
+    delete = [outcome[i] for i in sorted(outcome) if i in going]
+    kept = [outcome[i] for i in sorted(outcome) if i not in going]
     notes = [f"archived {archived} unit(s) to {archive.url} ({describe_size(uploaded)} uploaded, the rest already there)"]
     if kept:
         notes.append(f"{len(kept)} unit(s) could not be archived and stay in the cache (see their reasons)")

@@ -42,7 +42,7 @@ from typing import Any
 
 from hfcache.archive import multipart
 from hfcache.errors import UsageError
-from hfcache.verify.reading import gently
+from hfcache.verify.reading import gently, start_writeback
 
 FORMAT = 1
 MARKER = "hfcache-archive.json"
@@ -499,18 +499,32 @@ def malformed(m: object) -> str | None:
     return None
 
 
+WRITEBACK = 32 * 1024 * 1024  # written bytes after which their writeback is started (not waited for)
+
+
 class _LocalWriter:
-    """A new local file (or an open one, to go on writing at its offset), fsynced before it is closed."""
+    """A new local file (or an open one, to go on writing at its offset), fsynced before it is closed.
+
+    The writeback of what was written is started every :data:`WRITEBACK` bytes, so the disk
+    writes while the next chunks are read and hashed, and the ``fsync`` at the end waits for
+    the last few MiB only (2 GB: 1.63 s -> 1.28 s, the time of ``cp`` then ``sync``:
+    ``benchmarks/bench_archive.py``). Once durable, its pages leave the page cache.
+    """
 
     def __init__(self, path: str, *, fd: int | None = None) -> None:
         self.fd = (
             fd if fd is not None else os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
         )
+        self.at = self.started = os.lseek(self.fd, 0, os.SEEK_CUR)
 
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         while view:
             view = view[os.write(self.fd, view) :]
+        self.at += len(data)
+        if self.at - self.started >= WRITEBACK:
+            start_writeback(self.fd, self.started, self.at - self.started)
+            self.started = self.at
 
     def __enter__(self) -> _LocalWriter:
         return self
@@ -519,5 +533,7 @@ class _LocalWriter:
         try:
             if exc[0] is None:
                 os.fsync(self.fd)
+                if hasattr(os, "posix_fadvise"):  # the copy leaves the page cache: a 100 GB archive run evicts no hot model
+                    os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(self.fd)
