@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 from huggingface_hub import hf_hub_download
@@ -510,3 +511,36 @@ def test_every_other_kind_with_deletion_shapes_round_trips(tmp_path, kind, build
     assert {p: d for p, d in contents(root).items() if not p.startswith(ours)} == {
         p: d for p, d in before.items() if not p.startswith(ours)
     }
+
+
+def test_an_interrupt_while_archiving_stops_it_and_no_unfinished_unit_gets_a_manifest(rich, tmp_path, monkeypatch):
+    """Ctrl-C (or a bug) in the middle of a prune's archiving propagates (the prune then deletes nothing), and no
+    unit whose copies did not all finish gets a manifest."""
+    import hfcache
+    import hfcache.archive.run as run_mod
+    from hfcache.caches.registry import registry
+    from hfcache.plan.build import make_plan
+    from hfcache.plan.settings import Policy, Settings
+
+    root, _ = rich
+    age_everything(root, 90)
+    inventory = hfcache.scan([root])
+    plan = make_plan(inventory, Policy(overrides=Settings(max_age=86400.0, allow_remove_all=True)), now=time.time())
+    assert len([u for u in plan.delete if u.what == "revision"]) > 3
+    real = run_mod._put
+    copied = []
+    monkeypatch.setattr(run_mod, "LOCAL_COPIES", 1)
+
+    def put(archive, stored):
+        if len(copied) == 2:
+            raise KeyboardInterrupt
+        copied.append(stored.place)
+        return real(archive, stored)
+
+    monkeypatch.setattr(run_mod, "_put", put)
+    dest = str(tmp_path / "archive")
+    with pytest.raises(KeyboardInterrupt):
+        run_mod.archive_plan(plan, inventory, Archive(dest), registry().kinds)
+    assert len(copied) == 2
+    for m in Archive(dest).manifests():  # a manifest only for a unit all of whose files were copied
+        assert {f["place"] for f in m["files"]} <= set(copied)

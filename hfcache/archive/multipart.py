@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,6 +37,7 @@ from typing import Any
 PART = 8 * 1024 * 1024  # at least this much per part (S3's least is 5 MiB, but for the last part)
 MAX_PARTS = 10_000  # S3's most parts per upload
 PARALLEL = 4  # parts of one file in flight at once
+IN_FLIGHT = threading.BoundedSemaphore(16)  # parts in flight across every file of a run: 16 x 8 MiB of memory at most
 
 
 def is_s3(fs: Any) -> bool:
@@ -118,7 +120,10 @@ class Upload:
                     continue
                 while len(flight) >= PARALLEL:
                     self.parts.append(flight.popleft().result())
-                flight.append(pool.submit(self._send, number, data))
+                IN_FLIGHT.acquire()
+                sending = pool.submit(self._send, number, data)
+                sending.add_done_callback(lambda _: IN_FLIGHT.release())
+                flight.append(sending)
                 sent_bytes += length
                 sent(length)
             while flight:

@@ -140,6 +140,45 @@ def archive_unit(
         return _finish(archive, _start(archive, kind, cache, item, rev, pool), now=now, done=done)
 
 
+class _Units:
+    """The archiving of a plan's units: a few units' copies under way in one pool, each finished in plan order."""
+
+    def __init__(self, archive: Archive, total: int, clock: Callable[[], float]) -> None:
+        self.archive = archive
+        self.total = total
+        self.clock = clock
+        self.copied = self.uploaded = self.archived = 0
+        self.outcome: dict[int, PlanUnit] = {}  # plan order -> the unit as it goes, or as it is kept
+        self.going: set[int] = set()
+        self.pending: deque[tuple[int, PlanUnit, _Started]] = deque()
+
+    def done(self, n: int) -> None:
+        self.copied += n
+        progress.report("archiving", min(self.copied, self.total), self.total)
+
+    def goes(self, i: int, unit: PlanUnit) -> None:
+        self.outcome[i] = unit
+        self.going.add(i)
+
+    def kept(self, i: int, unit: PlanUnit, e: Exception) -> None:
+        why = str(e) if isinstance(e, ArchiveError) else f"{getattr(e, 'strerror', None) or e}"
+        self.outcome[i] = replace(unit, reclaim_bytes=0, reasons=(*unit.reasons, _note(f"archive: {why}; kept in the cache")))
+
+    def finish_oldest(self) -> None:
+        i, unit, started = self.pending.popleft()
+        try:
+            _, sent = _finish(self.archive, started, now=self.clock(), done=self.done)
+        except Exception as e:  # noqa: BLE001 - ArchiveError, or the destination failing (full, unreachable, a back-end's own error)
+            self.kept(i, unit, e)
+            return
+        self.uploaded += sent
+        self.archived += 1
+        self.goes(i, replace(unit, reasons=(*unit.reasons, _note(f"archive: copied to {self.archive.url} and verified"))))
+
+    def in_order(self, going: bool) -> list[PlanUnit]:
+        return [self.outcome[i] for i in sorted(self.outcome) if (i in self.going) == going]
+
+
 def archive_plan(
     plan: Plan,
     inventory: Inventory,
@@ -148,66 +187,42 @@ def archive_plan(
     *,
     clock: Callable[[], float] = time.time,
 ) -> tuple[Plan, list[str]]:
-    """``plan`` with each revision unit archived (and marked so), or moved to ``keep`` with why; and notes to say."""
+    """``plan`` with each revision unit archived (and marked so), or moved to ``keep`` with why; and notes to say.
+
+    The files of a few units (:data:`AHEAD`) are copied at once from one pool: a unit's small
+    files and short shards leave no copier idle while its largest shard is still going.
+    """
     archive.ensure()
     where: dict[str, tuple[CacheInventory, Item, Revision]] = {}
     for cache in inventory.caches:
         for item in cache.items:
             for rev in item.revisions:
                 where[rev.path] = (cache, item, rev)
-    uploaded = archived = 0
-    total = sum(u.size_bytes for u in plan.delete if u.what == What.REVISION)
-    copied = 0
-
-    def done(n: int) -> None:
-        nonlocal copied
-        copied += n
-        progress.report("archiving", min(copied, total), total)
-
-    def kept_for(unit: PlanUnit, e: Exception) -> PlanUnit:
-        why = str(e) if isinstance(e, ArchiveError) else f"{getattr(e, 'strerror', None) or e}"
-        return replace(unit, reclaim_bytes=0, reasons=(*unit.reasons, _note(f"archive: {why}; kept in the cache")))
-
-    outcome: dict[int, PlanUnit] = {}  # plan order -> the unit as it goes, or as it is kept
-    going: set[int] = set()
-    pending: deque[tuple[int, PlanUnit, _Started]] = deque()
-
-    def finish_oldest() -> None:
-        nonlocal uploaded, archived
-        i, unit, started = pending.popleft()
-        try:
-            _, sent = _finish(archive, started, now=clock(), done=done)
-        except Exception as e:  # noqa: BLE001 - ArchiveError, or the destination failing (full, unreachable, a back-end's own error)
-            outcome[i] = kept_for(unit, e)
-            return
-        uploaded += sent
-        archived += 1
-        going.add(i)
-        outcome[i] = replace(unit, reasons=(*unit.reasons, _note(f"archive: copied to {archive.url} and verified")))
-
-    # Several units' files in one pool, a few units ahead: a unit's small files and short shards
-    # leave no copier idle while its largest shard is still going (2 GB: 1.28 s -> s).
+    run = _Units(archive, sum(u.size_bytes for u in plan.delete if u.what == What.REVISION), clock)
     with _pool(archive) as pool:
-        for i, unit in enumerate(plan.delete):
-            if unit.what != What.REVISION:
-                outcome[i] = unit
-                going.add(i)
-                continue
-            found = where.get(unit.path)
-            kind = kinds.get(unit.kind)
-            try:
-                if found is None or kind is None:
-                    raise ArchiveError("not in the caches any more" if found is None else f"kind {unit.kind} is not installed")
-                pending.append((i, unit, _start(archive, kind, *found, pool)))
-            except Exception as e:  # noqa: BLE001 - as in finish_oldest
-                outcome[i] = kept_for(unit, e)
-            while len(pending) > AHEAD:
-                finish_oldest()
-        while pending:
-            finish_oldest()
-    delete = [outcome[i] for i in sorted(outcome) if i in going]
-    kept = [outcome[i] for i in sorted(outcome) if i not in going]
-    notes = [f"archived {archived} unit(s) to {archive.url} ({describe_size(uploaded)} uploaded, the rest already there)"]
+        try:
+            for i, unit in enumerate(plan.delete):
+                if unit.what != What.REVISION:
+                    run.goes(i, unit)
+                    continue
+                found, kind = where.get(unit.path), kinds.get(unit.kind)
+                try:
+                    if found is None:
+                        raise ArchiveError("not in the caches any more")
+                    if kind is None:
+                        raise ArchiveError(f"kind {unit.kind} is not installed")
+                    run.pending.append((i, unit, _start(archive, kind, *found, pool)))
+                except Exception as e:  # noqa: BLE001 - as in _Units.finish_oldest
+                    run.kept(i, unit, e)
+                while len(run.pending) > AHEAD:
+                    run.finish_oldest()
+            while run.pending:
+                run.finish_oldest()
+        except BaseException:  # a signal, a bug: the copies not begun are called off, not awaited
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    kept = run.in_order(False)
+    notes = [f"archived {run.archived} unit(s) to {archive.url} ({describe_size(run.uploaded)} uploaded, the rest already there)"]
     if kept:
         notes.append(f"{len(kept)} unit(s) could not be archived and stay in the cache (see their reasons)")
-    return replace(plan, delete=tuple(delete), keep=(*plan.keep, *kept)), notes
+    return replace(plan, delete=tuple(run.in_order(True)), keep=(*plan.keep, *kept)), notes
