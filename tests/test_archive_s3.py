@@ -220,3 +220,15 @@ def test_a_prune_killed_while_uploading_a_shard_goes_on_where_it_stopped(s3, tmp
     path = hf_hub_download("org/big", "model-00001-of-00001.safetensors", cache_dir=root, local_files_only=True)
     with open(path, "rb") as f:
         assert f.read() == shard
+
+
+def test_an_s3_archive_lists_many_manifests_and_says_which_it_cannot_read(s3):
+    archive = Archive(s3)
+    archive.ensure()
+    for n in range(40):
+        archive.put_manifest({"kind": "huggingface", "id": f"org/m{n}", "revision": "a" * 40, "files": []})
+    archive.fs.pipe_file(archive._path("units", "huggingface", "org%2Fbad", "b" * 40, "x.json"), b"{not json")
+    found = Archive(s3)
+    listed = found.manifests()
+    assert sorted(m["id"] for m in listed) == sorted(f"org/m{n}" for n in range(40))
+    assert len(found.warnings) == 1 and "org%2Fbad" in found.warnings[0]

@@ -396,11 +396,16 @@ class Archive:
         if not self.fs.exists(units):
             return []
         out = []
-        for path in sorted(self.fs.find(units)):
-            if not path.endswith(".json"):
-                continue
+        paths = sorted(p for p in self.fs.find(units) if p.endswith(".json"))
+        # An object store's manifests fetched many at once (s3fs: concurrent requests), not one round trip each:
+        # a fleet's shared archive holds thousands.
+        texts: dict[str, Any] = {} if self.local else self.fs.cat(paths, on_error="return") if paths else {}
+        for path in paths:
             try:
-                found = json.loads(self.fs.cat_file(path))
+                text = texts.get(path) if not self.local else None
+                if isinstance(text, BaseException):
+                    raise text
+                found = json.loads(text if text is not None else self.fs.cat_file(path))
             except (OSError, ValueError) as e:
                 self.warnings.append(f"{path}: not read ({_why(e)})")
                 continue
