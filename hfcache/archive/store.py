@@ -291,11 +291,16 @@ class Archive:
             )
             upload = multipart.Upload(self.fs, name, size)
             written, sent = upload.send(multipart.pread_from(reading.fd), hashing)
+            # Read exactly ``size`` bytes: a file that grew, or (not named by its hash) was rewritten meanwhile, is not
+            # what was sent (checked before ``gently`` puts the mtime back).
+            now = os.fstat(reading.fd)
+            if now.st_size != size or st.st_size != size or (expect is None and now.st_mtime_ns != st.st_mtime_ns):
+                written = -1 if written == size else written
         digests = {family: h.hexdigest() for family, h in hashing.items()}
         sha = digests["sha256"]
         if written != size:
             upload.abort()
-            raise ArchiveError(f"{source} changed while it was archived ({size} bytes, then {written})")
+            raise ArchiveError(f"{source} changed while it was archived ({size} bytes, then {now.st_size})")
         if check and not check_digest(check[0], check[1], digests):
             upload.abort()
             raise ArchiveError(f"{source}: its content does not match its {check[0]} {check[1][:12]} (corrupt): not archived")
@@ -304,9 +309,13 @@ class Archive:
             return sha, written, sent
         try:
             upload.complete()
-        except OSError as e:  # (another run completed the same upload first: its object is there)
-            if not self.has_object(sha, written):
+        except OSError as e:
+            # Another run completed it first (or the answer was lost): what ``name`` holds now is not known to be these
+            # bytes (a killed run's other content, or gone), so it is never moved; the object must be there, and good.
+            self.checked.discard(sha)
+            if not self._good_object(sha, written):
                 raise ArchiveError(f"the upload of {source} could not be completed: {_why(e)}") from None
+            return sha, written, sent
         if expect is None:
             try:
                 self._move(name, self.object_path(sha))

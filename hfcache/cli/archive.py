@@ -104,6 +104,7 @@ def _restore_plans(
             raise UsageError(f"{target}: not in the archive {dest} (hfcache archive ls {dest})")
         chosen.extend(m for m in found if m not in chosen)
     plans = []
+    new: dict[str, set[str]] = {}
     for m in chosen:
         of = kinds.get(str(m.get("kind")))
         if of is None:
@@ -115,16 +116,24 @@ def _restore_plans(
             raise UsageError(
                 f"{m.get('id')}: no --cache-dir is a cache of kind {of.kind} (a new, empty one takes it with --kind {of.kind})"
             )
+        if not (os.path.isdir(root) and of.recognizes(root)):  # a new folder: it becomes a cache of this kind
+            new.setdefault(root, set()).add(of.kind)
         plans.append((m, root, os.path.join(root, of.lock_file), os.path.dirname(of.lock_file)))
+    for root, took in new.items():
+        if len(took) > 1:
+            kinds_said = ", ".join(sorted(took))
+            raise UsageError(f"--cache-dir {root}: a new folder takes one kind's units, not {kinds_said} (use --kind)")
     return plans
 
 
 def _restore_root(of: CacheKind, cache_dirs: list[str], chosen: set[str], every: Iterable[CacheKind]) -> str | None:
     """Where a unit of kind ``of`` goes: its kind's default cache, or the ``--cache-dir`` that is a cache of its kind.
 
-    A folder no kind recognises (new, or empty) takes it when it is the only ``--cache-dir``, or
-    when ``--kind`` names its kind; a cache of another kind never does (a hub revision written
-    into a torch hub cache is lost to both libraries).
+    A new or empty folder takes it when it is the only ``--cache-dir``, or when ``--kind`` names
+    its kind; a cache of another kind never does (a hub revision written into a torch hub cache
+    is lost to both libraries), nor a folder of other things no kind recognises (``$HF_HOME``
+    for its ``hub/``, ``~/.cache/torch`` for its ``hub/``, a home folder: no library would look
+    there).
     """
     if not cache_dirs:
         roots = of.default_roots(dict(os.environ))[:1]
@@ -133,9 +142,23 @@ def _restore_root(of: CacheKind, cache_dirs: list[str], chosen: set[str], every:
         if os.path.isdir(root) and of.recognizes(root):
             return os.path.abspath(root)
     for root in cache_dirs:
-        if not any(os.path.isdir(root) and k.recognizes(root) for k in every) and (of.kind in chosen or len(cache_dirs) == 1):
+        if _unused(root) and not any(k.recognizes(root) for k in every) and (of.kind in chosen or len(cache_dirs) == 1):
             return os.path.abspath(root)
     return None
+
+
+def _unused(root: str) -> bool:
+    """Whether ``root`` is not there yet, or is a folder holding nothing but OS litter and a killed restore's own files."""
+    from hfcache.archive.restore import SCRATCH
+    from hfcache.caches._common import FILES_TO_IGNORE
+
+    try:
+        names = os.listdir(root)
+    except FileNotFoundError:
+        return not os.path.lexists(root)  # (a dangling symlink is not a new folder)
+    except OSError:
+        return False
+    return not set(names) - FILES_TO_IGNORE - {SCRATCH}
 
 
 @app.command()
