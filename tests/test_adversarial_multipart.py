@@ -389,3 +389,100 @@ def test_a_new_folder_never_takes_units_of_two_kinds(archived_hub, tmp_path, mon
     assert not os.path.exists(fresh) or contents(fresh) == {}
     code, out = cli("restore", archived_hub, "org/model", "--cache-dir", fresh, "--kind", "modelscope", "--json")
     assert code == 0 and {u["kind"] for u in out["units"]} == {"modelscope"}, out
+
+
+# ---------------------------------------------------------------------------------------------
+# The same attacks on the other paths
+
+
+def test_a_file_rewritten_in_place_while_copied_to_a_folder_archive_is_not_archived(tmp_path, monkeypatch):
+    """The folder archive's copy of a file not named by its hash: rewritten in place (same size) after its first chunk
+    was copied, the copy is half old, half new, named by the mixture's sha256."""
+    from hfcache.archive import store
+
+    old = content(3 * 4096 + 5, 11)
+    new = content(3 * 4096 + 5, 12)
+    src = write_file(tmp_path / "cache" / "weights.bin", old)
+    archive = open_archive(str(tmp_path / "archive"))
+    monkeypatch.setattr(store, "CHUNK", 4096)
+    real = store._LocalWriter.write
+    writes = []
+
+    def write(self, data):
+        writes.append(len(data))
+        if len(writes) == 1:
+            with open(src, "r+b") as f:
+                f.write(new)
+        return real(self, data)
+
+    monkeypatch.setattr(store._LocalWriter, "write", write)
+    # DEFECT: the mixture was archived under its own sha256; put_file succeeded.
+    with pytest.raises(ArchiveError, match="changed while it was archived"):
+        archive.put_file(src)
+    assert not os.path.exists(os.path.join(archive.base, "objects"))
+
+
+def test_a_run_killed_between_complete_and_move_leaves_what_the_next_run_finishes(s3, small_parts, tmp_path, monkeypatch):
+    """tmp/up-<identity> complete but never moved to its object (kill -9 then): no object, and the next run archives
+    the file whole and leaves no temporary behind."""
+    data = content(2 * SMALL + 5, 13)
+    src = write_file(tmp_path / "cache" / "weights.bin", data)
+    archive = open_archive(s3)
+
+    class Killed(BaseException):
+        pass
+
+    def move(self, tmp, final):
+        raise Killed
+
+    real_move, real_discard = Archive._move, Archive._discard
+    monkeypatch.setattr(Archive, "_move", move)
+    monkeypatch.setattr(Archive, "_discard", lambda self, path: None)  # kill -9: no clean-up
+    with pytest.raises(Killed):
+        archive.put_file(src)
+    monkeypatch.setattr(Archive, "_move", real_move)
+    monkeypatch.setattr(Archive, "_discard", real_discard)
+    archive = open_archive(s3)
+    assert archive.fs.exists(tmp_name(archive, src)) and not archive.fs.exists(archive.object_path(sha(data)))
+    assert archive.put_file(src)[:2] == (sha(data), len(data))
+    assert archive.fs.cat_file(archive.object_path(sha(data))) == data
+    assert archive.fs.find(archive._path("tmp")) == [] and uploads(archive) == []
+
+
+def test_a_prune_whose_upload_fails_part_way_keeps_the_unit_and_the_next_one_archives_it(s3, small_parts, tmp_path, monkeypatch):
+    """The network drops on part 2 of a shard: the revision stays in the cache (never neither); the next prune sends
+    only what is missing, deletes it, and restore gives the library the same bytes."""
+    from huggingface_hub import hf_hub_download
+
+    from tests.fakehub import FakeHub
+    from tests.support import get
+
+    root = str(tmp_path / "hub")
+    shard = content(3 * SMALL + 77, 14)
+    with FakeHub() as hub:
+        hub.push("org/big", {"config.json": b"{}", "model.safetensors": shard})
+        for f in ("config.json", "model.safetensors"):
+            get(hub, root, "org/big", f)
+    age_everything(root, 90)
+    args = ["prune", "--cache-dir", root, "--max-age", "30d", "--allow-remove-all", "--archive-to", s3, "--yes", "--json"]
+    real = multipart.Upload._send
+
+    def send(self, number, body):
+        if number == 2:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        return real(self, number, body)
+
+    monkeypatch.setattr(multipart.Upload, "_send", send)
+    code, plan = cli(*args)
+    assert code == 0, plan
+    assert [u["status"] for u in plan["delete"] if u["what"] == "revision"] == []
+    assert len(os.listdir(os.path.join(root, "models--org--big", "snapshots"))) == 1
+    monkeypatch.setattr(multipart.Upload, "_send", real)
+    code, plan = cli(*args)
+    assert code == 0, plan
+    assert [u["status"] for u in plan["delete"] if u["what"] == "revision"] == ["deleted"]
+    code, out = cli("restore", s3, "org/big", "--cache-dir", root, "--json")
+    assert code == 0, out
+    path = hf_hub_download("org/big", "model.safetensors", cache_dir=root, local_files_only=True)
+    with open(path, "rb") as f:
+        assert f.read() == shard

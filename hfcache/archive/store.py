@@ -252,10 +252,15 @@ class Archive:
                         h.update(chunk)
                     out.write(chunk)
                     written += len(chunk)
+                now = os.fstat(reading.fd)  # (before ``gently`` puts the mtime back)
+            # Rewritten in place while read (same size): what went out is part old, part new, unless its name pins it.
+            pinned = check is not None and check[0] == "sha256"
+            rewritten = reading.st.st_size != size or (not pinned and now.st_mtime_ns != reading.st.st_mtime_ns)
             digests = {family: h.hexdigest() for family, h in hashing.items()}
             sha = digests["sha256"]
-            if written != size:
-                raise ArchiveError(f"{source} changed while it was archived ({size} bytes, then {written})")
+            if written != size or rewritten:
+                how = f"{size} bytes, then {written}" if written != size else "rewritten in place"
+                raise ArchiveError(f"{source} changed while it was archived ({how})")
             if check and not check_digest(check[0], check[1], digests):
                 raise ArchiveError(f"{source}: its content does not match its {check[0]} {check[1][:12]} (corrupt): not archived")
             if self._good_object(sha, written):
@@ -294,13 +299,13 @@ class Archive:
             # Read exactly ``size`` bytes: a file that grew, or (not named by its hash) was rewritten meanwhile, is not
             # what was sent (checked before ``gently`` puts the mtime back).
             now = os.fstat(reading.fd)
-            if now.st_size != size or st.st_size != size or (expect is None and now.st_mtime_ns != st.st_mtime_ns):
-                written = -1 if written == size else written
+        rewritten = expect is None and now.st_mtime_ns != st.st_mtime_ns
+        if written != size or now.st_size != size or st.st_size != size or rewritten:
+            upload.abort()
+            how = f"{size} bytes, then {now.st_size}" if now.st_size != size or written != size else "rewritten in place"
+            raise ArchiveError(f"{source} changed while it was archived ({how})")
         digests = {family: h.hexdigest() for family, h in hashing.items()}
         sha = digests["sha256"]
-        if written != size:
-            upload.abort()
-            raise ArchiveError(f"{source} changed while it was archived ({size} bytes, then {now.st_size})")
         if check and not check_digest(check[0], check[1], digests):
             upload.abort()
             raise ArchiveError(f"{source}: its content does not match its {check[0]} {check[1][:12]} (corrupt): not archived")
