@@ -65,6 +65,7 @@ class _Scan(ScanState):
         """``<ns>___<name>/<config>/<version>/<hash>/`` -> one item, a revision per prepared folder."""
         item_id = folder.name.replace("___", "/", 1)
         units: list[Unit] = []
+        known = len(self.items)
         for config in list_dir(folder.path, self.warnings):
             if not is_dir(config):
                 self.unknown(config.path, "not a dataset config folder")
@@ -89,7 +90,10 @@ class _Scan(ScanState):
                     else:
                         self.unknown(entry.path, "loose file in a dataset version folder")
         if units:
-            self.items.append(build_item(KIND, item_id, "dataset", folder.path, units, self.seen, owns_path=True))
+            # The folder goes with the last prepared version only when it holds nothing else: a loose file in it is an
+            # item of its own, reported and never deleted, which no archive of the versions holds.
+            alone = len(self.items) == known
+            self.items.append(build_item(KIND, item_id, "dataset", folder.path, units, self.seen, owns_path=alone))
 
     def downloads(self, folder: str) -> None:
         entries = list_dir(folder, self.warnings)

@@ -150,5 +150,8 @@ KAGGLEHUB = FunctionKind(
     lambda env: [default_root(env)],
     looks_like_cache,
     scan,
-    shapes=(rf"(?:{'|'.join(SECTIONS)})/[^/]+/.+",),  # versions, markers, archives under models|datasets|competitions
+    shapes=(
+        rf"(?:{'|'.join(SECTIONS)})/[^/]+/.+",  # versions, markers, archives under models|datasets|competitions
+        r"competitions/[^/]+",  # a competition's folder and its <name>.complete, right under competitions/
+    ),
 )

@@ -247,7 +247,7 @@ def tag_layout(cache: CacheInventory, item: Item, rev: Revision) -> Layout:
     real = os.path.dirname(rev.unit_paths[0])
     files = set(names_in(real))
     tags = _read_manifests(real, {os.path.basename(rev.unit_paths[0])} | files, [])
-    named = [f for entries in tags.values() for tag, _, names in entries if tag == rev.revision for f in names]
+    named = [f for tag, _, names in tags.get(item.id, ()) if tag == rev.revision for f in names]  # (its model's tag only)
     everything = set(named)
     extra = [os.path.join(real, f) for f in _with_companions(named, files, everything)]
     unit = (*rev.unit_paths, *(p for p in extra if p not in rev.unit_paths))
