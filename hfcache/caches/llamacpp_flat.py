@@ -246,7 +246,8 @@ def tag_layout(cache: CacheInventory, item: Item, rev: Revision) -> Layout:
         return unit_layout(cache, item, rev)
     real = os.path.dirname(rev.unit_paths[0])
     files = set(names_in(real))
-    tags = _read_manifests(real, {os.path.basename(rev.unit_paths[0])} | files, [])
+    others = {f for f in files if not MANIFEST_RE.fullmatch(f)}  # (only this tag's manifest is read again)
+    tags = _read_manifests(real, {os.path.basename(rev.unit_paths[0])} | others, [])
     named = [f for tag, _, names in tags.get(item.id, ()) if tag == rev.revision for f in names]  # (its model's tag only)
     everything = set(named)
     extra = [os.path.join(real, f) for f in _with_companions(named, files, everything)]
