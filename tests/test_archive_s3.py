@@ -156,8 +156,12 @@ def test_temporaries_a_day_old_are_swept_from_an_s3_archive(s3):
     archive.fs.pipe_file(left, b"a killed run's whole upload, never moved to its name")
     archive._sweep_s3()
     assert archive.fs.exists(left)  # a moment old: perhaps a run still going
+    completed = archive._path("tmp", "up-" + "0" * 32)  # a resumed upload, dated from its start days ago by S3
+    archive.fs.pipe_file(completed, b"an upload completed a moment ago, about to be moved to its name")
     archive._sweep_s3(now=time.time() + 86400 + 60)
-    assert not archive.fs.exists(left)
+    assert not archive.fs.exists(left) and archive.fs.exists(completed)
+    archive._sweep_s3(now=time.time() + 7 * 86400 + 60)
+    assert not archive.fs.exists(completed)
     assert archive.fs.exists(archive._path("hfcache-archive.json"))
 
 

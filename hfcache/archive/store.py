@@ -48,6 +48,7 @@ FORMAT = 1
 MARKER = "hfcache-archive.json"
 CHUNK = 8 * 1024 * 1024
 TMP_GRACE = 86400.0  # a temporary this old is a killed run's: swept
+STALE_UPLOAD = 7 * 86400.0  # ... a completed S3 multipart upload's (dated from its start): this old
 
 
 class ArchiveError(OSError):
@@ -176,7 +177,13 @@ class Archive:
                 continue
 
     def _sweep_s3(self, now: float | None = None) -> None:
-        """An S3 archive's temporaries a day old or more (objects appear whole: one that old is a killed run's)."""
+        """An S3 archive's temporaries a day old or more (objects appear whole: one that old is a killed run's).
+
+        A completed multipart upload (``tmp/up-...``, moved to its name right after) is dated by
+        S3 from when the upload began, which may be days before, when it was resumed: those are
+        given :data:`STALE_UPLOAD` instead, so that one is not swept between its completion and
+        its move (the run would fail, and keep its unit, but upload it again next time).
+        """
         now = time.time() if now is None else now
         try:
             entries = self.fs.ls(self._path("tmp"), detail=True, refresh=True)
@@ -184,7 +191,10 @@ class Archive:
             return
         for entry in entries:
             modified = entry.get("LastModified")
-            if entry.get("type") == "file" and modified is not None and now - modified.timestamp() > TMP_GRACE:
+            if entry.get("type") != "file" or modified is None:
+                continue
+            grace = STALE_UPLOAD if entry["name"].rsplit("/", 1)[-1].startswith("up-") else TMP_GRACE
+            if now - modified.timestamp() > grace:
                 self._discard(entry["name"])
 
     # -- objects ---------------------------------------------------------------------------
