@@ -37,7 +37,9 @@ from typing import Any
 PART = 8 * 1024 * 1024  # at least this much per part (S3's least is 5 MiB, but for the last part)
 MAX_PARTS = 10_000  # S3's most parts per upload
 PARALLEL = 4  # parts of one file in flight at once
-IN_FLIGHT = threading.BoundedSemaphore(16)  # parts in flight across every file of a run: 16 x 8 MiB of memory at most
+# Parts in flight across every file of a run. Memory: these 16, and one part read per file waiting for a place (the
+# run's UPLOADS files at once): 24 parts, 8 MiB each for files up to 78 GiB (part_size grows beyond: 10,000 parts).
+IN_FLIGHT = threading.BoundedSemaphore(16)
 
 
 def is_s3(fs: Any) -> bool:
@@ -146,8 +148,12 @@ class Upload:
             MultipartUpload={"Parts": parts},
         )
         self.fs.invalidate_cache(self.path)
-        for other in _uploads(self.fs, self.bucket, self.key):  # killed runs' uploads to this name: of no more use
-            if other.get("Key") == self.key and other.get("UploadId") != self.upload_id:
+        try:
+            others = [u for u in _uploads(self.fs, self.bucket, self.key) if u.get("Key") == self.key]
+        except OSError:  # the object is complete: what follows is clean-up, best effort (never the copy's failure)
+            return
+        for other in others:  # killed runs' uploads to this name: of no more use
+            if other.get("UploadId") != self.upload_id:
                 try:
                     self.fs.call_s3("abort_multipart_upload", Bucket=self.bucket, Key=self.key, UploadId=other["UploadId"])
                 except OSError:

@@ -199,28 +199,31 @@ def archive_plan(
             for rev in item.revisions:
                 where[rev.path] = (cache, item, rev)
     run = _Units(archive, sum(u.size_bytes for u in plan.delete if u.what == What.REVISION), clock)
-    with _pool(archive) as pool:
-        try:
-            for i, unit in enumerate(plan.delete):
-                if unit.what != What.REVISION:
-                    run.goes(i, unit)
-                    continue
-                found, kind = where.get(unit.path), kinds.get(unit.kind)
-                try:
-                    if found is None:
-                        raise ArchiveError("not in the caches any more")
-                    if kind is None:
-                        raise ArchiveError(f"kind {unit.kind} is not installed")
-                    run.pending.append((i, unit, _start(archive, kind, *found, pool)))
-                except Exception as e:  # noqa: BLE001 - as in _Units.finish_oldest
-                    run.kept(i, unit, e)
-                while len(run.pending) > AHEAD:
-                    run.finish_oldest()
-            while run.pending:
+    pool = _pool(archive)  # (not ``with``: its exit would wait for the copies under way, a signal too)
+    try:
+        for i, unit in enumerate(plan.delete):
+            if unit.what != What.REVISION:
+                run.goes(i, unit)
+                continue
+            found, kind = where.get(unit.path), kinds.get(unit.kind)
+            try:
+                if found is None:
+                    raise ArchiveError("not in the caches any more")
+                if kind is None:
+                    raise ArchiveError(f"kind {unit.kind} is not installed")
+                run.pending.append((i, unit, _start(archive, kind, *found, pool)))
+            except Exception as e:  # noqa: BLE001 - as in _Units.finish_oldest
+                run.kept(i, unit, e)
+            while len(run.pending) > AHEAD:
                 run.finish_oldest()
-        except BaseException:  # a signal, a bug: the copies not begun are called off, not awaited
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+        while run.pending:
+            run.finish_oldest()
+    except BaseException:
+        # A signal, a bug: nothing is deleted. The copies not begun are called off and those under way not awaited
+        # (a shard's upload can take minutes; the command exits at once, as after a kill: the next run resumes or redoes them).
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()  # (the copies of a unit kept for a failed file may still be going)
     kept = run.in_order(False)
     notes = [f"archived {run.archived} unit(s) to {archive.url} ({describe_size(run.uploaded)} uploaded, the rest already there)"]
     if kept:

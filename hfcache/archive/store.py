@@ -35,9 +35,11 @@ import json
 import os
 import secrets
 import socket
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from hfcache.archive import multipart
@@ -93,6 +95,8 @@ class Archive:
         self.checked: set[str] = set()  # objects read back and hashed this run (trusted for the rest of it)
         self.identity: tuple[int, int] | None = None  # a folder archive's marker, as ensure() found it
         self.warnings: list[str] = []
+        self._copying: dict[object, threading.Lock] = {}  # one copy at a time of a content (or of a source file)
+        self._copying_lock = threading.Lock()
         try:
             self.fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
         except (ImportError, ValueError) as e:
@@ -241,7 +245,20 @@ class Archive:
         also reads every new object back and hashes it. Raises :class:`ArchiveError` when any
         of that fails.
         """
-        size = os.stat(source).st_size
+        st = os.stat(source)
+        # Units copied at once (archive_plan) may share a file (hub revisions a blob, llama.cpp tags a .gguf): its copies
+        # go one after the other, so the second finds the object there (named) and neither aborts the other's upload.
+        with self._one_copy_of(("sha256", check[1]) if check and check[0] == "sha256" else (st.st_dev, st.st_ino)):
+            return self._put_file(source, st.st_size, check)
+
+    @contextmanager
+    def _one_copy_of(self, key: object) -> Iterator[None]:
+        with self._copying_lock:
+            lock = self._copying.setdefault(key, threading.Lock())
+        with lock:
+            yield
+
+    def _put_file(self, source: str, size: int, check: tuple[str, str] | None) -> tuple[str, int, int]:
         if check and check[0] == "sha256" and self._good_object(check[1], size):
             return check[1], size, 0
         self._still_there()
