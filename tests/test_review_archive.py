@@ -140,16 +140,23 @@ def test_a_signal_while_a_long_copy_goes_on_stops_the_archiving_at_once(tmp_path
         return real(archive, stored)
 
     monkeypatch.setattr(run_mod, "_put", put)
+    from hfcache import interrupt
+
+    # hfcache's own handler, as `hfcache prune` installs it (archiving runs outside its deferred part), whatever an
+    # earlier test in this process left installed.
+    before = signal.signal(signal.SIGINT, interrupt.handle)
     timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
     timer.start()
     started = time.monotonic()
     try:
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(interrupt.Interrupted):
             run_mod.archive_plan(plan, inventory, Archive(str(tmp_path / "archive")), registry().kinds)
         assert time.monotonic() - started < 5
     finally:
         release.set()
         timer.cancel()
+        signal.signal(signal.SIGINT, before)
+        interrupt.reset()
 
 
 def test_a_failing_clean_up_after_a_completed_upload_does_not_fail_the_copy(s3, tmp_path, monkeypatch):
@@ -181,3 +188,48 @@ def test_a_failing_clean_up_after_a_completed_upload_does_not_fail_the_copy(s3, 
     assert archive.put_file(src)[:2] == (sha, len(data))
     assert archive.fs.cat_file(archive.object_path(sha)) == data
     assert archive.fs.find(archive._path("tmp")) == []
+
+
+SLOW_ARCHIVE = """
+import sys, time
+import hfcache.archive.run as run_mod
+real = run_mod._put
+def put(archive, stored):
+    time.sleep(60)  # a shard's upload over a slow link
+    return real(archive, stored)
+run_mod._put = put
+sys.argv = ["hfcache", *sys.argv[1:]]
+from hfcache.cli.main import run
+run()
+"""
+
+
+def test_sigterm_during_a_prunes_archiving_exits_130_at_once_and_deletes_nothing(tmp_path):
+    """systemd stopping the nightly prune while it uploads: exit 130 within seconds (not after the upload), nothing
+    deleted, no manifest."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.fakehub import FakeHub
+    from tests.support import age_everything, build_rich_cache, contents
+
+    root = str(tmp_path / "hub")
+    with FakeHub() as hub:
+        build_rich_cache(hub, root)
+    age_everything(root, 90)
+    before = contents(root)
+    dest = str(tmp_path / "archive")
+    args = ["prune", "--cache-dir", root, "--max-age", "30d", "--archive-to", dest, "--yes", "--quiet"]
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_ARCHIVE, *args], stderr=subprocess.PIPE)
+    time.sleep(2.0)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err.decode()
+    assert time.monotonic() - started < 10
+    assert {p: d for p, d in contents(root).items() if not p.startswith(".locks")} == {
+        p: d for p, d in before.items() if not p.startswith(".locks")
+    }
+    assert Archive(dest).manifests() == []
