@@ -580,6 +580,9 @@ class _LocalWriter:
             if exc[0] is None:
                 os.fsync(self.fd)
                 if hasattr(os, "posix_fadvise"):  # the copy leaves the page cache: a 100 GB archive run evicts no hot model
-                    os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                    try:
+                        os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                    except OSError:  # (advice: the copy is durable whatever it says)
+                        pass
         finally:
             os.close(self.fd)
