@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from hfcache.fs.locks import is_lock_held
-from hfcache.model import CacheInventory, Item, Revision, RevisionFile
+from hfcache.model import CacheInventory, Item, Revision, RevisionFile, ScanWarning
 from hfcache.units import describe_age
 
 if TYPE_CHECKING:
@@ -257,6 +257,11 @@ PATHS = PathDeletion()
 
 # Where :class:`TrashDeletion` moves a folder before removing it, relative to the cache root.
 TRASH = ".hfcache-trash"
+
+
+def trash_left(path: str) -> ScanWarning:
+    """What a scan says of a :data:`TRASH` folder at ``path`` (never an item: :meth:`TrashDeletion.recover` empties it)."""
+    return ScanWarning(path, "left by an interrupted hfcache prune; the next prune removes it", blocks_deletion=False)
 
 
 class TrashDeletion(PathDeletion):

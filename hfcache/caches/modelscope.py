@@ -51,7 +51,7 @@ from hfcache.caches._common import (
     open_and_scan,
     read_text_noatime,
 )
-from hfcache.caches.deletion import TRASH, TrashDeletion
+from hfcache.caches.deletion import TRASH, TrashDeletion, trash_left
 from hfcache.caches.versions import parse_version
 from hfcache.fs.locks import is_lock_held
 from hfcache.model import CacheInventory, ScanWarning
@@ -151,9 +151,7 @@ class _Scan(ScanState):
                 self.protected.append(entry.path)
                 self.folder(entry.path, list_dir(entry.path, self.warnings), old=entry.path, new=False)
             elif name == TRASH and new:
-                self.warnings.append(
-                    ScanWarning(entry.path, "left by an interrupted hfcache prune; the next prune removes it", False)
-                )
+                self.warnings.append(trash_left(entry.path))
             elif name in (LOCKS, *LIBRARY):
                 self.protected.append(entry.path)
             elif not (is_dir(entry) and self.owner(entry, "model", old, quiet=True)):

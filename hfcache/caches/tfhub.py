@@ -50,7 +50,7 @@ from hfcache.caches._common import (
     pid_alive,
     read_text_noatime,
 )
-from hfcache.caches.deletion import TRASH, TrashDeletion
+from hfcache.caches.deletion import TRASH, TrashDeletion, trash_left
 from hfcache.caches.versions import parse_version
 from hfcache.model import CacheInventory, Item, PartialFile, Revision, ScanWarning
 from hfcache.units import describe_age
@@ -163,9 +163,7 @@ def _sort(entries: list[os.DirEntry[str]], state: ScanState) -> dict[str, _Modul
         stem = name[: -len(DESCRIPTOR)] if name.endswith(DESCRIPTOR) else name[: -len(LOCK)] if name.endswith(LOCK) else ""
         tmp, atomic = _TMP_RE.fullmatch(name), _ATOMIC_RE.fullmatch(name)
         if name == TRASH and folder:
-            state.warnings.append(
-                ScanWarning(entry.path, "left by an interrupted hfcache prune; the next prune removes it", False)
-            )
+            state.warnings.append(trash_left(entry.path))
         elif folder and _MODULE_RE.fullmatch(name):
             found[name].module = entry
         elif not folder and _MODULE_RE.fullmatch(stem) and name.endswith(DESCRIPTOR):

@@ -43,7 +43,7 @@ from hfcache.caches._common import (
     pid_alive,
     xdg_cache_home,
 )
-from hfcache.caches.deletion import TRASH, TrashDeletion, young
+from hfcache.caches.deletion import TRASH, TrashDeletion, trash_left, young
 from hfcache.model import CacheInventory, PartialFile, ScanWarning
 from hfcache.units import describe_age
 
@@ -133,7 +133,7 @@ def _scan_entries(real: str, entries: list[os.DirEntry[str]], warnings: list[Sca
         if entry.name == COMPILE and is_dir(entry):
             state.compile_cache(entry.path)
         elif entry.name == TRASH:
-            warnings.append(ScanWarning(entry.path, "left by an interrupted hfcache prune; the next prune removes it", False))
+            warnings.append(trash_left(entry.path))
         else:
             why = "not a compile cache (vLLM keeps other things in its cache root): left alone"
             warnings.append(ScanWarning(entry.path, why, blocks_deletion=False))
