@@ -99,3 +99,39 @@ def test_a_llama_cpp_tag_archive_holds_its_own_model_only(tmp_path):
     assert os.path.isfile(a) and not os.path.lexists(b)  # org/B was not asked for
     code, scan = cli("scan", "--cache-dir", root, "--kind", "llama-cpp-flat", "--json")
     assert [i["id"] for c in scan["caches"] for i in c["items"]] == ["org/A-GGUF"], scan
+
+
+def test_a_prune_killed_inside_a_kagglehub_version_never_leaves_a_half_folder_marked_complete(isolated_home):
+    """kagglehub loads a version when its folder and its ``.complete`` marker both exist (``load_from_cache``):
+    killed while the folder's files were being unlinked in place, the prune left half a model, still marked complete,
+    which kagglehub would hand to the user. The folder now leaves its place whole first; the next prune finishes."""
+    import time
+
+    from hfcache.caches import kagglehub
+    from tests.support import age_everything, run_cli, slow_cli
+
+    root = os.path.join(isolated_home, "kaggle")
+    var = f"{root}/models/google/gemma/keras/2b"
+    for i in range(30):
+        write(f"{var}/1/part-{i:02d}.bin", b"w" * 100)
+    write(f"{var}/1.complete")
+    write(f"{var}/2/model.bin", b"v" * 100)
+    write(f"{var}/2.complete")
+    age_everything(root, 90)
+    os.utime(f"{var}/2/model.bin")  # 2 is read today: it stays
+    args = ("prune", "--cache-dir", root, "--kind", "kagglehub", "--max-age", "30d", "--yes")
+    proc = slow_cli(0.05, *args)
+    deadline = time.time() + 60
+    while os.path.exists(f"{var}/1/part-00.bin") and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.2)  # a few files gone, most not
+    proc.kill()
+    proc.communicate()
+    half = os.path.isdir(f"{var}/1") and len(os.listdir(f"{var}/1")) < 30
+    assert not (half and os.path.exists(f"{var}/1.complete")), "half a version, still marked complete"
+    assert os.path.isfile(f"{var}/2/model.bin") and os.path.exists(f"{var}/2.complete")
+    assert [i.path for i in kagglehub.scan(root).items for r in i.revisions if r.revision == "1"] in ([], [var])
+    done = run_cli(*args)
+    assert done.exit_code == 0, done.output
+    assert not os.path.lexists(f"{var}/1") and not os.path.lexists(os.path.join(root, ".hfcache-trash"))
+    assert os.path.isfile(f"{var}/2/model.bin")

@@ -31,6 +31,7 @@ from hfcache.caches._common import (
     names_in,
     open_and_scan,
 )
+from hfcache.caches.deletion import TRASH, TrashDeletion, trash_left
 from hfcache.caches.versions import parse_version
 from hfcache.model import CacheInventory, ScanWarning
 
@@ -137,9 +138,11 @@ def _scan_entries(real: str, entries: list[os.DirEntry[str]], warnings: list[Sca
     for entry in entries:
         if entry.name in SECTIONS and is_dir(entry):
             getattr(state, entry.name)(entry.path)
+        elif entry.name == TRASH:
+            state.warnings.append(trash_left(entry.path))
         else:
             state.warnings.append(ScanWarning(entry.path, "not written by kagglehub, left alone", blocks_deletion=False))
-    protected = [os.path.join(real, s) for s in SECTIONS]
+    protected = [*(os.path.join(real, s) for s in SECTIONS), os.path.join(real, TRASH)]
     return inventory(KIND, TITLE, real, state.items, warnings, protected, state.partials)
 
 
@@ -154,4 +157,7 @@ KAGGLEHUB = FunctionKind(
         rf"(?:{'|'.join(SECTIONS)})/[^/]+/.+",  # versions, markers, archives under models|datasets|competitions
         r"competitions/[^/]+",  # a competition's folder and its <name>.complete, right under competitions/
     ),
+    # kagglehub loads a version whose folder and marker both exist: a folder leaves its place whole (renamed into
+    # <root>/.hfcache-trash/ first), so a killed prune never leaves half a model still marked complete.
+    deletion=TrashDeletion(),
 )
