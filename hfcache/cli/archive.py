@@ -104,20 +104,23 @@ def _restore_plans(
             raise UsageError(f"{target}: not in the archive {dest} (hfcache archive ls {dest})")
         chosen.extend(m for m in found if m not in chosen)
     plans = []
+    roots: dict[str, str | None] = {}
     new: dict[str, set[str]] = {}
     for m in chosen:
         of = kinds.get(str(m.get("kind")))
         if of is None:
             raise UsageError(f"{m.get('id')}: kind {m.get('kind')!r} is not installed here")
-        root = _restore_root(of, cache_dirs, set(only or ()), kinds.values())
+        if of.kind not in roots:  # (each kind's place looked for once, not once per unit: every kind reads each folder)
+            roots[of.kind] = root = _restore_root(of, cache_dirs, set(only or ()), kinds.values())
+            if root is not None and not (os.path.isdir(root) and of.recognizes(root)):  # a new folder: now of this kind
+                new.setdefault(root, set()).add(of.kind)
+        root = roots[of.kind]
         if root is None and not cache_dirs:
             raise UsageError(f"{m.get('id')}: no cache of kind {of.kind} here; use --cache-dir")
         if root is None:
             raise UsageError(
                 f"{m.get('id')}: no --cache-dir is a cache of kind {of.kind} (a new, empty one takes it with --kind {of.kind})"
             )
-        if not (os.path.isdir(root) and of.recognizes(root)):  # a new folder: it becomes a cache of this kind
-            new.setdefault(root, set()).add(of.kind)
         plans.append((m, root, os.path.join(root, of.lock_file), os.path.dirname(of.lock_file)))
     for root, took in new.items():
         if len(took) > 1:
