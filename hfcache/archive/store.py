@@ -440,10 +440,10 @@ class Archive:
         paths = sorted(p for p in self.fs.find(units) if p.endswith(".json"))
         # An object store's manifests fetched many at once (s3fs: concurrent requests), not one round trip each:
         # a fleet's shared archive holds thousands.
-        texts: dict[str, Any] = {} if self.local else self.fs.cat(paths, on_error="return") if paths else {}
+        texts: dict[str, Any] = self.fs.cat(paths, on_error="return") if paths and not self.local else {}
         for path in paths:
             try:
-                text = texts.get(path) if not self.local else None
+                text = texts.get(path)  # (None for a folder archive: each read where it lies)
                 if isinstance(text, BaseException):
                     raise text
                 found = json.loads(text if text is not None else self.fs.cat_file(path))
