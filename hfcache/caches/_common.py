@@ -179,6 +179,7 @@ class FunctionKind:
     hashes: Callable[[CacheInventory, Item, Revision], list[Expected]] | None = None  # what its files hash to
     archive: Callable[[CacheInventory, Item, Revision], Layout] | None = None  # what an archive keeps of a unit
     download: Callable[[str, Wanted], Fetched] | None = None  # hfcache sync: fetch a revision with the library
+    skips_unchanged: bool = False  # its scan takes skip= (hfcache.verify.memo: a verify leaves unchanged repos out)
 
     def fetch(self, root: str, wanted: Wanted) -> Fetched:
         if self.download is None:

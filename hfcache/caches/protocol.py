@@ -25,7 +25,7 @@ from hfcache.model import CacheInventory, Identity, Item, Revision
 
 # hfcache's prune lock, relative to a cache root, for kinds that do not say where they keep it.
 PRUNE_LOCK = ".hfcache-prune.lock"
-_DEFAULTED = ("shapes", "lock_file", "deletion", "parallel", "has_refs")
+_DEFAULTED = ("shapes", "lock_file", "deletion", "parallel", "has_refs", "skips_unchanged")
 
 
 class Uri(NamedTuple):
@@ -169,6 +169,9 @@ class CacheKind(Protocol):
       :class:`~hfcache.model.FileListing`, which its ``expected`` may use: ``hfcache verify``).
     - ``has_refs``: revisions are named by refs (branches, tags), as the hub's are; every
       inventory of the kind says so (:attr:`~hfcache.model.CacheInventory.has_refs`).
+    - ``skips_unchanged``: ``scan`` also takes ``skip=`` (a callable of kind, root and item
+      folder): an item folder it says True of is left out of the inventory (a repeat
+      ``hfcache verify`` counts an unchanged repo from its memo, :mod:`hfcache.verify.memo`).
 
     The revision a library loads when asked for none is the scanner's to mark
     (:attr:`~hfcache.model.Revision.default`): a keep rule always keeps it.
@@ -198,6 +201,9 @@ class CacheKind(Protocol):
 
     @property
     def has_refs(self) -> bool: ...
+
+    @property
+    def skips_unchanged(self) -> bool: ...
 
     def default_roots(self, env: Mapping[str, str]) -> list[str]:
         """Where the owning library puts its cache, given these environment variables (most used first)."""
@@ -242,6 +248,7 @@ class _Completed:
     deletion: Deletion
     parallel: bool
     has_refs: bool
+    skips_unchanged: bool = False
 
     @property
     def kind(self) -> str:
@@ -302,6 +309,7 @@ def complete(obj: object) -> CacheKind:
         deletion=deletion if isinstance(deletion, Deletion) else PATHS,
         parallel=bool(getattr(obj, "parallel", False)),
         has_refs=bool(getattr(obj, "has_refs", False)),
+        skips_unchanged=bool(getattr(obj, "skips_unchanged", False)),
     )
     # As it is only when every member is there and already what the default would make of it
     # (a tuple of shapes, a lock file name, a Deletion): a plug-in's None or list gets the default.

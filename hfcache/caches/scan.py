@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 
 from hfcache.caches.confine import confine_to_mount
@@ -47,6 +47,23 @@ def _failed(kind: CacheKind, root: str, error: HfcacheError) -> CacheInventory:
     return CacheInventory(kind=kind.kind, title=kind.title, root=root, warnings=(warning,), has_refs=kind.has_refs)
 
 
+def _options(
+    kind: CacheKind, *, jobs: int, ledger: bool, listing: bool, skip: Callable[[str, str, str], bool] | None
+) -> dict[str, object]:
+    """What of ``scan_caches``' options ``kind``'s scan takes (none but the defaults: an empty dict)."""
+    options: dict[str, object] = {}
+    if kind.parallel:
+        if jobs > 1:
+            options["jobs"] = jobs
+        if not ledger:
+            options["ledger"] = False
+        if listing:
+            options["listing"] = True
+    if skip is not None and kind.skips_unchanged:
+        options["skip"] = skip
+    return options
+
+
 def _identity(root: str) -> tuple[object, ...]:
     """What makes two roots one folder: ``(st_dev, st_ino)`` of the resolved root (a bind mount too), else its path."""
     try:
@@ -66,6 +83,7 @@ def scan_caches(
     jobs: int = 1,
     ledger: bool = True,
     listing: bool = False,
+    skip: Callable[[str, str, str], bool] | None = None,
 ) -> Inventory:
     """Scan the default roots of ``kinds`` (all when None), or the given roots instead.
 
@@ -79,7 +97,8 @@ def scan_caches(
     ``jobs`` > 1 and ``ledger=False`` (no blob ledger: for an inventory that is only shown,
     not planned with) are passed on to kinds that take them (``parallel``: the hub's), and so
     is ``listing=True`` (each revision's files as walked, :class:`~hfcache.model.FileListing`:
-    for a verify).
+    for a verify). ``skip`` goes to kinds that can leave an unchanged item out (``skips_unchanged``:
+    the hub's; a verify's :class:`hfcache.verify.memo.Reuse`).
 
     >>> import tempfile
     >>> inv = scan_caches([tempfile.mkdtemp()])
@@ -107,12 +126,8 @@ def scan_caches(
         folders[identity] = root
         started = time.monotonic()
         try:
-            options = {"jobs": jobs} if jobs > 1 else {}
-            if not ledger:
-                options["ledger"] = False
-            if listing:
-                options["listing"] = True
-            if options and kind.parallel:
+            options = _options(kind, jobs=jobs, ledger=ledger, listing=listing, skip=skip)
+            if options:
                 inventory = kind.scan(root, explicit=explicit, **options)
             else:
                 inventory = kind.scan(root, explicit=explicit)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
@@ -84,6 +85,7 @@ def verify(
     """
     from hfcache.caches.registry import registry
     from hfcache.state import state_path
+    from hfcache.verify.memo import Reuse
     from hfcache.verify.run import verify as run_verify
     from hfcache.verify.state import State
 
@@ -99,18 +101,30 @@ def verify(
                 w == rev.revision or w in rev.refs or (len(w) >= 7 and rev.revision.startswith(w)) for w in wanted
             )
 
-        with _progress(not quiet):
-            # Scanned as scan scans by default (worker processes: 0.7 s -> 0.4 s of a 100,000-file
-            # repeat run on 2 CPUs), each revision's files listed so they are not walked again.
-            inventory = scan_caches(cache_dir or None, kinds=kind or None, jobs=_jobs(0), ledger=False, listing=True)
         path = state_path(state)
-        if path is not None:
-            _refuse_outputs_in_caches((c.root for c in inventory.caches), state=path)
+        if path is not None:  # before it is opened (made): the roots given and every kind's default, what is scanned
+            _refuse_outputs_in_caches(cache_dir or (), state=path)
         db = State(path)
         try:
+            # A repo unchanged since a verify judged it whole is counted from its memo, not walked
+            # (hfcache.verify.memo); not when every file is to be listed or judged one by one.
+            lists_files = show_all or fmt is OutputFormat.json
+            reuse = None if full or wanted or lists_files else Reuse(db.memos(), scope.holds_id, now=time.time(), jobs=_jobs(0))
+            with _progress(not quiet):
+                # Scanned as scan scans by default (worker processes: 0.7 s -> 0.4 s of a 100,000-file
+                # repeat run on 2 CPUs), each revision's files listed so they are not walked again.
+                inventory = scan_caches(
+                    cache_dir or None, kinds=kind or None, jobs=_jobs(0), ledger=False, listing=True, skip=reuse
+                )
             with _progress(not quiet):
                 report = run_verify(
-                    inventory, kinds=registry().kinds, chosen=chosen, jobs=jobs or os.cpu_count() or 1, full=full, state=db
+                    inventory,
+                    kinds=registry().kinds,
+                    chosen=chosen,
+                    jobs=jobs or os.cpu_count() or 1,
+                    full=full,
+                    state=db,
+                    reused=reuse.hits if reuse is not None else None,
                 )
         finally:
             db.close()

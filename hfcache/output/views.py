@@ -293,12 +293,17 @@ def verify_tables(report: VerifyReport, *, show_all: bool = False, markdown: boo
     for cache in report.caches:
         counts = {v: cache.count(v) for v in Verdict}
         detail = ", ".join(f"{n} {v}" for v, n in counts.items() if n) or "no files"
-        out.line(f"{cache.kind} {cache.root}: {_plural(len(cache.files), 'file')}: {detail}")
+        out.line(f"{cache.kind} {cache.root}: {_plural(cache.total, 'file')}: {detail}")
         unverifiable = Verdict.UNVERIFIABLE
-        reasons = sorted({f.why for f in cache.files if f.status == unverifiable and f.why}) if counts[unverifiable] else []
+        reasons = (
+            sorted({f.why for f in cache.files if f.status == unverifiable and f.why} | cache.reused_reasons)
+            if counts[unverifiable]
+            else []
+        )
         if reasons and not show_all:
             out.line(Text("  unverifiable: " + "; ".join(reasons[:3]) + ("; ..." if len(reasons) > 3 else ""), style="dim"))
     again = sum(1 for c in report.caches for f in c.files if not f.hashed and f.status in checked)
+    again += sum(m.counts.get(v, 0) for c in report.caches for m in c.reused for v in checked)
     out.line(
         f"Hashed {size(report.bytes_hashed)} in {_plural(report.files_hashed, 'file')} "
         f"({max(0.0, report.finished_at - report.started_at):.1f}s)"

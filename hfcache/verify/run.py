@@ -22,13 +22,16 @@ unreadable, changed while read).
 
 from __future__ import annotations
 
+import math
 import os
 import time
+from array import array
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import chain
 from operator import itemgetter
 from typing import NamedTuple
 
@@ -36,6 +39,8 @@ from hfcache import progress
 from hfcache.caches.protocol import CacheKind, Expected, no_hashes
 from hfcache.model import CacheInventory, Inventory, Item, Revision
 from hfcache.plan.policies import Word
+from hfcache.verify import memo
+from hfcache.verify.memo import Memo
 from hfcache.verify.reading import Digest, FileChanged, NotAFile, hash_file
 from hfcache.verify.state import Known, LastVerify, State
 
@@ -87,17 +92,39 @@ def identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
 
 @dataclass(frozen=True)
 class CacheChecks:
+    """The verdicts on one cache's files: those judged one by one (``files``), and those counted from memos.
+
+    ``reused``: the repos left unchanged since a verify judged them whole
+    (:mod:`hfcache.verify.memo`), counted by verdict without a record per file. ``count`` and
+    ``total`` include them.
+    """
+
     kind: str
     root: str
     files: tuple[FileCheck, ...] = ()
+    reused: tuple[Memo, ...] = ()
 
     def count(self, verdict: Verdict) -> int:
         return self._tally[verdict]
 
+    @property
+    def total(self) -> int:
+        """Every file checked: judged one by one, or counted from a memo."""
+        return len(self.files) + self._reused[2]
+
+    @property
+    def reused_reasons(self) -> set[str]:
+        """Why the files counted from memos are unverifiable."""
+        return self._reused[1]
+
+    @cached_property
+    def _reused(self) -> tuple[Counter[str], set[str], int]:
+        return memo.tally(self.reused)
+
     @cached_property
     def _tally(self) -> Counter[str]:
         """Files by verdict, counted once (the view, the JSON, the exit code and the state database all ask)."""
-        return Counter(map(_STATUS, self.files))
+        return Counter(map(_STATUS, self.files)) + self._reused[0]
 
 
 @dataclass(frozen=True)
@@ -168,14 +195,18 @@ FRESH = 5.0  # seconds since the scan began within which a run that read nothing
 RECHECK = 30 * 86400.0  # an unchanged file is read again after 15 to 30 days: bit rot moves no timestamp
 
 
+def _spread(key: tuple[int, int]) -> float:
+    """A fraction in [0, 1) fixed per ``(dev, ino)``."""
+    return ((key[0] * 1_000_003 + key[1]) * 2_654_435_761 % 2**32) / 2**32
+
+
 def _due(key: tuple[int, int], hashed_at: float, now: float, recheck: float) -> bool:
     """Whether a content hashed at ``hashed_at`` is read again now: after ``recheck`` times 0.5 to 1.
 
     The factor is fixed per ``(dev, ino)``, so a cache hashed in one night is read again over
     a fortnight of nightly runs, not all in one of them.
     """
-    spread = ((key[0] * 1_000_003 + key[1]) * 2_654_435_761 % 2**32) / 2**32
-    return now - hashed_at >= recheck * (0.5 + 0.5 * spread)
+    return now - hashed_at >= recheck * (0.5 + 0.5 * _spread(key))
 
 
 def _unchanged(known: Known, seen: tuple[int, int, int, int, int], families: set[str]) -> bool:
@@ -205,8 +236,15 @@ def verify(
     recheck: float = RECHECK,
     state: State | None = None,
     clock: Callable[[], float] = time.time,
+    reused: Mapping[str, Sequence[Memo]] | None = None,
 ) -> VerifyReport:
-    """Verify every revision of ``inventory`` that ``chosen`` selects (see the module docstring)."""
+    """Verify every revision of ``inventory`` that ``chosen`` selects (see the module docstring).
+
+    ``reused``: by cache root, the memos of repos the scan left out, unchanged since a verify
+    judged them (:class:`hfcache.verify.memo.Reuse`); their files are counted from them. Each
+    repo of a kind that can leave unchanged repos out (``skips_unchanged``) and that this run
+    judged gets a new memo, when every file of it was judged and found sound, else loses its own.
+    """
     started = clock()
     state = state or State(None)
     known = {} if full else state.known()
@@ -257,15 +295,10 @@ def verify(
     # Marked seen at most once a day (what the 90-day forgetting needs): a repeat run writes back nothing it need not.
     stale = [k for k in contents if (row := known.get(k)) is None or row.seen_at < finished - SEEN_EVERY]
     state.remember(fresh, stale, finished)
-    caches = []
     # Each data path stat'ed again once, after the reads, unless nothing was read and every look is fresh (see _found_now).
     fresh_looks = not todo and 0.0 <= time.time() - inventory.scanned_at <= FRESH
     now_of = by_path.__getitem__ if fresh_looks else _found_now(contents)
-    for cache, revs in plans:
-        result = CacheChecks(cache.kind, cache.root, _judge(cache, revs, now_of, finished))
-        counts = [result.count(v) for v in (Verdict.OK, Verdict.CORRUPT, Verdict.MISSING, Verdict.UNVERIFIABLE)]
-        state.record_run(LastVerify(cache.kind, cache.root, finished, len(result.files), *counts))
-        caches.append(result)
+    caches = _conclude(plans, reused or {}, now_of, finished, kinds, state, inventory.scanned_at, recheck)
     hashed = [c for c in todo if c.digest is not None]
     return VerifyReport(
         tuple(caches),
@@ -274,6 +307,120 @@ def verify(
         bytes_hashed=sum(c.digest.size for c in hashed if c.digest),
         files_hashed=len(hashed),
         warnings=tuple(state.warnings),
+    )
+
+
+def _conclude(
+    plans: list[tuple[CacheInventory, list[tuple[Item, Revision, list[Expected]]]]],
+    hits: Mapping[str, Sequence[Memo]],
+    now_of: Callable[[str], Found],
+    finished: float,
+    kinds: Mapping[str, CacheKind],
+    state: State,
+    scanned_at: float,
+    recheck: float,
+) -> list[CacheChecks]:
+    """Each cache's verdicts (with the files counted from memos); its last run and its repos' memos recorded."""
+    caches = []
+    made: list[Memo] = []
+    dropped: list[str] = []
+    for cache, revs in plans:
+        judged = _judge(cache, revs, now_of, finished)
+        result = CacheChecks(cache.kind, cache.root, judged, tuple(hits.get(cache.root, ())))
+        counts = [result.count(v) for v in (Verdict.OK, Verdict.CORRUPT, Verdict.MISSING, Verdict.UNVERIFIABLE)]
+        state.record_run(LastVerify(cache.kind, cache.root, finished, result.total, *counts))
+        caches.append(result)
+        kind = kinds.get(cache.kind)
+        if kind is not None and kind.skips_unchanged:
+            _memos(cache, revs, judged, scanned_at, recheck, made, dropped)
+    touched = [m for ms in hits.values() for m in ms if m.seen_at < finished - SEEN_EVERY]
+    if made or dropped or touched:
+        state.keep_memos(made, dropped, touched, finished)
+    return caches
+
+
+def _memos(
+    cache: CacheInventory,
+    revs: list[tuple[Item, Revision, list[Expected]]],
+    judged: Sequence[FileCheck],
+    before: float,
+    recheck: float,
+    made: list[Memo],
+    dropped: list[str],
+) -> None:
+    """A memo of each repo of ``cache`` judged whole and sound (into ``made``); the other judged repos' go (``dropped``)."""
+    checks: dict[str, list[FileCheck]] = {}
+    chosen: Counter[str] = Counter()
+    at = 0
+    for item, _, expected in revs:
+        checks.setdefault(item.path, []).extend(judged[at : at + len(expected)])
+        chosen[item.path] += 1
+        at += len(expected)
+    root = os.path.join(cache.root, "")
+    odd = {
+        p[len(root) :].split(os.sep, 1)[0]
+        for p in chain(
+            (w.path for w in cache.warnings),
+            (f.path for f in cache.partial_files),
+            (f.path for f in cache.orphan_files),
+            (f.path for f in cache.leftovers),
+        )
+        if p.startswith(root)
+    }
+    for item in {i.path: i for i, _, _ in revs}.values():
+        whole = chosen[item.path] == len(item.revisions) and not item.warnings and not any(r.warnings for r in item.revisions)
+        found = None
+        if whole and os.path.basename(item.path) not in odd and os.path.dirname(item.path) == cache.root:
+            found = _memo_of(cache, item, checks[item.path], before, recheck)
+        if found is not None:
+            made.append(found)
+        elif whole or not all(map(_sound, checks[item.path])):
+            dropped.append(item.path)  # (a sound part judged alone, --revision, leaves the memo as it is)
+
+
+def _sound(f: FileCheck) -> bool:
+    """Ok, or unverifiable for want of any hash (a verdict the layout alone decides)."""
+    return f.status == Verdict.OK or f.status == Verdict.UNVERIFIABLE and f.algorithm is None
+
+
+def _memo_of(cache: CacheInventory, item: Item, checks: Sequence[FileCheck], before: float, recheck: float) -> Memo | None:
+    """The memo of ``item``'s folder as it is now, when ``checks`` are all sound and of contents in it (see memo.take)."""
+    taken = memo.take(item.path, before)
+    if taken is None:
+        return None
+    names, values = taken
+    where = {name: i * 5 for i, name in enumerate(names)}
+    prefix = os.path.join(item.path, "")
+    due: dict[tuple[int, int], float] = {}
+    counts: Counter[str] = Counter()
+    reasons: set[str] = set()
+    for f in checks:
+        if f.status == Verdict.OK:
+            at = where.get(f.data[len(prefix) :]) if f.data and f.data.startswith(prefix) else None
+            if at is None or f.identity is None or f.hashed_at is None or tuple(values[at : at + 5]) != f.identity:
+                return None  # a content elsewhere (the shared store, another repo), or not the one judged
+            key = (f.identity[0], f.identity[1])
+            due[key] = min(due.get(key, math.inf), f.hashed_at + recheck * (0.5 + 0.5 * _spread(key)))
+        elif f.status != Verdict.UNVERIFIABLE or f.algorithm is not None:
+            return None  # corrupt, missing, or unverifiable for a passing reason (unreadable, changed)
+        else:
+            reasons.add(f.why or "no hash known")
+        counts[str(f.status)] += 1
+    contents = array("q", chain.from_iterable(due))
+    next_due = min(due.values(), default=math.inf)
+    return Memo(
+        item.path,
+        cache.kind,
+        cache.root,
+        item.id,
+        item.type,
+        names,
+        values,
+        contents,
+        dict(counts),
+        tuple(sorted(reasons)),
+        next_due,
+        before,
     )
 
 

@@ -5,18 +5,24 @@
   hashed. A file whose identity and times are all unchanged is not read again (``verify``
   without ``--full``); any write to it moves its mtime or ctime.
 - ``verify_runs``: per cache, when a verify finished and what it counted (for ``metrics``).
+- ``verify_memos``: per repo folder a verify judged whole and found sound, what it looked like
+  and what was counted (:mod:`hfcache.verify.memo`): while it is unchanged, it is not walked again.
 
-Its size stays bounded: rows of files not seen by a verify for 90 days are removed.
+Its size stays bounded: rows of files, and memos, not seen by a verify for 90 days are removed.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
+import sys
+from array import array
 from collections.abc import Iterable
 from typing import NamedTuple
 
 from hfcache.state import StateDB, default_state_path
+from hfcache.verify.memo import Memo
 
 __all__ = ["FORGET_AFTER", "Known", "LastVerify", "State", "default_state_path", "read_last_verifies"]
 
@@ -96,6 +102,7 @@ class State(StateDB):
             )
             self.db.executemany("UPDATE digests SET seen_at = ? WHERE dev = ? AND ino = ?", [(now, d, i) for d, i in seen])
             self.db.execute("DELETE FROM digests WHERE seen_at < ?", (now - FORGET_AFTER,))
+            self.db.execute("DELETE FROM verify_memos WHERE seen_at < ?", (now - FORGET_AFTER,))
             self.db.execute("COMMIT")
         except sqlite3.Error as e:
             try:
@@ -103,6 +110,82 @@ class State(StateDB):
             except sqlite3.Error:
                 pass
             self._guard("writing", e)
+
+    # -- memos ---------------------------------------------------------------------------------
+
+    def memos(self) -> dict[str, Memo]:
+        """Every repo's memo, by its folder; a row that does not read back whole is left out (and replaced later)."""
+        if self.db is None:
+            return {}
+        out = {}
+        try:
+            rows = self.db.execute(
+                "SELECT path, kind, root, id, type, names, ident, contents, counts, reasons, next_due, seen_at FROM verify_memos"
+            )
+            for path, kind, root, id_, type_, names, ident, contents, counts, reasons, next_due, seen_at in rows:
+                try:
+                    values, keys = _ints(ident), _ints(contents)
+                    listed = tuple(os.fsdecode(n) for n in bytes(names).split(b"\0"))
+                    if len(values) != 5 * len(listed) or len(keys) % 2:
+                        continue
+                    folder = os.fsdecode(bytes(path))
+                    memo = Memo(
+                        folder,
+                        kind,
+                        os.fsdecode(bytes(root)),
+                        id_,
+                        type_,
+                        listed,
+                        values,
+                        keys,
+                        {str(k): int(n) for k, n in json.loads(counts).items()},
+                        tuple(str(r) for r in json.loads(reasons)),
+                        float(next_due),
+                        float(seen_at),
+                    )
+                except (ValueError, TypeError, AttributeError):
+                    continue
+                out[folder] = memo
+        except sqlite3.Error as e:
+            self._guard("reading", e)
+            return {}
+        return out
+
+    def keep_memos(self, made: Iterable[Memo], dropped: Iterable[str], seen: Iterable[Memo], now: float) -> None:
+        """Store the memos ``made`` (replacing those of their folders), remove those of ``dropped`` folders,
+        and mark the contents of ``seen`` seen in the digests table (their rows are not forgotten)."""
+        made, seen = list(made), list(seen)
+        with self.writing() as db:
+            if db is None:
+                return
+            db.executemany(
+                "INSERT OR REPLACE INTO verify_memos VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        os.fsencode(m.path),
+                        m.kind,
+                        os.fsencode(m.root),
+                        m.id,
+                        m.type,
+                        b"\0".join(os.fsencode(n) for n in m.names),
+                        _blob(m.values),
+                        _blob(m.contents),
+                        json.dumps(dict(m.counts)),
+                        json.dumps(list(m.reasons)),
+                        m.next_due,
+                        m.seen_at,
+                    )
+                    for m in made
+                ],
+            )
+            db.executemany("DELETE FROM verify_memos WHERE path = ?", [(os.fsencode(p),) for p in dropped])
+            for m in seen:
+                keys = m.contents
+                db.executemany(
+                    "UPDATE digests SET seen_at = ? WHERE dev = ? AND ino = ?",
+                    [(now, keys[i], keys[i + 1]) for i in range(0, len(keys), 2)],
+                )
+                db.execute("UPDATE verify_memos SET seen_at = ? WHERE path = ?", (now, os.fsencode(m.path)))
 
     # -- runs ------------------------------------------------------------------------------
 
@@ -123,6 +206,23 @@ class State(StateDB):
         except sqlite3.Error as e:
             self._guard("reading", e)
             return []
+
+
+def _blob(values: array[int]) -> bytes:
+    """Signed 64-bit numbers as little-endian bytes (the database may move to another machine)."""
+    if sys.byteorder == "little":
+        return values.tobytes()
+    swapped = array("q", values)
+    swapped.byteswap()
+    return swapped.tobytes()
+
+
+def _ints(data: bytes) -> array[int]:
+    values = array("q")
+    values.frombytes(bytes(data))
+    if sys.byteorder != "little":
+        values.byteswap()
+    return values
 
 
 def read_last_verifies(path: str) -> tuple[dict[str, tuple[float, int, int]], list[str]]:

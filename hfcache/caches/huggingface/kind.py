@@ -51,4 +51,5 @@ HUB = FunctionKind(
     hashes=revision_hashes,  # a blob's name is the sha256 (LFS, Xet) or git blob hash of its content
     archive=hub_layout,  # blobs, the snapshot's links, the refs: the hub's own layout when restored
     download=fetch_revision,  # hfcache sync: snapshot_download, the library's own way
+    skips_unchanged=True,  # scan(skip=...): a repeat verify counts an unchanged repo from its memo
 )

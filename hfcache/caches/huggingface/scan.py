@@ -25,6 +25,7 @@ counted, and attach warnings that stop anything from deleting through it.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from hfcache import parallel
 from hfcache.caches._common import FILES_TO_IGNORE, TEMPFILE_RE
@@ -62,7 +63,15 @@ from hfcache.model import (
 # Scanning
 
 
-def scan(root: str, *, explicit: bool = True, jobs: int = 1, ledger: bool = True, listing: bool = False) -> CacheInventory:
+def scan(
+    root: str,
+    *,
+    explicit: bool = True,
+    jobs: int = 1,
+    ledger: bool = True,
+    listing: bool = False,
+    skip: Callable[[str, str, str], bool] | None = None,
+) -> CacheInventory:
     """Scan one hub cache root into a :class:`CacheInventory`. Never writes, never opens a blob.
 
     Raises the errors of :func:`check_root`. Everything odd inside the cache becomes a
@@ -72,6 +81,9 @@ def scan(root: str, *, explicit: bool = True, jobs: int = 1, ledger: bool = True
     :class:`BlobLedger` (each blob's size and payload), which only planning needs: a scan that
     is only shown saves its memory and, with workers, the time to send it back. ``listing``
     adds the :class:`FileListing` a verify uses instead of walking every snapshot again.
+    ``skip(kind, root, repo folder)`` True leaves that repo out of the inventory, as if it were
+    not there (a verify counts it from its memo, :mod:`hfcache.verify.memo`); a repo with an
+    interrupted prune's trash is never left out.
 
     >>> import tempfile
     >>> scan(tempfile.mkdtemp()).items
@@ -98,12 +110,16 @@ def scan(root: str, *, explicit: bool = True, jobs: int = 1, ledger: bool = True
 
     partials: list[PartialFile] = []
     repos: list[tuple[os.DirEntry[str], str, str]] = []
+    left_out: set[str] = set()
     for entry in entries:
         name = entry.name
         if name in FILES_TO_IGNORE or name in ROOT_ENTRIES_TO_SKIP or entry is store:
             continue
         match = REPO_DIR_RE.fullmatch(name)
         if match:
+            if skip is not None and name not in roots.trash and skip(KIND, real, entry.path):
+                left_out.add(name)
+                continue
             repos.append((entry, REPO_TYPES[match.group(1)], match.group(2).replace("--", "/")))
         elif TEMPFILE_RE.fullmatch(name) and entry.is_dir(follow_symlinks=False):
             # huggingface_hub's symlink-support probe (SoftTemporaryDirectory); normally removed at once.
@@ -114,7 +130,7 @@ def scan(root: str, *, explicit: bool = True, jobs: int = 1, ledger: bool = True
     def one_repo(repo: tuple[os.DirEntry[str], str, str]) -> RepoScan:
         return settle(scan_repo(roots, *repo, listing=listing), ledger)
 
-    for folder in sorted(roots.trash.keys() - {entry.name for entry, _, _ in repos}):
+    for folder in sorted(roots.trash.keys() - {entry.name for entry, _, _ in repos} - left_out):
         for trash_entry, _ in roots.trash[folder]:
             message = "an interrupted prune was removing this from a repo that is gone: the next prune finishes it"
             cache_warnings.append(ScanWarning(trash_entry.path, message, blocks_deletion=False))
