@@ -93,7 +93,7 @@ XARGS = ["xargs", "-0", "-s", "1048576"]  # as few processes as 1 MB of argument
 # ``expected`` and ``verify``; what they measured, and what the verify found, go to the file
 # $BENCH_VERIFY_PHASES once ``verify`` returns (the command leaves with os._exit: no atexit).
 COMMAND = """\
-import collections, json, os, sys, time
+import json, os, sys, time
 import hfcache.cli
 import hfcache.verify.run as run
 cli_verify = sys.modules["hfcache.cli.verify"]
@@ -111,9 +111,9 @@ run._expected = timed(run._expected, "expected_s")
 _verify = timed(run.verify, "verify_s")
 def verify(*args, **kwargs):
     report = _verify(*args, **kwargs)
-    tally = collections.Counter(str(f.status) for c in report.caches for f in c.files)
-    counts = {str(v): tally[str(v)] for v in run.Verdict}
-    found = {"files_hashed": report.files_hashed, "bytes_hashed": report.bytes_hashed, "counts": counts}
+    counts = {str(v): sum(c.count(v) for c in report.caches) for v in run.Verdict}  # memos' files too
+    found = {"files_hashed": report.files_hashed, "bytes_hashed": report.bytes_hashed, "counts": counts,
+             "repos_from_memos": sum(len(c.reused) for c in report.caches)}
     with open(os.environ["BENCH_VERIFY_PHASES"], "w") as f:
         json.dump({**phases, **found, "ready_at": READY, "verified_at": time.monotonic()}, f)
     return report
@@ -515,6 +515,9 @@ def bench_repeat(work: str, files: int, rounds: int) -> dict[str, object]:
             print(f"round {round_ + 1}: {name}: {run['wall']:.2f} s", file=sys.stderr)
     phases = ["start_s", "scan_s", "expected_s", "verify_s", "after_s"]
     results = {n: summarize(runs[n], *(phases if n.startswith("hfcache verify") else [])) for n in names}
+    for n in names:
+        if n.startswith("hfcache verify"):  # repos counted from their memos (hfcache.verify.memo), the fewest of any round
+            results[n]["repos_from_memos"] = min(int(r.get("repos_from_memos", 0)) for r in runs[n])  # type: ignore[call-overload]
     return {"cache": root, "repos": repos, "files": files, "blobs": blobs, "rounds": rounds, "results": results}
 
 
@@ -571,7 +574,8 @@ def print_report(report: dict[str, object]) -> None:
         print(
             f"hfcache verify (repeat), medians: start-up {r['start_s']:.2f} s, scan {r['scan_s']:.2f} s, "
             f"kind's expected hashes {r['expected_s']:.2f} s, rest of verify {r['verify_s'] - r['expected_s']:.2f} s, "
-            f"output and exit {r['after_s']:.2f} s, other {other:.2f} s"
+            f"output and exit {r['after_s']:.2f} s, other {other:.2f} s; "
+            f"{r.get('repos_from_memos', 0)} of {rp['repos']} repos counted from their memos"
         )
     print()
     for key, value in report["ratios"].items():  # type: ignore[attr-defined]

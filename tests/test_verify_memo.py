@@ -170,7 +170,8 @@ def test_a_change_makes_the_repo_walked_again_and_the_verdicts_are_those_of_judg
         assert MODEL not in _memos(state)
 
 
-def test_rot_found_by_full_is_reported_by_the_next_run_not_the_old_memo(rich, tmp_path, no_margin, reuses):
+@pytest.mark.parametrize("full", [("--full",), ("--full", "--json")])
+def test_rot_found_by_full_is_reported_by_the_next_run_not_the_old_memo(rich, tmp_path, no_margin, reuses, full):
     root, c = rich
     state = str(tmp_path / "state.db")
     assert MODEL in _warm(root, state, reuses)
@@ -193,7 +194,7 @@ def test_rot_found_by_full_is_reported_by_the_next_run_not_the_old_memo(rich, tm
         db.execute("UPDATE verify_memos SET ident = ? WHERE path = ?", (values.tobytes(), os.fsencode(os.path.join(root, MODEL))))
     assert _text(root, state)[0] == 0  # trusted, as any file unchanged by its timestamps is
     assert MODEL in _hits(reuses)
-    assert _text(root, state, "--full")[0] == 8
+    assert run_cli("verify", "--cache-dir", root, "--state", state, *full).exit_code == 8
     assert MODEL not in _memos(state)
     again = _text(root, state)
     assert again[0] == 8 and "1 corrupt" in again[2]

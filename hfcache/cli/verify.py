@@ -125,6 +125,7 @@ def verify(
                     full=full,
                     state=db,
                     reused=reuse.hits if reuse is not None else None,
+                    make_memos=not lists_files,
                 )
         finally:
             db.close()

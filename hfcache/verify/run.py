@@ -30,12 +30,12 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from itertools import chain
 from operator import itemgetter
 from typing import NamedTuple
 
-from hfcache import progress
+from hfcache import parallel, progress
 from hfcache.caches.protocol import CacheKind, Expected, no_hashes
 from hfcache.model import CacheInventory, Inventory, Item, Revision
 from hfcache.plan.policies import Word
@@ -237,13 +237,16 @@ def verify(
     state: State | None = None,
     clock: Callable[[], float] = time.time,
     reused: Mapping[str, Sequence[Memo]] | None = None,
+    make_memos: bool = True,
 ) -> VerifyReport:
     """Verify every revision of ``inventory`` that ``chosen`` selects (see the module docstring).
 
     ``reused``: by cache root, the memos of repos the scan left out, unchanged since a verify
     judged them (:class:`hfcache.verify.memo.Reuse`); their files are counted from them. Each
     repo of a kind that can leave unchanged repos out (``skips_unchanged``) and that this run
-    judged gets a new memo, when every file of it was judged and found sound, else loses its own.
+    judged gets a new memo, when every file of it was judged and found sound (and ``make_memos``:
+    a run that lists every file uses none, and need not walk the repos again to make them),
+    else loses its own.
     """
     started = clock()
     state = state or State(None)
@@ -298,7 +301,8 @@ def verify(
     # Each data path stat'ed again once, after the reads, unless nothing was read and every look is fresh (see _found_now).
     fresh_looks = not todo and 0.0 <= time.time() - inventory.scanned_at <= FRESH
     now_of = by_path.__getitem__ if fresh_looks else _found_now(contents)
-    caches = _conclude(plans, reused or {}, now_of, finished, kinds, state, inventory.scanned_at, recheck)
+    memos = (inventory.scanned_at, recheck, make_memos)
+    caches = _conclude(plans, reused or {}, now_of, finished, kinds, state, memos)
     hashed = [c for c in todo if c.digest is not None]
     return VerifyReport(
         tuple(caches),
@@ -317,8 +321,7 @@ def _conclude(
     finished: float,
     kinds: Mapping[str, CacheKind],
     state: State,
-    scanned_at: float,
-    recheck: float,
+    memos: tuple[float, float, bool],
 ) -> list[CacheChecks]:
     """Each cache's verdicts (with the files counted from memos); its last run and its repos' memos recorded."""
     caches = []
@@ -332,7 +335,7 @@ def _conclude(
         caches.append(result)
         kind = kinds.get(cache.kind)
         if kind is not None and kind.skips_unchanged:
-            _memos(cache, revs, judged, scanned_at, recheck, made, dropped)
+            _memos(cache, revs, judged, *memos, made, dropped)
     touched = [m for ms in hits.values() for m in ms if m.seen_at < finished - SEEN_EVERY]
     if made or dropped or touched:
         state.keep_memos(made, dropped, touched, finished)
@@ -345,10 +348,12 @@ def _memos(
     judged: Sequence[FileCheck],
     before: float,
     recheck: float,
+    make: bool,
     made: list[Memo],
     dropped: list[str],
 ) -> None:
-    """A memo of each repo of ``cache`` judged whole and sound (into ``made``); the other judged repos' go (``dropped``)."""
+    """A memo of each repo of ``cache`` judged whole and sound (into ``made``, when ``make``); the other judged repos'
+    go (``dropped``)."""
     checks: dict[str, list[FileCheck]] = {}
     chosen: Counter[str] = Counter()
     at = 0
@@ -367,15 +372,24 @@ def _memos(
         )
         if p.startswith(root)
     }
+    candidates = []
     for item in {i.path: i for i, _, _ in revs}.values():
+        sound = all(map(_sound, checks[item.path]))
         whole = chosen[item.path] == len(item.revisions) and not item.warnings and not any(r.warnings for r in item.revisions)
-        found = None
-        if whole and os.path.basename(item.path) not in odd and os.path.dirname(item.path) == cache.root:
-            found = _memo_of(cache, item, checks[item.path], before, recheck)
-        if found is not None:
-            made.append(found)
-        elif whole or not all(map(_sound, checks[item.path])):
+        if not make and sound:
+            continue  # its memo, if any, stays as it is: still valid while its folders are unchanged
+        if whole and sound and os.path.basename(item.path) not in odd and os.path.dirname(item.path) == cache.root:
+            candidates.append(item)
+        elif whole or not sound:
             dropped.append(item.path)  # (a sound part judged alone, --revision, leaves the memo as it is)
+    # Each folder walked for its memo by a worker process, as the scan walks them (0.4 s -> 0.2 s for 2,400 repos, 2 CPUs).
+    taken = parallel.ordered_map(partial(memo.take, before=before), [i.path for i in candidates], parallel.auto_jobs())
+    for item, found in zip(candidates, taken, strict=True):
+        made_one = _memo_of(cache, item, checks[item.path], found, before, recheck) if found is not None else None
+        if made_one is None:
+            dropped.append(item.path)
+        else:
+            made.append(made_one)
 
 
 def _sound(f: FileCheck) -> bool:
@@ -383,11 +397,15 @@ def _sound(f: FileCheck) -> bool:
     return f.status == Verdict.OK or f.status == Verdict.UNVERIFIABLE and f.algorithm is None
 
 
-def _memo_of(cache: CacheInventory, item: Item, checks: Sequence[FileCheck], before: float, recheck: float) -> Memo | None:
-    """The memo of ``item``'s folder as it is now, when ``checks`` are all sound and of contents in it (see memo.take)."""
-    taken = memo.take(item.path, before)
-    if taken is None:
-        return None
+def _memo_of(
+    cache: CacheInventory,
+    item: Item,
+    checks: Sequence[FileCheck],
+    taken: tuple[tuple[str, ...], array[int]],
+    before: float,
+    recheck: float,
+) -> Memo | None:
+    """The memo of ``item``'s folder as ``taken`` (:func:`memo.take`) found it, when ``checks`` are of contents in it."""
     names, values = taken
     where = {name: i * 5 for i, name in enumerate(names)}
     prefix = os.path.join(item.path, "")
