@@ -154,3 +154,39 @@ def s3(monkeypatch):
     finally:
         s3fs.S3FileSystem.clear_instance_cache()
         server.stop()
+
+
+@pytest.fixture
+def no_margin(monkeypatch):
+    """Verify's memos of what was written a moment ago (a test's cache was just built); the real margin has its own test."""
+    import hfcache.verify.memo as memo_mod
+
+    monkeypatch.setattr(memo_mod, "MARGIN", 0.0)
+
+
+@pytest.fixture
+def reuses(monkeypatch):
+    """Every ``hfcache.verify.memo.Reuse`` a verify makes, to see which repos it counted from memos (tests/memo_support.py)."""
+    import hfcache.verify.memo as memo_mod
+
+    made: list[memo_mod.Reuse] = []
+
+    class Recorded(memo_mod.Reuse):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(memo_mod, "Reuse", Recorded)
+    return made
+
+
+@pytest.fixture
+def rich_hub(tmp_path):
+    """A hub cache built by the real client (tests.support.build_rich_cache): its real root and the commits by name."""
+    from tests.fakehub import FakeHub
+    from tests.support import build_rich_cache
+
+    root = str(tmp_path / "hub")
+    with FakeHub() as hub:
+        commits = build_rich_cache(hub, root)
+    return os.path.realpath(root), commits

@@ -10,98 +10,28 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sqlite3
 import time
 
 import pytest
 
 import hfcache.verify.memo as memo_mod
-from tests.fakehub import FakeHub
-from tests.support import build_rich_cache, run_cli
+from tests.memo_support import MODEL, blob_of, hits, judged_of, memos, pretend_unmoved, view_of, warm
+from tests.support import run_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
-MODEL = "models--org--model"
 
-
-@pytest.fixture
-def rich(tmp_path):
-    root = str(tmp_path / "hub")
-    with FakeHub() as hub:
-        commits = build_rich_cache(hub, root)
-    return os.path.realpath(root), commits
-
-
-@pytest.fixture
-def no_margin(monkeypatch):
-    """Memos of what was written a moment ago (the cache was just built); the real margin has its own test."""
-    monkeypatch.setattr(memo_mod, "MARGIN", 0.0)
-
-
-@pytest.fixture
-def reuses(monkeypatch):
-    """Every Reuse a verify makes, to see which repos it counted from memos."""
-    made: list[memo_mod.Reuse] = []
-
-    class Recorded(memo_mod.Reuse):
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            made.append(self)
-
-    monkeypatch.setattr(memo_mod, "Reuse", Recorded)
-    return made
-
-
-def _text(root: str, state: str, *args: str):
-    result = run_cli("verify", "--cache-dir", root, "--state", state, *args, env={"COLUMNS": "200"})
-    counts = re.search(rf"huggingface {re.escape(root)}: (\d+) files?: (.*)", result.stdout)
-    assert counts, result.output
-    return result.exit_code, int(counts.group(1)), counts.group(2).strip(), result.output
-
-
-def _judged(root: str, state: str):
-    """What judging every file says (--json uses no memo): exit code, files, and the counts as the view words them."""
-    result = run_cli("verify", "--cache-dir", root, "--state", state, "--json")
-    doc = json.loads(result.stdout)
-    (cache,) = doc["caches"]
-    words = ", ".join(f"{n} {v}" for v, n in cache["counts"].items() if n)
-    assert len(cache["files"]) == sum(cache["counts"].values())
-    return result.exit_code, len(cache["files"]), words
-
-
-def _hits(reuses) -> set[str]:
-    return {os.path.basename(m.path) for r in reuses[-1:] for ms in r.hits.values() for m in ms}
-
-
-def _memos(state: str) -> set[str]:
-    with sqlite3.connect(state) as db:
-        return {os.path.basename(os.fsdecode(p)) for (p,) in db.execute("SELECT path FROM verify_memos")}
-
-
-def _warm(root: str, state: str, reuses) -> set[str]:
-    """Runs until the memos are made and used; the repos counted from them."""
-    first = _text(root, state)
-    assert first[0] == 0, first
-    second = _text(root, state)
-    assert second[:3] == first[:3]
-    return _hits(reuses)
-
-
-def _blob(root: str, repo: str, commit: str, name: str) -> str:
-    return os.path.realpath(os.path.join(root, repo, "snapshots", commit, name))
-
-
-def test_an_unchanged_repo_is_counted_from_its_memo_with_the_same_verdicts(rich, tmp_path, no_margin, reuses):
-    root, _ = rich
+def test_an_unchanged_repo_is_counted_from_its_memo_with_the_same_verdicts(rich_hub, tmp_path, no_margin, reuses):
+    root, _ = rich_hub
     state = str(tmp_path / "state.db")
-    first = _text(root, state)
+    first = view_of(root, state)
     assert first[0] == 0 and "ok" in first[2]
-    assert _memos(state) == {n for n in os.listdir(root) if "--" in n}  # every repo of a sound cache
-    hits = _warm(root, state, reuses)
-    assert hits == _memos(state)
-    assert _text(root, state)[:3] == _judged(root, state)
-    assert "unchanged since an earlier verify" in _text(root, state)[3]
+    assert memos(state) == {n for n in os.listdir(root) if "--" in n}  # every repo of a sound cache
+    hits = warm(root, state, reuses)
+    assert hits == memos(state)
+    assert view_of(root, state)[:3] == judged_of(root, state)
+    assert "unchanged since an earlier verify" in view_of(root, state)[3]
 
 
 @pytest.mark.parametrize(
@@ -118,12 +48,14 @@ def test_an_unchanged_repo_is_counted_from_its_memo_with_the_same_verdicts(rich,
         "replace the blobs folder",
     ],
 )
-def test_a_change_makes_the_repo_walked_again_and_the_verdicts_are_those_of_judging_it(rich, tmp_path, no_margin, reuses, change):
-    root, c = rich
+def test_a_change_makes_the_repo_walked_again_and_the_verdicts_are_those_of_judging_it(
+    rich_hub, tmp_path, no_margin, reuses, change
+):
+    root, c = rich_hub
     state = str(tmp_path / "state.db")
-    assert MODEL in _warm(root, state, reuses)
+    assert MODEL in warm(root, state, reuses)
     repo = os.path.join(root, MODEL)
-    blob = _blob(root, MODEL, c["c3"], "model.safetensors")
+    blob = blob_of(root, MODEL, c["c3"], "model.safetensors")
     link = os.path.join(repo, "snapshots", c["c3"], "model.safetensors")
     if change == "flip a byte (times set back)":
         st = os.stat(blob)
@@ -160,66 +92,55 @@ def test_a_change_makes_the_repo_walked_again_and_the_verdicts_are_those_of_judg
         for name in os.listdir(blobs + ".old"):
             os.link(os.path.join(blobs + ".old", name), os.path.join(blobs, name))
         os.rename(blobs + ".old", os.path.join(str(tmp_path), "old-blobs"))
-    text = _text(root, state)
-    assert MODEL not in _hits(reuses), change
-    judged = _judged(root, state)
+    text = view_of(root, state)
+    assert MODEL not in hits(reuses), change
+    judged = judged_of(root, state)
     assert text[:3] == judged, (change, text[3])
     # and a memo is kept only of a sound repo: the next run judges a damaged one again, and says the same
-    assert _text(root, state)[:3] == judged
+    assert view_of(root, state)[:3] == judged
     if judged[0] == 8:
-        assert MODEL not in _memos(state)
+        assert MODEL not in memos(state)
 
 
 @pytest.mark.parametrize("full", [("--full",), ("--full", "--json")])
-def test_rot_found_by_full_is_reported_by_the_next_run_not_the_old_memo(rich, tmp_path, no_margin, reuses, full):
-    root, c = rich
+def test_rot_found_by_full_is_reported_by_the_next_run_not_the_old_memo(rich_hub, tmp_path, no_margin, reuses, full):
+    root, c = rich_hub
     state = str(tmp_path / "state.db")
-    assert MODEL in _warm(root, state, reuses)
-    blob = _blob(root, MODEL, c["c3"], "model.safetensors")
+    assert MODEL in warm(root, state, reuses)
+    blob = blob_of(root, MODEL, c["c3"], "model.safetensors")
     with open(blob, "r+b") as f:
         f.write(b"\0rot")
-    st = os.stat(blob)
-    with sqlite3.connect(state) as db:  # as if no timestamp had moved (bit rot): digest row and memo both
-        db.execute("UPDATE digests SET mtime_ns = ?, ctime_ns = ? WHERE ino = ?", (st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
-        (names, ident) = db.execute(
-            "SELECT names, ident FROM verify_memos WHERE path = ?", (os.fsencode(os.path.join(root, MODEL)),)
-        ).fetchone()
-        from array import array
-
-        values = array("q")
-        values.frombytes(ident)
-        rel = os.path.relpath(blob, os.path.join(root, MODEL))
-        i = bytes(names).split(b"\0").index(os.fsencode(rel)) * 5
-        values[i + 3], values[i + 4] = st.st_mtime_ns, st.st_ctime_ns
-        db.execute("UPDATE verify_memos SET ident = ? WHERE path = ?", (values.tobytes(), os.fsencode(os.path.join(root, MODEL))))
-    assert _text(root, state)[0] == 0  # trusted, as any file unchanged by its timestamps is
-    assert MODEL in _hits(reuses)
+    pretend_unmoved(state, root, (MODEL,), blob)  # bit rot: no timestamp moved (ctime cannot be set back by hand)
+    assert view_of(root, state)[0] == 0  # trusted, as any file unchanged by its timestamps is
+    assert MODEL in hits(reuses)
     assert run_cli("verify", "--cache-dir", root, "--state", state, *full).exit_code == 8
-    assert MODEL not in _memos(state)
-    again = _text(root, state)
+    assert MODEL not in memos(state)
+    again = view_of(root, state)
     assert again[0] == 8 and "1 corrupt" in again[2]
-    assert MODEL not in _hits(reuses)
+    assert MODEL not in hits(reuses)
 
 
-def test_a_memo_is_not_used_once_a_content_is_due_to_be_read_again(rich, tmp_path, no_margin, reuses, monkeypatch):
-    root, _ = rich
+def test_a_memo_is_not_used_once_a_content_is_due_to_be_read_again(rich_hub, tmp_path, no_margin, reuses, monkeypatch):
+    root, _ = rich_hub
     state = str(tmp_path / "state.db")
-    assert MODEL in _warm(root, state, reuses)
+    assert MODEL in warm(root, state, reuses)
     later = time.time() + 31 * 86400
     monkeypatch.setattr(time, "time", lambda: later)
-    code, files, words, _ = _text(root, state)
-    assert code == 0 and not _hits(reuses)  # walked and judged again (verify's own clock decides what it reads)
+    code, files, words, _ = view_of(root, state)
+    assert code == 0 and not hits(reuses)  # walked and judged again (verify's own clock decides what it reads)
 
 
-def test_what_changed_during_the_scan_or_just_before_it_gets_no_memo(rich, tmp_path, reuses, monkeypatch):
-    root, c = rich
+def test_what_changed_during_the_scan_or_just_before_it_gets_no_memo(rich_hub, tmp_path, reuses, monkeypatch):
+    root, c = rich_hub
     state = str(tmp_path / "state.db")
     ref = os.path.join(root, MODEL, "refs", "main")
     os.utime(ref)  # a moment ago: within the margin of the next scan
-    assert _text(root, state)[0] == 0
-    assert MODEL not in _memos(state)  # its ref changed a moment before the scan: it may change again unseen
-    # A change while the repo is looked at for its memo (after the scan): ctime after the scan's start.
-    monkeypatch.setattr(memo_mod, "MARGIN", 0.0)
+    assert view_of(root, state)[0] == 0
+    assert MODEL not in memos(state)  # its ref changed a moment before the scan: it may change again unseen
+    # A change while the repo is looked at for its memo (after the scan): ctime after the scan's start. (A
+    # margin of 50 ms, over the file system clock's tick, which may lag time.time() by a few ms; the rest older.)
+    monkeypatch.setattr(memo_mod, "MARGIN", 0.05)
+    time.sleep(0.1)
     real_take = memo_mod.take
 
     def take(folder, before):
@@ -229,42 +150,42 @@ def test_what_changed_during_the_scan_or_just_before_it_gets_no_memo(rich, tmp_p
         return real_take(folder, before)
 
     monkeypatch.setattr(memo_mod, "take", take)
-    assert _text(root, state)[0] == 0
-    assert MODEL not in _memos(state)
-    assert "models--org--pinned" in _memos(state)
+    assert view_of(root, state)[0] == 0
+    assert MODEL not in memos(state)
+    assert "models--org--pinned" in memos(state)
 
 
-def test_memos_are_not_used_when_every_file_is_listed_or_judged(rich, tmp_path, no_margin, reuses):
-    root, c = rich
+def test_memos_are_not_used_when_every_file_is_listed_or_judged(rich_hub, tmp_path, no_margin, reuses):
+    root, c = rich_hub
     state = str(tmp_path / "state.db")
-    assert _warm(root, state, reuses)
+    assert warm(root, state, reuses)
     for args in (("--json",), ("--all",), ("--full",), ("--revision", c["c3"])):
         reuses.clear()
         result = run_cli("verify", "--cache-dir", root, "--state", state, *args)
         assert result.exit_code == 0, (args, result.output)
         assert not reuses, args
     reuses.clear()
-    code, files, words, _ = _text(root, state, "--name", "org/model")
-    assert _hits(reuses) == {MODEL} and code == 0
+    code, files, words, _ = view_of(root, state, "--name", "org/model")
+    assert hits(reuses) == {MODEL} and code == 0
     result = run_cli("verify", "--cache-dir", root, "--state", state, "--name", "org/model", "--json")
     assert files == len(json.loads(result.stdout)["caches"][0]["files"])
 
 
-def test_a_mount_on_a_memoised_repo_makes_it_walked_again(rich, tmp_path, no_margin, reuses, mounts):
-    root, c = rich
+def test_a_mount_on_a_memoised_repo_makes_it_walked_again(rich_hub, tmp_path, no_margin, reuses, mounts):
+    root, c = rich_hub
     state = str(tmp_path / "state.db")
-    assert MODEL in _warm(root, state, reuses)
+    assert MODEL in warm(root, state, reuses)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "model.safetensors").write_bytes(b"not the model")
     mounts.bind(str(elsewhere), os.path.join(root, MODEL, "snapshots", c["c3"]))
-    text = _text(root, state)
-    assert MODEL not in _hits(reuses)
-    assert text[:3] == _judged(root, state)
+    text = view_of(root, state)
+    assert MODEL not in hits(reuses)
+    assert text[:3] == judged_of(root, state)
 
 
-def test_a_repo_with_something_odd_is_never_memoised(rich, tmp_path, no_margin):
-    root, _ = rich
+def test_a_repo_with_something_odd_is_never_memoised(rich_hub, tmp_path, no_margin):
+    root, _ = rich_hub
     state = str(tmp_path / "state.db")
     partial = os.path.join(root, MODEL, "blobs", "a" * 64 + ".incomplete")
     with open(partial, "wb") as f:
@@ -272,17 +193,17 @@ def test_a_repo_with_something_odd_is_never_memoised(rich, tmp_path, no_margin):
     orphan = os.path.join(root, "models--org--moving", "blobs", "b" * 64)
     with open(orphan, "wb") as f:
         f.write(b"nobody links me")
-    assert _text(root, state)[0] == 0
-    assert MODEL not in _memos(state) and "models--org--moving" not in _memos(state)
-    assert "models--org--pinned" in _memos(state)
+    assert view_of(root, state)[0] == 0
+    assert MODEL not in memos(state) and "models--org--moving" not in memos(state)
+    assert "models--org--pinned" in memos(state)
 
 
-def test_a_damaged_memo_row_is_ignored(rich, tmp_path, no_margin, reuses):
-    root, _ = rich
+def test_a_damaged_memo_row_is_ignored(rich_hub, tmp_path, no_margin, reuses):
+    root, _ = rich_hub
     state = str(tmp_path / "state.db")
-    assert MODEL in _warm(root, state, reuses)
+    assert MODEL in warm(root, state, reuses)
     with sqlite3.connect(state) as db:
         db.execute("UPDATE verify_memos SET ident = x'0102', counts = 'nonsense'")
-    text = _text(root, state)
-    assert not _hits(reuses) and text[:3] == _judged(root, state)
-    assert MODEL in _memos(state)  # made again
+    text = view_of(root, state)
+    assert not hits(reuses) and text[:3] == judged_of(root, state)
+    assert MODEL in memos(state)  # made again

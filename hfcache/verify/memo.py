@@ -47,6 +47,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
 
 MARGIN = 2.0  # seconds: an entry changed this close to the scan's start (or after) leaves its repo without a memo
+DUE_MARGIN = 60.0  # seconds: a memo with a content due this soon is not used (the verify's own clock runs a moment later)
 _FIELDS = 5  # dev, ino, size, mtime_ns, ctime_ns per entry
 
 
@@ -125,7 +126,7 @@ def unchanged(memo: Memo) -> bool:
             ):
                 return False
             j += _FIELDS
-    except OSError:
+    except (OSError, ValueError):  # (ValueError: a NUL in a name, from a damaged row)
         return False
     return True
 
@@ -134,7 +135,7 @@ def still_valid(memos: Iterable[Memo], now: float, jobs: int = 1) -> list[Memo]:
     """The memos whose repo is unchanged and none of whose contents is due to be read again."""
     from hfcache import parallel
 
-    todo = [m for m in memos if m.next_due > now]
+    todo = [m for m in memos if m.next_due > now + DUE_MARGIN]
     if not todo:
         return []
     keep = parallel.ordered_map(unchanged, todo, jobs if len(todo) >= 64 else 1, label="looking at unchanged repos")

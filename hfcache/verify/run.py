@@ -184,12 +184,10 @@ def _expected(kind: CacheKind | None, cache: CacheInventory, item: Item, rev: Re
     try:
         return list(kind.expected(cache, item, rev))
     except Exception as e:  # noqa: BLE001 - a plug-in's failure is its own: its files are unverifiable, not the run
-        return [
-            Expected(os.path.basename(p), p, None, why=f"its kind failed to say ({type(e).__name__}: {e})")
-            for p in rev.unit_paths
-        ]
+        return [Expected(os.path.basename(p), p, None, why=f"{KIND_FAILED} ({type(e).__name__}: {e})") for p in rev.unit_paths]
 
 
+KIND_FAILED = "its kind failed to say"  # a plug-in's error: no verdict a memo may keep
 SEEN_EVERY = 86400.0  # how often a file's row is marked seen again
 FRESH = 5.0  # seconds since the scan began within which a run that read nothing judges on its one look (_found_now)
 RECHECK = 30 * 86400.0  # an unchanged file is read again after 15 to 30 days: bit rot moves no timestamp
@@ -337,8 +335,11 @@ def _conclude(
         if kind is not None and kind.skips_unchanged:
             _memos(cache, revs, judged, *memos, made, dropped)
     touched = [m for ms in hits.values() for m in ms if m.seen_at < finished - SEEN_EVERY]
-    if made or dropped or touched:
-        state.keep_memos(made, dropped, touched, finished)
+    # A content found corrupt is no repo's sound content any more: the memo of another repo (another
+    # cache) holding a hard link to it goes too, or it would go on counting it ok.
+    rotten = {f.identity[:2] for c in caches for f in c.files if f.status == Verdict.CORRUPT and f.identity}
+    if made or dropped or touched or rotten:
+        state.keep_memos(made, dropped, touched, finished, rotten=rotten)
     return caches
 
 
@@ -398,8 +399,10 @@ def _memos(
 
 
 def _sound(f: FileCheck) -> bool:
-    """Ok, or unverifiable for want of any hash (a verdict the layout alone decides)."""
-    return f.status == Verdict.OK or f.status == Verdict.UNVERIFIABLE and f.algorithm is None
+    """Ok, or unverifiable for want of any hash (a verdict the layout alone decides; not a kind's failure)."""
+    if f.status == Verdict.OK:
+        return True
+    return f.status == Verdict.UNVERIFIABLE and f.algorithm is None and not (f.why or "").startswith(KIND_FAILED)
 
 
 def _memo_of(
@@ -424,8 +427,10 @@ def _memo_of(
                 return None  # a content elsewhere (the shared store, another repo), or not the one judged
             key = (f.identity[0], f.identity[1])
             due[key] = min(due.get(key, math.inf), f.hashed_at + recheck * (0.5 + 0.5 * _spread(key)))
-        elif f.status != Verdict.UNVERIFIABLE or f.algorithm is not None:
-            return None  # corrupt, missing, or unverifiable for a passing reason (unreadable, changed)
+        elif not _sound(f):
+            return None  # corrupt, missing, or unverifiable for a passing reason (unreadable, changed, a kind's error)
+        elif not _settled_inside(f.path, prefix, where):
+            return None  # a link out of the repo, or to a blob that is itself a link (the shared store, another repo)
         else:
             reasons.add(f.why or "no hash known")
         counts[str(f.status)] += 1
@@ -445,6 +450,19 @@ def _memo_of(
         next_due,
         before,
     )
+
+
+def _settled_inside(path: str, prefix: str, where: Mapping[str, int]) -> bool:
+    """Whether ``path`` is a file the memo has (``where``), or a link straight to one (a blob named by a mirror's ETag).
+
+    What an unverifiable file is, is then decided inside the repo, by what the memo watches.
+    """
+    try:
+        target = os.readlink(path)
+    except OSError:
+        return path.startswith(prefix) and path[len(prefix) :] in where
+    resolved = os.path.normpath(os.path.join(os.path.dirname(path), target))
+    return resolved.startswith(prefix) and resolved[len(prefix) :] in where
 
 
 def _judged_stamp(content: _Content) -> tuple[int, int]:

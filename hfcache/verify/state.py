@@ -18,7 +18,7 @@ import os
 import sqlite3
 import sys
 from array import array
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import NamedTuple
 
 from hfcache.state import StateDB, default_state_path
@@ -122,38 +122,29 @@ class State(StateDB):
             rows = self.db.execute(
                 "SELECT path, kind, root, id, type, names, ident, contents, counts, reasons, next_due, seen_at FROM verify_memos"
             )
-            for path, kind, root, id_, type_, names, ident, contents, counts, reasons, next_due, seen_at in rows:
+            for row in rows:
                 try:
-                    values, keys = _ints(ident), _ints(contents)
-                    listed = tuple(os.fsdecode(n) for n in bytes(names).split(b"\0"))
-                    if len(values) != 5 * len(listed) or len(keys) % 2:
-                        continue
-                    folder = os.fsdecode(bytes(path))
-                    memo = Memo(
-                        folder,
-                        kind,
-                        os.fsdecode(bytes(root)),
-                        id_,
-                        type_,
-                        listed,
-                        values,
-                        keys,
-                        {str(k): int(n) for k, n in json.loads(counts).items()},
-                        tuple(str(r) for r in json.loads(reasons)),
-                        float(next_due),
-                        float(seen_at),
-                    )
-                except (ValueError, TypeError, AttributeError):
-                    continue
-                out[folder] = memo
+                    memo = _memo(*row)
+                except Exception:  # noqa: BLE001 - a row that does not read back whole is skipped, whatever is wrong
+                    memo = None
+                if memo is not None:
+                    out[memo.path] = memo
         except sqlite3.Error as e:
             self._guard("reading", e)
             return {}
         return out
 
-    def keep_memos(self, made: Iterable[Memo], dropped: Iterable[str], seen: Iterable[Memo], now: float) -> None:
+    def keep_memos(
+        self,
+        made: Iterable[Memo],
+        dropped: Iterable[str],
+        seen: Iterable[Memo],
+        now: float,
+        rotten: Collection[tuple[int, int]] = (),
+    ) -> None:
         """Store the memos ``made`` (replacing those of their folders), remove those of ``dropped`` folders,
-        and mark the contents of ``seen`` seen in the digests table (their rows are not forgotten)."""
+        and mark the contents of ``seen`` seen in the digests table (their rows are not forgotten); every memo holding one
+        of the ``rotten`` contents (``(dev, ino)``) goes."""
         made, seen = list(made), list(seen)
         with self.writing() as db:
             if db is None:
@@ -179,6 +170,11 @@ class State(StateDB):
                 ],
             )
             db.executemany("DELETE FROM verify_memos WHERE path = ?", [(os.fsencode(p),) for p in dropped])
+            if rotten:
+                gone = [
+                    path for path, contents in db.execute("SELECT path, contents FROM verify_memos") if _holds(contents, rotten)
+                ]
+                db.executemany("DELETE FROM verify_memos WHERE path = ?", [(p,) for p in gone])
             for m in seen:
                 keys = m.contents
                 db.executemany(
@@ -215,6 +211,58 @@ def _blob(values: array[int]) -> bytes:
     swapped = array("q", values)
     swapped.byteswap()
     return swapped.tobytes()
+
+
+_VERDICTS = frozenset({"ok", "unverifiable"})  # all a memo counts (hfcache.verify.run._sound)
+
+
+def _memo(
+    path: bytes,
+    kind: str,
+    root: bytes,
+    id_: str,
+    type_: str,
+    names: bytes,
+    ident: bytes,
+    contents: bytes,
+    counts: str,
+    reasons: str,
+    next_due: float,
+    seen_at: float,
+) -> Memo | None:
+    """A row of ``verify_memos`` back as a :class:`Memo`, or None when it is not one this version writes."""
+    folder, top = os.fsdecode(bytes(path)), os.fsdecode(bytes(root))
+    values, keys = _ints(ident), _ints(contents)
+    listed = tuple(os.fsdecode(n) for n in bytes(names).split(b"\0"))
+    tally = json.loads(counts)
+    why = json.loads(reasons)
+    if (
+        not all(isinstance(x, str) for x in (kind, id_, type_))
+        or "\0" in folder + top
+        or not os.path.isabs(folder)
+        or os.path.dirname(folder) != top
+        or len(values) != 5 * len(listed)
+        or len(keys) % 2
+        or not isinstance(tally, dict)
+        or not all(k in _VERDICTS and type(n) is int and n >= 0 for k, n in tally.items())
+        or not isinstance(why, list)
+        or not all(isinstance(r, str) for r in why)
+        or not isinstance(next_due, (int, float))
+        or not isinstance(seen_at, (int, float))
+        or next_due != next_due  # NaN
+        or seen_at != seen_at
+    ):
+        return None
+    return Memo(folder, kind, top, id_, type_, listed, values, keys, tally, tuple(why), float(next_due), float(seen_at))
+
+
+def _holds(contents: bytes, keys: Collection[tuple[int, int]]) -> bool:
+    """Whether a memo's ``contents`` (or a row that does not read back) has one of ``keys``."""
+    try:
+        values = _ints(contents)
+    except ValueError:
+        return True
+    return any((values[i], values[i + 1]) in keys for i in range(0, len(values) - 1, 2))
 
 
 def _ints(data: bytes) -> array[int]:
