@@ -35,10 +35,14 @@ are checked, and a run that finds anything corrupt or missing stops the benchmar
    ``content=True`` (the same repos, revisions and links; each blob a few hundred real bytes
    named by its sha256 or git blob hash). Untimed: a first ``hfcache verify --state S``
    (everything hashed, all ok), then a second one whose ``--json`` must say
-   ``files_hashed: 0``, and a ``hfcache scan --json``. Timed, interleaved, the whole tree read into the page cache before
-   each run (as ``bench_scan.py`` does): ``hfcache verify --state S`` (the default output,
-   as cron runs it), the same with ``--json``, and ``hfcache scan --json`` (the scan every
-   verify starts with). Each verify must hash nothing again.
+   ``files_hashed: 0``, a third with the default output (the night before: it leaves the
+   memos of unchanged repos, :mod:`hfcache.verify.memo`, which a run that lists every file
+   does not make), and a ``hfcache scan --json``. Timed, interleaved, the whole tree read into
+   the page cache before each run (as ``bench_scan.py`` does): ``hfcache verify --state S``
+   (the default output, as cron runs it: unchanged repos counted from their memos; how many,
+   the fewest of any round, is printed), the same with ``--json`` (every file judged and
+   listed: no memo used), and ``hfcache scan --json`` (the scan every verify starts with).
+   Each verify must hash nothing again.
 
 Every hfcache verify runs as its console script does, with timers around the scan, the
 kind's ``expected`` (for the hub: each revision's files as the scan listed them) and
@@ -491,6 +495,11 @@ def bench_repeat(work: str, files: int, rounds: int) -> dict[str, object]:
         problem = check_verify(verify_json(verify, work), files=files, hashed=hashed)
         if problem:
             raise SystemExit(f"error: the {which} hfcache verify of the {files}-file cache: {problem}")
+    # Untimed: the default output once, as the night before (a run that lists every file, --json,
+    # makes no memos: hfcache.verify.memo); so every timed run is a night after a night.
+    problem = check_verify(run_hfcache("hfcache verify (untimed)", verify, work), files=files, hashed=0)
+    if problem:
+        raise SystemExit(f"error: the third hfcache verify of the {files}-file cache: {problem}")
 
     commands = {
         "hfcache verify (repeat)": verify,
