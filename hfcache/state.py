@@ -10,11 +10,12 @@ named ``.db``: a folder or another file at that path is left alone). The usage h
 decides deletions (``age_by: use``, ``min_uses``), so ``prune`` trusts only a database of its
 own account, in a folder no one else may write (``hfcache.prune``).
 
-Tables (schema version 5; version 1 had the first two, version 2 those up to ``item_sizes``, 3 ``prune_runs``,
-4 all but ``verify_memos``):
+Tables (schema version 4; version 1 had the first two, version 2 those up to ``item_sizes``, 3 ``prune_runs``):
 
-- ``digests``, ``verify_runs`` and ``verify_memos``: what ``hfcache verify`` hashed, and the repos it
-  need not walk again while they are unchanged (:mod:`hfcache.verify.state`, :mod:`hfcache.verify.memo`).
+- ``digests`` and ``verify_runs``: what ``hfcache verify`` hashed (:mod:`hfcache.verify.state`);
+  ``verify_memos``, the repos it need not walk again while they are unchanged, is made by the
+  first verify that keeps one (:mod:`hfcache.verify.memo`): an extra table, which an hfcache
+  that does not know it leaves alone (so no new schema version).
 Paths (``root``, ``path``) are stored as their bytes (a file name need not be UTF-8).
 
 - ``samples``: per cache and run of ``scan``, ``metrics`` or ``prune``, its size and its file
@@ -29,7 +30,7 @@ Paths (``root``, ``path``) are stored as their bytes (a file name need not be UT
 
 Retention (so its size stays bounded; :func:`hfcache.history.store.roll_up`): samples are
 kept whole for 14 days, then one per cache and hour up to 180 days, one per day up to two
-years; uses, size changes and revisions unseen for 400 days go; digests and memos unseen for 90 days go.
+years; uses, size changes and revisions unseen for 400 days go; digests (and verify's memos) unseen for 90 days go.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ import platformdirs
 log = logging.getLogger(__name__)
 
 STATE_NAME = "state.db"
-SCHEMA = 5
+SCHEMA = 4
 _TABLES = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS digests (
@@ -60,10 +61,6 @@ CREATE TABLE IF NOT EXISTS verify_runs (
     files INTEGER NOT NULL, ok INTEGER NOT NULL, corrupt INTEGER NOT NULL,
     missing INTEGER NOT NULL, unverifiable INTEGER NOT NULL,
     PRIMARY KEY (kind, root));
-CREATE TABLE IF NOT EXISTS verify_memos (
-    path BLOB PRIMARY KEY, kind TEXT NOT NULL, root BLOB NOT NULL, id TEXT NOT NULL, type TEXT NOT NULL,
-    names BLOB NOT NULL, ident BLOB NOT NULL, contents BLOB NOT NULL, counts TEXT NOT NULL,
-    reasons TEXT NOT NULL, next_due REAL NOT NULL, seen_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS samples (
     at REAL NOT NULL, kind TEXT NOT NULL, root BLOB NOT NULL, size INTEGER NOT NULL,
     device INTEGER, fs_total INTEGER, fs_free INTEGER);

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
@@ -39,6 +38,7 @@ from hfcache.output import render
 
 if TYPE_CHECKING:
     from hfcache.plan.decisions import Plan
+    from hfcache.verify.memo import Memo
     from hfcache.verify.run import FileCheck, VerifyReport
 
 
@@ -104,31 +104,38 @@ def verify(
         path = state_path(state)
         if path is not None:  # before it is opened (made): the roots given and every kind's default, what is scanned
             _refuse_outputs_in_caches(cache_dir or (), state=path)
-        db = State(path)
-        try:
-            # A repo unchanged since a verify judged it whole is counted from its memo, not walked
-            # (hfcache.verify.memo); not when every file is to be listed or judged one by one.
-            lists_files = show_all or fmt is OutputFormat.json
-            reuse = None if full or wanted or lists_files else Reuse(db.memos(), scope.holds_id, now=time.time(), jobs=_jobs(0))
+        # A repo unchanged since a verify judged it whole is counted from its memo, not walked
+        # (hfcache.verify.memo); not when every file is to be listed or judged one by one.
+        lists_files = show_all or fmt is OutputFormat.json
+        memos, early = (None, []) if full or wanted or lists_files else _memos_in(path)
+
+        def scan_and_verify(reuse: Reuse | None) -> tuple[Inventory, VerifyReport]:
             with _progress(not quiet):
                 # Scanned as scan scans by default (worker processes: 0.7 s -> 0.4 s of a 100,000-file
                 # repeat run on 2 CPUs), each revision's files listed so they are not walked again.
                 inventory = scan_caches(
                     cache_dir or None, kinds=kind or None, jobs=_jobs(0), ledger=False, listing=True, skip=reuse
                 )
-            with _progress(not quiet):
-                report = run_verify(
-                    inventory,
-                    kinds=registry().kinds,
-                    chosen=chosen,
-                    jobs=jobs or os.cpu_count() or 1,
-                    full=full,
-                    state=db,
-                    reused=reuse.hits if reuse is not None else None,
-                    make_memos=not lists_files,
-                )
-        finally:
-            db.close()
+            db = State(path)
+            try:
+                with _progress(not quiet):
+                    report = run_verify(
+                        inventory,
+                        kinds=registry().kinds,
+                        chosen=chosen,
+                        jobs=jobs or os.cpu_count() or 1,
+                        full=full,
+                        state=db,
+                        reused=reuse.hits if reuse is not None else None,
+                        make_memos=not lists_files,
+                    )
+            finally:
+                db.close()
+            return inventory, report
+
+        inventory, report = scan_and_verify(Reuse(memos, scope.holds_id, jobs=_jobs(0)) if memos is not None else None)
+        if report.changed_memos:  # a repo counted from its memo changed while others were read: all judged anew
+            inventory, report = scan_and_verify(None)
     if repair and report.problems:
         _repair(report, inventory, fmt=fmt, quiet=quiet, dry_run=dry_run, yes=yes, lock_wait=lock_wait, log=log, verbose=verbose)
         return
@@ -144,7 +151,7 @@ def verify(
 
         views.verify_tables(report, show_all=show_all, markdown=fmt is OutputFormat.markdown)
     if not quiet:
-        for warning in report.warnings:
+        for warning in [*early, *report.warnings]:
             render.warning(warning)
         if not any(c.exists for c in inventory.caches):
             render.note("No model caches found: nothing to verify (hfcache scan says where it looked).")
@@ -152,6 +159,22 @@ def verify(
             render.warnings(cache)  # what the scan found odd (a damaged model is still verified)
     if report.problems:
         raise typer.Exit(EXIT_CORRUPT)
+
+
+def _memos_in(path: str | None) -> tuple[dict[str, Memo], list[str]]:
+    """The memos of the state database at ``path``, and its warnings (a corrupt one moved aside, ...).
+
+    Read only when it exists: a verify that fails at its scan makes no database.
+    """
+    from hfcache.verify.state import State
+
+    if path is None or not os.path.exists(path):
+        return {}, []
+    db = State(path)
+    try:
+        return db.memos(), db.warnings
+    finally:
+        db.close()
 
 
 def _repair(

@@ -151,6 +151,9 @@ def verify_to_dict(report: VerifyReport) -> dict[str, Any]:
                 "kind": c.kind,
                 "root": c.root,
                 "counts": {str(v): c.count(v) for v in Verdict},
+                # files counted from memos of unchanged repos (hfcache.verify.memo), in counts but not listed below
+                # (the CLI's --json uses no memos: 0)
+                "counted_from_memos": c.total - len(c.files),
                 "files": [
                     {
                         "id": f.id,

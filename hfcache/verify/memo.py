@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -48,7 +49,7 @@ from typing import NamedTuple
 
 MARGIN = 2.0  # seconds: an entry changed this close to the scan's start (or after) leaves its repo without a memo
 DUE_MARGIN = 60.0  # seconds: a memo with a content due this soon is not used (the verify's own clock runs a moment later)
-_FIELDS = 5  # dev, ino, size, mtime_ns, ctime_ns per entry
+FIELDS = 5  # dev, ino, size, mtime_ns, ctime_ns per entry
 
 
 class Memo(NamedTuple):
@@ -60,7 +61,7 @@ class Memo(NamedTuple):
     id: str
     type: str
     names: tuple[str, ...]  # relative to ``path`` ("" is the folder itself)
-    values: array[int]  # _FIELDS per name, in the same order
+    values: array[int]  # FIELDS per name, in the same order
     contents: array[int]  # (dev, ino) pairs of the contents judged ok
     counts: Mapping[str, int]  # files by verdict
     reasons: tuple[str, ...]  # why files are unverifiable
@@ -125,7 +126,7 @@ def unchanged(memo: Memo) -> bool:
                 or st.st_dev != v[j]
             ):
                 return False
-            j += _FIELDS
+            j += FIELDS
     except (OSError, ValueError):  # (ValueError: a NUL in a name, from a damaged row)
         return False
     return True
@@ -146,17 +147,24 @@ class Reuse:
     """The scan's ``skip``: the repo folders a verify counts from their memos instead of walking them.
 
     Called by a kind's scan with a root and a repo folder; the memos of a root are checked
-    (:func:`still_valid`) the first time it asks. ``wanted`` says whether an item (its id and
+    (:func:`still_valid`, as of ``clock()`` then) the first time it asks. ``wanted`` says whether an item (its id and
     type) is selected: only selected repos are left out (the others are scanned, and not
     verified, as without memos). ``hits`` are the memos used, by cache root.
     """
 
-    def __init__(self, memos: Mapping[str, Memo], wanted: Callable[[str, str], bool], *, now: float, jobs: int = 1) -> None:
+    def __init__(
+        self,
+        memos: Mapping[str, Memo],
+        wanted: Callable[[str, str], bool],
+        *,
+        jobs: int = 1,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self.by_root: dict[str, list[Memo]] = {}
         for memo in memos.values():
             self.by_root.setdefault(memo.root, []).append(memo)
         self.wanted = wanted
-        self.now = now
+        self.clock = clock
         self.jobs = jobs
         self.valid: dict[str, dict[str, Memo]] = {}
         self.hits: dict[str, list[Memo]] = {}
@@ -165,7 +173,7 @@ class Reuse:
         valid = self.valid.get(root)
         if valid is None:
             mine = [m for m in self.by_root.get(root, []) if m.kind == kind and self.wanted(m.id, m.type)]
-            valid = self.valid[root] = {m.path: m for m in still_valid(mine, self.now, self.jobs)}
+            valid = self.valid[root] = {m.path: m for m in still_valid(mine, (self.clock or time.time)(), self.jobs)}
         memo = valid.get(folder)
         if memo is None or memo.kind != kind:
             return False

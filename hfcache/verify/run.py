@@ -135,6 +135,7 @@ class VerifyReport:
     bytes_hashed: int = 0
     files_hashed: int = 0
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    changed_memos: tuple[str, ...] = ()  # repos counted from memos that changed during the run: judge them anew
 
     @property
     def problems(self) -> int:
@@ -295,12 +296,16 @@ def verify(
             fresh.append((content.digest.st, {**(old.digests if same and old else {}), **content.digest.digests}))
     # Marked seen at most once a day (what the 90-day forgetting needs): a repeat run writes back nothing it need not.
     stale = [k for k in contents if (row := known.get(k)) is None or row.seen_at < finished - SEEN_EVERY]
-    state.remember(fresh, stale, finished)
+    state.remember(fresh, stale, finished, rotten=_rotten(plans, by_path) if todo else ())
     # Each data path stat'ed again once, after the reads, unless nothing was read and every look is fresh (see _found_now).
     fresh_looks = not todo and 0.0 <= time.time() - inventory.scanned_at <= FRESH
     now_of = by_path.__getitem__ if fresh_looks else _found_now(contents)
-    memos = (inventory.scanned_at, recheck, make_memos)
-    caches = _conclude(plans, reused or {}, now_of, finished, kinds, state, memos)
+    hits = reused or {}
+    memos = _Memos(inventory.scanned_at, recheck, make_memos)
+    caches = _conclude(plans, hits, now_of, finished, kinds, state, memos)
+    # A repo counted from its memo was looked at when the scan began; a run that took time looks again
+    # (as _found_now does for every judged path): one changed since is for the caller to judge anew.
+    changed = () if fresh_looks else tuple(m.path for ms in hits.values() for m in ms if not memo.unchanged(m))
     hashed = [c for c in todo if c.digest is not None]
     return VerifyReport(
         tuple(caches),
@@ -309,7 +314,16 @@ def verify(
         bytes_hashed=sum(c.digest.size for c in hashed if c.digest),
         files_hashed=len(hashed),
         warnings=tuple(state.warnings),
+        changed_memos=changed,
     )
+
+
+class _Memos(NamedTuple):
+    """How a run keeps memos: the scan's start (nothing changed after it is in one), the recheck period, whether to make any."""
+
+    before: float
+    recheck: float
+    make: bool
 
 
 def _conclude(
@@ -319,11 +333,11 @@ def _conclude(
     finished: float,
     kinds: Mapping[str, CacheKind],
     state: State,
-    memos: tuple[float, float, bool],
+    how: _Memos,
 ) -> list[CacheChecks]:
     """Each cache's verdicts (with the files counted from memos); its last run and its repos' memos recorded."""
     caches = []
-    made: list[Memo] = []
+    made: list[tuple[Memo, dict[tuple[int, int], float]]] = []
     dropped: list[str] = []
     for cache, revs in plans:
         judged = _judge(cache, revs, now_of, finished)
@@ -333,28 +347,19 @@ def _conclude(
         caches.append(result)
         kind = kinds.get(cache.kind)
         if kind is not None and kind.skips_unchanged:
-            _memos(cache, revs, judged, *memos, made, dropped)
+            new, gone = _memos(cache, revs, judged, how)
+            made += new
+            dropped += gone
     touched = [m for ms in hits.values() for m in ms if m.seen_at < finished - SEEN_EVERY]
-    # A content found corrupt is no repo's sound content any more: the memo of another repo (another
-    # cache) holding a hard link to it goes too, or it would go on counting it ok.
-    rotten = {f.identity[:2] for c in caches for f in c.files if f.status == Verdict.CORRUPT and f.identity}
-    if made or dropped or touched or rotten:
-        state.keep_memos(made, dropped, touched, finished, rotten=rotten)
+    state.keep_memos(made, dropped, touched, finished)
     return caches
 
 
 def _memos(
-    cache: CacheInventory,
-    revs: list[tuple[Item, Revision, list[Expected]]],
-    judged: Sequence[FileCheck],
-    before: float,
-    recheck: float,
-    make: bool,
-    made: list[Memo],
-    dropped: list[str],
-) -> None:
-    """A memo of each repo of ``cache`` judged whole and sound (into ``made``, when ``make``); the other judged repos'
-    go (``dropped``)."""
+    cache: CacheInventory, revs: list[tuple[Item, Revision, list[Expected]]], judged: Sequence[FileCheck], how: _Memos
+) -> tuple[list[tuple[Memo, dict[tuple[int, int], float]]], list[str]]:
+    """The memo of each repo of ``cache`` judged whole and sound (with the digests it stood on: see
+    :meth:`State.keep_memos`), when ``how.make``; and the judged repos whose memo must go."""
     checks: dict[str, list[FileCheck]] = {}
     chosen: Counter[str] = Counter()
     at = 0
@@ -373,11 +378,11 @@ def _memos(
         )
         if p.startswith(root)
     }
-    candidates = []
+    candidates, dropped = [], []
     for item in {i.path: i for i, _, _ in revs}.values():
         if not all(map(_sound, checks[item.path])):
             dropped.append(item.path)
-        elif not make or chosen[item.path] < len(item.revisions):
+        elif not how.make or chosen[item.path] < len(item.revisions):
             continue  # sound, but not (wholly) judged for a memo: its memo, if any, stays, valid while unchanged
         elif (
             item.warnings
@@ -389,13 +394,36 @@ def _memos(
         else:
             candidates.append(item)
     # Each folder walked for its memo by a worker process, as the scan walks them (0.4 s -> 0.2 s for 2,400 repos, 2 CPUs).
-    taken = parallel.ordered_map(partial(memo.take, before=before), [i.path for i in candidates], parallel.auto_jobs())
+    taken = parallel.ordered_map(partial(memo.take, before=how.before), [i.path for i in candidates], parallel.auto_jobs())
+    made = []
     for item, found in zip(candidates, taken, strict=True):
-        made_one = _memo_of(cache, item, checks[item.path], found, before, recheck) if found is not None else None
+        made_one = _memo_of(cache, item, checks[item.path], found, how) if found is not None else None
         if made_one is None:
             dropped.append(item.path)
         else:
             made.append(made_one)
+    return made, dropped
+
+
+def _rotten(
+    plans: list[tuple[CacheInventory, list[tuple[Item, Revision, list[Expected]]]]], by_path: Mapping[str, Found]
+) -> set[tuple[int, int]]:
+    """The contents this run read whose digest is not the one a file naming them expects: corrupt, by ``(dev, ino)``."""
+    out = set()
+    for _, revs in plans:
+        for _, _, expected in revs:
+            for _, _, data, algorithm, digest, _, _ in expected:
+                found = by_path.get(data) if algorithm is not None and data is not None else None
+                if algorithm is None or found is None or isinstance(found, OSError) or found[0] is None:
+                    continue
+                content = found[0]
+                if content.digest is not None and not _matches(content.digest.digests[_FAMILY[algorithm]], algorithm, digest):
+                    out.add((content.seen[0], content.seen[1]))
+    return out
+
+
+def _matches(actual: str, algorithm: str, digest: str | None) -> bool:
+    return actual == digest or algorithm == "sha256-prefix" and actual.startswith(digest or "")
 
 
 def _sound(f: FileCheck) -> bool:
@@ -406,27 +434,24 @@ def _sound(f: FileCheck) -> bool:
 
 
 def _memo_of(
-    cache: CacheInventory,
-    item: Item,
-    checks: Sequence[FileCheck],
-    taken: tuple[tuple[str, ...], array[int]],
-    before: float,
-    recheck: float,
-) -> Memo | None:
+    cache: CacheInventory, item: Item, checks: Sequence[FileCheck], taken: tuple[tuple[str, ...], array[int]], how: _Memos
+) -> tuple[Memo, dict[tuple[int, int], float]] | None:
     """The memo of ``item``'s folder as ``taken`` (:func:`memo.take`) found it, when ``checks`` are of contents in it."""
     names, values = taken
-    where = {name: i * 5 for i, name in enumerate(names)}
+    where = {name: i * memo.FIELDS for i, name in enumerate(names)}
     prefix = os.path.join(item.path, "")
     due: dict[tuple[int, int], float] = {}
+    stood_on: dict[tuple[int, int], float] = {}  # the digest rows judged on: their hashed_at
     counts: Counter[str] = Counter()
     reasons: set[str] = set()
     for f in checks:
         if f.status == Verdict.OK:
             at = where.get(f.data[len(prefix) :]) if f.data and f.data.startswith(prefix) else None
-            if at is None or f.identity is None or f.hashed_at is None or tuple(values[at : at + 5]) != f.identity:
+            if at is None or f.identity is None or f.hashed_at is None or tuple(values[at : at + memo.FIELDS]) != f.identity:
                 return None  # a content elsewhere (the shared store, another repo), or not the one judged
             key = (f.identity[0], f.identity[1])
-            due[key] = min(due.get(key, math.inf), f.hashed_at + recheck * (0.5 + 0.5 * _spread(key)))
+            due[key] = min(due.get(key, math.inf), f.hashed_at + how.recheck * (0.5 + 0.5 * _spread(key)))
+            stood_on[key] = f.hashed_at
         elif not _sound(f):
             return None  # corrupt, missing, or unverifiable for a passing reason (unreadable, changed, a kind's error)
         elif not _settled_inside(f.path, prefix, where):
@@ -448,8 +473,8 @@ def _memo_of(
         dict(counts),
         tuple(sorted(reasons)),
         next_due,
-        before,
-    )
+        how.before,
+    ), stood_on
 
 
 def _settled_inside(path: str, prefix: str, where: Mapping[str, int]) -> bool:
@@ -559,7 +584,7 @@ def _judge(
             else:  # pragma: no cover - every content is hashed or known
                 out.append(FileCheck(*head, name, path, Verdict.UNVERIFIABLE, data, algorithm, digest, why="not hashed"))
                 continue
-            if actual == digest or algorithm == "sha256-prefix" and actual.startswith(digest or ""):
+            if _matches(actual, algorithm, digest):
                 out.append(
                     _new(
                         FileCheck,

@@ -18,11 +18,11 @@ import os
 import sqlite3
 import sys
 from array import array
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 from hfcache.state import StateDB, default_state_path
-from hfcache.verify.memo import Memo
+from hfcache.verify.memo import FIELDS, Memo
 
 __all__ = ["FORGET_AFTER", "Known", "LastVerify", "State", "default_state_path", "read_last_verifies"]
 
@@ -76,9 +76,17 @@ class State(StateDB):
             return {}
 
     def remember(
-        self, rows: Iterable[tuple[os.stat_result, dict[str, str]]], seen: Iterable[tuple[int, int]], now: float
+        self,
+        rows: Iterable[tuple[os.stat_result, dict[str, str]]],
+        seen: Iterable[tuple[int, int]],
+        now: float,
+        rotten: Collection[tuple[int, int]] = (),
     ) -> None:
-        """Record the digests just computed (``rows``: each file's every digest known), mark ``seen``, forget the long unseen."""
+        """Record the digests just computed (``rows``: each file's every digest known), mark ``seen``, forget the long unseen.
+
+        Every memo holding one of the ``rotten`` contents (found corrupt: ``(dev, ino)``) goes in
+        the same transaction, so that no memo outlives the digest that says its content is bad.
+        """
         if self.db is None:
             return
         try:
@@ -102,7 +110,11 @@ class State(StateDB):
             )
             self.db.executemany("UPDATE digests SET seen_at = ? WHERE dev = ? AND ino = ?", [(now, d, i) for d, i in seen])
             self.db.execute("DELETE FROM digests WHERE seen_at < ?", (now - FORGET_AFTER,))
+            self.db.execute(_MEMO_TABLE)
             self.db.execute("DELETE FROM verify_memos WHERE seen_at < ?", (now - FORGET_AFTER,))
+            if rotten:
+                memos = self.db.execute("SELECT path, contents FROM verify_memos").fetchall()
+                self.db.executemany("DELETE FROM verify_memos WHERE path = ?", [(p,) for p, c in memos if _holds(c, rotten)])
             self.db.execute("COMMIT")
         except sqlite3.Error as e:
             try:
@@ -119,9 +131,7 @@ class State(StateDB):
             return {}
         out = {}
         try:
-            rows = self.db.execute(
-                "SELECT path, kind, root, id, type, names, ident, contents, counts, reasons, next_due, seen_at FROM verify_memos"
-            )
+            rows = self.db.execute(f"SELECT {_MEMO_COLUMNS} FROM verify_memos")
             for row in rows:
                 try:
                     memo = _memo(*row)
@@ -129,6 +139,10 @@ class State(StateDB):
                     memo = None
                 if memo is not None:
                     out[memo.path] = memo
+        except sqlite3.OperationalError as e:
+            if "no such table" not in str(e):  # (none yet: no verify kept a memo)
+                self._guard("reading", e)
+            return {}
         except sqlite3.Error as e:
             self._guard("reading", e)
             return {}
@@ -136,45 +150,40 @@ class State(StateDB):
 
     def keep_memos(
         self,
-        made: Iterable[Memo],
+        made: Sequence[tuple[Memo, Mapping[tuple[int, int], float]]],
         dropped: Iterable[str],
         seen: Iterable[Memo],
         now: float,
-        rotten: Collection[tuple[int, int]] = (),
     ) -> None:
-        """Store the memos ``made`` (replacing those of their folders), remove those of ``dropped`` folders,
-        and mark the contents of ``seen`` seen in the digests table (their rows are not forgotten); every memo holding one
-        of the ``rotten`` contents (``(dev, ino)``) goes."""
-        made, seen = list(made), list(seen)
+        """Store the memos ``made`` (replacing those of their folders), remove those of ``dropped`` folders, and
+        mark the contents of ``seen`` seen in the digests table (so their rows are not forgotten).
+
+        ``made`` pairs each memo with the ``hashed_at`` of each digest row it was judged on: a memo
+        is stored only while every one of those rows is still that one (another verify may have
+        hashed a content again meanwhile, and found it corrupt). Nothing is written when there is
+        nothing to change.
+        """
+        seen = list(seen)
+        if self.db is None:
+            return
+        try:
+            existing = {bytes(p) for (p,) in self.db.execute("SELECT path FROM verify_memos")}
+        except sqlite3.Error:
+            existing = set()
+        gone = [os.fsencode(p) for p in dropped if os.fsencode(p) in existing]
+        if not (made or gone or seen):
+            return
         with self.writing() as db:
             if db is None:
                 return
-            db.executemany(
-                "INSERT OR REPLACE INTO verify_memos VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        os.fsencode(m.path),
-                        m.kind,
-                        os.fsencode(m.root),
-                        m.id,
-                        m.type,
-                        b"\0".join(os.fsencode(n) for n in m.names),
-                        _blob(m.values),
-                        _blob(m.contents),
-                        json.dumps(dict(m.counts)),
-                        json.dumps(list(m.reasons)),
-                        m.next_due,
-                        m.seen_at,
-                    )
-                    for m in made
-                ],
-            )
-            db.executemany("DELETE FROM verify_memos WHERE path = ?", [(os.fsencode(p),) for p in dropped])
-            if rotten:
-                gone = [
-                    path for path, contents in db.execute("SELECT path, contents FROM verify_memos") if _holds(contents, rotten)
-                ]
-                db.executemany("DELETE FROM verify_memos WHERE path = ?", [(p,) for p in gone])
+            db.execute(_MEMO_TABLE)
+            if made:
+                rows = {(dev, ino): at for dev, ino, at in db.execute("SELECT dev, ino, hashed_at FROM digests")}
+                current = [all(rows.get(k) == at for k, at in on.items()) for _, on in made]
+                kept = [m for (m, _), same in zip(made, current, strict=True) if same]
+                gone += [os.fsencode(m.path) for (m, _), same in zip(made, current, strict=True) if not same]
+                db.executemany(f"INSERT OR REPLACE INTO verify_memos ({_MEMO_COLUMNS}) VALUES ({_MEMO_SLOTS})", map(_row, kept))
+            db.executemany("DELETE FROM verify_memos WHERE path = ?", [(p,) for p in gone])
             for m in seen:
                 keys = m.contents
                 db.executemany(
@@ -213,6 +222,34 @@ def _blob(values: array[int]) -> bytes:
     return swapped.tobytes()
 
 
+_MEMO_TABLE = """CREATE TABLE IF NOT EXISTS verify_memos (
+    path BLOB PRIMARY KEY, kind TEXT NOT NULL, root BLOB NOT NULL, id TEXT NOT NULL, type TEXT NOT NULL,
+    names BLOB NOT NULL, ident BLOB NOT NULL, contents BLOB NOT NULL, counts TEXT NOT NULL,
+    reasons TEXT NOT NULL, next_due REAL NOT NULL, seen_at REAL NOT NULL)"""
+_MEMO_COLUMNS = "path, kind, root, id, type, names, ident, contents, counts, reasons, next_due, seen_at"  # by name, never *
+_MEMO_SLOTS = ", ".join("?" * len(_MEMO_COLUMNS.split(", ")))
+
+
+def _row(m: Memo) -> tuple[object, ...]:
+    """A memo as its row, in the order of :data:`_MEMO_COLUMNS`."""
+    names = b"\0".join(os.fsencode(n) for n in m.names)
+    counts, reasons = json.dumps(dict(m.counts)), json.dumps(list(m.reasons))
+    return (
+        os.fsencode(m.path),
+        m.kind,
+        os.fsencode(m.root),
+        m.id,
+        m.type,
+        names,
+        _blob(m.values),
+        _blob(m.contents),
+        counts,
+        reasons,
+        m.next_due,
+        m.seen_at,
+    )
+
+
 _VERDICTS = frozenset({"ok", "unverifiable"})  # all a memo counts (hfcache.verify.run._sound)
 
 
@@ -241,10 +278,10 @@ def _memo(
         or "\0" in folder + top
         or not os.path.isabs(folder)
         or os.path.dirname(folder) != top
-        or len(values) != 5 * len(listed)
+        or len(values) != FIELDS * len(listed)
         or len(keys) % 2
         or not isinstance(tally, dict)
-        or not all(k in _VERDICTS and type(n) is int and n >= 0 for k, n in tally.items())
+        or not all(k in _VERDICTS and type(n) is int and 0 <= n < 2**40 for k, n in tally.items())
         or not isinstance(why, list)
         or not all(isinstance(r, str) for r in why)
         or not isinstance(next_due, (int, float))
@@ -260,7 +297,7 @@ def _holds(contents: bytes, keys: Collection[tuple[int, int]]) -> bool:
     """Whether a memo's ``contents`` (or a row that does not read back) has one of ``keys``."""
     try:
         values = _ints(contents)
-    except ValueError:
+    except (ValueError, TypeError):
         return True
     return any((values[i], values[i + 1]) in keys for i in range(0, len(values) - 1, 2))
 
