@@ -74,3 +74,13 @@ def pretend_unmoved(state: str, root: str, repos: tuple[str, ...], path: str) ->
                 if values[i + 1] == st.st_ino:
                     values[i + 3], values[i + 4] = st.st_mtime_ns, st.st_ctime_ns
             db.execute("UPDATE verify_memos SET ident = ? WHERE path = ?", (values.tobytes(), key))
+
+
+def rot(state: str, root: str, commit: str, repos: tuple[str, ...] = (MODEL,)) -> str:
+    """Bit rot in org/model's model.safetensors at ``commit``, no timestamp moved (as far as the state database
+    and the memos of ``repos`` can tell: a ctime cannot be set back by hand); the blob's path."""
+    blob = blob_of(root, MODEL, commit, "model.safetensors")
+    with open(blob, "r+b") as f:
+        f.write(b"\0rot")
+    pretend_unmoved(state, root, repos, blob)
+    return blob

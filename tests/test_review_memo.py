@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 
-from tests.memo_support import MODEL, blob_of, judged_of, pretend_unmoved, view_of, warm
+from tests.memo_support import MODEL, blob_of, judged_of, rot, view_of, warm
 from tests.support import run_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
@@ -92,10 +92,7 @@ def test_rot_found_while_another_writer_holds_the_state_database_is_not_hidden_b
     root, c = rich_hub
     state = str(tmp_path / "state.db")
     assert MODEL in warm(root, state, reuses)
-    blob = blob_of(root, MODEL, c["c3"], "model.safetensors")
-    with open(blob, "r+b") as f:
-        f.write(b"\0rot")
-    pretend_unmoved(state, root, (MODEL,), blob)  # bit rot: no timestamp moved
+    rot(state, root, c["c3"])  # bit rot: no timestamp moved
     real, holders = vstate.State.remember, []
 
     def remember_then_another_writer(self, *args, **kwargs):
@@ -134,10 +131,7 @@ def test_a_verify_finishing_after_one_that_found_rot_does_not_put_the_memo_back(
     root, c = rich_hub
     state = str(tmp_path / "state.db")
     assert MODEL in warm(root, state, reuses)
-    blob = blob_of(root, MODEL, c["c3"], "model.safetensors")
-    with open(blob, "r+b") as f:
-        f.write(b"\0rot")
-    pretend_unmoved(state, root, (MODEL,), blob)  # bit rot: no timestamp moved
+    rot(state, root, c["c3"])  # bit rot: no timestamp moved
     scratch = os.path.join(root, MODEL, "refs", "scratch")
     open(scratch, "w").close()
     os.remove(scratch)  # org/model's refs folder moved: walked (and judged from the digests) by the next run

@@ -16,7 +16,7 @@ import time
 import pytest
 
 import hfcache.verify.memo as memo_mod
-from tests.memo_support import MODEL, blob_of, hits, judged_of, memos, pretend_unmoved, view_of, warm
+from tests.memo_support import MODEL, blob_of, hits, judged_of, memos, rot, view_of, warm
 from tests.support import run_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
@@ -107,10 +107,7 @@ def test_rot_found_by_full_is_reported_by_the_next_run_not_the_old_memo(rich_hub
     root, c = rich_hub
     state = str(tmp_path / "state.db")
     assert MODEL in warm(root, state, reuses)
-    blob = blob_of(root, MODEL, c["c3"], "model.safetensors")
-    with open(blob, "r+b") as f:
-        f.write(b"\0rot")
-    pretend_unmoved(state, root, (MODEL,), blob)  # bit rot: no timestamp moved (ctime cannot be set back by hand)
+    rot(state, root, c["c3"])  # bit rot: no timestamp moved
     assert view_of(root, state)[0] == 0  # trusted, as any file unchanged by its timestamps is
     assert MODEL in hits(reuses)
     assert run_cli("verify", "--cache-dir", root, "--state", state, *full).exit_code == 8
