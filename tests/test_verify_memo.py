@@ -204,3 +204,32 @@ def test_a_damaged_memo_row_is_ignored(rich_hub, tmp_path, no_margin, reuses):
     text = view_of(root, state)
     assert not hits(reuses) and text[:3] == judged_of(root, state)
     assert MODEL in memos(state)  # made again
+
+
+def test_a_real_download_between_two_runs_is_judged_and_a_corrupt_one_found(tmp_path, no_margin, reuses):
+    """The real client adding a revision (a link to a new blob, a link reusing an old one, refs/main moved)
+    and then a download going wrong: the next run walks the repo, and says what judging every file says."""
+    from tests.fakehub import FakeHub
+    from tests.support import get, payload
+
+    root = os.path.realpath(str(tmp_path / "hub"))
+    state = str(tmp_path / "state.db")
+    with FakeHub() as hub:
+        hub.push("org/model", {"config.json": b'{"v": 1}', "model.safetensors": payload(3000, 1)})
+        for name in ("config.json", "model.safetensors"):
+            get(hub, root, "org/model", name)
+        hub.push("org/other", {"w.bin": payload(1000, 2)})
+        get(hub, root, "org/other", "w.bin")
+        assert MODEL in warm(root, state, reuses)
+        c2 = hub.push("org/model", {"config.json": b'{"v": 2}'})  # model.safetensors unchanged: its blob reused
+        for name in ("config.json", "model.safetensors"):
+            get(hub, root, "org/model", name)
+    assert os.path.isdir(os.path.join(root, MODEL, "snapshots", c2))
+    text = view_of(root, state)
+    assert MODEL not in hits(reuses) and "models--org--other" in hits(reuses)
+    assert text[:3] == judged_of(root, state) and text[0] == 0 and text[1] == 5
+    blob = blob_of(root, MODEL, c2, "config.json")  # a download gone wrong: the new blob's bytes damaged
+    with open(blob, "r+b") as f:
+        f.write(b"X")
+    text = view_of(root, state)
+    assert text[0] == 8 and text[:3] == judged_of(root, state)
