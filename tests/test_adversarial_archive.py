@@ -1252,3 +1252,44 @@ def test_a_file_downloaded_into_the_revision_after_its_copy_is_not_deleted_unarc
     snap_has = os.path.exists(os.path.join(root, "models--org--m", "snapshots", c1, "extra.bin"))
     archived = {f["name"] for m in manifests(dest) for f in m["files"]}
     assert snap_has or "extra.bin" in archived, "extra.bin left the cache and is in no manifest"
+
+
+def test_a_destination_full_while_several_copies_run_still_takes_what_fits_one_at_a_time(tmp_path, monkeypatch):
+    # The copies of a few units run at once (archive_plan's pipelining). On a destination that has room
+    # for one unit but not for several at once, every copy under way can fail with ENOSPC together: a
+    # nightly prune then archived (and freed) nothing, night after night, though one at a time would fit.
+    # (Seen as test_a_destination_that_fills_up_part_way_keeps_what_it_could_not_take failing under load.)
+    import errno
+    import threading
+
+    root, dest = str(tmp_path / "hub"), str(tmp_path / "archive")
+    with FakeHub() as hub:
+        want = big_revisions(hub, root)
+    age_everything(root, 90)
+    real_put = Archive.put_file
+    lock, busy = threading.Lock(), [0, 0]  # copies under way, and the most there ever were during this one
+
+    def put_file(self, source, *, check=None):
+        with lock:
+            busy[0] += 1
+            busy[1] = max(busy[1], busy[0])
+        try:
+            time.sleep(0.05)  # (long enough for the other units' copies to start)
+            with lock:
+                crowded = busy[1] > 1
+            if crowded:
+                raise OSError(errno.ENOSPC, "No space left on device", source)  # several at once: none fits
+            return real_put(self, source, check=check)
+        finally:
+            with lock:
+                busy[0] -= 1
+                if busy[0] == 0:
+                    busy[1] = 0
+
+    monkeypatch.setattr(Archive, "put_file", put_file)
+    result = run_cli("prune", "--cache-dir", root, "--max-age", "30d", "--archive-to", dest, "--yes", "--json")
+    no_traceback(result)
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert {u["status"] for u in plan["delete"]} == {"deleted"} and len(plan["delete"]) == len(want), plan["keep"]
+    check_never_neither(root, dest, want)

@@ -78,12 +78,16 @@ def test_a_kill_or_a_failure_while_archiving_never_loses_a_unit(rich, tmp_path, 
     root, _ = rich
     dest = str(tmp_path / "archive")
     age_everything(root, 90)
-    calls = {"n": 0}
+    calls: dict[str, object] = {"n": 0, "bad": None}
     real = Archive.put_manifest
 
     def flaky(self, manifest):
+        # The second unit's manifest finds the disk full, and again when that unit is tried on its own
+        # (a unit that found the destination full is tried once more alone: archive_plan).
         calls["n"] += 1
         if calls["n"] == 2:
+            calls["bad"] = manifest["revision"]
+        if manifest["revision"] == calls["bad"]:
             raise OSError(28, "No space left on device")
         return real(self, manifest)
 

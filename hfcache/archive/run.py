@@ -17,12 +17,14 @@ is uploaded once, and a second run skips what the first one finished.
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
+from functools import partial
 from typing import Any, NamedTuple
 
 from hfcache import progress
@@ -35,6 +37,7 @@ from hfcache.units import describe_size
 
 UPLOADS = 8  # files of a unit uploaded at once to an object store (each waits on the network)
 LOCAL_COPIES = min(4, os.cpu_count() or 1)  # ... copied at once to a folder: one hashes while another writes
+FULL = (errno.ENOSPC, errno.EDQUOT)  # a destination out of room (or over its quota)
 AHEAD = 4  # units whose copies are under way while the oldest one's are awaited (archive_plan)
 
 
@@ -72,7 +75,9 @@ def _put(archive: Archive, stored: Stored) -> tuple[Stored, str, int, int]:
     except ArchiveError:
         raise
     except OSError as e:
-        raise ArchiveError(f"{e.filename or stored.source}: {e.strerror or e}") from None
+        error = ArchiveError(f"{e.filename or stored.source}: {e.strerror or e}")
+        error.errno = e.errno  # (a full destination is tried again: archive_plan)
+        raise error from None
 
 
 class _Started(NamedTuple):
@@ -150,7 +155,10 @@ class _Units:
         self.copied = self.uploaded = self.archived = 0
         self.outcome: dict[int, PlanUnit] = {}  # plan order -> the unit as it goes, or as it is kept
         self.going: set[int] = set()
-        self.pending: deque[tuple[int, PlanUnit, _Started]] = deque()
+        self.pending: deque[tuple[int, PlanUnit, _Started, Callable[[], _Started]]] = deque()
+        # Units whose copy found the destination full while others' copies ran: tried again alone at the end
+        # (on a destination with room for one unit but not for several at once, they would all fail together).
+        self.again: list[tuple[int, PlanUnit, _Started, Callable[[], _Started]]] = []
 
     def done(self, n: int) -> None:
         self.copied += n
@@ -164,12 +172,16 @@ class _Units:
         why = str(e) if isinstance(e, ArchiveError) else f"{getattr(e, 'strerror', None) or e}"
         self.outcome[i] = replace(unit, reclaim_bytes=0, reasons=(*unit.reasons, _note(f"archive: {why}; kept in the cache")))
 
-    def finish_oldest(self) -> None:
-        i, unit, started = self.pending.popleft()
+    def finish_oldest(self, *, alone: bool = False) -> None:
+        """Wait for the oldest unit's copies and write its manifest (``alone``: no other unit's copies ran with it)."""
+        i, unit, started, restart = self.pending.popleft()
         try:
             _, sent = _finish(self.archive, started, now=self.clock(), done=self.done)
         except Exception as e:  # noqa: BLE001 - ArchiveError, or the destination failing (full, unreachable, a back-end's own error)
-            self.kept(i, unit, e)
+            if not alone and getattr(e, "errno", None) in FULL:
+                self.again.append((i, unit, started, restart))
+            else:
+                self.kept(i, unit, e)
             return
         self.uploaded += sent
         self.archived += 1
@@ -211,13 +223,23 @@ def archive_plan(
                     raise ArchiveError("not in the caches any more")
                 if kind is None:
                     raise ArchiveError(f"kind {unit.kind} is not installed")
-                run.pending.append((i, unit, _start(archive, kind, *found, pool)))
+                restart: Callable[[], _Started] = partial(_start, archive, kind, *found, pool)
+                run.pending.append((i, unit, restart(), restart))
             except Exception as e:  # noqa: BLE001 - as in _Units.finish_oldest
                 run.kept(i, unit, e)
             while len(run.pending) > AHEAD:
                 run.finish_oldest()
         while run.pending:
             run.finish_oldest()
+        # The destination was full: each unit tried again on its own, once every failed copy gave back what it took.
+        wait([copy for _, _, failed, _ in run.again for copy in failed.copies])
+        for i, unit, _, again in run.again:
+            try:
+                run.pending.append((i, unit, again(), again))
+            except Exception as e:  # noqa: BLE001 - as in _Units.finish_oldest
+                run.kept(i, unit, e)
+                continue
+            run.finish_oldest(alone=True)
     except BaseException:
         # A signal, a bug: nothing is deleted. The copies not begun are called off and those under way not awaited
         # (a shard's upload can take minutes; the command exits at once, as after a kill: the next run resumes or redoes them).
