@@ -27,8 +27,8 @@ import stat as stat_mod
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from hfcache.archive.store import Archive, ArchiveError, _why, check_digest, hashers, malformed
-from hfcache.verify.reading import hash_file
+from hfcache.archive.store import Archive, ArchiveError, _why, malformed
+from hfcache.verify.reading import check_digest, hash_file, hashers
 
 
 class Restored(NamedTuple):
@@ -148,7 +148,7 @@ def _write_new(scratch: _Scratch, folder: str, name: str, chunks: Iterable[bytes
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
     try:
         named = _named_by_content(name, os.path.basename(folder))
-        hashing = hashers(size or 0, {named[0]} if named else set())
+        hashing = hashers(size or 0, {"sha256", named[0]} if named else {"sha256"})
         n = 0
         with os.fdopen(fd, "wb", closefd=False) as out:
             for chunk in chunks:

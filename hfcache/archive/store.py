@@ -44,7 +44,7 @@ from typing import Any
 
 from hfcache.archive import multipart
 from hfcache.errors import UsageError
-from hfcache.verify.reading import gently, start_writeback
+from hfcache.verify.reading import check_digest, gently, hashers, start_writeback
 
 FORMAT = 1
 MARKER = "hfcache-archive.json"
@@ -60,23 +60,6 @@ class ArchiveError(OSError):
 def quote(item_id: str) -> str:
     """A model id as one path component: ``org/name`` -> ``org%2Fname``."""
     return urllib.parse.quote(item_id, safe="")
-
-
-def hashers(size: int, families: set[str]) -> dict[str, Any]:
-    """Hashers by family: ``sha256`` always, ``git-sha1`` (git's blob hash of a ``size``-byte file) when asked."""
-    out: dict[str, Any] = {"sha256": hashlib.sha256()}
-    if "git-sha1" in families:
-        h = hashlib.sha1(usedforsecurity=False)
-        h.update(b"blob %d\0" % size)
-        out["git-sha1"] = h
-    return out
-
-
-def check_digest(algorithm: str, expected: str, digests: dict[str, str]) -> bool:
-    """Whether ``digests`` (by family) match what a cache names a file by (``sha256``, ``git-sha1``, ``sha256-prefix``)."""
-    if algorithm == "sha256-prefix":
-        return digests["sha256"].startswith(expected)
-    return digests.get(algorithm) == expected
 
 
 class Archive:
@@ -262,7 +245,7 @@ class Archive:
         if check and check[0] == "sha256" and self._good_object(check[1], size):
             return check[1], size, 0
         self._still_there()
-        hashing = hashers(size, {check[0]} if check else set())
+        hashing = hashers(size, {"sha256", check[0]} if check else {"sha256"})  # (sha256: the object's name)
         if self.multipart and size > multipart.PART:
             return self._put_parts(source, size, check, hashing)
         resumed = self._resumable(check[1], size, hashing) if check and check[0] == "sha256" and self.local else None

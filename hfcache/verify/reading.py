@@ -27,7 +27,7 @@ import mmap
 import os
 import re
 import stat as stat_mod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
@@ -169,25 +169,48 @@ def gently(path: str, verb: str) -> Iterator[_Reading]:
         os.close(fd)
 
 
+FAMILY = {"sha256": "sha256", "sha256-prefix": "sha256", "git-sha1": "git-sha1"}  # the digest each algorithm checks
+
+
+def hashers(size: int, families: Iterable[str]) -> dict[str, Any]:
+    """Fresh hashers by family for a ``size``-byte file: ``sha256`` (what ``sha256-prefix`` checks too) and
+    ``git-sha1`` (git's blob hash, ``sha1(b"blob <size>\\0" + content)``), as asked."""
+    out: dict[str, Any] = {}
+    for family in {FAMILY.get(f, f) for f in families}:
+        if family == "git-sha1":
+            h = hashlib.sha1(usedforsecurity=False)
+            h.update(b"blob %d\0" % size)
+            out[family] = h
+        else:
+            out[family] = hashlib.sha256()
+    return out
+
+
+def matches(algorithm: str, expected: str, actual: str | None) -> bool:
+    """Whether ``actual`` (the digest of the family ``algorithm`` checks) is what a cache names the file by:
+    ``expected`` itself, or (``sha256-prefix``, a torch checkpoint's name) its start."""
+    if actual is None:
+        return False
+    return actual.startswith(expected) if algorithm == "sha256-prefix" else actual == expected
+
+
+def check_digest(algorithm: str, expected: str, digests: Mapping[str, str]) -> bool:
+    """Whether ``digests`` (by family) match what a cache names a file by (``sha256``, ``git-sha1``, ``sha256-prefix``)."""
+    return matches(algorithm, expected, digests.get(FAMILY.get(algorithm, algorithm)))
+
+
 def hash_file(path: str, families: Iterable[str]) -> Digest:
     """Read ``path`` once and return its digests of ``families`` (``sha256``, ``git-sha1``); see the module docstring."""
     with gently(path, "read") as reading:
-        hashers: dict[str, Any] = {}
-        for family in set(families):
-            if family == "git-sha1":
-                h = hashlib.sha1(usedforsecurity=False)
-                h.update(b"blob %d\0" % reading.st.st_size)
-                hashers[family] = h
-            else:
-                hashers[family] = hashlib.sha256()
+        hashing = hashers(reading.st.st_size, families)
         size = 0
         for chunk in reading.chunks():
             size += len(chunk)
-            for h in hashers.values():
+            for h in hashing.values():
                 h.update(chunk)
     if size != reading.st.st_size:  # written to while read (a download resuming into it?): no digest of it is true
         raise FileChanged(errno.EAGAIN, f"changed while read ({reading.st.st_size} bytes, then {size})", path)
-    return Digest({family: h.hexdigest() for family, h in hashers.items()}, size, reading.after)
+    return Digest({family: h.hexdigest() for family, h in hashing.items()}, size, reading.after)
 
 
 def copy_gently(src: str, dst: str) -> None:

@@ -41,11 +41,10 @@ from hfcache.model import CacheInventory, Inventory, Item, Revision
 from hfcache.plan.policies import Word
 from hfcache.verify import memo
 from hfcache.verify.memo import Memo
-from hfcache.verify.reading import Digest, FileChanged, NotAFile, hash_file
+from hfcache.verify.reading import FAMILY, Digest, FileChanged, NotAFile, check_digest, hash_file, matches
 from hfcache.verify.state import Known, LastVerify, State
 
 # The digest a check needs, by its algorithm: sha256 prefixes come from the same sha256.
-_FAMILY = {"sha256": "sha256", "sha256-prefix": "sha256", "git-sha1": "git-sha1"}
 
 
 class Verdict(Word):
@@ -267,7 +266,7 @@ def verify(
                 if found is None:
                     found = by_path[data] = _look(data, seen, contents)
                 if not isinstance(found, OSError) and found[0] is not None:
-                    found[0].families.add(_FAMILY[algorithm])
+                    found[0].families.add(FAMILY[algorithm])
     todo = []
     for key, content in contents.items():
         old = known.get(key)
@@ -417,13 +416,9 @@ def _rotten(
                 if algorithm is None or found is None or isinstance(found, OSError) or found[0] is None:
                     continue
                 content = found[0]
-                if content.digest is not None and not _matches(content.digest.digests[_FAMILY[algorithm]], algorithm, digest):
+                if content.digest is not None and not check_digest(algorithm, digest or "", content.digest.digests):
                     out.add((content.seen[0], content.seen[1]))
     return out
-
-
-def _matches(actual: str, algorithm: str, digest: str | None) -> bool:
-    return actual == digest or algorithm == "sha256-prefix" and actual.startswith(digest or "")
 
 
 def _sound(f: FileCheck) -> bool:
@@ -576,15 +571,15 @@ def _judge(
                 )
                 continue
             if content.digest is not None:
-                actual, hashed, at, size = content.digest.digests[_FAMILY[algorithm]], True, now, content.digest.size
+                actual, hashed, at, size = content.digest.digests[FAMILY[algorithm]], True, now, content.digest.size
                 judged = identity(content.digest.st)
             elif content.known is not None:
                 known, judged = content.known, content.seen
-                actual, hashed, at, size = known.digests[_FAMILY[algorithm]], False, known.hashed_at, judged[2]
+                actual, hashed, at, size = known.digests[FAMILY[algorithm]], False, known.hashed_at, judged[2]
             else:  # pragma: no cover - every content is hashed or known
                 out.append(FileCheck(*head, name, path, Verdict.UNVERIFIABLE, data, algorithm, digest, why="not hashed"))
                 continue
-            if _matches(actual, algorithm, digest):
+            if matches(algorithm, digest or "", actual):
                 out.append(
                     _new(
                         FileCheck,
