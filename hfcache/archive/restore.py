@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from hfcache.archive.store import Archive, ArchiveError, _why, malformed
+from hfcache.plan.query import names_revision
 from hfcache.verify.reading import check_digest, hash_file, hashers
 
 
@@ -278,8 +279,7 @@ def matching(manifests: Iterable[dict[str, Any]], target: str) -> list[dict[str,
     item_id, _, rev = target.partition("@")
 
     def named(m: dict[str, Any]) -> bool:
-        revision = str(m.get("revision", ""))
-        return not rev or revision == rev or rev in m.get("refs", ()) or (len(rev) >= 7 and revision.startswith(rev))
+        return not rev or names_revision(rev, str(m.get("revision", "")), m.get("refs", ()))
 
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for m in manifests:

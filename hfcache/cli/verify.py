@@ -35,6 +35,7 @@ from hfcache.cli.prune import _refuse_outputs_in_caches
 from hfcache.errors import EXIT_CORRUPT
 from hfcache.model import Inventory, Item, Revision
 from hfcache.output import render
+from hfcache.plan.query import names_revision
 
 if TYPE_CHECKING:
     from hfcache.plan.decisions import Plan
@@ -97,9 +98,7 @@ def verify(
         def chosen(item: Item, rev: Revision) -> bool:
             if not scope.holds(item):
                 return False
-            return not wanted or any(
-                w == rev.revision or w in rev.refs or (len(w) >= 7 and rev.revision.startswith(w)) for w in wanted
-            )
+            return not wanted or any(names_revision(w, rev.revision, rev.refs) for w in wanted)
 
         path = state_path(state)
         if path is not None:  # before it is opened (made): the roots given and every kind's default, what is scanned

@@ -207,6 +207,15 @@ def _revision_order(key: str) -> Callable[[tuple[Item, Revision]], Any]:
     return lambda pair: value(pair[1])
 
 
+def names_revision(wanted: str, revision: str, refs: Iterable[str]) -> bool:
+    """Whether ``wanted`` names this revision: the commit, one of its ``refs``, or the start of the commit (7+ characters).
+
+    >>> names_revision("main", "3f2a9c1d" * 5, ("main",)), names_revision("3f2a9c1", "3f2a9c1d" * 5, ())
+    (True, True)
+    """
+    return wanted == revision or wanted in refs or (len(wanted) >= 7 and revision.startswith(wanted))
+
+
 def revision_rows(cache: CacheInventory, sort: str = "name") -> list[tuple[Item, Revision]]:
     """Every revision of ``cache`` with its item, ordered by ``sort`` across the whole cache.
 
