@@ -12,6 +12,7 @@ import json
 import os
 import re
 import stat as stat_mod
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -203,6 +204,20 @@ class FunctionKind:
 
     def scan(self, root: str, *, explicit: bool = True, **options: int) -> CacheInventory:
         return self.scan_root(root, explicit=explicit, **options)
+
+
+def url_file_name(wanted: Wanted, needed: str) -> str:
+    """The file name at the end of ``wanted.url``, for a kind that downloads one file by its address (``hfcache sync``).
+
+    Raises :class:`ValueError` (``needed`` says what an entry without an address lacks) for
+    no address, or one that names no file.
+    """
+    if not wanted.url:
+        raise ValueError(needed)
+    name = os.path.basename(urllib.parse.urlparse(wanted.url).path)
+    if not name or name.startswith("."):
+        raise ValueError(f"{wanted.url}: no file name in the address")
+    return name
 
 
 def list_dir(folder: str, warnings: list[ScanWarning]) -> list[os.DirEntry[str]]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import urllib.parse
 from collections import defaultdict
 from collections.abc import Mapping
 
@@ -36,6 +35,7 @@ from hfcache.caches._common import (
     names_in,
     open_and_scan,
     unknown_item,
+    url_file_name,
 )
 from hfcache.caches.protocol import Fetched, Wanted
 from hfcache.caches.versions import group_versions, split_extension
@@ -141,11 +141,7 @@ def _scan_entries(real: str, entries: list[os.DirEntry[str]], warnings: list[Sca
 def fetch_file(root: str, wanted: Wanted) -> Fetched:
     """``hfcache sync`` of a Keras download: ``keras.utils.get_file`` into ``models/`` (``type: dataset``:
     ``datasets/``) of this Keras folder, as Keras stores it (a sha256 given as ``revision`` is checked by Keras)."""
-    if not wanted.url:
-        raise ValueError("a keras entry needs the file's url")
-    name = os.path.basename(urllib.parse.urlparse(wanted.url).path)
-    if not name or name.startswith("."):
-        raise ValueError(f"{wanted.url}: no file name in the address")
+    name = url_file_name(wanted, "a keras entry needs the file's url")
     subdir = next((folder for folder, kind in SUBDIRS.items() if kind == (wanted.type or "model")), None)
     if subdir is None:
         raise ValueError(f"type {wanted.type!r}: a Keras download is a model or a dataset")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import urllib.parse
 from collections import defaultdict
 from collections.abc import Mapping
 
@@ -33,6 +32,7 @@ from hfcache.caches._common import (
     open_and_scan,
     partial_file,
     unknown_item,
+    url_file_name,
     xdg_cache_home,
 )
 from hfcache.caches.protocol import Expected, Fetched, Wanted, no_hashes
@@ -244,11 +244,7 @@ def _scan_entries(real: str, entries: list[os.DirEntry[str]], warnings: list[Sca
 def fetch_checkpoint(root: str, wanted: Wanted) -> Fetched:
     """``hfcache sync`` of a checkpoint: ``torch.hub.download_url_to_file`` into ``checkpoints/``, as
     ``load_state_dict_from_url`` stores it (its hash prefix checked by torch when the name has one)."""
-    if not wanted.url:
-        raise ValueError("a torch entry needs the checkpoint's url")
-    name = os.path.basename(urllib.parse.urlparse(wanted.url).path)
-    if not name or name.startswith("."):
-        raise ValueError(f"{wanted.url}: no file name in the address")
+    name = url_file_name(wanted, "a torch entry needs the checkpoint's url")
     dst = os.path.join(root, CHECKPOINTS, name)
     revision = _stem(name)[1]
     if os.path.isfile(dst):
