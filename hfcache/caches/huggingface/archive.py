@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import os
 
-from hfcache.caches.huggingface.files import revision_files
+from hfcache.caches.huggingface.files import blob_hash, revision_files
 from hfcache.caches.protocol import Layout, Stored
 from hfcache.model import CacheInventory, Item, Revision
-
-_HEX = frozenset("0123456789abcdef")
 
 
 def hub_layout(cache: CacheInventory, item: Item, rev: Revision) -> Layout:
@@ -29,9 +27,7 @@ def hub_layout(cache: CacheInventory, item: Item, rev: Revision) -> Layout:
         if f.key.startswith("blobs/"):
             etag = f.key[len("blobs/") :]
             place = f"{repo}/{f.key}"
-            hexed = set(etag) <= _HEX
-            check = ("sha256", etag) if len(etag) == 64 and hexed else ("git-sha1", etag) if len(etag) == 40 and hexed else None
-            files.setdefault(place, Stored(place, os.path.join(item.path, "blobs", etag), f.name, check))
+            files.setdefault(place, Stored(place, os.path.join(item.path, "blobs", etag), f.name, blob_hash(etag)))
             links.append((entry, "../" * (f.name.count("/") + 2) + f.key))
         else:  # a copy: the file itself
             files[entry] = Stored(entry, f.path, f.name)

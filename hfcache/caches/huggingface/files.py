@@ -91,9 +91,18 @@ def _hashed(name: str, path: str, is_link: bool, blob: str | None, blobs_dir: st
         return Expected(name, path, None, why="a copy made without symlinks: its name carries no hash")
     if blob is None:
         return Expected(name, path, None, why="a link out of the repo's blobs/: not the hub's layout")
-    if len(blob) not in (40, 64) or blob.strip(_HEX):
+    named = blob_hash(blob)
+    if named is None:
         return Expected(name, path, None, why=f"its blob's name {blob!r} is no content hash (a mirror's ETag)")
-    return Expected(name, path, blobs_dir + blob, "sha256" if len(blob) == 64 else "git-sha1", blob, None, seen.get(blob))
+    return Expected(name, path, blobs_dir + blob, named[0], blob, None, seen.get(blob))
+
+
+def blob_hash(blob: str) -> tuple[str, str] | None:
+    """What a hub blob's name says its content hashes to: ``("sha256", name)`` for 64 hex characters (LFS, Xet),
+    ``("git-sha1", name)`` for 40 (a file kept in git); None for any other name (a mirror's ETag)."""
+    if len(blob) not in (40, 64) or blob.strip(_HEX):
+        return None
+    return ("sha256" if len(blob) == 64 else "git-sha1", blob)
 
 
 _HEX = "0123456789abcdef"
