@@ -18,8 +18,9 @@ A manifest (YAML)::
 Each entry is fetched by its kind (:meth:`~hfcache.caches.protocol.CacheKind.fetch`: for the
 hub, ``snapshot_download``: its locks, its resumed partial downloads, ``HF_ENDPOINT`` and
 ``HF_TOKEN``), and what is already there is not downloaded again. The revisions it resolves
-to are recorded in the state database as *desired* (:func:`hfcache.history.store.set_desired`,
-replacing what this manifest wanted before): ``prune``, ``apply`` and ``rm`` keep them.
+to are recorded as *desired*, in ``desired.json`` beside the state database
+(:func:`hfcache.desired.record`, replacing what this manifest wanted before): ``prune``,
+``apply`` and ``rm`` keep them.
 A failed entry is reported and fails the run (exit 1); the others are done all the same.
 """
 
@@ -36,6 +37,7 @@ import yaml
 from hfcache import progress
 from hfcache.caches.protocol import CacheKind, Fetched, Wanted
 from hfcache.errors import ConfigError
+from hfcache.units import iso
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 _KEYS = {"id", "revision", "type", "include", "exclude", "kind", "url"}
@@ -182,7 +184,7 @@ def report(manifest: str, results: list[Synced], *, warmed: int = 0, now: float 
     return {
         "version": 1,
         "manifest": manifest,
-        "synced_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now if now is not None else time.time())),
+        "synced_at": iso(now if now is not None else time.time()),
         "warmed_bytes": warmed,
         "entries": [
             {

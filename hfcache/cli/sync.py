@@ -52,7 +52,8 @@ def sync(
 
     Each entry names a repo id, a revision and, optionally, which files. What is already there
     is not downloaded again. The revisions listed are kept by prune, apply and rm from then on
-    (the state database remembers them; a new sync of the same manifest replaces the list).
+    (desired.json beside the state database remembers them; a new sync of the same manifest
+    replaces the list).
     Exit 1 when an entry could not be fetched.
 
     Example: hfcache sync /etc/hfcache/node-models.yaml --prune
@@ -115,12 +116,6 @@ def sync(
         pruned and any(u.get("status") == "failed" for u in pruned["delete"])
     ):
         raise typer.Exit(EXIT_PARTIAL)
-
-
-def _now() -> float:
-    import time
-
-    return time.time()
 
 
 def _prune(
