@@ -103,7 +103,7 @@ RESULT_PIPE_BYTES = 1 << 20  # results are drained between inputs; a bigger pipe
 READ_BYTES = 1 << 16  # per read: under malloc's mmap threshold
 
 
-class _Queue:
+class TaskQueue:
     """The inputs, in chunks, as fixed-size records in a pipe every worker reads from.
 
     Reads of one record are atomic between processes, so each chunk goes to exactly one
@@ -134,7 +134,7 @@ class _Queue:
 class _Worker:
     """A forked child taking chunks from the queue and streaming back one record per input."""
 
-    def __init__(self, func: Callable[[T], R], inputs: Sequence[T], queue: _Queue) -> None:
+    def __init__(self, func: Callable[[T], R], inputs: Sequence[T], queue: TaskQueue) -> None:
         read, write = os.pipe()
         try:
             self.pid = os.fork()
@@ -201,7 +201,7 @@ class _Worker:
         return self.status
 
 
-def _child(func: Callable[[T], R], inputs: Sequence[T], queue: _Queue, out: int) -> None:  # pragma: no cover
+def _child(func: Callable[[T], R], inputs: Sequence[T], queue: TaskQueue, out: int) -> None:  # pragma: no cover
     """The worker's whole life: chunks from the queue, a record per input down the pipe; then ``_exit``."""
     code = 1
     try:
@@ -225,7 +225,7 @@ def _fork_map(func: Callable[[T], R], inputs: Sequence[T], workers: int, label: 
     total = len(inputs)
     results: dict[int, R] = {}
     try:
-        queue = _Queue(total)
+        queue = TaskQueue(total)
     except OSError as e:
         log.info("no task queue for workers (%s); working alone", e.strerror or e)
         return _serial_map(func, inputs, label)

@@ -262,6 +262,7 @@ def run_plan(
     *,
     lock_wait: float = DEFAULT_LOCK_WAIT,
     log: str | None = None,
+    jobs: int = 1,
 ) -> Execution:
     """Execute ``plan`` against ``inventory`` (a fresh scan of its caches when None).
 
@@ -284,7 +285,7 @@ def run_plan(
         fresh = rescan(plan) if inventory is None or locks.waited or repaired else inventory
         if repaired:  # said first, with the plan's own warnings
             plan = replace(plan, warnings=(*repaired, *plan.warnings))
-        return execute_plan(plan, fresh, audit=audit, failed=locks.failed)
+        return execute_plan(plan, fresh, audit=audit, failed=locks.failed, jobs=jobs)
 
 
 def repair(plan: Plan, *, lock_wait: float = DEFAULT_LOCK_WAIT) -> list[str]:

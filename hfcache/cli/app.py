@@ -277,7 +277,10 @@ JobsOption = Annotated[
         "-j",
         min=0,
         metavar="N",
-        help="Scan hub repos with N worker processes; 0 (default): one per CPU, at least 4, at most 8; 1: none.",
+        help=(
+            "Scan hub repos (and, deleting, remove them) with N worker processes; "
+            "0 (default): one per CPU, at least 4, at most 8; 1: none."
+        ),
     ),
 ]
 LockWaitOption = Annotated[

@@ -144,6 +144,8 @@ class _Run:
     prepare: Callable[[Plan], tuple[Plan, list[str]]] | None = None
     # The state database a prune's run is recorded in (prune and apply: for metrics' "last prune" gauges)
     state: str | None = None
+    # Processes deleting models at once (--jobs; 0: the machine's default)
+    jobs: int = 0
 
     def _record(self, plan: Plan, result: Execution | None) -> None:
         note_prune_run(self.state, plan, result, quiet=self.quiet)
@@ -220,7 +222,7 @@ class _Run:
         interrupt.reset()  # a signal noted before this point was raised, not deferred: stale
         with interrupt.deferred():
             with _progress(not self.quiet):
-                result = run_plan(plan, inventory, lock_wait=self.lock_wait, log=self.log)
+                result = run_plan(plan, inventory, lock_wait=self.lock_wait, log=self.log, jobs=_jobs(self.jobs))
             self._record(result.plan, result)
             try:
                 self.emit(result.plan, execution=result)
@@ -385,6 +387,7 @@ def prune(
             show_kept=show_kept,
             prepare=archive if archives else None,
             state=state_path(state),
+            jobs=jobs,
         )
         with _progress(not quiet):
             inventory = scan_caches(cache_dir or None, kinds=kind or None, jobs=_jobs(jobs))

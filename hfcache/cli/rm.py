@@ -85,6 +85,7 @@ def rm(
             log=log,
             show_kept=show_kept,
             named=True,
+            jobs=jobs,
         )
         with _progress(not quiet):
             inventory = scan_caches(cache_dir or None, kinds=kind or None, jobs=_jobs(jobs))

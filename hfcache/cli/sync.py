@@ -131,6 +131,7 @@ def _prune(
     from hfcache.caches.scan import scan_caches
     from hfcache.cli.prune import note_prune_run
     from hfcache.history.watch import state_path
+    from hfcache.parallel import auto_jobs
     from hfcache.plan.planfile import plan_to_dict
     from hfcache.plan.settings import Settings
     from hfcache.prune import build_policy, desired_of, plan_prune, run_plan
@@ -143,6 +144,6 @@ def _prune(
         note_prune_run(state_path(state), plan, None, quiet=quiet)
         return plan_to_dict(plan)
     with _progress(not quiet):
-        result = run_plan(plan, inventory, lock_wait=float(parse_duration(lock_wait)), log=log)
+        result = run_plan(plan, inventory, lock_wait=float(parse_duration(lock_wait)), log=log, jobs=auto_jobs())
     note_prune_run(state_path(state), result.plan, result, quiet=quiet)
     return plan_to_dict(result.plan, result)

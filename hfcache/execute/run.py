@@ -42,9 +42,11 @@ from hfcache.caches.registry import registry
 from hfcache.errors import AuditError, UnsafePlan
 from hfcache.execute.audit import AuditLog
 from hfcache.execute.checks import LiveChecks, TargetCheck, home_dirs, memo_realpath, root_problem
+from hfcache.execute.workers import Channel, Pool, describe_end, groups, workers_for
 from hfcache.fs.ops import Tree
 from hfcache.model import CacheInventory, Inventory, Item, Leftover, Revision
 from hfcache.output.words import describe_all
+from hfcache.parallel import can_fork
 from hfcache.plan.decisions import Execution, Plan, PlanUnit, Status, UnitResult, What
 from hfcache.plan.policies import DEFAULT_JUNK_GRACE
 
@@ -249,6 +251,10 @@ class _Run:
         self.done: dict[str, UnitResult] = {}
         self.pending: list[tuple[float, Tree, Finisher, list[PlanUnit]]] = []
         self.stopped: str | None = None
+        self.notes: list[str] = []
+        # In a worker process (hfcache.execute.workers): where each outcome goes, and whether the parent said stop.
+        self.report: Callable[[UnitResult], None] | None = None
+        self.told_to_stop: Callable[[], bool] | None = None
 
     def start(self, unit: PlanUnit) -> bool:
         """The durable "started" line; False (and the run stops) when the log cannot be written."""
@@ -273,6 +279,8 @@ class _Run:
                 self.stop(str(e))
         why = result.error or "; ".join(describe_all(unit.reasons))
         log.info("%s %s %s: %s (%d bytes freed)", result.status, unit.what, unit.path, why, result.freed_bytes)
+        if self.report is not None:
+            self.report(result)
         progress.report("deleting", len(self.done), len(self.plan.delete))
 
     def later(self, tree: Tree, finisher: Finisher | None, units: list[PlanUnit]) -> None:
@@ -316,6 +324,8 @@ class _Run:
         """Whether to start no further unit: a signal, or the audit log failing."""
         if self.stopped is None and interrupt.requested():
             self.stop(interrupt.reason())
+        if self.stopped is None and self.told_to_stop is not None and self.told_to_stop():
+            self.stop("stopped by the parent process")  # (which knows and reports the reason)
         return self.stopped is not None
 
 
@@ -353,6 +363,7 @@ def execute_plan(
     live: LiveChecks | None = None,
     audit: AuditLog | None = None,
     failed: Mapping[str, str] | None = None,
+    jobs: int = 1,
 ) -> Execution:
     """Carry out ``plan`` against ``inventory`` (a fresh scan of its caches); returns what each unit did.
 
@@ -363,7 +374,9 @@ def execute_plan(
     first step and its outcome after; ``failed`` maps roots that may not be touched (their
     prune lock could not be taken) to the reason, and fails their units. A signal
     (:mod:`hfcache.interrupt`) or an audit log that cannot be written stops the run before
-    the next unit: the rest are skipped, and the execution's ``stopped`` says why.
+    the next unit: the rest are skipped, and the execution's ``stopped`` says why. With
+    ``jobs`` over 1, the models of a kind that allows it are deleted by up to that many
+    processes at once (:mod:`hfcache.execute.workers`), each model by one of them.
     """
     dupes = _duplicates(plan)
     if dupes:
@@ -393,14 +406,7 @@ def execute_plan(
                 continue
             grace = graces.get((w.cache.kind, w.cache.root), DEFAULT_JUNK_GRACE)
             _run_junk(run, live, deletion, tree, w, grace)
-            for item, units in w.revisions.values():
-                if run.halted():
-                    break
-                _run_model(run, live, deletion, tree, w.cache, item, units, grace)
-            for item, units in w.files.values():
-                if run.halted():
-                    break
-                _run_files(run, live, deletion, tree, w.cache, item, units, grace)
+            _run_items(run, live, deletion, tree, w, grace, jobs)
     finally:
         run.flush()  # finishers waiting for their settling time, even when the loop stopped on an error
         for tree in trees.values():
@@ -410,7 +416,7 @@ def execute_plan(
             if u.path not in run.done:
                 skipped.setdefault(u.path, f"not attempted: {run.stopped}")
     results = tuple(run.done.get(u.path) or _result(u, run.out[u.path], skipped.get(u.path)) for u in plan.delete)
-    return Execution(plan, results, notes=tuple(live.notes), stopped=run.stopped)
+    return Execution(plan, results, notes=(*live.notes, *run.notes), stopped=run.stopped)
 
 
 def _run_junk(run: _Run, live: LiveChecks, deletion: Deletion, tree: Tree, w: _Work, grace: float) -> None:
@@ -424,6 +430,101 @@ def _run_junk(run: _Run, live: LiveChecks, deletion: Deletion, tree: Tree, w: _W
             run.finish(unit)
         elif run.start(unit):
             run.later(tree, deletion.remove_junk(tree, w.cache, unit, found, run.out), [unit])
+
+
+def _run_item(run: _Run, live: LiveChecks, deletion: Deletion, tree: Tree, w: _Work, path: str, grace: float) -> None:
+    """Everything the plan removes of one item: its revisions, then its files."""
+    if path in w.revisions and not run.halted():
+        item, units = w.revisions[path]
+        _run_model(run, live, deletion, tree, w.cache, item, units, grace)
+    if path in w.files and not run.halted():
+        item, units = w.files[path]
+        _run_files(run, live, deletion, tree, w.cache, item, units, grace)
+
+
+def _run_items(run: _Run, live: LiveChecks, deletion: Deletion, tree: Tree, w: _Work, grace: float, jobs: int) -> None:
+    """The items of one cache, one after another, or on several processes when the kind allows it and they are many.
+
+    A kind's deletion allows it by saying what its items share that deletion decides about
+    (``shared_keys``, the hub's shared-store payloads): items sharing anything go together,
+    to one process, in the plan's order.
+    """
+    paths = list(dict.fromkeys([*w.revisions, *w.files]))
+    shared = getattr(deletion, "shared_keys", None)
+    if jobs > 1 and callable(shared) and workers_for(len(paths), jobs) > 1 and can_fork():
+        items = {p: found[0] for p, found in (*w.files.items(), *w.revisions.items())}
+        tasks = [[paths[i] for i in group] for group in groups([shared(w.cache, items[p]) for p in paths])]
+        if workers_for(len(tasks), jobs) > 1:
+            _run_parallel(run, live, deletion, tree, w, grace, tasks, workers_for(len(tasks), jobs))
+            return
+    _run_paths(run, live, deletion, tree, w, grace, paths)
+
+
+def _run_paths(run: _Run, live: LiveChecks, deletion: Deletion, tree: Tree, w: _Work, grace: float, paths: list[str]) -> None:
+    for path in paths:
+        if run.halted():
+            break
+        _run_item(run, live, deletion, tree, w, path, grace)
+
+
+def _run_parallel(
+    run: _Run, live: LiveChecks, deletion: Deletion, tree: Tree, w: _Work, grace: float, tasks: list[list[str]], workers: int
+) -> None:
+    """``tasks`` (lists of item paths) on ``workers`` forked processes; their outcomes become this run's."""
+    units = {u.path: u for u in run.plan.delete}
+
+    def child(channel: Channel) -> None:  # pragma: no cover - runs in a worker (coverage does not follow forks)
+        tree.detach()
+        run.report = lambda r: channel.send(("done", r.unit.path, r.status.value, r.freed_bytes, r.error))
+        run.told_to_stop = channel.stopped
+        for i in channel.tasks():
+            _run_paths(run, live, deletion, tree, w, grace, tasks[i])
+            if run.halted():
+                break
+        run.flush()
+        if run.stopped:
+            channel.send(("stop", run.stopped))
+        channel.send(("denied", live.denied))
+
+    def on_record(record: object) -> None:
+        assert isinstance(record, tuple)
+        if record[0] == "done":
+            path, status, freed, error = record[1:]
+            run.done[path] = UnitResult(units[path], Status(status), freed, error)
+            progress.report("deleting", len(run.done), len(run.plan.delete))
+        elif record[0] == "stop":
+            run.stop(record[1])
+            pool.stop()
+        elif record[0] == "denied":
+            live.denied = max(live.denied, record[1])
+
+    def tick() -> None:
+        if run.halted():
+            pool.stop()
+
+    pool = Pool(len(tasks), workers, child)
+    try:
+        pool.run(on_record, tick)
+    finally:
+        pool.close()
+    tree.forget(tree.path)  # the workers changed the cache: every folder is looked up afresh
+    _after_workers(run, w, tasks, pool)
+    # What no worker took (they died, or all stopped: then nothing runs), done here.
+    _run_paths(run, live, deletion, tree, w, grace, [path for i in pool.untaken() for path in tasks[i]])
+
+
+def _after_workers(run: _Run, w: _Work, tasks: list[list[str]], pool: Pool) -> None:
+    """A worker that died fails the units it was on; what it left is repaired at once, as the next prune would."""
+    for ended in pool.ended:
+        why = f"the process deleting it {describe_end(ended.status)}"
+        log.warning("deleting process %d %s", ended.pid, describe_end(ended.status))
+        for path in tasks[ended.task] if ended.task is not None else ():
+            for _, item_units in (w.revisions.get(path, (None, [])), w.files.get(path, (None, []))):
+                for unit, _rev in item_units:
+                    if unit.path not in run.done:
+                        run.done[unit.path] = UnitResult(unit, Status.FAILED, 0, f"{why}; what it left is repaired")
+    if pool.ended:
+        run.notes += recover(Inventory(caches=(w.cache,)))
 
 
 def _run_model(

@@ -85,6 +85,29 @@ class Tree:
             os.close(self.fd)
             self.fd = -1
 
+    def detach(self) -> None:
+        """After a fork, in the child: descriptors of its own, none shared with the parent or its siblings.
+
+        A folder descriptor's read position belongs to the open file, which a fork shares: two
+        processes listing one folder through it would each miss or repeat entries. So the root
+        is opened again through its own descriptor (``.`` relative to it: the same folder,
+        whatever its path names now), the held folders are let go (each is opened strictly
+        again when next needed), and the mount table gets a descriptor of its own (a change is
+        reported once per open file).
+        """
+        fd = os.open(".", _DIR_FLAGS, dir_fd=self.fd)
+        for held in self._dirs.values():
+            os.close(held)
+        self._dirs.clear()
+        self._below.clear()
+        self._in_use.clear()
+        self._released.clear()
+        if self._mounts is not None:
+            self._mounts.close()
+            self._mounts = None
+        os.close(self.fd)
+        self.fd = fd
+
     def forget(self, path: str) -> None:
         """Drop the held descriptors of ``path`` and of every folder below it (it was renamed or removed)."""
         parts = tuple(self.parts(path)) if path != self.path else ()

@@ -85,6 +85,15 @@ class HubDeletion:
     def junk_targets(self, cache: CacheInventory, unit: PlanUnit, found: object) -> list[str]:
         return [unit.path]
 
+    def shared_keys(self, cache: CacheInventory, item: Item) -> list[str]:
+        """What the repo shares with others that its deletion decides about: the shared-store payloads its blobs name.
+
+        Repos are otherwise apart (their own folders, their own names in the trash), so
+        execution may delete repos sharing none on different processes at once.
+        """
+        ledger = cache.ledger.blobs.get(item.path, {}) if cache.ledger else {}
+        return [store for _, store in ledger.values() if store]
+
     # -- reading the repo as it is now ---------------------------------------------------------
 
     def refs_now(self, tree: Tree, repo: str) -> dict[str, str]:

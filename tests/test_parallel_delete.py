@@ -1,0 +1,271 @@
+"""Deleting a cache's models on several processes at once (hfcache.execute.workers; issue 15's speed goal).
+
+What one process guarantees must hold with many: every unit checked just before it goes and
+its "started" line flushed before its first step, a signal or a full log stopping every
+worker before its next unit, a kill of the prune stopping all deletion at once, and a worker
+that dies leaving nothing the next run would plan differently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from huggingface_hub import scan_cache_dir
+
+import hfcache
+from hfcache.execute.audit import read_log
+from hfcache.fs.ops import Tree
+from tests.support import assert_kept_revisions_load_offline, cli, many_repos, publish
+
+# The CLI in a child process, each removal slowed, with a worker for every model there is
+# (MIN_SHARE = 1: the tests' caches are small). As tests.support.SLOW_CLI, signals as in a terminal.
+PARALLEL_CLI = """
+import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
+delay = float(sys.argv[1])
+def slow(remove):
+    def slowed(*args, **kwargs):
+        time.sleep(delay)
+        return remove(*args, **kwargs)
+    return slowed
+os.unlink, os.remove, os.rmdir = slow(os.unlink), slow(os.remove), slow(os.rmdir)
+import hfcache.execute.run, hfcache.execute.workers
+hfcache.execute.workers.MIN_SHARE = 1
+if os.environ.get("RECORD_ITEMS"):  # which process took each item: "pid folder" lines
+    run_item = hfcache.execute.run._run_item
+    def noted(run, live, deletion, tree, w, path, grace):
+        with open(os.environ["RECORD_ITEMS"], "a") as f:
+            f.write(f"{os.getpid()} {os.path.basename(path)}\\n")
+        return run_item(run, live, deletion, tree, w, path, grace)
+    hfcache.execute.run._run_item = noted
+sys.argv = ["hfcache", *sys.argv[2:]]
+from hfcache.cli import main
+main()
+"""
+
+
+def parallel_cli(delay: float, *args: str, record: str | None = None) -> subprocess.Popen:
+    """The CLI in a process of its own (a test worker runs threads, and hfcache forks only without them)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", PARALLEL_CLI, str(delay), *args],
+        env={**os.environ, "RECORD_ITEMS": record or ""},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: the test can tell whether any of it still runs
+    )
+
+
+def lines(log: str) -> list[dict]:
+    return list(read_log(log)) if os.path.exists(log) else []
+
+
+def wait_for_lines(proc: subprocess.Popen, log: str, n: int) -> None:
+    deadline = time.time() + 60
+    while len([r for r in lines(log) if r["status"] == "deleted"]) < n:
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline
+        time.sleep(0.005)
+
+
+def children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def listing(root: str) -> set[str]:
+    return {os.path.join(folder, name) for folder, dirs, files in os.walk(root) for name in dirs + files}
+
+
+def revisions(root: str) -> set[tuple[str, str]]:
+    return {(i.id, r.revision) for c in hfcache.scan([root]).caches for i in c.items for r in i.revisions}
+
+
+@pytest.fixture
+def models(tmp_path):
+    """Twelve repos (42 units), the policy, and the dry-run plan's units."""
+    root = str(tmp_path / "hub")
+    policy = many_repos(root, 12)
+    code, plan = cli("prune", "--cache-dir", root, "--config", policy, "--dry-run", "--json")
+    assert code == 0 and len(plan["delete"]) == 6 * 4 + 6 * 3, plan
+    return root, policy, plan["delete"]
+
+
+def test_several_processes_delete_exactly_what_one_does(tmp_path, models):
+    root, policy, planned = models
+    alone = str(tmp_path / "alone")
+    many_repos(alone, 12)  # the same cache again (a copy would read it, and move the access times that plan it)
+    seen = str(tmp_path / "seen")
+    results = {}
+    for where, jobs in ((alone, "1"), (root, "3")):
+        log = str(tmp_path / f"audit-{jobs}.log")
+        proc = parallel_cli(
+            0, "prune", "--cache-dir", where, "--config", policy, "--yes", "--json", "--jobs", jobs, "--log", log, record=seen
+        )
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        results[jobs] = done = json.loads(out)
+        records = lines(log)
+        assert sorted(r["path"] for r in records if r["status"] == "started") == sorted(u["path"] for u in done["delete"])
+        assert sorted(r["path"] for r in records if r["status"] == "deleted") == sorted(u["path"] for u in done["delete"])
+    assert len({line.split()[0] for line in open(seen)}) == 1 + 3  # one process alone, then three workers
+    for one, many in zip(results["1"]["delete"], results["3"]["delete"], strict=True):
+        assert one["status"] == many["status"] == "deleted"
+        assert one["freed_bytes"] == many["freed_bytes"] == many["reclaim_bytes"]
+    assert revisions(root) == revisions(alone)
+    assert scan_cache_dir(root).warnings == []
+
+
+def test_a_killed_prune_leaves_no_worker_deleting(tmp_path, models, monkeypatch):
+    root, policy, planned = models
+    before = scan_cache_dir(root)
+    log = str(tmp_path / "audit.log")
+    args = ("prune", "--cache-dir", root, "--config", policy, "--yes", "--json", "--jobs", "3", "--log", log)
+    proc = parallel_cli(2.0, *args)  # each removal takes 2 s: every worker is inside a unit when the prune dies
+    deadline = time.time() + 60
+    while len([r for r in lines(log) if r["status"] == "started"]) < 3:
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()
+        time.sleep(0.005)
+    assert len(children(proc.pid)) == 3
+    proc.kill()  # SIGKILL to the prune alone, as the OOM killer or `kill -9 PID` does
+    proc.communicate()
+    time.sleep(0.2)
+    at_kill = listing(root)
+    time.sleep(4.5)  # two more removals of a worker that outlived the prune
+    assert listing(root) == at_kill, "a worker went on deleting after the prune was killed"
+    code, done = cli("prune", "--cache-dir", root, "--config", policy, "--yes", "--json", "--log", log)
+    assert code == 0, done
+    gone = {(u["id"], u["revision"]) for u in planned}
+    assert revisions(root) == {(c.repo_id, r.commit_hash) for c in before.repos for r in c.revisions} - gone
+    assert scan_cache_dir(root).warnings == []
+    assert_kept_revisions_load_offline(root, before, {u["revision"] for u in planned}, monkeypatch)
+    gone = {r["path"] for r in lines(log) if r["status"] in ("started", "deleted")}
+    assert {u["path"] for u in planned} <= gone  # every removed revision is in the audit log
+
+
+def test_a_signal_to_the_prune_alone_stops_every_worker_after_its_unit(tmp_path, models):
+    root, policy, planned = models
+    log = str(tmp_path / "audit.log")
+    proc = parallel_cli(0.02, "prune", "--cache-dir", root, "--config", policy, "--yes", "--json", "--jobs", "3", "--log", log)
+    wait_for_lines(proc, log, 2)
+    proc.send_signal(signal.SIGTERM)  # the prune's process only: it tells its workers
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    units = json.loads(out)["delete"]
+    deleted = {u["path"] for u in units if u["status"] == "deleted"}
+    stopped = {u["path"] for u in units if u["status"] == "skipped"}
+    assert deleted and stopped and deleted | stopped == {u["path"] for u in planned}, units
+    assert {u["error"] for u in units if u["status"] == "skipped"} == {"not attempted: interrupted (SIGTERM)"}
+    records = lines(log)
+    assert {r["path"] for r in records if r["status"] == "deleted"} == deleted
+    assert {r["path"] for r in records if r["status"] == "started"} == deleted  # none left half-way
+    left = {r.path for c in hfcache.scan([root]).caches for i in c.items for r in i.revisions}
+    assert stopped <= left and not (deleted & left)
+    assert scan_cache_dir(root).warnings == []
+
+
+def test_a_worker_that_dies_fails_its_units_and_the_others_carry_on(tmp_path, models, monkeypatch):
+    root, policy, planned = models
+    before = scan_cache_dir(root)
+    log = str(tmp_path / "audit.log")
+    proc = parallel_cli(0.02, "prune", "--cache-dir", root, "--config", policy, "--yes", "--json", "--jobs", "3", "--log", log)
+    wait_for_lines(proc, log, 1)
+    victim = children(proc.pid)[0]
+    os.kill(victim, signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err  # failed units
+    units = json.loads(out)["delete"]
+    failed = [u for u in units if u["status"] == "failed"]
+    assert failed and all("killed by SIGKILL" in u["error"] for u in failed), units
+    assert all(u["status"] in ("deleted", "failed") for u in units), units  # the others went on, and took its tasks
+    assert scan_cache_dir(root).warnings == []  # what it left was repaired at once
+    code, again = cli("prune", "--cache-dir", root, "--config", policy, "--yes", "--json", "--log", log)
+    assert code == 0, again
+    assert {(u["id"], u["revision"]) for u in again["delete"]} <= {(u["id"], u["revision"]) for u in failed}
+    gone = {(u["id"], u["revision"]) for u in planned}
+    assert revisions(root) == {(c.repo_id, r.commit_hash) for c in before.repos for r in c.revisions} - gone
+    assert_kept_revisions_load_offline(root, before, {u["revision"] for u in planned}, monkeypatch)
+
+
+def test_a_full_log_in_one_worker_stops_them_all_before_their_next_unit(tmp_path, models):
+    root, policy, planned = models
+    logs = tmp_path / "logfs"
+    logs.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12k", "tmpfs", str(logs)], check=True)
+    log = str(logs / "audit.log")
+    seen = str(tmp_path / "seen")
+    try:
+        proc = parallel_cli(
+            0, "prune", "--cache-dir", root, "--config", policy, "--yes", "--json", "--jobs", "3", "--log", log, record=seen
+        )
+        out, err = proc.communicate(timeout=120)
+        records = lines(log)
+    finally:
+        subprocess.run(["umount", "-l", str(logs)], check=False)
+    assert proc.returncode == 1, err
+    assert len({line.split()[0] for line in open(seen)}) == 3  # (three workers)
+    status = {u["path"]: u for u in json.loads(out)["delete"]}
+    deleted = {p for p, u in status.items() if u["status"] == "deleted"}
+    stopped = {p for p, u in status.items() if u["status"] == "skipped" and "audit log" in (u["error"] or "")}
+    assert deleted and stopped and deleted | stopped == set(status), status
+    assert deleted <= {r["path"] for r in records if r["status"] == "started"}
+    left = {r.path for c in hfcache.scan([root]).caches for i in c.items for r in i.revisions}
+    assert stopped <= left and not (deleted & left)
+    assert scan_cache_dir(root).warnings == []
+
+
+def test_a_forked_worker_reads_folders_through_descriptors_of_its_own(tmp_path):
+    """A descriptor's read position is shared across a fork: a worker listing a folder must not move the parent's."""
+    folder = tmp_path / "root" / "sub"
+    folder.mkdir(parents=True)
+    for i in range(50):
+        (folder / f"f{i}").write_text("x")
+    with Tree(str(tmp_path / "root")) as tree:
+        assert len(tree.listdir(str(folder))) == 50
+        held = tree._dir(["sub"])
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 1
+            try:
+                tree.detach()
+                os.lseek(tree._dir(["sub"]), 0, os.SEEK_END)  # a listing left half-way: its position moved
+                os.lseek(tree.fd, 0, os.SEEK_END)
+                code = 0
+            finally:
+                os._exit(code)
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+        for fd in (held, tree.fd):
+            with open(f"/proc/self/fdinfo/{fd}") as f:
+                assert "pos:\t0\n" in f.read()
+        assert len(tree.listdir(str(folder))) == 50
+
+
+def test_repos_sharing_a_xet_payload_are_deleted_by_one_process(tmp_path):
+    """What the hub's deletion decides about across repos (a shared-store payload) is decided by one process alone."""
+    root = str(tmp_path / "hub")
+    policy = many_repos(root, 12)
+    sharing = ("models--org--old-0", "models--org--old-4")  # both go whole: their payload goes with the last
+    for name in sharing:
+        snap = os.path.join(root, name, "snapshots")
+        pointer = os.path.join(snap, sorted(os.listdir(snap))[0], "config.json")
+        publish(root, pointer, "c0" * 32, os.path.getsize(pointer))
+    stores = {os.path.join(f, n) for f, _, names in os.walk(os.path.join(root, "blobs")) for n in names if n == "c0" * 32}
+    assert len(stores) == 1, stores  # the one payload both repos' blobs are now
+    seen = str(tmp_path / "seen")
+    proc = parallel_cli(0, "prune", "--cache-dir", root, "--config", policy, "--yes", "--json", "--jobs", "3", record=seen)
+    out, err = proc.communicate(timeout=120)
+    done = json.loads(out)
+    assert proc.returncode == 0 and {u["status"] for u in done["delete"]} == {"deleted"}, err
+    by = dict(reversed(line.split()) for line in open(seen))
+    assert by[sharing[0]] == by[sharing[1]] and len(set(by.values())) == 3, by
+    assert not any(map(os.path.exists, stores))  # it went with the last repo linking to it
+    assert scan_cache_dir(root).warnings == []
