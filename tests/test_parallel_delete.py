@@ -269,3 +269,26 @@ def test_repos_sharing_a_xet_payload_are_deleted_by_one_process(tmp_path):
     assert by[sharing[0]] == by[sharing[1]] and len(set(by.values())) == 3, by
     assert not any(map(os.path.exists, stores))  # it went with the last repo linking to it
     assert scan_cache_dir(root).warnings == []
+
+
+def test_junk_removed_before_the_workers_start_is_finished_once(tmp_path):
+    """Junk goes first, in this process; its blobs wait for their settling time there, never again in a worker."""
+    root = str(tmp_path / "hub")
+    policy = many_repos(root, 12)
+    old = time.time() - 30 * 86400
+    for n in (1, 3):  # an orphan blob (no snapshot links it): junk, set aside and finished like any blob
+        orphan = os.path.join(root, f"models--org--new-{n}", "blobs", f"{n:040x}")
+        with open(orphan, "wb") as f:
+            f.write(b"x" * 100)
+        os.utime(orphan, (old, old))
+    log = str(tmp_path / "audit.log")
+    seen = str(tmp_path / "seen")
+    args = ("prune", "--cache-dir", root, "--config", policy, "--junk", "--yes", "--json", "--jobs", "3", "--log", log)
+    proc = parallel_cli(0, *args, record=seen)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    units = json.loads(out)["delete"]
+    assert sum(u["what"] == "orphan" for u in units) == 2 and {u["status"] for u in units} == {"deleted"}, units
+    assert len({line.split()[0] for line in open(seen)}) == 3
+    outcomes = [r["path"] for r in lines(log) if r["status"] != "started"]
+    assert sorted(outcomes) == sorted(u["path"] for u in units)  # one outcome line each, none twice

@@ -475,6 +475,7 @@ def _run_parallel(
 
     def child(channel: Channel) -> None:  # pragma: no cover - runs in a worker (coverage does not follow forks)
         tree.detach()
+        run.pending.clear()  # (the junk's finishers: this process's parent runs them)
         run.report = lambda r: channel.send(("done", r.unit.path, r.status.value, r.freed_bytes, r.error))
         run.told_to_stop = channel.stopped
         for i in channel.tasks():

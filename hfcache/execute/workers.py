@@ -29,7 +29,6 @@ decide about the same thing.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 import pickle
@@ -134,8 +133,7 @@ class _Worker:
 def _die_with_parent(parent: int) -> None:
     """Be killed when the parent dies (Linux), so a killed prune stops deleting at once."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # (libc's, in this process)
     except (OSError, AttributeError):  # pragma: no cover - no prctl: the broken pipe stops it at its next report
         pass
     if os.getppid() != parent:  # the parent died before that took effect
