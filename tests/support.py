@@ -255,6 +255,48 @@ def slow_cli(delay: float, *args: str) -> subprocess.Popen:
     )
 
 
+# The CLI in a child process, each removal slowed, with a worker for every model there is
+# (MIN_SHARE = 1: the tests' caches are small). As tests.support.SLOW_CLI, signals as in a terminal.
+PARALLEL_CLI = """
+import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
+delay = float(sys.argv[1])
+def slow(remove):
+    def slowed(*args, **kwargs):
+        time.sleep(delay)
+        return remove(*args, **kwargs)
+    return slowed
+os.unlink, os.remove, os.rmdir = slow(os.unlink), slow(os.remove), slow(os.rmdir)
+import hfcache.execute.run, hfcache.execute.workers
+hfcache.execute.workers.MIN_SHARE = 1
+if os.environ.get("RECORD_ITEMS"):  # which process took each item: "pid folder" lines
+    run_item = hfcache.execute.run._run_item
+    def noted(run, live, deletion, tree, w, path, grace):
+        with open(os.environ["RECORD_ITEMS"], "a") as f:
+            f.write(f"{os.getpid()} {os.path.basename(path)}\\n")
+        return run_item(run, live, deletion, tree, w, path, grace)
+    hfcache.execute.run._run_item = noted
+sys.argv = ["hfcache", *sys.argv[2:]]
+from hfcache.cli import main
+main()
+"""
+
+
+def parallel_cli(delay: float, *args: str, record: str | None = None) -> subprocess.Popen:
+    """The CLI in a process of its own (a test worker runs threads, and hfcache forks only without them)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", PARALLEL_CLI, str(delay), *args],
+        env={**os.environ, "RECORD_ITEMS": record or ""},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group: the test can tell whether any of it still runs
+    )
+
+
 def contents(root: str) -> dict[str, bytes]:
     """Path -> bytes of every file below ``root`` (to prove a tree untouched), read without moving atimes."""
     out = {}

@@ -255,6 +255,7 @@ class _Run:
         # In a worker process (hfcache.execute.workers): where each outcome goes, and whether the parent said stop.
         self.report: Callable[[UnitResult], None] | None = None
         self.told_to_stop: Callable[[], bool] | None = None
+        self.on_stop: Callable[[str], None] | None = None  # (tells the parent at once, which stops the others)
 
     def start(self, unit: PlanUnit) -> bool:
         """The durable "started" line; False (and the run stops) when the log cannot be written."""
@@ -268,6 +269,8 @@ class _Run:
         return True
 
     def stop(self, why: str) -> None:
+        if self.stopped is None and self.on_stop is not None:
+            self.on_stop(why)
         self.stopped = self.stopped or why
 
     def finish(self, unit: PlanUnit) -> None:
@@ -325,7 +328,7 @@ class _Run:
         if self.stopped is None and interrupt.requested():
             self.stop(interrupt.reason())
         if self.stopped is None and self.told_to_stop is not None and self.told_to_stop():
-            self.stop("stopped by the parent process")  # (which knows and reports the reason)
+            self.stopped = "stopped by the parent process"  # (which knows and reports the reason)
         return self.stopped is not None
 
 
@@ -478,13 +481,12 @@ def _run_parallel(
         run.pending.clear()  # (the junk's finishers: this process's parent runs them)
         run.report = lambda r: channel.send(("done", r.unit.path, r.status.value, r.freed_bytes, r.error))
         run.told_to_stop = channel.stopped
+        run.on_stop = lambda why: channel.send(("stop", why))
         for i in channel.tasks():
             _run_paths(run, live, deletion, tree, w, grace, tasks[i])
             if run.halted():
                 break
         run.flush()
-        if run.stopped:
-            channel.send(("stop", run.stopped))
         channel.send(("denied", live.denied))
 
     def on_record(record: object) -> None:
@@ -503,7 +505,12 @@ def _run_parallel(
         if run.halted():
             pool.stop()
 
-    pool = Pool(len(tasks), workers, child)
+    try:
+        pool = Pool(len(tasks), workers, child)
+    except OSError as e:  # out of descriptors or processes: one process does it all
+        log.info("cannot start processes to delete with (%s); deleting in this one", e.strerror or e)
+        _run_paths(run, live, deletion, tree, w, grace, [path for task in tasks for path in task])
+        return
     try:
         pool.run(on_record, tick)
     finally:
@@ -515,17 +522,24 @@ def _run_parallel(
 
 
 def _after_workers(run: _Run, w: _Work, tasks: list[list[str]], pool: Pool) -> None:
-    """A worker that died fails the units it was on; what it left is repaired at once, as the next prune would."""
+    """A worker that died fails the units it took and never reported; what it left is repaired at once, as a next prune would."""
+    if not pool.ended:
+        return
     for ended in pool.ended:
-        why = f"the process deleting it {describe_end(ended.status)}"
         log.warning("deleting process %d %s", ended.pid, describe_end(ended.status))
-        for path in tasks[ended.task] if ended.task is not None else ():
+        why = f"the process deleting it {describe_end(ended.status)} before reporting it; what it left is repaired"
+        for path in (path for i in ended.tasks for path in tasks[i]):
             for _, item_units in (w.revisions.get(path, (None, [])), w.files.get(path, (None, []))):
                 for unit, _rev in item_units:
                     if unit.path not in run.done:
-                        run.done[unit.path] = UnitResult(unit, Status.FAILED, 0, f"{why}; what it left is repaired")
-    if pool.ended:
-        run.notes += recover(Inventory(caches=(w.cache,)))
+                        run.done[unit.path] = result = UnitResult(unit, Status.FAILED, 0, why)
+                        if run.audit is not None:  # (its "started" line may be there: the log says how it ended)
+                            try:
+                                run.audit.record(result)
+                            except AuditError as e:
+                                run.stop(str(e))
+    run.flush()  # this process's own finishers (the junk's) first: the repair must not take what they wait for
+    run.notes += recover(Inventory(caches=(w.cache,)))
 
 
 def _run_model(

@@ -90,7 +90,8 @@ class Channel:
     def __init__(self, queue: TaskQueue, out: int, stop: int) -> None:
         self.queue = queue
         self.out = out
-        self.stop = stop
+        self._stop = select.poll()  # (poll, not select: descriptors numbered over 1024 are fine)
+        self._stop.register(stop, select.POLLIN | select.POLLHUP)
 
     def tasks(self) -> Iterator[int]:
         """Task numbers, each announced to the parent before it is handed out; none once told to stop."""
@@ -109,16 +110,16 @@ class Channel:
 
     def stopped(self) -> bool:
         """Whether the parent asked every worker to stop (a byte in the stop pipe, never read)."""
-        return bool(select.select([self.stop], [], [], 0)[0])
+        return bool(self._stop.poll(0))
 
 
 @dataclass
 class Ended:
-    """A worker that ended abnormally: its exit status, and the task it was on (None: between tasks)."""
+    """A worker that ended abnormally: its exit status, and every task it took (its last ones may have outcomes not sent)."""
 
     pid: int
     status: int
-    task: int | None
+    tasks: list[int]
 
 
 class _Worker:
@@ -126,8 +127,8 @@ class _Worker:
         self.pid = pid
         self.fd = fd
         self.buffer = bytearray()
-        self.task: int | None = None
-        self.finished = False  # said "end": it left its last task done
+        self.tasks: list[int] = []
+        self.finished = False  # said "end": everything it took is reported
 
 
 def _die_with_parent(parent: int) -> None:
@@ -200,12 +201,11 @@ class Pool:
     def run(self, on_record: Callable[[object], None], tick: Callable[[], None]) -> None:
         """Pass each record the workers send to ``on_record`` until all of them ended; ``tick`` at least every :data:`TICK`."""
         live = {w.fd: w for w in self.workers}
+        poll = select.poll()
+        for fd in live:
+            poll.register(fd, select.POLLIN | select.POLLHUP)
         while live:
-            try:
-                ready, _, _ = select.select(list(live), [], [], TICK)
-            except InterruptedError:  # pragma: no cover - retried by Python itself (PEP 475)
-                ready = []
-            for fd in ready:
+            for fd, _ in poll.poll(TICK * 1000):
                 w = live[fd]
                 got = os.read(fd, 1 << 16)
                 if got:
@@ -214,6 +214,7 @@ class Pool:
                         self._note(w, record, on_record)
                     continue
                 del live[fd]
+                poll.unregister(fd)
                 self._reap(w)
             tick()
 
@@ -233,11 +234,10 @@ class Pool:
     def _note(self, w: _Worker, record: object, on_record: Callable[[object], None]) -> None:
         kind = record[0] if isinstance(record, tuple) and record else None
         if kind == "take":
-            w.task = record[1]  # type: ignore[index]
-            self.taken.add(w.task)
+            w.tasks.append(record[1])  # type: ignore[index]
+            self.taken.add(record[1])  # type: ignore[index]
         elif kind == "end":
             w.finished = True
-            w.task = None
         elif kind == "error":
             log.warning("a deleting process failed:\n%s", record[1])  # type: ignore[index]
         else:
@@ -249,7 +249,7 @@ class Pool:
         _, status = os.waitpid(w.pid, 0)
         code = os.waitstatus_to_exitcode(status)
         if code != 0 or not w.finished:
-            self.ended.append(Ended(w.pid, code, w.task))
+            self.ended.append(Ended(w.pid, code, w.tasks))
 
     def untaken(self) -> list[int]:
         """The tasks no worker started (all of them dead, or stopped)."""
