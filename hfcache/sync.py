@@ -37,6 +37,7 @@ import yaml
 from hfcache import progress
 from hfcache.caches.protocol import CacheKind, Fetched, Wanted
 from hfcache.errors import ConfigError
+from hfcache.plan.policyfile import load_strict
 from hfcache.units import iso
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
@@ -79,7 +80,7 @@ def load_manifest(path: str, *, kinds: Mapping[str, CacheKind]) -> list[Entry]:
             data = f.read(MAX_MANIFEST_BYTES + 1)
         if len(data) > MAX_MANIFEST_BYTES:
             raise ConfigError(f"{path}: larger than 4 MiB: not a manifest", path=path)
-        doc = yaml.safe_load(data.decode("utf-8"))
+        doc = load_strict(data.decode("utf-8"), path, "manifest")  # (a key given twice is refused, as in a policy file)
     except (OSError, UnicodeError) as e:
         raise ConfigError(f"cannot read manifest {path}: {getattr(e, 'strerror', None) or e}", path=path) from None
     except yaml.YAMLError as e:

@@ -541,3 +541,18 @@ def test_the_daemonset_can_write_the_host_folders_it_creates(tmp_path):
         "chown" in " ".join(map(str, [*(c.get("command") or []), *(c.get("args") or [])])) for c in pod.get("initContainers", [])
     )
     assert uid == 0 or not written or made_writable, f"uid {uid} cannot write the root-created hostPaths {sorted(written)}"
+
+
+def test_a_manifest_with_a_key_given_twice_is_refused_naming_line_and_key(tmp_path):
+    """A second ``models:`` block silently replaced the first: ``sync --prune`` then no longer kept what the first listed."""
+    from hfcache.caches.registry import registry
+    from hfcache.errors import ConfigError
+    from hfcache.sync import load_manifest
+
+    path = tmp_path / "node.yaml"
+    path.write_text("version: 1\nmodels:\n  - id: org/kept\nmodels:\n  - id: org/other\n")
+    with pytest.raises(ConfigError, match=r"node.yaml:4: models: given twice \(first at line 2\)"):
+        load_manifest(str(path), kinds=registry().kinds)
+    path.write_text("version: 1\nmodels:\n  - id: org/a\n    revision: main\n    revision: v1\n")
+    with pytest.raises(ConfigError, match=r"node.yaml:5: models.\[0\].revision: given twice"):
+        load_manifest(str(path), kinds=registry().kinds)

@@ -113,22 +113,25 @@ def _models(path: str, node: yaml.Node, where: str) -> tuple[ModelRule, ...]:
 class _PolicyLoader(yaml.SafeLoader):
     """PyYAML's safe loader, refusing a key given twice in any mapping and nesting past :data:`MAX_POLICY_DEPTH`.
 
+    For policy files and for ``hfcache sync`` manifests (:func:`load_strict`), which say what is kept.
+
     Both are checked while the node tree is built (:func:`parse_config` reads nodes, for
     their line numbers, and never constructs Python objects): a duplicate used to replace
     the first silently (a second ``caches.huggingface`` dropped a ``protect: true``), and
     deep nesting ran the recursive composer out of stack.
     """
 
-    def __init__(self, text: str, path: str) -> None:
+    def __init__(self, text: str, path: str, what: str = "policy file") -> None:
         super().__init__(text)
         self.path = path
+        self.what = what
         self.keys: list[str] = []  # the key of each node being composed, from the root down
 
     def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         if len(self.keys) >= MAX_POLICY_DEPTH:
             line = self.peek_event().start_mark.line + 1  # type: ignore[no-untyped-call]  # unannotated in types-PyYAML
             raise ConfigError(
-                f"{self.path}:{line}: nested more than {MAX_POLICY_DEPTH} levels deep: not a policy file", path=self.path
+                f"{self.path}:{line}: nested more than {MAX_POLICY_DEPTH} levels deep: not a {self.what}", path=self.path
             )
         # A mapping's value is named by its key, a list item by its position (the root and keys by nothing)
         self.keys.append(index.value if isinstance(index, yaml.ScalarNode) else f"[{index}]" if isinstance(index, int) else "")
@@ -158,6 +161,22 @@ def _compose(text: str, path: str) -> yaml.Node | None:
         return loader.get_single_node()
     except RecursionError:  # not expected past the depth check; never a traceback all the same
         raise ConfigError(f"{path}: nested too deeply: not a policy file", path=path) from None
+    finally:
+        loader.dispose()
+
+
+def load_strict(text: str, path: str, what: str) -> Any:
+    """The Python data of the YAML ``text`` of ``path`` (a ``what``), refusing a key given twice and deep nesting.
+
+    >>> load_strict("models: [a]\\nmodels: [b]\\n", "m.yaml", "manifest")
+    Traceback (most recent call last):
+    hfcache.errors.ConfigError: m.yaml:2: models: given twice (first at line 1)
+    """
+    loader = _PolicyLoader(text, path, what)
+    try:
+        return loader.get_single_data()
+    except RecursionError:  # not expected past the depth check; never a traceback all the same
+        raise ConfigError(f"{path}: nested too deeply: not a {what}", path=path) from None
     finally:
         loader.dispose()
 
