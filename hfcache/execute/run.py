@@ -11,7 +11,8 @@ returns an :class:`~hfcache.plan.decisions.Execution`: one result per unit, besi
    longer a cache of its kind, a path outside the root, behind a symlink or of a shape the
    kind never deletes refuses the whole plan (:class:`UnsafePlan`);
 3. junk goes first (partial downloads, orphan blobs, unreferenced payloads, leftovers),
-   then model by model. Just before each unit goes, the live-use checks run (a download
+   then model by model (many hub repos on several processes, each repo by one:
+   :mod:`hfcache.execute.workers`). Just before each unit goes, the live-use checks run (a download
    running into the item, a file open or mapped by a process, a read since the plan), then
    its kind's re-validation on disk (refs changed since the plan, now the last revision);
    a unit that fails one is skipped. The rest go by the steps their kind declares
