@@ -256,32 +256,21 @@ def slow_cli(delay: float, *args: str) -> subprocess.Popen:
 
 
 # The CLI in a child process, each removal slowed, with a worker for every model there is
-# (MIN_SHARE = 1: the tests' caches are small). As tests.support.SLOW_CLI, signals as in a terminal.
-PARALLEL_CLI = """
-import os, signal, sys, time
-signal.signal(signal.SIGINT, signal.default_int_handler)
-signal.signal(signal.SIGTERM, signal.SIG_DFL)
-signal.signal(signal.SIGHUP, signal.SIG_DFL)
-delay = float(sys.argv[1])
-def slow(remove):
-    def slowed(*args, **kwargs):
-        time.sleep(delay)
-        return remove(*args, **kwargs)
-    return slowed
-os.unlink, os.remove, os.rmdir = slow(os.unlink), slow(os.remove), slow(os.rmdir)
-import hfcache.execute.run, hfcache.execute.workers
+# (MIN_SHARE = 1: the tests' caches are small); signals as SLOW_CLI's. With RECORD_ITEMS set,
+# each item's process goes to that file ("pid folder" lines).
+PARALLEL_CLI = SLOW_CLI.replace(
+    'sys.argv = ["hfcache"',
+    """import hfcache.execute.run, hfcache.execute.workers
 hfcache.execute.workers.MIN_SHARE = 1
-if os.environ.get("RECORD_ITEMS"):  # which process took each item: "pid folder" lines
+if os.environ.get("RECORD_ITEMS"):
     run_item = hfcache.execute.run._run_item
     def noted(run, live, deletion, tree, w, path, grace):
         with open(os.environ["RECORD_ITEMS"], "a") as f:
             f.write(f"{os.getpid()} {os.path.basename(path)}\\n")
         return run_item(run, live, deletion, tree, w, path, grace)
     hfcache.execute.run._run_item = noted
-sys.argv = ["hfcache", *sys.argv[2:]]
-from hfcache.cli import main
-main()
-"""
+sys.argv = ["hfcache\"""",
+)
 
 
 def parallel_cli(delay: float, *args: str, record: str | None = None) -> subprocess.Popen:
@@ -456,3 +445,13 @@ def live_hook(action):
         return OpenFiles({}, 0)
 
     return lambda roots: LiveChecks(roots, list_open_files=list_open_files)
+
+
+def add_orphan_blobs(root: str, folders: list[str], size: int = 100) -> None:
+    """A blob no snapshot links in each repo folder of ``folders``, 30 days old: junk that ``prune --junk`` removes."""
+    old = time.time() - 30 * DAY
+    for n, folder in enumerate(folders, start=1):
+        orphan = os.path.join(root, folder, "blobs", f"{n:040x}")
+        with open(orphan, "wb") as f:
+            f.write(b"x" * size)
+        os.utime(orphan, (old, old))

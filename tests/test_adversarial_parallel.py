@@ -10,12 +10,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 from huggingface_hub import scan_cache_dir
 
 from hfcache.execute.audit import read_log
-from tests.support import PARALLEL_CLI, many_repos
+from tests.support import PARALLEL_CLI, add_orphan_blobs, many_repos
 
 # Runs in the CLI's process before main(): a worker (pid not the prune's) that reaches its
 # N-th item (DIE_AT) dies there, SIGKILLed (as the OOM killer does), or raising (DIE_HOW=raise).
@@ -116,12 +115,7 @@ def test_recovery_after_a_dead_worker_does_not_take_the_junk_the_prune_is_still_
     """
     root = str(tmp_path / "hub")
     policy = many_repos(root, 12)
-    old = time.time() - 30 * 86400
-    for n in (1, 3):  # orphan blobs: junk
-        orphan = os.path.join(root, f"models--org--new-{n}", "blobs", f"{n:040x}")
-        with open(orphan, "wb") as f:
-            f.write(b"x" * 100)
-        os.utime(orphan, (old, old))
+    add_orphan_blobs(root, ["models--org--new-1", "models--org--new-3"])  # junk, set aside and finished like any blob
     log = str(tmp_path / "audit.log")
     died = str(tmp_path / "died")
     proc = hooked_cli(

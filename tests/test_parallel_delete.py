@@ -20,7 +20,7 @@ from huggingface_hub import scan_cache_dir
 import hfcache
 from hfcache.execute.audit import read_log
 from hfcache.fs.ops import Tree
-from tests.support import assert_kept_revisions_load_offline, cli, many_repos, parallel_cli, publish
+from tests.support import add_orphan_blobs, assert_kept_revisions_load_offline, cli, many_repos, parallel_cli, publish
 
 
 def lines(log: str) -> list[dict]:
@@ -233,12 +233,7 @@ def test_junk_removed_before_the_workers_start_is_finished_once(tmp_path):
     """Junk goes first, in this process; its blobs wait for their settling time there, never again in a worker."""
     root = str(tmp_path / "hub")
     policy = many_repos(root, 12)
-    old = time.time() - 30 * 86400
-    for n in (1, 3):  # an orphan blob (no snapshot links it): junk, set aside and finished like any blob
-        orphan = os.path.join(root, f"models--org--new-{n}", "blobs", f"{n:040x}")
-        with open(orphan, "wb") as f:
-            f.write(b"x" * 100)
-        os.utime(orphan, (old, old))
+    add_orphan_blobs(root, ["models--org--new-1", "models--org--new-3"])  # junk, set aside and finished like any blob
     log = str(tmp_path / "audit.log")
     seen = str(tmp_path / "seen")
     args = ("prune", "--cache-dir", root, "--config", policy, "--junk", "--yes", "--json", "--jobs", "3", "--log", log)

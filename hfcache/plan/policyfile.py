@@ -155,14 +155,18 @@ class _PolicyLoader(yaml.SafeLoader):
         return node
 
 
-def _compose(text: str, path: str) -> yaml.Node | None:
-    loader = _PolicyLoader(text, path)
+def _load(text: str, path: str, what: str, *, nodes: bool) -> Any:
+    loader = _PolicyLoader(text, path, what)
     try:
-        return loader.get_single_node()
+        return loader.get_single_node() if nodes else loader.get_single_data()
     except RecursionError:  # not expected past the depth check; never a traceback all the same
-        raise ConfigError(f"{path}: nested too deeply: not a policy file", path=path) from None
+        raise ConfigError(f"{path}: nested too deeply: not a {what}", path=path) from None
     finally:
         loader.dispose()
+
+
+def _compose(text: str, path: str) -> yaml.Node | None:
+    return _load(text, path, "policy file", nodes=True)  # type: ignore[no-any-return]
 
 
 def load_strict(text: str, path: str, what: str) -> Any:
@@ -172,13 +176,7 @@ def load_strict(text: str, path: str, what: str) -> Any:
     Traceback (most recent call last):
     hfcache.errors.ConfigError: m.yaml:2: models: given twice (first at line 1)
     """
-    loader = _PolicyLoader(text, path, what)
-    try:
-        return loader.get_single_data()
-    except RecursionError:  # not expected past the depth check; never a traceback all the same
-        raise ConfigError(f"{path}: nested too deeply: not a {what}", path=path) from None
-    finally:
-        loader.dispose()
+    return _load(text, path, what, nodes=False)
 
 
 def parse_config(text: str, path: str, *, kinds: tuple[str, ...] | None = None) -> Policy:
