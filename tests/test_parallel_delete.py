@@ -95,11 +95,12 @@ def test_a_killed_prune_leaves_no_worker_deleting(tmp_path, models, monkeypatch)
         time.sleep(0.005)
     assert len(children(proc.pid)) == 3
     proc.kill()  # SIGKILL to the prune alone, as the OOM killer or `kill -9 PID` does
-    proc.communicate()
+    proc.wait()  # (not communicate: its pipes stay open while any worker lives)
     time.sleep(0.2)
     at_kill = listing(root)
     time.sleep(4.5)  # two more removals of a worker that outlived the prune
     assert listing(root) == at_kill, "a worker went on deleting after the prune was killed"
+    proc.communicate()
     code, done = cli("prune", "--cache-dir", root, "--config", policy, "--yes", "--json", "--log", log)
     assert code == 0, done
     gone = {(u["id"], u["revision"]) for u in planned}
