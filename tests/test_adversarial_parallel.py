@@ -71,6 +71,9 @@ def _prune_with_a_dying_worker(tmp_path, die_at: int, how: str = "kill", *extra:
         env={"DIE_AT": str(die_at), "DIED": died, "DIE_HOW": how},
     )
     assert os.path.exists(died), proc.stderr  # a worker did die
+    if how == "raise":  # a bug: an internal error, as in one process, once the rest is done and repaired
+        assert proc.returncode == 70 and "a deleting process failed: RuntimeError: a bug in a worker" in proc.stderr, proc.stderr
+        return root, log, [], open(died).read()
     assert proc.returncode == 1, proc.stderr
     return root, log, json.loads(proc.stdout)["delete"], open(died).read()
 
@@ -88,22 +91,25 @@ def _check_units_against_log(units: list[dict], log: str) -> None:
     assert started <= set(outcome), sorted(started - set(outcome))
 
 
-def test_units_of_an_earlier_task_of_a_worker_that_dies_are_reported_with_what_they_freed(tmp_path):
+def test_a_worker_that_dies_leaves_no_unit_reported_deleted_without_its_bytes_or_log_line(tmp_path):
     """A worker SIGKILLed on its second model: its first model's units were deleted, their blobs waiting to settle.
 
-    Their outcomes were never sent. They were reported "deleted" with freed_bytes 0, with a
-    "started" line and no outcome in the log though the prune lived on; now every unit the
-    dead worker took and never reported is failed, and logged so.
+    Their outcomes were never sent: they were reported "deleted" with freed_bytes 0, with a
+    "started" line and no outcome in the log though the prune lived on. Now each unit the
+    dead worker started and never reported is failed, saying what the repair left, and logged.
     """
     root, log, units, died = _prune_with_a_dying_worker(tmp_path, 2)
     _check_units_against_log(units, log)
+    first = [u for u in units if u["status"] == "failed"]
+    assert first and all("before it was done; after the repair it is gone" in u["error"] for u in first), units
     assert scan_cache_dir(root).warnings == []
 
 
-def test_units_of_an_earlier_task_of_a_worker_that_raises_are_reported_with_what_they_freed(tmp_path):
-    """The same with an exception inside the worker (a bug) instead of a kill."""
+def test_a_worker_that_raises_finishes_what_it_started_and_the_run_is_an_internal_error(tmp_path):
+    """An exception inside a worker (a bug): what it started is finished and logged; then exit 70, as in one process."""
     root, log, units, died = _prune_with_a_dying_worker(tmp_path, 2, "raise")
     _check_units_against_log(units, log)
+    assert scan_cache_dir(root).warnings == []
 
 
 def test_recovery_after_a_dead_worker_does_not_take_the_junk_the_prune_is_still_finishing(tmp_path):
@@ -123,8 +129,9 @@ def test_recovery_after_a_dead_worker_does_not_take_the_junk_the_prune_is_still_
         *("prune", "--cache-dir", root, "--config", policy, "--junk", "--yes", "--json", "--jobs", "3", "--log", log),
         env={"DIE_AT": "1", "DIED": died},
     )
-    assert os.path.exists(died) and proc.returncode == 1, proc.stderr
+    assert os.path.exists(died) and proc.returncode == 0, proc.stderr  # (the model it had not begun was done again)
     done = json.loads(proc.stdout)
+    assert {u["status"] for u in done["delete"]} == {"deleted"}, done
     orphans = [u for u in done["delete"] if u["what"] == "orphan"]
     assert len(orphans) == 2
     assert "interrupted prune" not in proc.stderr, proc.stderr  # no prune was interrupted
@@ -150,8 +157,10 @@ def test_workers_work_in_a_process_with_descriptors_over_fd_setsize(tmp_path):
     policy = many_repos(root, 12)
     log = str(tmp_path / "audit.log")
     args = ("prune", "--cache-dir", root, "--config", policy, "--yes", "--json", "--jobs", "3", "--log", log)
-    proc = hooked_cli(MANY_DESCRIPTORS, *args)
+    seen = str(tmp_path / "seen")
+    proc = hooked_cli(MANY_DESCRIPTORS, *args, env={"RECORD_ITEMS": seen})
     assert proc.returncode == 0, proc.stderr
+    assert len({line.split()[0] for line in open(seen)}) == 3  # (three workers, not one process)
     units = json.loads(proc.stdout)["delete"]
     assert len(units) == 42 and {u["status"] for u in units} == {"deleted"}
 
@@ -211,3 +220,52 @@ def test_an_audit_log_failing_in_one_worker_stops_the_others_before_their_next_u
         (r["id"], round(r["time_epoch"] - t, 3)) for r in lines(log) if r["status"] == "started" and r["time_epoch"] > t + 0.1
     ]
     assert late == [], f"units started by other workers after the audit log failed: {late}"
+
+
+# In the CLI's process: os.pipe fails once the prune has made N pipes for its workers (EMFILE).
+PIPES_RUN_OUT = """
+import errno
+import hfcache.execute.workers as _workers
+PARENT_PID = os.getpid()
+_pipe, _made, _in_pool = os.pipe, [0], [False]
+def _pipe_or_fail():
+    if os.getpid() == PARENT_PID and _in_pool[0]:
+        _made[0] += 1
+        if _made[0] == int(os.environ["FAIL_AT_PIPE"]):
+            time.sleep(0.5)  # (the first worker is deleting by now)
+            raise OSError(errno.EMFILE, "Too many open files")
+    return _pipe()
+os.pipe = _pipe_or_fail
+_init = _workers.Pool.__init__
+def _counted_init(self, *args, **kwargs):
+    _in_pool[0] = True
+    try:
+        _init(self, *args, **kwargs)
+    finally:
+        _in_pool[0] = False
+_workers.Pool.__init__ = _counted_init
+"""
+
+
+def test_a_pipe_refused_after_the_first_worker_goes_on_with_the_workers_there_are(tmp_path):
+    """The task queue and stop pipe, then one pipe per worker: the 4th pipe (the 2nd worker's) fails.
+
+    The parent used to close the first worker's pipe, wait for it (its reports failed: units
+    it deleted left half-finished in the trash) and then did every task itself: units the
+    worker had deleted were "skipped: no longer in the cache", exit 0.
+    """
+    root = str(tmp_path / "hub")
+    policy = many_repos(root, 12)
+    log = str(tmp_path / "audit.log")
+    seen = str(tmp_path / "seen")
+    args = ("prune", "--cache-dir", root, "--config", policy, "--yes", "--json", "--jobs", "3", "--log", log)
+    proc = hooked_cli(PIPES_RUN_OUT, *args, env={"RECORD_ITEMS": seen, "FAIL_AT_PIPE": "4"})
+    assert proc.returncode == 0, proc.stderr
+    units = json.loads(proc.stdout)["delete"]
+    assert len(units) == 42 and {u["status"] for u in units} == {"deleted"}, units
+    assert all(u["freed_bytes"] == u["reclaim_bytes"] for u in units)
+    assert len({line.split()[0] for line in open(seen)}) == 1  # the one worker that could start did it all
+    records = lines(log)
+    assert sorted(r["path"] for r in records if r["status"] == "deleted") == sorted(u["path"] for u in units)
+    assert os.listdir(os.path.join(root, ".locks", "hfcache-trash")) == []
+    assert scan_cache_dir(root).warnings == []

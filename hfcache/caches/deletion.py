@@ -129,6 +129,21 @@ class FileDeletion(Protocol):
         ...
 
 
+@runtime_checkable
+class ItemsApart(Protocol):
+    """A kind whose items may be deleted by several processes at once (:mod:`hfcache.execute.workers`).
+
+    Its items share nothing on disk that their deletion decides about, except what
+    :meth:`shared_keys` names: items sharing a key are deleted by one process, one after the
+    other in the plan's order, as in one process. The hub's repos share only shared-store
+    payloads. A kind that does not say so is deleted by one process.
+    """
+
+    def shared_keys(self, cache: CacheInventory, item: Item) -> list[str]:
+        """What ``item`` shares with other items of ``cache`` that deleting it decides about."""
+        ...
+
+
 def written_since(tree: Tree, path: str) -> bool:
     """Whether a file under the folder ``path`` was created or changed after ``tree.since`` (the scan plans rest on).
 

@@ -427,6 +427,7 @@ def apply(
     as_json: JsonOption = False,
     quiet: QuietOption = False,
     verbose: VerboseOption = 0,
+    jobs: JobsOption = 0,
 ) -> None:
     """Execute a saved plan: each unit only if the cache still holds it unchanged (else it is skipped).
 
@@ -444,6 +445,7 @@ def apply(
             log=log,
             show_kept=show_kept,
             state=state_path(state),
+            jobs=jobs,
         )
         plan = read_plan(plan_file)
         plan = hold_desired(plan, desired_of(state_path(state)))  # a revision wanted since the plan was made stays

@@ -10,6 +10,7 @@ import typer
 from hfcache.cli.app import (
     CacheDirOption,
     FormatOption,
+    JobsOption,
     JsonOption,
     LockWaitOption,
     LogOption,
@@ -18,6 +19,7 @@ from hfcache.cli.app import (
     StateOption,
     VerboseOption,
     _format,
+    _jobs,
     _progress,
     _remember,
     _user_errors,
@@ -47,6 +49,7 @@ def sync(
     as_json: JsonOption = False,
     quiet: QuietOption = False,
     verbose: VerboseOption = 0,
+    jobs: JobsOption = 0,
 ) -> None:
     """Download what MANIFEST lists that is missing, with the owning library, and keep it from every policy.
 
@@ -93,7 +96,7 @@ def sync(
         doc = report(os.path.abspath(manifest), results, warmed=warmed)
         # --prune keeps what this sync just fetched, whatever the state database did.
         this = {row["path"]: os.path.abspath(manifest) for row in rows}
-        pruned = _prune(roots, config, state, lock_wait, log, quiet, this) if prune else None
+        pruned = _prune(roots, config, state, lock_wait, log, quiet, this, jobs) if prune else None
     for problem in [] if quiet else problems:
         render.warning(problem)
     if fmt is OutputFormat.json:
@@ -126,24 +129,24 @@ def _prune(
     log: str | None,
     quiet: bool,
     this: dict[str, str],
+    jobs: int = 0,
 ) -> Any:
     """The node's policy over the synced caches, what the manifests want protected; the plan and its run, as JSON."""
     from hfcache.caches.scan import scan_caches
     from hfcache.cli.prune import note_prune_run
     from hfcache.history.watch import state_path
-    from hfcache.parallel import auto_jobs
     from hfcache.plan.planfile import plan_to_dict
     from hfcache.plan.settings import Settings
     from hfcache.prune import build_policy, desired_of, plan_prune, run_plan
 
     policy = build_policy(Settings(), config=config)  # no policy anywhere: a usage error, as for prune
-    inventory = scan_caches(list(dict.fromkeys(roots.values())), kinds=list(roots))
+    inventory = scan_caches(list(dict.fromkeys(roots.values())), kinds=list(roots), jobs=_jobs(jobs))
     _remember(inventory, state, quiet=quiet)  # a prune's run is recorded in the usage history, as prune's
     plan = plan_prune(inventory, policy, desired={**desired_of(state_path(state)), **this})
     if not plan.delete:
         note_prune_run(state_path(state), plan, None, quiet=quiet)
         return plan_to_dict(plan)
     with _progress(not quiet):
-        result = run_plan(plan, inventory, lock_wait=float(parse_duration(lock_wait)), log=log, jobs=auto_jobs())
+        result = run_plan(plan, inventory, lock_wait=float(parse_duration(lock_wait)), log=log, jobs=_jobs(jobs))
     note_prune_run(state_path(state), result.plan, result, quiet=quiet)
     return plan_to_dict(result.plan, result)

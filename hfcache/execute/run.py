@@ -37,7 +37,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from hfcache import interrupt, progress
-from hfcache.caches.deletion import PATHS, SETTLE, Deletion, FileDeletion, Finisher, Outcome
+from hfcache.caches.deletion import PATHS, SETTLE, Deletion, FileDeletion, Finisher, ItemsApart, Outcome
 from hfcache.caches.protocol import CacheKind
 from hfcache.caches.registry import registry
 from hfcache.errors import AuditError, UnsafePlan
@@ -257,16 +257,18 @@ class _Run:
         self.report: Callable[[UnitResult], None] | None = None
         self.told_to_stop: Callable[[], bool] | None = None
         self.on_stop: Callable[[str], None] | None = None  # (tells the parent at once, which stops the others)
+        self.on_start: Callable[[PlanUnit], None] | None = None
 
     def start(self, unit: PlanUnit) -> bool:
         """The durable "started" line; False (and the run stops) when the log cannot be written."""
-        if self.audit is None:
-            return True
-        try:
-            self.audit.start(unit)
-        except AuditError as e:
-            self.stop(str(e))
-            return False
+        if self.audit is not None:
+            try:
+                self.audit.start(unit)
+            except AuditError as e:
+                self.stop(str(e))
+                return False
+        if self.on_start is not None:
+            self.on_start(unit)
         return True
 
     def stop(self, why: str) -> None:
@@ -454,10 +456,11 @@ def _run_items(run: _Run, live: LiveChecks, deletion: Deletion, tree: Tree, w: _
     to one process, in the plan's order.
     """
     paths = list(dict.fromkeys([*w.revisions, *w.files]))
-    shared = getattr(deletion, "shared_keys", None)
-    if jobs > 1 and callable(shared) and workers_for(len(paths), jobs) > 1 and can_fork():
+    parallel = isinstance(deletion, ItemsApart) and jobs > 1 and workers_for(len(paths), jobs) > 1
+    if parallel and not run.halted() and can_fork():
+        assert isinstance(deletion, ItemsApart)
         items = {p: found[0] for p, found in (*w.files.items(), *w.revisions.items())}
-        tasks = [[paths[i] for i in group] for group in groups([shared(w.cache, items[p]) for p in paths])]
+        tasks = [[paths[i] for i in group] for group in groups([deletion.shared_keys(w.cache, items[p]) for p in paths])]
         if workers_for(len(tasks), jobs) > 1:
             _run_parallel(run, live, deletion, tree, w, grace, tasks, workers_for(len(tasks), jobs))
             return
@@ -483,16 +486,23 @@ def _run_parallel(
         run.report = lambda r: channel.send(("done", r.unit.path, r.status.value, r.freed_bytes, r.error))
         run.told_to_stop = channel.stopped
         run.on_stop = lambda why: channel.send(("stop", why))
-        for i in channel.tasks():
-            _run_paths(run, live, deletion, tree, w, grace, tasks[i])
-            if run.halted():
-                break
-        run.flush()
+        run.on_start = lambda unit: channel.send(("started", unit.path))
+        try:
+            for i in channel.tasks():
+                _run_paths(run, live, deletion, tree, w, grace, tasks[i])
+                if run.halted():
+                    break
+        finally:
+            run.flush()  # what it started is finished, even when a bug stopped it (as in one process)
         channel.send(("denied", live.denied))
+
+    started: set[str] = set()
 
     def on_record(record: object) -> None:
         assert isinstance(record, tuple)
-        if record[0] == "done":
+        if record[0] == "started":
+            started.add(record[1])
+        elif record[0] == "done":
             path, status, freed, error = record[1:]
             run.done[path] = UnitResult(units[path], Status(status), freed, error)
             progress.report("deleting", len(run.done), len(run.plan.delete))
@@ -517,30 +527,50 @@ def _run_parallel(
     finally:
         pool.close()
     tree.forget(tree.path)  # the workers changed the cache: every folder is looked up afresh
-    _after_workers(run, w, tasks, pool)
-    # What no worker took (they died, or all stopped: then nothing runs), done here.
-    _run_paths(run, live, deletion, tree, w, grace, [path for i in pool.untaken() for path in tasks[i]])
+    redo = _after_workers(run, w, tasks, pool, started)
+    if pool.errors:  # a bug in a worker: an internal error, as it would be in one process (after the repair)
+        raise RuntimeError(f"a deleting process failed: {pool.errors[0].strip().splitlines()[-1]}")
+    # What no worker took or began (they died, or all stopped: then nothing runs), done here.
+    _run_paths(run, live, deletion, tree, w, grace, [*redo, *(path for i in pool.untaken() for path in tasks[i])])
 
 
-def _after_workers(run: _Run, w: _Work, tasks: list[list[str]], pool: Pool) -> None:
-    """A worker that died fails the units it took and never reported; what it left is repaired at once, as a next prune would."""
+def _after_workers(run: _Run, w: _Work, tasks: list[list[str]], pool: Pool, started: set[str]) -> list[str]:
+    """What dead workers took and never reported, repaired at once (as the next prune would); returns the items to do again.
+
+    An item of which it started no unit is untouched: done again here. Of an item it began,
+    a unit it started is failed, 0 bytes freed (what went is not known), saying what the
+    repair left, and logged; one it did not start is failed as not attempted (the next prune
+    plans it again).
+    """
     if not pool.ended:
-        return
-    for ended in pool.ended:
-        log.warning("deleting process %d %s", ended.pid, describe_end(ended.status))
-        why = f"the process deleting it {describe_end(ended.status)} before reporting it; what it left is repaired"
-        for path in (path for i in ended.tasks for path in tasks[i]):
-            for _, item_units in (w.revisions.get(path, (None, [])), w.files.get(path, (None, []))):
-                for unit, _rev in item_units:
-                    if unit.path not in run.done:
-                        run.done[unit.path] = result = UnitResult(unit, Status.FAILED, 0, why)
-                        if run.audit is not None:  # (its "started" line may be there: the log says how it ended)
-                            try:
-                                run.audit.record(result)
-                            except AuditError as e:
-                                run.stop(str(e))
+        return []
     run.flush()  # this process's own finishers (the junk's) first: the repair must not take what they wait for
     run.notes += recover(Inventory(caches=(w.cache,)))
+    redo: list[str] = []
+    for ended in pool.ended:
+        end = describe_end(ended.status)
+        log.warning("deleting process %d %s", ended.pid, end)
+        for path in (path for i in ended.tasks for path in tasks[i]):
+            units = [u for _, us in (w.revisions.get(path, (None, [])), w.files.get(path, (None, []))) for u, _ in us]
+            left = [u for u in units if u.path not in run.done]
+            if left and not any(u.path in started for u in units):
+                redo.append(path)
+                continue
+            for unit in left:
+                if unit.path not in started:
+                    run.done[unit.path] = UnitResult(
+                        unit, Status.FAILED, 0, f"not attempted: the process deleting its model {end}"
+                    )
+                    continue
+                now = "it is still in the cache" if os.path.lexists(unit.path) else "it is gone"
+                why = f"the process deleting it {end} before it was done; after the repair {now}"
+                run.done[unit.path] = result = UnitResult(unit, Status.FAILED, 0, why)
+                if run.audit is not None:  # (its "started" line is there: the log says how it ended)
+                    try:
+                        run.audit.record(result)
+                    except AuditError as e:
+                        run.stop(str(e))
+    return redo
 
 
 def _run_model(

@@ -103,14 +103,20 @@ class Channel:
                 yield i
 
     def send(self, record: object) -> None:
+        """Report to the parent; one gone (its end of the pipe closed) only stops this worker before its next unit."""
         data = pickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
         data = _LEN.pack(len(data)) + data
-        while data:
-            data = data[os.write(self.out, data) :]
+        try:
+            while data:
+                data = data[os.write(self.out, data) :]
+        except BrokenPipeError:
+            self._orphaned = True
+
+    _orphaned = False
 
     def stopped(self) -> bool:
-        """Whether the parent asked every worker to stop (a byte in the stop pipe, never read)."""
-        return bool(self._stop.poll(0))
+        """Whether the parent asked every worker to stop (a byte in the stop pipe, never read), or is gone."""
+        return self._orphaned or bool(self._stop.poll(0))
 
 
 @dataclass
@@ -150,12 +156,21 @@ class Pool:
         self.ended: list[Ended] = []
         self.workers: list[_Worker] = []
         self._stopped = False
+        self.errors: list[str] = []  # tracebacks of workers that failed (a bug)
         self.queue = TaskQueue(total)
-        self._stop_read, self._stop_write = os.pipe()
+        try:
+            self._stop_read, self._stop_write = os.pipe()
+        except OSError:
+            os.close(self.queue.fd)
+            raise
         try:
             parent = os.getpid()
             for _ in range(workers):
-                read, write = os.pipe()
+                try:
+                    read, write = os.pipe()
+                except OSError as e:  # out of descriptors: go on with the workers there are (maybe none)
+                    log.info("cannot start another deleting process (%s); going on with %d", e.strerror or e, len(self.workers))
+                    break
                 try:
                     pid = os.fork()
                 except OSError as e:
@@ -239,7 +254,7 @@ class Pool:
         elif kind == "end":
             w.finished = True
         elif kind == "error":
-            log.warning("a deleting process failed:\n%s", record[1])  # type: ignore[index]
+            self.errors.append(record[1])  # type: ignore[index]
         else:
             on_record(record)
 
@@ -256,16 +271,14 @@ class Pool:
         return [i for i in range(self.total) if i not in self.taken]
 
     def close(self) -> None:
-        """Stop and wait for the workers still running (an error in the parent); close the pipes."""
+        """Stop the workers still running (an error in the parent), let them finish what they started, close the pipes.
+
+        Their reports are read and dropped meanwhile: a worker whose pipe is full, or closed,
+        would not get to its finishers.
+        """
         self.stop()
-        for w in self.workers:
-            if w.fd >= 0:  # (not reaped by run)
-                os.close(w.fd)
-                w.fd = -1
-                try:
-                    os.waitpid(w.pid, 0)
-                except ChildProcessError:  # pragma: no cover - reaped by someone else
-                    pass
+        if any(w.fd >= 0 for w in self.workers):
+            self.run(lambda record: None, lambda: None)
         for fd in (self._stop_read, self._stop_write, self.queue.fd):
             try:
                 os.close(fd)
@@ -281,4 +294,4 @@ def describe_end(status: int) -> str:
             return f"killed by {signal.Signals(-status).name}"
         except ValueError:
             return f"killed by signal {-status}"
-    return f"exited with status {status}" if status else "ended before reporting its last unit"
+    return f"exited with status {status}" if status else "ended without saying it was done"
