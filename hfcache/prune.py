@@ -272,7 +272,8 @@ def run_plan(
     (:class:`~hfcache.errors.CacheBusy` after that). Under the locks, what an interrupted
     prune left half-done is finished or rolled back first (:func:`hfcache.execute.run.recover`).
     When another prune held a lock, or the repair changed something, the caches are scanned
-    again, since the scan behind ``inventory`` is stale.
+    again, since the scan behind ``inventory`` is stale. ``jobs`` over 1 lets many hub repos
+    be deleted by that many processes at once (:mod:`hfcache.execute.workers`).
     """
     check_roots(plan)
     locks_needed = lock_files(plan)

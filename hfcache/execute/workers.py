@@ -19,10 +19,12 @@ decide about the same thing.
   outcome as soon as it has one (the parent prints progress, and builds the results).
 * A signal, or an audit log that a worker cannot write, stops every worker before its next
   unit: the parent writes one byte into a pipe all of them look at between units.
-* A worker that dies (killed, out of memory) fails the units of the task it was on, with the
-  reason; the parent then repairs what it left (the kind's ``recover``, as the next prune
-  would) and does the tasks nobody took itself. Workers die with the parent
-  (``PR_SET_PDEATHSIG``): a killed prune stops deleting at once, as one process would.
+* A worker that dies (killed, out of memory) is repaired after by the parent (the kind's
+  ``recover``, as the next prune would); of what it took and never reported, the parent does
+  the models it had not begun again, and says of each unit it started what the repair left
+  (:func:`hfcache.execute.run._after_workers`). It also does the tasks nobody took. Workers
+  die with the parent (``PR_SET_PDEATHSIG``): a killed prune stops deleting at once, as one
+  process would. A worker's bug (an exception) finishes what it started, then fails the run.
 * Forked only on Linux, and only while the parent runs no other thread (:func:`~hfcache.parallel.can_fork`).
 """
 
