@@ -204,7 +204,7 @@ class Pool:
                 code = 0
             except Exception:
                 channel.send(("error", traceback.format_exc()))
-        except BaseException:  # noqa: BLE001 - the parent fails the task it was on
+        except BaseException:  # noqa: BLE001 - the parent repairs and reports what it took
             pass
         finally:
             os._exit(code)  # no atexit handlers, no flushing of the parent's buffers
