@@ -273,6 +273,19 @@ sys.argv = ["hfcache\"""",
 )
 
 
+def audit_records(log: str) -> list[dict]:
+    """The records of the audit log at ``log`` (none when it was never written)."""
+    from hfcache.execute.audit import read_log
+
+    return list(read_log(log)) if os.path.exists(log) else []
+
+
+def processes_in(record: str) -> int:
+    """How many processes took items, by the file PARALLEL_CLI's RECORD_ITEMS wrote."""
+    with open(record) as f:
+        return len({line.split()[0] for line in f})
+
+
 def parallel_cli(delay: float, *args: str, record: str | None = None) -> subprocess.Popen:
     """The CLI in a process of its own (a test worker runs threads, and hfcache forks only without them)."""
     return subprocess.Popen(

@@ -13,8 +13,7 @@ import sys
 
 from huggingface_hub import scan_cache_dir
 
-from hfcache.execute.audit import read_log
-from tests.support import PARALLEL_CLI, add_orphan_blobs, many_repos
+from tests.support import PARALLEL_CLI, add_orphan_blobs, audit_records, many_repos, processes_in
 
 # Runs in the CLI's process before main(): a worker (pid not the prune's) that reaches its
 # N-th item (DIE_AT) dies there, SIGKILLed (as the OOM killer does), or raising (DIE_HOW=raise).
@@ -56,10 +55,6 @@ def hooked_cli(hook: str, *args: str, env: dict[str, str] | None = None) -> subp
     )
 
 
-def lines(log: str) -> list[dict]:
-    return list(read_log(log)) if os.path.exists(log) else []
-
-
 def _prune_with_a_dying_worker(tmp_path, die_at: int, how: str = "kill", *extra: str):
     root = str(tmp_path / "hub")
     policy = many_repos(root, 12)
@@ -79,7 +74,7 @@ def _prune_with_a_dying_worker(tmp_path, die_at: int, how: str = "kill", *extra:
 
 
 def _check_units_against_log(units: list[dict], log: str) -> None:
-    records = lines(log)
+    records = audit_records(log)
     outcome = {r["path"]: r for r in records if r["status"] != "started"}
     started = {r["path"] for r in records if r["status"] == "started"}
     for u in units:
@@ -160,7 +155,7 @@ def test_workers_work_in_a_process_with_descriptors_over_fd_setsize(tmp_path):
     seen = str(tmp_path / "seen")
     proc = hooked_cli(MANY_DESCRIPTORS, *args, env={"RECORD_ITEMS": seen})
     assert proc.returncode == 0, proc.stderr
-    assert len({line.split()[0] for line in open(seen)}) == 3  # (three workers, not one process)
+    assert processes_in(seen) == 3  # (three workers, not one process)
     units = json.loads(proc.stdout)["delete"]
     assert len(units) == 42 and {u["status"] for u in units} == {"deleted"}
 
@@ -217,7 +212,9 @@ def test_an_audit_log_failing_in_one_worker_stops_the_others_before_their_next_u
     assert proc.returncode == 1 and "No space left" in proc.stderr, proc.stderr
     t = float(open(failed_at).read())
     late = [
-        (r["id"], round(r["time_epoch"] - t, 3)) for r in lines(log) if r["status"] == "started" and r["time_epoch"] > t + 0.1
+        (r["id"], round(r["time_epoch"] - t, 3))
+        for r in audit_records(log)
+        if r["status"] == "started" and r["time_epoch"] > t + 0.1
     ]
     assert late == [], f"units started by other workers after the audit log failed: {late}"
 
@@ -264,8 +261,8 @@ def test_a_pipe_refused_after_the_first_worker_goes_on_with_the_workers_there_ar
     units = json.loads(proc.stdout)["delete"]
     assert len(units) == 42 and {u["status"] for u in units} == {"deleted"}, units
     assert all(u["freed_bytes"] == u["reclaim_bytes"] for u in units)
-    assert len({line.split()[0] for line in open(seen)}) == 1  # the one worker that could start did it all
-    records = lines(log)
+    assert processes_in(seen) == 1  # the one worker that could start did it all
+    records = audit_records(log)
     assert sorted(r["path"] for r in records if r["status"] == "deleted") == sorted(u["path"] for u in units)
     assert os.listdir(os.path.join(root, ".locks", "hfcache-trash")) == []
     assert scan_cache_dir(root).warnings == []

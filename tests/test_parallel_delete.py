@@ -19,18 +19,22 @@ from huggingface_hub import scan_cache_dir
 
 import hfcache
 from hfcache.caches.huggingface.delete import HUB_DELETION
-from hfcache.execute.audit import read_log
 from hfcache.fs.ops import Tree
-from tests.support import add_orphan_blobs, assert_kept_revisions_load_offline, cli, many_repos, parallel_cli, publish
-
-
-def lines(log: str) -> list[dict]:
-    return list(read_log(log)) if os.path.exists(log) else []
+from tests.support import (
+    add_orphan_blobs,
+    assert_kept_revisions_load_offline,
+    audit_records,
+    cli,
+    many_repos,
+    parallel_cli,
+    processes_in,
+    publish,
+)
 
 
 def wait_for_lines(proc: subprocess.Popen, log: str, n: int) -> None:
     deadline = time.time() + 60
-    while len([r for r in lines(log) if r["status"] == "deleted"]) < n:
+    while len([r for r in audit_records(log) if r["status"] == "deleted"]) < n:
         assert proc.poll() is None, proc.communicate()
         assert time.time() < deadline
         time.sleep(0.005)
@@ -73,10 +77,10 @@ def test_several_processes_delete_exactly_what_one_does(tmp_path, models):
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
         results[jobs] = done = json.loads(out)
-        records = lines(log)
+        records = audit_records(log)
         assert sorted(r["path"] for r in records if r["status"] == "started") == sorted(u["path"] for u in done["delete"])
         assert sorted(r["path"] for r in records if r["status"] == "deleted") == sorted(u["path"] for u in done["delete"])
-    assert len({line.split()[0] for line in open(seen)}) == 1 + 3  # one process alone, then three workers
+    assert processes_in(seen) == 1 + 3  # one process alone, then three workers
     for one, many in zip(results["1"]["delete"], results["3"]["delete"], strict=True):
         assert one["status"] == many["status"] == "deleted"
         assert one["freed_bytes"] == many["freed_bytes"] == many["reclaim_bytes"]
@@ -91,7 +95,7 @@ def test_a_killed_prune_leaves_no_worker_deleting(tmp_path, models, monkeypatch)
     args = ("prune", "--cache-dir", root, "--config", policy, "--yes", "--json", "--jobs", "3", "--log", log)
     proc = parallel_cli(2.0, *args)  # each removal takes 2 s: every worker is inside a unit when the prune dies
     deadline = time.time() + 60
-    while len([r for r in lines(log) if r["status"] == "started"]) < 3:
+    while len([r for r in audit_records(log) if r["status"] == "started"]) < 3:
         assert proc.poll() is None and time.time() < deadline, proc.communicate()
         time.sleep(0.005)
     assert len(children(proc.pid)) == 3
@@ -108,7 +112,7 @@ def test_a_killed_prune_leaves_no_worker_deleting(tmp_path, models, monkeypatch)
     assert revisions(root) == {(c.repo_id, r.commit_hash) for c in before.repos for r in c.revisions} - gone
     assert scan_cache_dir(root).warnings == []
     assert_kept_revisions_load_offline(root, before, {u["revision"] for u in planned}, monkeypatch)
-    gone = {r["path"] for r in lines(log) if r["status"] in ("started", "deleted")}
+    gone = {r["path"] for r in audit_records(log) if r["status"] in ("started", "deleted")}
     assert {u["path"] for u in planned} <= gone  # every removed revision is in the audit log
 
 
@@ -122,13 +126,13 @@ def test_a_signal_to_the_prune_alone_stops_every_worker_after_its_unit(tmp_path,
     proc.send_signal(signal.SIGTERM)  # the prune's process only: it tells its workers
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
-    assert len({line.split()[0] for line in open(seen)}) == 3  # (three workers were deleting)
+    assert processes_in(seen) == 3  # (three workers were deleting)
     units = json.loads(out)["delete"]
     deleted = {u["path"] for u in units if u["status"] == "deleted"}
     stopped = {u["path"] for u in units if u["status"] == "skipped"}
     assert deleted and stopped and deleted | stopped == {u["path"] for u in planned}, units
     assert {u["error"] for u in units if u["status"] == "skipped"} == {"not attempted: interrupted (SIGTERM)"}
-    records = lines(log)
+    records = audit_records(log)
     assert {r["path"] for r in records if r["status"] == "deleted"} == deleted
     assert {r["path"] for r in records if r["status"] == "started"} == deleted  # none left half-way
     left = {r.path for c in hfcache.scan([root]).caches for i in c.items for r in i.revisions}
@@ -150,7 +154,7 @@ def test_a_worker_that_dies_fails_its_units_and_the_others_carry_on(tmp_path, mo
     hit = [u for u in units if u["status"] != "deleted"]  # what the model it was on lost (a model it had not begun is redone)
     assert all(u["status"] == "failed" and "killed by SIGKILL" in u["error"] for u in hit), units
     assert proc.returncode == (1 if hit else 0)
-    records = lines(log)  # every unit started has its outcome, the dead worker's too
+    records = audit_records(log)  # every unit started has its outcome, the dead worker's too
     assert {r["path"] for r in records if r["status"] == "started"} <= {r["path"] for r in records if r["status"] != "started"}
     assert scan_cache_dir(root).warnings == []  # what it left was repaired at once
     code, again = cli("prune", "--cache-dir", root, "--config", policy, "--yes", "--json", "--log", log)
@@ -173,11 +177,11 @@ def test_a_full_log_in_one_worker_stops_them_all_before_their_next_unit(tmp_path
             0, "prune", "--cache-dir", root, "--config", policy, "--yes", "--json", "--jobs", "3", "--log", log, record=seen
         )
         out, err = proc.communicate(timeout=120)
-        records = lines(log)
+        records = audit_records(log)
     finally:
         subprocess.run(["umount", "-l", str(logs)], check=False)
     assert proc.returncode == 1, err
-    assert len({line.split()[0] for line in open(seen)}) == 3  # (three workers)
+    assert processes_in(seen) == 3  # (three workers)
     status = {u["path"]: u for u in json.loads(out)["delete"]}
     deleted = {p for p, u in status.items() if u["status"] == "deleted"}
     stopped = {p for p, u in status.items() if u["status"] == "skipped" and "audit log" in (u["error"] or "")}
@@ -253,6 +257,6 @@ def test_junk_removed_before_the_workers_start_is_finished_once(tmp_path):
     assert proc.returncode == 0, err
     units = json.loads(out)["delete"]
     assert sum(u["what"] == "orphan" for u in units) == 2 and {u["status"] for u in units} == {"deleted"}, units
-    assert len({line.split()[0] for line in open(seen)}) == 3
-    outcomes = [r["path"] for r in lines(log) if r["status"] != "started"]
+    assert processes_in(seen) == 3
+    outcomes = [r["path"] for r in audit_records(log) if r["status"] != "started"]
     assert sorted(outcomes) == sorted(u["path"] for u in units)  # one outcome line each, none twice

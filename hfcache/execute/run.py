@@ -253,11 +253,9 @@ class _Run:
         self.pending: list[tuple[float, Tree, Finisher, list[PlanUnit]]] = []
         self.stopped: str | None = None
         self.notes: list[str] = []
-        # In a worker process (hfcache.execute.workers): where each outcome goes, and whether the parent said stop.
-        self.report: Callable[[UnitResult], None] | None = None
-        self.told_to_stop: Callable[[], bool] | None = None
-        self.on_stop: Callable[[str], None] | None = None  # (tells the parent at once, which stops the others)
-        self.on_start: Callable[[PlanUnit], None] | None = None
+        # In a worker process (hfcache.execute.workers): its pipe to the parent, told of each unit
+        # started and done and of a stop at once (which stops the others), and asked whether to stop.
+        self.channel: Channel | None = None
 
     def start(self, unit: PlanUnit) -> bool:
         """The durable "started" line; False (and the run stops) when the log cannot be written."""
@@ -267,13 +265,13 @@ class _Run:
             except AuditError as e:
                 self.stop(str(e))
                 return False
-        if self.on_start is not None:
-            self.on_start(unit)
+        if self.channel is not None:
+            self.channel.send(("started", unit.path))
         return True
 
     def stop(self, why: str) -> None:
-        if self.stopped is None and self.on_stop is not None:
-            self.on_stop(why)
+        if self.stopped is None and self.channel is not None:
+            self.channel.send(("stop", why))
         self.stopped = self.stopped or why
 
     def finish(self, unit: PlanUnit) -> None:
@@ -285,8 +283,8 @@ class _Run:
                 self.stop(str(e))
         why = result.error or "; ".join(describe_all(unit.reasons))
         log.info("%s %s %s: %s (%d bytes freed)", result.status, unit.what, unit.path, why, result.freed_bytes)
-        if self.report is not None:
-            self.report(result)
+        if self.channel is not None:
+            self.channel.send(("done", unit.path, result.status.value, result.freed_bytes, result.error))
         progress.report("deleting", len(self.done), len(self.plan.delete))
 
     def later(self, tree: Tree, finisher: Finisher | None, units: list[PlanUnit]) -> None:
@@ -330,7 +328,7 @@ class _Run:
         """Whether to start no further unit: a signal, or the audit log failing."""
         if self.stopped is None and interrupt.requested():
             self.stop(interrupt.reason())
-        if self.stopped is None and self.told_to_stop is not None and self.told_to_stop():
+        if self.stopped is None and self.channel is not None and self.channel.stopped():
             self.stopped = "stopped by the parent process"  # (which knows and reports the reason)
         return self.stopped is not None
 
@@ -456,9 +454,7 @@ def _run_items(run: _Run, live: LiveChecks, deletion: Deletion, tree: Tree, w: _
     to one process, in the plan's order.
     """
     paths = list(dict.fromkeys([*w.revisions, *w.files]))
-    parallel = isinstance(deletion, ItemsApart) and jobs > 1 and workers_for(len(paths), jobs) > 1
-    if parallel and not run.halted() and can_fork():
-        assert isinstance(deletion, ItemsApart)
+    if isinstance(deletion, ItemsApart) and workers_for(len(paths), jobs) > 1 and not run.halted() and can_fork():
         items = {p: found[0] for p, found in (*w.files.items(), *w.revisions.items())}
         tasks = [[paths[i] for i in group] for group in groups([deletion.shared_keys(w.cache, items[p]) for p in paths])]
         if workers_for(len(tasks), jobs) > 1:
@@ -483,10 +479,7 @@ def _run_parallel(
     def child(channel: Channel) -> None:  # pragma: no cover - runs in a worker (coverage does not follow forks)
         tree.detach()
         run.pending.clear()  # (the junk's finishers: this process's parent runs them)
-        run.report = lambda r: channel.send(("done", r.unit.path, r.status.value, r.freed_bytes, r.error))
-        run.told_to_stop = channel.stopped
-        run.on_stop = lambda why: channel.send(("stop", why))
-        run.on_start = lambda unit: channel.send(("started", unit.path))
+        run.channel = channel
         try:
             for i in channel.tasks():
                 _run_paths(run, live, deletion, tree, w, grace, tasks[i])

@@ -92,6 +92,7 @@ class Channel:
     def __init__(self, queue: TaskQueue, out: int, stop: int) -> None:
         self.queue = queue
         self.out = out
+        self._orphaned = False  # (its parent gone: the pipe to it closed)
         self._stop = select.poll()  # (poll, not select: descriptors numbered over 1024 are fine)
         self._stop.register(stop, select.POLLIN | select.POLLHUP)
 
@@ -113,8 +114,6 @@ class Channel:
                 data = data[os.write(self.out, data) :]
         except BrokenPipeError:
             self._orphaned = True
-
-    _orphaned = False
 
     def stopped(self) -> bool:
         """Whether the parent asked every worker to stop (a byte in the stop pipe, never read), or is gone."""
@@ -154,7 +153,6 @@ class Pool:
 
     def __init__(self, total: int, workers: int, child: Callable[[Channel], None]) -> None:
         self.total = total
-        self.taken: set[int] = set()
         self.ended: list[Ended] = []
         self.workers: list[_Worker] = []
         self._stopped = False
@@ -252,7 +250,6 @@ class Pool:
         kind = record[0] if isinstance(record, tuple) and record else None
         if kind == "take":
             w.tasks.append(record[1])  # type: ignore[index]
-            self.taken.add(record[1])  # type: ignore[index]
         elif kind == "end":
             w.finished = True
         elif kind == "error":
@@ -270,7 +267,8 @@ class Pool:
 
     def untaken(self) -> list[int]:
         """The tasks no worker started (all of them dead, or stopped)."""
-        return [i for i in range(self.total) if i not in self.taken]
+        taken = {i for w in self.workers for i in w.tasks}
+        return [i for i in range(self.total) if i not in taken]
 
     def close(self) -> None:
         """Stop the workers still running (an error in the parent), let them finish what they started, close the pipes.
