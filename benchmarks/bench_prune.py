@@ -5,6 +5,7 @@
     python benchmarks/bench_prune.py --repos 2000 --delete 1000
     python benchmarks/bench_prune.py --baseline HEAD~2        # compare with another commit than bd50451
     python benchmarks/bench_prune.py --baseline-tree ../old   # or with the hfcache package of another checkout
+    python benchmarks/bench_prune.py --jobs 4,8 --no-baseline # this checkout with -j 4 and with -j 8, side by side
 
 The cache (a hub cache, laid out as huggingface_hub lays one out): ``--repos`` repos, of which
 ``--delete`` have two revisions, an old one and the current one that ``refs/main`` names (a
@@ -25,6 +26,8 @@ or discard of the copying lands in the timed run); the whole tree read into the 
   as a user runs it: scan, plan, execution, report; its console script's code, with a timer
   around ``hfcache.prune.run_plan``), and from that same run the execution phase alone
   (``run_plan``: checks, locks, audit log, deletions);
+  With ``--jobs 4,8``, once with ``--jobs 4`` and once with ``--jobs 8`` as two commands of
+  each round (the ratios are those of the first);
 * the same command of the baseline: the code as of ``--baseline`` (default bd50451, before
   issue 15), from a ``git worktree`` made in the temporary folder and removed afterwards;
 * ``rm -rf`` of exactly the paths the prune deletes (``xargs -0 rm -rf`` over the list,
@@ -63,6 +66,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -271,14 +275,14 @@ def run_timed(name: str, argv: list[str], *, cwd: str | None = None, env: dict[s
     return elapsed, rss_kb / 1024, cpu
 
 
-def run_prune(name: str, tree: str, root: str, work: str) -> dict[str, object]:
+def run_prune(name: str, tree: str, root: str, work: str, extra: Sequence[str] = ()) -> dict[str, object]:
     out_path, log, exec_file = (os.path.join(work, file) for file in ("prune.json", "audit.log", "exec_s"))
     for path in (log, exec_file):
         if os.path.exists(path):
             os.unlink(path)
     env = {**os.environ, "PYTHONPATH": tree, "BENCH_PRUNE_TREE": tree, "BENCH_PRUNE_EXEC_FILE": exec_file}
     env.pop("HFCACHE_CONFIG", None)
-    argv = [sys.executable, "-c", COMMAND, "prune", "--cache-dir", root, *POLICY, "--no-config", "--yes", "--json"]
+    argv = [sys.executable, "-c", COMMAND, "prune", "--cache-dir", root, *POLICY, "--no-config", "--yes", "--json", *extra]
     with open(out_path, "wb") as out:
         # In the work folder: ``python -c`` puts the current folder first on sys.path, ahead of PYTHONPATH.
         elapsed, rss, cpu = run_timed(f"{name} ({tree})", [*argv, "--log", log], cwd=work, env=env, stdout=out)
@@ -316,8 +320,15 @@ def check_result(name: str, result: dict, root: str, cache: dict[str, object]) -
 
 
 def bench(
-    template: str, work: str, trees: dict[str, str], cache: dict[str, object], rounds: int, expected: set[str], entries: set[str]
+    template: str,
+    work: str,
+    trees: dict[str, tuple[str, list[str]]],
+    cache: dict[str, object],
+    rounds: int,
+    expected: set[str],
+    entries: set[str],
 ) -> dict[str, dict[str, object]]:
+    """Each command of ``trees`` (name -> its checkout and extra options) and ``rm -rf``, ``rounds`` times."""
     doomed_list, warm_list = os.path.join(work, "doomed.list"), os.path.join(work, "warm.list")
     warm_template, warm = os.path.join(work, "warm-hub"), os.path.join(work, "warm")
     warm_cache = make_prune_cache(warm_template, 4, 2, seed=1)
@@ -338,7 +349,7 @@ def bench(
                 with open(warm_list, "rb") as stdin:
                     run_timed(name, RM, cwd=warm, stdin=stdin)
             else:
-                run_prune(name, trees[name], warm, work)
+                run_prune(name, trees[name][0], warm, work, trees[name][1])
             subprocess.run(["rm", "-rf", warm], check=True)
             os.sync()  # what the copies and removals wrote (and discard) is not flushed during the timed run
             prime(copy)
@@ -347,7 +358,7 @@ def bench(
                     elapsed, rss, cpu = run_timed(name, RM, cwd=copy, stdin=stdin)
                 run: dict[str, object] = {"elapsed": elapsed, "rss": rss, "cpu": cpu}
             else:
-                run = run_prune(name, trees[name], copy, work)
+                run = run_prune(name, trees[name][0], copy, work, trees[name][1])
                 run.update(check_result(name, run.pop("result"), copy, cache))  # type: ignore[arg-type]
             problem = compare(copy, entries, expected)
             if problem:
@@ -383,11 +394,22 @@ def main() -> None:
     parser.add_argument("--baseline", default=BASELINE, help=f"the commit to compare with (default {BASELINE}: before issue 15)")
     parser.add_argument("--baseline-tree", metavar="DIR", help="use the hfcache package in DIR as the baseline (no git worktree)")
     parser.add_argument("--no-baseline", action="store_true", help="only hfcache against rm -rf")
+    parser.add_argument(
+        "--jobs",
+        metavar="N[,N...]",
+        help="run this checkout's prune with --jobs N, once per value, side by side; the ratios are the first's",
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    try:
+        jobs = [int(n) for n in args.jobs.split(",")] if args.jobs else []
+    except ValueError:
+        parser.error(f"--jobs: not a list of numbers: {args.jobs}")
+    if any(n < 1 for n in jobs):
+        parser.error("--jobs: each value must be at least 1")
 
     work = tempfile.mkdtemp(prefix="hfcache-bench-prune-")
 
@@ -396,17 +418,18 @@ def main() -> None:
     os.environ["HFCACHE_STATE"] = os.path.join(work, "state.db")
     worktree = None
     try:
-        trees = {"hfcache prune": REPO}
-        code = {"hfcache prune": describe_tree(REPO)}
+        trees = {f"hfcache prune -j {n}": (REPO, ["--jobs", str(n)]) for n in jobs} or {"hfcache prune": (REPO, [])}
+        ours_names = list(trees)
+        code = dict.fromkeys(ours_names, describe_tree(REPO))
         if args.baseline_tree:
-            trees["baseline prune"] = os.path.abspath(args.baseline_tree)
-            code["baseline prune"] = describe_tree(trees["baseline prune"])
+            trees["baseline prune"] = (os.path.abspath(args.baseline_tree), [])
+            code["baseline prune"] = describe_tree(trees["baseline prune"][0])
         elif not args.no_baseline:
             worktree = os.path.join(work, "baseline")
             git("worktree", "add", "--detach", "--quiet", worktree, args.baseline)
-            trees["baseline prune"] = worktree
+            trees["baseline prune"] = (worktree, [])
             code["baseline prune"] = git("rev-parse", "--short", args.baseline)
-        for tree in trees.values():  # compiled before timing, as an installed package is
+        for tree in {t for t, _ in trees.values()}:  # compiled before timing, as an installed package is
             subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(tree, "hfcache")], check=True)
 
         template = os.path.join(work, "hub")
@@ -424,7 +447,7 @@ def main() -> None:
             subprocess.run(["git", "-C", REPO, "worktree", "prune"], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
 
-    ours, rm = results["hfcache prune"], results["rm -rf"]
+    ours, rm = results[ours_names[0]], results["rm -rf"]
     base = results.get("baseline prune")
     ratios: dict[str, float | None] = {
         "prune vs rm -rf": ours["median_s"] / rm["median_s"],  # type: ignore[operator]
@@ -447,6 +470,7 @@ def main() -> None:
         "policy": " ".join(POLICY),
         "rounds": args.rounds,
         "code": code,
+        "options": {name: options for name, (_, options) in trees.items()},
         "results": results,
         "ratios": ratios,
         "targets_met": met,

@@ -103,6 +103,27 @@ def test_the_prune_benchmark_deletes_exactly_the_old_revisions(tmp_path):
     assert "deleted but not planned" in compare(root, entries, entries)
 
 
+def test_the_prune_benchmark_runs_this_checkout_with_each_jobs_value(tmp_path):
+    done = subprocess.run(
+        [sys.executable, os.path.join(BENCHMARKS, "bench_prune.py"), "--repos", "40", "--delete", "20", "--rounds", "1"]
+        + ["--no-baseline", "--jobs", "1,2", "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert set(report["results"]) == {"hfcache prune -j 1", "hfcache prune -j 2", "rm -rf"}
+    assert report["options"] == {"hfcache prune -j 1": ["--jobs", "1"], "hfcache prune -j 2": ["--jobs", "2"]}
+    for name in ("hfcache prune -j 1", "hfcache prune -j 2"):
+        assert report["results"][name]["units_deleted"] == 20
+    assert set(report["targets_met"]) == {"prune vs rm -rf", "execution vs rm -rf"}
+    bad = subprocess.run(
+        [sys.executable, os.path.join(BENCHMARKS, "bench_prune.py"), "--jobs", "4,x"], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "--jobs: not a list of numbers: 4,x" in bad.stderr
+
+
 def test_the_render_benchmark_runs_every_format(tmp_path):
     report = _bench_report(tmp_path, "bench_render.py", "--files", "300", "--rounds", "1")
     assert set(report["results"]) == {"scan", "scan --revisions", "prune --keep 1 --junk (plan)"}
