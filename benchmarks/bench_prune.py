@@ -25,9 +25,9 @@ or discard of the copying lands in the timed run); the whole tree read into the 
 * ``hfcache prune --keep 1 --no-config --yes --json`` of this checkout (the whole command,
   as a user runs it: scan, plan, execution, report; its console script's code, with a timer
   around ``hfcache.prune.run_plan``), and from that same run the execution phase alone
-  (``run_plan``: checks, locks, audit log, deletions);
-  With ``--jobs 4,8``, once with ``--jobs 4`` and once with ``--jobs 8`` as two commands of
-  each round (the ratios are those of the first);
+  (``run_plan``: checks, locks, audit log, deletions). With ``--jobs 4,8``: once with
+  ``--jobs 4`` and once with ``--jobs 8``, as two commands of each round (the ratios are
+  those of the first);
 * the same command of the baseline: the code as of ``--baseline`` (default bd50451, before
   issue 15), from a ``git worktree`` made in the temporary folder and removed afterwards;
 * ``rm -rf`` of exactly the paths the prune deletes (``xargs -0 rm -rf`` over the list,
@@ -408,8 +408,8 @@ def main() -> None:
         jobs = [int(n) for n in args.jobs.split(",")] if args.jobs else []
     except ValueError:
         parser.error(f"--jobs: not a list of numbers: {args.jobs}")
-    if any(n < 1 for n in jobs):
-        parser.error("--jobs: each value must be at least 1")
+    if any(n < 1 for n in jobs) or len(set(jobs)) != len(jobs):
+        parser.error("--jobs: each value must be at least 1, and given once")
 
     work = tempfile.mkdtemp(prefix="hfcache-bench-prune-")
 

@@ -122,6 +122,8 @@ def test_the_prune_benchmark_runs_this_checkout_with_each_jobs_value(tmp_path):
         [sys.executable, os.path.join(BENCHMARKS, "bench_prune.py"), "--jobs", "4,x"], capture_output=True, text=True
     )
     assert bad.returncode == 2 and "--jobs: not a list of numbers: 4,x" in bad.stderr
+    twice = subprocess.run([sys.executable, os.path.join(BENCHMARKS, "bench_prune.py"), "--jobs", "4,4"], capture_output=True)
+    assert twice.returncode == 2 and b"given once" in twice.stderr
 
 
 def test_the_render_benchmark_runs_every_format(tmp_path):
