@@ -5,7 +5,8 @@
     {"version": 1, "manifests": {"/etc/hfcache/node.yaml": {"synced_at": 1795000000.0,
         "revisions": [{"root": ..., "kind": ..., "id": ..., "revision": ..., "path": ...}, ...]}}}
 
-A plain JSON file, written whole (a temporary file, fsynced, renamed), apart from the SQLite
+A plain JSON file, written whole (:func:`hfcache.output.files.atomic_write`: a temporary
+file of a name no one can foresee, fsynced, renamed; a symlink is replaced, never followed), apart from the SQLite
 database: protections must survive a corrupt database, and one manifest's list never touches
 another's (a revision two manifests want stays while either does). Reading it: no file is
 no protection; a file that cannot be read is :class:`DesiredUnknown`, on which ``prune``,
@@ -21,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from hfcache.errors import DesiredUnknown
+from hfcache.output.files import atomic_write
 
 NAME = "desired.json"
 MAX_BYTES = 64 * 1024 * 1024
@@ -76,9 +78,4 @@ def record(state: str, manifest: str, rows: Iterable[Mapping[str, str]], *, fail
     carried = [r for r in before if isinstance(r, dict) and (r.get("kind"), r.get("id")) in kept]
     doc["manifests"][manifest] = {"synced_at": time.time(), "revisions": [*map(dict, rows), *carried]}
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(doc, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(doc, indent=1, sort_keys=True))

@@ -177,3 +177,38 @@ def test_warm_asks_the_kernel_for_the_listed_files_and_bad_manifests_are_one_lin
         manifest.write_text(text)
         result = run_cli("sync", str(manifest), "--cache-dir", root)
         assert result.exit_code == 2 and "Traceback" not in result.output and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_what_sync_keeps_is_written_through_no_planted_link_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    """desired.json is written as the other replaced files are (``atomic_write``).
+
+    Before, it went through ``<path>.<pid>.tmp``, a name anyone who can write the state
+    folder could foresee: a symlink planted there was followed (the list written into its
+    target) and then renamed over desired.json, which became that link. And a write that
+    failed (a full disk) left the temporary file behind.
+    """
+    from hfcache import desired
+
+    state = str(tmp_path / "state" / "state.db")
+    os.makedirs(os.path.dirname(state))
+    path = desired.desired_file(state)
+    outside = tmp_path / "outside.json"
+    outside.write_text("not yours\n")
+    os.symlink(outside, f"{path}.{os.getpid()}.tmp")
+    row = {"root": "/c", "kind": "huggingface", "id": "org/m", "revision": "a" * 40, "path": "/c/models--org--m/snapshots/a"}
+    desired.record(state, "/etc/hfcache/node.yaml", [row])
+    assert outside.read_text() == "not yours\n"
+    assert not os.path.islink(path) and desired.wanted(state) == {row["path"]: "/etc/hfcache/node.yaml"}
+
+    os.unlink(f"{path}.{os.getpid()}.tmp")
+    before = sorted(os.listdir(os.path.dirname(path)))
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError):
+        desired.record(state, "/etc/hfcache/other.yaml", [row])
+    assert sorted(os.listdir(os.path.dirname(path))) == before  # no temporary file left
+    monkeypatch.undo()
+    assert desired.wanted(state) == {row["path"]: "/etc/hfcache/node.yaml"}  # the last good list, whole
