@@ -78,4 +78,5 @@ def record(state: str, manifest: str, rows: Iterable[Mapping[str, str]], *, fail
     carried = [r for r in before if isinstance(r, dict) and (r.get("kind"), r.get("id")) in kept]
     doc["manifests"][manifest] = {"synced_at": time.time(), "revisions": [*map(dict, rows), *carried]}
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    atomic_write(path, json.dumps(doc, indent=1, sort_keys=True))
+    # 0644, as before: a prune run by another account that shares the state folder must read it.
+    atomic_write(path, json.dumps(doc, indent=1, sort_keys=True), mode=0o644)

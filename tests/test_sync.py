@@ -199,6 +199,7 @@ def test_what_sync_keeps_is_written_through_no_planted_link_and_leaves_no_tempor
     desired.record(state, "/etc/hfcache/node.yaml", [row])
     assert outside.read_text() == "not yours\n"
     assert not os.path.islink(path) and desired.wanted(state) == {row["path"]: "/etc/hfcache/node.yaml"}
+    assert os.stat(path).st_mode & 0o777 == 0o644  # (another account's prune sharing the state folder reads it)
 
     os.unlink(f"{path}.{os.getpid()}.tmp")
     before = sorted(os.listdir(os.path.dirname(path)))
