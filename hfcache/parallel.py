@@ -66,6 +66,11 @@ def can_fork() -> bool:
     return sys.platform.startswith("linux") and hasattr(os, "fork") and threading.active_count() == 1
 
 
+def workers_for(total: int, jobs: int, min_share: int = MIN_SHARE) -> int:
+    """How many workers ``total`` inputs are worth, at most ``jobs``: each gets at least ``min_share`` of them."""
+    return max(1, min(jobs, total // min_share))
+
+
 def ordered_map(func: Callable[[T], R], inputs: Sequence[T], jobs: int, *, label: str = "") -> list[R]:
     """``[func(x) for x in inputs]``, spread over up to ``jobs`` workers; reports progress under ``label``.
 
@@ -73,7 +78,7 @@ def ordered_map(func: Callable[[T], R], inputs: Sequence[T], jobs: int, *, label
     copy of memory) and its results must pickle.
     """
     total = len(inputs)
-    workers = max(1, min(jobs, total // MIN_SHARE))
+    workers = workers_for(total, jobs)
     if workers == 1:
         return _serial_map(func, inputs, label)
     if can_fork():

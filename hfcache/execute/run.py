@@ -457,8 +457,9 @@ def _run_items(run: _Run, live: LiveChecks, deletion: Deletion, tree: Tree, w: _
     if isinstance(deletion, ItemsApart) and workers_for(len(paths), jobs) > 1 and not run.halted() and can_fork():
         items = {p: found[0] for p, found in (*w.files.items(), *w.revisions.items())}
         tasks = [[paths[i] for i in group] for group in groups([deletion.shared_keys(w.cache, items[p]) for p in paths])]
-        if workers_for(len(tasks), jobs) > 1:
-            _run_parallel(run, live, deletion, tree, w, grace, tasks, workers_for(len(tasks), jobs))
+        workers = workers_for(len(tasks), jobs)
+        if workers > 1:
+            _run_parallel(run, live, deletion, tree, w, grace, tasks, workers)
             return
     _run_paths(run, live, deletion, tree, w, grace, paths)
 

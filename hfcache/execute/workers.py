@@ -41,7 +41,7 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from hfcache import progress
+from hfcache import parallel, progress
 from hfcache.parallel import TaskQueue
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def groups(keys: Sequence[Iterable[str]]) -> list[list[int]]:
 
 def workers_for(tasks: int, jobs: int) -> int:
     """How many workers ``tasks`` tasks are worth, at most ``jobs``."""
-    return max(1, min(jobs, tasks // MIN_SHARE))
+    return parallel.workers_for(tasks, jobs, MIN_SHARE)  # (this module's share: deleting a model is not scanning one)
 
 
 class Channel:
