@@ -237,7 +237,7 @@ def slow(remove):
         time.sleep(delay)
         return remove(*args, **kwargs)
     return slowed
-os.unlink, os.remove, os.rmdir = slow(os.unlink), slow(os.remove), slow(os.rmdir)
+os.unlink, os.remove, os.rmdir, os.rename = slow(os.unlink), slow(os.remove), slow(os.rmdir), slow(os.rename)
 sys.argv = ["hfcache", *sys.argv[2:]]
 from hfcache.cli import main
 main()
@@ -245,7 +245,7 @@ main()
 
 
 def slow_cli(delay: float, *args: str) -> subprocess.Popen:
-    """``hfcache ARGS`` in a child process (pipes for stdout and stderr), each removal slowed by ``delay`` seconds."""
+    """``hfcache ARGS`` in a child process (pipes for stdout and stderr), each removal and rename slowed by ``delay`` seconds."""
     return subprocess.Popen(
         [sys.executable, "-c", SLOW_CLI, str(delay), *args],
         stdin=subprocess.DEVNULL,

@@ -102,8 +102,8 @@ def test_ollama_pull_right_after_the_manifest_unlink_keeps_the_blobs(oroot, monk
     pulled = os.path.join(oroot, "manifests", "registry.ollama.ai", "user", "pulled", "v1")
     orig = OllamaDeletion.remove_revision
 
-    def unlink_then_pull(self, tree, cache, item, unit, rev):
-        got = orig(self, tree, cache, item, unit, rev)
+    def unlink_then_pull(self, tree, cache, item, unit, rev, out):
+        got = orig(self, tree, cache, item, unit, rev, out)
         write(pulled, text)
         return got
 

@@ -183,8 +183,8 @@ def test_a_folder_mounted_between_two_units_is_seen_before_the_second_loses_a_fi
     kept = sorted(os.listdir(second.path))
     remove_revision = HubDeletion.remove_revision
 
-    def mount_after_the_first(self, tree, cache, item, unit, rev):
-        done = remove_revision(self, tree, cache, item, unit, rev)
+    def mount_after_the_first(self, tree, cache, item, unit, rev, out):
+        done = remove_revision(self, tree, cache, item, unit, rev, out)
         if unit.path != second.path:
             subprocess.run(["mount", "--bind", outside, sub], check=True)
         return done

@@ -396,7 +396,7 @@ def test_a_manifest_written_while_blobs_settle_brings_them_back(root):
     out = {unit.path: Outcome()}
     with Tree(root) as tree:
         assert OLLAMA_DELETION.revalidate(tree, cache, llama, unit, old) is None
-        assert OLLAMA_DELETION.remove_revision(tree, cache, llama, unit, old) == (0, None)
+        assert OLLAMA_DELETION.remove_revision(tree, cache, llama, unit, old, {}) == (0, None)
         stay = [r for r in llama.revisions if r.revision != "old"]
         finish = OLLAMA_DELETION.remove_rest(tree, cache, llama, [(unit, old)], stay, out)
         assert finish is not None

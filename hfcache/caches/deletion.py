@@ -23,6 +23,7 @@ hub) bring their own.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat as stat_mod
 from collections.abc import Callable, Sequence
@@ -49,6 +50,15 @@ class Outcome:
         self.freed += freed
         if error:
             self.errors.append(error)
+
+    def removed(self, path: str, logger: logging.Logger) -> Callable[[int, str | None], None]:
+        """What a removal carried out later (:meth:`hfcache.fs.ops.Tree.remove_later`) tells: logged, then added."""
+
+        def done(freed: int, error: str | None) -> None:
+            logger.debug("remove %s: %s", path, error or f"done, {freed} bytes freed")
+            self.add(freed, error)
+
+        return done
 
 
 Going = Sequence[tuple["PlanUnit", Revision]]
@@ -88,9 +98,13 @@ class Deletion(Protocol):
         ...
 
     def remove_revision(
-        self, tree: Tree, cache: CacheInventory, item: Item, unit: PlanUnit, rev: Revision
+        self, tree: Tree, cache: CacheInventory, item: Item, unit: PlanUnit, rev: Revision, out: Outcomes
     ) -> tuple[int, str | None]:
-        """Remove one revision (all or nothing where the kind can): (bytes freed, error)."""
+        """Remove one revision (all or nothing where the kind can): (bytes freed, error).
+
+        What it queues to remove with the next batch (:meth:`hfcache.fs.ops.Tree.remove_later`)
+        tells ``out[unit.path]`` when it went.
+        """
         ...
 
     def remove_rest(
@@ -240,7 +254,7 @@ class PathDeletion:
         return tree.remove(path)
 
     def remove_revision(
-        self, tree: Tree, cache: CacheInventory, item: Item, unit: PlanUnit, rev: Revision
+        self, tree: Tree, cache: CacheInventory, item: Item, unit: PlanUnit, rev: Revision, out: Outcomes
     ) -> tuple[int, str | None]:
         freed = 0
         for path in rev.unit_paths:

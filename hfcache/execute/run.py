@@ -290,6 +290,7 @@ class _Run:
     def later(self, tree: Tree, finisher: Finisher | None, units: list[PlanUnit]) -> None:
         """Finish ``units`` now, or once ``finisher`` ran after its settling time."""
         if finisher is None:
+            tree.unlink_pending()  # (what they queued: carried out before they are reported)
             for unit in units:
                 self.finish(unit)
             return
@@ -307,6 +308,8 @@ class _Run:
             ready, self.pending = self.pending, []
         else:
             now = time.monotonic()
+            if self.pending[0][0] + 2 * SETTLE > now:
+                return  # (finishers run in batches: their removals back to back)
             n = next((i for i, p in enumerate(self.pending) if p[0] + SETTLE > now), len(self.pending))
             if n == 0:
                 return
@@ -316,6 +319,9 @@ class _Run:
                 finisher(tree)
             except OSError as e:
                 self.out[units[-1].path].add(0, f"{e.filename or ''}: {e.strerror or e}")
+        for tree in {id(r[1]): r[1] for r in ready}.values():
+            tree.unlink_pending()
+        for _, _, _, units in ready:
             for unit in units:
                 self.finish(unit)
         if wait and self.audit is not None:  # before that, the next unit's "started" line syncs them
@@ -488,6 +494,7 @@ def _run_parallel(
                     break
         finally:
             run.flush()  # what it started is finished, even when a bug stopped it (as in one process)
+            tree.unlink_pending()
         channel.send(("denied", live.denied))
 
     started: set[str] = set()
@@ -593,7 +600,7 @@ def _run_model(
         if not run.start(unit):
             handled.pop()
             break
-        freed, error = deletion.remove_revision(tree, cache, item, unit, rev)
+        freed, error = deletion.remove_revision(tree, cache, item, unit, rev, run.out)
         run.out[unit.path].add(freed, error)
         if not error:
             gone.append((unit, rev))

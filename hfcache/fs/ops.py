@@ -23,16 +23,25 @@ import errno
 import os
 import stat as stat_mod
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from hfcache.fs.mounts import MountWatch, mount_id
-from hfcache.fs.removal import error_line, remove_tree, unlink_at
+from hfcache.fs.removal import Batch, error_line, remove_tree, unlink_at
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 _FILE_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
 # How many folder descriptors a tree keeps open between calls (the folders of one repo, and more).
 MAX_HELD = 64
+
+
+# What Tree._walk returns for a tree with more folders than a batch holds open at once.
+_TOO_MANY: list[tuple[int, str, bool, bool]] = []
+
+
+def _first(done: Callable[[int, str | None], None], error: str) -> Callable[[int, str | None], None]:
+    """``done``, told ``error`` first (an error met when the removal was queued)."""
+    return lambda freed, later: done(freed, error)
 
 
 class UnsafePath(OSError):
@@ -67,6 +76,8 @@ class Tree:
         self._in_use: dict[int, int] = {}
         self._released: set[int] = set()
         self._mounts: MountWatch | None = None
+        # Removals queued by remove_later and unlink_later, carried out by unlink_pending.
+        self._batch: Batch | None = None
 
     def __enter__(self) -> Tree:
         return self
@@ -75,6 +86,7 @@ class Tree:
         self.close()
 
     def close(self) -> None:
+        self.unlink_pending()
         while self._dirs:
             self._release(self._dirs.popitem()[1])
         self._below.clear()
@@ -105,6 +117,9 @@ class Tree:
         if self._mounts is not None:
             self._mounts.close()
             self._mounts = None
+        if self._batch is not None:  # (the parent's to carry out)
+            self._batch.drop()
+            self._batch = None
         os.close(self.fd)
         self.fd = fd
 
@@ -375,6 +390,88 @@ class Tree:
             return 0, None
         except OSError as e:
             return 0, error_line(path, e)
+
+    # -- removing in batches -------------------------------------------------------------------
+
+    def _queue(self) -> Batch:
+        if self._batch is None:
+            self._batch = Batch()
+        return self._batch
+
+    def unlink_later(self, path: str, done: Callable[[int, str | None], None], *, count: bool = True) -> None:
+        """Unlink the file or link ``path`` with the next :meth:`unlink_pending`; ``done(bytes freed, error)`` then.
+
+        Its folder is reached strictly now and held open until then: what happens to the
+        path meanwhile changes nothing of where the unlink acts.
+        """
+        try:
+            parts = self.parts(path)
+            batch = self._queue()
+            fd = batch.folder(tuple(parts[:-1]), self._dir)
+        except OSError as e:
+            done(0, None if isinstance(e, FileNotFoundError) else error_line(path, e))
+            return
+        batch.add(path, done, [(fd, parts[-1], False, count)])
+        self._spill()
+
+    def remove_later(
+        self, path: str, done: Callable[[int, str | None], None], *, count: bool = True, also: Sequence[str] = ()
+    ) -> str | None:
+        """Remove a file, a link or a whole tree with the next :meth:`unlink_pending`; ``done(bytes freed, first error)`` then.
+
+        A tree is walked now, strictly (as :meth:`remove` walks it), each folder held open
+        until then. Returns at once the error that stops the walk (a folder that cannot be
+        entered: a symlink swapped in, a mount point); then nothing is queued and ``done`` is
+        not called. ``also``: paths removed just before it, uncounted, each left out when it
+        cannot be walked (its error goes to ``done``).
+        """
+        batch = self._queue()
+        try:
+            main = self._walk(batch, path, count)
+        except OSError as e:
+            return error_line(path, e)
+        if main is _TOO_MANY:  # too many folders to hold open at once: removed now
+            done(*self.remove(path, count=count))
+            main = []
+        ops: list[tuple[int, str, bool, bool]] = []
+        error = None
+        for extra in also:
+            try:
+                got = self._walk(batch, extra, False)
+            except OSError as e:
+                error = error or error_line(extra, e)
+                continue
+            if got is _TOO_MANY:
+                error = error or self.remove(extra, count=False)[1]
+                continue
+            ops += got
+        batch.add(path, done if error is None else _first(done, error), ops + main)
+        self._spill()
+        return None
+
+    def _walk(self, batch: Batch, path: str, count: bool) -> list[tuple[int, str, bool, bool]]:
+        """The removals of ``path`` (nothing when it is gone), its folders opened now and held by ``batch``."""
+        parts = self.parts(path)
+        try:
+            fd, name = batch.folder(tuple(parts[:-1]), self._dir), parts[-1]
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return []
+        if not stat_mod.S_ISDIR(st.st_mode):
+            return [(fd, name, False, count)]
+        self.forget(path)
+        ops = batch.walk(self._open_sub, fd, name, path, count)
+        return _TOO_MANY if ops is None else ops
+
+    def _spill(self) -> None:
+        if self._batch is not None and self._batch.full():
+            self.unlink_pending()
+
+    def unlink_pending(self) -> None:
+        """Carry out the queued removals, back to back (see :class:`hfcache.fs.removal.Batch`)."""
+        batch, self._batch = self._batch, None
+        if batch is not None:
+            batch.run()
 
     def _mounts_listed(self) -> list[str] | None:
         """The kernel's mount points below the root, as they are now (None: unknown, see :class:`MountWatch`)."""

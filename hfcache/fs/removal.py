@@ -13,7 +13,7 @@ import errno
 import os
 import stat as stat_mod
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 # Deeper than any cache needs: past this a tree is refused rather than holding a descriptor per level.
 MAX_DEPTH = 128
@@ -134,3 +134,149 @@ def _mode(fd: int, name: str) -> int:
         return os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
     except OSError:
         return 0
+
+
+# Folder descriptors a batch holds open at most before it is carried out.
+BATCH_FDS = 256
+
+
+class _Op(NamedTuple):
+    fd: int
+    name: str
+    folder: bool
+    counted: bool
+    request: int
+
+
+class Batch:
+    """Removals walked and checked now, carried out later back to back: :meth:`hfcache.fs.ops.Tree.remove_later`.
+
+    On a disk that discards freed blocks synchronously (ext4 without a journal, mounted
+    ``discard``; many cloud disks), every unlink that frees a block waits on the device,
+    and a request that follows the previous one at once is served several times faster
+    than one that comes after other work. So a prune decides and checks unit after unit,
+    and removes what many units left in one run of ``unlink`` and ``rmdir`` calls with
+    nothing between them. Each call is relative to a folder descriptor opened strictly when
+    the removal was queued, never a path looked up again.
+    """
+
+    def __init__(self) -> None:
+        self.fds: list[int] = []
+        self.folders: dict[tuple[str, ...], int] = {}
+        self.ops: list[_Op] = []
+        self.requests: list[tuple[str, Callable[[int, str | None], None]]] = []
+
+    def full(self) -> bool:
+        """Whether to carry it out before queueing more (a walk may add up to half the budget)."""
+        return len(self.fds) >= BATCH_FDS // 2
+
+    def folder(self, key: tuple[str, ...], open_dir: Callable[[tuple[str, ...]], int]) -> int:
+        """An owned descriptor of the folder ``key`` (one per folder and batch)."""
+        fd = self.folders.get(key)
+        if fd is None:
+            fd = os.dup(open_dir(key))
+            self.fds.append(fd)
+            self.folders[key] = fd
+        return fd
+
+    def add(self, path: str, done: Callable[[int, str | None], None], ops: list[tuple[int, str, bool, bool]]) -> None:
+        n = len(self.requests)
+        self.requests.append((path, done))
+        self.ops.extend(_Op(*op, n) for op in ops)
+
+    def walk(self, open_sub: OpenSub, parent: int, name: str, path: str, count: bool) -> list[tuple[int, str, bool, bool]] | None:
+        """The removals of the tree ``name`` of ``parent``, children before their folder; None past the budget.
+
+        Each folder is opened strictly (``open_sub``) and held by the batch; the error that
+        stops the walk is raised, and then the batch holds nothing of it.
+        """
+        own: list[int] = []
+        ops: list[tuple[int, str, bool, bool]] = []
+        folders: list[tuple[int, str, bool, bool]] = [(parent, name, True, False)]
+        depth0 = path.count(os.sep)
+        try:
+            own.append(open_sub(parent, name, path))
+            stack = [(path, own[0])]
+            while stack:
+                fpath, dfd = stack.pop()
+                with os.scandir(dfd) as it:
+                    entries = [(e.name, e.is_symlink(), e.is_dir(follow_symlinks=False)) for e in it]
+                for entry, is_link, is_dir in entries:
+                    if not is_dir:
+                        ops.append((dfd, entry, False, count and not is_link))
+                        continue
+                    epath = fpath + os.sep + entry
+                    if len(own) >= BATCH_FDS // 2 or epath.count(os.sep) - depth0 >= MAX_DEPTH:
+                        for fd in own:
+                            os.close(fd)
+                        return None
+                    try:
+                        sub = open_sub(dfd, entry, epath)
+                    except FileNotFoundError:
+                        continue
+                    own.append(sub)
+                    stack.append((epath, sub))
+                    folders.append((dfd, entry, True, False))
+        except BaseException:
+            for fd in own:
+                os.close(fd)
+            raise
+        self.fds.extend(own)
+        # Each folder after everything in it: a folder is found before what it holds, so the
+        # folders in reverse order of discovery come after their contents (files come first).
+        return ops + folders[::-1]
+
+    def run(self) -> None:
+        """Look at what must be counted, then remove everything back to back, then tell each request."""
+        ops, requests = self.ops, self.requests
+        freed = [0] * len(requests)
+        errors: list[str | None] = [None] * len(requests)
+        sizes: dict[int, int] = {}
+        skip: set[int] = set()
+        try:
+            for i, op in enumerate(ops):
+                if not op.counted:
+                    continue
+                try:
+                    st = os.stat(op.name, dir_fd=op.fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    skip.add(i)
+                    continue
+                except OSError as e:
+                    skip.add(i)
+                    errors[op.request] = errors[op.request] or error_line(requests[op.request][0], e)
+                    continue
+                if stat_mod.S_ISDIR(st.st_mode):
+                    skip.add(i)
+                    errors[op.request] = errors[op.request] or f"{requests[op.request][0]}: a folder where a file was expected"
+                elif stat_mod.S_ISREG(st.st_mode) and st.st_nlink == 1:
+                    sizes[i] = st.st_size
+            failed: list[tuple[int, OSError]] = []
+            rmdir, unlink = os.rmdir, os.unlink
+            for i, (fd, name, folder, _, _) in enumerate(ops):  # (nothing else in this loop: see the class)
+                if i in skip:
+                    continue
+                try:
+                    (rmdir if folder else unlink)(name, dir_fd=fd)
+                except OSError as e:
+                    failed.append((i, e))
+            lost = set()
+            for i, err in failed:
+                lost.add(i)
+                if isinstance(err, FileNotFoundError):
+                    continue
+                what = "a folder where a file was expected" if isinstance(err, IsADirectoryError) else (err.strerror or str(err))
+                errors[ops[i].request] = errors[ops[i].request] or f"{requests[ops[i].request][0]}: {what}"
+            for i, size in sizes.items():
+                if i not in lost:
+                    freed[ops[i].request] += size
+        finally:
+            self.drop()
+        for (_, done), got, error in zip(requests, freed, errors, strict=True):
+            done(got, error)
+
+    def drop(self) -> None:
+        """Close the descriptors; nothing queued is carried out."""
+        for fd in self.fds:
+            os.close(fd)
+        self.fds, self.folders, self.ops, self.requests = [], {}, [], []

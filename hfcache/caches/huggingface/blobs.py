@@ -107,9 +107,7 @@ def _finish_some(tree: Tree, repo: str, aside: dict[str, str], out: Outcomes, un
                 restore_blob(tree, repo, name)
                 continue
             path = os.path.join(trash_path(tree), trash_name(repo, BLOB_MARK + name))
-            freed, error = tree.unlink(path, count=name not in uncounted)
-            out[unit_path].add(freed, error)
-            log.debug("remove %s: %s", os.path.join(repo, "blobs", name), error or f"done, {freed} bytes freed")
+            tree.unlink_later(path, out[unit_path].removed(os.path.join(repo, "blobs", name), log), count=name not in uncounted)
 
 
 def _lock_names(tree: Tree, repo: str) -> set[str]:

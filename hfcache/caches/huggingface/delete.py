@@ -14,9 +14,13 @@ removed per revision.
    must be the plan's, and unless the plan removes the repo, another snapshot must remain.
 2. **Refs set aside**: each ref naming commit ``C`` is renamed into the trash and read again
    there; one that no longer names ``C`` (a download moved it) goes back.
-3. **Snapshot set aside**: ``snapshots/C`` is renamed into the trash and removed there, then
-   ``.no_exist/C`` and ``trees/C.json``. If the snapshot cannot be set aside or removed, it
-   and its refs are put back: the revision stays loadable by tag.
+3. **Snapshot set aside**: ``snapshots/C`` is renamed into the trash and walked there
+   (strictly, each folder held open); it goes with the next batch of removals
+   (:class:`hfcache.fs.removal.Batch`), after its refs, ``.no_exist/C`` and ``trees/C.json``.
+   If the snapshot cannot be set aside or walked (a mount point, a folder that cannot be
+   entered), it and its refs are put back, nothing of it removed: the revision stays
+   loadable by tag. Once it is in the trash, whatever stops its removal, the recovery
+   finishes it.
 4. **Blobs set aside, then checked**: a blob no remaining revision uses is renamed, under the
    hub's own per-blob download lock, into the trash; the repo's snapshot links
    are read again and a linked blob goes back. After a settling time (longer than the poll
@@ -168,7 +172,7 @@ class HubDeletion:
     # -- a revision ----------------------------------------------------------------------------
 
     def remove_revision(
-        self, tree: Tree, cache: CacheInventory, item: Item, unit: PlanUnit, rev: Revision
+        self, tree: Tree, cache: CacheInventory, item: Item, unit: PlanUnit, rev: Revision, out: Outcomes
     ) -> tuple[int, str | None]:
         repo, commit = item.path, rev.revision
         trash = trash_path(tree)
@@ -189,20 +193,19 @@ class HubDeletion:
         except OSError as e:
             restore_refs(tree, repo, commit)
             return 0, f"{e.filename or rev.path}: {e.strerror or e}; nothing of it was removed"
-        freed, error = tree.remove(held)
-        log.debug("remove %s: %s", rev.path, error or f"done, {freed} bytes freed")
+        # Walked and checked now, removed with the batch (hfcache.fs.removal.Batch): its refs and
+        # markers first, the snapshot set aside last (while it waits in the trash, a recovery
+        # finishes what is left of the revision).
+        also = [*moved, os.path.join(repo, ".no_exist", commit), os.path.join(repo, "trees", commit + ".json")]
+        error = tree.remove_later(held, out[unit.path].removed(rev.path, log), also=also)
         if error:
-            try:  # what is left goes back with its refs: the revision stays loadable by tag
+            try:  # it goes back with its refs, nothing of it removed: the revision stays loadable by tag
                 tree.rename(held, rev.path)
                 restore_refs(tree, repo, commit)
             except OSError:
                 pass  # left in the trash: the next run's recovery puts the refs back or finishes
-            return freed, error
-        for path in moved:
-            tree.unlink(path, count=False)
-        tree.remove(os.path.join(repo, ".no_exist", commit), count=False)
-        tree.remove(os.path.join(repo, "trees", commit + ".json"), count=False)
-        return freed, None
+            return 0, f"{error}; nothing of it was removed"
+        return 0, None
 
     # -- what the revisions shared -------------------------------------------------------------
 

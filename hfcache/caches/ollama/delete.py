@@ -223,7 +223,7 @@ class OllamaDeletion:
     # -- a tag -----------------------------------------------------------------------------------
 
     def remove_revision(
-        self, tree: Tree, cache: CacheInventory, item: Item, unit: PlanUnit, rev: Revision
+        self, tree: Tree, cache: CacheInventory, item: Item, unit: PlanUnit, rev: Revision, out: Outcomes
     ) -> tuple[int, str | None]:
         """Unlink the manifest (``Manifest.Remove``): the tag is gone at once, whole; its blobs go with the model's rest."""
         _, error = tree.unlink(rev.path, count=False)  # (Ollama counts no manifest in a size; nor does the plan)
