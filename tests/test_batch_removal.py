@@ -11,10 +11,14 @@ import subprocess
 
 import pytest
 
+import hfcache
+from hfcache.caches.huggingface.trash import TRASH, trash_name
+from hfcache.execute.run import recover
 from hfcache.fs import ops as fsops
 from hfcache.fs import removal
+from hfcache.model import Inventory
 from tests.support import need_mounts
-from tests.trees import write
+from tests.trees import commit, repo, sha256, write
 
 
 def results():
@@ -135,18 +139,6 @@ def test_a_mount_inside_is_refused_when_queued(tmp_path):
         subprocess.run(["umount", "-l", os.path.join(held, "sub")], check=True)
 
 
-def test_too_many_folders_to_hold_open_are_removed_at_once(tmp_path, monkeypatch):
-    monkeypatch.setattr(removal, "BATCH_FDS", 8)
-    root = str(tmp_path)
-    held = os.path.join(root, "trash", "held")
-    for i in range(10):
-        write(os.path.join(held, f"d{i}", "f"), b"x" * 3)
-    got, done = results()
-    with fsops.Tree(root) as tree:
-        assert tree.remove_later(held, done) is None
-        assert got == [(30, None)] and not os.path.lexists(held)  # not held open: done at once
-
-
 def test_a_batch_holding_many_folders_is_carried_out_before_it_holds_more(tmp_path, monkeypatch):
     monkeypatch.setattr(removal, "BATCH_FDS", 8)
     root = str(tmp_path)
@@ -207,3 +199,120 @@ def test_an_entry_that_changed_type_is_an_error_not_a_removal(tmp_path, folder_f
     [(freed, error)] = got
     assert freed == 0 and error is not None and "folder where a file was expected" in error
     assert os.path.exists(os.path.join(path, "inside"))
+
+
+def test_a_tree_too_big_to_hold_open_is_told_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(removal, "BATCH_FDS", 8)
+    root = str(tmp_path)
+    held = os.path.join(root, "trash", "held")
+    for i in range(10):
+        write(os.path.join(held, f"d{i}", "f"), b"x" * 3)
+    write(os.path.join(root, "trash", "ref"), b"r")
+    got, done = results()
+    with fsops.Tree(root) as tree:
+        assert tree.remove_later(held, done, also=[os.path.join(root, "trash", "ref")]) is None
+        tree.unlink_pending()
+    assert got == [(30, None)] and os.listdir(os.path.join(root, "trash")) == []
+
+
+def test_a_mount_deep_in_a_tree_too_big_to_hold_open_is_returned(tmp_path, monkeypatch):
+    need_mounts("mount", "umount")
+    monkeypatch.setattr(removal, "BATCH_FDS", 8)
+    root, other = str(tmp_path / "root"), str(tmp_path / "other")
+    write(os.path.join(other, "f"), b"on another mount")
+    held = os.path.join(root, "trash", "held")
+    for i in range(10):
+        write(os.path.join(held, f"d{i}", "f"), b"x")
+    mnt = os.path.join(held, "d9", "mnt")
+    os.makedirs(mnt)
+    ref = os.path.join(root, "trash", "ref")
+    write(ref, b"r")
+    subprocess.run(["mount", "--bind", other, mnt], check=True)
+    try:
+        got, done = results()
+        with fsops.Tree(root) as tree:
+            error = tree.remove_later(held, done, also=[ref])
+            tree.unlink_pending()
+        assert error is not None and "mount point" in error  # the caller puts back what is left
+        assert os.path.exists(ref)  # nothing of "also" went
+        assert len(got) <= 1 and os.listdir(other) == ["f"]
+    finally:
+        subprocess.run(["umount", "-l", mnt], check=True)
+
+
+def test_every_link_of_a_file_removed_in_one_batch_frees_it_once(tmp_path):
+    root = str(tmp_path)
+    write(os.path.join(root, "trash", "a"), b"x" * 1000)
+    os.link(os.path.join(root, "trash", "a"), os.path.join(root, "trash", "b"))
+    write(os.path.join(root, "trash", "c"), b"y" * 10)
+    os.link(os.path.join(root, "trash", "c"), os.path.join(root, "kept"))  # a link that stays: nothing freed
+    got, done = results()
+    with fsops.Tree(root) as tree:
+        for name in ("a", "b", "c"):
+            tree.unlink_later(os.path.join(root, "trash", name), done)
+        tree.unlink_pending()
+    assert sorted(got) == [(0, None), (0, None), (1000, None)]
+
+
+def test_a_folder_renamed_by_hfcache_is_looked_up_afresh_by_later_removals(tmp_path):
+    root = str(tmp_path)
+    write(os.path.join(root, "A", "x"), b"1")
+    write(os.path.join(root, "A", "y"), b"in A, renamed to B")
+    got, done = results()
+    with fsops.Tree(root) as tree:
+        tree.unlink_later(os.path.join(root, "A", "x"), done)
+        tree.rename(os.path.join(root, "A"), os.path.join(root, "B"))
+        write(os.path.join(root, "A", "y"), b"a new A")
+        tree.unlink_later(os.path.join(root, "A", "y"), done)
+        tree.unlink_pending()
+    assert got == [(1, None), (7, None)]
+    assert os.listdir(os.path.join(root, "A")) == [] and os.listdir(os.path.join(root, "B")) == ["y"]
+
+
+def test_a_batch_never_holds_more_folders_open_than_its_budget(tmp_path, monkeypatch):
+    monkeypatch.setattr(removal, "BATCH_FDS", 16)
+    peak = []
+    add = removal.Batch.add
+
+    def counted(self, *args):
+        peak.append(len(self.fds))
+        return add(self, *args)
+
+    monkeypatch.setattr(removal.Batch, "add", counted)
+    root = str(tmp_path)
+    got, done = results()
+    with fsops.Tree(root) as tree:
+        for i in range(6):
+            held, marker = os.path.join(root, "trash", f"h{i}"), os.path.join(root, "markers", f"m{i}")
+            for j in range(7):
+                write(os.path.join(held, f"d{j}", "f"), b"x")
+                write(os.path.join(marker, f"d{j}", "f"), b"")
+            assert tree.remove_later(held, done, also=[marker]) is None
+        tree.unlink_pending()
+    assert got == [(7, None)] * 6 and max(peak) <= 16 + 2  # (+ the two parent folders, one descriptor each)
+
+
+def test_a_revision_killed_while_waiting_for_its_batch_is_finished_with_the_blobs_only_it_used(tmp_path):
+    """Killed after its snapshot was set aside and before the batch: the recovery removes what the run would have.
+
+    Its snapshot waits in the trash, whole; the blobs only it linked are still in ``blobs/``
+    (they go after the settling time). The recovery finishes the revision, and those blobs
+    with it; a blob another revision links stays.
+    """
+    root = str(tmp_path / "hub")
+    old, new = commit("old"), commit("new")
+    only_old, shared, only_new = sha256("w-old"), sha256("cfg"), sha256("w-new")
+    folder = repo(
+        root,
+        "models--org--m",
+        snapshots={old: {"w.bin": only_old, "sub/config.json": shared}, new: {"w.bin": only_new, "config.json": shared}},
+        blobs={only_old: 1000, shared: 10, only_new: 2000},
+        refs={"main": new},
+    )
+    os.makedirs(os.path.join(root, TRASH))
+    os.rename(os.path.join(folder, "snapshots", old), os.path.join(root, TRASH, trash_name(folder, old)))
+    (cache,) = hfcache.scan([root]).caches
+    notes = recover(Inventory(caches=(cache,)))
+    assert any("finished removing revision" in n for n in notes), notes
+    assert sorted(os.listdir(os.path.join(folder, "blobs"))) == sorted([shared, only_new])
+    assert os.listdir(os.path.join(root, TRASH)) == []

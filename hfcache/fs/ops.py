@@ -39,11 +39,6 @@ MAX_HELD = 64
 _TOO_MANY: list[tuple[int, str, bool, bool]] = []
 
 
-def _first(done: Callable[[int, str | None], None], error: str) -> Callable[[int, str | None], None]:
-    """``done``, told ``error`` first (an error met when the removal was queued)."""
-    return lambda freed, later: done(freed, error)
-
-
 class UnsafePath(OSError):
     """A path component is a symlink, not a folder, or on another mount: nothing done through it."""
 
@@ -127,6 +122,8 @@ class Tree:
         """Drop the held descriptors of ``path`` and of every folder below it (it was renamed or removed)."""
         parts = tuple(self.parts(path)) if path != self.path else ()
         n = len(parts)
+        if self._batch is not None:
+            self._batch.forget(parts)
         if n and parts not in self._below:
             return  # the usual case: nothing held there
         for key in [k for k in self._dirs if k[:n] == parts]:
@@ -422,30 +419,44 @@ class Tree:
         A tree is walked now, strictly (as :meth:`remove` walks it), each folder held open
         until then. Returns at once the error that stops the walk (a folder that cannot be
         entered: a symlink swapped in, a mount point); then nothing is queued and ``done`` is
-        not called. ``also``: paths removed just before it, uncounted, each left out when it
-        cannot be walked (its error goes to ``done``).
+        not called. A tree with more folders than a batch holds open is removed at once, as
+        :meth:`remove` does: then the error that stopped it is returned too, and ``done`` told
+        what went. ``also``: paths removed just before it, uncounted, each left out when it
+        cannot be walked (its error goes to ``done``). ``done`` is called once.
         """
+        if self._batch is not None and self._batch.full():
+            self.unlink_pending()  # (room for the walk)
         batch = self._queue()
         try:
             main = self._walk(batch, path, count)
         except OSError as e:
             return error_line(path, e)
+        freed_now = 0
         if main is _TOO_MANY:  # too many folders to hold open at once: removed now
-            done(*self.remove(path, count=count))
+            freed_now, error = self.remove(path, count=count)
+            if error:
+                done(freed_now, None)
+                return error
             main = []
         ops: list[tuple[int, str, bool, bool]] = []
-        error = None
+        first = None
         for extra in also:
             try:
                 got = self._walk(batch, extra, False)
             except OSError as e:
-                error = error or error_line(extra, e)
+                first = first or error_line(extra, e)
                 continue
             if got is _TOO_MANY:
-                error = error or self.remove(extra, count=False)[1]
+                first = first or self.remove(extra, count=False)[1]
                 continue
             ops += got
-        batch.add(path, done if error is None else _first(done, error), ops + main)
+        told = done
+        if first is not None or freed_now:
+
+            def done(freed: int, error: str | None) -> None:
+                told(freed + freed_now, first or error)
+
+        batch.add(path, done, ops + main)
         self._spill()
         return None
 

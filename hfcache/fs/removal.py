@@ -140,6 +140,10 @@ def _mode(fd: int, name: str) -> int:
 BATCH_FDS = 256
 
 
+# Files of several links the batch removes, by (st_dev, st_ino): (links, size, their ops)
+_Links = dict[tuple[int, int], tuple[int, int, list[int]]]
+
+
 class _Op(NamedTuple):
     fd: int
     name: str
@@ -179,6 +183,12 @@ class Batch:
             self.folders[key] = fd
         return fd
 
+    def forget(self, parts: tuple[str, ...]) -> None:
+        """Look the folder ``parts`` and those below it up afresh from now on (hfcache renamed or removed it)."""
+        n = len(parts)
+        for key in [k for k in self.folders if k[:n] == parts]:
+            del self.folders[key]  # (its descriptor stays the batch's: queued removals act in it)
+
     def add(self, path: str, done: Callable[[int, str | None], None], ops: list[tuple[int, str, bool, bool]]) -> None:
         n = len(self.requests)
         self.requests.append((path, done))
@@ -206,7 +216,7 @@ class Batch:
                         ops.append((dfd, entry, False, count and not is_link))
                         continue
                     epath = fpath + os.sep + entry
-                    if len(own) >= BATCH_FDS // 2 or epath.count(os.sep) - depth0 >= MAX_DEPTH:
+                    if len(own) + len(self.fds) >= BATCH_FDS or epath.count(os.sep) - depth0 >= MAX_DEPTH:
                         for fd in own:
                             os.close(fd)
                         return None
@@ -228,52 +238,77 @@ class Batch:
 
     def run(self) -> None:
         """Look at what must be counted, then remove everything back to back, then tell each request."""
-        ops, requests = self.ops, self.requests
-        freed = [0] * len(requests)
-        errors: list[str | None] = [None] * len(requests)
-        sizes: dict[int, int] = {}
-        skip: set[int] = set()
+        errors: list[str | None] = [None] * len(self.requests)
         try:
-            for i, op in enumerate(ops):
-                if not op.counted:
-                    continue
-                try:
-                    st = os.stat(op.name, dir_fd=op.fd, follow_symlinks=False)
-                except FileNotFoundError:
-                    skip.add(i)
-                    continue
-                except OSError as e:
-                    skip.add(i)
-                    errors[op.request] = errors[op.request] or error_line(requests[op.request][0], e)
-                    continue
-                if stat_mod.S_ISDIR(st.st_mode):
-                    skip.add(i)
-                    errors[op.request] = errors[op.request] or f"{requests[op.request][0]}: a folder where a file was expected"
-                elif stat_mod.S_ISREG(st.st_mode) and st.st_nlink == 1:
-                    sizes[i] = st.st_size
-            failed: list[tuple[int, OSError]] = []
+            sizes, links, skip = self._look(errors)
             rmdir, unlink = os.rmdir, os.unlink
-            for i, (fd, name, folder, _, _) in enumerate(ops):  # (nothing else in this loop: see the class)
+            failed: list[tuple[int, OSError]] = []
+            for i, (fd, name, folder, _, _) in enumerate(self.ops):  # (nothing else in this loop: see the class)
                 if i in skip:
                     continue
                 try:
                     (rmdir if folder else unlink)(name, dir_fd=fd)
                 except OSError as e:
                     failed.append((i, e))
-            lost = set()
-            for i, err in failed:
-                lost.add(i)
-                if isinstance(err, FileNotFoundError):
-                    continue
-                what = "a folder where a file was expected" if isinstance(err, IsADirectoryError) else (err.strerror or str(err))
-                errors[ops[i].request] = errors[ops[i].request] or f"{requests[ops[i].request][0]}: {what}"
-            for i, size in sizes.items():
-                if i not in lost:
-                    freed[ops[i].request] += size
+            freed = self._tally(sizes, links, failed, errors)
+            requests = self.requests
         finally:
             self.drop()
         for (_, done), got, error in zip(requests, freed, errors, strict=True):
             done(got, error)
+
+    def _error(self, errors: list[str | None], i: int, what: str) -> None:
+        request = self.ops[i].request
+        errors[request] = errors[request] or f"{self.requests[request][0]}: {what}"
+
+    def _look(self, errors: list[str | None]) -> tuple[dict[int, int], _Links, set[int]]:
+        """Before anything goes: the size each counted file frees, files of several links by inode, what to skip."""
+        sizes: dict[int, int] = {}
+        links: _Links = {}
+        skip: set[int] = set()
+        for i, op in enumerate(self.ops):
+            if not op.counted:
+                continue
+            try:
+                st = os.stat(op.name, dir_fd=op.fd, follow_symlinks=False)
+            except OSError as e:
+                skip.add(i)
+                if not isinstance(e, FileNotFoundError):
+                    self._error(errors, i, e.strerror or str(e))
+                continue
+            if stat_mod.S_ISDIR(st.st_mode):
+                skip.add(i)
+                self._error(errors, i, "a folder where a file was expected")
+            elif stat_mod.S_ISREG(st.st_mode):
+                if st.st_nlink == 1:
+                    sizes[i] = st.st_size
+                else:  # several links: freed if the batch removes them all (then counted once)
+                    links.setdefault((st.st_dev, st.st_ino), (st.st_nlink, st.st_size, []))[2].append(i)
+        return sizes, links, skip
+
+    def _tally(
+        self,
+        sizes: dict[int, int],
+        links: _Links,
+        failed: list[tuple[int, OSError]],
+        errors: list[str | None],
+    ) -> list[int]:
+        """Bytes freed per request: what was unlinked of what ``_look`` counted; the errors."""
+        lost = set()
+        for i, err in failed:
+            lost.add(i)
+            if isinstance(err, IsADirectoryError):
+                self._error(errors, i, "a folder where a file was expected")
+            elif not isinstance(err, FileNotFoundError):
+                self._error(errors, i, err.strerror or str(err))
+        for nlink, size, at in links.values():
+            if len(at) >= nlink and not lost.intersection(at):
+                sizes[at[-1]] = size
+        freed = [0] * len(self.requests)
+        for i, size in sizes.items():
+            if i not in lost:
+                freed[self.ops[i].request] += size
+        return freed
 
     def drop(self) -> None:
         """Close the descriptors; nothing queued is carried out."""

@@ -150,9 +150,9 @@ def linked_blobs(tree: Tree, repo: str) -> AbstractSet[str]:
     names: set[str] = set()
     try:
         for target in tree.links(os.path.join(repo, "snapshots"), strict=True):
-            parts = target.replace("\\", "/").split("/")
-            if len(parts) >= 2 and parts[-2] == "blobs":
-                names.add(parts[-1])
+            name = _blob_of(target)
+            if name:
+                names.add(name)
     except UnsafePath as e:
         log.warning("%s: %s: every blob of it stays", repo, e)
         return EVERY_NAME
@@ -241,6 +241,7 @@ def _recover_repo(tree: Tree, repo: str, names: list[str]) -> list[str]:
                 notes.append(f"{repo}: finished removing blob {blob} (an interrupted prune)")
             else:
                 notes.append(f"{repo}: put back blob {blob} (an interrupted prune)")
+    used: set[str] = set()  # blobs the finished revisions linked
     commits = {r for r in rests if COMMIT_RE.fullmatch(r)}
     commits |= {parsed[0] for parsed in map(parse_ref_entry, rests) if parsed}
     for commit in sorted(commits):
@@ -248,11 +249,50 @@ def _recover_repo(tree: Tree, repo: str, names: list[str]) -> list[str]:
             restore_refs(tree, repo, commit, names)
             notes.append(f"{repo}: put back the refs of revision {commit} (an interrupted prune)")
         else:
-            tree.remove(os.path.join(trash, trash_name(repo, commit)), count=False)
+            held = os.path.join(trash, trash_name(repo, commit))
+            used |= _blob_names(tree, held)
+            tree.remove(held, count=False)
             for name, rest in zip(names, rests, strict=True):
                 if (parse_ref_entry(rest) or ("",))[0] == commit:
                     tree.unlink(os.path.join(trash, name), count=False)
             tree.remove(os.path.join(repo, ".no_exist", commit), count=False)
             tree.remove(os.path.join(repo, "trees", commit + ".json"), count=False)
             notes.append(f"{repo}: finished removing revision {commit} (an interrupted prune)")
+    notes += _finish_unlinked(tree, repo, used)
+    return notes
+
+
+def _blob_names(tree: Tree, folder: str) -> set[str]:
+    """The blob names the links under ``folder`` (a snapshot set aside) point to."""
+    return {name for name in map(_blob_of, tree.links(folder)) if name}
+
+
+def _blob_of(target: str) -> str | None:
+    """The blob a snapshot link's target names (``../../blobs/<name>``), or None."""
+    parts = target.replace("\\", "/").split("/")
+    return parts[-1] if len(parts) >= 2 and parts[-2] == "blobs" else None
+
+
+def _finish_unlinked(tree: Tree, repo: str, names: set[str]) -> list[str]:
+    """The blobs of the revisions just finished that no snapshot links now: what the run would have removed with them.
+
+    The same protocol as a blob set aside: renamed into the trash, the links read again
+    (a linked one goes back), then unlinked.
+    """
+    if not names:
+        return []
+    linked = linked_blobs(tree, repo)
+    aside: dict[str, str] = {}
+    for name in sorted(names - linked):
+        try:
+            tree.rename(os.path.join(repo, "blobs", name), os.path.join(trash_path(tree), trash_name(repo, BLOB_MARK + name)))
+        except OSError:
+            continue  # gone already, or not a blob of ours: it stays as it is
+        aside[name] = ""
+    if aside:
+        put_back_linked(tree, repo, aside)
+    notes = []
+    for name in aside:
+        tree.unlink(os.path.join(trash_path(tree), trash_name(repo, BLOB_MARK + name)))
+        notes.append(f"{repo}: finished removing blob {name} of a revision an interrupted prune removed")
     return notes
