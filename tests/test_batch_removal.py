@@ -101,11 +101,16 @@ def test_a_file_added_after_the_walk_stays_and_its_folder_with_it(tmp_path):
     assert os.listdir(held) == ["new"]
 
 
-def test_a_mount_made_after_the_walk_is_neither_entered_nor_removed(tmp_path):
+def mount_case(tmp_path):
+    """Root and mount tools, or skip; (the cache root, a folder to mount with one file, a folder to remove)."""
     need_mounts("mount", "umount")
     root, other = str(tmp_path / "root"), str(tmp_path / "other")
     write(os.path.join(other, "f"), b"on another mount")
-    held = os.path.join(root, "trash", "held")
+    return root, other, os.path.join(root, "trash", "held")
+
+
+def test_a_mount_made_after_the_walk_is_neither_entered_nor_removed(tmp_path):
+    root, other, held = mount_case(tmp_path)
     write(os.path.join(held, "sub", "f"), b"ours")
     got, done = results()
     with fsops.Tree(root) as tree:
@@ -121,10 +126,7 @@ def test_a_mount_made_after_the_walk_is_neither_entered_nor_removed(tmp_path):
 
 
 def test_a_mount_inside_is_refused_when_queued(tmp_path):
-    need_mounts("mount", "umount")
-    root, other = str(tmp_path / "root"), str(tmp_path / "other")
-    write(os.path.join(other, "f"), b"on another mount")
-    held = os.path.join(root, "trash", "held")
+    root, other, held = mount_case(tmp_path)
     write(os.path.join(held, "f"), b"ours")
     os.makedirs(os.path.join(held, "sub"))
     subprocess.run(["mount", "--bind", other, os.path.join(held, "sub")], check=True)
@@ -216,11 +218,8 @@ def test_a_tree_too_big_to_hold_open_is_told_once(tmp_path, monkeypatch):
 
 
 def test_a_mount_deep_in_a_tree_too_big_to_hold_open_is_returned(tmp_path, monkeypatch):
-    need_mounts("mount", "umount")
+    root, other, held = mount_case(tmp_path)
     monkeypatch.setattr(removal, "BATCH_FDS", 8)
-    root, other = str(tmp_path / "root"), str(tmp_path / "other")
-    write(os.path.join(other, "f"), b"on another mount")
-    held = os.path.join(root, "trash", "held")
     for i in range(10):
         write(os.path.join(held, f"d{i}", "f"), b"x")
     mnt = os.path.join(held, "d9", "mnt")
