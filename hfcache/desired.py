@@ -7,10 +7,11 @@
 
 A plain JSON file, written whole (:func:`hfcache.output.files.atomic_write`: a temporary
 file of a name no one can foresee, fsynced, renamed; a symlink is replaced, never
-followed), apart from the SQLite database: protections must survive a corrupt database, and one manifest's list never touches
-another's (a revision two manifests want stays while either does). Reading it: no file is
-no protection; a file that cannot be read is :class:`DesiredUnknown`, on which ``prune``,
-``apply`` and ``rm`` refuse to delete (they cannot tell what must stay).
+followed), apart from the SQLite database: protections must survive a corrupt database,
+and one manifest's list never touches another's (a revision two manifests want stays while
+either does). Reading it: no file is no protection; a file that cannot be read is
+:class:`DesiredUnknown`, on which ``prune``, ``apply`` and ``rm`` refuse to delete (they
+cannot tell what must stay).
 """
 
 from __future__ import annotations

@@ -35,10 +35,6 @@ _FILE_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXE
 MAX_HELD = 64
 
 
-# What Tree._walk returns for a tree with more folders than a batch holds open at once.
-_TOO_MANY: list[tuple[int, str, bool, bool]] = []
-
-
 class UnsafePath(OSError):
     """A path component is a symlink, not a folder, or on another mount: nothing done through it."""
 
@@ -424,15 +420,14 @@ class Tree:
         what went. ``also``: paths removed just before it, uncounted, each left out when it
         cannot be walked (its error goes to ``done``). ``done`` is called once.
         """
-        if self._batch is not None and self._batch.full():
-            self.unlink_pending()  # (room for the walk)
+        self._spill()  # (room for the walk)
         batch = self._queue()
         try:
             main = self._walk(batch, path, count)
         except OSError as e:
             return error_line(path, e)
         freed_now = 0
-        if main is _TOO_MANY:  # too many folders to hold open at once: removed now
+        if main is None:  # too many folders to hold open at once: removed now
             freed_now, error = self.remove(path, count=count)
             if error:
                 done(freed_now, None)
@@ -446,7 +441,7 @@ class Tree:
             except OSError as e:
                 first = first or error_line(extra, e)
                 continue
-            if got is _TOO_MANY:
+            if got is None:
                 first = first or self.remove(extra, count=False)[1]
                 continue
             ops += got
@@ -460,8 +455,8 @@ class Tree:
         self._spill()
         return None
 
-    def _walk(self, batch: Batch, path: str, count: bool) -> list[tuple[int, str, bool, bool]]:
-        """The removals of ``path`` (nothing when it is gone), its folders opened now and held by ``batch``."""
+    def _walk(self, batch: Batch, path: str, count: bool) -> list[tuple[int, str, bool, bool]] | None:
+        """The removals of ``path`` (none when it is gone), its folders opened now and held by ``batch``; None past the budget."""
         parts = self.parts(path)
         try:
             fd, name = batch.folder(tuple(parts[:-1]), self._dir), parts[-1]
@@ -471,8 +466,7 @@ class Tree:
         if not stat_mod.S_ISDIR(st.st_mode):
             return [(fd, name, False, count)]
         self.forget(path)
-        ops = batch.walk(self._open_sub, fd, name, path, count)
-        return _TOO_MANY if ops is None else ops
+        return batch.walk(self._open_sub, fd, name, path, count)
 
     def _spill(self) -> None:
         if self._batch is not None and self._batch.full():

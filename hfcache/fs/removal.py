@@ -167,6 +167,8 @@ class Batch:
     def __init__(self) -> None:
         self.fds: list[int] = []
         self.folders: dict[tuple[str, ...], int] = {}
+        # Every folder of ``folders`` and those above it (what forget looks up: it runs on every rename).
+        self.prefixes: set[tuple[str, ...]] = set()
         self.ops: list[_Op] = []
         self.requests: list[tuple[str, Callable[[int, str | None], None]]] = []
 
@@ -181,10 +183,13 @@ class Batch:
             fd = os.dup(open_dir(key))
             self.fds.append(fd)
             self.folders[key] = fd
+            self.prefixes.update(key[:i] for i in range(len(key) + 1))
         return fd
 
     def forget(self, parts: tuple[str, ...]) -> None:
         """Look the folder ``parts`` and those below it up afresh from now on (hfcache renamed or removed it)."""
+        if parts not in self.prefixes:
+            return  # the usual case: nothing of the batch's there
         n = len(parts)
         for key in [k for k in self.folders if k[:n] == parts]:
             del self.folders[key]  # (its descriptor stays the batch's: queued removals act in it)
@@ -314,4 +319,4 @@ class Batch:
         """Close the descriptors; nothing queued is carried out."""
         for fd in self.fds:
             os.close(fd)
-        self.fds, self.folders, self.ops, self.requests = [], {}, [], []
+        self.fds, self.folders, self.prefixes, self.ops, self.requests = [], {}, set(), [], []

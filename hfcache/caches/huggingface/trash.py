@@ -231,16 +231,6 @@ def _recover_repo(tree: Tree, repo: str, names: list[str]) -> list[str]:
     prefix = trash_name(repo, "")
     notes: list[str] = []
     rests = [name[len(prefix) :] for name in names]
-    blobs = [r[len(BLOB_MARK) :] for r in rests if r.startswith(BLOB_MARK)]
-    if blobs:
-        aside = dict.fromkeys(blobs, "")
-        put_back_linked(tree, repo, aside)  # (the repo's links read once for all of them)
-        for blob in blobs:
-            if blob in aside:
-                tree.unlink(os.path.join(trash, trash_name(repo, BLOB_MARK + blob)))
-                notes.append(f"{repo}: finished removing blob {blob} (an interrupted prune)")
-            else:
-                notes.append(f"{repo}: put back blob {blob} (an interrupted prune)")
     used: set[str] = set()  # blobs the finished revisions linked
     commits = {r for r in rests if COMMIT_RE.fullmatch(r)}
     commits |= {parsed[0] for parsed in map(parse_ref_entry, rests) if parsed}
@@ -258,7 +248,18 @@ def _recover_repo(tree: Tree, repo: str, names: list[str]) -> list[str]:
             tree.remove(os.path.join(repo, ".no_exist", commit), count=False)
             tree.remove(os.path.join(repo, "trees", commit + ".json"), count=False)
             notes.append(f"{repo}: finished removing revision {commit} (an interrupted prune)")
-    notes += _finish_unlinked(tree, repo, used)
+    # The blobs set aside, and those only the finished revisions linked (the run would have
+    # set them aside after its settling time): a linked one goes back, the others go.
+    blobs = [r[len(BLOB_MARK) :] for r in rests if r.startswith(BLOB_MARK)] + _set_aside_unlinked(tree, repo, used)
+    if blobs:
+        aside = dict.fromkeys(blobs, "")
+        put_back_linked(tree, repo, aside)  # (the repo's links read once for all of them)
+        for blob in blobs:
+            if blob in aside:
+                tree.unlink(os.path.join(trash, trash_name(repo, BLOB_MARK + blob)))
+                notes.append(f"{repo}: finished removing blob {blob} (an interrupted prune)")
+            else:
+                notes.append(f"{repo}: put back blob {blob} (an interrupted prune)")
     return notes
 
 
@@ -273,26 +274,16 @@ def _blob_of(target: str) -> str | None:
     return parts[-1] if len(parts) >= 2 and parts[-2] == "blobs" else None
 
 
-def _finish_unlinked(tree: Tree, repo: str, names: set[str]) -> list[str]:
-    """The blobs of the revisions just finished that no snapshot links now: what the run would have removed with them.
-
-    The same protocol as a blob set aside: renamed into the trash, the links read again
-    (a linked one goes back), then unlinked.
-    """
+def _set_aside_unlinked(tree: Tree, repo: str, names: set[str]) -> list[str]:
+    """Rename into the trash each blob of ``names`` no snapshot links now; returns those renamed."""
     if not names:
         return []
-    linked = linked_blobs(tree, repo)
-    aside: dict[str, str] = {}
+    linked = linked_blobs(tree, repo)  # (a linked blob is never moved, not even for a moment)
+    moved = []
     for name in sorted(names - linked):
         try:
             tree.rename(os.path.join(repo, "blobs", name), os.path.join(trash_path(tree), trash_name(repo, BLOB_MARK + name)))
         except OSError:
             continue  # gone already, or not a blob of ours: it stays as it is
-        aside[name] = ""
-    if aside:
-        put_back_linked(tree, repo, aside)
-    notes = []
-    for name in aside:
-        tree.unlink(os.path.join(trash_path(tree), trash_name(repo, BLOB_MARK + name)))
-        notes.append(f"{repo}: finished removing blob {name} of a revision an interrupted prune removed")
-    return notes
+        moved.append(name)
+    return moved
