@@ -173,7 +173,7 @@ def _counted(run, live, deletion, tree, w, path, grace):
     return _run_item(run, live, deletion, tree, w, path, grace)
 hfcache.execute.run._run_item = _counted
 _start = _audit.AuditLog.start
-def _failing(self, unit):
+def _failing(self, unit, **kw):
     if os.getpid() != PARENT and _items[0] == 2:
         try:
             fd = os.open(os.environ["FAILED_AT"], os.O_WRONLY | os.O_CREAT | os.O_EXCL)
@@ -183,7 +183,7 @@ def _failing(self, unit):
             os.write(fd, repr(time.time()).encode())
             os.close(fd)
             raise AuditError(f"cannot write the audit log {self.path}: No space left on device")
-    return _start(self, unit)
+    return _start(self, unit, **kw)
 _audit.AuditLog.start = _failing
 """
 

@@ -98,6 +98,16 @@ def test_paths_of_an_unexpected_shape_are_refused(tmp_path):
     log = f"{r}/models--org--m/blobs/audit.log"
     assert "hfcache's own log" in why(f"{r}/models--org--m", keep=[log])
     assert "hfcache's own log" in why(log, keep=[log])
+    # What holds a needed path or the log, by either spelling of the log; never a mere prefix of the name.
+    needs = CacheInventory("huggingface", str(root), protected=(f"{r}/models--org--m/snapshots/{c}/keep.txt",))
+    assert "the cache needs" in target_problem(f"{r}/models--org--m", needs, HUB.shapes)
+    assert "the cache needs" in target_problem(f"{r}/models--org--m/snapshots/{c}", needs, HUB.shapes)
+    assert target_problem(f"{r}/models--org--mm", needs, HUB.shapes) is None
+    assert target_problem(f"{r}/models--org--m/snapshots/{c[:-1]}0", needs, HUB.shapes) is None
+    os.symlink(f"{r}/models--org--m/snapshots", tmp_path / "logs")
+    spelled = str(tmp_path / "logs" / c / "audit.log")
+    assert f"hfcache's own log {spelled}" in why(f"{r}/models--org--m/snapshots/{c}", keep=[spelled])
+    assert why(f"{r}/models--org--mm", keep=[spelled]) is None
 
 
 def test_roots_that_are_slash_a_home_or_no_longer_a_cache_are_refused(tmp_path, isolated_home):

@@ -82,9 +82,9 @@ class AuditLog:
             os.close(self._fd)
             self._fd = None
 
-    def start(self, unit: PlanUnit) -> None:
-        """Record, durably, that ``unit`` is about to go (before its first step)."""
-        self._write(unit, None, sync=True)
+    def start(self, unit: PlanUnit, *, sync: bool = True) -> None:
+        """Record, durably, that ``unit`` is about to go (before its first step; ``sync=False``: :meth:`sync` does it)."""
+        self._write(unit, None, sync=sync)
 
     def record(self, result: UnitResult, *, sync: bool = False) -> None:
         """Append the outcome of one unit (deleted, or failed part-way) as one line."""

@@ -149,15 +149,15 @@ class TargetCheck:
         self.root = resolve(cache.root)
         self.prefix = self.root.rstrip(os.sep) + os.sep
         self.pattern = _compiled(tuple(shapes))
-        # (a path that is a link to the log is unlinked, never followed: the log stays; both spellings are kept)
-        self.keep = [(kept, resolve(kept)) for kept in map(os.path.abspath, keep)]
+        # What is, or holds, a path the cache needs, or hfcache's log (a path that is a link to the
+        # log is unlinked, never followed: the log stays; both spellings are kept) -> that path.
+        self.needed = _holding((kept, kept) for kept in self.cache.protected)
+        self.logs = _holding((p, kept) for kept in map(os.path.abspath, keep) for p in (kept, resolve(kept)))
 
     def __call__(self, path: str) -> str | None:
         sep = os.sep
         # Normalised: what os.path.normpath would leave as it is (no "//", "/./", "/../", trailing "/").
-        if not path.startswith(sep) or f"{sep}{sep}" in path or f"{sep}." in path and _unnormal(path):
-            return f"{path}: not a normalised absolute path"
-        if path.endswith(sep):
+        if path[:1] != sep or _DOUBLE in path or _DOT in path and _unnormal(path) or path[-1:] == sep:
             return f"{path}: not a normalised absolute path"
         if not path.startswith(self.prefix):
             return f"{path}: outside the cache root {self.root}"
@@ -171,13 +171,27 @@ class TargetCheck:
         if self.pattern is None or not self.pattern.fullmatch(relative):
             cache = self.cache
             return f"{path}: not something a {cache.title or cache.kind} deletes (unexpected shape {relative!r})"
-        for kept in self.cache.protected:
-            if path == kept or _inside(kept, path):
-                return f"{path}: the cache needs {kept}"
-        for kept, real in self.keep:
-            if path in (kept, real) or _inside(kept, path) or _inside(real, path):
-                return f"{path}: it holds hfcache's own log {kept}"
+        kept = self.needed.get(path)
+        if kept is not None:
+            return f"{path}: the cache needs {kept}"
+        kept = self.logs.get(path)
+        if kept is not None:
+            return f"{path}: it holds hfcache's own log {kept}"
         return None
+
+
+def _holding(paths: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """For (path, name) pairs: each path, and each prefix of it that a "/" follows (what holds it) -> the first name."""
+    found: dict[str, str] = {}
+    for path, name in paths:
+        found.setdefault(path, name)
+        for i, c in enumerate(path):
+            if c == os.sep and i:
+                found.setdefault(path[:i], name)
+    return found
+
+
+_DOUBLE, _DOT = os.sep * 2, os.sep + "."
 
 
 def _unnormal(path: str) -> bool:

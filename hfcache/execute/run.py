@@ -169,6 +169,18 @@ def _prepare(plan: Plan, inventory: Inventory) -> tuple[list[_Work], dict[str, s
     return list(work.values()), skipped
 
 
+@dataclass
+class _Checked:
+    """A model's planned revisions, checked just before they go: all it looked at, and those that may go."""
+
+    deletion: Deletion
+    tree: Tree
+    cache: CacheInventory
+    item: Item
+    handled: list[PlanUnit]
+    ready: list[tuple[PlanUnit, Revision]]
+
+
 # ---------------------------------------------------------------------------------------------
 # Carrying out a plan
 
@@ -237,6 +249,10 @@ def _duplicates(plan: Plan) -> list[str]:
     return [u.path for u in plan.delete if u.path in seen or seen.add(u.path)]  # type: ignore[func-returns-value]
 
 
+# How many units one ``fdatasync`` of their "started" lines covers (a group commit): checked one
+# after another, their lines written and flushed at once, then removed one after another.
+GROUP = 16
+
 # At most this many finishers wait for their settling time (:data:`hfcache.caches.deletion.SETTLE`).
 MAX_PENDING = 2000
 
@@ -251,23 +267,37 @@ class _Run:
         self.out: dict[str, Outcome] = {u.path: Outcome() for u in plan.delete}
         self.done: dict[str, UnitResult] = {}
         self.pending: list[tuple[float, Tree, Finisher, list[PlanUnit]]] = []
+        self.group: list[_Checked] = []  # models checked, their units not started yet
         self.stopped: str | None = None
         self.notes: list[str] = []
         # In a worker process (hfcache.execute.workers): its pipe to the parent, told of each unit
         # started and done and of a stop at once (which stops the others), and asked whether to stop.
         self.channel: Channel | None = None
 
-    def start(self, unit: PlanUnit) -> bool:
-        """The durable "started" line; False (and the run stops) when the log cannot be written."""
-        if self.audit is not None:
+    def start(self, units: list[PlanUnit]) -> int:
+        """The durable "started" lines of ``units``, flushed with one ``fdatasync`` (a group commit).
+
+        Returns how many of them may go: all, or, when a line cannot be written (the run then
+        stops), those before it once their lines are on disk (none when the flush fails too).
+        """
+        n = len(units)
+        if self.audit is not None and units:
+            n = 0
             try:
-                self.audit.start(unit)
+                for unit in units:
+                    self.audit.start(unit, sync=False)
+                    n += 1
             except AuditError as e:
                 self.stop(str(e))
-                return False
+            try:
+                self.audit.sync()
+            except AuditError as e:
+                self.stop(str(e))
+                n = 0
         if self.channel is not None:
-            self.channel.send(("started", unit.path))
-        return True
+            for unit in units[:n]:
+                self.channel.send(("started", unit.path))
+        return n
 
     def stop(self, why: str) -> None:
         if self.stopped is None and self.channel is not None:
@@ -430,22 +460,47 @@ def execute_plan(
 
 
 def _run_junk(run: _Run, live: LiveChecks, deletion: Deletion, tree: Tree, w: _Work, grace: float) -> None:
-    """The junk of one cache: each piece checked just before it goes, then removed by its kind."""
+    """The junk of one cache: each piece checked just before it goes, then removed by its kind.
+
+    Pieces go a group at a time (:data:`GROUP`): checked, their "started" lines flushed at
+    once, then removed in order (an emptied repo folder after what it held).
+    """
+    group: list[tuple[PlanUnit, object]] = []
     for unit, found in w.junk:
         if run.halted():
-            return
+            break
         reason = live.junk_busy(deletion, tree, w.cache, unit, found, grace)
         if reason:
             run.skipped[unit.path] = reason
             run.finish(unit)
-        elif run.start(unit):
-            run.later(tree, deletion.remove_junk(tree, w.cache, unit, found, run.out), [unit])
+        else:
+            group.append((unit, found))
+        if len(group) >= GROUP:
+            _remove_junk(run, deletion, tree, w, group)
+            group = []
+    _remove_junk(run, deletion, tree, w, group)
+
+
+def _remove_junk(run: _Run, deletion: Deletion, tree: Tree, w: _Work, group: list[tuple[PlanUnit, object]]) -> None:
+    n = run.start([unit for unit, _ in group]) if group and not run.halted() else 0
+    for unit, found in group[:n]:
+        run.later(tree, deletion.remove_junk(tree, w.cache, unit, found, run.out), [unit])
 
 
 def _run_item(run: _Run, live: LiveChecks, deletion: Deletion, tree: Tree, w: _Work, path: str, grace: float) -> None:
-    """Everything the plan removes of one item: its revisions, then its files."""
-    if path in w.revisions and not run.halted():
-        item, units = w.revisions[path]
+    """Everything the plan removes of one item: its revisions, then its files.
+
+    A model with one planned revision (and no file) is checked now and joins the run's
+    group (:data:`GROUP`), which goes once full; any other item goes at once, after the group.
+    """
+    item, units = w.revisions.get(path, (None, []))
+    if item is not None and len(units) == 1 and path not in w.files:
+        run.group.append(_check_model(live, deletion, tree, w.cache, item, units, grace, run.skipped))
+        if len(run.group) >= GROUP:
+            _remove_group(run)
+        return
+    _remove_group(run)
+    if item is not None and not run.halted():
         _run_model(run, live, deletion, tree, w.cache, item, units, grace)
     if path in w.files and not run.halted():
         item, units = w.files[path]
@@ -470,11 +525,16 @@ def _run_items(run: _Run, live: LiveChecks, deletion: Deletion, tree: Tree, w: _
     _run_paths(run, live, deletion, tree, w, grace, paths)
 
 
-def _run_paths(run: _Run, live: LiveChecks, deletion: Deletion, tree: Tree, w: _Work, grace: float, paths: list[str]) -> None:
+def _run_paths(
+    run: _Run, live: LiveChecks, deletion: Deletion, tree: Tree, w: _Work, grace: float, paths: list[str], *, last: bool = True
+) -> None:
+    """Items one after another (then the group they left, unless more follow: not ``last``)."""
     for path in paths:
         if run.halted():
             break
         _run_item(run, live, deletion, tree, w, path, grace)
+    if last:
+        _remove_group(run)
 
 
 def _run_parallel(
@@ -486,12 +546,14 @@ def _run_parallel(
     def child(channel: Channel) -> None:  # pragma: no cover - runs in a worker (coverage does not follow forks)
         tree.detach()
         run.pending.clear()  # (the junk's finishers: this process's parent runs them)
+        run.group.clear()  # (empty: the parent's groups went before its workers started)
         run.channel = channel
         try:
             for i in channel.tasks():
-                _run_paths(run, live, deletion, tree, w, grace, tasks[i])
+                _run_paths(run, live, deletion, tree, w, grace, tasks[i], last=False)
                 if run.halted():
                     break
+            _remove_group(run)
         finally:
             run.flush()  # what it started is finished, even when a bug stopped it (as in one process)
             tree.unlink_pending()
@@ -574,6 +636,80 @@ def _after_workers(run: _Run, w: _Work, tasks: list[list[str]], pool: Pool, star
     return redo
 
 
+def _unit_busy(
+    live: LiveChecks, deletion: Deletion, tree: Tree, cache: CacheInventory, item: Item, unit: PlanUnit, rev: Revision
+) -> str | None:
+    """Why a planned revision may not go now: in use, or its kind's re-validation on disk fails."""
+    reason = live.revision_busy(cache, unit, rev, follow=deletion.follow_links)
+    return reason or deletion.revalidate(tree, cache, item, unit, rev)
+
+
+def _check_model(
+    live: LiveChecks,
+    deletion: Deletion,
+    tree: Tree,
+    cache: CacheInventory,
+    item: Item,
+    units: list[tuple[PlanUnit, Revision]],
+    grace: float,
+    skipped: dict[str, str],
+) -> _Checked:
+    """A model's planned revisions checked at once (none removed in between: for a model of one unit)."""
+    busy = live.item_busy(deletion, tree, cache, item.path, item.id, grace)
+    ready = []
+    for unit, rev in units:
+        reason = busy or _unit_busy(live, deletion, tree, cache, item, unit, rev)
+        if reason:
+            skipped[unit.path] = reason
+        else:
+            ready.append((unit, rev))
+    return _Checked(deletion, tree, cache, item, [unit for unit, _ in units], ready)
+
+
+def _remove_group(run: _Run) -> None:
+    """The run's checked models: the "started" lines of all their units flushed at once, then each removed.
+
+    A unit whose line could not be written (or the run stopped meanwhile) does not go, and is
+    not reported here: it is "not attempted".
+    """
+    group, run.group = run.group, []
+    units = [unit for checked in group for unit, _ in checked.ready]
+    n = run.start(units) if units and not run.halted() else 0
+    dropped = {unit.path for unit in units[n:]}
+    for c in group:
+        gone = _remove_revisions(run, c.deletion, c.tree, c.cache, c.item, [r for r in c.ready if r[0].path not in dropped])
+        _remove_rest(run, c.deletion, c.tree, c.cache, c.item, gone, [u for u in c.handled if u.path not in dropped])
+
+
+def _remove_revisions(
+    run: _Run, deletion: Deletion, tree: Tree, cache: CacheInventory, item: Item, go: list[tuple[PlanUnit, Revision]]
+) -> list[tuple[PlanUnit, Revision]]:
+    """Revisions whose "started" lines are on disk, removed; returns those that went."""
+    gone = []
+    for unit, rev in go:
+        freed, error = deletion.remove_revision(tree, cache, item, unit, rev, run.out)
+        run.out[unit.path].add(freed, error)
+        if not error:
+            gone.append((unit, rev))
+    return gone
+
+
+def _remove_rest(
+    run: _Run,
+    deletion: Deletion,
+    tree: Tree,
+    cache: CacheInventory,
+    item: Item,
+    gone: list[tuple[PlanUnit, Revision]],
+    handled: list[PlanUnit],
+) -> None:
+    """What the revisions that went shared and no other uses; ``handled`` reported once that is done."""
+    leaving = {rev.revision for unit, rev in gone}
+    stay = [r for r in item.revisions if r.revision not in leaving]
+    finisher = deletion.remove_rest(tree, cache, item, gone, stay, run.out) if gone else None
+    run.later(tree, finisher, handled)
+
+
 def _run_model(
     run: _Run,
     live: LiveChecks,
@@ -584,7 +720,10 @@ def _run_model(
     units: list[tuple[PlanUnit, Revision]],
     grace: float,
 ) -> None:
-    """The planned revisions of one model, each checked and re-validated just before it goes; then what they shared."""
+    """The planned revisions of one model, each checked and re-validated just before it goes; then what they shared.
+
+    One at a time: whether a revision is now the model's last depends on those removed before it.
+    """
     busy = live.item_busy(deletion, tree, cache, item.path, item.id, grace)
     gone: list[tuple[PlanUnit, Revision]] = []
     handled: list[PlanUnit] = []
@@ -592,22 +731,15 @@ def _run_model(
         if run.halted():
             break
         handled.append(unit)
-        reason = busy or live.revision_busy(cache, unit, rev, follow=deletion.follow_links)
-        reason = reason or deletion.revalidate(tree, cache, item, unit, rev)
+        reason = busy or _unit_busy(live, deletion, tree, cache, item, unit, rev)
         if reason:
             run.skipped[unit.path] = reason
             continue
-        if not run.start(unit):
+        if run.start([unit]) != 1:
             handled.pop()
             break
-        freed, error = deletion.remove_revision(tree, cache, item, unit, rev, run.out)
-        run.out[unit.path].add(freed, error)
-        if not error:
-            gone.append((unit, rev))
-    leaving = {rev.revision for unit, rev in gone}
-    stay = [r for r in item.revisions if r.revision not in leaving]
-    finisher = deletion.remove_rest(tree, cache, item, gone, stay, run.out) if gone else None
-    run.later(tree, finisher, handled)
+        gone += _remove_revisions(run, deletion, tree, cache, item, [(unit, rev)])
+    _remove_rest(run, deletion, tree, cache, item, gone, handled)
 
 
 def _run_files(
@@ -634,7 +766,7 @@ def _run_files(
         if reason:
             run.skipped[unit.path] = reason
             continue
-        if not run.start(unit):
+        if run.start([unit]) != 1:
             handled.pop()
             break
         freed, error, rest = deletion.remove_file(tree, cache, item, unit, rev)

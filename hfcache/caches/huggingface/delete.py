@@ -80,7 +80,8 @@ class HubDeletion:
         for _unit, rev in going:
             paths += [os.path.join(item.path, "refs", ref) for ref in rev.refs]
             paths.append(rev.path)
-        paths += [os.path.join(item.path, key) for _, rev in going for key in sorted(rev.blobs) if key.startswith("blobs/")]
+        inside = item.path + os.sep  # (many blobs: joined as os.path.join would, a key being relative)
+        paths += [inside + key for _, rev in going for key in sorted(rev.blobs) if key.startswith("blobs/")]
         going_revs = {rev.revision for _, rev in going}
         if all(r.revision in going_revs for r in item.revisions):
             paths.append(item.path)
