@@ -294,10 +294,24 @@ class _Run:
             except AuditError as e:
                 self.stop(str(e))
                 n = 0
-        if self.channel is not None:
-            for unit in units[:n]:
-                self.channel.send(("started", unit.path))
         return n
+
+    def go(self, unit: PlanUnit) -> bool:
+        """Whether ``unit``, its "started" line on disk, takes its first step now (the parent is told first).
+
+        Not once the run is stopping (a signal, the log failing, the parent's word): the
+        unit is then not attempted, and its outcome line says so.
+        """
+        if self.halted():
+            if self.audit is not None:
+                try:
+                    self.audit.record(UnitResult(unit, Status.SKIPPED, 0, f"not attempted: {self.stopped}"))
+                except AuditError:
+                    pass  # (stopping already)
+            return False
+        if self.channel is not None:
+            self.channel.send(("started", unit.path))
+        return True
 
     def stop(self, why: str) -> None:
         if self.stopped is None and self.channel is not None:
@@ -317,33 +331,42 @@ class _Run:
             self.channel.send(("done", unit.path, result.status.value, result.freed_bytes, result.error))
         progress.report("deleting", len(self.done), len(self.plan.delete))
 
-    def later(self, tree: Tree, finisher: Finisher | None, units: list[PlanUnit]) -> None:
-        """Finish ``units`` now, or once ``finisher`` ran after its settling time."""
+    def later(self, tree: Tree, finisher: Finisher | None, units: list[PlanUnit], *, flush: bool = True) -> None:
+        """Finish ``units`` now, or once ``finisher`` ran after its settling time (not here: ``flush=False``)."""
         if finisher is None:
             tree.unlink_pending()  # (what they queued: carried out before they are reported)
             for unit in units:
                 self.finish(unit)
             return
         self.pending.append((time.monotonic(), tree, finisher, units))
-        self.flush(wait=len(self.pending) >= MAX_PENDING)
+        if flush:
+            self.flush(wait=len(self.pending) >= MAX_PENDING)
 
     def flush(self, *, wait: bool = True) -> None:
         """Run the waiting finishers whose settling time is over (with ``wait``: all, sleeping if needed)."""
         if not self.pending:
             return
-        if wait:
+        now = time.monotonic()
+        settled = next((i for i, p in enumerate(self.pending) if p[0] + SETTLE > now), len(self.pending))
+        if not wait:
+            if settled and self.pending[0][0] + 2 * SETTLE <= now:  # (in batches: their removals back to back)
+                self._finish_settled(settled)
+            return
+        if settled < len(self.pending):
+            self._finish_settled(settled)  # (while the others settle)
             left = self.pending[-1][0] + SETTLE - time.monotonic()
             if left > 0:
                 time.sleep(left)
-            ready, self.pending = self.pending, []
-        else:
-            now = time.monotonic()
-            if self.pending[0][0] + 2 * SETTLE > now:
-                return  # (finishers run in batches: their removals back to back)
-            n = next((i for i, p in enumerate(self.pending) if p[0] + SETTLE > now), len(self.pending))
-            if n == 0:
-                return
-            ready, self.pending = self.pending[:n], self.pending[n:]
+        self._finish_settled(len(self.pending))
+        if self.audit is not None:  # before that, the next unit's "started" line syncs them
+            try:
+                self.audit.sync()
+            except AuditError as e:
+                self.stop(str(e))
+
+    def _finish_settled(self, n: int) -> None:
+        """The first ``n`` waiting finishers, then the batch of removals, then their units are reported."""
+        ready, self.pending = self.pending[:n], self.pending[n:]
         for _, tree, finisher, units in ready:
             try:
                 finisher(tree)
@@ -354,11 +377,6 @@ class _Run:
         for _, _, _, units in ready:
             for unit in units:
                 self.finish(unit)
-        if wait and self.audit is not None:  # before that, the next unit's "started" line syncs them
-            try:
-                self.audit.sync()
-            except AuditError as e:
-                self.stop(str(e))
 
     def halted(self) -> bool:
         """Whether to start no further unit: a signal, or the audit log failing."""
@@ -484,7 +502,9 @@ def _run_junk(run: _Run, live: LiveChecks, deletion: Deletion, tree: Tree, w: _W
 def _remove_junk(run: _Run, deletion: Deletion, tree: Tree, w: _Work, group: list[tuple[PlanUnit, object]]) -> None:
     n = run.start([unit for unit, _ in group]) if group and not run.halted() else 0
     for unit, found in group[:n]:
-        run.later(tree, deletion.remove_junk(tree, w.cache, unit, found, run.out), [unit])
+        if run.go(unit):
+            run.later(tree, deletion.remove_junk(tree, w.cache, unit, found, run.out), [unit], flush=False)
+    run.flush(wait=len(run.pending) >= MAX_PENDING)
 
 
 def _run_item(run: _Run, live: LiveChecks, deletion: Deletion, tree: Tree, w: _Work, path: str, grace: float) -> None:
@@ -669,16 +689,24 @@ def _check_model(
 def _remove_group(run: _Run) -> None:
     """The run's checked models: the "started" lines of all their units flushed at once, then each removed.
 
-    A unit whose line could not be written (or the run stopped meanwhile) does not go, and is
-    not reported here: it is "not attempted".
+    Each unit goes only if the run is not stopping (:meth:`_Run.go`); one that does not, or
+    whose line could not be written, is "not attempted". The finishers that came due wait
+    until the group went: between a unit's checks and its removal lie only the group's.
     """
     group, run.group = run.group, []
     units = [unit for checked in group for unit, _ in checked.ready]
     n = run.start(units) if units and not run.halted() else 0
     dropped = {unit.path for unit in units[n:]}
     for c in group:
-        gone = _remove_revisions(run, c.deletion, c.tree, c.cache, c.item, [r for r in c.ready if r[0].path not in dropped])
-        _remove_rest(run, c.deletion, c.tree, c.cache, c.item, gone, [u for u in c.handled if u.path not in dropped])
+        gone: list[tuple[PlanUnit, Revision]] = []
+        for unit, rev in c.ready:
+            if unit.path not in dropped and run.go(unit):
+                gone += _remove_revisions(run, c.deletion, c.tree, c.cache, c.item, [(unit, rev)])
+            else:
+                dropped.add(unit.path)
+        handled = [unit for unit in c.handled if unit.path not in dropped]
+        _remove_rest(run, c.deletion, c.tree, c.cache, c.item, gone, handled, flush=False)
+    run.flush(wait=len(run.pending) >= MAX_PENDING)
 
 
 def _remove_revisions(
@@ -702,12 +730,14 @@ def _remove_rest(
     item: Item,
     gone: list[tuple[PlanUnit, Revision]],
     handled: list[PlanUnit],
+    *,
+    flush: bool = True,
 ) -> None:
     """What the revisions that went shared and no other uses; ``handled`` reported once that is done."""
     leaving = {rev.revision for unit, rev in gone}
     stay = [r for r in item.revisions if r.revision not in leaving]
     finisher = deletion.remove_rest(tree, cache, item, gone, stay, run.out) if gone else None
-    run.later(tree, finisher, handled)
+    run.later(tree, finisher, handled, flush=flush)
 
 
 def _run_model(
@@ -735,7 +765,7 @@ def _run_model(
         if reason:
             run.skipped[unit.path] = reason
             continue
-        if run.start([unit]) != 1:
+        if run.start([unit]) != 1 or not run.go(unit):
             handled.pop()
             break
         gone += _remove_revisions(run, deletion, tree, cache, item, [(unit, rev)])
@@ -766,7 +796,7 @@ def _run_files(
         if reason:
             run.skipped[unit.path] = reason
             continue
-        if run.start([unit]) != 1:
+        if run.start([unit]) != 1 or not run.go(unit):
             handled.pop()
             break
         freed, error, rest = deletion.remove_file(tree, cache, item, unit, rev)

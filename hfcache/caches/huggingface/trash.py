@@ -15,6 +15,7 @@ import os
 import stat as stat_mod
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
+from functools import lru_cache
 from urllib.parse import quote, unquote
 
 from hfcache.caches.huggingface.location import COMMIT_RE
@@ -36,7 +37,12 @@ BLOB_MARK = "blob."
 
 def trash_name(repo: str, rest: str) -> str:
     """The trash entry of ``rest`` (``<commit>``, ``<commit>.ref.<ref>``, ``blob.<name>``) of the repo at ``repo``."""
-    return quote(os.path.basename(repo), safe="-_.") + REPO_MARK + rest
+    return _quoted(os.path.basename(repo)) + REPO_MARK + rest
+
+
+@lru_cache(maxsize=1024)
+def _quoted(folder: str) -> str:  # (a repo's entries are named many times over: its revisions, refs, blobs)
+    return quote(folder, safe="-_.")
 
 
 def parse_trash_name(name: str) -> tuple[str, str] | None:
