@@ -6,12 +6,15 @@ Default place: ``platformdirs.user_state_dir("hfcache")/audit.log`` (on Linux
 line is a complete record, written with one ``write`` on a file opened for appending. A
 unit gets two: ``"status": "started"`` (with its refs and version), flushed to disk
 (``fdatasync``) before its first step, and its outcome (``deleted`` or ``failed``) once
-it is done (after its batch of removals), flushed before the next unit starts. A prune
-killed half-way leaves ``started`` lines without an outcome for the units it was on (those
-set aside waiting for their batch, one per deleting process), and lines for every unit that
-went. A write that fails (a full disk) raises :class:`AuditError`: execution stops
-before the next unit. hfcache never deletes its own log (a plan whose targets would
-include it is refused).
+it is done (after its batch of removals), flushed before the next unit starts. The lines of
+a group of units (:data:`hfcache.execute.run.GROUP`) are written together and flushed with
+one ``fdatasync``, each before its own unit's first step; a unit whose line is written but
+that a stop keeps from beginning gets the outcome ``skipped`` ("not attempted: ..."). A prune
+killed half-way leaves ``started`` lines without an outcome for the units it was on: those
+waiting for their batch, and those of its group not begun yet (up to 16 per deleting
+process, untouched); and lines for every unit that went. A write that fails (a full disk)
+raises :class:`AuditError`: execution stops before the next unit. hfcache never deletes its
+own log (a plan whose targets would include it is refused).
 
 A line::
 

@@ -17,7 +17,9 @@ returns an :class:`~hfcache.plan.decisions.Execution`: one result per unit, besi
    its kind's re-validation on disk (refs changed since the plan, now the last revision);
    a unit that fails one is skipped. The rest go by the steps their kind declares
    (:mod:`hfcache.caches.deletion`; the hub's in :mod:`hfcache.caches.huggingface.delete`), each unit
-   after a durable "started" line in the audit log and followed by its outcome;
+   after a durable "started" line in the audit log and followed by its outcome (models with
+   one planned revision, and junk, are checked up to :data:`GROUP` at a time and their lines
+   flushed with one ``fdatasync``: a group commit);
 4. every step acts through :class:`hfcache.fs.ops.Tree`: relative to an open descriptor of
    the root, one component at a time, never through a symlink, never across a mount.
    ``freed_bytes`` is what of the plan's accounting actually left the disk (files whose
@@ -427,10 +429,11 @@ def execute_plan(
 
     Raises :class:`UnsafePlan`, before deleting anything, when any root or target fails
     :func:`check_plan`. Then, cache by cache and model by model, each unit passes the
-    live-use checks of ``live`` and its kind's re-validation on disk just before it goes,
-    or is skipped with the reason. ``audit`` gets a durable "started" line before a unit's
-    first step and its outcome after; ``failed`` maps roots that may not be touched (their
-    prune lock could not be taken) to the reason, and fails their units. A signal
+    live-use checks of ``live`` and its kind's re-validation on disk just before it goes
+    (with the group it goes in: :func:`_remove_group`), or is skipped with the reason.
+    ``audit`` gets a durable "started" line before a unit's first step and its outcome after;
+    ``failed`` maps roots that may not be touched (their prune lock could not be taken) to
+    the reason, and fails their units. A signal
     (:mod:`hfcache.interrupt`) or an audit log that cannot be written stops the run before
     the next unit: the rest are skipped, and the execution's ``stopped`` says why. With
     ``jobs`` over 1, the models of a kind that allows it are deleted by up to that many

@@ -1,7 +1,8 @@
 """Deleting the models of one cache on several processes at once: forked workers, a shared queue.
 
 Each unit of a prune is a handful of short system calls (renames into the trash, unlinks,
-``rmdir``), checks just before it goes, and one ``fdatasync`` of its "started" line. One
+``rmdir``), checks just before it goes, and its "started" line flushed (one ``fdatasync``
+for a group of up to 16 units: :data:`hfcache.execute.run.GROUP`). One
 process spends most of that time waiting: on the disk's flushes, on discards the file system
 makes inside ``unlink`` (ext4 without a journal, mounted with ``discard``), on the interpreter.
 Processes deleting different models overlap those waits. On 2 CPUs, 2,000
@@ -10,7 +11,9 @@ revisions of 4,000 repos took 3.4 to 4.1 s in one process, 1.4 to 2.1 s on three
 
 Nothing of a unit's own order changes: a model's units run one after another in one worker,
 each checked just before it goes and flushed to the log before its first step, exactly as in
-one process. What a kind's deletion decides about across models (the hub's shared-store
+one process (a worker's group of checked models spans its tasks; it tells the parent of a
+unit just before the unit's first step, so a unit it never began is never counted as
+begun). What a kind's deletion decides about across models (the hub's shared-store
 payloads) keeps the models involved in one task (:func:`groups`), so no two workers ever
 decide about the same thing.
 

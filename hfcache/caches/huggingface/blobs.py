@@ -60,10 +60,11 @@ def set_aside(tree: Tree, repo: str, owner: dict[str, str], out: Outcomes, snaps
         return {}
     aside: dict[str, str] = {}
     locks = _lock_names(tree, repo)
+    blobs, aside_as = os.path.join(repo, "blobs", ""), os.path.join(trash, trash_name(repo, BLOB_MARK))  # (+ a name)
     for name, unit_path in owner.items():
         try:
             with _blob_lock(tree, repo, name, locks):
-                tree.rename(os.path.join(repo, "blobs", name), os.path.join(trash, trash_name(repo, BLOB_MARK + name)))
+                tree.rename(blobs + name, aside_as + name)
         except FileNotFoundError:
             continue
         except TimeoutError:
@@ -102,12 +103,12 @@ def _finish_some(tree: Tree, repo: str, aside: dict[str, str], out: Outcomes, un
                 restore_blob(tree, repo, name)
                 out[unit_path].add(0, f"{os.path.join(repo, 'blobs', name)}: {e.strerror or e}")
         linked = linked_blobs(tree, repo) if locked else set()
+        blobs, aside_as = os.path.join(repo, "blobs", ""), os.path.join(trash_path(tree), trash_name(repo, BLOB_MARK))
         for name, unit_path in locked.items():
             if name in linked:
                 restore_blob(tree, repo, name)
                 continue
-            path = os.path.join(trash_path(tree), trash_name(repo, BLOB_MARK + name))
-            tree.unlink_later(path, out[unit_path].removed(os.path.join(repo, "blobs", name), log), count=name not in uncounted)
+            tree.unlink_later(aside_as + name, out[unit_path].removed(blobs + name, log), count=name not in uncounted)
 
 
 def _lock_names(tree: Tree, repo: str) -> set[str]:
