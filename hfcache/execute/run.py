@@ -279,8 +279,9 @@ class _Run:
     def start(self, units: list[PlanUnit]) -> int:
         """The durable "started" lines of ``units``, flushed with one ``fdatasync`` (a group commit).
 
-        Returns how many of them may go: all, or, when a line cannot be written (the run then
-        stops), those before it once their lines are on disk (none when the flush fails too).
+        Returns how many have their lines on disk: all, or, when a line cannot be written (the
+        run then stops), those before it (none when the flush fails too). Those then do not
+        begin either (:meth:`go` sees the stop), and their outcome lines say so.
         """
         n = len(units)
         if self.audit is not None and units:
