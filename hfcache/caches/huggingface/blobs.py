@@ -18,12 +18,11 @@ from contextlib import ExitStack, contextmanager
 
 from hfcache.caches.deletion import Outcomes
 from hfcache.caches.huggingface.trash import (
-    BLOB_MARK,
+    aside_prefix,
     linked_blobs,
     listdir,
     put_back_linked,
     restore_blob,
-    trash_name,
     trash_path,
 )
 from hfcache.fs.ops import Tree
@@ -60,7 +59,7 @@ def set_aside(tree: Tree, repo: str, owner: dict[str, str], out: Outcomes, snaps
         return {}
     aside: dict[str, str] = {}
     locks = _lock_names(tree, repo)
-    blobs, aside_as = os.path.join(repo, "blobs", ""), os.path.join(trash, trash_name(repo, BLOB_MARK))  # (+ a name)
+    blobs, aside_as = os.path.join(repo, "blobs", ""), aside_prefix(tree, repo)  # (+ a name: a path)
     for name, unit_path in owner.items():
         try:
             with _blob_lock(tree, repo, name, locks):
@@ -103,7 +102,7 @@ def _finish_some(tree: Tree, repo: str, aside: dict[str, str], out: Outcomes, un
                 restore_blob(tree, repo, name)
                 out[unit_path].add(0, f"{os.path.join(repo, 'blobs', name)}: {e.strerror or e}")
         linked = linked_blobs(tree, repo) if locked else set()
-        blobs, aside_as = os.path.join(repo, "blobs", ""), os.path.join(trash_path(tree), trash_name(repo, BLOB_MARK))
+        blobs, aside_as = os.path.join(repo, "blobs", ""), aside_prefix(tree, repo)
         for name, unit_path in locked.items():
             if name in linked:
                 restore_blob(tree, repo, name)

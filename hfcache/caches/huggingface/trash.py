@@ -187,9 +187,14 @@ def restore_refs(tree: Tree, repo: str, commit: str, names: Sequence[str] | None
             continue
 
 
+def aside_prefix(tree: Tree, repo: str) -> str:
+    """Where a blob of ``repo`` set aside lies, but for its name (appended): ``<trash>/<repo>+blob.``."""
+    return os.path.join(trash_path(tree), trash_name(repo, BLOB_MARK))
+
+
 def restore_blob(tree: Tree, repo: str, name: str) -> None:
     """Put a set-aside blob back, unless a download already wrote a new copy (then the aside one goes)."""
-    src, dst = os.path.join(trash_path(tree), trash_name(repo, BLOB_MARK + name)), os.path.join(repo, "blobs", name)
+    src, dst = aside_prefix(tree, repo) + name, os.path.join(repo, "blobs", name)
     try:
         if tree.lstat(dst) is None:
             tree.rename(src, dst)
@@ -262,7 +267,7 @@ def _recover_repo(tree: Tree, repo: str, names: list[str]) -> list[str]:
         put_back_linked(tree, repo, aside)  # (the repo's links read once for all of them)
         for blob in blobs:
             if blob in aside:
-                tree.unlink(os.path.join(trash, trash_name(repo, BLOB_MARK + blob)))
+                tree.unlink(aside_prefix(tree, repo) + blob)
                 notes.append(f"{repo}: finished removing blob {blob} (an interrupted prune)")
             else:
                 notes.append(f"{repo}: put back blob {blob} (an interrupted prune)")
@@ -288,7 +293,7 @@ def _set_aside_unlinked(tree: Tree, repo: str, names: set[str]) -> list[str]:
     moved = []
     for name in sorted(names - linked):
         try:
-            tree.rename(os.path.join(repo, "blobs", name), os.path.join(trash_path(tree), trash_name(repo, BLOB_MARK + name)))
+            tree.rename(os.path.join(repo, "blobs", name), aside_prefix(tree, repo) + name)
         except OSError:
             continue  # gone already, or not a blob of ours: it stays as it is
         moved.append(name)
